@@ -1,0 +1,22 @@
+# Thin wrapper: every target first runs the idempotent set-up (tools/bootstrap.sh).
+PY := .venv/bin/python
+DEMO_DEVICES ?= 3
+
+.PHONY: setup demo test lint clean
+
+setup:
+	@bash tools/bootstrap.sh
+
+demo: setup
+	@bash tools/demo.sh $(DEMO_DEVICES)
+
+test: setup
+	@$(PY) -m pytest
+
+lint: setup
+	@.venv/bin/ruff check hub tools tests
+	@.venv/bin/ruff format --check hub tools tests
+	@.venv/bin/mypy
+
+clean:
+	rm -rf build .venv node_modules

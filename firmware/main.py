@@ -1,0 +1,12 @@
+# Launcher: hold the safe-mode pin at reset to get a REPL without the app running.
+import time
+
+from node import hw
+
+if hw.safe_mode():
+    print("safe mode: app not started")
+else:
+    time.sleep_ms(hw.START_DELAY_MS)  # a window for Ctrl-C before the app takes over
+    from node import app
+
+    app.main()

@@ -1,0 +1,41 @@
+"""The hub's typed configuration: one frozen dataclass, validated when it is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration value a user gave is wrong; the message names the key."""
+
+
+def _check_port(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port number from 0 to 65535, not {value}")
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """Where the hub listens and keeps its data.
+
+    Port 0 picks a free port; the hub reports the real one. ``http_port`` None serves the
+    HTTP pages on the WebSocket network's port.
+    """
+
+    host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    ws_port: int = 8080
+    http_port: int | None = None
+    data_dir: Path = Path("data")
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("host must not be empty")
+        _check_port("mqtt_port", self.mqtt_port)
+        _check_port("ws_port", self.ws_port)
+        _check_port("http_port", self.http_port)
+
+    @property
+    def http_shares_ws_port(self) -> bool:
+        return self.http_port is None or (self.http_port == self.ws_port != 0)

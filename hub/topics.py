@@ -1,0 +1,121 @@
+"""The topic contract between devices and the hub (see README, "Topic contract").
+
+Devices publish under ``d/<device>/``:
+
+=====================  ========  ===================================================
+topic                  retained  payload
+=====================  ========  ===================================================
+``d/<id>/t/<sensor>``  no        reading: ``<boot>,<seq>,<value>`` (ASCII)
+``d/<id>/s``           yes       presence: ``online`` or ``offline`` (the last will)
+``d/<id>/c``           no        a command to the device (hub -> device)
+``d/<id>/r``           no        the device's reply to a command
+=====================  ========  ===================================================
+
+``boot`` is 1 to 8 lowercase hex digits chosen at each boot, ``seq`` counts readings from 0
+within a boot, and ``value`` is a decimal number with the sensor's fixed decimals. The hub
+stamps arrival time; devices never send wall-clock time. This module parses without I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+ROOT = "d"
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+SENSOR_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,15}$")
+_BOOT_RE = re.compile(rb"^[0-9a-f]{1,8}$")
+_SEQ_RE = re.compile(rb"^(0|[1-9][0-9]{0,9})$")
+_VALUE_RE = re.compile(rb"^-?[0-9]{1,12}(\.[0-9]{1,6})?$")
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+
+
+class ContractError(ValueError):
+    """A topic or payload does not follow the topic contract."""
+
+
+class Kind(Enum):
+    TELEMETRY = "t"
+    STATUS = "s"
+    COMMAND = "c"
+    REPLY = "r"
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    device: str
+    kind: Kind
+    sensor: str | None = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    boot: str
+    seq: int
+    value: float
+
+
+def check_device_id(device: str) -> str:
+    if not DEVICE_ID_RE.match(device):
+        raise ContractError(
+            f"bad device id {device!r}: use 1 to 32 of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return device
+
+
+def telemetry_topic(device: str, sensor: str) -> str:
+    return f"{ROOT}/{check_device_id(device)}/t/{sensor}"
+
+
+def status_topic(device: str) -> str:
+    return f"{ROOT}/{check_device_id(device)}/s"
+
+
+def command_topic(device: str) -> str:
+    return f"{ROOT}/{check_device_id(device)}/c"
+
+
+def reply_topic(device: str) -> str:
+    return f"{ROOT}/{check_device_id(device)}/r"
+
+
+def parse_topic(topic: str) -> DeviceTopic:
+    """Splits a device topic into device, kind and sensor; raises ContractError otherwise."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != ROOT:
+        raise ContractError(f"not a device topic: {topic!r}")
+    device = check_device_id(parts[1])
+    try:
+        kind = Kind(parts[2])
+    except ValueError:
+        raise ContractError(f"unknown topic kind {parts[2]!r} in {topic!r}") from None
+    if kind is Kind.TELEMETRY:
+        if len(parts) != 4 or not SENSOR_RE.match(parts[3]):
+            raise ContractError(f"telemetry topic needs one sensor name: {topic!r}")
+        return DeviceTopic(device, kind, parts[3])
+    if len(parts) != 3:
+        raise ContractError(f"unexpected levels after {kind.name.lower()} topic: {topic!r}")
+    return DeviceTopic(device, kind)
+
+
+def parse_reading(payload: bytes) -> Reading:
+    """Parses ``<boot>,<seq>,<value>``; raises ContractError naming the bad field."""
+    fields = payload.split(b",")
+    if len(fields) != 3:
+        raise ContractError(f"reading needs 3 comma-separated fields, got {len(fields)}")
+    boot, seq, value = fields
+    if not _BOOT_RE.match(boot):
+        raise ContractError(f"bad boot id {boot!r}: 1 to 8 lowercase hex digits")
+    if not _SEQ_RE.match(seq):
+        raise ContractError(f"bad sequence number {seq!r}")
+    if not _VALUE_RE.match(value):
+        raise ContractError(f"bad value {value!r}")
+    return Reading(boot.decode(), int(seq), float(value))
+
+
+def format_reading(reading: Reading, decimals: int = 1) -> bytes:
+    """The payload a device sends for a reading (used by tests and simulators)."""
+    return b"%s,%d,%.*f" % (reading.boot.encode(), reading.seq, decimals, reading.value)

@@ -1,0 +1,1 @@
+"""The hub's HTTP side: dashboard pages, browser libraries and the MQTT-over-WebSocket network."""

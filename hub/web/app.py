@@ -1,0 +1,67 @@
+"""The aiohttp application: static pages, vendored browser libraries and the /mqtt WebSocket."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from hub.broker import EmbeddedBroker
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+# Browser libraries come from npm (package.json at the repository root), never from the web.
+NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
+VENDOR_FILES = {"mqtt.min.js": NODE_MODULES / "mqtt" / "dist" / "mqtt.min.js"}
+
+MQTT_PATH = "/mqtt"
+BROKER_KEY = web.AppKey("broker", EmbeddedBroker)
+WS_PORT_KEY = web.AppKey("ws_port", int)
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def _vendor(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    path = VENDOR_FILES.get(name)
+    if path is None:
+        raise web.HTTPNotFound(text=f"no vendored file {name!r}")
+    if not path.is_file():
+        raise web.HTTPServiceUnavailable(
+            text=f"{name} is not installed: run tools/bootstrap.sh (npm ci) first"
+        )
+    return web.FileResponse(path)
+
+
+async def _hub_info(request: web.Request) -> web.Response:
+    """Tells a page where the MQTT-over-WebSocket network is."""
+    return web.json_response({"ws_port": request.app[WS_PORT_KEY], "ws_path": MQTT_PATH})
+
+
+async def _mqtt_websocket(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(protocols=("mqtt",), autoping=True)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="this is the MQTT-over-WebSocket endpoint: upgrade required")
+    await ws.prepare(request)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    host, port = (peer[0], peer[1]) if peer else ("unknown", 0)
+    await request.app[BROKER_KEY].serve_websocket(ws, (host, port))
+    if not ws.closed:
+        await ws.close()
+    return ws
+
+
+def build_app(broker: EmbeddedBroker, ws_port: int) -> web.Application:
+    app = web.Application()
+    app[BROKER_KEY] = broker
+    app[WS_PORT_KEY] = ws_port
+    app.router.add_get("/", _index)
+    app.router.add_get(MQTT_PATH, _mqtt_websocket)
+    app.router.add_get("/api/hub", _hub_info)
+    app.router.add_get("/vendor/{name}", _vendor)
+    app.router.add_static("/static/", STATIC_DIR)
+    return app

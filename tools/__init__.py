@@ -1,0 +1,1 @@
+"""Developer and fleet tools: simulate devices (and, later, flash, deploy, provision)."""

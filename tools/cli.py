@@ -1,0 +1,32 @@
+"""`python -m tools`: the kit's command line tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tools import mpunix, sim
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tools", description="MicroPython IoT hub tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("sim", help="run simulated devices (real firmware, unix port)")
+    s.add_argument("--hub", required=True, help="mqtt://HOST:PORT of the hub")
+    s.add_argument("--count", type=int, default=3, help="how many devices (default 3)")
+    s.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    s.add_argument("--period", type=int, default=2, help="seconds between readings")
+    s.add_argument("--work-dir", type=Path, default=None, help="keep device folders here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sim":
+            sim.run(args.hub, args.count, args.seconds, args.period, args.work_dir)
+    except (sim.SimError, mpunix.UnixPortMissing) as exc:
+        print(f"tools: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
