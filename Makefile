@@ -10,13 +10,13 @@ setup:
 demo: setup
 	@bash tools/demo.sh $(DEMO_DEVICES)
 
-test: setup
+test: setup lint
 	@$(PY) -m pytest
 
 lint: setup
 	@.venv/bin/ruff check hub tools tests
 	@.venv/bin/ruff format --check hub tools tests
-	@.venv/bin/mypy
+	@.venv/bin/mypy --no-error-summary
 
 clean:
 	rm -rf build .venv node_modules

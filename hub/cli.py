@@ -30,7 +30,9 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hub", description="Self-hosted IoT hub for MicroPython.")
+    parser = argparse.ArgumentParser(
+        prog="hub", description="Self-hosted IoT hub for MicroPython."
+    )
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -97,8 +97,9 @@ install_venv() {
     fi
     log "creating the virtualenv and installing the project"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -e "$ROOT[test]" >/dev/null
+    mkdir -p "$BUILD"
+    { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e "$ROOT[test]"; } \
+        >"$BUILD/pip.log" 2>&1 || { tail -n 30 "$BUILD/pip.log" >&2; exit 1; }
     touch "$stamp"
 }
 

@@ -73,7 +73,9 @@ async def run_fleet(
         loop.add_signal_handler(sig, stop.set)
     devices = []
     for device in device_ids(count):
-        settings = mpunix.DeviceSettings(id=device, hub_host=host, hub_port=port, period_s=period_s)
+        settings = mpunix.DeviceSettings(
+            id=device, hub_host=host, hub_port=port, period_s=period_s
+        )
         devices.append((device, mpunix.prepare_device_dir(work_dir / device, settings)))
     print(f"sim: {count} devices -> mqtt://{host}:{port}", flush=True)
     tasks = [asyncio.create_task(_run_device(d, f, stop)) for d, f in devices]

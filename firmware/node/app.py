@@ -71,10 +71,15 @@ class App:
         log("link down (%r), retry in %d ms" % (exc, delay))
 
     # --- readings ----------------------------------------------------------------------
+    def take_reading(self, i):
+        # One formatting call per reading, with the sensor's fixed decimals (never str(float)).
+        payload = self.formats[i] % (self.boot, self.seq, self.sensors[i].read())
+        self.seq += 1
+        return payload
+
     def read_and_publish(self):
-        for i, sensor in enumerate(self.sensors):
-            payload = self.formats[i] % (self.boot, self.seq, sensor.read())
-            self.seq += 1
+        for i in range(len(self.sensors)):
+            payload = self.take_reading(i)
             if self.link.can_publish():
                 self.link.publish(self.topics[i], payload, qos=1)
 

@@ -49,7 +49,9 @@ class EmbeddedBroker:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
-    async def serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         """Serve one MQTT-over-TCP connection until it closes."""
         await self._serve(StreamReaderAdapter(reader), StreamWriterAdapter(writer), MQTT_NETWORK)
 

@@ -1,0 +1,26 @@
+"""Shared fixtures: a real hub on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hubproc import HubProcess, start_hub
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubProcess]:
+    """A fresh hub for one test."""
+    process = start_hub(tmp_path / "hub-data")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """One hub for all tests of a module that do not disturb each other."""
+    process = start_hub(tmp_path_factory.mktemp("hub-data"))
+    yield process
+    process.stop()

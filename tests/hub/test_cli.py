@@ -1,0 +1,101 @@
+"""`python -m hub serve`: the ready line, free ports, clean shutdown, clear errors."""
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.hubproc import HubProcess, scaled, start_hub
+from tests.support.mqtt import RawClient
+
+
+def test_ready_line_reports_real_free_ports(hub: HubProcess) -> None:
+    """Port 0 becomes a real port, and the ready line names every network."""
+    assert hub.mqtt_port > 0 and hub.ws_port > 0
+    assert hub.http_port == hub.ws_port  # HTTP shares the WebSocket port by default
+    assert hub.ready_line == (
+        f"ready mqtt=127.0.0.1:{hub.mqtt_port} ws=127.0.0.1:{hub.ws_port} "
+        f"http=127.0.0.1:{hub.ws_port}"
+    )
+    with socket.create_connection((hub.host, hub.mqtt_port), timeout=scaled(2)):
+        pass
+
+
+def test_separate_http_port(tmp_path: Path) -> None:
+    """--http-port 0 with a distinct ws port serves the pages on a port of their own."""
+    process = start_hub(tmp_path, "--http-port", "0")
+    try:
+        assert process.http_port not in (0, process.ws_port)
+        with socket.create_connection((process.host, process.http_port), timeout=scaled(2)):
+            pass
+    finally:
+        assert process.stop() < scaled(5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_hub_cleanly_with_clients_connected(tmp_path: Path, sig: int) -> None:
+    """SIGINT and SIGTERM stop the hub with exit code 0 within 2 s, clients still connected."""
+    process = start_hub(tmp_path)
+
+    async def connect_clients() -> list[RawClient]:
+        tcp = await RawClient.tcp(process.host, process.mqtt_port)
+        await tcp.connect("tcp-client")
+        ws = await RawClient.websocket(process.ws_url)
+        await ws.connect("ws-client")
+        return [tcp, ws]
+
+    loop = asyncio.new_event_loop()
+    try:
+        clients = loop.run_until_complete(connect_clients())
+        elapsed = process.stop(sig)
+        assert process.proc.returncode == 0
+        assert elapsed < scaled(2), f"the hub took {elapsed:.2f} s to stop"
+        for client in clients:
+            loop.run_until_complete(client.expect_closed(scaled(2)))
+    finally:
+        loop.close()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    """A port that is taken gives `hub: error: ...` and exit code 2, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "serve",
+                "--mqtt-port",
+                str(port),
+                "--ws-port",
+                "0",
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=scaled(20),
+        )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"hub: error: cannot listen for MQTT on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_port_argument_is_refused() -> None:
+    """A port outside 0..65535 is refused by the argument parser."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "serve", "--mqtt-port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(20),
+    )
+    assert result.returncode == 2
+    assert "port must be from 0 to 65535" in result.stderr

@@ -1,0 +1,68 @@
+"""Runs the real hub (`python -m hub serve`) as a subprocess on free ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)$")
+# One factor scales every wait in the suite (slow CI machines: TIMEOUT_FACTOR=3).
+TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIMEOUT_FACTOR
+
+
+@dataclass
+class HubProcess:
+    proc: subprocess.Popen[str]
+    host: str
+    mqtt_port: int
+    ws_port: int
+    http_port: int
+    ready_line: str
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.host}:{self.mqtt_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}/mqtt"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> float:
+        """Sends sig and returns how long the hub took to exit."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return time.monotonic() - start
+
+
+def start_hub(data_dir: Path, *extra: str) -> HubProcess:
+    cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
+    cmd += ["--data-dir", str(data_dir), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()  # the hub prints exactly one line when it listens
+    match = READY_RE.match(line)
+    if match is None:
+        proc.kill()
+        raise AssertionError(f"hub did not print a ready line, got {line!r}")
+    host, mqtt_port, _, ws_port, _, http_port = match.groups()
+    return HubProcess(proc, host, int(mqtt_port), int(ws_port), int(http_port), line)
