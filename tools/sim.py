@@ -47,6 +47,7 @@ async def _run_device(device: str, folder: Path, stop: asyncio.Event) -> None:
             env=mpunix.firmware_env(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the sim, which then stops its devices
         )
         assert proc.stdout is not None
         reader = asyncio.create_task(_stream(device, proc.stdout))
