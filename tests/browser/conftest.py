@@ -22,8 +22,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module: Playwright's sync API keeps an asyncio loop running while
+    it is open, and other modules' tests run their own loops with asyncio.run."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run tools/bootstrap.sh (it installs chromium)")
     with sync_playwright() as playwright:
