@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)$")
 # One factor scales every wait in the suite (slow CI machines: TIMEOUT_FACTOR=3).
@@ -54,10 +55,11 @@ class HubProcess:
         return time.monotonic() - start
 
 
-def start_hub(data_dir: Path, *extra: str) -> HubProcess:
+def start_hub(data_dir: Path, *extra: str, stderr: IO[str] | None = None) -> HubProcess:
+    """Starts the hub; stderr (a file) captures its log, otherwise it goes to the test's."""
     cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
     cmd += ["--data-dir", str(data_dir), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()  # the hub prints exactly one line when it listens
     match = READY_RE.match(line)

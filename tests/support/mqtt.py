@@ -81,6 +81,25 @@ def ack_packet(kind: int, pid: int) -> bytes:
     return packet(kind, 0x02 if kind == PUBREL else 0, struct.pack("!H", pid))
 
 
+def unsubscribe_packet(pid: int, filters: list[str]) -> bytes:
+    body = struct.pack("!H", pid) + b"".join(utf8(f) for f in filters)
+    return packet(UNSUBSCRIBE, 0x02, body)
+
+
+def pingreq_packet() -> bytes:
+    return packet(PINGREQ, 0, b"")
+
+
+def disconnect_packet() -> bytes:
+    return packet(DISCONNECT, 0, b"")
+
+
+def packet_id(p: Packet) -> int:
+    """The packet identifier of an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK...)."""
+    (pid,) = struct.unpack_from("!H", p.body)
+    return int(pid)
+
+
 @dataclass(frozen=True)
 class Packet:
     kind: int
@@ -222,6 +241,88 @@ class RawClient:
             return
         except TimeoutError:
             raise AssertionError(f"the connection is still open after {timeout} s") from None
+
+    async def packets_until_closed(self, timeout: float = 5.0) -> list[Packet]:
+        """Reads until the broker closes the connection; returns what arrived on the way."""
+        seen: list[Packet] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while (left := deadline - loop.time()) > 0:
+                seen.append(await self.recv(left))
+        except (ConnectionClosed, ConnectionResetError, BrokenPipeError):
+            return seen
+        except TimeoutError:
+            pass
+        raise AssertionError(f"the connection is still open after {timeout} s (received {seen})")
+
+    async def recv_nothing(self, timeout: float) -> None:
+        """Asserts that no packet at all arrives within timeout (the connection stays open)."""
+        if self._early:
+            raise AssertionError(f"expected nothing, got {self._early[0]}")
+        try:
+            p = await self.recv(timeout)
+        except TimeoutError:
+            return
+        raise AssertionError(f"expected nothing for {timeout} s, got {p}")
+
+    async def expect_reply(
+        self, kind: int, pid: int | None = None, timeout: float = 5.0
+    ) -> Packet:
+        """Waits for a packet of kind (with pid), keeping PUBLISHes that come first for later."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(f"no packet of type {kind} within {timeout} s")
+            p = await self.recv(left)
+            if p.kind == PUBLISH and kind != PUBLISH:
+                self._early.append(p)
+                continue
+            assert p.kind == kind, f"expected packet type {kind}, got {p}"
+            if pid is not None:
+                assert packet_id(p) == pid, f"expected packet id {pid}, got {p}"
+            return p
+
+    async def publish(
+        self,
+        topic: str | bytes,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        pid: int = 1,
+        timeout: float = 5.0,
+    ) -> None:
+        """Publishes and completes the sender's side of the QoS flow."""
+        await self.send(publish_packet(topic, payload, qos=qos, retain=retain, pid=pid))
+        if qos == 1:
+            await self.expect_reply(PUBACK, pid, timeout)
+        elif qos == 2:
+            await self.expect_reply(PUBREC, pid, timeout)
+            await self.send(ack_packet(PUBREL, pid))
+            await self.expect_reply(PUBCOMP, pid, timeout)
+
+    async def complete_qos2(self, pid: int, timeout: float = 5.0) -> None:
+        """The receiver's side of a QoS 2 flow: PUBREC, wait for PUBREL, PUBCOMP."""
+        await self.send(ack_packet(PUBREC, pid))
+        await self.expect_reply(PUBREL, pid, timeout)
+        await self.send(ack_packet(PUBCOMP, pid))
+
+    async def unsubscribe(self, filters: list[str], pid: int = 1, timeout: float = 5.0) -> None:
+        await self.send(unsubscribe_packet(pid, filters))
+        await self.expect_reply(UNSUBACK, pid, timeout)
+
+    async def ping(self, timeout: float = 5.0) -> None:
+        """PINGREQ and wait for the PINGRESP (a PUBLISH arriving first is kept for later)."""
+        await self.send(pingreq_packet())
+        await self.expect_reply(PINGRESP, None, timeout)
+
+    async def disconnect(self) -> None:
+        """A clean DISCONNECT, then close the connection."""
+        with contextlib.suppress(ConnectionError, websockets.ConnectionClosed):
+            await self.send(disconnect_packet())
+        await self.close()
 
     async def close(self) -> None:
         if self._ws is not None:
