@@ -1,4 +1,8 @@
-"""The embedded amqtt broker, fed with connections from sockets the hub owns."""
+"""The embedded broker behind the interface the rest of the hub uses.
+
+amqtt's Broker provides the lifecycle, configuration and plugin framework; the hub's core
+(hub/broker/core.py) handles sessions and delivery. Connections come from sockets the hub owns.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 
-from hub.broker.adapters import WebSocketReader, WebSocketWriter
+from hub.broker.core import BrokerCore, BrokerSettings, EventSink
+from hub.broker.session import Message
+from hub.broker.transports import StreamTransport, WebSocketTransport
 
 log = logging.getLogger(__name__)
 
-# Listener names as amqtt knows them; the hub's servers hand connections to these.
 MQTT_NETWORK = "mqtt"
 WS_NETWORK = "ws"
 
@@ -28,45 +32,68 @@ def _amqtt_config() -> dict[str, Any]:
     }
 
 
-class EmbeddedBroker:
-    """An amqtt broker behind the interface the rest of the hub uses."""
+class _AmqttBroker(Broker):
+    """amqtt's Broker with its message routing handed to the hub's core."""
 
-    def __init__(self) -> None:
-        self._broker: Broker | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+    core: BrokerCore
+
+    async def internal_message_broadcast(
+        self, topic: str, data: bytes, qos: int | None = None
+    ) -> None:
+        self.core.publish(Message(topic, bytes(data), qos or 0, False))
+
+
+class EmbeddedBroker:
+    def __init__(self, settings: BrokerSettings | None = None) -> None:
+        self.settings = settings or BrokerSettings()
+        self._amqtt: _AmqttBroker | None = None
+        self.core: BrokerCore | None = None
+        self._event_sinks: list[EventSink] = []
+
+    def add_event_sink(self, sink: EventSink) -> None:
+        """sink(kind, details) is called for connects, disconnects and every refusal."""
+        self._event_sinks.append(sink)
+        if self.core is not None:
+            self.core.event_sinks.append(sink)
 
     async def start(self) -> None:
         # amqtt's Broker must be built inside the running event loop.
-        self._broker = Broker(_amqtt_config())
-        await self._broker.start()
+        amqtt = _AmqttBroker(_amqtt_config())
+        core = BrokerCore(self.settings, amqtt)
+        core.event_sinks.extend(self._event_sinks)
+        amqtt.core = core
+        await amqtt.start()
+        core.start(acl_enabled=amqtt.plugins_manager.is_topic_filtering_enabled())
+        self._amqtt, self.core = amqtt, core
 
     async def stop(self) -> None:
-        if self._broker is None:
+        if self._amqtt is None or self.core is None:
             return
-        broker, self._broker = self._broker, None
-        await broker.shutdown()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        amqtt, core = self._amqtt, self.core
+        self._amqtt = None
+        await core.stop()
+        await asyncio.sleep(0)  # let aborted connections run their endings
+        await amqtt.shutdown()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publishes as the hub itself (events, commands)."""
+        if self.core is not None:
+            self.core.publish(Message(topic, payload, qos, retain))
 
     async def serve_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Serve one MQTT-over-TCP connection until it closes."""
-        await self._serve(StreamReaderAdapter(reader), StreamWriterAdapter(writer), MQTT_NETWORK)
-
-    async def serve_websocket(self, ws: web.WebSocketResponse, peer: tuple[str, int]) -> None:
-        """Serve one MQTT-over-WebSocket connection until it closes."""
-        await self._serve(WebSocketReader(ws), WebSocketWriter(ws, peer), WS_NETWORK)
-
-    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter, network: str) -> None:
-        if self._broker is None:
-            await writer.close()
+        """Serves one MQTT-over-TCP connection until it closes."""
+        transport = StreamTransport(reader, writer)
+        if self.core is None:
+            transport.abort()
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)  # type: ignore[arg-type]
-        try:
-            await self._broker.external_connected(reader, writer, network)
-        finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
+        await self.core.serve(transport)
+
+    async def serve_websocket(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        """Serves one MQTT-over-WebSocket connection until it closes."""
+        transport = WebSocketTransport(ws, request)
+        if self.core is None:
+            transport.abort()
+            return
+        await self.core.serve(transport)

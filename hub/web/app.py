@@ -47,9 +47,7 @@ async def _mqtt_websocket(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="this is the MQTT-over-WebSocket endpoint: upgrade required")
     await ws.prepare(request)
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    host, port = (peer[0], peer[1]) if peer else ("unknown", 0)
-    await request.app[BROKER_KEY].serve_websocket(ws, (host, port))
+    await request.app[BROKER_KEY].serve_websocket(ws, request)
     if not ws.closed:
         await ws.close()
     return ws

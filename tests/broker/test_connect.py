@@ -54,14 +54,7 @@ def test_unsupported_protocol_level_is_refused_with_code_1(network: Network, tag
     [
         ("wrong protocol name", connect_body(name=b"MQIsdp")),
         ("reserved flag set", connect_body(flags=0x03)),
-        pytest.param(
-            "not a CONNECT first",
-            packet(12, 0, b""),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gap 8: amqtt reads any first packet as a CONNECT and waits for more bytes",
-            ),
-        ),
+        ("not a CONNECT first", packet(12, 0, b"")),
         ("password without username", connect_body(flags=0x42, extra=utf8("secret"))),
     ],
     ids=["name", "reserved", "not-connect", "password-only"],
@@ -114,17 +107,7 @@ def test_second_connect_is_a_protocol_violation(network: Network, tag: str) -> N
 
 @pytest.mark.parametrize(
     "clean",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="not in the issue: with CleanSession=1 amqtt drops the old session "
-                "but leaves its connection open (a zombie)",
-            ),
-        ),
-    ],
+    [False, True],
     ids=["persistent", "clean"],
 )
 def test_same_client_id_takes_over_and_closes_the_old_connection(

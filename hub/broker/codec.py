@@ -1,0 +1,299 @@
+"""MQTT 3.1.1 packets: an incremental, strict parser and the encoders the broker needs.
+
+No I/O here. Every malformed input raises :class:`ProtocolError` with a message naming the rule,
+so the connection can be closed at once (amqtt reads packets field by field from the socket and
+can hang on a remaining length that lies, or route a topic with invalid UTF-8).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+
+# CONNACK return codes.
+ACCEPTED = 0
+REFUSED_PROTOCOL_VERSION = 1
+REFUSED_IDENTIFIER = 2
+REFUSED_BAD_CREDENTIALS = 4
+REFUSED_NOT_AUTHORIZED = 5
+SUBACK_FAILURE = 0x80
+
+_U16 = struct.Struct("!H")
+MAX_REMAINING_LENGTH = 268_435_455
+
+
+class ProtocolError(Exception):
+    """The peer broke MQTT 3.1.1; the connection must be closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    kind: int
+    flags: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    client_id: str
+    clean_session: bool
+    keepalive: int
+    username: str | None
+    password: bytes | None
+    will_topic: str | None
+    will_payload: bytes
+    will_qos: int
+    will_retain: bool
+    protocol_ok: bool  # False: answer CONNACK 1 (unacceptable protocol version) and close
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    pid: int
+
+
+class Parser:
+    """Splits a byte stream into packets; refuses packets larger than ``max_packet``."""
+
+    def __init__(self, max_packet: int) -> None:
+        self.max_packet = max_packet
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Packet]:
+        buf = self._buf
+        buf.extend(data)
+        packets: list[Packet] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            first = buf[pos]
+            length = 0
+            multiplier = 1
+            i = pos + 1
+            complete = False
+            for _ in range(4):
+                if i >= end:
+                    break
+                byte = buf[i]
+                i += 1
+                length += (byte & 0x7F) * multiplier
+                multiplier <<= 7
+                if not byte & 0x80:
+                    complete = True
+                    break
+            else:
+                raise ProtocolError("remaining length longer than 4 bytes")
+            if not complete:
+                break  # the length field itself has not fully arrived
+            if length > self.max_packet:
+                raise ProtocolError(
+                    f"packet of {length} bytes exceeds the limit of {self.max_packet}"
+                )
+            if end - i < length:
+                break
+            packets.append(Packet(first >> 4, first & 0x0F, bytes(buf[i : i + length])))
+            pos = i + length
+        if pos:
+            del buf[:pos]
+        return packets
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def _string(body: bytes, pos: int, what: str) -> tuple[str, int]:
+    raw, pos = _binary(body, pos, what)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not valid UTF-8 [MQTT-1.5.3-1]") from None
+    if "\x00" in text:
+        raise ProtocolError(f"{what} contains U+0000 [MQTT-1.5.3-2]")
+    return text, pos
+
+
+def _binary(body: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    if pos + 2 > len(body):
+        raise ProtocolError(f"{what}: packet ends inside a length field")
+    (n,) = _U16.unpack_from(body, pos)
+    pos += 2
+    if pos + n > len(body):
+        raise ProtocolError(f"{what}: length {n} runs past the end of the packet")
+    return body[pos : pos + n], pos + n
+
+
+def check_topic_name(topic: str) -> None:
+    if not topic:
+        raise ProtocolError("empty topic name [MQTT-4.7.3-1]")
+    if "+" in topic or "#" in topic:
+        raise ProtocolError(f"wildcard in topic name {topic!r} [MQTT-3.3.2-2]")
+
+
+def check_topic_filter(topic_filter: str) -> bool:
+    """True when the filter is well formed ('#' last and alone, '+' alone in its level)."""
+    if not topic_filter:
+        return False
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True
+
+
+def parse_connect(p: Packet) -> Connect:
+    if p.kind != CONNECT:
+        raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")
+    body = p.body
+    name, pos = _binary(body, 0, "protocol name")
+    if pos + 4 > len(body):
+        raise ProtocolError("CONNECT variable header is truncated")
+    level, flags = body[pos], body[pos + 1]
+    (keepalive,) = _U16.unpack_from(body, pos + 2)
+    pos += 4
+    if name not in (b"MQTT", b"MQIsdp"):
+        raise ProtocolError(f"unknown protocol name {name!r} [MQTT-3.1.2-1]")
+    protocol_ok = name == b"MQTT" and level == 4
+    if flags & 0x01:
+        raise ProtocolError("CONNECT reserved flag is set [MQTT-3.1.2-3]")
+    will_flag = bool(flags & 0x04)
+    will_qos = (flags >> 3) & 3
+    will_retain = bool(flags & 0x20)
+    if will_qos == 3:
+        raise ProtocolError("will QoS 3 [MQTT-3.1.2-14]")
+    if not will_flag and (will_qos or will_retain):
+        raise ProtocolError("will QoS or retain set without a will [MQTT-3.1.2-13]")
+    if flags & 0x40 and not flags & 0x80:
+        raise ProtocolError("password flag without username flag [MQTT-3.1.2-22]")
+    client_id, pos = _string(body, pos, "client id")
+    will_topic = None
+    will_payload = b""
+    if will_flag:
+        will_topic, pos = _string(body, pos, "will topic")
+        check_topic_name(will_topic)
+        will_payload, pos = _binary(body, pos, "will message")
+    username = password = None
+    if flags & 0x80:
+        username, pos = _string(body, pos, "user name")
+    if flags & 0x40:
+        password, pos = _binary(body, pos, "password")
+    if pos != len(body):
+        raise ProtocolError("CONNECT has bytes after its payload")
+    return Connect(
+        client_id, bool(flags & 0x02), keepalive, username, password, will_topic, will_payload,
+        will_qos, will_retain, protocol_ok,
+    )  # fmt: skip
+
+
+def parse_publish(p: Packet, max_payload: int) -> Publish:
+    qos = (p.flags >> 1) & 3
+    if qos == 3:
+        raise ProtocolError("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
+    topic, pos = _string(p.body, 0, "topic name")
+    pid = 0
+    if qos:
+        if pos + 2 > len(p.body):
+            raise ProtocolError("PUBLISH is missing its packet id")
+        (pid,) = _U16.unpack_from(p.body, pos)
+        pos += 2
+        if pid == 0:
+            raise ProtocolError("packet id 0 [MQTT-2.3.1-1]")
+    payload = p.body[pos:]
+    if len(payload) > max_payload:
+        raise PayloadTooLarge(
+            f"payload of {len(payload)} bytes exceeds the limit of {max_payload}"
+        )
+    check_topic_name(topic)
+    return Publish(topic, payload, qos, bool(p.flags & 1), bool(p.flags & 8), pid)
+
+
+class PayloadTooLarge(ProtocolError):
+    """A PUBLISH carries more than the configured maximum payload."""
+
+
+def parse_pid(p: Packet) -> int:
+    if len(p.body) != 2:
+        raise ProtocolError(f"packet type {p.kind} must have a 2-byte body")
+    (pid,) = _U16.unpack_from(p.body)
+    return int(pid)
+
+
+def parse_subscribe(p: Packet) -> tuple[int, list[tuple[str, int]]]:
+    if p.flags != 0x02:
+        raise ProtocolError("SUBSCRIBE flags must be 0010 [MQTT-3.8.1-1]")
+    pid = parse_pid(Packet(p.kind, p.flags, p.body[:2]))
+    pos = 2
+    filters: list[tuple[str, int]] = []
+    while pos < len(p.body):
+        topic_filter, pos = _string(p.body, pos, "topic filter")
+        if pos >= len(p.body):
+            raise ProtocolError("SUBSCRIBE filter without a QoS byte")
+        qos = p.body[pos]
+        pos += 1
+        if qos > 2:
+            raise ProtocolError(f"SUBSCRIBE with requested QoS {qos} [MQTT-3-8.3-4]")
+        filters.append((topic_filter, qos))
+    if not filters:
+        raise ProtocolError("SUBSCRIBE without a filter [MQTT-3.8.3-3]")
+    return pid, filters
+
+
+def parse_unsubscribe(p: Packet) -> tuple[int, list[str]]:
+    if p.flags != 0x02:
+        raise ProtocolError("UNSUBSCRIBE flags must be 0010 [MQTT-3.10.1-1]")
+    pid = parse_pid(Packet(p.kind, p.flags, p.body[:2]))
+    pos = 2
+    filters: list[str] = []
+    while pos < len(p.body):
+        topic_filter, pos = _string(p.body, pos, "topic filter")
+        filters.append(topic_filter)
+    if not filters:
+        raise ProtocolError("UNSUBSCRIBE without a filter [MQTT-3.10.3-2]")
+    return pid, filters
+
+
+# --- encoders -------------------------------------------------------------------------------
+
+
+def _length(n: int) -> bytes:
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connack(session_present: bool, code: int) -> bytes:
+    return bytes((0x20, 2, int(session_present), code))
+
+
+def publish(
+    topic: bytes, payload: bytes, qos: int, retain: bool, pid: int = 0, dup: bool = False
+) -> bytes:
+    first = 0x30 | (dup << 3) | (qos << 1) | int(retain)
+    variable = _U16.pack(len(topic)) + topic + (_U16.pack(pid) if qos else b"")
+    return bytes((first,)) + _length(len(variable) + len(payload)) + variable + payload
+
+
+def ack(kind: int, pid: int) -> bytes:
+    return bytes((kind << 4 | (0x02 if kind == PUBREL else 0), 2)) + _U16.pack(pid)
+
+
+def suback(pid: int, codes: list[int]) -> bytes:
+    return bytes((0x90,)) + _length(2 + len(codes)) + _U16.pack(pid) + bytes(codes)
+
+
+PINGRESP_PACKET = b"\xd0\x00"

@@ -1,0 +1,293 @@
+"""The hub's broker core: sessions, subscriptions, retained messages, wills and keepalive.
+
+amqtt 0.12.1 supplies the broker's lifecycle, its configuration and its plugin framework
+(authentication and topic plugins are amqtt plugins). Its session and delivery engine is
+replaced here because it breaks MQTT 3.1.1 in ways an IoT hub cannot live with; each rule below
+names the amqtt behaviour it replaces and is covered by tests/broker/:
+
+1. Keepalive: amqtt's read-timeout handler is a no-op (Yakifo/amqtt#308). Here a sweeper closes
+   connections silent for 1.5 x keepalive and their wills are published.
+2. Redelivery: amqtt drops unacknowledged QoS 1/2 messages on disconnect (#401/#402). Here they
+   stay in the session and are resent with DUP on reconnect.
+3. Persistent sessions: amqtt throws away sessions of clients its auth marked anonymous and lets
+   a CleanSession=0 connect inherit a clean session. Here a persistent session is resumed only
+   if it was persistent, and Session Present says so.
+4. Retained leak: on CONNECT amqtt pushes retained messages matching every client's filters.
+   Here retained messages go only to the subscribing client's new subscription.
+5. QoS: amqtt delivers at the subscription's QoS. Here min(publish QoS, subscription QoS).
+6. Retain flag: amqtt sets RETAIN on messages queued for offline sessions. Here only retained
+   messages sent for a new subscription carry it.
+7. Zombies: after a publish to a '$', wildcard or empty topic amqtt stops routing but keeps the
+   connection. Here the connection is closed and the will published.
+8. Invalid input: see hub/broker/codec.py; the connection is closed at once.
+9. QoS 1 timeout: amqtt gives up on a PUBACK after 5 s and loses the message (#391). Here
+   messages stay in flight until acknowledged.
+10. Health probes: amqtt logs an ERROR with a traceback for a connect+close. Here: debug.
+11. Queues: bounded per session, see hub/broker/session.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.contexts import Action
+from amqtt.session import Session as PluginSession
+
+from hub.broker import codec
+from hub.broker.connection import Connection
+from hub.broker.session import Limits, Message, Queued, Session
+from hub.broker.topictree import TopicTree, filter_matches
+from hub.broker.transports import Transport
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    max_payload: int = 256 * 1024
+    max_inflight: int = 20
+    max_queued: int = 1000
+    max_qos: int = 2
+    connect_timeout: float = 10.0
+    keepalive_sweep: float = 0.25
+
+
+class BrokerCore:
+    def __init__(self, settings: BrokerSettings, plugins: Any) -> None:
+        self.settings = settings
+        self.max_payload = settings.max_payload
+        # The largest packet we accept: a maximal topic and packet id around the payload.
+        self.max_packet = settings.max_payload + 2 + 65535 + 2
+        self.connect_timeout = settings.connect_timeout
+        self.limits = Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued)
+        self.plugins = plugins  # the amqtt broker: its _authenticate and _topic_filtering
+        self.sessions: dict[str, Session] = {}
+        self.connections: dict[str, Connection] = {}
+        self.tree = TopicTree()
+        self.retained: dict[str, Message] = {}
+        self.event_sinks: list[EventSink] = []
+        self._all: set[Connection] = set()
+        self._acl = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self, acl_enabled: bool) -> None:
+        self._acl = acl_enabled
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_keepalive())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self._all):
+            conn.kill("hub shutting down", will=False)
+
+    async def serve(self, transport: Transport) -> None:
+        if self._stopping:
+            transport.abort()
+            return
+        conn = Connection(self, transport)
+        self._all.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._all.discard(conn)
+
+    async def _sweep_keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.keepalive_sweep)
+            now = time.monotonic()
+            for conn in list(self.connections.values()):
+                limit = conn.keepalive_limit
+                if limit is not None and now - conn.last_rx > limit:
+                    log.info("%s silent for %.1f s: keepalive timeout", conn, now - conn.last_rx)
+                    conn.kill("keepalive timeout")
+
+    # --- events ----------------------------------------------------------------------------
+    def report(self, kind: str, conn: Connection, detail: str = "", **extra: Any) -> None:
+        event = {
+            "kind": kind,
+            "client_id": conn.client_id,
+            "username": conn.username,
+            "network": conn.transport.network,
+            "peer": f"{conn.transport.peer[0]}:{conn.transport.peer[1]}",
+            "detail": detail,
+            **extra,
+        }
+        for sink in self.event_sinks:
+            try:
+                sink(kind, event)
+            except Exception:
+                log.exception("event sink failed on %s", kind)
+
+    # --- connect and disconnect ---------------------------------------------------------------
+    def new_client_id(self) -> str:
+        return f"auto-{uuid.uuid4().hex[:16]}"
+
+    async def authenticate(self, conn: Connection) -> bool:
+        connect = conn.connect
+        assert connect is not None
+        session = PluginSession()
+        session.client_id = conn.client_id
+        session.username = connect.username
+        password = connect.password
+        session.password = password.decode(errors="surrogateescape") if password else password
+        session.remote_address, session.remote_port = conn.transport.peer
+        session.ssl_object = conn.transport.ssl_object()
+        session.clean_session = connect.clean_session
+        session.keep_alive = connect.keepalive
+        conn.plugin_session = session
+        return bool(await self.plugins._authenticate(session, None))
+
+    async def may(self, conn: Connection, topic: str, action: Action) -> bool:
+        if not self._acl:
+            return True
+        return bool(await self.plugins._topic_filtering(conn.plugin_session, topic, action))
+
+    def take_session(self, conn: Connection) -> tuple[Session, bool]:
+        """Resolves take-over and session resumption; returns (session, session present)."""
+        connect = conn.connect
+        assert connect is not None
+        cid = conn.client_id
+        old = self.connections.get(cid)
+        if old is not None:
+            log.info("%s takes over from %s", conn, old)
+            old.taken_over = True
+            old.kill("taken over by a new connection", will=False)
+        self.connections[cid] = conn
+        existing = self.sessions.get(cid)
+        if existing is not None and not connect.clean_session and not existing.clean:
+            existing.detach()
+            return existing, True
+        if existing is not None:
+            self._drop_session(existing)
+        session = Session(cid, connect.clean_session, self.limits)
+        self.sessions[cid] = session
+        return session, False
+
+    def _drop_session(self, session: Session) -> None:
+        for topic_filter in session.subscriptions:
+            self.tree.remove(topic_filter, session.client_id)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    def connection_started(self, conn: Connection) -> None:
+        log.info(
+            "%s connected (keepalive %s)", conn, conn.connect.keepalive if conn.connect else 0
+        )
+        self.report("connected", conn)
+
+    async def connection_ended(self, conn: Connection) -> None:
+        reason = conn.close_reason or "connection lost"
+        if conn.taken_over or self.connections.get(conn.client_id) is not conn:
+            return  # a newer connection owns the client id and its session now
+        del self.connections[conn.client_id]
+        connect = conn.connect
+        if conn.publish_will and connect is not None and connect.will_topic is not None:
+            await self._publish_will(conn, connect)
+        session = conn.session
+        if session is not None:
+            if session.link is conn:
+                session.detach()
+            if session.clean:
+                self._drop_session(session)
+        log.info("%s disconnected: %s", conn, reason)
+        self.report("disconnected", conn, reason)
+
+    async def _publish_will(self, conn: Connection, connect: codec.Connect) -> None:
+        assert connect.will_topic is not None
+        if connect.will_topic.startswith("$"):
+            return
+        if not await self.may(conn, connect.will_topic, Action.PUBLISH):
+            self.report("filter_violation", conn, f"will on {connect.will_topic}")
+            return
+        log.debug("%s: publishing its will on %s", conn, connect.will_topic)
+        will = Message(
+            connect.will_topic, connect.will_payload, connect.will_qos, connect.will_retain
+        )
+        self.publish(will, conn)
+
+    # --- routing ---------------------------------------------------------------------------
+    def publish(self, message: Message, sender: Connection | None = None) -> None:
+        if message.retain:
+            if message.payload:
+                self.retained[message.topic] = message
+            else:
+                self.retained.pop(message.topic, None)  # [MQTT-3.3.1-10]
+        for cid, sub_qos in self.tree.match(message.topic).items():
+            session = self.sessions.get(cid)
+            if session is not None:
+                self._deliver(session, message, min(message.qos, sub_qos), False)
+
+    def _deliver(self, session: Session, message: Message, qos: int, retain: bool) -> None:
+        result = session.enqueue(message, qos, retain)
+        if result is Queued.QUEUED:
+            link = session.link
+            if isinstance(link, Connection):
+                link.on_backlog()
+        elif result is Queued.OVERFLOW:
+            conn = self.connections.get(session.client_id)
+            limit = self.limits.max_queued
+            if conn is not None and session.link is conn:
+                log.warning("%s: queue of %d messages is full: disconnecting a slow consumer",
+                            conn, limit)  # fmt: skip
+                self.report("queue_full", conn, f"{limit} messages queued: disconnected")
+                conn.kill(f"slow consumer: {limit} messages queued")
+            else:
+                log.warning("offline session %s: queue of %d messages is full: message on %s "
+                            "dropped", session.client_id, limit, message.topic)  # fmt: skip
+                for sink in self.event_sinks:
+                    sink(
+                        "queue_full",
+                        {
+                            "kind": "queue_full",
+                            "client_id": session.client_id,
+                            "detail": f"offline, {limit} queued: message dropped",
+                        },
+                    )
+
+    async def subscribe(self, conn: Connection, pid: int, filters: list[tuple[str, int]]) -> None:
+        session = conn.session
+        assert session is not None
+        codes: list[int] = []
+        granted: list[tuple[str, int]] = []
+        for topic_filter, qos in filters:
+            if not codec.check_topic_filter(topic_filter):
+                codes.append(codec.SUBACK_FAILURE)
+                continue
+            if not await self.may(conn, topic_filter, Action.SUBSCRIBE):
+                self.report("filter_violation", conn, f"subscribe to {topic_filter}")
+                codes.append(codec.SUBACK_FAILURE)
+                continue
+            qos = min(qos, self.settings.max_qos)
+            self.tree.add(topic_filter, session.client_id, qos)
+            session.subscriptions[topic_filter] = qos
+            codes.append(qos)
+            granted.append((topic_filter, qos))
+        conn.write(codec.suback(pid, codes))  # SUBACK before any retained message
+        for topic_filter, qos in granted:
+            for message in self._retained_for(topic_filter):
+                self._deliver(session, message, min(message.qos, qos), True)
+
+    def _retained_for(self, topic_filter: str) -> list[Message]:
+        if "+" not in topic_filter and "#" not in topic_filter:
+            message = self.retained.get(topic_filter)
+            return [message] if message is not None else []
+        return [m for t, m in self.retained.items() if filter_matches(topic_filter, t)]
+
+    def unsubscribe(self, conn: Connection, filters: list[str]) -> None:
+        session = conn.session
+        assert session is not None
+        for topic_filter in filters:
+            if session.subscriptions.pop(topic_filter, None) is not None:
+                self.tree.remove(topic_filter, session.client_id)

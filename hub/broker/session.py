@@ -1,0 +1,186 @@
+"""One client's MQTT session, without I/O: subscriptions, messages in flight, the bounded queue.
+
+Delivery policy (README, "Broker behaviour and limits"):
+
+- A message goes straight to the connection while fewer than ``max_inflight`` QoS 1/2 messages
+  await their acknowledgement and the connection's write buffer is under ``high_water`` bytes;
+  otherwise it waits in the session's queue.
+- Messages in flight never time out (amqtt drops QoS 1 messages after 5 s). When a persistent
+  session reconnects, they are sent again with DUP set, in their original order, then the queue.
+- The queue holds at most ``max_queued`` messages. When it is full, the oldest QoS 0 message
+  makes room; with no QoS 0 message to drop, a new QoS 0 message is dropped and a new QoS 1/2
+  message overflows: the broker disconnects a connected client (slow consumer) and reports it,
+  and drops (and reports) messages for an offline one.
+- While a persistent session is offline, QoS 1/2 messages are queued and QoS 0 messages dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from hub.broker import codec
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_inflight: int = 20
+    max_queued: int = 1000
+    high_water: int = 256 * 1024  # bytes waiting in the connection's write buffer
+
+
+class Link(Protocol):
+    """Where a connected session writes its packets."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+
+class Message:
+    """An application message as published; its topic is encoded once for every delivery."""
+
+    __slots__ = ("payload", "qos", "retain", "topic", "topic_bytes")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.topic = topic
+        self.topic_bytes = topic.encode()
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+
+    def __repr__(self) -> str:
+        return f"Message({self.topic!r}, {len(self.payload)} bytes, qos={self.qos})"
+
+
+class Queued(Enum):
+    SENT = "sent"
+    QUEUED = "queued"
+    DROPPED = "dropped"  # QoS 0 with no room, or any QoS 0 for an offline session
+    OVERFLOW = "overflow"  # QoS 1/2 with no room: the session cannot keep its promise
+
+
+class _Outgoing:
+    __slots__ = ("message", "qos", "released")
+
+    def __init__(self, message: Message, qos: int) -> None:
+        self.message = message
+        self.qos = qos
+        self.released = False  # QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
+
+
+class Session:
+    def __init__(self, client_id: str, clean: bool, limits: Limits) -> None:
+        self.client_id = client_id
+        self.clean = clean
+        self.limits = limits
+        self.subscriptions: dict[str, int] = {}
+        self.inflight: dict[int, _Outgoing] = {}
+        self.queue: deque[tuple[Message, int, bool]] = deque()
+        self.incoming_qos2: set[int] = set()
+        self.link: Link | None = None
+        self.dropped = 0
+        self._pid = 0
+
+    # --- connection ----------------------------------------------------------------------
+    def attach(self, link: Link) -> None:
+        """A connection takes the session: resend what is in flight (DUP), then the queue."""
+        self.link = link
+        for pid, out in self.inflight.items():
+            if out.released:
+                link.write(codec.ack(codec.PUBREL, pid))
+            else:
+                m = out.message
+                link.write(codec.publish(m.topic_bytes, m.payload, out.qos, False, pid, dup=True))
+        self.pump()
+
+    def detach(self) -> None:
+        self.link = None
+
+    # --- outgoing ------------------------------------------------------------------------
+    def enqueue(self, message: Message, qos: int, retain: bool = False) -> Queued:
+        """Sends or queues a delivery at the given QoS (already min(publish, subscription))."""
+        link = self.link
+        if link is not None and not self.queue and link.buffered() < self.limits.high_water:
+            if qos == 0:
+                link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
+                return Queued.SENT
+            if len(self.inflight) < self.limits.max_inflight:
+                self._send(message, qos, retain)
+                return Queued.SENT
+        if link is None and qos == 0:
+            self.dropped += 1
+            return Queued.DROPPED
+        if len(self.queue) >= self.limits.max_queued and not self._make_room():
+            self.dropped += 1
+            return Queued.DROPPED if qos == 0 else Queued.OVERFLOW
+        self.queue.append((message, qos, retain))
+        return Queued.QUEUED
+
+    def _make_room(self) -> bool:
+        for index, (_, qos, _) in enumerate(self.queue):
+            if qos == 0:
+                del self.queue[index]
+                self.dropped += 1
+                return True
+        return False
+
+    def pump(self) -> bool:
+        """Moves queued messages to the connection; False while its write buffer is full."""
+        link = self.link
+        if link is None:
+            return True
+        queue = self.queue
+        while queue:
+            if link.buffered() >= self.limits.high_water:
+                return False
+            message, qos, retain = queue[0]
+            if qos and len(self.inflight) >= self.limits.max_inflight:
+                return True  # an acknowledgement will call pump again
+            queue.popleft()
+            if qos:
+                self._send(message, qos, retain)
+            else:
+                link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
+        return True
+
+    def _send(self, message: Message, qos: int, retain: bool) -> None:
+        pid = self._next_pid()
+        self.inflight[pid] = _Outgoing(message, qos)
+        assert self.link is not None
+        self.link.write(codec.publish(message.topic_bytes, message.payload, qos, retain, pid))
+
+    def _next_pid(self) -> int:
+        pid = self._pid
+        while True:
+            pid = pid % 65535 + 1
+            if pid not in self.inflight:
+                self._pid = pid
+                return pid
+
+    # --- acknowledgements from the client ----------------------------------------------------
+    def on_puback(self, pid: int) -> None:
+        out = self.inflight.get(pid)
+        if out is not None and out.qos == 1:
+            del self.inflight[pid]
+            self.pump()
+
+    def on_pubrec(self, pid: int) -> None:
+        out = self.inflight.get(pid)
+        if out is not None and out.qos == 2:
+            out.released = True
+        if self.link is not None:
+            self.link.write(codec.ack(codec.PUBREL, pid))
+
+    def on_pubcomp(self, pid: int) -> None:
+        out = self.inflight.get(pid)
+        if out is not None and out.released:
+            del self.inflight[pid]
+            self.pump()
+
+    @property
+    def depth(self) -> int:
+        """Messages the client has not acknowledged yet: in flight plus queued."""
+        return len(self.inflight) + len(self.queue)
