@@ -6,7 +6,8 @@ Devices publish under ``d/<device>/``:
 topic                  retained  payload
 =====================  ========  ===================================================
 ``d/<id>/t/<sensor>``  no        reading: ``<boot>,<seq>,<value>`` (ASCII)
-``d/<id>/s``           yes       presence: ``online`` or ``offline`` (the last will)
+``d/<id>/s``           yes       presence: ``online``, ``asleep`` or ``offline`` (the will)
+``d/<id>/m``           yes       health: JSON (firmware, board, reset cause, uptime, heap...)
 ``d/<id>/c``           no        a command to the device (hub -> device)
 ``d/<id>/r``           no        the device's reply to a command
 =====================  ========  ===================================================
@@ -18,6 +19,7 @@ stamps arrival time; devices never send wall-clock time. This module parses with
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -30,6 +32,22 @@ _SEQ_RE = re.compile(rb"^(0|[1-9][0-9]{0,9})$")
 _VALUE_RE = re.compile(rb"^-?[0-9]{1,12}(\.[0-9]{1,6})?$")
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
+STATUS_ASLEEP = b"asleep"  # a deep-sleep device between wakes (a clean disconnect, no will)
+# Health fields every device sends on d/<id>/m, with their JSON types (None: may be null).
+META_FIELDS: dict[str, tuple[type, ...]] = {
+    "fw": (str,),
+    "board": (str,),
+    "reset": (str,),
+    "up": (int,),
+    "heap": (int,),
+    "rssi": (int, type(None)),
+    "reconnects": (int,),
+    "queue": (int,),
+    "dropped": (int,),
+    "boot": (str,),
+    "seq": (int,),
+    "error": (str, type(None)),
+}
 
 
 class ContractError(ValueError):
@@ -39,6 +57,7 @@ class ContractError(ValueError):
 class Kind(Enum):
     TELEMETRY = "t"
     STATUS = "s"
+    META = "m"
     COMMAND = "c"
     REPLY = "r"
 
@@ -72,6 +91,10 @@ def telemetry_topic(device: str, sensor: str) -> str:
 
 def status_topic(device: str) -> str:
     return f"{ROOT}/{check_device_id(device)}/s"
+
+
+def meta_topic(device: str) -> str:
+    return f"{ROOT}/{check_device_id(device)}/m"
 
 
 def command_topic(device: str) -> str:
@@ -114,6 +137,23 @@ def parse_reading(payload: bytes) -> Reading:
     if not _VALUE_RE.match(value):
         raise ContractError(f"bad value {value!r}")
     return Reading(boot.decode(), int(seq), float(value))
+
+
+def parse_meta(payload: bytes) -> dict[str, object]:
+    """Parses a health message; raises ContractError naming a missing or mistyped field."""
+    try:
+        meta = json.loads(payload)
+    except ValueError:
+        raise ContractError("health message is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ContractError("health message must be a JSON object")
+    for name, types in META_FIELDS.items():
+        if name not in meta:
+            raise ContractError(f"health message lacks {name!r}")
+        value = meta[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ContractError(f"health field {name!r} has the wrong type: {value!r}")
+    return meta
 
 
 def format_reading(reading: Reading, decimals: int = 1) -> bytes:

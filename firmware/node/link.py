@@ -1,8 +1,10 @@
 # MQTT session policy over umqtt.simple: every read and write bounded by a socket timeout,
 # our own keepalive pings, packet ids that wrap 65535 -> 1, and QoS 1 publishes that never
-# block: they stay in flight until their PUBACK and are resent with DUP after a timeout.
-# umqtt.simple's constructor, will, callback and string framing are reused; its connect,
-# publish, subscribe and wait_msg are replaced because they block without bound.
+# block: they stay in flight (in send order) until their PUBACK, are resent with DUP on the
+# same id after ack_timeout, and again right after a reconnect.
+# umqtt.simple's constructor, will, callback and string framing are reused (they are the same
+# in 1.3.4 and 1.6.0); its connect, publish, subscribe and wait_msg are replaced because they
+# block without bound, and TLS takes an SSLContext (1.6.0 style) whatever umqtt is installed.
 import select
 import socket
 import struct
@@ -15,19 +17,19 @@ _CONNACK = const(0x20)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
-_RETRY_MS = const(10000)
 _MAX_INFLIGHT = const(16)
 _MAX_PACKETS_PER_CHECK = const(8)
 
 
 class Link(MQTTClient):
     def __init__(self, client_id, host, port, user=None, password=None, keepalive_s=30,
-                 io_timeout_s=5, ssl_context=None):
+                 io_timeout_s=5, ack_timeout_s=10, ssl_context=None):
         super().__init__(client_id, host, port, user, password, keepalive_s)
         self.io_timeout = io_timeout_s
+        self.ack_timeout_ms = ack_timeout_s * 1000
         self.ssl_context = ssl_context
         self.connected = False
-        self.inflight = {}  # pid -> [topic, msg, retain, sent_ms]
+        self.inflight = []  # [pid, topic, msg, retain, sent_ms], oldest first
         self.pid = 0
         self.last_tx = 0
         self.last_rx = 0
@@ -74,9 +76,16 @@ class Link(MQTTClient):
         pid = self.pid
         while True:
             pid = pid % 65535 + 1  # 1..65535: 0 is not a valid packet id
-            if pid not in self.inflight:
+            if not self.pending(pid):
                 self.pid = pid
                 return pid
+
+    def pending(self, pid):
+        # True while a QoS 1 publish with this packet id waits for its PUBACK.
+        for entry in self.inflight:
+            if entry[0] == pid:
+                return True
+        return False
 
     # --- session -----------------------------------------------------------------------
     def connect(self, clean_session=True):
@@ -119,7 +128,10 @@ class Link(MQTTClient):
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN)
         self.connected = True
-        self.last_tx = self.last_rx = self._ping_ms = time.ticks_ms()
+        now = self.last_tx = self.last_rx = self._ping_ms = time.ticks_ms()
+        for entry in self.inflight:  # unacknowledged publishes go again, oldest first
+            entry[4] = now
+            self._send_publish(entry[1], entry[2], entry[3], 1, entry[0], 1)
         return resp[2] & 1
 
     def close(self):
@@ -148,7 +160,7 @@ class Link(MQTTClient):
     def publish(self, topic, msg, retain=False, qos=0):
         pid = self._next_pid() if qos else 0
         if qos:
-            self.inflight[pid] = [topic, msg, retain, time.ticks_ms()]
+            self.inflight.append([pid, topic, msg, retain, time.ticks_ms()])
         self._send_publish(topic, msg, retain, qos, pid, 0)
         return pid
 
@@ -192,7 +204,11 @@ class Link(MQTTClient):
             self._receive_publish(op, size)
         elif op == _PUBACK and size == 2:
             ack = self._read(2)
-            self.inflight.pop(ack[0] << 8 | ack[1], None)
+            pid = ack[0] << 8 | ack[1]
+            for i in range(len(self.inflight)):
+                if self.inflight[i][0] == pid:
+                    self.inflight.pop(i)
+                    break
         elif op == _SUBACK and size == 3:
             ack = self._read(3)
             self._suback = (ack[0] << 8 | ack[1], ack[2])
@@ -233,7 +249,7 @@ class Link(MQTTClient):
         idle = max(time.ticks_diff(now, self.last_tx), time.ticks_diff(now, self.last_rx))
         if idle >= keepalive_ms // 2 and time.ticks_diff(now, self._ping_ms) >= keepalive_ms // 4:
             self.ping()
-        for pid, entry in self.inflight.items():
-            if time.ticks_diff(now, entry[3]) >= _RETRY_MS:
-                entry[3] = now
-                self._send_publish(entry[0], entry[1], entry[2], 1, pid, 1)
+        for entry in self.inflight:
+            if time.ticks_diff(now, entry[4]) >= self.ack_timeout_ms:
+                entry[4] = now
+                self._send_publish(entry[1], entry[2], entry[3], 1, entry[0], 1)

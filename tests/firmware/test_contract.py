@@ -39,7 +39,13 @@ def test_firmware_readings_parse_on_the_hub(device_dir: Path) -> None:
     others = {t: topics.parse_topic(t).kind for t, _ in lines if "/t/" not in t}
     assert others == {topics.status_topic("probe-1"): Kind.STATUS,
                       topics.command_topic("probe-1"): Kind.COMMAND,
-                      topics.reply_topic("probe-1"): Kind.REPLY}
+                      topics.reply_topic("probe-1"): Kind.REPLY,
+                      topics.meta_topic("probe-1"): Kind.META}
+    meta = topics.parse_meta(dict(lines)[topics.meta_topic("probe-1")].encode())
+    assert (meta["board"], meta["reset"], meta["rssi"], meta["seq"]) == (
+        "unix-sim", "power-on", -55, 6)
+    assert meta["queue"] == 0 and meta["boot"] == readings[0][1].boot
+    assert 0 < meta["heap"] < 64 * 1024
 
 
 def test_firmware_refuses_unknown_setting(device_dir: Path) -> None:

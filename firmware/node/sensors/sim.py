@@ -4,8 +4,8 @@ import math
 
 class SimSensor:
     def __init__(self, spec, device_id):
-        self.name = spec.get("name", "temp")
-        self.decimals = spec.get("decimals", 1)
+        self.names = (spec.get("name", "temp"),)
+        self.decimals = (spec.get("decimals", 1),)
         self._base = spec.get("base", 21.0)
         self._amplitude = spec.get("amplitude", 3.0)
         phase = 0
@@ -17,4 +17,4 @@ class SimSensor:
     def read(self):
         self._n += 1
         angle = (self._phase + self._n * 7) * math.pi / 180
-        return self._base + self._amplitude * math.sin(angle)
+        return (self._base + self._amplitude * math.sin(angle),)

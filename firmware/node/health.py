@@ -1,0 +1,23 @@
+# Health: the retained d/<id>/m message, as JSON (a low-rate topic), refreshed every meta_s.
+import gc
+import json
+
+from node import VERSION, hw, net
+
+
+def payload(app):
+    gc.collect()
+    return json.dumps({
+        "fw": VERSION,
+        "board": app.cfg["board"].get("name", "?"),
+        "reset": hw.reset_cause(),
+        "up": app.up_ms // 1000,
+        "heap": gc.mem_free(),
+        "rssi": net.rssi(),
+        "reconnects": app.reconnects,
+        "queue": len(app.ring),
+        "dropped": app.ring.dropped,
+        "boot": app.boot.decode(),
+        "seq": app.seq,
+        "error": app.last_error,
+    }).encode()

@@ -1,0 +1,33 @@
+# Deep-sleep mode (board setting deep_sleep_s): wake, read, publish or queue, sleep.
+# Each wake is a reset, so this runs once per boot and ends in hw.deep_sleep().
+import time
+
+from micropython import const
+
+from node import hw
+
+_AWAKE_MAX_MS = const(20000)  # the radio is the battery's biggest cost: bounded time awake
+_STEP_MS = const(20)
+
+
+def cycle(app):
+    start = time.ticks_ms()
+    app.read_now()
+    app.read_due(start)  # the readings go to the flash ring first, as always
+    link = app.link
+    try:
+        app.connect()
+        # Send what is queued (older wakes' readings too) until acknowledged or out of time.
+        while len(app.ring) and time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS:
+            app.send_queued()
+            link.service()
+            app.collect_acks()
+            app.wdt.feed()
+            time.sleep_ms(_STEP_MS)
+        link.publish(app.status_topic, b"asleep", retain=True, qos=1)
+        link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
+    except Exception as exc:  # no hub this time: the readings wait in the ring
+        app.link_failed(exc)
+    app.ring.close()
+    awake = time.ticks_diff(time.ticks_ms(), start)
+    hw.deep_sleep(max(app.cfg["board"]["deep_sleep_s"] * 1000 - awake, 1000))
