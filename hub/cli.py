@@ -44,6 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port", type=_port, default=None, help="dashboard pages (default: the ws port)"
     )
     serve.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+    limits = serve.add_argument_group("broker limits (see README)")
+    limits.add_argument(
+        "--max-payload",
+        type=int,
+        default=256 * 1024,
+        metavar="BYTES",
+        help="largest PUBLISH payload; a larger one closes the connection",
+    )
+    limits.add_argument(
+        "--max-queued",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="messages queued per session before the overflow policy applies",
+    )
+    limits.add_argument(
+        "--max-inflight",
+        type=int,
+        default=20,
+        metavar="N",
+        help="unacknowledged QoS 1/2 messages per session",
+    )
     return parser
 
 
@@ -84,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                 ws_port=args.ws_port,
                 http_port=args.http_port,
                 data_dir=args.data_dir,
+                max_payload=args.max_payload,
+                max_queued=args.max_queued,
+                max_inflight=args.max_inflight,
             )
             asyncio.run(_serve(config))
     except (UsageError, ConfigError, ListenError) as exc:

@@ -28,10 +28,19 @@ class HubConfig:
     ws_port: int = 8080
     http_port: int | None = None
     data_dir: Path = Path("data")
+    max_payload: int = 256 * 1024
+    max_queued: int = 1000
+    max_inflight: int = 20
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigError("host must not be empty")
+        if not 1 <= self.max_payload <= 64 * 1024 * 1024:
+            raise ConfigError(f"max_payload must be 1 byte to 64 MiB, not {self.max_payload}")
+        if self.max_queued < 1:
+            raise ConfigError(f"max_queued must be at least 1, not {self.max_queued}")
+        if not 1 <= self.max_inflight <= 65535:
+            raise ConfigError(f"max_inflight must be from 1 to 65535, not {self.max_inflight}")
         _check_port("mqtt_port", self.mqtt_port)
         _check_port("ws_port", self.ws_port)
         _check_port("http_port", self.http_port)

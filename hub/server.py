@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hub.broker import EmbeddedBroker
+from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.config import HubConfig
 from hub.web.app import build_app
 
@@ -56,7 +56,13 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.broker = EmbeddedBroker()
+        self.broker = EmbeddedBroker(
+            BrokerSettings(
+                max_payload=config.max_payload,
+                max_queued=config.max_queued,
+                max_inflight=config.max_inflight,
+            )
+        )
         self._mqtt_server: asyncio.Server | None = None
         self._web_runner: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None

@@ -1,0 +1,111 @@
+"""The strict MQTT 3.1.1 parser and encoders, without sockets."""
+
+import pytest
+
+from hub.broker import codec
+from hub.broker.codec import Packet, ProtocolError
+from tests.support.mqtt import connect_packet, packet, publish_packet, subscribe_packet, utf8
+
+
+def test_parser_splits_packets_across_any_chunking() -> None:
+    """Packets come out whole however the stream is cut, one byte at a time included."""
+    stream = connect_packet("c1") + publish_packet("a/b", b"x" * 300, qos=1, pid=9) + b"\xc0\x00"
+    parser = codec.Parser(max_packet=10_000)
+    packets = [p for i in range(len(stream)) for p in parser.feed(stream[i : i + 1])]
+    assert [p.kind for p in packets] == [codec.CONNECT, codec.PUBLISH, codec.PINGREQ]
+    assert parser.pending == 0
+    pub = codec.parse_publish(packets[1], max_payload=1000)
+    assert (pub.topic, pub.payload, pub.qos, pub.pid) == ("a/b", b"x" * 300, 1, 9)
+
+
+def test_parser_refuses_oversized_packet_before_buffering_it() -> None:
+    """A remaining length above the limit is refused as soon as the length field is read."""
+    parser = codec.Parser(max_packet=100)
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        parser.feed(b"\x30\xff\x7f")
+
+
+def test_parser_refuses_five_byte_remaining_length() -> None:
+    """A remaining length longer than 4 bytes is malformed."""
+    with pytest.raises(ProtocolError, match="longer than 4 bytes"):
+        codec.Parser(max_packet=1 << 30).feed(b"\x30\xff\xff\xff\xff\x01")
+
+
+def test_parse_connect_fields() -> None:
+    """CONNECT flags, will and credentials are decoded."""
+    raw = connect_packet("dev", clean=False, keepalive=30, will=("d/dev/s", b"offline", 1, True),
+                         username="u", password="p")  # fmt: skip
+    c = codec.parse_connect(codec.Parser(1000).feed(raw)[0])
+    assert (c.client_id, c.clean_session, c.keepalive, c.username, c.password) == (
+        "dev", False, 30, "u", b"p")  # fmt: skip
+    assert (c.will_topic, c.will_payload, c.will_qos, c.will_retain) == (
+        "d/dev/s",
+        b"offline",
+        1,
+        True,
+    )
+    assert c.protocol_ok
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule"),
+    [
+        (connect_packet("x", will=("", b"m", 0, False)), "empty topic"),
+        (connect_packet("x", will=("a/+", b"m", 0, False)), "wildcard"),
+        (packet(1, 0, utf8("MQTT") + b"\x04\x02\x00\x3c" + utf8(b"\xff\xfe")), "UTF-8"),
+        (connect_packet("x")[:-1], "runs past the end"),
+    ],
+)
+def test_parse_connect_refuses_malformed(raw: bytes, rule: str) -> None:
+    """Malformed CONNECTs raise ProtocolError naming the broken rule."""
+    packets = codec.Parser(1000).feed(raw)
+    body = packets[0] if packets else Packet(codec.CONNECT, 0, raw[2:])
+    with pytest.raises(ProtocolError, match=rule):
+        codec.parse_connect(body)
+
+
+@pytest.mark.parametrize(
+    ("topic", "rule"),
+    [(b"", "empty topic"), (b"a/#", "wildcard"), (b"\xff\xfe", "UTF-8"), (b"a\x00b", "U\\+0000")],
+)
+def test_parse_publish_refuses_bad_topics(topic: bytes, rule: str) -> None:
+    """Topic names that are empty, wildcarded, invalid UTF-8 or contain NUL are refused."""
+    p = codec.Parser(1000).feed(publish_packet(topic, b"x"))[0]
+    with pytest.raises(ProtocolError, match=rule):
+        codec.parse_publish(p, max_payload=1000)
+
+
+def test_parse_publish_enforces_max_payload() -> None:
+    """A payload over the limit raises PayloadTooLarge."""
+    p = codec.Parser(10_000).feed(publish_packet("t", b"x" * 101))[0]
+    with pytest.raises(codec.PayloadTooLarge):
+        codec.parse_publish(p, max_payload=100)
+
+
+def test_parse_subscribe_refuses_qos_3() -> None:
+    """SUBSCRIBE asking for QoS 3 is malformed."""
+    p = codec.Parser(1000).feed(subscribe_packet(1, [("a", 3)]))[0]
+    with pytest.raises(ProtocolError, match="QoS 3"):
+        codec.parse_subscribe(p)
+
+
+def test_encoders_round_trip_through_the_parser() -> None:
+    """What the broker encodes parses back to the same fields."""
+    parser = codec.Parser(1_000_000)
+    big = b"y" * 20_000  # a two-byte remaining length... and more
+    (p,) = parser.feed(codec.publish(b"t/1", big, 2, True, pid=65535, dup=True))
+    pub = codec.parse_publish(p, max_payload=1_000_000)
+    assert (pub.topic, pub.payload, pub.qos, pub.retain, pub.dup, pub.pid) == (
+        "t/1", big, 2, True, True, 65535)  # fmt: skip
+    assert codec.suback(7, [0, 1, 0x80]) == b"\x90\x05\x00\x07\x00\x01\x80"
+    assert codec.ack(codec.PUBREL, 3) == b"\x62\x02\x00\x03"
+    assert codec.connack(True, 0) == b"\x20\x02\x01\x00"
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "ok"),
+    [("a/+/c", True), ("#", True), ("a/#", True), ("a/#/c", False), ("a+", False), ("", False)],
+)
+def test_check_topic_filter(topic_filter: str, ok: bool) -> None:
+    """Wildcards must fill whole levels and '#' must come last."""
+    assert codec.check_topic_filter(topic_filter) is ok
