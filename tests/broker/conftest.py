@@ -16,7 +16,7 @@ WAIT = scaled(5)
 # A broker that must close a connection at once (bad input) does it within PROMPT.
 PROMPT = scaled(1)
 # Nothing arrived during QUIET: long enough for a local broker to have routed it.
-QUIET = scaled(0.5)
+QUIET = scaled(0.3)
 
 
 @dataclass(frozen=True)
