@@ -13,7 +13,7 @@ from tests.support.mqtt import CONNACK, RawClient
 TRANSPORTS = ["tcp", "ws"]
 # A packet the broker owes us (an ack, a routed message) arrives within WAIT.
 WAIT = scaled(5)
-# A broker that must close a connection at once (bad input) does it within PROMPT.
+# What a broker must do at once (close on bad input, resend on resume) happens within PROMPT.
 PROMPT = scaled(1)
 # Nothing arrived during QUIET: long enough for a local broker to have routed it.
 QUIET = scaled(0.3)
