@@ -14,9 +14,9 @@ TRANSPORTS = ["tcp", "ws"]
 # A packet the broker owes us (an ack, a routed message) arrives within WAIT.
 WAIT = scaled(5)
 # What a broker must do at once (close on bad input, resend on resume) happens within PROMPT.
-PROMPT = scaled(1)
+PROMPT = scaled(0.5)
 # Nothing arrived during QUIET: long enough for a local broker to have routed it.
-QUIET = scaled(0.3)
+QUIET = scaled(0.25)
 
 
 @dataclass(frozen=True)
