@@ -1,0 +1,121 @@
+"""What firmware tests share: a subscriber that records everything, and reading checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hub import topics
+from tests.support.hubproc import HubProcess, scaled
+from tests.support.mqtt import Message, RawClient, publish_packet
+
+# Short timings so faults heal in seconds; every bound below is derived from these.
+FAST = {
+    "keepalive_s": 2,
+    "io_timeout_s": 2,
+    "ack_timeout_s": 2,
+    "backoff_min_ms": 200,
+    "backoff_max_ms": 2000,
+}
+
+
+class Subscriber:
+    """A raw MQTT client on the hub that records every message on d/<device>/#."""
+
+    def __init__(self, client: RawClient, device: str) -> None:
+        self.client = client
+        self.device = device
+        self.messages: list[tuple[float, Message]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, hub: HubProcess, device: str, name: str = "watcher") -> Subscriber:
+        client = await RawClient.tcp(hub.host, hub.mqtt_port)
+        assert await client.connect(f"{name}-{device}") == (False, 0)
+        assert await client.subscribe([(f"d/{device}/#", 1)]) == [1]
+        sub = cls(client, device)
+        sub._task = asyncio.create_task(sub._run())
+        return sub
+
+    async def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                msg = await self.client.next_message(timeout=3600)
+                self.messages.append((time.monotonic(), msg))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.close()
+
+    def readings(self, sensor: str = "temp") -> list[topics.Reading]:
+        """Every reading received, duplicates included, in arrival order."""
+        topic = topics.telemetry_topic(self.device, sensor)
+        return [topics.parse_reading(m.payload) for _, m in self.messages if m.topic == topic]
+
+    def on(self, topic: str) -> list[Message]:
+        return [m for _, m in self.messages if m.topic == topic]
+
+    def online(self) -> list[Message]:
+        """The device's `online` status messages (one per connect, after its SUBACK)."""
+        status = topics.status_topic(self.device)
+        return [m for m in self.on(status) if m.payload == topics.STATUS_ONLINE]
+
+    async def wait_until(
+        self, check: Callable[[], Any], timeout: float, what: str, *, poll: float = 0.05
+    ) -> Any:
+        """Polls check() until it returns something truthy; fails naming what was awaited."""
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            if result := check():
+                return result
+            await asyncio.sleep(poll)
+        raise AssertionError(f"timed out after {scaled(timeout):.1f} s waiting for {what}")
+
+    async def wait_readings(self, count: int, timeout: float, sensor: str = "temp") -> None:
+        await self.wait_until(
+            lambda: len(unique(self.readings(sensor))) >= count, timeout, f"{count} readings"
+        )
+
+    async def command(self, command: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        """Sends a command to the device and returns its reply (matched by id)."""
+        await self.client.send(
+            publish_packet(topics.command_topic(self.device), json.dumps(command).encode(), qos=1)
+        )
+
+        def reply() -> dict[str, Any] | None:
+            for msg in self.on(topics.reply_topic(self.device)):
+                data: dict[str, Any] = json.loads(msg.payload)
+                if data.get("id") == command["id"]:
+                    return data
+            return None
+
+        result: dict[str, Any] = await self.wait_until(reply, timeout, f"a reply to {command}")
+        return result
+
+
+def unique(readings: list[topics.Reading]) -> list[topics.Reading]:
+    """Drops duplicates by (boot, seq), keeping the first arrival: what the hub stores."""
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for r in readings:
+        if (r.boot, r.seq) not in seen:
+            seen.add((r.boot, r.seq))
+            out.append(r)
+    return out
+
+
+def assert_complete(readings: list[topics.Reading]) -> dict[str, list[int]]:
+    """Each boot's readings, deduplicated, are 0, 1, 2, ... in arrival order: none missing."""
+    by_boot: dict[str, list[int]] = {}
+    for r in unique(readings):
+        by_boot.setdefault(r.boot, []).append(r.seq)
+    for boot, seqs in by_boot.items():
+        assert seqs == list(range(len(seqs))), f"boot {boot}: gaps or disorder in {seqs}"
+    return by_boot
