@@ -14,7 +14,7 @@ TRANSPORTS = ["tcp", "ws"]
 # A packet the broker owes us (an ack, a routed message) arrives within WAIT.
 WAIT = scaled(5)
 # What a broker must do at once (close on bad input, resend on resume) happens within PROMPT.
-PROMPT = scaled(0.5)
+PROMPT = scaled(0.3)
 # Nothing arrived during QUIET: long enough for a local broker to have routed it.
 QUIET = scaled(0.25)
 
