@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from hub.config import ConfigError, HubConfig
+from hub.registry import Registry, RegistryError
+from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.server import Hub, ListenError
 
 log = logging.getLogger("hub")
@@ -66,7 +70,90 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="unacknowledged QoS 1/2 messages per session",
     )
+    limits.add_argument(
+        "--rate-limit",
+        type=float,
+        default=50.0,
+        metavar="PER_S",
+        help="publishes a second per client (0: no limit; default 50)",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="DEVELOPMENT ONLY: admit clients without credentials, full access",
+    )
+
+    device = commands.add_parser("device", help="manage the device registry")
+    actions = device.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="register a device; prints its credentials once")
+    add.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="let it connect without TLS (default: TLS required)",
+    )
+    for name, text in (
+        ("add", ""),
+        ("list", "all devices"),
+        ("show", "one device"),
+        ("disable", "refuse and disconnect it"),
+        ("enable", "admit it again"),
+        ("rotate", "new secret, printed once"),
+        ("remove", "delete it"),
+    ):
+        one = add if name == "add" else actions.add_parser(name, help=text)
+        if name != "list":
+            one.add_argument("id")
+        one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+
+    token = commands.add_parser("token", help="browser access tokens")
+    token_actions = token.add_subparsers(dest="action", required=True)
+    create = token_actions.add_parser("create", help="print a scoped, short-lived token")
+    create.add_argument("--subscribe", action="append", default=[], metavar="FILTER")
+    create.add_argument("--publish", action="append", default=[], metavar="FILTER")
+    create.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
+    create.add_argument("--admin", action="store_true", help="may also read hub events")
+    create.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
     return parser
+
+
+def _device(args: argparse.Namespace) -> None:
+    registry = Registry(args.data_dir, create=args.action == "add")
+    try:
+        if args.action == "add":
+            secret = registry.add(args.id, allow_insecure=args.allow_insecure)
+            _print_credentials(args.id, secret)
+        elif args.action == "rotate":
+            _print_credentials(args.id, registry.rotate(args.id))
+        elif args.action == "list":
+            print(json.dumps([d.public() for d in registry.list()], indent=2))
+        elif args.action == "show":
+            print(json.dumps(registry.require(args.id).public(), indent=2))
+        elif args.action in ("disable", "enable"):
+            device = registry.set_enabled(args.id, args.action == "enable")
+            print(json.dumps(device.public(), indent=2))
+        elif args.action == "remove":
+            registry.remove(args.id)
+    finally:
+        registry.close()
+
+
+def _print_credentials(device_id: str, secret: str) -> None:
+    # The only time the secret is shown: the registry keeps a hash of it.
+    print(json.dumps({"id": device_id, "username": device_id, "password": secret}))
+
+
+def _token(args: argparse.Namespace) -> None:
+    if not args.subscribe and not args.publish and not args.admin:
+        raise UsageError("a token needs at least one --subscribe or --publish filter, or --admin")
+    if not 1 <= args.ttl <= MAX_TTL_S:
+        raise UsageError(f"--ttl must be from 1 to {MAX_TTL_S} seconds")
+    claims = TokenClaims(
+        subscribe=tuple(args.subscribe),
+        publish=tuple(args.publish),
+        admin=args.admin,
+        expires=time.time() + args.ttl,
+    )
+    print(create_token(load_key(args.data_dir), claims))
 
 
 async def _serve(config: HubConfig) -> None:
@@ -99,7 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _configure_logging(args.log_level)
-        if args.command == "serve":
+        if args.command == "device":
+            _device(args)
+        elif args.command == "token":
+            _token(args)
+        elif args.command == "serve":
+            if args.allow_anonymous:
+                log.warning(
+                    "DEVELOPMENT MODE: --allow-anonymous admits clients without credentials "
+                    "and lets them publish and subscribe anywhere"
+                )
             config = HubConfig(
                 host=args.host,
                 mqtt_port=args.mqtt_port,
@@ -109,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                 max_payload=args.max_payload,
                 max_queued=args.max_queued,
                 max_inflight=args.max_inflight,
+                rate_limit=args.rate_limit,
+                allow_anonymous=args.allow_anonymous,
             )
             asyncio.run(_serve(config))
-    except (UsageError, ConfigError, ListenError) as exc:
+    except (UsageError, ConfigError, ListenError, RegistryError, TokenError) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -31,6 +31,8 @@ class HubConfig:
     max_payload: int = 256 * 1024
     max_queued: int = 1000
     max_inflight: int = 20
+    rate_limit: float = 50.0
+    allow_anonymous: bool = False
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -39,6 +41,8 @@ class HubConfig:
             raise ConfigError(f"max_payload must be 1 byte to 64 MiB, not {self.max_payload}")
         if self.max_queued < 1:
             raise ConfigError(f"max_queued must be at least 1, not {self.max_queued}")
+        if self.rate_limit < 0:
+            raise ConfigError(f"rate_limit must be 0 (off) or positive, not {self.rate_limit}")
         if not 1 <= self.max_inflight <= 65535:
             raise ConfigError(f"max_inflight must be from 1 to 65535, not {self.max_inflight}")
         _check_port("mqtt_port", self.mqtt_port)

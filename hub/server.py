@@ -6,16 +6,39 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import web
 
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.config import HubConfig
+from hub.events import HubEvents
+from hub.registry import Fingerprint, Registry
+from hub.security import load_key
 from hub.web.app import build_app
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 1.0
+REGISTRY_POLL_S = 0.5
+
+
+def _reason_to_kick(changed: dict[str, str], identity: object) -> str | None:
+    if getattr(identity, "kind", None) != "device":
+        return None
+    return changed.get(str(getattr(identity, "name", "")))
+
+
+def _what_changed(before: Fingerprint, after: Fingerprint | None) -> str | None:
+    if after is None:
+        return "kicked: device removed from the registry"
+    if not after.enabled:
+        return "disabled" if before.enabled else None
+    if after.secret_hash != before.secret_hash:
+        return "kicked: secret rotated"
+    if after.tls_policy != before.tls_policy:
+        return "kicked: TLS policy changed"
+    return None
 
 
 class ListenError(OSError):
@@ -61,8 +84,15 @@ class Hub:
                 max_payload=config.max_payload,
                 max_queued=config.max_queued,
                 max_inflight=config.max_inflight,
-            )
+                rate_limit=config.rate_limit,
+            ),
+            data_dir=config.data_dir,
+            allow_anonymous=config.allow_anonymous,
         )
+        self.broker.add_event_sink(HubEvents(lambda t, p: self.broker.publish(t, p, qos=1)))
+        self.broker.add_event_sink(self._device_seen)
+        self.registry: Registry | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._mqtt_server: asyncio.Server | None = None
         self._web_runner: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
@@ -77,9 +107,13 @@ class Hub:
         ws_address = _address(ws_sock)
         http_address = _address(http_socks[0]) if http_socks else ws_address
 
+        self.registry = Registry(cfg.data_dir)
         await self.broker.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         self._mqtt_server = await asyncio.start_server(self.broker.serve_stream, sock=mqtt_sock)
-        self._web_runner = web.AppRunner(build_app(self.broker, ws_address[1]), access_log=None)
+        self._web_runner = web.AppRunner(
+            build_app(self.broker, ws_address[1], load_key(cfg.data_dir)), access_log=None
+        )
         await self._web_runner.setup()
         for sock in [ws_sock, *http_socks]:
             site = web.SockSite(self._web_runner, sock, shutdown_timeout=SHUTDOWN_GRACE_S)
@@ -88,7 +122,31 @@ class Hub:
         log.info("hub listening: %s", self.endpoints.ready_line())
         return self.endpoints
 
+    def _device_seen(self, kind: str, event: dict[str, object]) -> None:
+        device = event.get("identity") == "device"
+        if self.registry is not None and device and kind in ("connected", "disconnected"):
+            self.registry.touch(str(event["name"]))
+
+    async def _watch_registry(self) -> None:
+        """Disconnects devices at once when `hub device` disables, removes or rotates them."""
+        assert self.registry is not None
+        registry = self.registry
+        version = registry.data_version()
+        known = registry.fingerprints()
+        while True:
+            await asyncio.sleep(REGISTRY_POLL_S)
+            if registry.data_version() == version:
+                continue
+            version = registry.data_version()
+            now = registry.fingerprints()
+            changed = {d: why for d in known if (why := _what_changed(known[d], now.get(d)))}
+            known = now
+            if changed:
+                self.broker.kick(partial(_reason_to_kick, changed))
+
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._mqtt_server is not None:
             self._mqtt_server.close()
         await self.broker.stop()
@@ -96,4 +154,6 @@ class Hub:
             await self._web_runner.cleanup()
         if self._mqtt_server is not None:
             await self._mqtt_server.wait_closed()
+        if self.registry is not None:
+            self.registry.close()
         log.info("hub stopped")

@@ -18,6 +18,14 @@ def hub(tmp_path: Path) -> Iterator[HubProcess]:
     process.stop()
 
 
+@pytest.fixture
+def secure_hub(tmp_path: Path) -> Iterator[HubProcess]:
+    """A fresh hub with its default security: credentials required, rate limit on."""
+    process = start_hub(tmp_path / "hub-data", secure=True)
+    yield process
+    process.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     """One hub for all tests of a module that do not disturb each other."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hub.registry import RegistryError
 from tools import mpunix, sim
 
 
@@ -18,6 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=None, help="stop after this long")
     s.add_argument("--period", type=int, default=2, help="seconds between readings")
     s.add_argument("--work-dir", type=Path, default=None, help="keep device folders here")
+    s.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the hub's data dir: provision the devices in its registry",
+    )
     return parser
 
 
@@ -25,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "sim":
-            sim.run(args.hub, args.count, args.seconds, args.period, args.work_dir)
-    except (sim.SimError, mpunix.UnixPortMissing) as exc:
+            sim.run(args.hub, args.count, args.seconds, args.period, args.work_dir, args.data_dir)
+    except (sim.SimError, mpunix.UnixPortMissing, RegistryError) as exc:
         print(f"tools: error: {exc}", file=sys.stderr)
         return 2
     return 0

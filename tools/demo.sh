@@ -27,6 +27,6 @@ mqtt=$(sed -E 's/.*mqtt=([^ ]+).*/\1/' <<<"$ready")
 http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
 echo "$ready"
 echo "dashboard: http://$http/"
-"$PY" -m tools sim --hub "mqtt://$mqtt" --count "$COUNT" &
+"$PY" -m tools sim --hub "mqtt://$mqtt" --count "$COUNT" --data-dir "${DATA_DIR:-data}" &
 sim_pid=$!
 wait "$sim_pid"

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hub.registry import Registry
 from tools import mpunix
 
 
@@ -64,18 +65,47 @@ async def _run_device(device: str, folder: Path, stop: asyncio.Event) -> None:
             return
 
 
+def provision(data_dir: Path, devices: list[str]) -> dict[str, str]:
+    """Registers each simulated device in the hub's registry (allowed without TLS) and returns
+    fresh secrets; a device registered by an earlier run gets its secret rotated."""
+    registry = Registry(data_dir)
+    try:
+        secrets = {}
+        for device in devices:
+            if registry.get(device) is None:
+                secrets[device] = registry.add(device, allow_insecure=True)
+            else:
+                registry.set_tls_policy(device, allow_insecure=True)
+                secrets[device] = registry.rotate(device)
+        return secrets
+    finally:
+        registry.close()
+
+
 async def run_fleet(
-    host: str, port: int, count: int, seconds: float | None, period_s: int, work_dir: Path
+    host: str,
+    port: int,
+    count: int,
+    seconds: float | None,
+    period_s: int,
+    work_dir: Path,
+    data_dir: Path | None = None,
 ) -> None:
     mpunix.check_built()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    secrets = provision(data_dir, device_ids(count)) if data_dir is not None else {}
     devices = []
     for device in device_ids(count):
         settings = mpunix.DeviceSettings(
-            id=device, hub_host=host, hub_port=port, period_s=period_s
+            id=device,
+            hub_host=host,
+            hub_port=port,
+            period_s=period_s,
+            username=device if device in secrets else None,
+            password=secrets.get(device),
         )
         devices.append((device, mpunix.prepare_device_dir(work_dir / device, settings)))
     print(f"sim: {count} devices -> mqtt://{host}:{port}", flush=True)
@@ -86,10 +116,17 @@ async def run_fleet(
     print("sim: stopped", flush=True)
 
 
-def run(hub: str, count: int, seconds: float | None, period_s: int, work_dir: Path | None) -> None:
+def run(
+    hub: str,
+    count: int,
+    seconds: float | None,
+    period_s: int,
+    work_dir: Path | None,
+    data_dir: Path | None = None,
+) -> None:
     if count < 1:
         raise SimError("--count must be at least 1")
     host, port = parse_hub_url(hub)
     with contextlib.ExitStack() as stack:
         folder = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sim-")))
-        asyncio.run(run_fleet(host, port, count, seconds, period_s, folder))
+        asyncio.run(run_fleet(host, port, count, seconds, period_s, folder, data_dir))

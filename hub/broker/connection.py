@@ -20,6 +20,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class RateLimit:
+    """A token bucket of ``rate`` messages a second with a burst of twice that; 0 is no limit."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = 2 * rate
+        self._last = time.monotonic()
+        self._reported = 0.0
+
+    def allow(self, now: float) -> bool:
+        if not self.rate:
+            return True
+        self._tokens = min(2 * self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def should_report(self) -> bool:
+        """At most one report a second, however fast the client floods."""
+        now = time.monotonic()
+        if now - self._reported >= 1.0:
+            self._reported = now
+            return True
+        return False
+
+
 class Connection:
     """Reads packets from a transport and acts on them; the session's link while connected."""
 
@@ -36,7 +64,13 @@ class Connection:
         self.publish_will = True
         self.taken_over = False
         self.plugin_session: object = None
+        self.rate = RateLimit(core.settings.rate_limit)
         self._drainer: asyncio.Task[None] | None = None
+
+    @property
+    def identity(self) -> object:
+        """What the authentication plugin made of this client (hub.security.Identity)."""
+        return getattr(self.plugin_session, "identity", None)
 
     def __repr__(self) -> str:
         host, port = self.transport.peer
@@ -132,7 +166,13 @@ class Connection:
         self.client_id = connect.client_id or self.core.new_client_id()
         self.username = connect.username
         if not await self.core.authenticate(self):
-            return await self._refuse(codec.REFUSED_NOT_AUTHORIZED, "not authorized")
+            verdict = getattr(self.plugin_session, "verdict", None)
+            bad_credentials = getattr(verdict, "bad_credentials", False)
+            code = (
+                codec.REFUSED_BAD_CREDENTIALS if bad_credentials else codec.REFUSED_NOT_AUTHORIZED
+            )
+            why = getattr(verdict, "reason", "") or "not authorized"
+            return await self._refuse(code, why, getattr(verdict, "event", "") or "auth_failure")
         if connect.keepalive:
             self.keepalive_limit = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
         self.last_rx = time.monotonic()
@@ -142,10 +182,9 @@ class Connection:
         self.core.connection_started(self)
         return True
 
-    async def _refuse(self, code: int, why: str) -> bool:
+    async def _refuse(self, code: int, why: str, event: str = "refused") -> bool:
         log.info("%s refused: %s", self, why)
-        self.core.report("auth_failure" if code == codec.REFUSED_NOT_AUTHORIZED else "refused",
-                         self, why)  # fmt: skip
+        self.core.report(event, self, why)
         self.transport.write(codec.connack(False, code))
         await self.transport.close()
         return False
@@ -200,12 +239,18 @@ class Connection:
         if pub.qos == 2 and pub.pid in session.incoming_qos2:
             self.write(codec.ack(codec.PUBREC, pub.pid))  # a resend: delivered already
             return
-        allowed = await self.core.may(self, pub.topic, Action.PUBLISH)
-        if allowed:
-            self.core.publish(Message(pub.topic, pub.payload, pub.qos, pub.retain), self)
-        else:
+        if not await self.core.may(self, pub.topic, Action.PUBLISH):
             log.info("%s may not publish to %s: message dropped", self, pub.topic)
             self.core.report("filter_violation", self, f"publish to {pub.topic}")
+        elif not self.rate.allow(time.monotonic()):
+            # QoS 0 is dropped; QoS 1/2 is not acknowledged, so the client keeps it and sends
+            # it again later: the limit slows a device down without losing its readings.
+            if self.rate.should_report():
+                log.warning("%s exceeds %s messages/s: refused", self, self.rate.rate)
+                self.core.report("rate_limit", self, f"over {self.rate.rate} messages/s")
+            return
+        else:
+            self.core.publish(Message(pub.topic, pub.payload, pub.qos, pub.retain), self)
         if pub.qos == 1:
             self.write(codec.ack(codec.PUBACK, pub.pid))
         elif pub.qos == 2:

@@ -58,6 +58,21 @@ class BrokerSettings:
     max_qos: int = 2
     connect_timeout: float = 10.0
     keepalive_sweep: float = 0.25
+    rate_limit: float = 0.0  # messages a second per client; 0 is no limit
+
+
+def _reason_code(close_reason: str, will: bool) -> str:
+    """The short reason of a disconnection, as hub events name it."""
+    for prefix, code in (
+        ("disconnect", "clean"),
+        ("keepalive", "keepalive_timeout"),
+        ("disabled", "disabled"),
+        ("kicked", "kicked"),
+        ("hub shutting down", "shutdown"),
+    ):
+        if close_reason.startswith(prefix):
+            return code
+    return "will" if will else "lost"
 
 
 class BrokerCore:
@@ -114,10 +129,12 @@ class BrokerCore:
 
     # --- events ----------------------------------------------------------------------------
     def report(self, kind: str, conn: Connection, detail: str = "", **extra: Any) -> None:
+        identity = conn.identity
         event = {
             "kind": kind,
             "client_id": conn.client_id,
-            "username": conn.username,
+            "identity": getattr(identity, "kind", None),
+            "name": getattr(identity, "name", None) or conn.username,
             "network": conn.transport.network,
             "peer": f"{conn.transport.peer[0]}:{conn.transport.peer[1]}",
             "detail": detail,
@@ -128,6 +145,17 @@ class BrokerCore:
                 sink(kind, event)
             except Exception:
                 log.exception("event sink failed on %s", kind)
+
+    def kick(self, should_go: Callable[[Connection], str | None]) -> int:
+        """Disconnects every client for which should_go returns a reason; returns how many."""
+        kicked = 0
+        for conn in list(self.connections.values()):
+            reason = should_go(conn)
+            if reason:
+                log.info("%s kicked: %s", conn, reason)
+                conn.kill(reason)
+                kicked += 1
+        return kicked
 
     # --- connect and disconnect ---------------------------------------------------------------
     def new_client_id(self) -> str:
@@ -193,7 +221,9 @@ class BrokerCore:
             return  # a newer connection owns the client id and its session now
         del self.connections[conn.client_id]
         connect = conn.connect
-        if conn.publish_will and connect is not None and connect.will_topic is not None:
+        will = conn.publish_will and connect is not None and connect.will_topic is not None
+        if will:
+            assert connect is not None
             await self._publish_will(conn, connect)
         session = conn.session
         if session is not None:
@@ -202,7 +232,7 @@ class BrokerCore:
             if session.clean:
                 self._drop_session(session)
         log.info("%s disconnected: %s", conn, reason)
-        self.report("disconnected", conn, reason)
+        self.report("disconnected", conn, reason, reason=_reason_code(reason, will), will=will)
 
     async def _publish_will(self, conn: Connection, connect: codec.Connect) -> None:
         assert connect.will_topic is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -23,12 +25,18 @@ MQTT_NETWORK = "mqtt"
 WS_NETWORK = "ws"
 
 
-def _amqtt_config() -> dict[str, Any]:
+def _amqtt_config(data_dir: Path, allow_anonymous: bool) -> dict[str, Any]:
     external = {"type": "external"}
     return {
         # amqtt merges every listener with "default"; external listeners bind nothing.
         "listeners": {"default": external, MQTT_NETWORK: external, WS_NETWORK: external},
-        "plugins": {"hub.broker.plugins.OpenAccessAuthPlugin": {}},
+        "plugins": {
+            "hub.broker.plugins.GatekeeperAuthPlugin": {
+                "data_dir": str(data_dir),
+                "allow_anonymous": allow_anonymous,
+            },
+            "hub.broker.plugins.GatekeeperTopicPlugin": {},
+        },
     }
 
 
@@ -44,8 +52,16 @@ class _AmqttBroker(Broker):
 
 
 class EmbeddedBroker:
-    def __init__(self, settings: BrokerSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings | None = None,
+        *,
+        data_dir: Path = Path("data"),
+        allow_anonymous: bool = False,
+    ) -> None:
         self.settings = settings or BrokerSettings()
+        self.data_dir = data_dir
+        self.allow_anonymous = allow_anonymous
         self._amqtt: _AmqttBroker | None = None
         self.core: BrokerCore | None = None
         self._event_sinks: list[EventSink] = []
@@ -58,7 +74,7 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         # amqtt's Broker must be built inside the running event loop.
-        amqtt = _AmqttBroker(_amqtt_config())
+        amqtt = _AmqttBroker(_amqtt_config(self.data_dir, self.allow_anonymous))
         core = BrokerCore(self.settings, amqtt)
         core.event_sinks.extend(self._event_sinks)
         amqtt.core = core
@@ -74,6 +90,12 @@ class EmbeddedBroker:
         await core.stop()
         await asyncio.sleep(0)  # let aborted connections run their endings
         await amqtt.shutdown()
+
+    def kick(self, should_go: Callable[[Any], str | None]) -> int:
+        """Disconnects every client whose identity makes should_go return a reason."""
+        if self.core is None:
+            return 0
+        return self.core.kick(lambda conn: should_go(conn.identity))
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publishes as the hub itself (events, commands)."""

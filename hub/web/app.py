@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from hub.broker import EmbeddedBroker
+from hub.security import TOKEN_USERNAME, TokenClaims, create_token
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +21,9 @@ VENDOR_FILES = {"mqtt.min.js": NODE_MODULES / "mqtt" / "dist" / "mqtt.min.js"}
 MQTT_PATH = "/mqtt"
 BROKER_KEY = web.AppKey("broker", EmbeddedBroker)
 WS_PORT_KEY = web.AppKey("ws_port", int)
+KEY_KEY = web.AppKey("key", bytes)
+DASHBOARD_FILTERS = ("d/+/t/+", "d/+/s", "d/+/m", "d/+/r")
+DASHBOARD_TOKEN_TTL_S = 3600
 
 
 async def _index(request: web.Request) -> web.FileResponse:
@@ -38,8 +43,18 @@ async def _vendor(request: web.Request) -> web.FileResponse:
 
 
 async def _hub_info(request: web.Request) -> web.Response:
-    """Tells a page where the MQTT-over-WebSocket network is."""
-    return web.json_response({"ws_port": request.app[WS_PORT_KEY], "ws_path": MQTT_PATH})
+    """Tells a page where the MQTT-over-WebSocket network is, with a read-only token for the
+    dashboard (the fleet's telemetry, presence, health and replies; never hub events)."""
+    claims = TokenClaims(subscribe=DASHBOARD_FILTERS, expires=time.time() + DASHBOARD_TOKEN_TTL_S)
+    return web.json_response(
+        {
+            "ws_port": request.app[WS_PORT_KEY],
+            "ws_path": MQTT_PATH,
+            "username": TOKEN_USERNAME,
+            "token": create_token(request.app[KEY_KEY], claims),
+            "token_ttl_s": DASHBOARD_TOKEN_TTL_S,
+        }
+    )
 
 
 async def _mqtt_websocket(request: web.Request) -> web.StreamResponse:
@@ -53,10 +68,11 @@ async def _mqtt_websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def build_app(broker: EmbeddedBroker, ws_port: int) -> web.Application:
+def build_app(broker: EmbeddedBroker, ws_port: int, key: bytes) -> web.Application:
     app = web.Application()
     app[BROKER_KEY] = broker
     app[WS_PORT_KEY] = ws_port
+    app[KEY_KEY] = key
     app.router.add_get("/", _index)
     app.router.add_get(MQTT_PATH, _mqtt_websocket)
     app.router.add_get("/api/hub", _hub_info)

@@ -125,12 +125,18 @@ def test_same_client_id_takes_over_and_closes_the_old_connection(
     asyncio.run(scenario())
 
 
-def test_keepalive_and_credentials_are_accepted(network: Network, tag: str) -> None:
-    """Username and password (no authentication configured) and any keepalive are accepted."""
+def test_keepalive_zero_is_accepted_and_unknown_credentials_refused(
+    network: Network, tag: str
+) -> None:
+    """Keepalive 0 is accepted; even in development mode, credentials that match no device are
+    refused with return code 4 (bad user name or password) rather than ignored."""
 
     async def scenario() -> None:
-        client = await network.client(f"{tag}-cred", keepalive=0, username="u", password="p")
+        client = await network.client(f"{tag}-ka0", keepalive=0)
         await client.ping(WAIT)
         await client.disconnect()
+        stranger = await network.open()
+        assert await stranger.connect(f"{tag}-cred", username="u", password="p") == (False, 4)
+        await stranger.expect_closed(PROMPT)
 
     asyncio.run(scenario())

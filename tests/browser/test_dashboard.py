@@ -7,16 +7,22 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import save_screenshot
 from tests.support.devices import running_device
-from tests.support.hubproc import HubProcess, scaled
+from tests.support.hubproc import HubProcess, provision, scaled
 
 
 def test_dashboard_shows_live_readings_and_presence(
-    hub: HubProcess, page: Page, tmp_path: Path
+    secure_hub: HubProcess, page: Page, tmp_path: Path
 ) -> None:
-    """A device's readings appear and update live; killing it turns it offline."""
+    """On a hub with security on, a provisioned device's readings appear and update live in
+    the dashboard (which reads with its read-only token); killing the device turns it offline."""
+    hub = secure_hub
+    credentials = provision(hub, "dash-1")
     page.goto(hub.http_url + "/")
     expect(page.locator("#link")).to_have_text("live", timeout=scaled(10) * 1000)
-    with running_device(tmp_path, hub, "dash-1", period_s=1) as device:
+    with running_device(
+        tmp_path, hub, "dash-1", period_s=1,
+        username=credentials["username"], password=credentials["password"],
+    ) as device:  # fmt: skip
         row = page.locator('tr[data-device="dash-1"][data-sensor="temp"]')
         expect(row.locator(".badge")).to_have_text("online", timeout=scaled(10) * 1000)
         expect(row.locator("td.value")).to_have_text(

@@ -74,7 +74,10 @@ def test_hub_info_names_the_websocket_network(shared_hub: HubProcess) -> None:
     """/api/hub tells a page which port and path carry MQTT over WebSocket."""
     status, _, body = _get(shared_hub.http_url + "/api/hub")
     assert status == 200
-    assert json.loads(body) == {"ws_port": shared_hub.ws_port, "ws_path": "/mqtt"}
+    info = json.loads(body)
+    assert (info["ws_port"], info["ws_path"], info["username"]) == (
+        shared_hub.ws_port, "/mqtt", "token")  # fmt: skip
+    assert info["token"].startswith("v1.") and info["token_ttl_s"] == 3600
 
 
 @pytest.mark.parametrize(("path", "status"), [("/mqtt", 400), ("/vendor/nope.js", 404)])

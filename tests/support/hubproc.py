@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ class HubProcess:
     ws_port: int
     http_port: int
     ready_line: str
+    data_dir: Path
 
     @property
     def mqtt_url(self) -> str:
@@ -55,9 +57,17 @@ class HubProcess:
         return time.monotonic() - start
 
 
-def start_hub(data_dir: Path, *extra: str, stderr: IO[str] | None = None) -> HubProcess:
-    """Starts the hub; stderr (a file) captures its log, otherwise it goes to the test's."""
+def start_hub(
+    data_dir: Path, *extra: str, stderr: IO[str] | None = None, secure: bool = False
+) -> HubProcess:
+    """Starts the hub; stderr (a file) captures its log, otherwise it goes to the test's.
+
+    By default the hub runs in development mode (anonymous clients, no rate limit), as protocol
+    conformance runs do; ``secure=True`` runs it with its default security configuration.
+    """
     cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
+    if not secure:
+        cmd += ["--allow-anonymous", "--rate-limit", "0"]
     cmd += ["--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert proc.stdout is not None
@@ -67,4 +77,20 @@ def start_hub(data_dir: Path, *extra: str, stderr: IO[str] | None = None) -> Hub
         proc.kill()
         raise AssertionError(f"hub did not print a ready line, got {line!r}")
     host, mqtt_port, _, ws_port, _, http_port = match.groups()
-    return HubProcess(proc, host, int(mqtt_port), int(ws_port), int(http_port), line)
+    return HubProcess(proc, host, int(mqtt_port), int(ws_port), int(http_port), line, data_dir)
+
+
+def hub_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m hub ARGS --data-dir DATA_DIR` (device and token commands)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+
+
+def provision(hub: HubProcess, device_id: str, *, allow_insecure: bool = True) -> dict[str, str]:
+    """Registers a device with `hub device add` and returns its credentials."""
+    args = ["device", "add", device_id] + (["--allow-insecure"] if allow_insecure else [])
+    result = hub_cli(hub.data_dir, *args)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))

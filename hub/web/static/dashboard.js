@@ -34,7 +34,21 @@ async function start() {
   const info = await (await fetch("/api/hub")).json();
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const url = `${proto}://${location.hostname}:${info.ws_port}${info.ws_path}`;
-  const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 2000 });
+  // A read-only token from the hub; MQTT.js asks for a fresh one before each reconnect.
+  const client = mqtt.connect(url, {
+    protocolVersion: 4,
+    reconnectPeriod: 2000,
+    username: info.username,
+    password: info.token,
+  });
+  client.on("reconnect", async () => {
+    try {
+      const fresh = await (await fetch("/api/hub")).json();
+      client.options.password = fresh.token;
+    } catch (err) {
+      console.warn("could not refresh the dashboard token", err);
+    }
+  });
   client.on("connect", () => {
     linkBadge.textContent = "live";
     linkBadge.className = "badge online";

@@ -1,0 +1,252 @@
+"""The device registry: identities, hashed secrets, TLS policy and topic rules, in SQLite.
+
+No sockets here. The file lives in the hub's data dir and is shared by the running hub and the
+``hub device`` commands; the hub notices changes through SQLite's data_version.
+
+Secrets are 128-bit random tokens made by the hub, shown once, and stored only as a salted
+scrypt hash. Because they are random rather than chosen by people, scrypt's cost is set for
+connect storms (about 8 ms a check) rather than for guessable passwords.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.topics import DEVICE_ID_RE
+
+TLS_REQUIRED = "tls-required"
+ALLOW_INSECURE = "allow-insecure"
+DEFAULT_PUBLISH = ("d/{device}/t/+", "d/{device}/s", "d/{device}/m", "d/{device}/r")
+DEFAULT_SUBSCRIBE = ("d/{device}/c",)
+_SCRYPT = {"n": 2**12, "r": 8, "p": 1, "dklen": 32}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    tls_policy TEXT NOT NULL,
+    publish TEXT NOT NULL,
+    subscribe TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen_at REAL
+);
+"""
+
+
+class RegistryError(Exception):
+    """A registry operation a user asked for cannot be done (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the running hub watches to disconnect a device the moment its access changes."""
+
+    enabled: bool
+    secret_hash: str
+    tls_policy: str
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    enabled: bool
+    tls_policy: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    created_at: float
+    last_seen_at: float | None
+
+    def publish_filters(self) -> list[str]:
+        return [f.replace("{device}", self.id) for f in self.publish]
+
+    def subscribe_filters(self) -> list[str]:
+        return [f.replace("{device}", self.id) for f in self.subscribe]
+
+    def public(self) -> dict[str, object]:
+        """Everything about the device except its secret hash."""
+        return {
+            "id": self.id,
+            "enabled": self.enabled,
+            "tls_policy": self.tls_policy,
+            "publish": list(self.publish),
+            "subscribe": list(self.subscribe),
+            "created_at": self.created_at,
+            "last_seen_at": self.last_seen_at,
+        }
+
+
+def hash_secret(secret: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT)
+    params = f"{_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}"
+    return f"scrypt${params}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def check_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+            dklen=len(expected),
+        )  # fmt: skip
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def _policy(allow_insecure: bool) -> str:
+    return ALLOW_INSECURE if allow_insecure else TLS_REQUIRED
+
+
+def _row_to_device(row: sqlite3.Row) -> Device:
+    return Device(
+        id=row["id"],
+        enabled=bool(row["enabled"]),
+        tls_policy=row["tls_policy"],
+        publish=tuple(json.loads(row["publish"])),
+        subscribe=tuple(json.loads(row["subscribe"])),
+        created_at=row["created_at"],
+        last_seen_at=row["last_seen_at"],
+    )
+
+
+class Registry:
+    FILE = "registry.sqlite3"
+
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+        if not data_dir.is_dir():
+            if not create:
+                raise RegistryError(f"data dir {data_dir} does not exist")
+            data_dir.mkdir(parents=True)
+        self.path = data_dir / self.FILE
+        try:
+            # Secret checks run in executor threads: one connection, serialised by a lock
+            # that is never held while scrypt runs.
+            self._db = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
+        os.chmod(self.path, 0o600)
+        self._lock = threading.Lock()
+        self._verified: dict[str, bytes] = {}  # device id -> keyed digest of a checked secret
+        self._cache_key = secrets.token_bytes(32)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """Runs a statement; returns how many rows it changed."""
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (the CLI) commits to the registry."""
+        return int(self._rows("PRAGMA data_version")[0][0])
+
+    # --- reading ---------------------------------------------------------------------------
+    def get(self, device_id: str) -> Device | None:
+        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+        return _row_to_device(rows[0]) if rows else None
+
+    def require(self, device_id: str) -> Device:
+        device = self.get(device_id)
+        if device is None:
+            raise RegistryError(f"no device {device_id!r} in the registry")
+        return device
+
+    def list(self) -> list[Device]:
+        return [_row_to_device(r) for r in self._rows("SELECT * FROM devices ORDER BY id")]
+
+    def fingerprints(self) -> dict[str, Fingerprint]:
+        rows = self._rows("SELECT id, enabled, secret_hash, tls_policy FROM devices")
+        return {r["id"]: Fingerprint(bool(r["enabled"]), r["secret_hash"], r["tls_policy"])
+                for r in rows}  # fmt: skip
+
+    def verify(self, device_id: str, secret: str) -> Device | None:
+        """The device if the secret is right (enabled or not); None otherwise."""
+        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        keyed = hmac.new(self._cache_key, secret.encode() + b"\0" + row["secret_hash"].encode(),
+                         "sha256").digest()  # fmt: skip
+        cached = self._verified.get(device_id)
+        if cached is not None and hmac.compare_digest(cached, keyed):
+            return _row_to_device(row)
+        if not check_secret(secret, row["secret_hash"]):
+            return None
+        self._verified[device_id] = keyed
+        return _row_to_device(row)
+
+    # --- writing ---------------------------------------------------------------------------
+    def add(self, device_id: str, *, allow_insecure: bool = False) -> str:
+        """Registers a device and returns its secret (shown once, stored hashed)."""
+        if not DEVICE_ID_RE.match(device_id):
+            raise RegistryError(
+                f"bad device id {device_id!r}: use 1 to 32 of a-z, 0-9, '-' and '_', "
+                "starting with a letter or digit"
+            )
+        secret = secrets.token_urlsafe(16)
+        try:
+            self._write(
+                "INSERT INTO devices (id, secret_hash, enabled, tls_policy, publish, subscribe,"
+                " created_at) VALUES (?, ?, 1, ?, ?, ?, ?)",
+                (device_id, hash_secret(secret), _policy(allow_insecure),
+                 json.dumps(DEFAULT_PUBLISH), json.dumps(DEFAULT_SUBSCRIBE), time.time()),
+            )  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise RegistryError(f"device {device_id!r} already exists") from None
+        return secret
+
+    def set_enabled(self, device_id: str, enabled: bool) -> Device:
+        self._update(device_id, "enabled = ?", int(enabled))
+        return self.require(device_id)
+
+    def set_tls_policy(self, device_id: str, allow_insecure: bool) -> Device:
+        self._update(
+            device_id, "tls_policy = ?", ALLOW_INSECURE if allow_insecure else TLS_REQUIRED
+        )
+        return self.require(device_id)
+
+    def rotate(self, device_id: str) -> str:
+        secret = secrets.token_urlsafe(16)
+        self._update(device_id, "secret_hash = ?", hash_secret(secret))
+        self._verified.pop(device_id, None)
+        return secret
+
+    def remove(self, device_id: str) -> None:
+        if self._write("DELETE FROM devices WHERE id = ?", (device_id,)) == 0:
+            raise RegistryError(f"no device {device_id!r} in the registry")
+        self._verified.pop(device_id, None)
+
+    def touch(self, device_id: str, when: float | None = None) -> None:
+        self._write(
+            "UPDATE devices SET last_seen_at = ? WHERE id = ?", (when or time.time(), device_id)
+        )
+
+    def _update(self, device_id: str, assignment: str, value: object) -> None:
+        if self._write(f"UPDATE devices SET {assignment} WHERE id = ?", (value, device_id)) == 0:
+            raise RegistryError(f"no device {device_id!r} in the registry")

@@ -1,0 +1,191 @@
+"""Who may connect, publish and subscribe: devices from the registry, browser tokens, and the
+development mode. Plain logic, no sockets; the broker asks it through amqtt plugins.
+
+Tokens are ``v1.<claims>.<signature>``: base64url JSON claims signed with HMAC-SHA256 under
+the hub's key (``hub.key`` in the data dir). A browser presents one as the MQTT password with
+the user name ``token``, or as ``Authorization: Bearer`` on the HTTP API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hub.broker.codec import check_topic_filter
+from hub.broker.topictree import filter_matches
+from hub.registry import TLS_REQUIRED, Registry
+
+TOKEN_USERNAME = "token"
+EVENTS_FILTER = "$hub/events/#"
+KEY_FILE = "hub.key"
+MAX_TTL_S = 30 * 24 * 3600
+
+
+class TokenError(ValueError):
+    """A token is malformed, forged, expired or asks for too much."""
+
+
+def filter_covers(allowed: str, requested: str) -> bool:
+    """True when every topic the requested filter can match is matched by the allowed one."""
+    a_levels = allowed.split("/")
+    r_levels = requested.split("/")
+    for i, a in enumerate(a_levels):
+        if a == "#":
+            return True
+        if i >= len(r_levels):
+            return False
+        r = r_levels[i]
+        if r == "#" or (a != "+" and (r == "+" or a != r)):
+            return False
+    return len(a_levels) == len(r_levels)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a connection is, once authenticated, and where it may go."""
+
+    kind: str  # "device", "token" or "anonymous"
+    name: str
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    admin: bool = False
+    unrestricted: bool = False  # development mode: everything allowed
+
+    def may_publish(self, topic: str) -> bool:
+        return self.unrestricted or any(filter_matches(f, topic) for f in self.publish)
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        if self.unrestricted:
+            return True
+        return any(filter_covers(f, topic_filter) for f in self.subscribe)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    identity: Identity | None
+    event: str = ""  # on refusal: auth_failure or tls_violation
+    reason: str = ""  # on refusal: a readable reason, never a secret
+    bad_credentials: bool = False  # CONNACK 4 rather than 5
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subscribe: tuple[str, ...]
+    publish: tuple[str, ...] = ()
+    admin: bool = False
+    expires: float = 0.0
+    token_id: str = field(default_factory=lambda: secrets.token_hex(4))
+
+
+def load_key(data_dir: Path) -> bytes:
+    """The hub's signing key, made on first use and readable by its owner only."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise TokenError(f"{path} is not a hub key (32 bytes): remove it to make a new one")
+    return key
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def create_token(key: bytes, claims: TokenClaims) -> str:
+    for f in (*claims.subscribe, *claims.publish):
+        if not check_topic_filter(f):
+            raise TokenError(f"bad topic filter {f!r}")
+    body = {
+        "sub": list(claims.subscribe),
+        "pub": list(claims.publish),
+        "adm": claims.admin,
+        "exp": int(claims.expires),
+        "jti": claims.token_id,
+    }
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    signature = _b64(hmac.new(key, f"v1.{payload}".encode(), hashlib.sha256).digest())
+    return f"v1.{payload}.{signature}"
+
+
+def verify_token(key: bytes, token: str, now: float | None = None) -> TokenClaims:
+    try:
+        version, payload, signature = token.split(".")
+        expected = hmac.new(key, f"v1.{payload}".encode(), hashlib.sha256).digest()
+        if version != "v1" or not hmac.compare_digest(_unb64(signature), expected):
+            raise TokenError("token signature does not match")
+        body = json.loads(_unb64(payload))
+        claims = TokenClaims(
+            subscribe=tuple(body["sub"]), publish=tuple(body["pub"]), admin=bool(body["adm"]),
+            expires=float(body["exp"]), token_id=str(body["jti"]),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, TokenError):
+            raise
+        raise TokenError("malformed token") from None
+    if claims.expires <= (time.time() if now is None else now):
+        raise TokenError("token expired")
+    return claims
+
+
+class Gatekeeper:
+    """Decides CONNECTs; the identities it returns decide publishes and subscriptions."""
+
+    def __init__(self, registry: Registry | None, key: bytes, *, allow_anonymous: bool) -> None:
+        self.registry = registry
+        self.key = key
+        self.allow_anonymous = allow_anonymous
+
+    def authenticate(
+        self, username: str | None, password: bytes | None, client_id: str, tls: bool
+    ) -> Verdict:
+        if username == TOKEN_USERNAME:
+            return self._token(password, tls)
+        if username is None:
+            if self.allow_anonymous:
+                return Verdict(Identity("anonymous", client_id, unrestricted=True))
+            return Verdict(None, "auth_failure", "no credentials", bad_credentials=True)
+        return self._device(username, password, client_id, tls)
+
+    def _token(self, password: bytes | None, tls: bool) -> Verdict:
+        try:
+            claims = verify_token(self.key, (password or b"").decode(errors="replace"))
+        except TokenError as exc:
+            return Verdict(None, "auth_failure", str(exc), bad_credentials=True)
+        publish = claims.publish
+        subscribe = claims.subscribe + ((EVENTS_FILTER,) if claims.admin else ())
+        name = f"token-{claims.token_id}"
+        return Verdict(Identity("token", name, publish, subscribe, admin=claims.admin))
+
+    def _device(
+        self, device_id: str, password: bytes | None, client_id: str, tls: bool
+    ) -> Verdict:
+        if self.registry is None:
+            return Verdict(None, "auth_failure", "no device registry", bad_credentials=True)
+        device = self.registry.verify(device_id, (password or b"").decode(errors="replace"))
+        if device is None:
+            return Verdict(None, "auth_failure", "unknown device or wrong secret", True)
+        if not device.enabled:
+            return Verdict(None, "auth_failure", "device is disabled")
+        if client_id != device_id:
+            return Verdict(None, "auth_failure", f"client id must be the device id {device_id!r}")
+        if device.tls_policy == TLS_REQUIRED and not tls:
+            return Verdict(None, "tls_violation", "device requires TLS: plain connection refused")
+        identity = Identity(
+            "device", device_id, tuple(device.publish_filters()), tuple(device.subscribe_filters())
+        )
+        return Verdict(identity)
