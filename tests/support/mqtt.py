@@ -254,7 +254,8 @@ class RawClient:
             return seen
         except TimeoutError:
             pass
-        raise AssertionError(f"the connection is still open after {timeout} s (received {seen})")
+        shown = f"{seen[:3]} and {len(seen) - 3} more" if len(seen) > 3 else f"{seen}"
+        raise AssertionError(f"the connection is still open after {timeout} s (received {shown})")
 
     async def recv_nothing(self, timeout: float) -> None:
         """Asserts that no packet at all arrives within timeout (the connection stays open)."""
