@@ -19,6 +19,7 @@ MPY_DIR = ROOT / "build" / "mpy"
 MPY_CROSS = ROOT / "build" / "bin" / "mpy-cross"
 UNIXPORT_DIR = ROOT / "tools" / "unixport"
 RUNNER = UNIXPORT_DIR / "run.py"
+STEADY_STATE = UNIXPORT_DIR / "steady_state.py"  # the loop at full speed, for measurements
 BOARDS_DIR = ROOT / "boards"
 EXIT_REBOOT = 75  # tools/unixport/fake_machine.py: machine.reset()
 EXIT_DEEPSLEEP = 76  # tools/unixport/fake_machine.py: machine.deepsleep(ms)
@@ -118,8 +119,9 @@ def firmware_env() -> dict[str, str]:
     return env
 
 
-def firmware_command(heap: str = HEAP_SIZE) -> list[str]:
-    return [str(MICROPYTHON), "-X", f"heapsize={heap}", str(RUNNER)]
+def firmware_command(heap: str = HEAP_SIZE, script: Path = RUNNER, *args: str) -> list[str]:
+    """The unix port running script (the firmware's launcher by default) with heap."""
+    return [str(MICROPYTHON), "-X", f"heapsize={heap}", str(script), *args]
 
 
 def spawn(folder: Path, heap: str = HEAP_SIZE, **popen: Any) -> subprocess.Popen[bytes]:

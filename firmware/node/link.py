@@ -19,6 +19,7 @@ _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 _MAX_INFLIGHT = const(16)
 _MAX_PACKETS_PER_CHECK = const(8)
+_PKT = const(256)  # a PUBLISH up to this size goes out in one write (one TCP segment)
 
 
 class Link(MQTTClient):
@@ -38,6 +39,8 @@ class Link(MQTTClient):
         self._poller = None
         self._suback = None
         self._head = bytearray(5)
+        self._pkt = bytearray(_PKT)
+        self._pkt_mv = memoryview(self._pkt)
 
     # --- framing -----------------------------------------------------------------------
     def _read(self, n):
@@ -165,12 +168,28 @@ class Link(MQTTClient):
         return pid
 
     def _send_publish(self, topic, msg, retain, qos, pid, dup):
-        self._write_head(0x30 | dup << 3 | qos << 1 | retain, 2 + len(topic) + len(msg) + (2 if qos else 0))
-        self._send_str(topic)
-        if qos:
-            struct.pack_into("!H", self._head, 0, pid)
-            self.sock.write(self._head, 2)
-        self.sock.write(msg)
+        first = 0x30 | dup << 3 | qos << 1 | retain
+        size = 2 + len(topic) + len(msg) + (2 if qos else 0)
+        if size + 2 <= _PKT and size < 128:
+            # The usual case, a reading: assembled in the preallocated buffer, one write.
+            p = self._pkt
+            p[0] = first
+            p[1] = size
+            struct.pack_into("!H", p, 2, len(topic))
+            n = 4 + len(topic)
+            p[4:n] = topic
+            if qos:
+                struct.pack_into("!H", p, n, pid)
+                n += 2
+            p[n:n + len(msg)] = msg
+            self.sock.write(self._pkt_mv[:n + len(msg)])
+        else:
+            self._write_head(first, size)
+            self._send_str(topic)
+            if qos:
+                struct.pack_into("!H", self._head, 0, pid)
+                self.sock.write(self._head, 2)
+            self.sock.write(msg)
         self.last_tx = time.ticks_ms()
 
     def subscribe(self, topic, qos=0):
