@@ -75,7 +75,7 @@ class App:
         self.up_ms = 0
         self._tick = now
         self.meta_at = now
-        self.trial = config.trial()
+        self.trial = config.read_json(config.TRIAL_FILE)  # a settings update on trial
         self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
         self.reboot_at = None
 
@@ -112,18 +112,22 @@ class App:
         log("link down (%r), retry in %d ms" % (exc, delay))
         trial = self.trial
         if trial is not None and trial["state"] == "trying" and self.failures >= _TRIAL_ATTEMPTS:
-            config.roll_back("rolled back: no connection with the new settings (%s)"
+            from node import trial as settings_trial
+
+            settings_trial.roll_back("rolled back: no connection with the new settings (%s)"
                              % self.last_error)
             self.reboot()
 
     def finish_trial(self):
+        from node.trial import end_trial
+
         trial = self.trial
         self.trial = None
         if trial["state"] == "trying":
             self.reply(trial["id"], True, applied=True)
         else:
             self.reply(trial["id"], False, error=trial.get("error", "rolled back"))
-        config.end_trial()
+        end_trial()
 
     def reboot(self):
         self.ring.close()

@@ -2,7 +2,7 @@
 # Imported on the first command, so a device that gets none never pays for it.
 import json
 
-from node import VERSION, config
+from node import VERSION
 
 
 def handle(app, msg):
@@ -43,8 +43,10 @@ def handle(app, msg):
     elif op == "settings":
         # Answered after the reboot: ok once the device reconnects with the new settings,
         # or an error once it has rolled back to the old ones.
+        from node import config, trial
+
         try:
-            config.begin_trial(command_id, cmd.get("set"))
+            trial.begin_trial(command_id, cmd.get("set"))
         except config.ConfigError as exc:
             app.reply(command_id, False, error=str(exc))
             return

@@ -1,8 +1,6 @@
 # Settings: defaults, merged with the board file and the device's settings file, once.
-# Also the settings trial: an update is written with the old file kept as a backup and a
-# marker; the app keeps the new settings once it reconnects with them, else rolls back.
+# Updates over the air (the settings trial) live in node/trial.py, imported when needed.
 import json
-import os
 
 BOARD_FILE = "board.json"
 SETTINGS_FILE = "settings.json"
@@ -45,7 +43,7 @@ class ConfigError(Exception):
     pass
 
 
-def _read_json(path):
+def read_json(path):
     try:
         with open(path) as f:
             return json.load(f)
@@ -53,11 +51,6 @@ def _read_json(path):
         return None
     except ValueError:
         raise ConfigError("%s is not valid JSON" % path)
-
-
-def _write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f)
 
 
 def check(settings, where=SETTINGS_FILE):
@@ -88,58 +81,12 @@ def check(settings, where=SETTINGS_FILE):
 
 
 def load(settings_path=SETTINGS_FILE, board_path=BOARD_FILE):
-    board = _read_json(board_path) or {}
-    settings = _read_json(settings_path)
+    board = read_json(board_path) or {}
+    settings = read_json(settings_path)
     if settings is None:
-        settings = _read_json(BACKUP_FILE)  # power lost in the middle of an update
+        settings = read_json(BACKUP_FILE)  # power lost in the middle of an update
     if settings is None:
         raise ConfigError("no %s: deploy the device's settings first" % settings_path)
     cfg = check(settings, settings_path)
     cfg["board"] = board
     return cfg
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def begin_trial(command_id, changes):
-    # Validates and persists a settings update; the old file stays as the backup. Returns
-    # the new settings. Raises ConfigError (and changes nothing) for bad input.
-    old = _read_json(SETTINGS_FILE)
-    if not isinstance(changes, dict) or not changes:
-        raise ConfigError("'set' must be an object of settings to change")
-    if "id" in changes and changes["id"] != old.get("id"):
-        raise ConfigError("setting 'id' cannot change over the air")
-    new = dict(old)
-    new.update(changes)
-    check(new, "the update")
-    _write_json(SETTINGS_FILE + ".new", new)
-    _remove(BACKUP_FILE)
-    os.rename(SETTINGS_FILE, BACKUP_FILE)
-    os.rename(SETTINGS_FILE + ".new", SETTINGS_FILE)
-    _write_json(TRIAL_FILE, {"id": command_id, "state": "trying"})
-    return new
-
-
-def trial():
-    # The pending settings trial ({"id", "state", ...}) or None.
-    return _read_json(TRIAL_FILE)
-
-
-def roll_back(error):
-    marker = trial()
-    _remove(SETTINGS_FILE)
-    os.rename(BACKUP_FILE, SETTINGS_FILE)
-    marker["state"] = "rolled back"
-    marker["error"] = error
-    _write_json(TRIAL_FILE, marker)
-
-
-def end_trial():
-    _remove(TRIAL_FILE)
-    if _read_json(SETTINGS_FILE) is not None:
-        _remove(BACKUP_FILE)

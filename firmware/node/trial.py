@@ -1,0 +1,61 @@
+# The settings trial: an update is validated, written with the old file kept as a backup,
+# and marked in trial.json; the device reboots into it. Once it reconnects with the new
+# settings the trial ends (the backup goes); after _TRIAL_ATTEMPTS failed connects (node/app)
+# the backup comes back and the device reboots into the old settings. Either way the command
+# is answered after the reboot. Power lost mid-way: config.load falls back to the backup.
+import json
+import os
+
+from node import config
+from node.config import BACKUP_FILE, SETTINGS_FILE, TRIAL_FILE, read_json
+
+
+def _write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def begin_trial(command_id, changes):
+    # Validates and persists a settings update; the old file stays as the backup. Returns
+    # the new settings. Raises ConfigError (and changes nothing) for bad input.
+    old = read_json(SETTINGS_FILE)
+    if not isinstance(changes, dict) or not changes:
+        raise config.ConfigError("'set' must be an object of settings to change")
+    if "id" in changes and changes["id"] != old.get("id"):
+        raise config.ConfigError("setting 'id' cannot change over the air")
+    new = dict(old)
+    new.update(changes)
+    config.check(new, "the update")
+    _write_json(SETTINGS_FILE + ".new", new)
+    _remove(BACKUP_FILE)
+    os.rename(SETTINGS_FILE, BACKUP_FILE)
+    os.rename(SETTINGS_FILE + ".new", SETTINGS_FILE)
+    _write_json(TRIAL_FILE, {"id": command_id, "state": "trying"})
+    return new
+
+
+def trial():
+    # The pending settings trial ({"id", "state", ...}) or None.
+    return read_json(TRIAL_FILE)
+
+
+def roll_back(error):
+    marker = trial()
+    _remove(SETTINGS_FILE)
+    os.rename(BACKUP_FILE, SETTINGS_FILE)
+    marker["state"] = "rolled back"
+    marker["error"] = error
+    _write_json(TRIAL_FILE, marker)
+
+
+def end_trial():
+    _remove(TRIAL_FILE)
+    if read_json(SETTINGS_FILE) is not None:
+        _remove(BACKUP_FILE)
