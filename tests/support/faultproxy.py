@@ -31,6 +31,11 @@ class _Pair:
         for task in self.tasks:
             task.cancel()
 
+    def close_hub_side(self) -> None:
+        if self.hub is not None:
+            with contextlib.suppress(Exception):
+                self.hub.transport.abort()
+
 
 def split_packets(buffer: bytearray) -> list[bytes]:
     """Removes and returns the complete MQTT packets at the start of buffer."""
@@ -136,7 +141,10 @@ class FaultProxy:
                     else:
                         writer.write(packet)
                 await writer.drain()
-        pair.close()
+        if self.blackhole:
+            pair.close_hub_side()  # half-open: the hub gave up, the device must not hear it
+        else:
+            pair.close()
 
     @staticmethod
     def _late_write(writer: asyncio.StreamWriter, packet: bytes) -> None:
