@@ -28,10 +28,6 @@ async def _ws_probe(hub: HubProcess) -> None:
     await ws.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 10: amqtt logs 'No data from ...' at ERROR (and a WARNING) for every probe",
-)
 @pytest.mark.parametrize("probe", ["tcp-close", "tcp-reset", "ws-close"])
 def test_bare_connect_and_close_logs_nothing_loud(tmp_path: Path, tag: str, probe: str) -> None:
     """A load balancer's connect-and-close probe leaves no warning, error or traceback."""

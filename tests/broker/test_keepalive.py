@@ -2,8 +2,6 @@
 
 import asyncio
 
-import pytest
-
 from tests.broker.conftest import WAIT, Network
 from tests.support.hubproc import scaled
 from tests.support.mqtt import publish_packet
@@ -13,11 +11,6 @@ KEEPALIVE_S = 1
 DEADLINE_S = 1.5 * KEEPALIVE_S + scaled(0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 1: amqtt never enforces the keepalive, so a silent client stays and its will "
-    "never fires",
-)
 def test_silent_client_is_disconnected_and_its_will_published(network: Network, tag: str) -> None:
     """No packet for 1.5 x keepalive: the broker closes the connection and sends the will."""
 

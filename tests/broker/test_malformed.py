@@ -20,9 +20,6 @@ from tests.support.mqtt import (
     utf8,
 )
 
-GAP8 = pytest.mark.xfail(
-    strict=True, reason="gap 8: amqtt accepts or waits on this input instead of closing"
-)
 # Every case runs over TCP; the ones that test framing also run over the WebSocket network.
 ALSO_OVER_WS = {"truncated-in-client-id", "will-topic-empty", "topic-not-utf8"}
 ALSO_OVER_WS |= {"length-shorter-than-topic", "reserved-type-15"}
@@ -48,25 +45,19 @@ def _connect(flags: int, payload: bytes, length: int | None = None) -> bytes:
 
 
 BAD_CONNECTS = [
-    pytest.param(_connect(0x02, utf8(b"\xff\xfeid")), id="client-id-not-utf8", marks=GAP8),
+    pytest.param(_connect(0x02, utf8(b"\xff\xfeid")), id="client-id-not-utf8"),
     pytest.param(
         _connect(0x06, utf8("c") + utf8(b"w/\xc3") + utf8(b"bye")),
         id="will-topic-not-utf8",
-        marks=GAP8,
     ),
-    pytest.param(
-        _connect(0x06, utf8("c") + utf8("") + utf8(b"bye")), id="will-topic-empty", marks=GAP8
-    ),
+    pytest.param(_connect(0x06, utf8("c") + utf8("") + utf8(b"bye")), id="will-topic-empty"),
     pytest.param(
         _connect(0x02, utf8("client"), length=11) + pingreq_packet(),
         id="truncated-in-client-id",
-        marks=GAP8,
     ),
-    pytest.param(_connect(0x06, utf8("c")), id="will-flag-without-will", marks=GAP8),
-    pytest.param(
-        _connect(0x1E, utf8("c") + utf8("w") + utf8(b"bye")), id="will-qos-3", marks=GAP8
-    ),
-    pytest.param(_connect(0x0A, utf8("c")), id="will-qos-without-will", marks=GAP8),
+    pytest.param(_connect(0x06, utf8("c")), id="will-flag-without-will"),
+    pytest.param(_connect(0x1E, utf8("c") + utf8("w") + utf8(b"bye")), id="will-qos-3"),
+    pytest.param(_connect(0x0A, utf8("c")), id="will-qos-without-will"),
 ]
 
 
@@ -91,28 +82,22 @@ def _publish_qos3() -> bytes:
 
 
 BAD_PACKETS = [
-    pytest.param(publish_packet(b"bad/\xff\xfe", b"x"), id="topic-not-utf8", marks=GAP8),
-    pytest.param(publish_packet(b"bad/\xed\xa0\x80", b"x"), id="topic-surrogate", marks=GAP8),
-    pytest.param(publish_packet(b"bad/\x00/b", b"x"), id="topic-nul", marks=GAP8),
-    pytest.param(_publish_qos3(), id="publish-qos-3", marks=GAP8),
+    pytest.param(publish_packet(b"bad/\xff\xfe", b"x"), id="topic-not-utf8"),
+    pytest.param(publish_packet(b"bad/\xed\xa0\x80", b"x"), id="topic-surrogate"),
+    pytest.param(publish_packet(b"bad/\x00/b", b"x"), id="topic-nul"),
+    pytest.param(_publish_qos3(), id="publish-qos-3"),
     pytest.param(
         packet(SUBSCRIBE, 0x02, struct.pack("!H", 1) + utf8(b"\xff/#") + b"\x00"),
         id="filter-not-utf8",
-        marks=GAP8,
     ),
-    pytest.param(subscribe_packet(1, [("bad/a", 3)]), id="subscribe-qos-3", marks=GAP8),
-    pytest.param(
-        packet(SUBSCRIBE, 0x02, struct.pack("!H", 1)), id="subscribe-no-filter", marks=GAP8
-    ),
+    pytest.param(subscribe_packet(1, [("bad/a", 3)]), id="subscribe-qos-3"),
+    pytest.param(packet(SUBSCRIBE, 0x02, struct.pack("!H", 1)), id="subscribe-no-filter"),
     pytest.param(
         # the remaining length (3) ends inside the 5-byte topic; a PINGREQ follows
         bytes([PUBLISH << 4, 3, 0, 5]) + b"a" + pingreq_packet(),
         id="length-shorter-than-topic",
-        marks=GAP8,
     ),
-    pytest.param(
-        bytes([PUBLISH << 4, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]), id="length-5-bytes", marks=GAP8
-    ),
+    pytest.param(bytes([PUBLISH << 4, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]), id="length-5-bytes"),
     pytest.param(bytes([0x00, 0x00]), id="reserved-type-0"),
     pytest.param(bytes([0xF0, 0x00]), id="reserved-type-15"),
 ]

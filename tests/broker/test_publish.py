@@ -8,11 +8,6 @@ from tests.broker.conftest import PROMPT, QUIET, WAIT, Network, assert_serving
 from tests.support.hubproc import HubProcess
 from tests.support.mqtt import PUBCOMP, PUBREC, ack_packet, packet_id, publish_packet
 
-UPGRADE = pytest.mark.xfail(
-    strict=True,
-    reason="gap 5: amqtt delivers at the subscription's QoS, even above the publish QoS",
-)
-
 
 def test_qos0_publish_is_delivered_without_packet_id(network: Network, tag: str) -> None:
     """A QoS 0 message reaches a QoS 0 subscriber as QoS 0, unchanged, with no packet id."""
@@ -99,11 +94,11 @@ def test_qos2_resent_publish_is_not_delivered_twice(network: Network, tag: str) 
     ("pub_qos", "sub_qos"),
     [
         (0, 0),
-        pytest.param(0, 1, marks=UPGRADE),
-        pytest.param(0, 2, marks=UPGRADE),
+        pytest.param(0, 1),
+        pytest.param(0, 2),
         (1, 0),
         (1, 1),
-        pytest.param(1, 2, marks=UPGRADE),
+        pytest.param(1, 2),
         (2, 0),
         (2, 1),
         (2, 2),
@@ -193,11 +188,6 @@ def test_publisher_receives_its_own_message(network: Network, tag: str) -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 7: amqtt stops serving the client but never publishes its will, "
-    "and leaves a TCP connection open",
-)
 @pytest.mark.parametrize(
     ("transport", "topic", "qos"),
     [

@@ -108,10 +108,6 @@ def test_subscribing_again_resends_the_retained_message(network: Network, tag: s
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 4: on CONNECT amqtt sends every retained message matching any client's filters",
-)
 def test_connect_does_not_push_retained_messages_of_other_clients_filters(
     network: Network, tag: str
 ) -> None:
@@ -132,10 +128,6 @@ def test_connect_does_not_push_retained_messages_of_other_clients_filters(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 4: amqtt resends retained messages for a resumed session's old filters",
-)
 def test_resumed_session_gets_no_retained_messages_without_a_new_subscribe(
     network: Network, tag: str
 ) -> None:
@@ -163,10 +155,6 @@ def test_resumed_session_gets_no_retained_messages_without_a_new_subscribe(
         pytest.param(
             0,
             1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gap 5: amqtt sends a QoS 0 retained message at the subscription's QoS",
-            ),
         ),
         (1, 0),
         (1, 2),

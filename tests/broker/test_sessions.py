@@ -84,10 +84,6 @@ def test_offline_messages_are_queued_for_a_persistent_session(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 6: amqtt delivers messages queued for an offline session with RETAIN=1",
-)
 def test_offline_messages_are_delivered_with_retain_0(network: Network, tag: str) -> None:
     """A message queued while the client was away is not a retained message: RETAIN=0."""
 
@@ -126,11 +122,6 @@ def test_clean_session_discards_the_stored_session(network: Network, tag: str) -
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 3: amqtt resumes the open clean session for a CleanSession=0 CONNECT "
-    "(Session Present 1, old subscriptions kept)",
-)
 def test_persistent_connect_does_not_inherit_a_clean_session(network: Network, tag: str) -> None:
     """Taking over a clean session's client id with CleanSession=0 starts an empty session."""
 
@@ -148,11 +139,6 @@ def test_persistent_connect_does_not_inherit_a_clean_session(network: Network, t
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 3: a session taken over from a clean one stays clean in amqtt and is "
-    "forgotten on disconnect, with its queued messages",
-)
 def test_session_taken_over_from_a_clean_one_is_persistent(network: Network, tag: str) -> None:
     """After a CleanSession=0 take-over the session persists and queues messages while away."""
 
@@ -193,10 +179,6 @@ def test_persistent_session_moves_between_networks(shared_hub: HubProcess, tag: 
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 2: amqtt drops unacknowledged outgoing QoS 1 messages when the client goes",
-)
 def test_unacknowledged_qos1_is_resent_with_dup_on_reconnect(network: Network, tag: str) -> None:
     """A QoS 1 message the client never acknowledged comes again after reconnect, DUP=1."""
 
@@ -220,10 +202,6 @@ def test_unacknowledged_qos1_is_resent_with_dup_on_reconnect(network: Network, t
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 2: amqtt drops an outgoing QoS 2 message not yet PUBRECed when the client goes",
-)
 def test_unreceived_qos2_is_resent_with_dup_on_reconnect(network: Network, tag: str) -> None:
     """A QoS 2 PUBLISH without PUBREC is sent again with DUP=1 and the same id on reconnect."""
 
@@ -250,10 +228,6 @@ def test_unreceived_qos2_is_resent_with_dup_on_reconnect(network: Network, tag: 
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 2: amqtt forgets a PUBREL that was not PUBCOMPed when the client goes",
-)
 def test_pubrel_is_resent_on_reconnect(network: Network, tag: str) -> None:
     """After PUBREC the broker owes a PUBREL: it resends it (not the PUBLISH) on reconnect."""
 
@@ -306,11 +280,6 @@ def test_incoming_qos2_completes_after_the_publisher_reconnects(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap 9: amqtt gives up on a QoS 1 delivery after a hard-coded 5 s without PUBACK "
-    "(and gap 2: nothing is resent on reconnect)",
-)
 def test_qos1_unacknowledged_for_longer_than_5s_is_not_lost(tcp: Network, tag: str) -> None:
     """A subscriber more than 5 s behind keeps its QoS 1 message in flight until reconnect."""
 

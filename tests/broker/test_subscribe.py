@@ -92,11 +92,6 @@ def test_unsubscribe_of_an_unknown_filter_is_acknowledged(network: Network, tag:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not in the issue: amqtt keeps the first subscription's QoS when a filter is "
-    "subscribed again (its SUBACK reports the new QoS)",
-)
 def test_resubscribing_replaces_the_granted_qos(network: Network, tag: str) -> None:
     """A second SUBSCRIBE to the same filter replaces its QoS: QoS 1 publishes then arrive at 0."""
 

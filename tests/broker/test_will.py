@@ -83,9 +83,6 @@ def test_will_is_published_after_a_protocol_violation(network: Network, tag: str
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gap 5: amqtt delivers a will at the will's QoS, above the subscription's"
-)
 def test_will_is_delivered_at_the_minimum_qos(network: Network, tag: str) -> None:
     """A QoS 2 will reaches a QoS 0 subscriber at QoS 0."""
 
