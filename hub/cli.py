@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the broker, WebSocket network and dashboard")
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, help="as above")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--mqtt-port", type=_port, default=1883, help="MQTT over TCP (0: free)")
     serve.add_argument("--ws-port", type=_port, default=8080, help="MQTT over WebSocket (0: free)")
