@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from hub.registry import RegistryError
-from tools import mpunix, sim
+from tools import boards, mpunix, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the hub's data dir: provision the devices in its registry",
     )
+    b = commands.add_parser("boards", help="board files (boards/*.json)")
+    actions = b.add_subparsers(dest="action", required=True)
+    c = actions.add_parser("check", help="validate every board file against its chip")
+    c.add_argument("--dir", type=Path, default=boards.BOARDS_DIR, help="default: boards/")
     return parser
 
 
@@ -33,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sim":
             sim.run(args.hub, args.count, args.seconds, args.period, args.work_dir, args.data_dir)
-    except (sim.SimError, mpunix.UnixPortMissing, RegistryError) as exc:
+        elif args.command == "boards":
+            for name in boards.check_all(args.dir):
+                print(f"ok {name}")
+    except (sim.SimError, mpunix.UnixPortMissing, RegistryError, boards.BoardError) as exc:
         print(f"tools: error: {exc}", file=sys.stderr)
         return 2
     return 0

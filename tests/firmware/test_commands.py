@@ -32,11 +32,18 @@ def test_every_command_is_answered(hub: HubProcess, tmp_path: Path) -> None:
             assert bad == {"id": 3, "ok": False, "error": bad["error"]}
             assert "1 to 86400" in bad["error"]
             assert await sub.command({"id": 4, "op": "period", "s": 1}) == {
-                "id": 4, "ok": True, "s": 1}
+                "id": 4,
+                "ok": True,
+                "s": 1,
+            }
             count = len(sub.readings())
             await sub.wait_until(lambda: len(sub.readings()) >= count + 2, 5, "1 s period")
             assert await sub.command({"id": 5, "op": "out", "name": "led", "v": 1}) == {
-                "id": 5, "ok": True, "name": "led", "v": 1}
+                "id": 5,
+                "ok": True,
+                "name": "led",
+                "v": 1,
+            }
             nope = await sub.command({"id": 6, "op": "out", "name": "fan", "v": 1})
             assert not nope["ok"] and "unknown output 'fan'" in nope["error"]
             nope = await sub.command({"id": 7, "op": "out", "name": "led", "v": 7})
@@ -67,10 +74,16 @@ def test_settings_update_applies_or_rolls_back(hub: HubProcess, tmp_path: Path) 
             original = json.loads(stored.read_text())
             await sub.wait_until(sub.online, 10, "online")
             bad = await sub.command({"id": 1, "op": "settings", "set": {"hub_prot": 1}})
-            assert bad == {"id": 1, "ok": False, "error": "unknown setting 'hub_prot' in the update"}
+            assert bad == {
+                "id": 1,
+                "ok": False,
+                "error": "unknown setting 'hub_prot' in the update",
+            }
             bad = await sub.command({"id": 2, "op": "settings", "set": {"period_s": -4}})
-            assert not bad["ok"] and "'period_s' must be a whole number from 1 to 86400" in bad[
-                "error"]
+            assert (
+                not bad["ok"]
+                and "'period_s' must be a whole number from 1 to 86400" in bad["error"]
+            )
             assert json.loads(stored.read_text()) == original  # nothing written
             good = await sub.command({"id": 3, "op": "settings", "set": {"meta_s": 600}}, 15)
             assert good == {"id": 3, "ok": True, "applied": True}
