@@ -71,12 +71,6 @@ def network(shared_hub: HubProcess, request: pytest.FixtureRequest) -> Network:
     return Network(shared_hub, request.param)
 
 
-@pytest.fixture(params=TRANSPORTS)
-def fresh_network(hub: HubProcess, request: pytest.FixtureRequest) -> Network:
-    """Each network of a hub started for this test alone."""
-    return Network(hub, request.param)
-
-
 @pytest.fixture
 def tcp(shared_hub: HubProcess) -> Network:
     """The TCP network of the module's shared hub."""

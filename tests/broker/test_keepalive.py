@@ -31,8 +31,9 @@ def test_silent_client_is_disconnected_and_its_will_published(network: Network, 
     asyncio.run(scenario())
 
 
-def test_talking_clients_and_keepalive_0_stay_connected(network: Network, tag: str) -> None:
+def test_talking_clients_and_keepalive_0_stay_connected(tcp: Network, tag: str) -> None:
     """Clients that ping or publish within the keepalive, or asked for none, are not cut off."""
+    network = tcp
     window = DEADLINE_S + scaled(0.5)
 
     async def pinger() -> None:

@@ -84,7 +84,7 @@ def test_qos0_backlog_drops_the_oldest_messages(tmp_path: Path, tag: str) -> Non
         got = []
         while True:
             try:
-                p = await sub.recv(scaled(1))
+                p = await sub.recv(scaled(0.5))
             except TimeoutError:
                 break
             assert p.kind == PUBLISH

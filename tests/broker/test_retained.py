@@ -7,12 +7,6 @@ import pytest
 from tests.broker.conftest import QUIET, WAIT, Network
 
 
-@pytest.fixture
-def network(fresh_network: Network) -> Network:
-    """Retained messages outlive their clients: each test here gets a hub of its own."""
-    return fresh_network
-
-
 def test_retained_message_goes_to_a_new_subscriber(network: Network, tag: str) -> None:
     """A retained message is sent with RETAIN=1 to a later subscriber."""
 
@@ -152,10 +146,7 @@ def test_resumed_session_gets_no_retained_messages_without_a_new_subscribe(
 @pytest.mark.parametrize(
     ("retained_qos", "sub_qos"),
     [
-        pytest.param(
-            0,
-            1,
-        ),
+        (0, 1),
         (1, 0),
         (1, 2),
         (2, 1),

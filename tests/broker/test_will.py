@@ -47,18 +47,16 @@ def test_will_is_not_published_after_a_clean_disconnect(network: Network, tag: s
     asyncio.run(scenario())
 
 
-def test_retained_will_is_kept_for_later_subscribers(fresh_network: Network, tag: str) -> None:
+def test_retained_will_is_kept_for_later_subscribers(network: Network, tag: str) -> None:
     """A will with the retain flag becomes the topic's retained message."""
 
     async def scenario() -> None:
-        watcher = await fresh_network.client(f"{tag}-w")
+        watcher = await network.client(f"{tag}-w")
         assert await watcher.subscribe([(f"{tag}/status", 1)]) == [1]
-        device = await fresh_network.client(
-            f"{tag}-d", will=(f"{tag}/status", b"offline", 1, True)
-        )
+        device = await network.client(f"{tag}-d", will=(f"{tag}/status", b"offline", 1, True))
         await device.close()
         assert (await watcher.next_message(WAIT)).payload == b"offline"  # the will is out
-        later = await fresh_network.client(f"{tag}-l")
+        later = await network.client(f"{tag}-l")
         assert await later.subscribe([(f"{tag}/status", 1)]) == [1]
         msg = await later.next_message(WAIT)
         assert (msg.payload, msg.retain) == (b"offline", True)
