@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from hub import certs
 from hub.config import ConfigError, HubConfig
 from hub.registry import Registry, RegistryError
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
@@ -47,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ws-port", type=_port, default=8080, help="MQTT over WebSocket (0: free)")
     serve.add_argument(
         "--http-port", type=_port, default=None, help="dashboard pages (default: the ws port)"
+    )
+    serve.add_argument(
+        "--mqtts-port",
+        type=_port,
+        default=8883,
+        help="MQTT over TLS, once `hub certs init` has run (0: free)",
+    )
+    serve.add_argument(
+        "--wss-port",
+        type=_port,
+        default=8443,
+        help="MQTT over secure WebSocket (443 in production; 0: free)",
     )
     serve.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
     limits = serve.add_argument_group("broker limits (see README)")
@@ -105,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "list":
             one.add_argument("id")
         one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+
+    certs = commands.add_parser("certs", help="the hub's TLS certificates")
+    certs_actions = certs.add_subparsers(dest="action", required=True)
+    certs_init = certs_actions.add_parser("init", help="create a hub CA and server certificate")
+    certs_init.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="a name or address devices use for the hub (repeatable)",
+    )
+    certs_init.add_argument("--force", action="store_true", help="replace an existing CA")
+    certs_init.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
 
     token = commands.add_parser("token", help="browser access tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
@@ -189,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(args.log_level)
         if args.command == "device":
             _device(args)
+        elif args.command == "certs":
+            paths = certs.init(args.data_dir, args.host + certs.default_hosts(), force=args.force)
+            print(json.dumps({"ca": str(paths.ca_pem), "ca_der": str(paths.ca_der),
+                              "server": str(paths.server_pem)}))  # fmt: skip
         elif args.command == "token":
             _token(args)
         elif args.command == "serve":
@@ -203,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 ws_port=args.ws_port,
                 http_port=args.http_port,
                 data_dir=args.data_dir,
+                mqtts_port=args.mqtts_port,
+                wss_port=args.wss_port,
                 max_payload=args.max_payload,
                 max_queued=args.max_queued,
                 max_inflight=args.max_inflight,
@@ -210,7 +242,14 @@ def main(argv: list[str] | None = None) -> int:
                 allow_anonymous=args.allow_anonymous,
             )
             asyncio.run(_serve(config))
-    except (UsageError, ConfigError, ListenError, RegistryError, TokenError) as exc:
+    except (
+        UsageError,
+        ConfigError,
+        ListenError,
+        RegistryError,
+        TokenError,
+        certs.CertError,
+    ) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2
     return 0

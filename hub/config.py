@@ -27,6 +27,8 @@ class HubConfig:
     mqtt_port: int = 1883
     ws_port: int = 8080
     http_port: int | None = None
+    mqtts_port: int = 8883
+    wss_port: int = 8443
     data_dir: Path = Path("data")
     max_payload: int = 256 * 1024
     max_queued: int = 1000
@@ -48,6 +50,8 @@ class HubConfig:
         _check_port("mqtt_port", self.mqtt_port)
         _check_port("ws_port", self.ws_port)
         _check_port("http_port", self.http_port)
+        _check_port("mqtts_port", self.mqtts_port)
+        _check_port("wss_port", self.wss_port)
 
     @property
     def http_shares_ws_port(self) -> bool:

@@ -11,6 +11,7 @@ from functools import partial
 from aiohttp import web
 
 from hub.broker import BrokerSettings, EmbeddedBroker
+from hub.certs import server_context
 from hub.config import HubConfig
 from hub.events import HubEvents
 from hub.registry import Fingerprint, Registry
@@ -52,13 +53,18 @@ class Endpoints:
     mqtt: tuple[str, int]
     ws: tuple[str, int]
     http: tuple[str, int]
+    mqtts: tuple[str, int] | None = None  # TLS networks, once `hub certs init` has run
+    wss: tuple[str, int] | None = None
 
     def ready_line(self) -> str:
         def fmt(address: tuple[str, int]) -> str:
             host, port = address
             return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-        return f"ready mqtt={fmt(self.mqtt)} ws={fmt(self.ws)} http={fmt(self.http)}"
+        line = f"ready mqtt={fmt(self.mqtt)} ws={fmt(self.ws)} http={fmt(self.http)}"
+        if self.mqtts is not None and self.wss is not None:
+            line += f" mqtts={fmt(self.mqtts)} wss={fmt(self.wss)}"
+        return line
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
@@ -93,7 +99,7 @@ class Hub:
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._mqtt_server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._web_runner: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
 
@@ -106,11 +112,22 @@ class Hub:
         mqtt_sock, ws_sock, *http_socks = sockets
         ws_address = _address(ws_sock)
         http_address = _address(http_socks[0]) if http_socks else ws_address
+        tls = server_context(cfg.data_dir)
+        tls_socks = []
+        if tls is not None:
+            tls_socks = [
+                _listen(cfg.host, cfg.mqtts_port, "MQTT over TLS"),
+                _listen(cfg.host, cfg.wss_port, "WSS"),
+            ]
 
         self.registry = Registry(cfg.data_dir)
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
-        self._mqtt_server = await asyncio.start_server(self.broker.serve_stream, sock=mqtt_sock)
+        self._servers = [await asyncio.start_server(self.broker.serve_stream, sock=mqtt_sock)]
+        if tls_socks:
+            self._servers.append(
+                await asyncio.start_server(self.broker.serve_stream, sock=tls_socks[0], ssl=tls)
+            )
         self._web_runner = web.AppRunner(
             build_app(self.broker, ws_address[1], load_key(cfg.data_dir)), access_log=None
         )
@@ -118,7 +135,17 @@ class Hub:
         for sock in [ws_sock, *http_socks]:
             site = web.SockSite(self._web_runner, sock, shutdown_timeout=SHUTDOWN_GRACE_S)
             await site.start()
-        self.endpoints = Endpoints(_address(mqtt_sock), ws_address, http_address)
+        if tls_socks:
+            wss = web.SockSite(
+                self._web_runner, tls_socks[1], shutdown_timeout=SHUTDOWN_GRACE_S, ssl_context=tls
+            )
+            await wss.start()
+        self.endpoints = Endpoints(
+            _address(mqtt_sock),
+            ws_address,
+            http_address,
+            *([_address(tls_socks[0]), _address(tls_socks[1])] if tls_socks else []),
+        )
         log.info("hub listening: %s", self.endpoints.ready_line())
         return self.endpoints
 
@@ -147,13 +174,13 @@ class Hub:
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-        if self._mqtt_server is not None:
-            self._mqtt_server.close()
+        for server in self._servers:
+            server.close()
         await self.broker.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
-        if self._mqtt_server is not None:
-            await self._mqtt_server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
         if self.registry is not None:
             self.registry.close()
         log.info("hub stopped")

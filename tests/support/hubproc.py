@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)$")
+READY_RE = re.compile(
+    r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)(?: mqtts=\S+:(\d+) wss=\S+:(\d+))?$"
+)
 # One factor scales every wait in the suite (slow CI machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
 
@@ -31,6 +33,8 @@ class HubProcess:
     http_port: int
     ready_line: str
     data_dir: Path
+    mqtts_port: int | None = None  # set when the hub has certificates
+    wss_port: int | None = None
 
     @property
     def mqtt_url(self) -> str:
@@ -66,6 +70,7 @@ def start_hub(
     conformance runs do; ``secure=True`` runs it with its default security configuration.
     """
     cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
+    cmd += ["--mqtts-port", "0", "--wss-port", "0"]
     if not secure:
         cmd += ["--allow-anonymous", "--rate-limit", "0"]
     cmd += ["--data-dir", str(data_dir), *extra]
@@ -76,8 +81,11 @@ def start_hub(
     if match is None:
         proc.kill()
         raise AssertionError(f"hub did not print a ready line, got {line!r}")
-    host, mqtt_port, _, ws_port, _, http_port = match.groups()
-    return HubProcess(proc, host, int(mqtt_port), int(ws_port), int(http_port), line, data_dir)
+    host, mqtt_port, _, ws_port, _, http_port, mqtts_port, wss_port = match.groups()
+    return HubProcess(
+        proc, host, int(mqtt_port), int(ws_port), int(http_port), line, data_dir,
+        int(mqtts_port) if mqtts_port else None, int(wss_port) if wss_port else None,
+    )  # fmt: skip
 
 
 def hub_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
