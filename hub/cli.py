@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="publishes a second per client (0: no limit; default 50)",
     )
     serve.add_argument(
+        "--retention-days",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="keep readings this long (0: forever; default 30)",
+    )
+    serve.add_argument(
         "--allow-anonymous",
         action="store_true",
         help="DEVELOPMENT ONLY: admit clients without credentials, full access",
@@ -239,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_queued=args.max_queued,
                 max_inflight=args.max_inflight,
                 rate_limit=args.rate_limit,
+                retention_days=args.retention_days,
                 allow_anonymous=args.allow_anonymous,
             )
             asyncio.run(_serve(config))

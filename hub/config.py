@@ -34,6 +34,7 @@ class HubConfig:
     max_queued: int = 1000
     max_inflight: int = 20
     rate_limit: float = 50.0
+    retention_days: float = 30.0
     allow_anonymous: bool = False
 
     def __post_init__(self) -> None:
@@ -43,6 +44,10 @@ class HubConfig:
             raise ConfigError(f"max_payload must be 1 byte to 64 MiB, not {self.max_payload}")
         if self.max_queued < 1:
             raise ConfigError(f"max_queued must be at least 1, not {self.max_queued}")
+        if self.retention_days < 0:
+            raise ConfigError(
+                f"retention_days must be 0 (keep all) or positive, not {self.retention_days}"
+            )
         if self.rate_limit < 0:
             raise ConfigError(f"rate_limit must be 0 (off) or positive, not {self.rate_limit}")
         if not 1 <= self.max_inflight <= 65535:

@@ -14,8 +14,10 @@ from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
 from hub.config import HubConfig
 from hub.events import HubEvents
+from hub.ingest import Ingest
 from hub.registry import Fingerprint, Registry
 from hub.security import load_key
+from hub.store import SqliteStore
 from hub.web.app import build_app
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ class Hub:
         self.broker.add_event_sink(HubEvents(lambda t, p: self.broker.publish(t, p, qos=1)))
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
+        self.store: SqliteStore | None = None
+        self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._web_runner: web.AppRunner | None = None
@@ -121,6 +125,12 @@ class Hub:
             ]
 
         self.registry = Registry(cfg.data_dir)
+        self.store = SqliteStore(cfg.data_dir)
+        self.ingest = Ingest(
+            self.store, cfg.retention_days * 86400 if cfg.retention_days else None
+        )
+        self.broker.add_message_listener(self.ingest.on_message)
+        self.ingest.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         self._servers = [await asyncio.start_server(self.broker.serve_stream, sock=mqtt_sock)]
@@ -181,6 +191,10 @@ class Hub:
             await self._web_runner.cleanup()
         for server in self._servers:
             await server.wait_closed()
+        if self.ingest is not None:
+            await self.ingest.stop()
+        if self.store is not None:
+            self.store.close()
         if self.registry is not None:
             self.registry.close()
         log.info("hub stopped")

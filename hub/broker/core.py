@@ -89,6 +89,7 @@ class BrokerCore:
         self.tree = TopicTree()
         self.retained: dict[str, Message] = {}
         self.event_sinks: list[EventSink] = []
+        self.message_listeners: list[Callable[[str, bytes], None]] = []
         self._all: set[Connection] = set()
         self._acl = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -249,6 +250,8 @@ class BrokerCore:
 
     # --- routing ---------------------------------------------------------------------------
     def publish(self, message: Message, sender: Connection | None = None) -> None:
+        for listener in self.message_listeners:
+            listener(message.topic, message.payload)
         if message.retain:
             if message.payload:
                 self.retained[message.topic] = message

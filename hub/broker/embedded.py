@@ -65,6 +65,7 @@ class EmbeddedBroker:
         self._amqtt: _AmqttBroker | None = None
         self.core: BrokerCore | None = None
         self._event_sinks: list[EventSink] = []
+        self._message_listeners: list[Callable[[str, bytes], None]] = []
 
     def add_event_sink(self, sink: EventSink) -> None:
         """sink(kind, details) is called for connects, disconnects and every refusal."""
@@ -72,11 +73,18 @@ class EmbeddedBroker:
         if self.core is not None:
             self.core.event_sinks.append(sink)
 
+    def add_message_listener(self, listener: Callable[[str, bytes], None]) -> None:
+        """listener(topic, payload) sees every message the broker routes (storage, API)."""
+        self._message_listeners.append(listener)
+        if self.core is not None:
+            self.core.message_listeners.append(listener)
+
     async def start(self) -> None:
         # amqtt's Broker must be built inside the running event loop.
         amqtt = _AmqttBroker(_amqtt_config(self.data_dir, self.allow_anonymous))
         core = BrokerCore(self.settings, amqtt)
         core.event_sinks.extend(self._event_sinks)
+        core.message_listeners.extend(self._message_listeners)
         amqtt.core = core
         await amqtt.start()
         core.start(acl_enabled=amqtt.plugins_manager.is_topic_filtering_enabled())

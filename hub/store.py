@@ -1,0 +1,118 @@
+"""Telemetry storage: every accepted reading, exactly once, in SQLite (WAL) in the data dir.
+
+A reading is keyed by (device, boot, seq): a QoS 1 resend or a store-and-forward replay of a
+reading already stored is ignored, so storage is exactly-once over at-least-once delivery.
+Plain blocking code; the hub calls it from an executor thread, in batches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device TEXT NOT NULL,
+    boot TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sensor TEXT NOT NULL,
+    value REAL NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (device, boot, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
+"""
+MAX_LIMIT = 10_000
+
+
+class StoreError(Exception):
+    """The telemetry database cannot be opened or a query is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    device: str
+    sensor: str
+    boot: str
+    seq: int
+    value: float
+    received_at: float
+
+
+class SqliteStore:
+    FILE = "telemetry.sqlite3"
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / self.FILE
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the telemetry database {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, rows: list[Row]) -> int:
+        """Stores a batch in one transaction; returns how many were new (not duplicates)."""
+        if not rows:
+            return 0
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.device, r.boot, r.seq, r.sensor, r.value, r.received_at) for r in rows],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._db.total_changes - before
+
+    def query(
+        self,
+        device: str,
+        sensor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[Row]:
+        """Readings of one device, oldest first, within [since, until)."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise StoreError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
+        sql = "SELECT device, sensor, boot, seq, value, received_at FROM readings WHERE device = ?"
+        params: list[object] = [device]
+        if sensor is not None:
+            sql += " AND sensor = ?"
+            params.append(sensor)
+        if since is not None:
+            sql += " AND received_at >= ?"
+            params.append(since)
+        if until is not None:
+            sql += " AND received_at < ?"
+            params.append(until)
+        # The newest `limit` readings, returned oldest first.
+        sql = f"SELECT * FROM ({sql} ORDER BY received_at DESC, seq DESC LIMIT ?) ORDER BY 6, 4"
+        params.append(limit)
+        with self._lock:
+            return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int:
+        """Deletes readings older than the retention period; returns how many."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        with self._lock:
+            return self._db.execute(
+                "DELETE FROM readings WHERE received_at < ?", (cutoff,)
+            ).rowcount

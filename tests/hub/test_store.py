@@ -1,0 +1,53 @@
+"""Telemetry storage without the hub: exactly-once keys, queries, retention, bad files."""
+
+from pathlib import Path
+
+import pytest
+
+from hub.store import Row, SqliteStore, StoreError
+
+
+def rows(
+    device: str, boot: str, seqs: range, sensor: str = "temp", t0: float = 1000.0
+) -> list[Row]:
+    return [Row(device, sensor, boot, s, 20.0 + s / 10, t0 + s) for s in seqs]
+
+
+def test_duplicates_are_dropped(tmp_path: Path) -> None:
+    """The same (device, boot, seq) is stored once, however often it arrives."""
+    store = SqliteStore(tmp_path)
+    assert store.add(rows("d1", "aa", range(5))) == 5
+    assert store.add(rows("d1", "aa", range(3, 8))) == 3  # 3 and 4 were already there
+    assert store.add(rows("d1", "bb", range(2))) == 2  # a new boot starts again at 0
+    stored = sorted((r.boot, r.seq) for r in store.query("d1", limit=100))
+    assert stored == [("aa", s) for s in range(8)] + [("bb", 0), ("bb", 1)]
+
+
+def test_query_filters_and_limit(tmp_path: Path) -> None:
+    """Sensor, time window and limit select the newest readings, returned oldest first."""
+    store = SqliteStore(tmp_path)
+    store.add(rows("d1", "aa", range(10)) + rows("d1", "aa", range(10, 12), sensor="hum"))
+    store.add(rows("d2", "cc", range(3)))
+    temp = store.query("d1", sensor="temp", since=1002, until=1008)
+    assert [r.seq for r in temp] == [2, 3, 4, 5, 6, 7]
+    assert [r.seq for r in store.query("d1", sensor="temp", limit=3)] == [7, 8, 9]
+    assert {r.sensor for r in store.query("d1")} == {"temp", "hum"}
+    assert store.query("nobody") == []
+    with pytest.raises(StoreError, match="limit"):
+        store.query("d1", limit=0)
+
+
+def test_retention_prunes_old_readings(tmp_path: Path) -> None:
+    """Readings older than the retention period are deleted, newer ones kept."""
+    store = SqliteStore(tmp_path)
+    store.add(rows("d1", "aa", range(10)))
+    assert store.prune(older_than_s=5, now=1010) == 5
+    assert [r.seq for r in store.query("d1")] == [5, 6, 7, 8, 9]
+
+
+def test_broken_database_file_is_a_clear_error_and_kept(tmp_path: Path) -> None:
+    """A telemetry file that is not SQLite stops the store with a message, untouched."""
+    (tmp_path / SqliteStore.FILE).write_bytes(b"garbage" * 1000)
+    with pytest.raises(StoreError, match="cannot open the telemetry database"):
+        SqliteStore(tmp_path)
+    assert (tmp_path / SqliteStore.FILE).read_bytes() == b"garbage" * 1000
