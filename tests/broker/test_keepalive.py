@@ -33,18 +33,17 @@ def test_silent_client_is_disconnected_and_its_will_published(network: Network, 
 
 def test_talking_clients_and_keepalive_0_stay_connected(tcp: Network, tag: str) -> None:
     """Clients that ping or publish within the keepalive, or asked for none, are not cut off."""
-    network = tcp
     window = DEADLINE_S + scaled(0.5)
 
     async def pinger() -> None:
-        client = await network.client(f"{tag}-ping", keepalive=KEEPALIVE_S)
+        client = await tcp.client(f"{tag}-ping", keepalive=KEEPALIVE_S)
         for _ in range(round(window / 0.5)):
             await asyncio.sleep(0.5 * KEEPALIVE_S)
             await client.ping(WAIT)
         await client.disconnect()
 
     async def publisher() -> None:
-        client = await network.client(f"{tag}-pub", keepalive=KEEPALIVE_S)
+        client = await tcp.client(f"{tag}-pub", keepalive=KEEPALIVE_S)
         for i in range(round(window / 0.5)):
             await asyncio.sleep(0.5 * KEEPALIVE_S)
             await client.send(publish_packet(f"{tag}/alive", b"%d" % i))
@@ -52,7 +51,7 @@ def test_talking_clients_and_keepalive_0_stay_connected(tcp: Network, tag: str) 
         await client.disconnect()
 
     async def no_keepalive() -> None:
-        client = await network.client(f"{tag}-zero", keepalive=0)
+        client = await tcp.client(f"{tag}-zero", keepalive=0)
         await client.recv_nothing(window)
         await client.ping(WAIT)
         await client.disconnect()

@@ -141,17 +141,16 @@ def test_persistent_connect_does_not_inherit_a_clean_session(network: Network, t
 
 def test_session_taken_over_from_a_clean_one_is_persistent(tcp: Network, tag: str) -> None:
     """After a CleanSession=0 take-over the session persists and queues messages while away."""
-    network = tcp
 
     async def scenario() -> None:
-        clean = await network.client(f"{tag}-c", clean=True)
-        persistent = await network.client(f"{tag}-c", clean=False)
+        clean = await tcp.client(f"{tag}-c", clean=True)
+        persistent = await tcp.client(f"{tag}-c", clean=False)
         assert await persistent.subscribe([(f"{tag}/q", 1)]) == [1]
         await persistent.disconnect()
         await asyncio.sleep(AWAY_S + scaled(0.2))
-        pub = await network.client(f"{tag}-p")
+        pub = await tcp.client(f"{tag}-p")
         await pub.publish(f"{tag}/q", b"kept", qos=1, timeout=WAIT)
-        persistent = await network.open()
+        persistent = await tcp.open()
         assert await persistent.connect(f"{tag}-c", clean=False) == (True, 0)
         assert (await persistent.next_message(WAIT)).payload == b"kept"
         await persistent.disconnect()
