@@ -49,6 +49,7 @@ class DeviceSettings:
     backoff_max_ms: int | None = None
     queue_len: int | None = None
     meta_s: int | None = None
+    tls: bool | None = None
     wifi_ssid: str | None = None
     wifi_password: str | None = None
 
@@ -102,9 +103,13 @@ def build_mpy() -> Path:
     return MPY_DIR
 
 
-def prepare_device_dir(folder: Path, settings: DeviceSettings, board: str = "unix-sim") -> Path:
-    """Lays out a device's filesystem root: its settings and its board file."""
+def prepare_device_dir(
+    folder: Path, settings: DeviceSettings, board: str = "unix-sim", ca_der: Path | None = None
+) -> Path:
+    """Lays out a device's filesystem root: its settings, its board file and the hub CA."""
     folder.mkdir(parents=True, exist_ok=True)
+    if ca_der is not None:
+        (folder / "ca.der").write_bytes(ca_der.read_bytes())
     (folder / "settings.json").write_text(json.dumps(settings.to_json()))
     board_file = BOARDS_DIR / f"{board}.json"
     (folder / "board.json").write_text(board_file.read_text())

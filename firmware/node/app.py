@@ -61,9 +61,14 @@ class App:
         self.ring = Ring(QUEUE_FILE, cfg["queue_len"])
         self.send_idx = self.ring.first
         self.window = []  # [ring index, packet id] of readings in flight, oldest first
+        ssl_context = None
+        if cfg["tls"]:
+            from node import tlsctx  # lazily: most boot paths never pay for TLS
+
+            ssl_context = tlsctx.client_context()
         self.link = Link(device, cfg["hub_host"], cfg["hub_port"], cfg["username"],
                          cfg["password"], cfg["keepalive_s"], cfg["io_timeout_s"],
-                         cfg["ack_timeout_s"])
+                         cfg["ack_timeout_s"], ssl_context)
         self.link.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
         self.link.set_callback(self.on_message)
         self.backoff_ms = cfg["backoff_min_ms"]

@@ -23,7 +23,9 @@ DEFAULTS = {
     "meta_s": 300,  # health (d/<id>/m) refresh period
     "wifi_ssid": None,
     "wifi_password": None,
+    "tls": False,  # connect over TLS, verifying the hub with ca.der
 }
+_FLAGS = ("tls",)
 # (low, high) for integer settings; the others are text or null.
 _RANGES = {
     "hub_port": (1, 65535),
@@ -67,6 +69,9 @@ def check(settings, where=SETTINGS_FILE):
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ConfigError("setting %r must be a whole number from %d to %d"
                                   % (key, low, high))
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError("setting %r must be true or false" % key)
         elif value is not None and not isinstance(value, str):
             raise ConfigError("setting %r must be text" % key)
         cfg[key] = value

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import websockets
 
 from tests.security.test_access import Events, token
-from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
+from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
 from tests.support.mqtt import RawClient
-
-
-@pytest.fixture
-def tls_hub(tmp_path: Path) -> Iterator[HubProcess]:
-    data = tmp_path / "data"
-    result = hub_cli(data, "certs", "init")
-    assert result.returncode == 0, result.stderr
-    process = start_hub(data, secure=True)
-    yield process
-    process.stop()
 
 
 def client_context(hub: HubProcess) -> ssl.SSLContext:
