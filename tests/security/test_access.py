@@ -241,3 +241,38 @@ def test_secrets_never_reach_logs_events_or_the_registry_file(tmp_path: Path) ->
     assert b"dev-g" in text  # the search would find things
     assert creds["password"].encode() not in text
     assert admin.encode() not in text and admin.split(".")[2].encode() not in text
+
+
+def test_development_mode_warns_loudly(tmp_path: Path) -> None:
+    """--allow-anonymous admits a client without credentials and logs a warning saying so."""
+    log_path = tmp_path / "hub.log"
+    with log_path.open("w") as log:
+        hub = start_hub(tmp_path / "data", stderr=log)  # development mode
+    try:
+
+        async def scenario() -> None:
+            client, code = await connect(hub, "anyone", None, None)
+            assert code == 0
+            await client.close()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
+    assert "WARNING" in log_path.read_text() and "DEVELOPMENT MODE" in log_path.read_text()
+
+
+def test_malformed_packet_is_a_hub_event(secure_hub: HubProcess) -> None:
+    """A device that sends a malformed packet is disconnected and reported."""
+    creds = provision(secure_hub, "dev-h")
+
+    async def scenario() -> None:
+        events = await Events.watch(secure_hub)
+        dev, _ = await connect(secure_hub, "dev-h", "dev-h", creds["password"])
+        await dev.send(publish_packet("d/dev-h/t/+", b"x"))  # a wildcard in a topic name
+        await dev.expect_closed(PROMPT)
+        _, body = await events.expect("malformed", name="dev-h")
+        assert "wildcard" in body["detail"]
+        _, body = await events.expect("disconnected", name="dev-h")
+        assert body["reason"] in ("will", "lost")
+
+    asyncio.run(scenario())

@@ -1,6 +1,7 @@
 """`python -m tools sim`: a fleet of real firmware processes against a real hub."""
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -73,3 +74,18 @@ def test_bad_hub_url_is_a_clear_error(url: str, message: str) -> None:
         timeout=scaled(20),
     )
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_sim_provisions_its_devices_on_a_secure_hub(secure_hub: HubProcess) -> None:
+    """With --data-dir the sim registers its devices (allowed without TLS) and they get in."""
+    cmd = [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, "--count", "2",
+           "--seconds", "2", "--data-dir", str(secure_hub.data_dir)]  # fmt: skip
+    for _ in range(2):  # a second run rotates the secrets of the devices it registered before
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "[sim-001] connected" in result.stdout and "[sim-002] connected" in result.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "hub", "device", "list", "--data-dir", str(secure_hub.data_dir)],
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+    assert [d["id"] for d in json.loads(listed.stdout)] == ["sim-001", "sim-002"]
