@@ -18,6 +18,7 @@ from hub.ingest import Ingest
 from hub.registry import Fingerprint, Registry
 from hub.security import load_key
 from hub.store import SqliteStore
+from hub.web.api import Api
 from hub.web.app import build_app
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,13 @@ class Hub:
                 await asyncio.start_server(self.broker.serve_stream, sock=tls_socks[0], ssl=tls)
             )
         self._web_runner = web.AppRunner(
-            build_app(self.broker, ws_address[1], load_key(cfg.data_dir)), access_log=None
+            build_app(
+                self.broker,
+                ws_address[1],
+                load_key(cfg.data_dir),
+                Api(self.broker, self.registry, self.store, load_key(cfg.data_dir)),
+            ),
+            access_log=None,
         )
         await self._web_runner.setup()
         for sock in [ws_sock, *http_socks]:

@@ -105,6 +105,23 @@ class EmbeddedBroker:
             return 0
         return self.core.kick(lambda conn: should_go(conn.identity))
 
+    def retained(self, topic: str) -> bytes | None:
+        """The payload retained on a topic, if any."""
+        if self.core is None:
+            return None
+        message = self.core.retained.get(topic)
+        return message.payload if message is not None else None
+
+    def retained_devices(self) -> set[str]:
+        """Devices with a retained presence status (d/<id>/s)."""
+        if self.core is None:
+            return set()
+        return {
+            parts[1]
+            for topic in self.core.retained
+            if len(parts := topic.split("/")) == 3 and parts[0] == "d" and parts[2] == "s"
+        }
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publishes as the hub itself (events, commands)."""
         if self.core is not None:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from hub.broker import EmbeddedBroker
 from hub.security import TOKEN_USERNAME, TokenClaims, create_token
+from hub.web.api import Api
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,12 @@ async def _mqtt_websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def build_app(broker: EmbeddedBroker, ws_port: int, key: bytes) -> web.Application:
+def build_app(
+    broker: EmbeddedBroker, ws_port: int, key: bytes, api: Api | None = None
+) -> web.Application:
     app = web.Application()
+    if api is not None:
+        app.router.add_routes(api.routes())
     app[BROKER_KEY] = broker
     app[WS_PORT_KEY] = ws_port
     app[KEY_KEY] = key

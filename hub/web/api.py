@@ -1,0 +1,225 @@
+"""The HTTP API (JSON): devices, telemetry history (JSON or CSV) and commands.
+
+Every endpoint needs ``Authorization: Bearer TOKEN`` with a token from ``hub token create``
+(or the dashboard's read-only one): reading a device needs a token that may subscribe to its
+telemetry; sending it a command needs one that may publish to its command topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import itertools
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from hub.broker import EmbeddedBroker
+from hub.registry import Registry
+from hub.security import Identity, TokenError, verify_token
+from hub.store import MAX_LIMIT, SqliteStore
+from hub.topics import (
+    ContractError,
+    check_device_id,
+    command_topic,
+    reply_topic,
+    status_topic,
+)
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT_S = 10.0
+MAX_COMMAND_TIMEOUT_S = 120.0
+
+
+class Commands:
+    """Sends commands as the hub and matches the devices' replies by command id."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self._broker = broker
+        self._ids = itertools.count(int(time.time()) % 1_000_000 * 1000)
+        self._waiting: dict[tuple[str, int], asyncio.Future[dict[str, Any]]] = {}
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        if not (topic.startswith("d/") and topic.endswith("/r")) or not self._waiting:
+            return
+        try:
+            reply = json.loads(payload)
+            key = (topic.split("/")[1], reply["id"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            return
+        future = self._waiting.get(key)  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def send(self, device: str, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        command_id = next(self._ids)
+        key = (device, command_id)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = future
+        try:
+            body = json.dumps({**command, "id": command_id}).encode()
+            self._broker.publish(command_topic(device), body, qos=1)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(key, None)
+
+
+class Api:
+    def __init__(
+        self, broker: EmbeddedBroker, registry: Registry, store: SqliteStore, key: bytes
+    ) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.store = store
+        self.key = key
+        self.commands = Commands(broker)
+        broker.add_message_listener(self.commands.on_message)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/devices", self.devices),
+            web.get("/api/devices/{id}/telemetry", self.telemetry),
+            web.get("/api/devices/{id}/telemetry.csv", self.telemetry_csv),
+            web.post("/api/devices/{id}/commands", self.command),
+        ]
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _identity(self, request: web.Request) -> Identity:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise _error(web.HTTPUnauthorized, "send Authorization: Bearer <token>")
+        try:
+            claims = verify_token(self.key, header[len("Bearer ") :].strip())
+        except TokenError as exc:
+            raise _error(web.HTTPUnauthorized, str(exc)) from None
+        subscribe = claims.subscribe + (("#",) if claims.admin else ())
+        publish = claims.publish + (("d/+/c",) if claims.admin else ())
+        return Identity("token", claims.token_id, publish, subscribe, admin=claims.admin)
+
+    def _device(self, request: web.Request, identity: Identity) -> str:
+        device = request.match_info["id"]
+        try:
+            check_device_id(device)
+        except ContractError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        if not identity.may_subscribe(f"d/{device}/t/+"):
+            raise _error(web.HTTPForbidden, f"this token may not read device {device!r}")
+        if (
+            self.registry.get(device) is None
+            and self.broker.retained(status_topic(device)) is None
+        ):
+            raise _error(web.HTTPNotFound, f"no device {device!r}")
+        return device
+
+    def _rows(self, request: web.Request) -> list[dict[str, Any]]:
+        identity = self._identity(request)
+        device = self._device(request, identity)
+        query = request.query
+        unknown = set(query) - {"sensor", "since", "until", "limit"}
+        if unknown:
+            raise _error(web.HTTPBadRequest, f"unknown parameter {sorted(unknown)[0]!r}")
+        since = _number(query, "since")
+        until = _number(query, "until")
+        given = _number(query, "limit")
+        limit = 1000 if given is None else int(given)
+        if not 1 <= limit <= MAX_LIMIT or (given is not None and limit != given):
+            raise _error(web.HTTPBadRequest, f"limit must be from 1 to {MAX_LIMIT}")
+        rows = self.store.query(device, query.get("sensor"), since, until, limit)
+        return [
+            {"sensor": r.sensor, "boot": r.boot, "seq": r.seq, "value": r.value,
+             "received_at": r.received_at}
+            for r in rows
+        ]  # fmt: skip
+
+    # --- endpoints -------------------------------------------------------------------------
+    async def devices(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        known = {d.id: d for d in self.registry.list()}
+        seen = self.broker.retained_devices()
+        out = []
+        for device in sorted(set(known) | set(seen)):
+            if not identity.may_subscribe(f"d/{device}/t/+"):
+                continue
+            registered = known.get(device)
+            status = self.broker.retained(status_topic(device))
+            meta = self.broker.retained(f"d/{device}/m")
+            out.append(
+                {
+                    "id": device,
+                    "online": status == b"online",
+                    "status": status.decode(errors="replace") if status else None,
+                    "registered": registered is not None,
+                    "enabled": registered.enabled if registered else None,
+                    "tls_policy": registered.tls_policy if registered else None,
+                    "last_seen_at": registered.last_seen_at if registered else None,
+                    "health": _json_or_none(meta),
+                }
+            )
+        return web.json_response(out)
+
+    async def telemetry(self, request: web.Request) -> web.Response:
+        return web.json_response(self._rows(request))
+
+    async def telemetry_csv(self, request: web.Request) -> web.Response:
+        rows = self._rows(request)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["received_at", "sensor", "boot", "seq", "value"])
+        for r in rows:
+            writer.writerow([r["received_at"], r["sensor"], r["boot"], r["seq"], r["value"]])
+        return web.Response(text=buffer.getvalue(), content_type="text/csv")
+
+    async def command(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        device = self._device(request, identity)
+        if not identity.may_publish(command_topic(device)):
+            raise _error(web.HTTPForbidden, f"this token may not command device {device!r}")
+        try:
+            command = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise _error(web.HTTPBadRequest, "the body must be a JSON object") from None
+        if not isinstance(command, dict) or not isinstance(command.get("op"), str):
+            raise _error(web.HTTPBadRequest, 'a command is a JSON object with an "op"')
+        command.pop("id", None)  # the hub numbers commands itself
+        given = _number(request.query, "timeout")
+        timeout = COMMAND_TIMEOUT_S if given is None else given
+        if not 0 < timeout <= MAX_COMMAND_TIMEOUT_S:
+            raise _error(
+                web.HTTPBadRequest, f"timeout must be from 0 to {MAX_COMMAND_TIMEOUT_S} s"
+            )
+        try:
+            reply = await self.commands.send(device, command, timeout)
+        except TimeoutError:
+            raise _error(
+                web.HTTPGatewayTimeout, f"no reply from {device!r} on {reply_topic(device)} "
+                f"within {timeout:g} s",
+            ) from None  # fmt: skip
+        return web.json_response(reply)
+
+
+def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    return kind(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _number(query: Any, name: str) -> float | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise _error(web.HTTPBadRequest, f"{name} must be a number, not {text!r}") from None
+
+
+def _json_or_none(data: bytes | None) -> Any:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
