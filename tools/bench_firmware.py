@@ -22,7 +22,10 @@ READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ")
 
 
 def start_hub(data_dir: Path) -> tuple[subprocess.Popen[str], str, int]:
+    # Development mode without a rate limit: this measures the firmware, which here publishes
+    # 10,000 readings as fast as the hub acknowledges them.
     cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
+    cmd += ["--mqtts-port", "0", "--wss-port", "0", "--allow-anonymous", "--rate-limit", "0"]
     proc = subprocess.Popen([*cmd, "--data-dir", str(data_dir)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
