@@ -142,6 +142,18 @@ def verify_token(key: bytes, token: str, now: float | None = None) -> TokenClaim
     return claims
 
 
+ADMIN_SUBSCRIBE = ("#", EVENTS_FILTER)  # '#' does not reach '$' topics: events are named
+ADMIN_PUBLISH = ("d/+/c",)  # commands to any device
+
+
+def token_identity(claims: TokenClaims) -> Identity:
+    """What a token may do, on MQTT and on the HTTP API alike. An admin token reads the whole
+    fleet and hub events and may command any device, on top of its own filters."""
+    subscribe = claims.subscribe + (ADMIN_SUBSCRIBE if claims.admin else ())
+    publish = claims.publish + (ADMIN_PUBLISH if claims.admin else ())
+    return Identity("token", f"token-{claims.token_id}", publish, subscribe, admin=claims.admin)
+
+
 class Gatekeeper:
     """Decides CONNECTs; the identities it returns decide publishes and subscriptions."""
 
@@ -166,10 +178,7 @@ class Gatekeeper:
             claims = verify_token(self.key, (password or b"").decode(errors="replace"))
         except TokenError as exc:
             return Verdict(None, "auth_failure", str(exc), bad_credentials=True)
-        publish = claims.publish
-        subscribe = claims.subscribe + ((EVENTS_FILTER,) if claims.admin else ())
-        name = f"token-{claims.token_id}"
-        return Verdict(Identity("token", name, publish, subscribe, admin=claims.admin))
+        return Verdict(token_identity(claims))
 
     def _device(
         self, device_id: str, password: bytes | None, client_id: str, tls: bool

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from hub.broker import EmbeddedBroker
 from hub.registry import Registry
-from hub.security import Identity, TokenError, verify_token
+from hub.security import Identity, TokenError, token_identity, verify_token
 from hub.store import MAX_LIMIT, SqliteStore
 from hub.topics import (
     ContractError,
@@ -97,9 +97,7 @@ class Api:
             claims = verify_token(self.key, header[len("Bearer ") :].strip())
         except TokenError as exc:
             raise _error(web.HTTPUnauthorized, str(exc)) from None
-        subscribe = claims.subscribe + (("#",) if claims.admin else ())
-        publish = claims.publish + (("d/+/c",) if claims.admin else ())
-        return Identity("token", claims.token_id, publish, subscribe, admin=claims.admin)
+        return token_identity(claims)
 
     def _device(self, request: web.Request, identity: Identity) -> str:
         device = request.match_info["id"]

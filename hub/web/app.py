@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 # Browser libraries come from npm (package.json at the repository root), never from the web.
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
-VENDOR_FILES = {"mqtt.min.js": NODE_MODULES / "mqtt" / "dist" / "mqtt.min.js"}
+VENDOR_FILES = {
+    "mqtt.min.js": NODE_MODULES / "mqtt" / "dist" / "mqtt.min.js",
+    "uPlot.iife.min.js": NODE_MODULES / "uplot" / "dist" / "uPlot.iife.min.js",
+    "uPlot.min.css": NODE_MODULES / "uplot" / "dist" / "uPlot.min.css",
+}
 
 MQTT_PATH = "/mqtt"
 BROKER_KEY = web.AppKey("broker", EmbeddedBroker)
@@ -29,6 +33,10 @@ DASHBOARD_TOKEN_TTL_S = 3600
 
 async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def _client(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "client.html")
 
 
 async def _vendor(request: web.Request) -> web.FileResponse:
@@ -79,6 +87,7 @@ def build_app(
     app[WS_PORT_KEY] = ws_port
     app[KEY_KEY] = key
     app.router.add_get("/", _index)
+    app.router.add_get("/client", _client)
     app.router.add_get(MQTT_PATH, _mqtt_websocket)
     app.router.add_get("/api/hub", _hub_info)
     app.router.add_get("/vendor/{name}", _vendor)

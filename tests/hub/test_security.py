@@ -84,13 +84,16 @@ def test_gatekeeper_decisions(tmp_path: Path) -> None:
     assert anon is not None and anon.may_subscribe("#")
 
 
-def test_admin_token_adds_hub_events(tmp_path: Path) -> None:
-    """Only admin tokens may subscribe to hub events."""
+def test_admin_token_reads_everything_and_commands(tmp_path: Path) -> None:
+    """Only admin tokens may subscribe to hub events; they also read the whole fleet and may
+    command any device, but still not publish as a device."""
     key = load_key(tmp_path)
     gate = Gatekeeper(None, key, allow_anonymous=False)
     for admin in (False, True):
-        token = create_token(key, TokenClaims(("d/#",), admin=admin, expires=time.time() + 60))
+        token = create_token(key, TokenClaims(("d/x/s",), admin=admin, expires=time.time() + 60))
         identity = gate.authenticate("token", token.encode(), "browser", tls=False).identity
         assert identity is not None
         assert identity.may_subscribe("$hub/events/#") is admin
-        assert not identity.may_publish("d/x/c")
+        assert identity.may_subscribe("d/+/t/+") is admin
+        assert identity.may_publish("d/x/c") is admin
+        assert not identity.may_publish("d/x/t/temp")
