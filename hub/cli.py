@@ -16,6 +16,7 @@ from hub.config import ConfigError, HubConfig
 from hub.registry import Registry, RegistryError
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.server import Hub, ListenError
+from hub.store import StoreError
 
 log = logging.getLogger("hub")
 
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=50.0,
         metavar="PER_S",
         help="publishes a second per client (0: no limit; default 50)",
+    )
+    serve.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="telemetry database: SQLite in the data dir (default) or postgresql://...",
     )
     serve.add_argument(
         "--retention-days",
@@ -247,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_inflight=args.max_inflight,
                 rate_limit=args.rate_limit,
                 retention_days=args.retention_days,
+                store_url=args.store,
                 allow_anonymous=args.allow_anonymous,
             )
             asyncio.run(_serve(config))
@@ -257,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         RegistryError,
         TokenError,
         certs.CertError,
+        StoreError,
     ) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2

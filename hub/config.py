@@ -35,6 +35,7 @@ class HubConfig:
     max_inflight: int = 20
     rate_limit: float = 50.0
     retention_days: float = 30.0
+    store_url: str | None = None  # None: SQLite in the data dir; or postgresql://...
     allow_anonymous: bool = False
 
     def __post_init__(self) -> None:

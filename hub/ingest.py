@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from hub.store import Row, SqliteStore
+from hub.store import Row, Store
 from hub.topics import ContractError, Kind, parse_reading, parse_topic
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class IngestStats:
 
 
 class Ingest:
-    def __init__(self, store: SqliteStore, retention_s: float | None = None) -> None:
+    def __init__(self, store: Store, retention_s: float | None = None) -> None:
         self.store = store
         self.retention_s = retention_s
         self.stats = IngestStats()

@@ -17,7 +17,7 @@ from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.registry import Fingerprint, Registry
 from hub.security import load_key
-from hub.store import SqliteStore
+from hub.store import Store, open_store
 from hub.web.api import Api
 from hub.web.app import build_app
 
@@ -101,7 +101,7 @@ class Hub:
         self.broker.add_event_sink(HubEvents(lambda t, p: self.broker.publish(t, p, qos=1)))
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
@@ -126,7 +126,7 @@ class Hub:
             ]
 
         self.registry = Registry(cfg.data_dir)
-        self.store = SqliteStore(cfg.data_dir)
+        self.store = open_store(cfg.store_url, cfg.data_dir)
         self.ingest = Ingest(
             self.store, cfg.retention_days * 86400 if cfg.retention_days else None
         )

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -40,6 +41,36 @@ class Row:
     seq: int
     value: float
     received_at: float
+
+
+class Store(Protocol):
+    """What ingest and the HTTP API need from a telemetry backend."""
+
+    def add(self, rows: list[Row]) -> int: ...
+
+    def query(
+        self,
+        device: str,
+        sensor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[Row]: ...
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None, data_dir: Path) -> Store:
+    """SQLite in the data dir by default; ``postgresql://...`` selects PostgreSQL."""
+    if url is None or url in ("", "sqlite"):
+        return SqliteStore(data_dir)
+    if url.startswith(("postgresql://", "postgres://")):
+        from hub.store_pg import PostgresStore  # psycopg is loaded only when used
+
+        return PostgresStore(url)
+    raise StoreError(f"unknown store {url.split(':')[0]!r}: use sqlite or postgresql://...")
 
 
 class SqliteStore:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hubproc import HubProcess, start_hub
+from tests.support.postgres import postgres_server
 
 
 @pytest.fixture
@@ -32,3 +33,10 @@ def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]
     process = start_hub(tmp_path_factory.mktemp("hub-data"))
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the whole run (Debian's package, started here)."""
+    with postgres_server() as url:
+        yield url

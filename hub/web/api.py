@@ -21,7 +21,7 @@ from aiohttp import web
 from hub.broker import EmbeddedBroker
 from hub.registry import Registry
 from hub.security import Identity, TokenError, token_identity, verify_token
-from hub.store import MAX_LIMIT, SqliteStore
+from hub.store import MAX_LIMIT, Store
 from hub.topics import (
     ContractError,
     check_device_id,
@@ -71,7 +71,7 @@ class Commands:
 
 class Api:
     def __init__(
-        self, broker: EmbeddedBroker, registry: Registry, store: SqliteStore, key: bytes
+        self, broker: EmbeddedBroker, registry: Registry, store: Store, key: bytes
     ) -> None:
         self.broker = broker
         self.registry = registry

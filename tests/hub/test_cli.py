@@ -99,3 +99,16 @@ def test_bad_port_argument_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "port must be from 0 to 65535" in result.stderr
+
+
+def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
+    """A --store that cannot be opened stops the hub with `hub: error: ...` and exit code 2,
+    without showing the password in the URL."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
+         "--data-dir", str(tmp_path), "--store", "postgresql://hub:s3cret@127.0.0.1:1/db"],
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("hub: error: cannot use the PostgreSQL store")
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr

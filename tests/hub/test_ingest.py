@@ -3,16 +3,25 @@
 import asyncio
 from pathlib import Path
 
-from hub.store import SqliteStore
+import pytest
+
+from hub.store import SqliteStore, open_store
 from tests.support.devices import running_device
 from tests.support.hubproc import scaled, start_hub
 from tests.support.mqtt import PUBACK, RawClient, publish_packet
+from tests.support.postgres import fresh_database
 
 
-def test_readings_are_stored_once_and_bad_ones_skipped(tmp_path: Path) -> None:
-    """A QoS 1 resend (DUP) of a reading is stored once; a malformed reading is not stored;
-    the store is flushed when the hub stops."""
-    hub = start_hub(tmp_path / "data")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_readings_are_stored_once_and_bad_ones_skipped(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """With either backend: a QoS 1 resend (DUP) of a reading is stored once; a malformed
+    reading is not stored; the store is flushed when the hub stops."""
+    url = None
+    if backend == "postgresql":
+        url = fresh_database(request.getfixturevalue("postgres_url"))
+    hub = start_hub(tmp_path / "data", *(["--store", url] if url else []))
     try:
 
         async def scenario() -> None:
@@ -31,7 +40,7 @@ def test_readings_are_stored_once_and_bad_ones_skipped(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         assert hub.stop() < scaled(5)
-    stored = SqliteStore(hub.data_dir).query("ingest-1")
+    stored = open_store(url, hub.data_dir).query("ingest-1")
     assert [(r.sensor, r.boot, r.seq, r.value) for r in stored] == [
         ("temp", "ab", 0, 20.5), ("temp", "ab", 1, 20.6), ("temp", "ab", 2, 20.7)]  # fmt: skip
 

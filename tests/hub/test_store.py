@@ -1,10 +1,23 @@
 """Telemetry storage without the hub: exactly-once keys, queries, retention, bad files."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hub.store import Row, SqliteStore, StoreError
+from hub.store import Row, SqliteStore, Store, StoreError, open_store
+from tests.support.postgres import fresh_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend in turn, behind the same interface."""
+    if request.param == "sqlite":
+        backend = open_store(None, tmp_path)
+    else:
+        backend = open_store(fresh_database(request.getfixturevalue("postgres_url")), tmp_path)
+    yield backend
+    backend.close()
 
 
 def rows(
@@ -13,9 +26,8 @@ def rows(
     return [Row(device, sensor, boot, s, 20.0 + s / 10, t0 + s) for s in seqs]
 
 
-def test_duplicates_are_dropped(tmp_path: Path) -> None:
+def test_duplicates_are_dropped(store: Store) -> None:
     """The same (device, boot, seq) is stored once, however often it arrives."""
-    store = SqliteStore(tmp_path)
     assert store.add(rows("d1", "aa", range(5))) == 5
     assert store.add(rows("d1", "aa", range(3, 8))) == 3  # 3 and 4 were already there
     assert store.add(rows("d1", "bb", range(2))) == 2  # a new boot starts again at 0
@@ -23,9 +35,8 @@ def test_duplicates_are_dropped(tmp_path: Path) -> None:
     assert stored == [("aa", s) for s in range(8)] + [("bb", 0), ("bb", 1)]
 
 
-def test_query_filters_and_limit(tmp_path: Path) -> None:
+def test_query_filters_and_limit(store: Store) -> None:
     """Sensor, time window and limit select the newest readings, returned oldest first."""
-    store = SqliteStore(tmp_path)
     store.add(rows("d1", "aa", range(10)) + rows("d1", "aa", range(10, 12), sensor="hum"))
     store.add(rows("d2", "cc", range(3)))
     temp = store.query("d1", sensor="temp", since=1002, until=1008)
@@ -37,9 +48,8 @@ def test_query_filters_and_limit(tmp_path: Path) -> None:
         store.query("d1", limit=0)
 
 
-def test_retention_prunes_old_readings(tmp_path: Path) -> None:
+def test_retention_prunes_old_readings(store: Store) -> None:
     """Readings older than the retention period are deleted, newer ones kept."""
-    store = SqliteStore(tmp_path)
     store.add(rows("d1", "aa", range(10)))
     assert store.prune(older_than_s=5, now=1010) == 5
     assert [r.seq for r in store.query("d1")] == [5, 6, 7, 8, 9]
@@ -51,3 +61,13 @@ def test_broken_database_file_is_a_clear_error_and_kept(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open the telemetry database"):
         SqliteStore(tmp_path)
     assert (tmp_path / SqliteStore.FILE).read_bytes() == b"garbage" * 1000
+
+
+def test_unknown_store_url_and_unreachable_postgres_are_clear_errors(tmp_path: Path) -> None:
+    """A store URL of an unknown kind, or a PostgreSQL server that is not there, is refused
+    with a message (never the password)."""
+    with pytest.raises(StoreError, match="unknown store 'mysql'"):
+        open_store("mysql://x", tmp_path)
+    with pytest.raises(StoreError, match="cannot use the PostgreSQL store") as info:
+        open_store("postgresql://hub:s3cret@127.0.0.1:1/none", tmp_path)
+    assert "s3cret" not in str(info.value)

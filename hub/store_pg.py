@@ -1,0 +1,95 @@
+"""Telemetry storage in PostgreSQL, behind the same interface as the SQLite store.
+
+Selected with ``hub serve --store postgresql://USER@HOST:PORT/DB``. The same exactly-once key
+(device, boot, seq); a batch is one INSERT ... ON CONFLICT DO NOTHING over arrays.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from hub.store import MAX_LIMIT, Row, StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device TEXT NOT NULL,
+    boot TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sensor TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, boot, seq)
+);
+CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
+"""
+_INSERT = """
+INSERT INTO readings (device, boot, seq, sensor, value, received_at)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::float8[],
+                     %s::float8[])
+ON CONFLICT DO NOTHING
+"""
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._db.execute(SCHEMA)
+        except psycopg.Error as exc:
+            # The message names the server and the problem; never the password in the URL.
+            raise StoreError(f"cannot use the PostgreSQL store: {str(exc).strip()}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, rows: list[Row]) -> int:
+        if not rows:
+            return 0
+        columns = list(zip(*((r.device, r.boot, r.seq, r.sensor, r.value, r.received_at)
+                             for r in rows), strict=True))  # fmt: skip
+        with self._lock:
+            cursor = self._db.execute(_INSERT, [list(c) for c in columns])
+            return max(cursor.rowcount, 0)
+
+    def query(
+        self,
+        device: str,
+        sensor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[Row]:
+        if not 1 <= limit <= MAX_LIMIT:
+            raise StoreError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
+        sql = (
+            "SELECT device, sensor, boot, seq, value, received_at FROM readings WHERE device = %s"
+        )
+        params: list[object] = [device]
+        if sensor is not None:
+            sql += " AND sensor = %s"
+            params.append(sensor)
+        if since is not None:
+            sql += " AND received_at >= %s"
+            params.append(since)
+        if until is not None:
+            sql += " AND received_at < %s"
+            params.append(until)
+        sql = (
+            f"SELECT * FROM ({sql} ORDER BY received_at DESC, seq DESC LIMIT %s) AS newest"
+            " ORDER BY received_at, seq"
+        )
+        params.append(limit)
+        with self._lock:
+            return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int:
+        cutoff = (time.time() if now is None else now) - older_than_s
+        with self._lock:
+            return self._db.execute(
+                "DELETE FROM readings WHERE received_at < %s", [cutoff]
+            ).rowcount
