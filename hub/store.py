@@ -43,6 +43,35 @@ class Row:
     received_at: float
 
 
+def history_query(
+    mark: str,
+    device: str,
+    sensor: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """The SQL (with the backend's parameter mark) for the newest `limit` readings of a device
+    in [since, until), returned oldest first; the same for every backend."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise StoreError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
+    where = [f"device = {mark}"]
+    params: list[object] = [device]
+    for clause, value in (
+        ("sensor =", sensor),
+        ("received_at >=", since),
+        ("received_at <", until),
+    ):
+        if value is not None:
+            where.append(f"{clause} {mark}")
+            params.append(value)
+    newest = (
+        "SELECT device, sensor, boot, seq, value, received_at FROM readings"
+        f" WHERE {' AND '.join(where)} ORDER BY received_at DESC, seq DESC LIMIT {mark}"
+    )
+    return f"SELECT * FROM ({newest}) AS newest ORDER BY received_at, seq", [*params, limit]
+
+
 class Store(Protocol):
     """What ingest and the HTTP API need from a telemetry backend."""
 
@@ -121,22 +150,7 @@ class SqliteStore:
         limit: int = 1000,
     ) -> list[Row]:
         """Readings of one device, oldest first, within [since, until)."""
-        if not 1 <= limit <= MAX_LIMIT:
-            raise StoreError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
-        sql = "SELECT device, sensor, boot, seq, value, received_at FROM readings WHERE device = ?"
-        params: list[object] = [device]
-        if sensor is not None:
-            sql += " AND sensor = ?"
-            params.append(sensor)
-        if since is not None:
-            sql += " AND received_at >= ?"
-            params.append(since)
-        if until is not None:
-            sql += " AND received_at < ?"
-            params.append(until)
-        # The newest `limit` readings, returned oldest first.
-        sql = f"SELECT * FROM ({sql} ORDER BY received_at DESC, seq DESC LIMIT ?) ORDER BY 6, 4"
-        params.append(limit)
+        sql, params = history_query("?", device, sensor, since, until, limit)
         with self._lock:
             return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
 

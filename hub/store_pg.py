@@ -11,7 +11,7 @@ import time
 
 import psycopg
 
-from hub.store import MAX_LIMIT, Row, StoreError
+from hub.store import Row, StoreError, history_query
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -64,26 +64,7 @@ class PostgresStore:
         until: float | None = None,
         limit: int = 1000,
     ) -> list[Row]:
-        if not 1 <= limit <= MAX_LIMIT:
-            raise StoreError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
-        sql = (
-            "SELECT device, sensor, boot, seq, value, received_at FROM readings WHERE device = %s"
-        )
-        params: list[object] = [device]
-        if sensor is not None:
-            sql += " AND sensor = %s"
-            params.append(sensor)
-        if since is not None:
-            sql += " AND received_at >= %s"
-            params.append(since)
-        if until is not None:
-            sql += " AND received_at < %s"
-            params.append(until)
-        sql = (
-            f"SELECT * FROM ({sql} ORDER BY received_at DESC, seq DESC LIMIT %s) AS newest"
-            " ORDER BY received_at, seq"
-        )
-        params.append(limit)
+        sql, params = history_query("%s", device, sensor, since, until, limit)
         with self._lock:
             return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
 
