@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from hub.registry import RegistryError
-from tools import boards, mpunix, sim
+from tools import boards, mpunix, sim, vboard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions = b.add_subparsers(dest="action", required=True)
     c = actions.add_parser("check", help="validate every board file against its chip")
     c.add_argument("--dir", type=Path, default=boards.BOARDS_DIR, help="default: boards/")
+    v = commands.add_parser("vboard", help="a virtual MicroPython board on a serial port")
+    v.add_argument("--dir", type=Path, default=None, help="the board's filesystem (default: temp)")
+    v.add_argument("--port-link", type=Path, default=None, help="where to put the port's path")
+    v.add_argument("--host", default="127.0.0.1", help="address of the socket:// port")
+    v.add_argument("--tcp-port", type=int, default=0, help="port of the socket:// port (0: free)")
+    v.add_argument("--heap", default=mpunix.HEAP_SIZE, help="MicroPython heap (default 64K)")
+    v.add_argument("--log", type=Path, default=None, help="append the board's output here")
     return parser
 
 
@@ -40,7 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "boards":
             for name in boards.check_all(args.dir):
                 print(f"ok {name}")
-    except (sim.SimError, mpunix.UnixPortMissing, RegistryError, boards.BoardError) as exc:
+        elif args.command == "vboard":
+            vboard.run(args.dir, args.port_link, args.host, args.tcp_port, args.heap, args.log)
+    except (
+        sim.SimError,
+        mpunix.UnixPortMissing,
+        RegistryError,
+        boards.BoardError,
+        vboard.VboardError,
+    ) as exc:
         print(f"tools: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,13 +75,28 @@ def _mpy_cross() -> str:
         return str(MPY_CROSS)
 
 
-def build_mpy() -> Path:
-    """Compiles the firmware and umqtt to build/mpy/ (only what changed); returns the folder."""
-    sources = [(p, p.relative_to(FIRMWARE_DIR)) for p in FIRMWARE_DIR.rglob("*.py")]
-    sources += [(p, p.relative_to(MPLIB_DIR)) for p in MPLIB_DIR.rglob("*.py")]
+def mpy_cross_version() -> tuple[str, str]:
+    """The MicroPython release mpy-cross comes from and the .mpy version it emits ("6.3")."""
+    result = subprocess.run(
+        [_mpy_cross(), "--version"], capture_output=True, text=True, check=False
+    )
+    match = re.search(r"MicroPython v(\d+\.\d+\.\d+).*mpy v(\d+\.\d+)", result.stdout)
+    if result.returncode != 0 or match is None:
+        raise RuntimeError(f"mpy-cross --version answered {result.stdout.strip()!r}")
+    return match.group(1), match.group(2)
+
+
+def tree(folder: Path) -> list[tuple[Path, Path]]:
+    """Every .py file under folder, with its path relative to folder."""
+    return [(p, p.relative_to(folder)) for p in sorted(folder.rglob("*.py"))]
+
+
+def compile_mpy(sources: list[tuple[Path, Path]], out_dir: Path) -> Path:
+    """Compiles each (source, relative path) to out_dir/relative.mpy with mpy-cross, only what
+    changed, and removes .mpy files no source asks for; returns out_dir."""
     compiler = None
     for source, rel in sources:
-        out = MPY_DIR / rel.with_suffix(".mpy")
+        out = out_dir / rel.with_suffix(".mpy")
         if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
             continue
         compiler = compiler or _mpy_cross()
@@ -97,10 +113,15 @@ def build_mpy() -> Path:
             raise RuntimeError(f"mpy-cross failed on {source}: {result.stderr.strip()}")
         tmp.replace(out)
     wanted = {rel.with_suffix(".mpy") for _, rel in sources}
-    for stale in MPY_DIR.rglob("*.mpy"):  # a module deleted from firmware/ must not linger
-        if stale.relative_to(MPY_DIR) not in wanted:
+    for stale in out_dir.rglob("*.mpy"):  # a module deleted from the sources must not linger
+        if stale.relative_to(out_dir) not in wanted:
             stale.unlink()
-    return MPY_DIR
+    return out_dir
+
+
+def build_mpy() -> Path:
+    """Compiles the firmware and umqtt to build/mpy/ (only what changed); returns the folder."""
+    return compile_mpy(tree(FIRMWARE_DIR) + tree(MPLIB_DIR), MPY_DIR)
 
 
 def prepare_device_dir(
