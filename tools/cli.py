@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from hub.registry import RegistryError
-from tools import boards, mpunix, sim, vboard
+from tools import boards, deploy, mpunix, provision, sim, vboard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,39 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--tcp-port", type=int, default=0, help="port of the socket:// port (0: free)")
     v.add_argument("--heap", default=mpunix.HEAP_SIZE, help="MicroPython heap (default 64K)")
     v.add_argument("--log", type=Path, default=None, help="append the board's output here")
+    for name in ("deploy", "provision"):
+        helps = {
+            "deploy": "compile and copy the firmware and settings to a board, reset, wait online",
+            "provision": "register a device on the hub and deploy it (safe to re-run)",
+        }
+        d = commands.add_parser(name, help=helps[name])
+        d.add_argument("--board", required=True, help="a board in boards/ (or a .json file)")
+        d.add_argument("--port", required=True, help="serial port, or socket://HOST:PORT")
+        d.add_argument(
+            "--device" if name == "deploy" else "--id", dest="device", required=True,
+            help="the device id",
+        )  # fmt: skip
+        d.add_argument(
+            "--hub", default="mqtt://127.0.0.1:1883",
+            help="where the device reaches the hub: mqtt://HOST:PORT or mqtts://HOST:PORT",
+        )  # fmt: skip
+        d.add_argument(
+            "--data-dir", type=Path, default=None if name == "deploy" else Path("data"),
+            help="the hub's data dir (registry, key, CA); provision's default: data",
+        )  # fmt: skip
+        d.add_argument("--api", default=None, help="the hub's HTTP URL (default http://HOST:8080)")
+        d.add_argument("--wifi-ssid", default=None, help="Wi-Fi network (password: WIFI_PASSWORD)")
+        d.add_argument("--timeout", type=float, default=deploy.ONLINE_TIMEOUT_S,
+                       help="seconds to wait for the device online")  # fmt: skip
+        if name == "deploy":
+            d.add_argument("--credentials", type=Path, default=None,
+                           help="JSON from `hub device add` instead of the registry")  # fmt: skip
+            d.add_argument("--token", default=None, help="API token (default: HUB_TOKEN, or made "
+                           "with --data-dir)")  # fmt: skip
+            d.add_argument("--no-wait", action="store_true", help="do not wait for it online")
+        else:
+            d.add_argument("--allow-insecure", action="store_true",
+                           help="register it for plain MQTT (no TLS)")  # fmt: skip
     return parser
 
 
@@ -47,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "boards":
             for name in boards.check_all(args.dir):
                 print(f"ok {name}")
+        elif args.command == "deploy":
+            deploy.deploy(
+                args.board, args.port, args.device, args.hub, data_dir=args.data_dir,
+                credentials_file=args.credentials, api_url=args.api, token=args.token,
+                wifi_ssid=args.wifi_ssid, timeout=args.timeout, wait=not args.no_wait,
+            )  # fmt: skip
+        elif args.command == "provision":
+            provision.provision(
+                args.board, args.port, args.device, args.hub, args.data_dir,
+                allow_insecure=args.allow_insecure, api_url=args.api,
+                wifi_ssid=args.wifi_ssid, timeout=args.timeout,
+            )  # fmt: skip
         elif args.command == "vboard":
             vboard.run(args.dir, args.port_link, args.host, args.tcp_port, args.heap, args.log)
     except (
@@ -55,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         RegistryError,
         boards.BoardError,
         vboard.VboardError,
+        deploy.DeployError,
     ) as exc:
         print(f"tools: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,156 @@
+"""`python -m tools deploy` and `provision` against the virtual board and a real hub."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
+from tests.tools.vboards import Vboard, start_vboard
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[Vboard]:
+    vb = start_vboard(tmp_path / "vboard")
+    yield vb
+    vb.stop()
+
+
+def tools(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools", *args],
+        capture_output=True, text=True, timeout=scaled(timeout), cwd=ROOT,
+    )  # fmt: skip
+
+
+def deploy_args(hub: HubProcess, board: Vboard, device: str) -> list[str]:
+    return [
+        "--board", "unix-sim", "--port", board.port, "--hub", hub.mqtt_url,
+        "--data-dir", str(hub.data_dir), "--api", hub.http_url, "--timeout", str(scaled(20)),
+    ] + (["--device", device])  # fmt: skip
+
+
+def online(hub: HubProcess, device: str) -> dict[str, object]:
+    """The hub's view of the device, through its HTTP API."""
+    import urllib.request
+
+    token = hub_cli(hub.data_dir, "token", "create", "--subscribe", "d/+/t/+").stdout.split()[-1]
+    request = urllib.request.Request(
+        f"{hub.http_url}/api/devices", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=scaled(5)) as response:
+        rows = json.loads(response.read())
+    return next(row for row in rows if row["id"] == device)
+
+
+def board_files(board: Vboard) -> set[str]:
+    return {p.relative_to(board.folder).as_posix() for p in board.folder.rglob("*") if p.is_file()}
+
+
+def test_deploy_brings_the_device_online_and_copies_only_changes(
+    secure_hub: HubProcess, board: Vboard
+) -> None:
+    """The deployed firmware boots and the hub sees it online; a second deploy copies nothing,
+    keeps the secret, and the device comes back with a new boot; no umqtt, no secret leaks."""
+    provision(secure_hub, "dev-1")
+    start = time.monotonic()
+    first = tools("deploy", *deploy_args(secure_hub, board, "dev-1"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    first_s = time.monotonic() - start
+    assert "deploy: dev-1 is online" in first.stdout
+    row = online(secure_hub, "dev-1")
+    assert row["online"] is True
+    files = board_files(board)
+    assert {"boot.py", "main.py", "board.json", "settings.json", "node/app.mpy"} <= files
+    assert not any(f.startswith("umqtt") for f in files)  # frozen in stock firmware
+    assert not any(f.startswith("node/") and f.endswith(".py") for f in files)
+    settings = json.loads((board.folder / "settings.json").read_text())
+    assert settings["id"] == settings["username"] == "dev-1"
+    assert settings["hub_port"] == secure_hub.mqtt_port
+    secret = settings["password"]
+
+    second = tools("deploy", *deploy_args(secure_hub, board, "dev-1"))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "copied 0 file(s)" in second.stdout and "new secret" not in second.stdout
+    assert json.loads((board.folder / "settings.json").read_text())["password"] == secret
+    boot = second.stdout.split("(boot ")[-1].split(")")[0]
+    assert boot != first.stdout.split("(boot ")[-1].split(")")[0]
+    assert online(secure_hub, "dev-1")["health"]["boot"] == boot  # type: ignore[index]
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr, board.console()):
+        assert secret not in text
+    leftovers = Path(tempfile.gettempdir()).glob("deploy-*/settings.json")
+    assert not any(secret in p.read_text() for p in leftovers)
+    print(f"first deploy {first_s:.1f} s")
+
+
+def test_deploy_with_wrong_credentials_says_so(
+    secure_hub: HubProcess, board: Vboard, tmp_path: Path
+) -> None:
+    """Credentials the hub refuses end the deploy quickly with that diagnosis and exit code 2."""
+    provision(secure_hub, "dev-2")
+    wrong = tmp_path / "creds.json"
+    wrong.write_text(json.dumps({"username": "dev-2", "password": "not-the-secret"}))
+    result = tools("deploy", *deploy_args(secure_hub, board, "dev-2"), "--credentials", str(wrong))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("tools: error: credentials refused: dev-2 reached the hub")
+    assert "not-the-secret" not in result.stdout + result.stderr
+
+
+def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) -> None:
+    """A device that boots but finds no broker at the given address is diagnosed as such."""
+    provision(hub, "dev-3")
+    args = deploy_args(hub, board, "dev-3")
+    args[args.index("--hub") + 1] = "mqtt://127.0.0.1:9"  # nothing listens on the discard port
+    args[args.index("--timeout") + 1] = str(scaled(4))
+    result = tools("deploy", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "dev-3 boots but cannot reach the hub at 127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--board", "nope"], "no board 'nope'; known boards: esp32-devkitc"),
+        (["--port", "/dev/ttyNOPE"], "no serial port /dev/ttyNOPE"),
+        (["--hub", "http://x"], "--hub must look like mqtt://HOST:PORT"),
+        (["--device", "Bad Id"], "bad device id 'Bad Id'"),
+    ],
+)
+def test_deploy_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
+    """Bad arguments give `tools: error: ...` and exit code 2 before anything is touched."""
+    base = {"--board": "unix-sim", "--port": str(tmp_path), "--device": "dev-1",
+            "--hub": "mqtt://127.0.0.1:1883", "--no-wait": None}  # fmt: skip
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = [x for k, v in base.items() for x in ((k,) if v is None else (k, v))]
+    result = tools("deploy", *argv)
+    assert result.returncode == 2 and result.stderr.startswith("tools: error: "), result.stderr
+    assert message in result.stderr
+
+
+def test_provision_registers_and_deploys_and_is_safe_to_rerun(
+    secure_hub: HubProcess, board: Vboard
+) -> None:
+    """One command registers the device and brings it online; running it again changes nothing."""
+    args = deploy_args(secure_hub, board, "dev-4")
+    args[args.index("--device")] = "--id"
+    refused = tools("provision", *args)
+    assert refused.returncode == 2 and "--allow-insecure" in refused.stderr
+    listed = hub_cli(secure_hub.data_dir, "device", "list")
+    assert "dev-4" not in listed.stdout  # the refusal changed nothing
+    first = tools("provision", *args, "--allow-insecure")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "registered dev-4" in first.stdout and "dev-4 is online" in first.stdout
+    again = tools("provision", *args, "--allow-insecure")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already registered" in again.stdout and "copied 0 file(s)" in again.stdout
+    assert "dev-4 is online" in again.stdout
+    assert online(secure_hub, "dev-4")["online"] is True
