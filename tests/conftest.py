@@ -40,3 +40,14 @@ def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server for the whole run (Debian's package, started here)."""
     with postgres_server() as url:
         yield url
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Hardware-in-the-loop: tests/hardware/ runs on a real board only with --board-port."""
+    group = parser.getgroup("hardware", "hardware-in-the-loop (tests/hardware/)")
+    group.addoption("--board-port", default=None, help="serial port of an attached ESP32")
+    group.addoption("--board", default="esp32-devkitc", help="its board file (boards/)")
+    group.addoption(
+        "--board-hub-host", default=None, help="the hub's address as the board sees it (LAN IP)"
+    )
+    group.addoption("--board-wifi-ssid", default=None, help="Wi-Fi for the board (WIFI_PASSWORD)")

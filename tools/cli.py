@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from hub.registry import RegistryError
-from tools import boards, deploy, mpunix, provision, sim, vboard
+from tools import boards, deploy, flash, mpunix, provision, sim, vboard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--tcp-port", type=int, default=0, help="port of the socket:// port (0: free)")
     v.add_argument("--heap", default=mpunix.HEAP_SIZE, help="MicroPython heap (default 64K)")
     v.add_argument("--log", type=Path, default=None, help="append the board's output here")
+    f = commands.add_parser("flash", help="write MicroPython onto an ESP32 with esptool")
+    f.add_argument("--board", required=True, help="a board in boards/ (chip and flash offset)")
+    f.add_argument("--port", required=True, help="serial port of the board")
+    f.add_argument("--firmware", type=Path, required=True, help="the MicroPython .bin image")
+    f.add_argument("--baud", type=int, default=flash.DEFAULT_BAUD, help="default 460800")
+    f.add_argument("--connect-attempts", type=int, default=flash.CONNECT_ATTEMPTS)
     for name in ("deploy", "provision"):
         helps = {
             "deploy": "compile and copy the firmware and settings to a board, reset, wait online",
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "boards":
             for name in boards.check_all(args.dir):
                 print(f"ok {name}")
+        elif args.command == "flash":
+            flash.flash(args.board, args.port, args.firmware, args.baud, args.connect_attempts)
         elif args.command == "deploy":
             deploy.deploy(
                 args.board, args.port, args.device, args.hub, data_dir=args.data_dir,
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         boards.BoardError,
         vboard.VboardError,
         deploy.DeployError,
+        flash.FlashError,
     ) as exc:
         print(f"tools: error: {exc}", file=sys.stderr)
         return 2

@@ -34,9 +34,9 @@ def tools(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def deploy_args(hub: HubProcess, board: Vboard, device: str) -> list[str]:
     return [
-        "--board", "unix-sim", "--port", board.port, "--hub", hub.mqtt_url,
+        "--board", "unix-sim", "--port", board.port, "--hub", hub.mqtt_url, "--device", device,
         "--data-dir", str(hub.data_dir), "--api", hub.http_url, "--timeout", str(scaled(20)),
-    ] + (["--device", device])  # fmt: skip
+    ]  # fmt: skip
 
 
 def online(hub: HubProcess, device: str) -> dict[str, object]:
