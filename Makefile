@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO_DEVICES ?= 3
 
-.PHONY: setup demo test lint bench-firmware clean
+.PHONY: setup demo test lint bench bench-firmware clean
 
 setup:
 	@bash tools/bootstrap.sh
@@ -17,6 +17,9 @@ lint: setup
 	@.venv/bin/ruff check hub tools tests
 	@.venv/bin/ruff format --check hub tools tests
 	@.venv/bin/mypy --no-error-summary
+
+bench: setup
+	@$(PY) -m tools.bench
 
 bench-firmware: setup
 	@$(PY) -m tools.bench_firmware
