@@ -64,6 +64,7 @@ class Connection:
         self.publish_will = True
         self.taken_over = False
         self.plugin_session: object = None
+        self.acl: dict[str, bool] = {}  # topic -> publish verdict (BrokerCore.may_publish_now)
         self.rate = RateLimit(core.settings.rate_limit)
         self._drainer: asyncio.Task[None] | None = None
 
@@ -239,7 +240,10 @@ class Connection:
         if pub.qos == 2 and pub.pid in session.incoming_qos2:
             self.write(codec.ack(codec.PUBREC, pub.pid))  # a resend: delivered already
             return
-        if not await self.core.may(self, pub.topic, Action.PUBLISH):
+        allowed = self.core.may_publish_now(self, pub.topic)
+        if allowed is None:
+            allowed = await self.core.may(self, pub.topic, Action.PUBLISH)
+        if not allowed:
             log.info("%s may not publish to %s: message dropped", self, pub.topic)
             self.core.report("filter_violation", self, f"publish to {pub.topic}")
         elif not self.rate.allow(time.monotonic()):

@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from amqtt.contexts import Action
@@ -59,6 +59,24 @@ class BrokerSettings:
     connect_timeout: float = 10.0
     keepalive_sweep: float = 0.25
     rate_limit: float = 0.0  # messages a second per client; 0 is no limit
+
+
+ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
+
+
+class PluginView:
+    """What amqtt's auth plugins left on a connection's plugin session, without the session."""
+
+    __slots__ = ("client_id", "identity", "remote_address", "remote_port", "username",
+                 "verdict")  # fmt: skip
+
+    def __init__(self, session: PluginSession) -> None:
+        self.client_id = session.client_id
+        self.username = session.username
+        self.remote_address = session.remote_address
+        self.remote_port = session.remote_port
+        self.identity = getattr(session, "identity", None)
+        self.verdict = getattr(session, "verdict", None)
 
 
 def _reason_code(close_reason: str, will: bool) -> str:
@@ -92,12 +110,21 @@ class BrokerCore:
         self.message_listeners: list[Callable[[str, bytes], None]] = []
         self._all: set[Connection] = set()
         self._acl = False
+        # The topic plugins' synchronous checks (``allows``), when every plugin has one:
+        # amqtt's plugin manager creates a task per plugin per call (BENCHMARKS.md).
+        self._sync_acl: list[Callable[[object, str, Action], bool]] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self, acl_enabled: bool) -> None:
         self._acl = acl_enabled
+        manager = getattr(self.plugins, "plugins_manager", None)
+        topic_plugins = getattr(manager, "_topic_plugins", None)
+        if topic_plugins is not None and all(
+            callable(getattr(p, "allows", None)) for p in topic_plugins
+        ):
+            self._sync_acl = [p.allows for p in topic_plugins]
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_keepalive())
 
     async def stop(self) -> None:
@@ -174,13 +201,37 @@ class BrokerCore:
         session.ssl_object = conn.transport.ssl_object()
         session.clean_session = connect.clean_session
         session.keep_alive = connect.keepalive
-        conn.plugin_session = session
-        return bool(await self.plugins._authenticate(session, None))
+        ok = bool(await self.plugins._authenticate(session, None))
+        conn.connect = replace(connect, password=None)  # no secret outlives the check
+        # amqtt's Session carries a state machine and two queues (tens of KB): keep only what
+        # the plugins decided, in a slim view that topic plugins can still read.
+        conn.plugin_session = PluginView(session)
+        return ok
 
     async def may(self, conn: Connection, topic: str, action: Action) -> bool:
         if not self._acl:
             return True
+        if self._sync_acl is not None:
+            return all(check(conn.plugin_session, topic, action) for check in self._sync_acl)
         return bool(await self.plugins._topic_filtering(conn.plugin_session, topic, action))
+
+    def may_publish_now(self, conn: Connection, topic: str) -> bool | None:
+        """The topic plugins' verdict without a task, cached per connection (its identity
+        never changes while it is connected); None when a plugin can only answer async."""
+        acl = conn.acl
+        allowed = acl.get(topic)
+        if allowed is not None:
+            return allowed
+        if not self._acl:
+            return True
+        checks = self._sync_acl
+        if checks is None:
+            return None
+        allowed = all(check(conn.plugin_session, topic, Action.PUBLISH) for check in checks)
+        if len(acl) >= ACL_CACHE:
+            acl.clear()
+        acl[topic] = allowed
+        return allowed
 
     def take_session(self, conn: Connection) -> tuple[Session, bool]:
         """Resolves take-over and session resumption; returns (session, session present)."""

@@ -61,21 +61,32 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
 
 
 class GatekeeperTopicPlugin(BaseTopicPlugin):
-    """Allows a publish or subscribe only within the identity's topic filters."""
+    """Allows a publish or subscribe only within the identity's topic filters.
+
+    ``allows`` answers synchronously: the broker core calls it directly on every publish
+    instead of going through amqtt's plugin manager, which creates a task per plugin per call
+    (hub/broker/core.py, ``BrokerCore.may_now``). ``topic_filtering`` is the same rule behind
+    amqtt's interface.
+    """
 
     @dataclass
     class Config:
         pass
 
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None,
-        action: Action | None = None,
-    ) -> bool:  # fmt: skip
+    def allows(self, session: object, topic: str, action: Action) -> bool:
         identity: Identity | None = getattr(session, "identity", None)
-        if identity is None or topic is None:
+        if identity is None:
             return False
         if action == Action.PUBLISH:
             return identity.may_publish(topic)
         if action == Action.SUBSCRIBE:
             return identity.may_subscribe(topic)
         return True  # RECEIVE: subscriptions were checked when they were made
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:  # fmt: skip
+        if topic is None or action is None:
+            return False
+        return self.allows(session, topic, action)
