@@ -66,6 +66,7 @@ class Client(asyncio.Protocol):
     def __init__(self, on_publish: PublishHook | None = None) -> None:
         self.on_publish = on_publish
         self.on_puback: Callable[[int], None] | None = None
+        self.on_received: Callable[[], None] | None = None  # after each chunk of PUBLISHes
         self.transport: asyncio.Transport | None = None
         self.received = 0
         self.pubacks = 0
@@ -160,6 +161,8 @@ class Client(asyncio.Protocol):
             del buf[:pos]
         if acks and self.transport is not None:
             self.transport.write(b"".join(acks))
+        if self.on_received is not None:
+            self.on_received()
 
     # --- use ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
