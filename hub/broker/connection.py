@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hub.broker.core import BrokerCore
 
 log = logging.getLogger(__name__)
+FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
 
 
 class RateLimit:
@@ -67,6 +68,8 @@ class Connection:
         self.acl: dict[str, bool] = {}  # topic -> publish verdict (BrokerCore.may_publish_now)
         self.rate = RateLimit(core.settings.rate_limit)
         self._drainer: asyncio.Task[None] | None = None
+        self._out: list[bytes] | None = None  # packets waiting for the coalesced write
+        self._out_bytes = 0
 
     @property
     def identity(self) -> object:
@@ -79,10 +82,29 @@ class Connection:
 
     # --- Link (what the session writes through) --------------------------------------------
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        """Coalesced: everything written before the event loop runs again leaves in one
+        transport write (one send system call instead of one per packet), or every FLUSH_AT
+        bytes of a burst."""
+        out = self._out
+        if out is None:
+            self._out = [data]
+            self._out_bytes = len(data)
+            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            out.append(data)
+            self._out_bytes += len(data)
+            if self._out_bytes >= FLUSH_AT:  # let the kernel take a burst as it builds up
+                self.flush()
+
+    def flush(self) -> None:
+        out = self._out
+        if out is not None:
+            self._out = None
+            self._out_bytes = 0
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def buffered(self) -> int:
-        return self.transport.buffered()
+        return self._out_bytes + self.transport.buffered()
 
     def on_backlog(self) -> None:
         """The session queued messages because the write buffer is full: pump after a drain."""
@@ -92,6 +114,7 @@ class Connection:
     async def _drain(self) -> None:
         try:
             while self.session is not None and self.session.link is self:
+                self.flush()
                 await self.transport.drain()
                 if self.session.pump():
                     return
@@ -226,6 +249,7 @@ class Connection:
         elif kind == codec.DISCONNECT:
             self.close_reason = "disconnect"
             self.publish_will = False  # [MQTT-3.14.4-3]
+            self.flush()
             await self.transport.close()
         elif kind == codec.CONNECT:
             raise ProtocolError("second CONNECT on one connection [MQTT-3.1.0-2]")
