@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.2
 MAX_BATCH = 5000
 PRUNE_EVERY_S = 3600.0
+TOPIC_CACHE = 100_000  # telemetry topics whose parse is remembered
 
 
 @dataclass
@@ -35,29 +36,40 @@ class Ingest:
         self._flushed = asyncio.Event()
         self._last_prune = 0.0
         self._last_warning = 0.0
+        self._topics: dict[str, tuple[str, str]] = {}  # telemetry topic -> (device, sensor)
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Called by the broker for every routed message; cheap, never blocks."""
-        if not topic.startswith("d/") or "/t/" not in topic:
-            return
-        try:
-            parsed = parse_topic(topic)
+        key = self._topics.get(topic)
+        if key is None:
+            if not topic.startswith("d/") or "/t/" not in topic:
+                return
+            try:
+                parsed = parse_topic(topic)
+            except ContractError as exc:
+                self._malformed(topic, exc)
+                return
             if parsed.kind is not Kind.TELEMETRY or parsed.sensor is None:
                 return
+            if len(self._topics) >= TOPIC_CACHE:
+                self._topics.clear()
+            key = self._topics[topic] = (parsed.device, parsed.sensor)
+        try:
             reading = parse_reading(payload)
         except ContractError as exc:
-            self.stats.malformed += 1
-            now = time.monotonic()
-            if now - self._last_warning > 1.0:  # at most one warning a second
-                self._last_warning = now
-                log.warning("reading on %s not stored: %s", topic, exc)
+            self._malformed(topic, exc)
             return
         self.stats.received += 1
         self._pending.append(
-            Row(
-                parsed.device, parsed.sensor, reading.boot, reading.seq, reading.value, time.time()
-            )
+            Row(key[0], key[1], reading.boot, reading.seq, reading.value, time.time())
         )
+
+    def _malformed(self, topic: str, exc: ContractError) -> None:
+        self.stats.malformed += 1
+        now = time.monotonic()
+        if now - self._last_warning > 1.0:  # at most one warning a second
+            self._last_warning = now
+            log.warning("reading on %s not stored: %s", topic, exc)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
