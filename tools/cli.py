@@ -13,6 +13,7 @@ from tools import boards, deploy, flash, mpunix, provision, sim, vboard
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tools", description="MicroPython IoT hub tools.")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("bench", help="the hub side by side with Mosquitto (make bench)")
     s = commands.add_parser("sim", help="run simulated devices (real firmware, unix port)")
     s.add_argument("--hub", required=True, help="mqtt://HOST:PORT of the hub")
     s.add_argument("--count", type=int, default=3, help="how many devices (default 3)")
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark has its own options (python -m tools bench -h)
+        from tools.bench.run import main as bench
+
+        return bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "sim":
