@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -102,7 +102,36 @@ def open_store(url: str | None, data_dir: Path) -> Store:
     raise StoreError(f"unknown store {url.split(':')[0]!r}: use sqlite or postgresql://...")
 
 
-class SqliteStore:
+class SqlHistory:
+    """Reading and pruning history, the same SQL for every backend but for its parameter mark.
+    A subclass provides ``_MARK``, a DB-API connection ``_db`` and the ``_lock`` guarding it."""
+
+    _MARK = "?"
+    _db: Any
+    _lock: threading.Lock
+
+    def query(
+        self,
+        device: str,
+        sensor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[Row]:
+        """Readings of one device, oldest first, within [since, until)."""
+        sql, params = history_query(self._MARK, device, sensor, since, until, limit)
+        with self._lock:
+            return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int:
+        """Deletes readings older than the retention period; returns how many."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        sql = f"DELETE FROM readings WHERE received_at < {self._MARK}"
+        with self._lock:
+            return int(self._db.execute(sql, (cutoff,)).rowcount)
+
+
+class SqliteStore(SqlHistory):
     FILE = "telemetry.sqlite3"
 
     def __init__(self, data_dir: Path) -> None:
@@ -140,24 +169,3 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
             return self._db.total_changes - before
-
-    def query(
-        self,
-        device: str,
-        sensor: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 1000,
-    ) -> list[Row]:
-        """Readings of one device, oldest first, within [since, until)."""
-        sql, params = history_query("?", device, sensor, since, until, limit)
-        with self._lock:
-            return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
-
-    def prune(self, older_than_s: float, now: float | None = None) -> int:
-        """Deletes readings older than the retention period; returns how many."""
-        cutoff = (time.time() if now is None else now) - older_than_s
-        with self._lock:
-            return self._db.execute(
-                "DELETE FROM readings WHERE received_at < ?", (cutoff,)
-            ).rowcount

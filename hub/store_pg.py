@@ -7,11 +7,10 @@ Selected with ``hub serve --store postgresql://USER@HOST:PORT/DB``. The same exa
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 
-from hub.store import Row, StoreError, history_query
+from hub.store import Row, SqlHistory, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -33,7 +32,9 @@ ON CONFLICT DO NOTHING
 """
 
 
-class PostgresStore:
+class PostgresStore(SqlHistory):
+    _MARK = "%s"
+
     def __init__(self, url: str) -> None:
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
@@ -55,22 +56,3 @@ class PostgresStore:
         with self._lock:
             cursor = self._db.execute(_INSERT, [list(c) for c in columns])
             return max(cursor.rowcount, 0)
-
-    def query(
-        self,
-        device: str,
-        sensor: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 1000,
-    ) -> list[Row]:
-        sql, params = history_query("%s", device, sensor, since, until, limit)
-        with self._lock:
-            return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
-
-    def prune(self, older_than_s: float, now: float | None = None) -> int:
-        cutoff = (time.time() if now is None else now) - older_than_s
-        with self._lock:
-            return self._db.execute(
-                "DELETE FROM readings WHERE received_at < %s", [cutoff]
-            ).rowcount
