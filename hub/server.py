@@ -134,10 +134,11 @@ class Hub:
         self.ingest.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
-        self._servers = [await asyncio.start_server(self.broker.serve_stream, sock=mqtt_sock)]
+        loop = asyncio.get_running_loop()
+        self._servers = [await loop.create_server(self.broker.tcp_protocol, sock=mqtt_sock)]
         if tls_socks:
             self._servers.append(
-                await asyncio.start_server(self.broker.serve_stream, sock=tls_socks[0], ssl=tls)
+                await loop.create_server(self.broker.tcp_protocol, sock=tls_socks[0], ssl=tls)
             )
         self._web_runner = web.AppRunner(
             build_app(

@@ -1,28 +1,38 @@
-"""One network connection: CONNECT, the packet loop, and what happens when it ends."""
+"""One network connection: CONNECT, then each packet as its bytes arrive.
+
+Packets are handled synchronously as the link delivers them, with no task per connection. The
+few steps that must wait (checking the CONNECT's credentials, and a topic plugin that can only
+answer asynchronously) run in a task; bytes that arrive meanwhile are kept (up to WAIT_BUFFER,
+then the link stops reading) and handled in order once the step is done.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from amqtt.contexts import Action
 
 from hub.broker import codec
 from hub.broker.codec import ProtocolError
 from hub.broker.session import Message, Session
-from hub.broker.transports import Transport
+from hub.broker.transports import Link
 
 if TYPE_CHECKING:
     from hub.broker.core import BrokerCore
 
 log = logging.getLogger(__name__)
 FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
+WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops reading
 
 
 class RateLimit:
     """A token bucket of ``rate`` messages a second with a burst of twice that; 0 is no limit."""
+
+    __slots__ = ("_last", "_reported", "_tokens", "rate")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -49,12 +59,21 @@ class RateLimit:
         return False
 
 
-class Connection:
-    """Reads packets from a transport and acts on them; the session's link while connected."""
+Step = Coroutine[Any, Any, None]
 
-    def __init__(self, core: BrokerCore, transport: Transport) -> None:
+
+class Connection:
+    """Acts on the packets its link delivers; the session's link while connected."""
+
+    __slots__ = (
+        "_draining", "_ended", "_out", "_out_bytes", "_parser", "_timer", "_waiting", "acl",
+        "client_id", "close_reason", "connect", "core", "keepalive_limit", "last_rx", "link",
+        "plugin_session", "publish_will", "rate", "session", "taken_over", "username",
+    )  # fmt: skip
+
+    def __init__(self, core: BrokerCore, link: Link) -> None:
         self.core = core
-        self.transport = transport
+        self.link = link
         self.client_id = ""
         self.username: str | None = None
         self.session: Session | None = None
@@ -65,11 +84,17 @@ class Connection:
         self.publish_will = True
         self.taken_over = False
         self.plugin_session: object = None
-        self.acl: dict[str, bool] = {}  # topic -> publish verdict (BrokerCore.may_publish_now)
+        self.acl: dict[str, bool] | None = None  # topic -> publish verdict, once it publishes
         self.rate = RateLimit(core.settings.rate_limit)
-        self._drainer: asyncio.Task[None] | None = None
+        self._parser = codec.Parser(core.max_packet)
+        self._waiting: list[bytes] | None = None  # bytes that arrived while a step awaited
+        self._ended = False
+        self._draining = False
         self._out: list[bytes] | None = None  # packets waiting for the coalesced write
         self._out_bytes = 0
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            core.connect_timeout, self._no_connect
+        )
 
     @property
     def identity(self) -> object:
@@ -77,13 +102,13 @@ class Connection:
         return getattr(self.plugin_session, "identity", None)
 
     def __repr__(self) -> str:
-        host, port = self.transport.peer
-        return f"{self.client_id or '(connecting)'}@{host}:{port}/{self.transport.network}"
+        host, port = self.link.peer
+        return f"{self.client_id or '(connecting)'}@{host}:{port}/{self.link.network}"
 
     # --- Link (what the session writes through) --------------------------------------------
     def write(self, data: bytes) -> None:
         """Coalesced: everything written before the event loop runs again leaves in one
-        transport write (one send system call instead of one per packet), or every FLUSH_AT
+        link write (one send system call instead of one per packet), or every FLUSH_AT
         bytes of a burst."""
         out = self._out
         if out is None:
@@ -101,132 +126,129 @@ class Connection:
         if out is not None:
             self._out = None
             self._out_bytes = 0
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.link.write(out[0] if len(out) == 1 else b"".join(out))
 
     def buffered(self) -> int:
-        return self._out_bytes + self.transport.buffered()
+        return self._out_bytes + self.link.buffered()
 
     def on_backlog(self) -> None:
-        """The session queued messages because the write buffer is full: pump after a drain."""
-        if self._drainer is None and self.buffered() >= self.core.limits.high_water:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        """The session queued messages: once the write buffer drains, pump the queue."""
+        if not self._draining and self.buffered() >= self.core.limits.high_water:
+            self._draining = True
+            self.flush()
+            self.link.when_writable(self._writable)
 
-    async def _drain(self) -> None:
-        try:
-            while self.session is not None and self.session.link is self:
-                self.flush()
-                await self.transport.drain()
-                if self.session.pump():
-                    return
-                await asyncio.sleep(0)
-        finally:
-            self._drainer = None
+    def _writable(self) -> None:
+        self._draining = False
+        session = self.session
+        if not self._ended and session is not None and session.link is self:
+            self.flush()
+            if not session.pump():
+                self.on_backlog()
 
     def kill(self, reason: str, *, will: bool = True) -> None:
         """Closes the connection from our side; the will is published unless told otherwise."""
         if self.close_reason is None:
             self.close_reason = reason
         self.publish_will = self.publish_will and will
-        self.transport.abort()
+        self.link.abort()
 
-    # --- the connection's life -------------------------------------------------------------
-    async def run(self) -> None:
-        parser = codec.Parser(self.core.max_packet)
-        try:
-            packets = await asyncio.wait_for(self._read_connect(parser), self.core.connect_timeout)
-        except (TimeoutError, EOFError) as exc:
-            # Health probes and port scanners connect and close: not worth more than debug.
-            what = "sent no CONNECT in time" if isinstance(exc, TimeoutError) else "closed"
-            log.debug("%s %s before CONNECT", self, what)
-            self.transport.abort()
-            return
-        except ProtocolError as exc:
-            log.info("%s refused: %s", self, exc)
-            self.core.report("malformed", self, str(exc))
-            self.transport.abort()
-            return
-        try:
-            connect = codec.parse_connect(packets[0])
-        except ProtocolError as exc:
-            log.info("%s refused: %s", self, exc)
-            self.core.report("malformed", self, str(exc))
-            self.transport.abort()
-            return
-        if not await self._accept(connect):
-            return
-        try:
-            await self._handle_all(packets[1:])
-            while self.close_reason is None:
-                data = await self.transport.read()
-                if not data:
-                    self.close_reason = self.close_reason or "connection lost"
-                    break
-                self.last_rx = time.monotonic()
-                await self._handle_all(parser.feed(data))
-        except ProtocolError as exc:
-            self.close_reason = f"protocol error: {exc}"
-            kind = "payload_too_large" if isinstance(exc, codec.PayloadTooLarge) else "malformed"
-            self.core.report(kind, self, str(exc))
-        finally:
-            if self.close_reason != "disconnect":
-                self.transport.abort()
-            await self.core.connection_ended(self)
-
-    async def _read_connect(self, parser: codec.Parser) -> list[codec.Packet]:
-        while True:
-            data = await self.transport.read()
-            if not data:
-                raise EOFError
-            packets = parser.feed(data)
-            if packets:
-                return packets
-
-    async def _accept(self, connect: codec.Connect) -> bool:
-        self.connect = connect
-        if not connect.protocol_ok:
-            return await self._refuse(codec.REFUSED_PROTOCOL_VERSION, "protocol version")
-        if not connect.client_id and not connect.clean_session:
-            return await self._refuse(codec.REFUSED_IDENTIFIER, "empty client id [MQTT-3.1.3-8]")
-        self.client_id = connect.client_id or self.core.new_client_id()
-        self.username = connect.username
-        if not await self.core.authenticate(self):
-            verdict = getattr(self.plugin_session, "verdict", None)
-            bad_credentials = getattr(verdict, "bad_credentials", False)
-            code = (
-                codec.REFUSED_BAD_CREDENTIALS if bad_credentials else codec.REFUSED_NOT_AUTHORIZED
-            )
-            why = getattr(verdict, "reason", "") or "not authorized"
-            return await self._refuse(code, why, getattr(verdict, "event", "") or "auth_failure")
-        if connect.keepalive:
-            self.keepalive_limit = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
+    # --- what the link calls -----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
-        self.session, present = self.core.take_session(self)
-        self.transport.write(codec.connack(present, codec.ACCEPTED))
-        self.session.attach(self)
-        self.core.connection_started(self)
-        return True
+        waiting = self._waiting
+        if waiting is not None:
+            # Reading goes on while a step waits, so a client that leaves is noticed at once.
+            waiting.append(data)
+            if sum(len(d) for d in waiting) > WAIT_BUFFER:
+                self.link.pause_reading()
+            return
+        try:
+            packets = self._parser.feed(data)
+            if packets:
+                self._handle_from(packets, 0)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
 
-    async def _refuse(self, code: int, why: str, event: str = "refused") -> bool:
-        log.info("%s refused: %s", self, why)
-        self.core.report(event, self, why)
-        self.transport.write(codec.connack(False, code))
-        await self.transport.close()
-        return False
+    def connection_lost(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.session is not None and self.close_reason is None:
+            self.close_reason = "connection lost"
+        self.core.connection_lost(self)
 
-    # --- packets ---------------------------------------------------------------------------
-    async def _handle_all(self, packets: list[codec.Packet]) -> None:
-        for packet in packets:
-            if self.close_reason is not None:
+    def _no_connect(self) -> None:
+        # Health probes and port scanners connect and close: not worth more than debug.
+        self._timer = None
+        log.debug("%s sent no CONNECT in time", self)
+        self.link.abort()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if self.session is None:
+            log.info("%s refused: %s", self, exc)
+            self.close_reason = f"refused: {exc}"
+        else:
+            self.close_reason = f"protocol error: {exc}"
+        kind = "payload_too_large" if isinstance(exc, codec.PayloadTooLarge) else "malformed"
+        self.core.report(kind, self, str(exc))
+        self.link.abort()
+
+    # --- packets, in order -------------------------------------------------------------------
+    def _handle_from(self, packets: list[codec.Packet], index: int) -> None:
+        """Handles packets in order until one needs to wait: it and the rest go to a task."""
+        while index < len(packets):
+            if self.close_reason is not None or self._ended:
                 return
-            await self._handle(packet)
+            step = self._handle(packets[index])
+            index += 1
+            if step is not None:
+                self._waiting = []
+                rest = packets[index:]
+                asyncio.get_running_loop().create_task(self._after(step, rest))
+                return
 
-    async def _handle(self, p: codec.Packet) -> None:
+    async def _after(self, step: Step, rest: list[codec.Packet]) -> None:
+        """Finishes a step that waits, then what arrived in the meantime, in order."""
+        try:
+            await step
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+        except Exception:
+            log.exception("%s: internal error", self)
+            self.kill("internal error")
+        waiting, self._waiting = self._waiting or [], None
+        if self.close_reason is not None or self._ended:
+            return
+        try:
+            self._handle_from(rest, 0)
+            for index, data in enumerate(waiting):
+                if self._waiting is not None:  # another step waits: keep the order
+                    self._waiting.extend(waiting[index:])
+                    break
+                packets = self._parser.feed(data)
+                if packets:
+                    self._handle_from(packets, 0)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+        if self._waiting is None:
+            self.link.resume_reading()
+
+    def _handle(self, p: codec.Packet) -> Step | None:
+        """Acts on one packet; returns a step to await when it cannot finish at once."""
         session = self.session
-        assert session is not None
+        if session is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return self._accept(codec.parse_connect(p))
         kind = p.kind
         if kind == codec.PUBLISH:
-            await self._on_publish(codec.parse_publish(p, self.core.max_payload))
-        elif kind == codec.PUBACK:
+            return self._on_publish(codec.parse_publish(p, self.core.max_payload))
+        if kind == codec.PUBACK:
             session.on_puback(codec.parse_pid(p))
         elif kind == codec.PUBREC:
             session.on_pubrec(codec.parse_pid(p))
@@ -239,10 +261,14 @@ class Connection:
         elif kind == codec.PUBCOMP:
             session.on_pubcomp(codec.parse_pid(p))
         elif kind == codec.SUBSCRIBE:
-            await self.core.subscribe(self, *codec.parse_subscribe(p))
+            pid, filters = codec.parse_subscribe(p)
+            verdicts = self.core.may_subscribe_now(self, filters)
+            if verdicts is None:
+                return self._subscribe_after_check(pid, filters)
+            self.core.subscribe(self, pid, filters, verdicts)
         elif kind == codec.UNSUBSCRIBE:
-            pid, filters = codec.parse_unsubscribe(p)
-            self.core.unsubscribe(self, filters)
+            pid, topic_filters = codec.parse_unsubscribe(p)
+            self.core.unsubscribe(self, topic_filters)
             self.write(codec.ack(codec.UNSUBACK, pid))
         elif kind == codec.PINGREQ:
             self.write(codec.PINGRESP_PACKET)
@@ -250,23 +276,79 @@ class Connection:
             self.close_reason = "disconnect"
             self.publish_will = False  # [MQTT-3.14.4-3]
             self.flush()
-            await self.transport.close()
+            self.link.close()
         elif kind == codec.CONNECT:
             raise ProtocolError("second CONNECT on one connection [MQTT-3.1.0-2]")
         else:
             raise ProtocolError(f"packet type {kind} is not sent by clients")
+        return None
 
-    async def _on_publish(self, pub: codec.Publish) -> None:
+    async def _subscribe_after_check(self, pid: int, filters: list[tuple[str, int]]) -> None:
+        verdicts = [
+            codec.check_topic_filter(f) and await self.core.may(self, f, Action.SUBSCRIBE)
+            for f, _ in filters
+        ]
+        self.core.subscribe(self, pid, filters, verdicts)
+
+    # --- CONNECT -----------------------------------------------------------------------------
+    async def _accept(self, connect: codec.Connect) -> None:
+        self.connect = connect
+        if not connect.protocol_ok:
+            self._refuse(codec.REFUSED_PROTOCOL_VERSION, "protocol version")
+            return
+        if not connect.client_id and not connect.clean_session:
+            self._refuse(codec.REFUSED_IDENTIFIER, "empty client id [MQTT-3.1.3-8]")
+            return
+        self.client_id = connect.client_id or self.core.new_client_id()
+        self.username = connect.username
+        accepted = await self.core.authenticate(self)
+        if self._ended:
+            return  # the client left while its credentials were checked
+        if not accepted:
+            verdict = getattr(self.plugin_session, "verdict", None)
+            bad_credentials = getattr(verdict, "bad_credentials", False)
+            code = (
+                codec.REFUSED_BAD_CREDENTIALS if bad_credentials else codec.REFUSED_NOT_AUTHORIZED
+            )
+            why = getattr(verdict, "reason", "") or "not authorized"
+            self._refuse(code, why, getattr(verdict, "event", "") or "auth_failure")
+            return
+        if connect.keepalive:
+            self.keepalive_limit = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
+        self.last_rx = time.monotonic()
+        self.session, present = self.core.take_session(self)
+        self.link.write(codec.connack(present, codec.ACCEPTED))
+        self.session.attach(self)
+        self.core.connection_started(self)
+
+    def _refuse(self, code: int, why: str, event: str = "refused") -> None:
+        log.info("%s refused: %s", self, why)
+        self.close_reason = f"refused: {why}"
+        self.core.report(event, self, why)
+        self.link.write(codec.connack(False, code))
+        self.link.close()
+
+    # --- PUBLISH -----------------------------------------------------------------------------
+    def _on_publish(self, pub: codec.Publish) -> Step | None:
         if pub.topic.startswith("$"):
             raise ProtocolError(f"clients may not publish to {pub.topic!r} [MQTT-4.7.2-1]")
         session = self.session
         assert session is not None
         if pub.qos == 2 and pub.pid in session.incoming_qos2:
             self.write(codec.ack(codec.PUBREC, pub.pid))  # a resend: delivered already
-            return
+            return None
         allowed = self.core.may_publish_now(self, pub.topic)
         if allowed is None:
-            allowed = await self.core.may(self, pub.topic, Action.PUBLISH)
+            return self._publish_after_check(pub)
+        self._publish(pub, allowed)
+        return None
+
+    async def _publish_after_check(self, pub: codec.Publish) -> None:
+        self._publish(pub, await self.core.may(self, pub.topic, Action.PUBLISH))
+
+    def _publish(self, pub: codec.Publish, allowed: bool) -> None:
+        session = self.session
+        assert session is not None
         if not allowed:
             log.info("%s may not publish to %s: message dropped", self, pub.topic)
             self.core.report("filter_violation", self, f"publish to {pub.topic}")

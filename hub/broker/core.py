@@ -43,7 +43,7 @@ from hub.broker import codec
 from hub.broker.connection import Connection
 from hub.broker.session import Limits, Message, Queued, Session
 from hub.broker.topictree import TopicTree, filter_matches
-from hub.broker.transports import Transport
+from hub.broker.transports import Link
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,13 @@ class BrokerCore:
         for conn in list(self._all):
             conn.kill("hub shutting down", will=False)
 
-    async def serve(self, transport: Transport) -> None:
+    def accept(self, link: Link) -> Connection | None:
+        """A new network connection; None (refuse it) while the broker stops."""
         if self._stopping:
-            transport.abort()
-            return
-        conn = Connection(self, transport)
+            return None
+        conn = Connection(self, link)
         self._all.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self._all.discard(conn)
+        return conn
 
     async def _sweep_keepalive(self) -> None:
         while True:
@@ -163,11 +160,20 @@ class BrokerCore:
             "client_id": conn.client_id,
             "identity": getattr(identity, "kind", None),
             "name": getattr(identity, "name", None) or conn.username,
-            "network": conn.transport.network,
-            "peer": f"{conn.transport.peer[0]}:{conn.transport.peer[1]}",
+            "network": conn.link.network,
+            "peer": f"{conn.link.peer[0]}:{conn.link.peer[1]}",
             "detail": detail,
             **extra,
         }
+        self._emit(kind, event)
+
+    def _report_offline(self, kind: str, session: Session, detail: str) -> None:
+        """An event about a persistent session whose client is not connected."""
+        event = {"kind": kind, "client_id": session.client_id, "identity": None, "name": None,
+                 "network": None, "peer": None, "detail": detail}  # fmt: skip
+        self._emit(kind, event)
+
+    def _emit(self, kind: str, event: dict[str, Any]) -> None:
         for sink in self.event_sinks:
             try:
                 sink(kind, event)
@@ -197,8 +203,8 @@ class BrokerCore:
         session.username = connect.username
         password = connect.password
         session.password = password.decode(errors="surrogateescape") if password else password
-        session.remote_address, session.remote_port = conn.transport.peer
-        session.ssl_object = conn.transport.ssl_object()
+        session.remote_address, session.remote_port = conn.link.peer
+        session.ssl_object = conn.link.ssl_object()
         session.clean_session = connect.clean_session
         session.keep_alive = connect.keepalive
         ok = bool(await self.plugins._authenticate(session, None))
@@ -215,23 +221,46 @@ class BrokerCore:
             return all(check(conn.plugin_session, topic, action) for check in self._sync_acl)
         return bool(await self.plugins._topic_filtering(conn.plugin_session, topic, action))
 
-    def may_publish_now(self, conn: Connection, topic: str) -> bool | None:
-        """The topic plugins' verdict without a task, cached per connection (its identity
-        never changes while it is connected); None when a plugin can only answer async."""
-        acl = conn.acl
-        allowed = acl.get(topic)
-        if allowed is not None:
-            return allowed
+    def may_now(self, conn: Connection, topic: str, action: Action) -> bool | None:
+        """The topic plugins' verdict without a task; None when a plugin can only answer
+        asynchronously (then ``may``)."""
         if not self._acl:
             return True
         checks = self._sync_acl
         if checks is None:
             return None
-        allowed = all(check(conn.plugin_session, topic, Action.PUBLISH) for check in checks)
-        if len(acl) >= ACL_CACHE:
-            acl.clear()
-        acl[topic] = allowed
+        return all(check(conn.plugin_session, topic, action) for check in checks)
+
+    def may_publish_now(self, conn: Connection, topic: str) -> bool | None:
+        """``may_now`` for a publish, cached per connection (its identity never changes
+        while it is connected)."""
+        acl = conn.acl
+        if acl is None:
+            acl = conn.acl = {}
+        else:
+            allowed = acl.get(topic)
+            if allowed is not None:
+                return allowed
+        allowed = self.may_now(conn, topic, Action.PUBLISH)
+        if allowed is not None:
+            if len(acl) >= ACL_CACHE:
+                acl.clear()
+            acl[topic] = allowed
         return allowed
+
+    def may_subscribe_now(
+        self, conn: Connection, filters: list[tuple[str, int]]
+    ) -> list[bool] | None:
+        """Each filter's verdict (False for an invalid filter), or None to ask ``may``."""
+        verdicts = []
+        for topic_filter, _ in filters:
+            allowed = codec.check_topic_filter(topic_filter) and self.may_now(
+                conn, topic_filter, Action.SUBSCRIBE
+            )
+            if allowed is None:
+                return None
+            verdicts.append(allowed)
+        return verdicts
 
     def take_session(self, conn: Connection) -> tuple[Session, bool]:
         """Resolves take-over and session resumption; returns (session, session present)."""
@@ -267,7 +296,10 @@ class BrokerCore:
         )
         self.report("connected", conn)
 
-    async def connection_ended(self, conn: Connection) -> None:
+    def connection_lost(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        if conn.session is None:
+            return  # it never got past CONNECT
         reason = conn.close_reason or "connection lost"
         if conn.taken_over or self.connections.get(conn.client_id) is not conn:
             return  # a newer connection owns the client id and its session now
@@ -276,7 +308,7 @@ class BrokerCore:
         will = conn.publish_will and connect is not None and connect.will_topic is not None
         if will:
             assert connect is not None
-            await self._publish_will(conn, connect)
+            self._publish_will(conn, connect)
         session = conn.session
         if session is not None:
             if session.link is conn:
@@ -286,11 +318,25 @@ class BrokerCore:
         log.info("%s disconnected: %s", conn, reason)
         self.report("disconnected", conn, reason, reason=_reason_code(reason, will), will=will)
 
-    async def _publish_will(self, conn: Connection, connect: codec.Connect) -> None:
-        assert connect.will_topic is not None
-        if connect.will_topic.startswith("$"):
+    def _publish_will(self, conn: Connection, connect: codec.Connect) -> None:
+        topic = connect.will_topic
+        assert topic is not None
+        if topic.startswith("$"):
             return
-        if not await self.may(conn, connect.will_topic, Action.PUBLISH):
+        allowed = self.may_now(conn, topic, Action.PUBLISH)
+        if allowed is None:
+            asyncio.get_running_loop().create_task(self._publish_will_after_check(conn, connect))
+        else:
+            self._publish_will_if(allowed, conn, connect)
+
+    async def _publish_will_after_check(self, conn: Connection, connect: codec.Connect) -> None:
+        assert connect.will_topic is not None
+        allowed = await self.may(conn, connect.will_topic, Action.PUBLISH)
+        self._publish_will_if(allowed, conn, connect)
+
+    def _publish_will_if(self, allowed: bool, conn: Connection, connect: codec.Connect) -> None:
+        assert connect.will_topic is not None
+        if not allowed:
             self.report("filter_violation", conn, f"will on {connect.will_topic}")
             return
         log.debug("%s: publishing its will on %s", conn, connect.will_topic)
@@ -330,26 +376,23 @@ class BrokerCore:
             else:
                 log.warning("offline session %s: queue of %d messages is full: message on %s "
                             "dropped", session.client_id, limit, message.topic)  # fmt: skip
-                for sink in self.event_sinks:
-                    sink(
-                        "queue_full",
-                        {
-                            "kind": "queue_full",
-                            "client_id": session.client_id,
-                            "detail": f"offline, {limit} queued: message dropped",
-                        },
-                    )
+                self._report_offline(
+                    "queue_full", session, f"offline, {limit} queued: message dropped"
+                )
 
-    async def subscribe(self, conn: Connection, pid: int, filters: list[tuple[str, int]]) -> None:
+    def subscribe(
+        self, conn: Connection, pid: int, filters: list[tuple[str, int]], verdicts: list[bool]
+    ) -> None:
+        """Grants the filters whose verdict (``may_subscribe_now``) allows them."""
         session = conn.session
         assert session is not None
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
-        for topic_filter, qos in filters:
+        for (topic_filter, qos), allowed in zip(filters, verdicts, strict=True):
             if not codec.check_topic_filter(topic_filter):
                 codes.append(codec.SUBACK_FAILURE)
                 continue
-            if not await self.may(conn, topic_filter, Action.SUBSCRIBE):
+            if not allowed:
                 self.report("filter_violation", conn, f"subscribe to {topic_filter}")
                 codes.append(codec.SUBACK_FAILURE)
                 continue

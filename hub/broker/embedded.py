@@ -17,7 +17,7 @@ from amqtt.broker import Broker
 
 from hub.broker.core import BrokerCore, BrokerSettings, EventSink
 from hub.broker.session import Message
-from hub.broker.transports import StreamTransport, WebSocketTransport
+from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +127,18 @@ class EmbeddedBroker:
         if self.core is not None:
             self.core.publish(Message(topic, payload, qos, retain))
 
-    async def serve_stream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Serves one MQTT-over-TCP connection until it closes."""
-        transport = StreamTransport(reader, writer)
-        if self.core is None:
-            transport.abort()
-            return
-        await self.core.serve(transport)
+    def _accept(self, link: Link) -> Receiver | None:
+        return self.core.accept(link) if self.core is not None else None
+
+    def tcp_protocol(self) -> asyncio.Protocol:
+        """A protocol for one MQTT-over-TCP connection (``loop.create_server``'s factory)."""
+        return TcpLink(self._accept)
 
     async def serve_websocket(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         """Serves one MQTT-over-WebSocket connection until it closes."""
-        transport = WebSocketTransport(ws, request)
-        if self.core is None:
-            transport.abort()
+        link = WebSocketLink(ws, request)
+        receiver = self._accept(link)
+        if receiver is None:
+            link.abort()
             return
-        await self.core.serve(transport)
+        await link.serve(receiver)

@@ -1,4 +1,9 @@
-"""Byte transports the broker core reads from and writes to: TCP streams and WebSockets."""
+"""The networks a connection's bytes travel on: TCP (asyncio protocol) and WebSocket (aiohttp).
+
+Both push what they read into a :class:`Receiver` (the broker's Connection) and take its
+writes. A TCP connection costs no task and no stream objects: asyncio calls ``data_received``
+directly, so an idle device is a socket, an asyncio transport and two small slotted objects.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,28 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
 log = logging.getLogger(__name__)
-READ_CHUNK = 65536
 
 
-class Transport:
-    """What a connection needs from its network: read chunks, write bytes, close."""
+class Receiver(Protocol):
+    """What a link feeds: the broker side of one connection."""
 
+    def data_received(self, data: bytes) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+
+class Link:
+    """What a connection needs from its network."""
+
+    __slots__ = ()
     network = "?"
-    peer: tuple[str, int] = ("?", 0)
-
-    async def read(self) -> bytes:
-        """The next chunk of bytes; b"" once the peer has gone."""
-        raise NotImplementedError
+    peer: tuple[str, int]
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -30,91 +41,157 @@ class Transport:
         """Bytes written but not yet handed to the kernel."""
         raise NotImplementedError
 
-    async def drain(self) -> None:
+    def pause_reading(self) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        """Calls back once, when the write buffer has drained (or the link has gone)."""
         raise NotImplementedError
 
     def abort(self) -> None:
-        """Closes at once; a pending read returns b""."""
+        """Closes at once, dropping what is buffered; the receiver hears connection_lost."""
         raise NotImplementedError
 
-    async def close(self) -> None:
-        """Flushes what was written, then closes."""
+    def close(self) -> None:
+        """Sends what was written, then closes."""
         raise NotImplementedError
 
     def ssl_object(self) -> ssl.SSLObject | None:
         return None
 
 
-class StreamTransport(Transport):
+def _peer(transport: asyncio.BaseTransport | None) -> tuple[str, int]:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return (str(peer[0]), int(peer[1])) if peer else ("?", 0)
+
+
+class TcpLink(asyncio.Protocol, Link):
+    """MQTT over TCP (or TLS): an asyncio protocol; ``accept`` makes the receiver."""
+
+    __slots__ = ("_receiver", "_transport", "_writable", "_write_paused", "accept", "peer")
     network = "mqtt"
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._transport = writer.transport
-        peer = writer.get_extra_info("peername")
-        self.peer = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
+    def __init__(self, accept: Callable[[Link], Receiver | None]) -> None:
+        self.accept = accept
+        self.peer = ("?", 0)
+        self._transport: asyncio.Transport | None = None
+        self._receiver: Receiver | None = None
+        self._write_paused = False
+        self._writable: Callable[[], None] | None = None
 
-    async def read(self) -> bytes:
-        try:
-            return await self._reader.read(READ_CHUNK)
-        except (ConnectionError, OSError):
-            return b""
+    # --- asyncio's side ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peer = _peer(transport)
+        self._receiver = self.accept(self)
+        if self._receiver is None:
+            transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        if self._receiver is not None:
+            self._receiver.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False  # MQTT has no half-close: the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        receiver, self._receiver = self._receiver, None
+        self._write_paused = False
+        self._call_writable()
+        if receiver is not None:
+            receiver.connection_lost()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._call_writable()
+
+    def _call_writable(self) -> None:
+        callback, self._writable = self._writable, None
+        if callback is not None:
+            callback()
+
+    # --- the connection's side ---------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if not self._transport.is_closing():
-            self._transport.write(data)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
 
-    async def drain(self) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.drain()
+    def pause_reading(self) -> None:
+        if self._transport is not None and self._transport.is_reading():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        if self._write_paused:
+            self._writable = callback
+        else:
+            asyncio.get_running_loop().call_soon(callback)
 
     def abort(self) -> None:
-        self._transport.abort()
-        self._reader.feed_eof()
+        if self._transport is not None:
+            self._transport.abort()
 
-    async def close(self) -> None:
-        if not self._transport.is_closing():
-            with contextlib.suppress(ConnectionError, OSError):
-                await asyncio.wait_for(self._writer.drain(), 1.0)
+    def close(self) -> None:
+        if self._transport is not None:
             self._transport.close()
 
     def ssl_object(self) -> ssl.SSLObject | None:
-        obj = self._writer.get_extra_info("ssl_object")
+        obj = self._transport.get_extra_info("ssl_object") if self._transport else None
         return obj if isinstance(obj, ssl.SSLObject) else None
 
 
-class WebSocketTransport(Transport):
+class WebSocketLink(Link):
     """MQTT over WebSocket: binary messages carry any slice of the MQTT byte stream.
 
-    Writes are coalesced: everything written before the event loop runs again goes out as one
-    WebSocket message.
+    aiohttp gives each WebSocket a handler task; ``serve`` is that task's loop. Writes are
+    coalesced: everything written before the event loop runs again goes out as one message.
     """
 
+    __slots__ = ("_closed", "_flusher", "_pending", "_protocol", "_resumed", "_ssl", "_ws", "peer")
     network = "ws"
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.peer = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
-        self._ssl = request.transport.get_extra_info("ssl_object") if request.transport else None
+        self._protocol = request.protocol  # aiohttp's connection protocol: its drain
+        self.peer = _peer(request.transport)
+        obj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        self._ssl = obj if isinstance(obj, ssl.SSLObject) else None
         self._pending = bytearray()
         self._flusher: asyncio.Task[None] | None = None
+        self._resumed: asyncio.Future[None] | None = None  # set while reading is paused
         self._closed = False
 
-    async def read(self) -> bytes:
-        if self._closed:
-            return b""
-        msg = await self._ws.receive()
-        if msg.type == WSMsgType.BINARY:
-            return bytes(msg.data)
-        if msg.type == WSMsgType.TEXT:
-            log.info("%s:%d sent a text WebSocket message: MQTT needs binary", *self.peer)
-        self._closed = True
-        return b""  # CLOSE, CLOSED, ERROR, or a text frame [MQTT-6.0.0-1]
+    async def serve(self, receiver: Receiver) -> None:
+        """Feeds the receiver until the WebSocket closes."""
+        try:
+            while not self._closed:
+                if self._resumed is not None:
+                    await self._resumed
+                    continue
+                msg = await self._ws.receive()
+                if msg.type == WSMsgType.BINARY:
+                    receiver.data_received(bytes(msg.data))
+                    continue
+                if msg.type == WSMsgType.TEXT:
+                    log.info("%s:%d sent a text WebSocket message: MQTT needs binary", *self.peer)
+                break  # CLOSE, CLOSED, ERROR, or a text frame [MQTT-6.0.0-1]
+        finally:
+            self._closed = True
+            self.resume_reading()
+            receiver.connection_lost()
 
     def write(self, data: bytes) -> None:
         if self._closed:
@@ -125,37 +202,64 @@ class WebSocketTransport(Transport):
 
     async def _flush(self) -> None:
         try:
-            while self._pending and not self._closed:
+            while self._pending:  # abort() empties it
                 data = bytes(self._pending)
                 self._pending.clear()
                 await self._ws.send_bytes(data)
         except (ConnectionError, OSError, RuntimeError):
-            self._closed = True
+            self.abort()
         finally:
             self._flusher = None
 
-    def buffered(self) -> int:
-        transport = self._ws._req.transport if self._ws._req is not None else None
-        return len(self._pending) + (transport.get_write_buffer_size() if transport else 0)
+    def _transport(self) -> asyncio.BaseTransport | None:
+        return self._ws._req.transport if self._ws._req is not None else None
 
-    async def drain(self) -> None:
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+    def buffered(self) -> int:
+        transport = self._transport()
+        size = transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
+        return len(self._pending) + size
+
+    def pause_reading(self) -> None:
+        if self._resumed is None and not self._closed:
+            self._resumed = asyncio.get_running_loop().create_future()
+
+    def resume_reading(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        async def drained() -> None:
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                if self._flusher is not None:
+                    await asyncio.shield(self._flusher)
+                drain = getattr(self._protocol, "_drain_helper", None)
+                await (drain() if drain is not None else asyncio.sleep(0.01))
+            callback()
+
+        asyncio.get_running_loop().create_task(drained())
 
     def abort(self) -> None:
         self._closed = True
         self._pending.clear()
-        transport = self._ws._req.transport if self._ws._req is not None else None
-        if transport is not None:
+        self.resume_reading()
+        transport = self._transport()
+        if isinstance(transport, asyncio.Transport):
             transport.abort()
 
-    async def close(self) -> None:
-        if not self._ws.closed:
-            with contextlib.suppress(ConnectionError, OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.drain(), 1.0)
-                self._closed = True
-                await asyncio.wait_for(self._ws.close(), 1.0)
+    def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
 
+        async def closing() -> None:
+            with contextlib.suppress(ConnectionError, OSError, asyncio.TimeoutError):
+                if self._flusher is not None:
+                    await asyncio.wait_for(asyncio.shield(self._flusher), 1.0)
+                await asyncio.wait_for(self._ws.close(), 1.0)
+
+        self.resume_reading()
+        asyncio.get_running_loop().create_task(closing())
+
     def ssl_object(self) -> ssl.SSLObject | None:
-        return self._ssl if isinstance(self._ssl, ssl.SSLObject) else None
+        return self._ssl

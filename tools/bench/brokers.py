@@ -99,22 +99,31 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
     if not Path(MOSQUITTO).exists():
         raise BenchError(f"{MOSQUITTO} is missing: run tools/bootstrap.sh (Debian's mosquitto)")
     work.mkdir(parents=True, exist_ok=True)
-    port, ws_port = free_port(), free_port()
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        f"per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
-        f"persistence false\nlog_dest none\n"
-        f"listener {port} 127.0.0.1\n"
-        f"listener {ws_port} 127.0.0.1\nprotocol websockets\n"
-    )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-    )
-    _wait_port("127.0.0.1", port, proc, "mosquitto")
+    for attempt in range(3):  # a free port can be taken by another program before we bind it
+        port, ws_port = free_port(), free_port()
+        conf = work / "mosquitto.conf"
+        conf.write_text(
+            f"per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
+            f"persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            f"listener {port} 127.0.0.1\n"
+            f"listener {ws_port} 127.0.0.1\nprotocol websockets\n"
+        )
+        log_path = work / "mosquitto.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                text=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            )
+        try:
+            _wait_port("127.0.0.1", port, proc, "mosquitto")
+            break
+        except BenchError as exc:
+            said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            if attempt == 2 or (ws_port != port and "in use" not in " ".join(said)):
+                raise BenchError(f"{exc}: {' / '.join(said) or 'no output'}") from None
     version = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout
     first = version.splitlines()[0] if version else "mosquitto"
     return Broker(

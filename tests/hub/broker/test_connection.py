@@ -1,0 +1,168 @@
+"""A connection handles packets in order even when a step has to wait (a real broker, real TCP).
+
+Connections have no task of their own: packets are handled as their bytes arrive, and the steps
+that must wait (the credential check at CONNECT; a topic plugin that only answers
+asynchronously) run in a task while bytes that arrive meanwhile are kept in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from hub.broker import BrokerSettings, EmbeddedBroker
+from hub.broker.core import BrokerCore
+from tests.support.mqtt import (
+    CONNACK,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    RawClient,
+    connect_packet,
+    decode_publish,
+    packet_id,
+    pingreq_packet,
+    publish_packet,
+    subscribe_packet,
+)
+
+
+@asynccontextmanager
+async def running_broker(data_dir: Path, *, async_acl: bool) -> AsyncIterator[tuple[str, int]]:
+    """An in-process broker on a loopback port; async_acl forces amqtt's async topic checks."""
+    broker = EmbeddedBroker(BrokerSettings(), data_dir=data_dir, allow_anonymous=True)
+    await broker.start()
+    assert broker.core is not None
+    if async_acl:
+        broker.core._sync_acl = None  # as with a third-party plugin that has no ``allows``
+    _running.append(broker.core)
+    server = await asyncio.get_running_loop().create_server(broker.tcp_protocol, "127.0.0.1", 0)
+    try:
+        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+    finally:
+        _running.remove(broker.core)
+        server.close()
+        await broker.stop()
+        await server.wait_closed()
+
+
+_running: list[BrokerCore] = []
+
+
+def _core_of_running_broker() -> BrokerCore:
+    return _running[-1]
+
+
+def _pipelined_session(client_id: str) -> list[bytes]:
+    """CONNECT, SUBSCRIBE to its own topic, three QoS 1 publishes to it, PINGREQ."""
+    topic = f"pipe/{client_id}"
+    return [
+        connect_packet(client_id),
+        subscribe_packet(7, [(topic, 1)]),
+        *(publish_packet(topic, b"%d" % n, qos=1, pid=10 + n) for n in range(3)),
+        pingreq_packet(),
+    ]
+
+
+async def _answers(client: RawClient, count: int) -> list[tuple[int, int | bytes]]:
+    """(kind, packet id or payload) of the next packets, acknowledging QoS 1 deliveries."""
+    seen: list[tuple[int, int | bytes]] = []
+    for _ in range(count):
+        p = await client.recv()
+        if p.kind == PUBLISH:
+            message = decode_publish(p)
+            seen.append((PUBLISH, message.payload))
+        elif p.kind in (PUBACK, SUBACK):
+            seen.append((p.kind, packet_id(p)))
+        else:
+            seen.append((p.kind, 0))
+    return seen
+
+
+def _check_order(seen: list[tuple[int, int | bytes]]) -> None:
+    assert seen[:2] == [(CONNACK, 0), (SUBACK, 7)]
+    assert [x for x in seen if x[0] == PUBACK] == [(PUBACK, 10), (PUBACK, 11), (PUBACK, 12)]
+    assert [x for x in seen if x[0] == PUBLISH] == [
+        (PUBLISH, b"0"),
+        (PUBLISH, b"1"),
+        (PUBLISH, b"2"),
+    ]
+    assert seen[-1] == (PINGRESP, 0)
+
+
+def test_packets_in_one_write_with_connect_are_handled_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_broker(tmp_path, async_acl=False) as (host, port):
+            client = await RawClient.tcp(host, port)
+            await client.send(b"".join(_pipelined_session("one-write")))
+            _check_order(await _answers(client, 9))
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_packets_sent_while_credentials_are_checked_wait_their_turn(tmp_path: Path) -> None:
+    """Each packet in its own write, without waiting for CONNACK: they arrive while the
+    CONNECT's credential check runs on a worker thread."""
+
+    async def scenario() -> None:
+        async with running_broker(tmp_path, async_acl=False) as (host, port):
+            client = await RawClient.tcp(host, port)
+            for data in _pipelined_session("eager"):
+                await client.send(data)
+            _check_order(await _answers(client, 9))
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_asynchronous_topic_checks_keep_the_order(tmp_path: Path) -> None:
+    """With a topic plugin that only answers asynchronously, every SUBSCRIBE and PUBLISH
+    waits for its verdict and the packets behind it still come in order."""
+
+    async def scenario() -> None:
+        async with running_broker(tmp_path, async_acl=True) as (host, port):
+            client = await RawClient.tcp(host, port)
+            for data in _pipelined_session("slow-acl"):
+                await client.send(data)
+            _check_order(await _answers(client, 9))
+            await client.send(b"".join(_pipelined_session("slow-acl")[1:]))  # all at once
+            seen = await _answers(client, 8)
+            assert [x for x in seen if x[0] == PUBLISH] == [(PUBLISH, b"%d" % n) for n in range(3)]
+            assert seen[0] == (SUBACK, 7) and seen[-1] == (PINGRESP, 0)
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_during_its_credential_check_leaves_no_session(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with running_broker(tmp_path, async_acl=False) as (host, port):
+            broker_core = _core_of_running_broker()
+            check = broker_core.authenticate
+            gate = asyncio.Event()
+
+            async def held_check(conn: object) -> bool:
+                await gate.wait()  # the check outlasts the client
+                return await check(conn)  # type: ignore[arg-type]
+
+            broker_core.authenticate = held_check  # type: ignore[method-assign]
+            client = await RawClient.tcp(host, port)
+            await client.send(connect_packet("gone", clean=False))
+            await client.close()  # before the CONNACK
+            for _ in range(200):
+                if not broker_core._all:
+                    break
+                await asyncio.sleep(0.01)
+            assert not broker_core._all, "the connection outlived its socket"
+            gate.set()
+            await asyncio.sleep(0.1)
+            assert "gone" not in broker_core.connections
+            assert "gone" not in broker_core.sessions
+
+    asyncio.run(scenario())
