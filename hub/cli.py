@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hub import certs
 from hub.config import ConfigError, HubConfig
+from hub.malloc import keep_big_blocks_out_of_the_heap
 from hub.registry import Registry, RegistryError
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.server import Hub, ListenError
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 store_url=args.store,
                 allow_anonymous=args.allow_anonymous,
             )
+            keep_big_blocks_out_of_the_heap()
             asyncio.run(_serve(config))
     except (
         UsageError,

@@ -19,6 +19,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,10 +243,21 @@ class Registry:
             raise RegistryError(f"no device {device_id!r} in the registry")
         self._verified.pop(device_id, None)
 
-    def touch(self, device_id: str, when: float | None = None) -> None:
-        self._write(
-            "UPDATE devices SET last_seen_at = ? WHERE id = ?", (when or time.time(), device_id)
-        )
+    def touch(self, seen: Mapping[str, float]) -> None:
+        """Records when devices were last seen (device id -> time), in one transaction."""
+        if not seen:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "UPDATE devices SET last_seen_at = ? WHERE id = ?",
+                    [(when, device_id) for device_id, when in seen.items()],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _update(self, device_id: str, assignment: str, value: object) -> None:
         if self._write(f"UPDATE devices SET {assignment} WHERE id = ?", (value, device_id)) == 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -101,6 +103,7 @@ class Hub:
         self.broker.add_event_sink(HubEvents(lambda t, p: self.broker.publish(t, p, qos=1)))
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
+        self._seen: dict[str, float] = {}  # device id -> last connect or disconnect
         self.store: Store | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -168,18 +171,28 @@ class Hub:
         return self.endpoints
 
     def _device_seen(self, kind: str, event: dict[str, object]) -> None:
-        device = event.get("identity") == "device"
-        if self.registry is not None and device and kind in ("connected", "disconnected"):
-            self.registry.touch(str(event["name"]))
+        """Notes when devices connect and disconnect; written to the registry in batches."""
+        if event.get("identity") == "device" and kind in ("connected", "disconnected"):
+            self._seen[str(event["name"])] = time.time()
+
+    async def _write_seen(self) -> None:
+        seen, self._seen = self._seen, {}
+        if seen and self.registry is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.registry.touch, seen)
 
     async def _watch_registry(self) -> None:
-        """Disconnects devices at once when `hub device` disables, removes or rotates them."""
+        """Records last-seen times; disconnects devices at once when `hub device` disables,
+        removes or rotates them."""
         assert self.registry is not None
         registry = self.registry
         version = registry.data_version()
         known = registry.fingerprints()
         while True:
             await asyncio.sleep(REGISTRY_POLL_S)
+            try:
+                await self._write_seen()
+            except sqlite3.Error as exc:
+                log.warning("could not record when devices were last seen: %s", exc)
             if registry.data_version() == version:
                 continue
             version = registry.data_version()
@@ -204,5 +217,6 @@ class Hub:
         if self.store is not None:
             self.store.close()
         if self.registry is not None:
+            await self._write_seen()
             self.registry.close()
         log.info("hub stopped")

@@ -61,16 +61,36 @@ class Publish:
 
 
 class Parser:
-    """Splits a byte stream into packets; refuses packets larger than ``max_packet``."""
+    """Splits a byte stream into packets; refuses packets larger than ``max_packet``.
+
+    Whole packets are cut straight from the bytes received; only a packet split across reads
+    is kept in a buffer, so an idle connection holds none.
+    """
+
+    __slots__ = ("_buf", "max_packet")
 
     def __init__(self, max_packet: int) -> None:
         self.max_packet = max_packet
-        self._buf = bytearray()
+        self._buf: bytearray | None = None
 
     def feed(self, data: bytes) -> list[Packet]:
-        buf = self._buf
-        buf.extend(data)
         packets: list[Packet] = []
+        buf = self._buf
+        if buf is None:
+            pos = self._split(data, packets)
+            if pos < len(data):
+                self._buf = bytearray(data[pos:])
+            return packets
+        buf.extend(data)
+        pos = self._split(buf, packets)
+        if pos == len(buf):
+            self._buf = None
+        elif pos:
+            del buf[:pos]
+        return packets
+
+    def _split(self, buf: bytes | bytearray, packets: list[Packet]) -> int:
+        """Appends the whole packets at the start of buf; returns where the rest begins."""
         pos = 0
         end = len(buf)
         while end - pos >= 2:
@@ -101,13 +121,11 @@ class Parser:
                 break
             packets.append(Packet(first >> 4, first & 0x0F, bytes(buf[i : i + length])))
             pos = i + length
-        if pos:
-            del buf[:pos]
-        return packets
+        return pos
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self._buf) if self._buf is not None else 0
 
 
 def _string(body: bytes, pos: int, what: str) -> tuple[str, int]:

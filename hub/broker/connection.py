@@ -256,7 +256,7 @@ class Connection:
             if p.flags != 0x02:
                 raise ProtocolError("PUBREL flags must be 0010 [MQTT-3.6.1-1]")
             pid = codec.parse_pid(p)
-            session.incoming_qos2.discard(pid)
+            session.released_qos2(pid)
             self.write(codec.ack(codec.PUBCOMP, pid))
         elif kind == codec.PUBCOMP:
             session.on_pubcomp(codec.parse_pid(p))
@@ -334,7 +334,7 @@ class Connection:
             raise ProtocolError(f"clients may not publish to {pub.topic!r} [MQTT-4.7.2-1]")
         session = self.session
         assert session is not None
-        if pub.qos == 2 and pub.pid in session.incoming_qos2:
+        if pub.qos == 2 and session.has_qos2(pub.pid):
             self.write(codec.ack(codec.PUBREC, pub.pid))  # a resend: delivered already
             return None
         allowed = self.core.may_publish_now(self, pub.topic)
@@ -364,5 +364,5 @@ class Connection:
         if pub.qos == 1:
             self.write(codec.ack(codec.PUBACK, pub.pid))
         elif pub.qos == 2:
-            session.incoming_qos2.add(pub.pid)
+            session.received_qos2(pub.pid)
             self.write(codec.ack(codec.PUBREC, pub.pid))

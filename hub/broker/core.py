@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from amqtt.contexts import Action
-from amqtt.session import Session as PluginSession
 
 from hub.broker import codec
 from hub.broker.connection import Connection
@@ -64,13 +63,32 @@ class BrokerSettings:
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
 
 
+class AuthRequest:
+    """What amqtt's auth plugins read from ``session`` at CONNECT, and where they leave their
+    findings (the gatekeeper sets ``identity`` and ``verdict``).
+
+    amqtt's own Session carries a state machine and two queues: tens of KB made and thrown
+    away per CONNECT, which fragments the heap of a hub taking thousands of connections.
+    """
+
+    def __init__(self, conn: Connection, connect: codec.Connect) -> None:
+        self.client_id = conn.client_id
+        self.username = connect.username
+        password = connect.password
+        self.password = password.decode(errors="surrogateescape") if password else password
+        self.remote_address, self.remote_port = conn.link.peer
+        self.ssl_object = conn.link.ssl_object()
+        self.clean_session = connect.clean_session
+        self.keep_alive = connect.keepalive
+
+
 class PluginView:
-    """What amqtt's auth plugins left on a connection's plugin session, without the session."""
+    """What the auth plugins decided, kept per connection for the topic plugins to read."""
 
     __slots__ = ("client_id", "identity", "remote_address", "remote_port", "username",
                  "verdict")  # fmt: skip
 
-    def __init__(self, session: PluginSession) -> None:
+    def __init__(self, session: AuthRequest) -> None:
         self.client_id = session.client_id
         self.username = session.username
         self.remote_address = session.remote_address
@@ -198,20 +216,10 @@ class BrokerCore:
     async def authenticate(self, conn: Connection) -> bool:
         connect = conn.connect
         assert connect is not None
-        session = PluginSession()
-        session.client_id = conn.client_id
-        session.username = connect.username
-        password = connect.password
-        session.password = password.decode(errors="surrogateescape") if password else password
-        session.remote_address, session.remote_port = conn.link.peer
-        session.ssl_object = conn.link.ssl_object()
-        session.clean_session = connect.clean_session
-        session.keep_alive = connect.keepalive
-        ok = bool(await self.plugins._authenticate(session, None))
+        request = AuthRequest(conn, connect)
+        ok = bool(await self.plugins._authenticate(request, None))
         conn.connect = replace(connect, password=None)  # no secret outlives the check
-        # amqtt's Session carries a state machine and two queues (tens of KB): keep only what
-        # the plugins decided, in a slim view that topic plugins can still read.
-        conn.plugin_session = PluginView(session)
+        conn.plugin_session = PluginView(request)
         return ok
 
     async def may(self, conn: Connection, topic: str, action: Action) -> bool:

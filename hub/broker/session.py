@@ -72,14 +72,20 @@ class _Outgoing:
 
 
 class Session:
+    """The queue and the QoS 2 receipts are made when first needed: most sessions of a fleet
+    never use them, and empty ones cost about 1 KB."""
+
+    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "limits", "link", "queue",
+                 "receipts", "subscriptions")  # fmt: skip
+
     def __init__(self, client_id: str, clean: bool, limits: Limits) -> None:
         self.client_id = client_id
         self.clean = clean
         self.limits = limits
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, _Outgoing] = {}
-        self.queue: deque[tuple[Message, int, bool]] = deque()
-        self.incoming_qos2: set[int] = set()
+        self.queue: deque[tuple[Message, int, bool]] | None = None
+        self.receipts: set[int] | None = None  # QoS 2 packet ids received, PUBREL not yet
         self.link: Link | None = None
         self.dropped = 0
         self._pid = 0
@@ -113,16 +119,19 @@ class Session:
         if link is None and qos == 0:
             self.dropped += 1
             return Queued.DROPPED
-        if len(self.queue) >= self.limits.max_queued and not self._make_room():
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= self.limits.max_queued and not self._make_room(queue):
             self.dropped += 1
             return Queued.DROPPED if qos == 0 else Queued.OVERFLOW
-        self.queue.append((message, qos, retain))
+        queue.append((message, qos, retain))
         return Queued.QUEUED
 
-    def _make_room(self) -> bool:
-        for index, (_, qos, _) in enumerate(self.queue):
+    def _make_room(self, queue: deque[tuple[Message, int, bool]]) -> bool:
+        for index, (_, qos, _) in enumerate(queue):
             if qos == 0:
-                del self.queue[index]
+                del queue[index]
                 self.dropped += 1
                 return True
         return False
@@ -133,6 +142,9 @@ class Session:
         if link is None:
             return True
         queue = self.queue
+        if not queue:
+            self.queue = None  # drained: give its blocks back
+            return True
         while queue:
             if link.buffered() >= self.limits.high_water:
                 return False
@@ -144,6 +156,7 @@ class Session:
                 self._send(message, qos, retain)
             else:
                 link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
+        self.queue = None
         return True
 
     def _send(self, message: Message, qos: int, retain: bool) -> None:
@@ -183,4 +196,22 @@ class Session:
     @property
     def depth(self) -> int:
         """Messages the client has not acknowledged yet: in flight plus queued."""
-        return len(self.inflight) + len(self.queue)
+        return len(self.inflight) + (len(self.queue) if self.queue else 0)
+
+    # --- QoS 2 from the client -----------------------------------------------------------------
+    def has_qos2(self, pid: int) -> bool:
+        """Whether an incoming QoS 2 publish with this id was delivered and not released."""
+        return self.receipts is not None and pid in self.receipts
+
+    def received_qos2(self, pid: int) -> None:
+        """Remembers an incoming QoS 2 publish until the client releases it (PUBREL)."""
+        if self.receipts is None:
+            self.receipts = set()
+        self.receipts.add(pid)
+
+    def released_qos2(self, pid: int) -> None:
+        """PUBREL: the client will not send that publish again."""
+        if self.receipts is not None:
+            self.receipts.discard(pid)
+            if not self.receipts:
+                self.receipts = None

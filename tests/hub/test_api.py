@@ -63,6 +63,8 @@ def test_devices_telemetry_and_csv(device_on_hub: tuple[HubProcess, Any]) -> Non
     assert status == 200 and ctype.startswith("application/json")
     (entry,) = json.loads(body)
     assert (entry["id"], entry["online"], entry["tls_policy"]) == ("api-1", True, "allow-insecure")
+    # The registry records the connect within a poll of the hub's registry watcher.
+    assert entry["last_seen_at"] is not None and time.time() - entry["last_seen_at"] < 60
     wait_for(lambda: json.loads(call(hub, "/api/devices", reader)[2])[0]["health"], scaled(10))
     readings = rows()
     seqs = [r["seq"] for r in readings]

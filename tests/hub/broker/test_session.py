@@ -66,6 +66,7 @@ def test_full_queue_drops_oldest_qos0_then_overflows() -> None:
     assert session.enqueue(msg(1), 1) is Queued.QUEUED
     assert session.enqueue(msg(2), 1) is Queued.QUEUED
     assert session.enqueue(msg(3), 1) is Queued.QUEUED  # msg 0 (QoS 0) made room
+    assert session.queue is not None
     assert [m.payload for m, _, _ in session.queue] == [b"1", b"2", b"3"]
     assert session.enqueue(msg(4, 0), 0) is Queued.DROPPED
     assert session.enqueue(msg(5), 1) is Queued.OVERFLOW
