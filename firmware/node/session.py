@@ -7,6 +7,7 @@ import random
 import time
 
 from micropython import const
+from umqtt.simple import MQTTException
 
 from node import net
 
@@ -50,6 +51,10 @@ def link_failed(app, exc):
     app.retry_at = time.ticks_add(time.ticks_ms(), delay)
     app.backoff_ms = min(app.backoff_ms * 2, app.cfg["backoff_max_ms"])
     log("link down (%r), retry in %d ms" % (exc, delay))
+    if not was_connected and isinstance(exc, MQTTException):
+        # The hub refused the CONNECT (a refused subscription comes once the link is up):
+        # 4 bad user name or password, 5 not authorised. A stable line for tools/deploy.py.
+        log("link: refused %d" % exc.args[0])
     trial = app.trial
     if trial is not None and trial["state"] == "trying" and app.failures >= _TRIAL_ATTEMPTS:
         from node import trial as settings_trial
