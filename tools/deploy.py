@@ -79,9 +79,13 @@ try:
 except OSError:
     pass
 """
-# What the board prints when the hub cannot be reached or refuses it (node/app.py, node/link.py).
-REFUSED_RE = re.compile(r"link down \(MQTTException\(([45])")
+# What the board prints when the hub cannot be reached or refuses it (node/session.py): a stable
+# `link: refused <CONNACK code>` line for a refused CONNECT, after the human-readable `link down
+# (...)` line; firmware older than the stable line printed only the latter.
+REFUSED_RE = re.compile(r"^link: refused (\d+)\r?$", re.MULTILINE)
+OLD_REFUSED_RE = re.compile(r"link down \(MQTTException\(([45])")
 LINK_DOWN_RE = re.compile(r"link down \((.*)\), retry in")
+CREDENTIALS_REFUSED = {4: "bad user name or password", 5: "not authorized"}  # CONNACK codes
 
 
 class DeployError(Exception):
@@ -340,6 +344,17 @@ def make_token(data_dir: Path | None, device: str, token: str | None) -> str:
     return create_token(load_key(data_dir), claims)
 
 
+def refused_credentials(console: str) -> int | None:
+    """The CONNACK code (4 or 5) with which the hub refused the board's credentials, from the
+    stable line on the board's console, or from the human-readable one of older firmware."""
+    for pattern in (REFUSED_RE, OLD_REFUSED_RE):
+        for match in pattern.finditer(console):
+            code = int(match.group(1))
+            if code in CREDENTIALS_REFUSED:
+                return code
+    return None
+
+
 def _boot_of(row: dict[str, Any] | None) -> str | None:
     health = (row or {}).get("health")
     return health.get("boot") if isinstance(health, dict) else None
@@ -366,7 +381,7 @@ def wait_online(
                     console += line.read(4096).decode(errors="replace")
                 except (OSError, serial.SerialException):
                     line = None
-            if REFUSED_RE.search(console):
+            if refused_credentials(console) is not None:
                 break  # a refusal will not cure itself
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + POLL_S
@@ -384,10 +399,9 @@ def wait_online(
 
 def diagnose(console: str, device: str, hub: HubAddress, timeout: float) -> str:
     where = f"{hub.host}:{hub.port}"
-    refused = REFUSED_RE.search(console)
-    if refused:
-        code = refused.group(1)
-        why = "bad user name or password" if code == "4" else "not authorized"
+    code = refused_credentials(console)
+    if code is not None:
+        why = CREDENTIALS_REFUSED[code]
         return (
             f"credentials refused: {device} reached the hub at {where}, which refused it "
             f"(CONNACK {code}, {why}). Check that the device is registered and enabled on that "

@@ -1,29 +1,22 @@
 # The device loop: read -> queue -> send -> check messages -> ping -> health -> feed WDT -> gc.
 # Every reading goes through the flash ring (node/ring.py) and leaves it on its PUBACK.
+# Connecting, and reconnecting with backoff, is node/session.py.
 import gc
 import json
-import random
 import time
 
 from micropython import const
 
-from node import config, hw, net, sensors
+from node import config, hw, sensors, session
 from node.link import Link
 from node.ring import Ring
 
 _LOOP_SLEEP_MS = const(50)
 _WINDOW = const(12)  # readings in flight at once (the link allows 16: room for replies)
 _SEND_PER_STEP = const(8)
-_TRIAL_ATTEMPTS = const(3)  # failed connects before an untried settings update rolls back
 QUEUE_FILE = "queue.bin"
-DEBUG = True
 
 DEFAULT_SENSORS = [{"kind": "sim", "name": "temp", "decimals": 1}]
-
-
-def log(msg):
-    if DEBUG:
-        print(msg)
 
 
 class App:
@@ -84,56 +77,7 @@ class App:
         self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
         self.reboot_at = None
 
-    # --- link --------------------------------------------------------------------------
-    def connect(self):
-        cfg = self.cfg
-        if not net.up(cfg["wifi_ssid"], cfg["wifi_password"]):
-            raise OSError("wifi down")
-        self.link.connect()
-        self.link.subscribe(self.command_topic, 1)  # again on every connect: clean sessions
-        self.link.publish(self.status_topic, b"online", retain=True, qos=1)
-        self.backoff_ms = cfg["backoff_min_ms"]
-        self.failures = 0
-        self.connects += 1
-        if self.connects > 1:
-            self.reconnects += 1
-        log("connected to %s:%d as %s (boot %s)" % (cfg["hub_host"], cfg["hub_port"], cfg["id"],
-                                                    self.boot.decode()))
-        if self.trial is not None:
-            self.finish_trial()
-        self.publish_meta()
-
-    def link_failed(self, exc):
-        was_connected = self.link.connected
-        self.link.close()
-        self.last_error = repr(exc)
-        if not was_connected:
-            self.failures += 1
-        # Exponential backoff with jitter: wait between half and all of the current step.
-        half = self.backoff_ms // 2
-        delay = half + random.getrandbits(20) % (half + 1)
-        self.retry_at = time.ticks_add(time.ticks_ms(), delay)
-        self.backoff_ms = min(self.backoff_ms * 2, self.cfg["backoff_max_ms"])
-        log("link down (%r), retry in %d ms" % (exc, delay))
-        trial = self.trial
-        if trial is not None and trial["state"] == "trying" and self.failures >= _TRIAL_ATTEMPTS:
-            from node import trial as settings_trial
-
-            settings_trial.roll_back("rolled back: no connection with the new settings (%s)"
-                             % self.last_error)
-            self.reboot()
-
-    def finish_trial(self):
-        from node.trial import end_trial
-
-        trial = self.trial
-        self.trial = None
-        if trial["state"] == "trying":
-            self.reply(trial["id"], True, applied=True)
-        else:
-            self.reply(trial["id"], False, error=trial.get("error", "rolled back"))
-        end_trial()
-
+    # --- reboots -----------------------------------------------------------------------
     def reboot(self):
         self.ring.close()
         self.link.close()
@@ -215,7 +159,7 @@ class App:
         self.read_due(now)
         link = self.link
         if not link.connected and time.ticks_diff(now, self.retry_at) >= 0:
-            self.connect()
+            session.connect(self)
         if link.connected:
             self.send_queued()
             link.service()
@@ -236,7 +180,7 @@ class App:
             try:
                 self.step()
             except Exception as exc:  # OSError, MQTTException (refused): back off, never crash
-                self.link_failed(exc)
+                session.link_failed(self, exc)
             self.wdt.feed()
             gc.collect()
             time.sleep_ms(_LOOP_SLEEP_MS)

@@ -2,21 +2,22 @@
 # our own keepalive pings, packet ids that wrap 65535 -> 1, and QoS 1 publishes that never
 # block: they stay in flight (in send order) until their PUBACK, are resent with DUP on the
 # same id after ack_timeout, and again right after a reconnect.
-# umqtt.simple's constructor, will, callback and string framing are reused (they are the same
-# in 1.3.4 and 1.6.0); its connect, publish, subscribe and wait_msg are replaced because they
-# block without bound, and TLS takes an SSLContext (1.6.0 style) whatever umqtt is installed.
+# umqtt.simple's connect, publish, subscribe and wait_msg are replaced because they block
+# without bound, and TLS takes an SSLContext (1.6.0 style) whatever umqtt is installed. Its
+# constructor, will, callback and string framing are reused (the same in 1.3.4 and 1.6.0);
+# node/wire.py frames the packets.
 import select
 import socket
-import struct
 import time
 
 from micropython import const
 from umqtt.simple import MQTTClient, MQTTException
 
+from node import wire
+
 _CONNACK = const(0x20)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
-_PINGRESP = const(0xD0)
 _MAX_INFLIGHT = const(16)
 _MAX_PACKETS_PER_CHECK = const(8)
 _PKT = const(256)  # a PUBLISH up to this size goes out in one write (one TCP segment)
@@ -38,43 +39,11 @@ class Link(MQTTClient):
         self._addr = None
         self._poller = None
         self._suback = None
-        self._head = bytearray(5)
+        self._head = bytearray(5)  # node/wire.py's buffers
         self._pkt = bytearray(_PKT)
         self._pkt_mv = memoryview(self._pkt)
 
-    # --- framing -----------------------------------------------------------------------
-    def _read(self, n):
-        data = self.sock.read(n)
-        if not data:
-            raise OSError(-1)  # the hub closed the connection
-        while len(data) < n:
-            more = self.sock.read(n - len(data))
-            if not more:
-                raise OSError(-1)
-            data += more
-        return data
-
-    def _recv_len(self):
-        n = 0
-        shift = 0
-        while True:
-            b = self._read(1)[0]
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return n
-            shift += 7
-
-    def _write_head(self, first, size):
-        head = self._head
-        head[0] = first
-        i = 1
-        while size > 0x7F:
-            head[i] = (size & 0x7F) | 0x80
-            size >>= 7
-            i += 1
-        head[i] = size
-        self.sock.write(head, i + 1)
-
+    # --- packet ids and QoS 1 in flight ------------------------------------------------
     def _next_pid(self):
         pid = self.pid
         while True:
@@ -105,25 +74,8 @@ class Link(MQTTClient):
             sock.close()
             raise
         self.sock = sock
-        flags = clean_session << 1
-        size = 12 + len(self.client_id)
-        if self.user is not None:
-            flags |= 0xC0
-            size += 4 + len(self.user) + len(self.pswd)
-        if self.lw_topic:
-            flags |= 0x04 | self.lw_qos << 3 | self.lw_retain << 5
-            size += 4 + len(self.lw_topic) + len(self.lw_msg)
-        self._write_head(0x10, size)
-        self.sock.write(b"\x00\x04MQTT\x04")
-        self.sock.write(bytes((flags, self.keepalive >> 8, self.keepalive & 0xFF)))
-        self._send_str(self.client_id)
-        if self.lw_topic:
-            self._send_str(self.lw_topic)
-            self._send_str(self.lw_msg)
-        if self.user is not None:
-            self._send_str(self.user)
-            self._send_str(self.pswd)
-        resp = self._read(4)
+        wire.send_connect(self, clean_session)
+        resp = wire.read(self, 4)
         if resp[0] != _CONNACK or resp[1] != 2:
             raise OSError(-2)  # not an MQTT broker
         if resp[3]:
@@ -134,7 +86,7 @@ class Link(MQTTClient):
         now = self.last_tx = self.last_rx = self._ping_ms = time.ticks_ms()
         for entry in self.inflight:  # unacknowledged publishes go again, oldest first
             entry[4] = now
-            self._send_publish(entry[1], entry[2], entry[3], 1, entry[0], 1)
+            wire.send_publish(self, entry[1], entry[2], entry[3], 1, entry[0], 1)
         return resp[2] & 1
 
     def close(self):
@@ -164,43 +116,13 @@ class Link(MQTTClient):
         pid = self._next_pid() if qos else 0
         if qos:
             self.inflight.append([pid, topic, msg, retain, time.ticks_ms()])
-        self._send_publish(topic, msg, retain, qos, pid, 0)
+        wire.send_publish(self, topic, msg, retain, qos, pid, 0)
         return pid
-
-    def _send_publish(self, topic, msg, retain, qos, pid, dup):
-        first = 0x30 | dup << 3 | qos << 1 | retain
-        size = 2 + len(topic) + len(msg) + (2 if qos else 0)
-        if size + 2 <= _PKT and size < 128:
-            # The usual case, a reading: assembled in the preallocated buffer, one write.
-            p = self._pkt
-            p[0] = first
-            p[1] = size
-            struct.pack_into("!H", p, 2, len(topic))
-            n = 4 + len(topic)
-            p[4:n] = topic
-            if qos:
-                struct.pack_into("!H", p, n, pid)
-                n += 2
-            p[n:n + len(msg)] = msg
-            self.sock.write(self._pkt_mv[:n + len(msg)])
-        else:
-            self._write_head(first, size)
-            self._send_str(topic)
-            if qos:
-                struct.pack_into("!H", self._head, 0, pid)
-                self.sock.write(self._head, 2)
-            self.sock.write(msg)
-        self.last_tx = time.ticks_ms()
 
     def subscribe(self, topic, qos=0):
         # Waits for the SUBACK, handling whatever else arrives first, within the I/O timeout.
         pid = self._next_pid()
-        self._write_head(0x82, 5 + len(topic))
-        struct.pack_into("!H", self._head, 0, pid)
-        self.sock.write(self._head, 2)
-        self._send_str(topic)
-        self.sock.write(bytes((qos,)))
-        self.last_tx = time.ticks_ms()
+        wire.send_subscribe(self, topic, qos, pid)
         self._suback = None
         start = time.ticks_ms()
         while self._suback is None or self._suback[0] != pid:
@@ -216,39 +138,24 @@ class Link(MQTTClient):
 
     # --- incoming ----------------------------------------------------------------------
     def wait_msg(self):
-        op = self._read(1)[0]
+        op = wire.read(self, 1)[0]
         self.last_rx = time.ticks_ms()
-        size = self._recv_len()
+        size = wire.recv_len(self)
         if op & 0xF0 == 0x30:
-            self._receive_publish(op, size)
+            wire.receive_publish(self, op, size)
         elif op == _PUBACK and size == 2:
-            ack = self._read(2)
+            ack = wire.read(self, 2)
             pid = ack[0] << 8 | ack[1]
             for i in range(len(self.inflight)):
                 if self.inflight[i][0] == pid:
                     self.inflight.pop(i)
                     break
         elif op == _SUBACK and size == 3:
-            ack = self._read(3)
+            ack = wire.read(self, 3)
             self._suback = (ack[0] << 8 | ack[1], ack[2])
         elif size:
-            self._read(size)  # PINGRESP has none; skip anything else we do not use
+            wire.read(self, size)  # PINGRESP has none; skip anything else we do not use
         return op
-
-    def _receive_publish(self, op, size):
-        topic_len = self._read(2)
-        topic_len = topic_len[0] << 8 | topic_len[1]
-        topic = self._read(topic_len)
-        size -= topic_len + 2
-        pid = 0
-        if op & 6:
-            ack = self._read(2)
-            pid = ack[0] << 8 | ack[1]
-            size -= 2
-        msg = self._read(size) if size > 0 else b""
-        self.cb(topic, msg)
-        if op & 6 == 2:
-            self.sock.write(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
 
     def check_msg(self):
         # Handles the packets already waiting, a bounded number, and returns at once otherwise.
@@ -271,4 +178,4 @@ class Link(MQTTClient):
         for entry in self.inflight:
             if time.ticks_diff(now, entry[4]) >= self.ack_timeout_ms:
                 entry[4] = now
-                self._send_publish(entry[1], entry[2], entry[3], 1, entry[0], 1)
+                wire.send_publish(self, entry[1], entry[2], entry[3], 1, entry[0], 1)

@@ -4,7 +4,7 @@ import time
 
 from micropython import const
 
-from node import hw
+from node import hw, session
 
 _AWAKE_MAX_MS = const(20000)  # the radio is the battery's biggest cost: bounded time awake
 _STEP_MS = const(20)
@@ -16,7 +16,7 @@ def cycle(app):
     app.read_due(start)  # the readings go to the flash ring first, as always
     link = app.link
     try:
-        app.connect()
+        session.connect(app)
         # Send what is queued (older wakes' readings too) until acknowledged or out of time.
         while len(app.ring) and time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS:
             app.send_queued()
@@ -27,7 +27,7 @@ def cycle(app):
         link.publish(app.status_topic, b"asleep", retain=True, qos=1)
         link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
     except Exception as exc:  # no hub this time: the readings wait in the ring
-        app.link_failed(exc)
+        session.link_failed(app, exc)
     app.ring.close()
     awake = time.ticks_diff(time.ticks_ms(), start)
     hw.deep_sleep(max(app.cfg["board"]["deep_sleep_s"] * 1000 - awake, 1000))

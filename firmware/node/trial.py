@@ -1,6 +1,6 @@
 # The settings trial: an update is validated, written with the old file kept as a backup,
 # and marked in trial.json; the device reboots into it. Once it reconnects with the new
-# settings the trial ends (the backup goes); after _TRIAL_ATTEMPTS failed connects (node/app)
+# settings the trial ends (the backup goes); after _TRIAL_ATTEMPTS failed connects (node/session)
 # the backup comes back and the device reboots into the old settings. Either way the command
 # is answered after the reboot. Power lost mid-way: config.load falls back to the backup.
 import json

@@ -78,5 +78,6 @@ def test_device_refuses_a_hub_signed_by_another_ca(tls_hub: HubProcess, tmp_path
 
         asyncio.run(scenario())
         assert "link down" in device.log()  # it keeps trying, with backoff
+        assert "link: refused" not in device.log()  # a failed handshake is no CONNACK refusal
     finally:
         device.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import pytest
 
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
 from tests.tools.vboards import Vboard, start_vboard
+from tools import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,14 +97,29 @@ def test_deploy_brings_the_device_online_and_copies_only_changes(
 def test_deploy_with_wrong_credentials_says_so(
     secure_hub: HubProcess, board: Vboard, tmp_path: Path
 ) -> None:
-    """Credentials the hub refuses end the deploy quickly with that diagnosis and exit code 2."""
+    """Credentials the hub refuses end the deploy quickly with that diagnosis and exit code 2;
+    the firmware says so in its stable `link: refused 4` line, which deploy diagnoses on its own,
+    as it still does the human-readable line alone (what older firmware prints)."""
     provision(secure_hub, "dev-2")
     wrong = tmp_path / "creds.json"
     wrong.write_text(json.dumps({"username": "dev-2", "password": "not-the-secret"}))
     result = tools("deploy", *deploy_args(secure_hub, board, "dev-2"), "--credentials", str(wrong))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("tools: error: credentials refused: dev-2 reached the hub")
+    assert "(CONNACK 4, bad user name or password)" in result.stderr
     assert "not-the-secret" not in result.stdout + result.stderr
+
+    console = board.console()
+    assert re.search(r"^link: refused 4\r?$", console, re.MULTILINE), console[-2000:]
+    assert "link down (MQTTException(4,)), retry in" in console  # the human line stays
+    lines = console.splitlines()
+    stable_only = "\n".join(line for line in lines if not line.startswith("link down"))
+    old_firmware = "\n".join(line for line in lines if not line.startswith("link: refused"))
+    hub = deploy.parse_hub(secure_hub.mqtt_url)
+    for text in (stable_only, old_firmware):
+        assert deploy.refused_credentials(text) == 4
+        why = deploy.diagnose(text, "dev-2", hub, 1)
+        assert why.startswith("credentials refused: dev-2 reached the hub"), why
 
 
 def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) -> None:
@@ -114,6 +131,7 @@ def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) ->
     result = tools("deploy", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "dev-3 boots but cannot reach the hub at 127.0.0.1:9" in result.stderr
+    assert "link: refused" not in board.console()  # no hub, so nothing refused it
 
 
 @pytest.mark.parametrize(

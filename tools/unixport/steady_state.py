@@ -15,7 +15,7 @@ import fake_network
 sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
 
-from node import config  # noqa: E402
+from node import config, session  # noqa: E402
 from node.app import App  # noqa: E402
 
 total = int(sys.argv[1])
@@ -35,7 +35,7 @@ while app.seq < total or len(app.ring):
     try:
         app.step()
     except Exception as exc:  # as App.run: the link failed, back off
-        app.link_failed(exc)
+        session.link_failed(app, exc)
     for i in range(sent, app.send_idx):  # the bytes each reading took on the wire
         channel, payload = app.ring.get(i) or (0, b"")
         wire += 2 + 2 + len(app.topics[channel]) + 2 + len(payload)  # the PUBLISH packet
