@@ -124,8 +124,17 @@ def parse_topic(topic: str) -> DeviceTopic:
     return DeviceTopic(device, kind)
 
 
+_READING_RE = re.compile(
+    rb"([0-9a-f]{1,8}),(0|[1-9][0-9]{0,9}),(-?[0-9]{1,12}(?:\.[0-9]{1,6})?)"
+)  # the three field patterns below, in one pass
+
+
 def parse_reading(payload: bytes) -> Reading:
     """Parses ``<boot>,<seq>,<value>``; raises ContractError naming the bad field."""
+    whole = _READING_RE.fullmatch(payload)
+    if whole is not None:
+        boot, seq, value = whole.groups()
+        return Reading(boot.decode(), int(seq), float(value))
     fields = payload.split(b",")
     if len(fields) != 3:
         raise ContractError(f"reading needs 3 comma-separated fields, got {len(fields)}")

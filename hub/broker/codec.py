@@ -213,11 +213,31 @@ def parse_connect(p: Packet) -> Connect:
     )  # fmt: skip
 
 
+TOPIC_CACHE = 4096  # topic names whose checks are remembered, by their bytes
+_topics: dict[bytes, str] = {}
+
+
+def _topic_name(body: bytes) -> tuple[str, int]:
+    """The PUBLISH's topic name, checked; names already seen are looked up, not re-checked."""
+    if len(body) >= 2:
+        end = 2 + (body[0] << 8 | body[1])
+        if end <= len(body):
+            topic = _topics.get(body[2:end])
+            if topic is not None:
+                return topic, end
+    topic, pos = _string(body, 0, "topic name")
+    check_topic_name(topic)
+    if len(_topics) >= TOPIC_CACHE:
+        _topics.clear()
+    _topics[body[2:pos]] = topic
+    return topic, pos
+
+
 def parse_publish(p: Packet, max_payload: int) -> Publish:
     qos = (p.flags >> 1) & 3
     if qos == 3:
         raise ProtocolError("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
-    topic, pos = _string(p.body, 0, "topic name")
+    topic, pos = _topic_name(p.body)
     pid = 0
     if qos:
         if pos + 2 > len(p.body):
@@ -231,7 +251,6 @@ def parse_publish(p: Packet, max_payload: int) -> Publish:
         raise PayloadTooLarge(
             f"payload of {len(payload)} bytes exceeds the limit of {max_payload}"
         )
-    check_topic_name(topic)
     return Publish(topic, payload, qos, bool(p.flags & 1), bool(p.flags & 8), pid)
 
 

@@ -14,10 +14,17 @@ class _Node:
         self.subscribers: dict[str, int] = {}  # client id -> granted QoS
 
 
+MATCH_CACHE = 8192  # topics whose subscribers are remembered between subscription changes
+
+
 class TopicTree:
+    """Matches topics against filters; the answer for a topic is remembered until the
+    subscriptions change (a fleet publishes the same topics over and over)."""
+
     def __init__(self) -> None:
         self._root = _Node()
         self._count = 0
+        self._matches: dict[str, dict[str, int]] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -32,6 +39,7 @@ class TopicTree:
             node = child
         is_new = client_id not in node.subscribers
         node.subscribers[client_id] = qos
+        self._matches.clear()
         self._count += is_new
         return is_new
 
@@ -47,6 +55,7 @@ class TopicTree:
             node = child
         if node.subscribers.pop(client_id, None) is None:
             return False
+        self._matches.clear()
         self._count -= 1
         for parent, level in reversed(path):
             child = parent.children[level]
@@ -56,11 +65,18 @@ class TopicTree:
         return True
 
     def match(self, topic: str) -> dict[str, int]:
-        """Client id -> highest granted QoS over all filters matching the topic."""
-        result: dict[str, int] = {}
+        """Client id -> highest granted QoS over all filters matching the topic (read only:
+        the same dict answers again until the subscriptions change)."""
+        result = self._matches.get(topic)
+        if result is not None:
+            return result
+        result = {}
         levels = topic.split("/")
         # [MQTT-4.7.2-1] wildcards at the first level do not match topics starting with '$'.
         self._walk(self._root, levels, 0, result, levels[0].startswith("$"))
+        if len(self._matches) >= MATCH_CACHE:
+            self._matches.clear()
+        self._matches[topic] = result
         return result
 
     def _walk(

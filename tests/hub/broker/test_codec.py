@@ -109,3 +109,19 @@ def test_encoders_round_trip_through_the_parser() -> None:
 def test_check_topic_filter(topic_filter: str, ok: bool) -> None:
     """Wildcards must fill whole levels and '#' must come last."""
     assert codec.check_topic_filter(topic_filter) is ok
+
+
+def test_remembered_topic_names_still_need_whole_packets() -> None:
+    """A topic name seen before is looked up rather than checked again, but a PUBLISH whose
+    topic runs past its end is still refused, and bad names are never remembered."""
+    good = codec.Parser(1000).feed(publish_packet("d/x/t/temp", b"1", qos=1, pid=3))[0]
+    for _ in range(2):  # the second parse answers from the remembered names
+        pub = codec.parse_publish(good, max_payload=1000)
+        assert (pub.topic, pub.pid, pub.payload) == ("d/x/t/temp", 3, b"1")
+    truncated = Packet(codec.PUBLISH, 0, utf8("d/x/t/temp")[:-3])
+    with pytest.raises(ProtocolError, match="runs past the end"):
+        codec.parse_publish(truncated, max_payload=1000)
+    wild = codec.Parser(1000).feed(publish_packet("d/+/t/temp", b"1"))[0]
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="wildcard"):
+            codec.parse_publish(wild, max_payload=1000)

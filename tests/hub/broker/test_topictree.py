@@ -50,3 +50,18 @@ def test_remove_prunes_and_counts() -> None:
     assert tree.match("a/b") == {"c1": 0}
     assert tree.remove("a/+", "c1")
     assert len(tree) == 0 and tree.match("a/b") == {}
+
+
+def test_remembered_matches_follow_subscription_changes() -> None:
+    """A topic's subscribers are remembered between publishes and forgotten as soon as a
+    subscription is added or removed."""
+    tree = TopicTree()
+    tree.add("d/+/t/+", "browser", 0)
+    assert tree.match("d/a/t/temp") == {"browser": 0}
+    assert tree.match("d/a/t/temp") is tree.match("d/a/t/temp")  # remembered
+    tree.add("d/a/#", "logger", 1)
+    assert tree.match("d/a/t/temp") == {"browser": 0, "logger": 1}
+    tree.remove("d/+/t/+", "browser")
+    assert tree.match("d/a/t/temp") == {"logger": 1}
+    tree.add("d/a/#", "logger", 2)  # a new QoS for the same filter
+    assert tree.match("d/a/t/temp") == {"logger": 2}
