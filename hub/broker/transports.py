@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from aiohttp import WSMsgType, web
 
@@ -84,12 +84,12 @@ class TcpLink(asyncio.Protocol, Link):
 
     # --- asyncio's side ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's are not subclasses of asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
         self.peer = _peer(transport)
         self._receiver = self.accept(self)
         if self._receiver is None:
-            transport.abort()
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._receiver is not None:
@@ -211,12 +211,13 @@ class WebSocketLink(Link):
         finally:
             self._flusher = None
 
-    def _transport(self) -> asyncio.BaseTransport | None:
-        return self._ws._req.transport if self._ws._req is not None else None
+    def _transport(self) -> asyncio.Transport | None:
+        transport = self._ws._req.transport if self._ws._req is not None else None
+        return cast(asyncio.Transport | None, transport)
 
     def buffered(self) -> int:
         transport = self._transport()
-        size = transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
+        size = transport.get_write_buffer_size() if transport is not None else 0
         return len(self._pending) + size
 
     def pause_reading(self) -> None:
@@ -244,7 +245,7 @@ class WebSocketLink(Link):
         self._pending.clear()
         self.resume_reading()
         transport = self._transport()
-        if isinstance(transport, asyncio.Transport):
+        if transport is not None:
             transport.abort()
 
     def close(self) -> None:
