@@ -10,9 +10,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -33,8 +32,7 @@ class StoreError(Exception):
     """The telemetry database cannot be opened or a query is malformed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):  # a tuple: made for every reading the hub stores
     device: str
     sensor: str
     boot: str

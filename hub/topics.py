@@ -23,6 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 ROOT = "d"
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -69,8 +70,7 @@ class DeviceTopic:
     sensor: str | None = None
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):  # a tuple: made for every reading the hub receives
     boot: str
     seq: int
     value: float

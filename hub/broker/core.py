@@ -355,17 +355,20 @@ class BrokerCore:
 
     # --- routing ---------------------------------------------------------------------------
     def publish(self, message: Message, sender: Connection | None = None) -> None:
+        topic = message.topic
         for listener in self.message_listeners:
-            listener(message.topic, message.payload)
+            listener(topic, message.payload)
         if message.retain:
             if message.payload:
-                self.retained[message.topic] = message
+                self.retained[topic] = message
             else:
-                self.retained.pop(message.topic, None)  # [MQTT-3.3.1-10]
-        for cid, sub_qos in self.tree.match(message.topic).items():
-            session = self.sessions.get(cid)
+                self.retained.pop(topic, None)  # [MQTT-3.3.1-10]
+        qos = message.qos
+        sessions = self.sessions
+        for cid, sub_qos in self.tree.match(topic).items():
+            session = sessions.get(cid)
             if session is not None:
-                self._deliver(session, message, min(message.qos, sub_qos), False)
+                self._deliver(session, message, sub_qos if sub_qos < qos else qos, False)
 
     def _deliver(self, session: Session, message: Message, qos: int, retain: bool) -> None:
         result = session.enqueue(message, qos, retain)
