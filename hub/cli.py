@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from hub import certs
+from hub import certs, footprint
 from hub.config import ConfigError, HubConfig
-from hub.malloc import keep_big_blocks_out_of_the_heap
 from hub.registry import Registry, RegistryError
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.server import Hub, ListenError
@@ -258,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 store_url=args.store,
                 allow_anonymous=args.allow_anonymous,
             )
-            keep_big_blocks_out_of_the_heap()
+            footprint.apply()
             asyncio.run(_serve(config))
     except (
         UsageError,

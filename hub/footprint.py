@@ -1,7 +1,11 @@
-"""Heap tuning for the hub's long-running process (glibc's malloc; a no-op elsewhere)."""
+"""Process-wide settings that keep a hub holding thousands of connections small.
+
+Both are applied once, by ``hub serve``, before the event loop starts.
+"""
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ctypes
 import logging
 
@@ -9,6 +13,7 @@ log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 128 * 1024  # glibc's default, here held fixed
+TLS_READ_BUFFER = 16 * 1024  # bytes of ciphertext read from a TLS socket at a time
 
 
 def keep_big_blocks_out_of_the_heap() -> bool:
@@ -28,3 +33,22 @@ def keep_big_blocks_out_of_the_heap() -> bool:
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     log.debug("mallopt(M_MMAP_THRESHOLD, %d): %s", MMAP_THRESHOLD, ok)
     return ok
+
+
+def shrink_tls_read_buffers() -> bool:
+    """asyncio gives every TLS connection a 256 KiB read buffer, zero-filled when the
+    connection is made (CPython's ``SSLProtocol.max_size``; python/cpython#109534): 278 KB of
+    resident memory per idle mqtts/wss device. 16 KiB holds a whole TLS record; a bigger
+    message is read in more pieces. Returns False if this Python has no such setting.
+    """
+    protocol = getattr(asyncio.sslproto, "SSLProtocol", None)
+    if protocol is None or not isinstance(getattr(protocol, "max_size", None), int):
+        return False
+    protocol.max_size = min(protocol.max_size, TLS_READ_BUFFER)
+    return True
+
+
+def apply() -> None:
+    """Both settings; ``hub serve`` calls this before its event loop starts."""
+    keep_big_blocks_out_of_the_heap()
+    shrink_tls_read_buffers()
