@@ -93,6 +93,13 @@ def _check_order(seen: list[tuple[int, int | bytes]]) -> None:
     assert seen[-1] == (PINGRESP, 0)
 
 
+async def _send_each_and_check(client: RawClient, client_id: str) -> None:
+    """The pipelined session, each packet in its own write without waiting for answers."""
+    for data in _pipelined_session(client_id):
+        await client.send(data)
+    _check_order(await _answers(client, 9))
+
+
 def test_packets_in_one_write_with_connect_are_handled_in_order(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running_broker(tmp_path, async_acl=False) as (host, port):
@@ -111,9 +118,7 @@ def test_packets_sent_while_credentials_are_checked_wait_their_turn(tmp_path: Pa
     async def scenario() -> None:
         async with running_broker(tmp_path, async_acl=False) as (host, port):
             client = await RawClient.tcp(host, port)
-            for data in _pipelined_session("eager"):
-                await client.send(data)
-            _check_order(await _answers(client, 9))
+            await _send_each_and_check(client, "eager")
             await client.close()
 
     asyncio.run(scenario())
@@ -126,9 +131,7 @@ def test_asynchronous_topic_checks_keep_the_order(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running_broker(tmp_path, async_acl=True) as (host, port):
             client = await RawClient.tcp(host, port)
-            for data in _pipelined_session("slow-acl"):
-                await client.send(data)
-            _check_order(await _answers(client, 9))
+            await _send_each_and_check(client, "slow-acl")
             await client.send(b"".join(_pipelined_session("slow-acl")[1:]))  # all at once
             seen = await _answers(client, 8)
             assert [x for x in seen if x[0] == PUBLISH] == [(PUBLISH, b"%d" % n) for n in range(3)]
