@@ -223,10 +223,11 @@ class BrokerCore:
         return ok
 
     async def may(self, conn: Connection, topic: str, action: Action) -> bool:
-        if not self._acl:
-            return True
-        if self._sync_acl is not None:
-            return all(check(conn.plugin_session, topic, action) for check in self._sync_acl)
+        """The topic plugins' verdict, through amqtt's plugin manager when one of them can
+        only answer asynchronously."""
+        allowed = self.may_now(conn, topic, action)
+        if allowed is not None:
+            return allowed
         return bool(await self.plugins._topic_filtering(conn.plugin_session, topic, action))
 
     def may_now(self, conn: Connection, topic: str, action: Action) -> bool | None:
