@@ -126,9 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("disable", "refuse and disconnect it"),
         ("enable", "admit it again"),
         ("rotate", "new secret, printed once"),
+        ("cert", "issue a client certificate (mutual TLS) signed by the hub CA"),
         ("remove", "delete it"),
     ):
         one = add if name == "add" else actions.add_parser(name, help=text)
+        if name == "cert":
+            one.add_argument(
+                "--revoke", action="store_true", help="shut its current certificate out"
+            )
         if name != "list":
             one.add_argument("id")
         one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
@@ -165,6 +170,8 @@ def _device(args: argparse.Namespace) -> None:
             _print_credentials(args.id, secret)
         elif args.action == "rotate":
             _print_credentials(args.id, registry.rotate(args.id))
+        elif args.action == "cert":
+            _device_cert(registry, args.data_dir, args.id, revoke=args.revoke)
         elif args.action == "list":
             print(json.dumps([d.public() for d in registry.list()], indent=2))
         elif args.action == "show":
@@ -176,6 +183,17 @@ def _device(args: argparse.Namespace) -> None:
             registry.remove(args.id)
     finally:
         registry.close()
+
+
+def _device_cert(registry: Registry, data_dir: Path, device_id: str, *, revoke: bool) -> None:
+    registry.require(device_id)
+    if revoke:
+        print(json.dumps(registry.set_cert(device_id, None).public(), indent=2))
+        return
+    issued = certs.issue_device_cert(data_dir, device_id)
+    registry.set_cert(device_id, issued.fingerprint)  # the previous certificate stops working
+    print(json.dumps({"id": device_id, "cert": str(issued.cert), "key": str(issued.key),
+                      "fingerprint": issued.fingerprint}))  # fmt: skip
 
 
 def _print_credentials(device_id: str, secret: str) -> None:

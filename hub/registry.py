@@ -40,9 +40,12 @@ CREATE TABLE IF NOT EXISTS devices (
     publish TEXT NOT NULL,
     subscribe TEXT NOT NULL,
     created_at REAL NOT NULL,
-    last_seen_at REAL
+    last_seen_at REAL,
+    cert_fingerprint TEXT
 );
 """
+# Columns added after the first release, for registries made before them.
+MIGRATIONS = {"cert_fingerprint": "ALTER TABLE devices ADD COLUMN cert_fingerprint TEXT"}
 
 
 class RegistryError(Exception):
@@ -56,6 +59,7 @@ class Fingerprint:
     enabled: bool
     secret_hash: str
     tls_policy: str
+    cert_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Device:
     subscribe: tuple[str, ...]
     created_at: float
     last_seen_at: float | None
+    cert_fingerprint: str | None = None  # SHA-256 of its client certificate, if it has one
 
     def publish_filters(self) -> list[str]:
         return [f.replace("{device}", self.id) for f in self.publish]
@@ -84,6 +89,7 @@ class Device:
             "subscribe": list(self.subscribe),
             "created_at": self.created_at,
             "last_seen_at": self.last_seen_at,
+            "cert_fingerprint": self.cert_fingerprint,
         }
 
 
@@ -122,6 +128,7 @@ def _row_to_device(row: sqlite3.Row) -> Device:
         subscribe=tuple(json.loads(row["subscribe"])),
         created_at=row["created_at"],
         last_seen_at=row["last_seen_at"],
+        cert_fingerprint=row["cert_fingerprint"],
     )
 
 
@@ -143,6 +150,10 @@ class Registry:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(devices)")}
+            for column, statement in MIGRATIONS.items():
+                if column not in columns:
+                    self._db.execute(statement)
         except sqlite3.DatabaseError as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
         os.chmod(self.path, 0o600)
@@ -182,9 +193,15 @@ class Registry:
         return [_row_to_device(r) for r in self._rows("SELECT * FROM devices ORDER BY id")]
 
     def fingerprints(self) -> dict[str, Fingerprint]:
-        rows = self._rows("SELECT id, enabled, secret_hash, tls_policy FROM devices")
-        return {r["id"]: Fingerprint(bool(r["enabled"]), r["secret_hash"], r["tls_policy"])
-                for r in rows}  # fmt: skip
+        rows = self._rows(
+            "SELECT id, enabled, secret_hash, tls_policy, cert_fingerprint FROM devices"
+        )
+        return {
+            r["id"]: Fingerprint(
+                bool(r["enabled"]), r["secret_hash"], r["tls_policy"], r["cert_fingerprint"]
+            )
+            for r in rows
+        }
 
     def verify(self, device_id: str, secret: str) -> Device | None:
         """The device if the secret is right (enabled or not); None otherwise."""
@@ -230,6 +247,11 @@ class Registry:
         self._update(
             device_id, "tls_policy = ?", ALLOW_INSECURE if allow_insecure else TLS_REQUIRED
         )
+        return self.require(device_id)
+
+    def set_cert(self, device_id: str, fingerprint: str | None) -> Device:
+        """Records the device's client certificate (its SHA-256, hex); None revokes it."""
+        self._update(device_id, "cert_fingerprint = ?", fingerprint)
         return self.require(device_id)
 
     def rotate(self, device_id: str) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from hub.broker.codec import check_topic_filter
 from hub.broker.topictree import filter_matches
-from hub.registry import TLS_REQUIRED, Registry
+from hub.certs import device_common_name, fingerprint
+from hub.registry import TLS_REQUIRED, Device, Registry
 
 TOKEN_USERNAME = "token"
 EVENTS_FILTER = "$hub/events/#"
@@ -163,10 +164,19 @@ class Gatekeeper:
         self.allow_anonymous = allow_anonymous
 
     def authenticate(
-        self, username: str | None, password: bytes | None, client_id: str, tls: bool
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None = None,
     ) -> Verdict:
+        """``peer_cert``: the client certificate (DER) the TLS handshake already verified
+        against the hub CA, if the client presented one."""
         if username == TOKEN_USERNAME:
             return self._token(password, tls)
+        if peer_cert is not None:
+            return self._device_by_cert(peer_cert, username, client_id)
         if username is None:
             if self.allow_anonymous:
                 return Verdict(Identity("anonymous", client_id, unrestricted=True))
@@ -180,6 +190,25 @@ class Gatekeeper:
             return Verdict(None, "auth_failure", str(exc), bad_credentials=True)
         return Verdict(token_identity(claims))
 
+    def _device_by_cert(self, cert_der: bytes, username: str | None, client_id: str) -> Verdict:
+        """A device proves who it is with the client certificate issued to it (mutual TLS);
+        the certificate must be the one the registry holds for it (reissuing or revoking it
+        in the registry shuts the old one out)."""
+        device_id = device_common_name(cert_der)
+        if device_id is None or self.registry is None:
+            return Verdict(None, "auth_failure", "client certificate names no device", True)
+        if username is not None and username != device_id:
+            return Verdict(
+                None, "auth_failure",
+                f"client certificate is for {device_id!r}, user name says {username!r}", True,
+            )  # fmt: skip
+        device = self.registry.get(device_id)
+        if device is None or device.cert_fingerprint != fingerprint(cert_der):
+            return Verdict(
+                None, "auth_failure", f"client certificate of {device_id!r} is not current", True
+            )
+        return self._admit(device, client_id, tls=True)
+
     def _device(
         self, device_id: str, password: bytes | None, client_id: str, tls: bool
     ) -> Verdict:
@@ -188,6 +217,11 @@ class Gatekeeper:
         device = self.registry.verify(device_id, (password or b"").decode(errors="replace"))
         if device is None:
             return Verdict(None, "auth_failure", "unknown device or wrong secret", True)
+        return self._admit(device, client_id, tls)
+
+    def _admit(self, device: Device, client_id: str, tls: bool) -> Verdict:
+        """A device whose credentials are right: enabled, its own client id, TLS if required."""
+        device_id = device.id
         if not device.enabled:
             return Verdict(None, "auth_failure", "device is disabled")
         if client_id != device_id:

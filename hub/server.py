@@ -44,6 +44,8 @@ def _what_changed(before: Fingerprint, after: Fingerprint | None) -> str | None:
         return "kicked: secret rotated"
     if after.tls_policy != before.tls_policy:
         return "kicked: TLS policy changed"
+    if after.cert_fingerprint != before.cert_fingerprint and before.cert_fingerprint:
+        return "kicked: client certificate replaced"
     return None
 
 
@@ -121,6 +123,7 @@ class Hub:
         ws_address = _address(ws_sock)
         http_address = _address(http_socks[0]) if http_socks else ws_address
         tls = server_context(cfg.data_dir)
+        tls_devices = server_context(cfg.data_dir, client_certs=True)
         tls_socks = []
         if tls is not None:
             tls_socks = [
@@ -141,7 +144,9 @@ class Hub:
         self._servers = [await loop.create_server(self.broker.tcp_protocol, sock=mqtt_sock)]
         if tls_socks:
             self._servers.append(
-                await loop.create_server(self.broker.tcp_protocol, sock=tls_socks[0], ssl=tls)
+                await loop.create_server(
+                    self.broker.tcp_protocol, sock=tls_socks[0], ssl=tls_devices
+                )
             )
         self._web_runner = web.AppRunner(
             build_app(

@@ -43,6 +43,9 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
     async def authenticate(self, *, session: Session) -> bool:
         password = session.password
         raw = password.encode(errors="surrogateescape") if isinstance(password, str) else password
+        tls = session.ssl_object
+        # The client certificate, if one was presented: the handshake verified it already.
+        peer_cert = tls.getpeercert(binary_form=True) if tls is not None else None
         # Secret checks hash with scrypt: off the event loop.
         verdict: Verdict = await asyncio.get_running_loop().run_in_executor(
             None,
@@ -50,7 +53,8 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
             session.username,
             raw,
             session.client_id,
-            session.ssl_object is not None,
+            tls is not None,
+            peer_cert or None,
         )
         session.verdict = verdict  # type: ignore[attr-defined]
         session.identity = verdict.identity  # type: ignore[attr-defined]
