@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hub.certs import CertError
 from hub.registry import RegistryError
 from tools import boards, deploy, flash, mpunix, provision, sim, vboard
 
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             d.add_argument("--allow-insecure", action="store_true",
                            help="register it for plain MQTT (no TLS)")  # fmt: skip
+            d.add_argument("--cert", action="store_true", help="log in with a client "
+                           "certificate (mutual TLS, mqtts) instead of a secret")  # fmt: skip
     return parser
 
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             provision.provision(
                 args.board, args.port, args.device, args.hub, args.data_dir,
                 allow_insecure=args.allow_insecure, api_url=args.api,
-                wifi_ssid=args.wifi_ssid, timeout=args.timeout,
+                wifi_ssid=args.wifi_ssid, timeout=args.timeout, client_cert=args.cert,
             )  # fmt: skip
         elif args.command == "vboard":
             vboard.run(args.dir, args.port_link, args.host, args.tcp_port, args.heap, args.log)
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         vboard.VboardError,
         deploy.DeployError,
         flash.FlashError,
+        CertError,
     ) as exc:
         print(f"tools: error: {exc}", file=sys.stderr)
         return 2

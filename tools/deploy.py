@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hub.certs import cert_paths
+from hub.certs import cert_paths, fingerprint
 from hub.registry import TLS_REQUIRED, Registry
 from hub.security import TokenClaims, create_token, load_key
 from hub.topics import DEVICE_ID_RE
@@ -47,6 +47,7 @@ POLL_S = 0.5
 # The .mpy version each MicroPython release loads (mpy-cross must emit the same).
 MPY_VERSIONS = (((1, 23), "6.3"), ((1, 22), "6.2"), ((1, 20), "6.1"))
 MANIFEST_MARK = "@@deploy@@"
+CLIENT_CERT_FILES = ("cert.der", "key.der")  # firmware/node/tlsctx.py
 # Runs on the board: lists every file with its SHA-256, and settings.json masked with a keystream
 # derived from KEY (sha256(KEY + block number)), so the secret never crosses the line in clear.
 MANIFEST_SCRIPT = """\
@@ -115,7 +116,12 @@ class Plan:
         ]  # fmt: skip
 
     def stale(self) -> list[str]:
-        return sorted(p for p in self.on_board if p.startswith("node/") and p not in self.wanted)
+        """Firmware modules it no longer has, and a client certificate no longer current
+        (the firmware would present it, and the hub refuse it, before any password)."""
+        return sorted(
+            p for p in self.on_board
+            if (p.startswith("node/") or p in CLIENT_CERT_FILES) and p not in self.wanted
+        )  # fmt: skip
 
     def missing_dirs(self) -> list[str]:
         needed: set[str] = set()
@@ -275,6 +281,32 @@ def device_settings(
         kept["wifi_ssid"] = wifi_ssid
         kept["wifi_password"] = wifi_password
     return json.dumps(mpunix.DeviceSettings(**kept).to_json()).encode()
+
+
+def registry_cert(data_dir: Path, device: str) -> tuple[bytes, bytes] | None:
+    """The device's client certificate and key (`hub device cert`), if the registry holds a
+    current one for it; a registered one the data dir lacks is an error, not a silent skip."""
+    if not (data_dir / "registry.sqlite3").exists():
+        return None
+    registry = Registry(data_dir)
+    try:
+        entry = registry.get(device)
+    finally:
+        registry.close()
+    if entry is None or entry.cert_fingerprint is None:
+        return None
+    folder = cert_paths(data_dir).folder / "devices"
+    cert_file, key_file = folder / f"{device}.cert.der", folder / f"{device}.key.der"
+    try:
+        cert, key = cert_file.read_bytes(), key_file.read_bytes()
+    except OSError:
+        cert = key = b""
+    if not key or fingerprint(cert) != entry.cert_fingerprint:
+        raise DeployError(
+            f"the registry holds a client certificate for {device!r} that {folder} does not: "
+            f"issue a new one with `python -m hub device cert {device}`"
+        )
+    return cert, key
 
 
 def registry_credentials(
@@ -458,6 +490,7 @@ def deploy(
             raise DeployError(f"--credentials {credentials_file}: {exc}") from None
     wanted = firmware_files(board_path)
     ca = None
+    client_cert: tuple[bytes, bytes] | None = None
     if hub.tls:
         if data_dir is None:
             raise DeployError("a TLS deploy needs --data-dir, for the hub's CA (certs/ca.der)")
@@ -465,12 +498,18 @@ def deploy(
         if not ca.is_file():
             raise DeployError(f"no {ca}: run `python -m hub certs init` on the hub first")
         wanted["ca.der"] = ca.read_bytes()
+        client_cert = registry_cert(data_dir, device)
+        if client_cert is not None:
+            wanted["cert.der"], wanted["key.der"] = client_cert
     api = HubApi(api_url or f"http://{hub.host}:8080", make_token(data_dir, device, token))
     old_boot = _boot_of(api.device(device)) if wait else None
 
     print(f"deploy: reading {port}", flush=True)
     plan = read_board(port, wanted)
-    if secret is not None:
+    if client_cert is not None:
+        credentials = None  # its certificate proves who it is: no secret on the board
+        print(f"deploy: {device} logs in with its client certificate", flush=True)
+    elif secret is not None:
         credentials = (device, secret)
     elif credentials_file is None and data_dir is not None:
         credentials = registry_credentials(data_dir, device, hub, plan.settings)

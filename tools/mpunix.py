@@ -125,12 +125,20 @@ def build_mpy() -> Path:
 
 
 def prepare_device_dir(
-    folder: Path, settings: DeviceSettings, board: str = "unix-sim", ca_der: Path | None = None
+    folder: Path,
+    settings: DeviceSettings,
+    board: str = "unix-sim",
+    ca_der: Path | None = None,
+    client_cert: tuple[Path, Path] | None = None,
 ) -> Path:
-    """Lays out a device's filesystem root: its settings, its board file and the hub CA."""
+    """Lays out a device's filesystem root: its settings, its board file, the hub CA and its
+    client certificate and key (`hub device cert`), if it has one."""
     folder.mkdir(parents=True, exist_ok=True)
     if ca_der is not None:
         (folder / "ca.der").write_bytes(ca_der.read_bytes())
+    if client_cert is not None:
+        (folder / "cert.der").write_bytes(client_cert[0].read_bytes())
+        (folder / "key.der").write_bytes(client_cert[1].read_bytes())
     (folder / "settings.json").write_text(json.dumps(settings.to_json()))
     board_file = BOARDS_DIR / f"{board}.json"
     (folder / "board.json").write_text(board_file.read_text())

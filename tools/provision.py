@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hub import certs
 from hub.registry import Registry
 from tools import deploy
 
@@ -23,7 +24,10 @@ def provision(
     api_url: str | None = None,
     wifi_ssid: str | None = None,
     timeout: float = deploy.ONLINE_TIMEOUT_S,
+    client_cert: bool = False,
 ) -> None:
+    """``client_cert``: the device logs in with a client certificate (issued now unless it
+    has a current one), and deploy puts no secret on the board."""
     hub = deploy.parse_hub(hub_url)
     deploy.load_board(board)  # bad input fails before the registry changes
     deploy.check_port(port)
@@ -32,6 +36,8 @@ def provision(
             f"--hub {hub_url} is plain MQTT, and devices must use TLS by default: give "
             "--hub mqtts://HOST:8883 (after `python -m hub certs init`) or --allow-insecure"
         )
+    if client_cert and not hub.tls:
+        raise deploy.DeployError("--cert needs TLS: give --hub mqtts://HOST:8883")
     registry = Registry(data_dir)
     secret = None
     try:
@@ -43,6 +49,15 @@ def provision(
             if allow_insecure and entry.tls_policy != "allow-insecure":
                 registry.set_tls_policy(device, allow_insecure=True)
             print(f"provision: {device} is already registered", flush=True)
+        if client_cert:
+            try:
+                deploy.registry_cert(data_dir, device)
+                current = registry.require(device).cert_fingerprint is not None
+            except deploy.DeployError:
+                current = False  # registered, but its files are gone: issue a new one
+            if not current:
+                registry.set_cert(device, certs.issue_device_cert(data_dir, device).fingerprint)
+                print(f"provision: issued a client certificate for {device}", flush=True)
     finally:
         registry.close()
     deploy.deploy(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
+from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
 from tests.tools.vboards import Vboard, start_vboard
 from tools import deploy
 
@@ -172,3 +172,47 @@ def test_provision_registers_and_deploys_and_is_safe_to_rerun(
     assert "already registered" in again.stdout and "copied 0 file(s)" in again.stdout
     assert "dev-4 is online" in again.stdout
     assert online(secure_hub, "dev-4")["online"] is True
+
+
+def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
+    tmp_path: Path,
+) -> None:
+    """`provision --cert` over mqtts registers the device, issues its client certificate and
+    deploys the hub CA, the certificate and key and no user name or password; the device comes
+    online. Once the certificate is revoked, a deploy removes it and gives a secret again."""
+    data = tmp_path / "hub"
+    assert hub_cli(data, "certs", "init").returncode == 0
+    hub = start_hub(data, secure=True)
+    # mbedTLS takes its ~40 KB from the unix port's GC heap (an ESP32 uses the IDF heap).
+    board = start_vboard(tmp_path / "vboard", "--heap", "192K")
+    try:
+        args = [
+            "--board", "unix-sim", "--port", board.port, "--data-dir", str(data),
+            "--api", hub.http_url, "--timeout", str(scaled(30)),
+        ]  # fmt: skip
+        mqtts = ["--hub", f"mqtts://localhost:{hub.mqtts_port}"]
+        plain = tools("provision", *args, "--id", "tls-dev", "--hub", hub.mqtt_url, "--cert",
+                      "--allow-insecure")  # fmt: skip
+        assert plain.returncode == 2 and "--cert needs TLS" in plain.stderr
+        first = tools("provision", *args, *mqtts, "--id", "tls-dev", "--cert")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "issued a client certificate for tls-dev" in first.stdout
+        assert "logs in with its client certificate" in first.stdout
+        assert "deploy: tls-dev is online" in first.stdout
+        assert {"ca.der", "cert.der", "key.der"} <= board_files(board)
+        settings = json.loads((board.folder / "settings.json").read_text())
+        assert settings["tls"] is True
+        assert settings.get("username") is None and settings.get("password") is None
+        again = tools("provision", *args, *mqtts, "--id", "tls-dev", "--cert")
+        assert again.returncode == 0 and "issued" not in again.stdout  # still current
+
+        assert hub_cli(data, "device", "cert", "tls-dev", "--revoke").returncode == 0
+        second = tools("deploy", *args, *mqtts, "--device", "tls-dev")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "new secret for tls-dev" in second.stdout and "is online" in second.stdout
+        assert not {"cert.der", "key.der"} & board_files(board)
+        settings = json.loads((board.folder / "settings.json").read_text())
+        assert settings["username"] == "tls-dev" and isinstance(settings["password"], str)
+    finally:
+        board.stop()
+        hub.stop()
