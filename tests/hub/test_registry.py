@@ -1,10 +1,11 @@
 """The device registry in SQLite, without the hub running."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from hub.registry import ALLOW_INSECURE, TLS_REQUIRED, Registry, RegistryError
+from hub.registry import ALLOW_INSECURE, TLS_REQUIRED, Registry, RegistryError, hash_secret
 
 
 @pytest.fixture
@@ -80,3 +81,28 @@ def test_data_version_moves_when_another_connection_writes(tmp_path: Path) -> No
     cli_side.add("dev-4")
     assert hub_side.data_version() != before
     assert set(hub_side.fingerprints()) == {"dev-4"}
+
+
+def test_a_registry_from_before_client_certificates_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A registry made before the cert_fingerprint column gains it on open; its devices and
+    their secrets are kept."""
+    old = sqlite3.connect(tmp_path / Registry.FILE)
+    old.executescript(
+        "CREATE TABLE devices (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, enabled INTEGER "
+        "NOT NULL DEFAULT 1, tls_policy TEXT NOT NULL, publish TEXT NOT NULL, subscribe TEXT "
+        "NOT NULL, created_at REAL NOT NULL, last_seen_at REAL);"
+    )
+    old.execute(
+        "INSERT INTO devices VALUES ('old-1', ?, 1, 'tls-required', '[]', '[]', 1.0, NULL)",
+        (hash_secret("s3cret"),),
+    )
+    old.commit()
+    old.close()
+    registry = Registry(tmp_path)
+    try:
+        device = registry.verify("old-1", "s3cret")
+        assert device is not None and device.cert_fingerprint is None
+        assert registry.set_cert("old-1", "ab" * 32).cert_fingerprint == "ab" * 32
+        assert registry.fingerprints()["old-1"].cert_fingerprint == "ab" * 32
+    finally:
+        registry.close()
