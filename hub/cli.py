@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument(
                 "--revoke", action="store_true", help="shut its current certificate out"
             )
+            one.add_argument(
+                "--no-secret", action="store_true",
+                help="its secret stops working: only the certificate logs it in (until rotate)",
+            )  # fmt: skip
         if name != "list":
             one.add_argument("id")
         one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
@@ -171,7 +175,11 @@ def _device(args: argparse.Namespace) -> None:
         elif args.action == "rotate":
             _print_credentials(args.id, registry.rotate(args.id))
         elif args.action == "cert":
+            if args.revoke and args.no_secret:
+                raise UsageError("--revoke and --no-secret together would lock the device out")
             _device_cert(registry, args.data_dir, args.id, revoke=args.revoke)
+            if args.no_secret:
+                registry.drop_secret(args.id)
         elif args.action == "list":
             print(json.dumps([d.public() for d in registry.list()], indent=2))
         elif args.action == "show":

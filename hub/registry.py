@@ -29,6 +29,7 @@ TLS_REQUIRED = "tls-required"
 ALLOW_INSECURE = "allow-insecure"
 DEFAULT_PUBLISH = ("d/{device}/t/+", "d/{device}/s", "d/{device}/m", "d/{device}/r")
 DEFAULT_SUBSCRIBE = ("d/{device}/c",)
+NO_SECRET = "none"  # a secret hash no secret matches (check_secret knows only scrypt)
 _SCRYPT = {"n": 2**12, "r": 8, "p": 1, "dklen": 32}
 
 SCHEMA = """
@@ -247,6 +248,13 @@ class Registry:
         self._update(
             device_id, "tls_policy = ?", ALLOW_INSECURE if allow_insecure else TLS_REQUIRED
         )
+        return self.require(device_id)
+
+    def drop_secret(self, device_id: str) -> Device:
+        """No secret logs the device in any more (only its client certificate), until the
+        next ``rotate``."""
+        self._update(device_id, "secret_hash = ?", NO_SECRET)
+        self._verified.pop(device_id, None)
         return self.require(device_id)
 
     def set_cert(self, device_id: str, fingerprint: str | None) -> Device:

@@ -158,3 +158,29 @@ def test_cert_needs_a_hub_ca_and_a_registered_device(tmp_path: Path) -> None:
     assert hub_cli(data, "certs", "init").returncode == 0
     unknown = hub_cli(data, "device", "cert", "nobody")
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
+
+
+def test_no_secret_leaves_the_certificate_as_the_only_way_in(
+    tls_hub: HubProcess, tmp_path: Path
+) -> None:
+    """`hub device cert ID --no-secret`: the device's secret is refused from then on and its
+    certificate still works; `hub device rotate` gives it a working secret again."""
+    creds = provision(tls_hub, "cert-4", allow_insecure=False)
+    files = pem_files(issue(tls_hub, "cert-4", "--no-secret"), tmp_path / "cert-4")
+    both = hub_cli(tls_hub.data_dir, "device", "cert", "cert-4", "--revoke", "--no-secret")
+    assert both.returncode == 2 and "lock the device out" in both.stderr
+
+    async def login(cert: tuple[Path, Path] | None, password: str | None) -> int:
+        client = await mqtts_with_cert(tls_hub, cert)
+        user = "cert-4" if password is not None else None
+        code = await connack_code(client, "cert-4", username=user, password=password)
+        await client.close()
+        return code
+
+    async def scenario() -> None:
+        assert await login(None, creds["password"]) == REFUSED_BAD_CREDENTIALS
+        assert await login(files, None) == 0
+        rotated = json.loads(hub_cli(tls_hub.data_dir, "device", "rotate", "cert-4").stdout)
+        assert await login(None, rotated["password"]) == 0
+
+    asyncio.run(scenario())
