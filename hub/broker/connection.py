@@ -164,19 +164,25 @@ class Connection:
                 self.link.pause_reading()
             return
         try:
-            packets = self._parser.feed(data)
-            if packets:
-                self._handle_from(packets, 0)
+            self._feed(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
+
+    def _feed(self, data: bytes) -> None:
+        packets = self._parser.feed(data)
+        if packets:
+            self._handle_from(packets, 0)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def connection_lost(self) -> None:
         if self._ended:
             return
         self._ended = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         if self.session is not None and self.close_reason is None:
             self.close_reason = "connection lost"
         self.core.connection_lost(self)
@@ -229,9 +235,7 @@ class Connection:
                 if self._waiting is not None:  # another step waits: keep the order
                     self._waiting.extend(waiting[index:])
                     break
-                packets = self._parser.feed(data)
-                if packets:
-                    self._handle_from(packets, 0)
+                self._feed(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
         if self._waiting is None:
@@ -241,9 +245,7 @@ class Connection:
         """Acts on one packet; returns a step to await when it cannot finish at once."""
         session = self.session
         if session is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._stop_timer()
             return self._accept(codec.parse_connect(p))
         kind = p.kind
         if kind == codec.PUBLISH:
