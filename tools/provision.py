@@ -51,8 +51,7 @@ def provision(
             print(f"provision: {device} is already registered", flush=True)
         if client_cert:
             try:
-                deploy.registry_cert(data_dir, device)
-                current = registry.require(device).cert_fingerprint is not None
+                current = deploy.registry_cert(data_dir, device) is not None
             except deploy.DeployError:
                 current = False  # registered, but its files are gone: issue a new one
             if not current:
