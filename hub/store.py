@@ -101,12 +101,16 @@ def open_store(url: str | None, data_dir: Path) -> Store:
 
 
 class SqlHistory:
-    """Reading and pruning history, the same SQL for every backend but for its parameter mark.
+    """Reading, pruning and closing: the same SQL for every backend but for its parameter mark.
     A subclass provides ``_MARK``, a DB-API connection ``_db`` and the ``_lock`` guarding it."""
 
     _MARK = "?"
     _db: Any
     _lock: threading.Lock
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
     def query(
         self,
@@ -145,10 +149,6 @@ class SqliteStore(SqlHistory):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the telemetry database {self.path}: {exc}") from exc
         self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     def add(self, rows: list[Row]) -> int:
         """Stores a batch in one transaction; returns how many were new (not duplicates)."""

@@ -44,10 +44,6 @@ class PostgresStore(SqlHistory):
             raise StoreError(f"cannot use the PostgreSQL store: {str(exc).strip()}") from exc
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
     def add(self, rows: list[Row]) -> int:
         if not rows:
             return 0
