@@ -1,1 +1,2 @@
-"""Developer and fleet tools: simulate devices (and, later, flash, deploy, provision)."""
+"""Developer and fleet tools: flash, deploy and provision boards, the virtual board, simulated
+fleets, board-file checks and the benchmark (`mpy-hub-tools --help`)."""

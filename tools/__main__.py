@@ -1,5 +1,18 @@
+"""`python -m tools` (the console script is `mpy-hub-tools`)."""
+
 import sys
 
-from tools.cli import main
+try:
+    from tools.cli import main
+except ImportError as exc:  # a Python without the project's dependencies, e.g. not the venv's
+    if exc.name is None or exc.name.partition(".")[0] in ("hub", "tools"):
+        raise  # our own code is broken: that traceback is for us
+    print(
+        f"tools: error: missing dependency {exc.name.partition('.')[0]!r}: install the project "
+        "(make setup, or pip install -e '.[tools]') and use .venv/bin/mpy-hub-tools or "
+        ".venv/bin/python",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 sys.exit(main())

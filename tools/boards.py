@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.errors import ToolError
 from tools.mpunix import BOARDS_DIR
 
 
@@ -52,9 +53,17 @@ CHIPS: dict[str, Chip | None] = {
     "unix": None,  # the unix port: fake pins, nothing to check
 }
 BOARD_KEYS = {
-    "name", "description", "chip", "micropython", "flash_offset", "pins", "outputs",
-    "watchdog_ms", "deep_sleep_s", "sensors",
-}  # fmt: skip
+    "name",
+    "description",
+    "chip",
+    "micropython",
+    "flash_offset",
+    "pins",
+    "outputs",
+    "watchdog_ms",
+    "deep_sleep_s",
+    "sensors",
+}
 MICROPYTHON_KEYS = {"board", "version"}
 COMMON_SENSOR_KEYS = {"kind", "name", "names", "decimals", "period_s"}
 SENSOR_KINDS: dict[str, dict[str, set[str]]] = {
@@ -68,7 +77,7 @@ SENSOR_KINDS: dict[str, dict[str, set[str]]] = {
 CHANNELS = {"sim": 1, "dht22": 2, "ds18b20": 1, "bme280": 3, "adc": 1}
 
 
-class BoardError(Exception):
+class BoardError(ToolError):
     """A board file that the firmware would choke on, or that would damage or brick a board."""
 
 
@@ -155,9 +164,41 @@ def check_board(path: Path) -> dict[str, Any]:
     return board
 
 
-def check_all(folder: Path = BOARDS_DIR) -> list[str]:
-    """Checks every board file; returns their names, raising at the first problem."""
+class BoardErrors(ToolError):
+    """Every board file that failed its check, one message each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def check_folder(folder: Path = BOARDS_DIR) -> list[tuple[str, dict[str, Any]]]:
+    """Checks every board file; returns (name, board) for each, or raises BoardErrors with
+    the first problem of every bad file, so one run shows them all."""
     paths = sorted(folder.glob("*.json"))
     if not paths:
-        raise BoardError(f"no board files in {folder}")
-    return [check_board(p)["name"] for p in paths]
+        raise BoardErrors([f"no board files in {folder}"])
+    good: list[tuple[str, dict[str, Any]]] = []
+    errors: list[str] = []
+    for path in paths:
+        try:
+            good.append((path.stem, check_board(path)))
+        except BoardError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise BoardErrors(errors)
+    return good
+
+
+def check_all(folder: Path = BOARDS_DIR) -> list[str]:
+    """The names of every board file, all of which pass (or BoardErrors)."""
+    return [name for name, _ in check_folder(folder)]
+
+
+def load_board(name: str) -> tuple[dict[str, Any], Path]:
+    """A board by name (boards/NAME.json) or by path (a .json file), checked."""
+    path = Path(name) if name.endswith(".json") else BOARDS_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.json")))
+        raise BoardError(f"no board {name!r}; known boards: {known}")
+    return check_board(path), path

@@ -1,4 +1,4 @@
-"""`python -m tools flash`: MicroPython onto an ESP32 with esptool, at the board file's offset.
+"""`mpy-hub-tools flash`: MicroPython onto an ESP32 with esptool, at the board file's offset.
 
 Erases the whole flash and writes the image in one esptool session (``write-flash --erase-all``)
 for the chip the board file names, showing esptool's own progress. The image is checked first:
@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools import deploy
+from tools import boards, mpremote
+from tools.errors import ToolError
 
 ESP_MAGIC = 0xE9
 # The chip id in an ESP image's extended header (ESP-IDF esp_chip_id_t).
@@ -24,7 +25,7 @@ DEFAULT_BAUD = 460800
 CONNECT_ATTEMPTS = 7  # esptool's default
 
 
-class FlashError(Exception):
+class FlashError(ToolError):
     """Flashing cannot start or failed (the message says why)."""
 
 
@@ -48,11 +49,15 @@ def esptool_command(
     baud: int = DEFAULT_BAUD,
     connect_attempts: int = CONNECT_ATTEMPTS,
 ) -> list[str]:
-    return [
-        sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "--baud", str(baud),
-        "--connect-attempts", str(connect_attempts), "write-flash", "--erase-all",
-        hex(offset), str(image),
-    ]  # fmt: skip
+    options = {
+        "--chip": chip,
+        "--port": port,
+        "--baud": str(baud),
+        "--connect-attempts": str(connect_attempts),
+    }
+    flags = [word for option in options.items() for word in option]
+    write = ["write-flash", "--erase-all", hex(offset), str(image)]
+    return [sys.executable, "-m", "esptool", *flags, *write]
 
 
 def diagnose(output: str, port: str, chip: str) -> str:
@@ -77,13 +82,14 @@ def flash(
     image: Path,
     baud: int = DEFAULT_BAUD,
     connect_attempts: int = CONNECT_ATTEMPTS,
-) -> None:
-    board, _ = deploy.load_board(board_name)
+) -> int:
+    """Writes the image; returns the offset it went to."""
+    board, _ = boards.load_board(board_name)
     offset = board.get("flash_offset")
     if board["chip"] not in CHIP_IDS or not isinstance(offset, int):
         raise FlashError(f"board {board_name} ({board['chip']}) has no firmware to flash")
     check_image(image, board["chip"])
-    deploy.check_port(port)
+    mpremote.check_port(port)
     cmd = esptool_command(board["chip"], port, offset, image.resolve(), baud, connect_attempts)
     print("flash: " + " ".join(cmd[2:]), flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -95,6 +101,4 @@ def flash(
         seen += chunk
     if proc.wait() != 0:
         raise FlashError(diagnose(seen.decode(errors="replace"), port, board["chip"]))
-    print(
-        f"flash: MicroPython written at {hex(offset)}; next: python -m tools provision", flush=True
-    )
+    return offset

@@ -1,47 +1,90 @@
-"""`python -m tools sim`: a fleet of real firmware instances on the MicroPython unix port."""
+"""`mpy-hub-tools sim`: a fleet of real firmware instances on the MicroPython unix port.
+
+With --data-dir (the hub's) the sim registers its devices, PREFIX-001 to PREFIX-NNN, and gives
+each a fresh secret; an existing one's secret is rotated, which locks out whatever used the old
+one. So the sim refuses, before it changes anything:
+- while another sim runs the same ids on the same data dir (it holds ``sim-PREFIX.lock`` there
+  for its whole run: a second ``sim --data-dir data`` beside ``make demo`` would lock the demo's
+  devices out);
+- to touch a registered device that is not a sim's (one that must use TLS or holds a client
+  certificate: the sim registers its own for plain MQTT, without certificates), unless --force.
+
+It reads its devices' output: a refused CONNECT is reported once (``sim: ID: credentials refused
+(CONNACK 4)``) and that device stops, since a refusal will not cure itself; a run in which no
+device ever connected ends in an error (exit code 2).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from hub.registry import Registry
+from hub.registry import TLS_REQUIRED, Registry
+from hub.topics import DEVICE_ID_RE
 from tools import mpunix
+from tools.diagnose import CONNECTED_RE, CREDENTIALS_REFUSED, refused_credentials
+from tools.errors import ToolError
+from tools.hubaddr import parse_hub
+
+MAX_COUNT = 999  # PREFIX-001 .. PREFIX-999; each device is a process
 
 
-class SimError(Exception):
-    """A mistake in the sim's arguments."""
+class SimError(ToolError):
+    """A mistake in the sim's arguments, or a run in which no device got in."""
 
 
-def parse_hub_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise SimError(f"--hub must look like mqtt://HOST:PORT, not {url!r}")
-    try:
-        port = parts.port or 1883
-    except ValueError:
-        raise SimError(f"bad port in --hub {url!r}") from None
-    return parts.hostname, port
+@dataclass
+class FleetRun:
+    """What the devices said: who connected, and who was refused (with the CONNACK code)."""
+
+    connected: set[str] = field(default_factory=set)
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 def device_ids(count: int, prefix: str = "sim") -> list[str]:
     return [f"{prefix}-{i:03d}" for i in range(1, count + 1)]
 
 
-async def _stream(device: str, stream: asyncio.StreamReader) -> None:
-    while line := await stream.readline():
-        sys.stdout.write(f"[{device}] {line.decode(errors='replace')}")
+def check_ids(prefix: str, count: int) -> list[str]:
+    if not 1 <= count <= MAX_COUNT:
+        raise SimError(f"--count must be 1 to {MAX_COUNT}")
+    ids = device_ids(count, prefix)
+    if not all(DEVICE_ID_RE.fullmatch(device) for device in ids):
+        raise SimError(
+            f"--prefix {prefix!r} does not make device ids ({ids[-1]!r}): use a-z, 0-9, '-' "
+            "and '_', starting with a letter or digit, at most 28 characters"
+        )
+    return ids
+
+
+async def _stream(
+    device: str, stream: asyncio.StreamReader, fleet: FleetRun, halt: asyncio.Event
+) -> None:
+    while raw := await stream.readline():
+        line = raw.decode(errors="replace")
+        sys.stdout.write(f"[{device}] {line}")
+        if CONNECTED_RE.match(line):
+            fleet.connected.add(device)
+        code = refused_credentials(line)
+        if code is not None and device not in fleet.refused:
+            fleet.refused[device] = code
+            why = CREDENTIALS_REFUSED[code]
+            sys.stdout.write(f"sim: {device}: credentials refused (CONNACK {code}, {why})\n")
+            halt.set()
         sys.stdout.flush()
 
 
-async def _run_device(device: str, folder: Path, stop: asyncio.Event) -> None:
-    """Runs one device until stop, restarting it when its firmware reboots."""
-    while not stop.is_set():
+async def _run_device(device: str, folder: Path, stop: asyncio.Event, fleet: FleetRun) -> None:
+    """Runs one device until stop (or its refusal), restarting it when its firmware reboots."""
+    halt = asyncio.Event()
+    while not stop.is_set() and not halt.is_set():
         proc = await asyncio.create_subprocess_exec(
             *mpunix.firmware_command(),
             cwd=folder,
@@ -51,28 +94,58 @@ async def _run_device(device: str, folder: Path, stop: asyncio.Event) -> None:
             start_new_session=True,  # Ctrl-C reaches the sim, which then stops its devices
         )
         assert proc.stdout is not None
-        reader = asyncio.create_task(_stream(device, proc.stdout))
-        stopper = asyncio.create_task(stop.wait())
+        reader = asyncio.create_task(_stream(device, proc.stdout, fleet, halt))
+        waiters = {asyncio.create_task(e.wait()) for e in (stop, halt)}
         waiter = asyncio.create_task(proc.wait())
-        await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
+        await asyncio.wait({*waiters, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiters:
+            task.cancel()
         if proc.returncode is None:
             proc.terminate()  # like pulling the plug: the hub publishes the device's will
             await proc.wait()
         await reader
-        if proc.returncode != mpunix.EXIT_REBOOT and not stop.is_set():
+        if proc.returncode != mpunix.EXIT_REBOOT and not (stop.is_set() or halt.is_set()):
             print(f"[{device}] firmware exited with code {proc.returncode}", flush=True)
             return
 
 
-def provision(data_dir: Path, devices: list[str]) -> dict[str, str]:
+@contextlib.contextmanager
+def fleet_lock(data_dir: Path, prefix: str) -> Iterator[None]:
+    """Holds ``sim-PREFIX.lock`` in the data dir for the run; refuses if another sim does."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / f"sim-{prefix}.lock"
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SimError(
+                f"another sim is running devices {prefix}-NNN on {data_dir} (it holds {path}): "
+                "new secrets would lock them out; give another --prefix"
+            ) from None
+        yield
+
+
+def provision(data_dir: Path, devices: list[str], *, force: bool = False) -> dict[str, str]:
     """Registers each simulated device in the hub's registry (allowed without TLS) and returns
-    fresh secrets; a device registered by an earlier run gets its secret rotated."""
+    fresh secrets; a device registered by an earlier run gets its secret rotated. A registered
+    device that is not a sim's is refused, before anything changes, unless ``force``."""
     registry = Registry(data_dir)
     try:
+        existing = {d: registry.get(d) for d in devices}
+        foreign = [
+            d
+            for d, entry in existing.items()
+            if entry is not None
+            and (entry.tls_policy == TLS_REQUIRED or entry.cert_fingerprint is not None)
+        ]
+        if foreign and not force:
+            raise SimError(
+                f"{', '.join(foreign)} registered on this hub for TLS, not by a sim: a new secret "
+                "would lock out whatever uses the old one; give another --prefix (or --force)"
+            )
         secrets = {}
-        for device in devices:
-            if registry.get(device) is None:
+        for device, entry in existing.items():
+            if entry is None:
                 secrets[device] = registry.add(device, allow_insecure=True)
             else:
                 registry.set_tls_policy(device, allow_insecure=True)
@@ -85,20 +158,19 @@ def provision(data_dir: Path, devices: list[str]) -> dict[str, str]:
 async def run_fleet(
     host: str,
     port: int,
-    count: int,
+    devices: list[str],
     seconds: float | None,
     period_s: int,
     work_dir: Path,
-    data_dir: Path | None = None,
-) -> None:
+    secrets: dict[str, str],
+) -> FleetRun:
     mpunix.check_built()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    secrets = provision(data_dir, device_ids(count)) if data_dir is not None else {}
-    devices = []
-    for device in device_ids(count):
+    folders = []
+    for device in devices:
         settings = mpunix.DeviceSettings(
             id=device,
             hub_host=host,
@@ -107,13 +179,14 @@ async def run_fleet(
             username=device if device in secrets else None,
             password=secrets.get(device),
         )
-        devices.append((device, mpunix.prepare_device_dir(work_dir / device, settings)))
-    print(f"sim: {count} devices -> mqtt://{host}:{port}", flush=True)
-    tasks = [asyncio.create_task(_run_device(d, f, stop)) for d, f in devices]
+        folders.append((device, mpunix.prepare_device_dir(work_dir / device, settings)))
+    print(f"sim: {len(devices)} devices -> mqtt://{host}:{port}", flush=True)
+    fleet = FleetRun()
+    tasks = [asyncio.create_task(_run_device(d, f, stop, fleet)) for d, f in folders]
     if seconds is not None:
         loop.call_later(seconds, stop.set)
     await asyncio.gather(*tasks)
-    print("sim: stopped", flush=True)
+    return fleet
 
 
 def run(
@@ -123,10 +196,28 @@ def run(
     period_s: int,
     work_dir: Path | None,
     data_dir: Path | None = None,
-) -> None:
-    if count < 1:
-        raise SimError("--count must be at least 1")
-    host, port = parse_hub_url(hub)
+    *,
+    prefix: str = "sim",
+    force: bool = False,
+) -> FleetRun:
+    """Runs the fleet until Ctrl-C or ``seconds``; SimError if no device ever connected."""
+    devices = check_ids(prefix, count)
+    address = parse_hub(hub)
+    if address.tls:
+        raise SimError(
+            "simulated devices connect without TLS (the unix port has no certificates "
+            f"deployed): give --hub mqtt://{address.host}:PORT"
+        )
     with contextlib.ExitStack() as stack:
+        secrets: dict[str, str] = {}
+        if data_dir is not None:
+            stack.enter_context(fleet_lock(data_dir, prefix))
+            secrets = provision(data_dir, devices, force=force)
         folder = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sim-")))
-        asyncio.run(run_fleet(host, port, count, seconds, period_s, folder, data_dir))
+        fleet = asyncio.run(
+            run_fleet(address.host, address.port, devices, seconds, period_s, folder, secrets)
+        )
+    if not fleet.connected:
+        refused = f"; {len(fleet.refused)} refused their credentials" if fleet.refused else ""
+        raise SimError(f"no device connected to the hub at {address.where}{refused}")
+    return fleet

@@ -28,6 +28,7 @@ import tty
 from pathlib import Path
 
 from tools import mpunix
+from tools.errors import ToolError
 
 BOOT_SCRIPT = mpunix.UNIXPORT_DIR / "vb_boot.py"
 REPL_SOURCE = mpunix.UNIXPORT_DIR / "vb_repl.py"
@@ -44,7 +45,7 @@ CRASH_DELAY_S = 0.5
 REPL_HEAP_SIZE = "96K"  # a board that crashed at boot does not restart in a tight loop
 
 
-class VboardError(Exception):
+class VboardError(ToolError):
     """A virtual board cannot start (the message says why)."""
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
 from tests.tools.vboards import Vboard, start_vboard
-from tools import deploy
+from tools.diagnose import diagnose, refused_credentials
+from tools.hubaddr import parse_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,8 +99,8 @@ def test_deploy_with_wrong_credentials_says_so(
     secure_hub: HubProcess, board: Vboard, tmp_path: Path
 ) -> None:
     """Credentials the hub refuses end the deploy quickly with that diagnosis and exit code 2;
-    the firmware says so in its stable `link: refused 4` line, which deploy diagnoses on its own,
-    as it still does the human-readable line alone (what older firmware prints)."""
+    the firmware says so in its stable `link: refused 4` line, which deploy diagnoses on its own
+    (the human-readable `link down` line stays for people)."""
     provision(secure_hub, "dev-2")
     wrong = tmp_path / "creds.json"
     wrong.write_text(json.dumps({"username": "dev-2", "password": "not-the-secret"}))
@@ -114,12 +115,9 @@ def test_deploy_with_wrong_credentials_says_so(
     assert "link down (MQTTException(4,)), retry in" in console  # the human line stays
     lines = console.splitlines()
     stable_only = "\n".join(line for line in lines if not line.startswith("link down"))
-    old_firmware = "\n".join(line for line in lines if not line.startswith("link: refused"))
-    hub = deploy.parse_hub(secure_hub.mqtt_url)
-    for text in (stable_only, old_firmware):
-        assert deploy.refused_credentials(text) == 4
-        why = deploy.diagnose(text, "dev-2", hub, 1)
-        assert why.startswith("credentials refused: dev-2 reached the hub"), why
+    assert refused_credentials(stable_only) == 4
+    why = diagnose(stable_only, "dev-2", parse_hub(secure_hub.mqtt_url), 1)
+    assert why.startswith("credentials refused: dev-2 reached the hub"), why
 
 
 def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) -> None:
@@ -198,7 +196,7 @@ def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
         assert first.returncode == 0, first.stdout + first.stderr
         assert "issued a client certificate for tls-dev" in first.stdout
         assert "logs in with its client certificate" in first.stdout
-        assert "deploy: tls-dev is online" in first.stdout
+        assert "provision: tls-dev is online" in first.stdout
         assert {"ca.der", "cert.der", "key.der"} <= board_files(board)
         settings = json.loads((board.folder / "settings.json").read_text())
         assert settings["tls"] is True

@@ -2,16 +2,20 @@
 
 import asyncio
 import json
+import select
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from hub import topics
-from tests.support.hubproc import HubProcess, scaled
+from hub.registry import Registry
+from tests.support.hubproc import HubProcess, provision, scaled
 from tests.support.mqtt import RawClient
-from tools.sim import SimError, device_ids, parse_hub_url
+from tools.sim import device_ids
 
 
 def _sim(hub: HubProcess, *args: str) -> subprocess.Popen[str]:
@@ -48,7 +52,7 @@ def test_fleet_publishes_and_goes_offline_on_ctrl_c(hub: HubProcess) -> None:
     assert sorted(seen) == ["sim-001", "sim-002", "sim-003"]
     for device in device_ids(3):
         assert f"[{device}] connected to {hub.host}:{hub.mqtt_port} as {device}" in output
-    assert output.rstrip().endswith("sim: stopped")
+    assert output.rstrip().endswith("sim: stopped; 3 of 3 device(s) connected")
 
 
 def test_fleet_stops_by_itself_after_seconds(hub: HubProcess) -> None:
@@ -61,26 +65,49 @@ def test_fleet_stops_by_itself_after_seconds(hub: HubProcess) -> None:
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("http://x:1", "must look like mqtt://HOST:PORT"), ("mqtt://x:99999", "bad port")],
+    [
+        ("http://x:1", "must look like mqtt://HOST:PORT"),
+        ("mqtt://x:99999", "bad port"),
+        ("mqtts://x:8883", "simulated devices connect without TLS"),
+    ],
 )
 def test_bad_hub_url_is_a_clear_error(url: str, message: str) -> None:
-    """A malformed --hub gives `tools: error: ...` and exit code 2."""
-    with pytest.raises(SimError, match=message):
-        parse_hub_url(url)
+    """A --hub the sim cannot use gives `tools: error: ...` and exit code 2."""
     result = subprocess.run(
         [sys.executable, "-m", "tools", "sim", "--hub", url],
         capture_output=True,
         text=True,
         timeout=scaled(20),
     )
-    assert result.returncode == 2 and message in result.stderr
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("prefix", ["Lab", "-x", "a" * 29, "a/b"])
+def test_bad_prefix_is_a_clear_error(prefix: str) -> None:
+    """A --prefix that makes no valid device id is refused before anything runs."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "sim",
+            "--hub",
+            "mqtt://127.0.0.1:1",
+            f"--prefix={prefix}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(20),
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"tools: error: --prefix {prefix!r} does not make device ids")
 
 
 def test_sim_provisions_its_devices_on_a_secure_hub(secure_hub: HubProcess) -> None:
     """With --data-dir the sim registers its devices (allowed without TLS) and they get in."""
     cmd = [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, "--count", "2",
            "--seconds", "2", "--data-dir", str(secure_hub.data_dir)]  # fmt: skip
-    for _ in range(2):  # a second run rotates the secrets of the devices it registered before
+    for _ in range(2):  # a later run rotates the secrets of the devices a sim registered before
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "[sim-001] connected" in result.stdout and "[sim-002] connected" in result.stdout
@@ -89,3 +116,111 @@ def test_sim_provisions_its_devices_on_a_secure_hub(secure_hub: HubProcess) -> N
         capture_output=True, text=True, timeout=scaled(30),
     )  # fmt: skip
     assert [d["id"] for d in json.loads(listed.stdout)] == ["sim-001", "sim-002"]
+
+
+def _wait_line(proc: subprocess.Popen[str], text: str, timeout: float = 20) -> str:
+    """Reads the process's output until a line holds text; returns what it read."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + scaled(timeout)
+    seen = ""
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} never came:\n{seen}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        line = proc.stdout.readline() if ready else ""
+        assert line or proc.poll() is None, f"exited before {text!r}:\n{seen}"
+        seen += line
+    return seen
+
+
+def test_sim_prefix_names_the_devices(hub: HubProcess) -> None:
+    """--prefix gives the devices other ids, and the closing line says how many connected."""
+    sim = _sim(hub, "--count", "1", "--prefix", "lab", "--seconds", "2")
+    output, _ = sim.communicate(timeout=scaled(20))
+    assert sim.returncode == 0, output
+    assert f"[lab-001] connected to {hub.host}:{hub.mqtt_port} as lab-001" in output
+    assert "sim-001" not in output
+    assert output.rstrip().endswith("sim: stopped; 1 of 1 device(s) connected")
+
+
+def test_sim_beside_a_running_sim_refuses_to_rotate_its_secrets(
+    secure_hub: HubProcess, tmp_path: Path
+) -> None:
+    """A second sim on the same data dir and prefix (a sim beside `make demo`) is refused before
+    it changes a secret, and the first sim's device stays connected; another prefix is fine."""
+    data = ["--data-dir", str(secure_hub.data_dir)]
+    first = _sim(secure_hub, "--count", "1", *data, "--work-dir", str(tmp_path / "work"))
+    try:
+        _wait_line(first, "[sim-001] connected")
+        settings = json.loads((tmp_path / "work" / "sim-001" / "settings.json").read_text())
+        second = subprocess.run(
+            [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, *data],
+            capture_output=True, text=True, timeout=scaled(30),
+        )  # fmt: skip
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "tools: error: another sim is running devices sim-NNN on" in second.stderr
+        assert "give another --prefix" in second.stderr and "[sim-" not in second.stdout
+        registry = Registry(secure_hub.data_dir)
+        try:  # the running device's secret still verifies: nothing was rotated
+            assert registry.verify("sim-001", settings["password"]) is not None
+        finally:
+            registry.close()
+        other = subprocess.run(
+            [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, *data,
+             "--prefix", "other", "--count", "1", "--seconds", "2"],
+            capture_output=True, text=True, timeout=scaled(30),
+        )  # fmt: skip
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert "[other-001] connected" in other.stdout
+    finally:
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=scaled(20))
+    assert first.returncode == 0, output
+    assert "[sim-001] link down" not in output  # the first sim's device was never locked out
+
+
+def test_sim_refuses_to_rotate_a_device_it_did_not_register(
+    secure_hub: HubProcess, tmp_path: Path
+) -> None:
+    """A registered device that must use TLS is not a sim's: the sim refuses to rotate its
+    secret unless --force, and the refusal changes nothing in the registry."""
+    creds = provision(secure_hub, "sim-002", allow_insecure=False)
+    cmd = [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, "--count", "2",
+           "--seconds", "2", "--data-dir", str(secure_hub.data_dir)]  # fmt: skip
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "tools: error: sim-002 registered on this hub for TLS, not by a sim" in refused.stderr
+    registry = Registry(secure_hub.data_dir)
+    try:
+        assert registry.get("sim-001") is None  # refused before anything was registered
+        assert registry.verify("sim-002", creds["password"]) is not None
+        forced = subprocess.run([*cmd, "--force"], capture_output=True, text=True,
+                                timeout=scaled(30))  # fmt: skip
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "[sim-002] connected" in forced.stdout
+        assert registry.verify("sim-002", creds["password"]) is None  # rotated, as forced
+    finally:
+        registry.close()
+
+
+def test_refused_credentials_are_reported_and_end_the_run(secure_hub: HubProcess) -> None:
+    """Devices the hub refuses are reported as such, once, and stop; with no device connected
+    the sim ends by itself with exit code 2."""
+    sim = _sim(secure_hub, "--count", "2")  # no --data-dir: anonymous, which the hub refuses
+    output, _ = sim.communicate(timeout=scaled(30))
+    assert sim.returncode == 2, output
+    for device in device_ids(2):
+        line = f"sim: {device}: credentials refused (CONNACK "
+        assert output.count(line) == 1, output
+    assert "tools: error: no device connected to the hub at " in output
+    assert "2 refused their credentials" in output
+
+
+def test_no_device_connected_is_an_error() -> None:
+    """A sim whose devices never reach the hub exits with code 2 and says so."""
+    cmd = [sys.executable, "-m", "tools", "sim", "--hub", "mqtt://127.0.0.1:9", "--count", "1",
+           "--seconds", "2"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "[sim-001] link down" in result.stdout
+    assert result.stderr.strip() == "tools: error: no device connected to the hub at 127.0.0.1:9"
