@@ -19,7 +19,7 @@ from tools.errors import ToolError
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 MAX_URL = 255
 SHAPE = "--hub must look like mqtt://HOST:PORT or mqtts://HOST:PORT"
-_NETLOC_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]@]+)(:[0-9]{0,5})?$")
+_NETLOC_RE = re.compile(r"^(\[[0-9a-zA-Z:.%]+\]|[^:\[\]@]+)(:[0-9]{0,5})?$")
 _LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
@@ -60,7 +60,8 @@ def _check_host(host: str, url: str) -> None:
             f"--hub {_shown(url)}: write a non-ASCII host name in its xn-- (punycode) form"
         )
     labels = host.rstrip(".").split(".")
-    if len(host) > 253 or not all(_LABEL_RE.match(label) for label in labels):
+    numeric = labels[-1].isdigit()  # 1.2.3.4.5 is no IP address, and no name either
+    if len(host) > 253 or numeric or not all(_LABEL_RE.match(label) for label in labels):
         raise HubAddressError(f"--hub {_shown(url)}: {host!r} is not a host name or IP address")
 
 

@@ -12,7 +12,7 @@ from node.link import Link
 from node.ring import Ring
 
 _LOOP_SLEEP_MS = const(50)
-_WINDOW = const(12)  # readings in flight at once (the link allows 16: room for replies)
+_WINDOW = const(12)  # readings in flight at once (replies, status and health go on top)
 _SEND_PER_STEP = const(8)
 QUEUE_FILE = "queue.bin"
 

@@ -38,11 +38,24 @@ _RANGES = {
     "queue_len": (8, 100000),
     "meta_s": (1, 86400),
 }
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+# hub/topics.py DEVICE_ID_RE, ^[a-z0-9][a-z0-9_-]{0,31}$ (MicroPython's re has no {m,n});
+# tests/firmware/test_device_id.py runs both on the same cases.
+_ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ID_CHARS = _ID_FIRST + "-_"
 
 
 class ConfigError(Exception):
     pass
+
+
+def valid_id(device):
+    # A letter or digit, then up to 31 of a-z 0-9 - _ (the hub's topic grammar).
+    if not isinstance(device, str) or not 0 < len(device) <= 32 or device[0] not in _ID_FIRST:
+        return False
+    for c in device:
+        if c not in _ID_CHARS:
+            return False
+    return True
 
 
 def read_json(path):
@@ -75,9 +88,9 @@ def check(settings, where=SETTINGS_FILE):
         elif value is not None and not isinstance(value, str):
             raise ConfigError("setting %r must be text" % key)
         cfg[key] = value
-    device = cfg["id"]
-    if not device or len(device) > 32 or any(c not in _ID_CHARS for c in device):
-        raise ConfigError("setting 'id' is required: 1 to 32 of a-z 0-9 - _")
+    if not valid_id(cfg["id"]):
+        raise ConfigError("setting 'id' is required: 1 to 32 of a-z 0-9 - _, the first a letter"
+                          " or digit")
     if not cfg["hub_host"]:
         raise ConfigError("setting 'hub_host' is required")
     if cfg["backoff_max_ms"] < cfg["backoff_min_ms"]:

@@ -29,16 +29,8 @@ def boot_id():
     return binascii.hexlify(os.urandom(4))
 
 
-def unique_id():
-    return binascii.hexlify(machine.unique_id())
-
-
 def reset_cause():
     return _CAUSES.get(machine.reset_cause(), "unknown")
-
-
-def woke_from_deep_sleep():
-    return machine.reset_cause() == machine.DEEPSLEEP_RESET
 
 
 class Watchdog:

@@ -18,7 +18,6 @@ from node import wire
 _CONNACK = const(0x20)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
-_MAX_INFLIGHT = const(16)
 _MAX_PACKETS_PER_CHECK = const(8)
 _PKT = const(256)  # a PUBLISH up to this size goes out in one write (one TCP segment)
 
@@ -109,9 +108,6 @@ class Link(MQTTClient):
         self.close()
 
     # --- outgoing ----------------------------------------------------------------------
-    def can_publish(self):
-        return self.connected and len(self.inflight) < _MAX_INFLIGHT
-
     def publish(self, topic, msg, retain=False, qos=0):
         pid = self._next_pid() if qos else 0
         if qos:

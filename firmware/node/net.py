@@ -25,10 +25,6 @@ def up(ssid, password, timeout_ms=15000):
     return True
 
 
-def is_up():
-    return _wlan is not None and _wlan.isconnected()
-
-
 def rssi():
     try:
         return _wlan.status("rssi")

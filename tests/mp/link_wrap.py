@@ -9,6 +9,7 @@ from node.link import Link
 
 host, port = sys.argv[1], int(sys.argv[2])
 total = int(sys.argv[3]) if len(sys.argv) > 3 else 65600
+_WINDOW = 16  # publishes in flight at once
 link = Link("wrap-1", host, port, keepalive_s=30, io_timeout_s=5, ack_timeout_s=5)
 link.connect()
 topic = b"d/wrap-1/t/n"
@@ -16,7 +17,7 @@ pids = {}
 sent = 0
 start = time.ticks_ms()
 while sent < total or link.inflight:
-    while sent < total and link.can_publish():
+    while sent < total and link.connected and len(link.inflight) < _WINDOW:
         sent += 1
         pid = link.publish(topic, b"%d" % sent, qos=1)
         if 65530 <= sent <= 65540:

@@ -172,6 +172,26 @@ def test_provision_registers_and_deploys_and_is_safe_to_rerun(
     assert online(secure_hub, "dev-4")["online"] is True
 
 
+def test_provision_refuses_before_registering_when_the_api_is_unreachable(
+    secure_hub: HubProcess, tmp_path: Path
+) -> None:
+    """provision checks the hub's HTTP API answers before it registers anything, and names
+    --api in its error; the registry is left as it was."""
+    args = [
+        "--board", "unix-sim", "--port", str(tmp_path), "--id", "dev-5",
+        "--hub", secure_hub.mqtt_url, "--data-dir", str(secure_hub.data_dir),
+        "--allow-insecure", "--api", "http://127.0.0.1:9",
+    ]  # fmt: skip
+    result = tools("provision", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(
+        "tools: error: cannot reach the hub's HTTP API at http://127.0.0.1:9 (--api): "
+    )
+    assert "nothing was registered" in result.stderr
+    assert "registered" not in result.stdout
+    assert "dev-5" not in hub_cli(secure_hub.data_dir, "device", "list").stdout
+
+
 def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
     tmp_path: Path,
 ) -> None:
