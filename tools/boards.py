@@ -1,4 +1,4 @@
-"""`python -m tools boards check`: validates boards/*.json against what each chip really has.
+"""`mpy-hub-tools boards check`: validates boards/*.json against what each chip really has.
 
 Checks, with a message naming the board file and the key: unknown keys; pins that do not
 exist on the chip, that the SPI flash/PSRAM uses, that are strapping pins (they decide the

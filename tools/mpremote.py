@@ -68,6 +68,6 @@ def run(port: str, *args: str, timeout: float = TIMEOUT_S) -> str:
         time.sleep(0.5 * attempt)
     raise BoardLinkError(
         f"raw REPL not reachable on {port} after {RAW_REPL_ATTEMPTS} attempts: the board does "
-        "not answer Ctrl-C. Is MicroPython on it (python -m tools flash)? Otherwise hold the "
+        "not answer Ctrl-C. Is MicroPython on it (mpy-hub-tools flash)? Otherwise hold the "
         "safe-mode button (GPIO0) while pressing reset, so main.py does not start, and retry."
     )

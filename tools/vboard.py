@@ -1,4 +1,4 @@
-"""`python -m tools vboard`: a virtual MicroPython board behind a serial port, for mpremote and CI.
+"""`mpy-hub-tools vboard`: a virtual MicroPython board behind a serial port, for mpremote and CI.
 
 The board's serial port is a pty (presented through a symlink, because mpremote 1.29 reads
 /dev/pts/* paths with blocking reads that never time out) and a TCP port that pyserial opens as
