@@ -4,7 +4,9 @@ Checks, with a message naming the board file and the key: unknown keys; pins tha
 exist on the chip, that the SPI flash/PSRAM uses, that are strapping pins (they decide the
 boot mode, so a sensor or relay there can stop the board from booting), or input-only pins
 used as outputs or for bidirectional buses; sensors naming pins the board does not define;
-ADC sensors on pins without ADC1 (ADC2 is unusable while Wi-Fi is on).
+ADC sensors on pins without ADC1 (ADC2 is unusable while Wi-Fi is on); reading names that are
+not a topic's sensor name (hub/topics.py SENSOR_RE) and decimals the hub does not take. Every
+problem of every file is reported, not just the first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.topics import SENSOR_RE
 from tools.errors import ToolError
 from tools.mpunix import BOARDS_DIR
 
@@ -75,123 +78,167 @@ SENSOR_KINDS: dict[str, dict[str, set[str]]] = {
     "adc": {"pins": {"pin"}, "keys": {"scale", "offset"}},
 }
 CHANNELS = {"sim": 1, "dht22": 2, "ds18b20": 1, "bme280": 3, "adc": 1}
+MAX_DECIMALS = 6  # hub/topics.py: a reading's value has at most 6 decimals
 
 
 class BoardError(ToolError):
-    """A board file that the firmware would choke on, or that would damage or brick a board."""
+    """A board file that the firmware would choke on, or that would damage or brick a board;
+    ``problems`` holds one message per problem, each naming the file and the key."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
-def _check_gpio(chip: Chip, where: str, number: Any, *, output: bool, adc: bool = False) -> None:
+def _gpio_problem(chip: Chip, number: Any, *, output: bool, adc: bool) -> str | None:
     if not isinstance(number, int) or isinstance(number, bool):
-        raise BoardError(f"{where}: a pin is a GPIO number, not {number!r}")
+        return f"a pin is a GPIO number, not {number!r}"
     if number not in chip.gpios:
-        raise BoardError(f"{where}: GPIO{number} does not exist on this chip")
+        return f"GPIO{number} does not exist on this chip"
     if number in chip.flash:
-        raise BoardError(f"{where}: GPIO{number} is wired to the SPI flash/PSRAM")
+        return f"GPIO{number} is wired to the SPI flash/PSRAM"
     if number in chip.strapping:
-        raise BoardError(f"{where}: GPIO{number} is a strapping pin (it sets the boot mode)")
+        return f"GPIO{number} is a strapping pin (it sets the boot mode)"
     if output and number in chip.input_only:
-        raise BoardError(f"{where}: GPIO{number} is input-only and cannot drive this")
+        return f"GPIO{number} is input-only and cannot drive this"
     if adc and number not in chip.adc1:
-        raise BoardError(f"{where}: GPIO{number} has no ADC1 channel (ADC2 stops with Wi-Fi)")
+        return f"GPIO{number} has no ADC1 channel (ADC2 stops with Wi-Fi)"
+    return None
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _sensor_problems(
+    where: str,
+    sensor: Any,
+    pins: dict[str, Any],
+    uses: dict[str, tuple[bool, bool]],
+    names: set[str],
+) -> list[str]:
+    """What is wrong with one sensor entry; notes the pins it uses and its reading names."""
+    kind = sensor.get("kind") if isinstance(sensor, dict) else None
+    if not isinstance(kind, str) or kind not in SENSOR_KINDS:
+        return [f"{where}: unknown kind {kind!r}; known: {sorted(SENSOR_KINDS)}"]
+    spec = SENSOR_KINDS[kind]
+    problems = [
+        f"{where}: unknown key {key!r} for a {kind}"
+        for key in sensor
+        if key not in COMMON_SENSOR_KEYS | spec["pins"] | spec["keys"]
+    ]
+    for key in sorted(spec["pins"]):
+        pin = sensor.get(key)
+        if pin is None:
+            problems.append(f"{where}: a {kind} needs {key!r}")
+        elif not isinstance(pin, str) or pin not in pins:
+            problems.append(f"{where}: {key!r} names pin {pin!r}, which is not in 'pins'")
+        else:
+            uses[pin] = (kind != "adc" or uses.get(pin, (False, False))[0], kind == "adc")
+    if "decimals" in sensor and not _whole(sensor["decimals"], 0, MAX_DECIMALS):
+        problems.append(f"{where}: 'decimals' must be a whole number from 0 to {MAX_DECIMALS}")
+    if "period_s" in sensor and not _whole(sensor["period_s"], 1, 86400):
+        problems.append(f"{where}: 'period_s' must be a whole number from 1 to 86400")
+    channels = sensor.get("names") or [sensor.get("name", kind)]
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        return [*problems, f"{where}: 'name' is a reading name, 'names' a list of them"]
+    if len(channels) != CHANNELS[kind]:
+        problems.append(f"{where}: a {kind} has {CHANNELS[kind]} value(s) to name")
+    for channel in channels:
+        if not SENSOR_RE.fullmatch(channel):
+            problems.append(
+                f"{where}: reading name {channel!r} is not a topic's sensor name (1 to 16 of "
+                "a-z, 0-9 and '_', the first a letter or digit)"
+            )
+        elif channel in names:
+            problems.append(f"{where}: two readings named {channel!r}")
+        names.add(channel)
+    return problems
 
 
 def check_board(path: Path) -> dict[str, Any]:
-    """Returns the board, or raises BoardError with a message that names file and key."""
+    """Returns the board, or raises BoardError with every problem found, each naming the file
+    and the key."""
     name = path.name
     try:
         board = json.loads(path.read_text())
-    except ValueError as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[...
         raise BoardError(f"{name}: not valid JSON ({exc})") from None
     if not isinstance(board, dict):
         raise BoardError(f"{name}: a board file holds one JSON object")
-    for key in board:
-        if key not in BOARD_KEYS:
-            raise BoardError(f"{name}: unknown key {key!r}")
-    for key in ("name", "chip", "micropython", "sensors"):
-        if key not in board:
-            raise BoardError(f"{name}: {key!r} is required")
+    problems = [f"unknown key {key!r}" for key in board if key not in BOARD_KEYS]
+    missing = [key for key in ("name", "chip", "micropython", "sensors") if key not in board]
+    problems += [f"{key!r} is required" for key in missing]
+    if missing:
+        raise BoardError(*(f"{name}: {p}" for p in problems))
     if board["name"] != path.stem:
-        raise BoardError(f"{name}: 'name' must be the file's name, {path.stem!r}")
-    if board["chip"] not in CHIPS:
-        raise BoardError(f"{name}: unknown chip {board['chip']!r}; known: {sorted(CHIPS)}")
-    chip = CHIPS[board["chip"]]
+        problems.append(f"'name' must be the file's name, {path.stem!r}")
+    chip = None
+    if not isinstance(board["chip"], str) or board["chip"] not in CHIPS:
+        problems.append(f"unknown chip {board['chip']!r}; known: {sorted(CHIPS)}")
+    else:
+        chip = CHIPS[board["chip"]]
     mp = board["micropython"]
     if not isinstance(mp, dict) or set(mp) != MICROPYTHON_KEYS:
-        raise BoardError(f'{name}: \'micropython\' is {{"board": ..., "version": ...}}')
+        problems.append('\'micropython\' is {"board": ..., "version": ...}')
     for key in ("watchdog_ms", "deep_sleep_s"):
-        value = board.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise BoardError(f"{name}: {key!r} must be a whole number, 0 for off")
-    if chip is not None and board.get("watchdog_ms", 0) and board["watchdog_ms"] < 1000:
-        raise BoardError(f"{name}: 'watchdog_ms' under 1000 resets before a slow connect ends")
+        if not _whole(board.get(key, 0), 0, 2**31):
+            problems.append(f"{key!r} must be a whole number, 0 for off")
+        elif key == "watchdog_ms" and chip is not None and 0 < board.get(key, 0) < 1000:
+            problems.append("'watchdog_ms' under 1000 resets before a slow connect ends")
     pins = board.get("pins", {})
     if not isinstance(pins, dict):
-        raise BoardError(f"{name}: 'pins' maps names to GPIO numbers")
+        problems.append("'pins' maps names to GPIO numbers")
+        pins = {}
+    outputs = board.get("outputs", [])
+    if not isinstance(outputs, list):
+        problems.append("'outputs' is a list of pin names")
+        outputs = []
     uses: dict[str, tuple[bool, bool]] = {}  # pin name -> (needs output, needs ADC)
-    for out in board.get("outputs", []):
-        if out not in pins:
-            raise BoardError(f"{name}: output {out!r} is not in 'pins'")
-        uses[out] = (True, False)
+    for out in outputs:
+        if not isinstance(out, str) or out not in pins:
+            problems.append(f"output {out!r} is not in 'pins'")
+        else:
+            uses[out] = (True, False)
+    sensors = board["sensors"]
+    if not isinstance(sensors, list):
+        problems.append("'sensors' is a list of sensors")
+        sensors = []
+    problems = [f"{name}: {p}" for p in problems]
     names: set[str] = set()
-    for i, sensor in enumerate(board["sensors"]):
-        where = f"{name}: sensors[{i}]"
-        kind = sensor.get("kind") if isinstance(sensor, dict) else None
-        if kind not in SENSOR_KINDS:
-            raise BoardError(f"{where}: unknown kind {kind!r}; known: {sorted(SENSOR_KINDS)}")
-        spec = SENSOR_KINDS[kind]
-        for key in sensor:
-            if key not in COMMON_SENSOR_KEYS | spec["pins"] | spec["keys"]:
-                raise BoardError(f"{where}: unknown key {key!r} for a {kind}")
-        for key in spec["pins"]:
-            pin = sensor.get(key)
-            if pin is None:
-                raise BoardError(f"{where}: a {kind} needs {key!r}")
-            if pin not in pins:
-                raise BoardError(f"{where}: {key!r} names pin {pin!r}, which is not in 'pins'")
-            uses[pin] = (kind != "adc" or uses.get(pin, (False, False))[0], kind == "adc")
-        channel_names = sensor.get("names") or [sensor.get("name", kind)]
-        if len(channel_names) != CHANNELS[kind]:
-            raise BoardError(f"{where}: a {kind} has {CHANNELS[kind]} value(s) to name")
-        for channel in channel_names:
-            if channel in names:
-                raise BoardError(f"{where}: two readings named {channel!r}")
-            names.add(channel)
+    for i, sensor in enumerate(sensors):
+        problems += _sensor_problems(f"{name}: sensors[{i}]", sensor, pins, uses, names)
     if chip is not None:
         for pin_name, number in pins.items():
             output, adc = uses.get(pin_name, (False, False))
-            _check_gpio(chip, f"{name}: pins.{pin_name}", number, output=output, adc=adc)
+            problem = _gpio_problem(chip, number, output=output, adc=adc)
+            if problem is not None:
+                problems.append(f"{name}: pins.{pin_name}: {problem}")
+    if problems:
+        raise BoardError(*problems)
     return board
 
 
-class BoardErrors(ToolError):
-    """Every board file that failed its check, one message each."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
-
-
 def check_folder(folder: Path = BOARDS_DIR) -> list[tuple[str, dict[str, Any]]]:
-    """Checks every board file; returns (name, board) for each, or raises BoardErrors with
-    the first problem of every bad file, so one run shows them all."""
+    """Checks every board file; returns (name, board) for each, or raises BoardError with
+    every problem of every bad file, so one run shows them all."""
     paths = sorted(folder.glob("*.json"))
     if not paths:
-        raise BoardErrors([f"no board files in {folder}"])
+        raise BoardError(f"no board files in {folder}")
     good: list[tuple[str, dict[str, Any]]] = []
-    errors: list[str] = []
+    problems: list[str] = []
     for path in paths:
         try:
             good.append((path.stem, check_board(path)))
         except BoardError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise BoardErrors(errors)
+            problems += exc.problems
+    if problems:
+        raise BoardError(*problems)
     return good
 
 
 def check_all(folder: Path = BOARDS_DIR) -> list[str]:
-    """The names of every board file, all of which pass (or BoardErrors)."""
+    """The names of every board file, all of which pass (or BoardError)."""
     return [name for name, _ in check_folder(folder)]
 
 

@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(COMMANDS[args.command].run(args), flush=True)
-    except boards.BoardErrors as exc:
-        for error in exc.errors:
+    except boards.BoardError as exc:
+        for error in exc.problems:
             print(f"tools: error: {error}", file=sys.stderr)
         return 2
     except (ToolError, mpunix.UnixPortMissing, RegistryError, CertError) as exc:
