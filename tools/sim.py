@@ -34,6 +34,7 @@ from tools.errors import ToolError
 from tools.hubaddr import parse_hub
 
 MAX_COUNT = 999  # PREFIX-001 .. PREFIX-999; each device is a process
+MAX_PERIOD_S = 86400  # the firmware's range for period_s (node/config.py)
 
 
 class SimError(ToolError):
@@ -202,6 +203,8 @@ def run(
 ) -> FleetRun:
     """Runs the fleet until Ctrl-C or ``seconds``; SimError if no device ever connected."""
     devices = check_ids(prefix, count)
+    if not 1 <= period_s <= MAX_PERIOD_S:
+        raise SimError(f"--period must be 1 to {MAX_PERIOD_S} seconds")
     address = parse_hub(hub)
     if address.tls:
         raise SimError(

@@ -103,6 +103,25 @@ def test_bad_prefix_is_a_clear_error(prefix: str) -> None:
     assert result.stderr.startswith(f"tools: error: --prefix {prefix!r} does not make device ids")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--count", "0"], "--count must be 1 to 999"),
+        (["--count", "1000"], "--count must be 1 to 999"),
+        (["--period", "0"], "--period must be 1 to 86400 seconds"),
+    ],
+)
+def test_bad_count_or_period_is_a_clear_error(args: list[str], message: str) -> None:
+    """A fleet size or period the sim or the firmware cannot take is refused before it runs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools", "sim", "--hub", "mqtt://127.0.0.1:1", *args],
+        capture_output=True,
+        text=True,
+        timeout=scaled(20),
+    )
+    assert result.returncode == 2 and result.stderr == f"tools: error: {message}\n"
+
+
 def test_sim_provisions_its_devices_on_a_secure_hub(secure_hub: HubProcess) -> None:
     """With --data-dir the sim registers its devices (allowed without TLS) and they get in."""
     cmd = [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, "--count", "2",
