@@ -61,6 +61,8 @@ def esptool_command(
 
 
 def diagnose(output: str, port: str, chip: str) -> str:
+    if "No module named esptool" in output:
+        return "esptool is not installed: pip install -e '.[tools]' (or make setup)"
     wrong = re.search(r"This chip is (\S+),? not (\S+)", output)
     if wrong:
         return f"the chip on {port} is {wrong.group(1)}, but the board file says {chip}"
