@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,9 @@ FIRMWARE_DIR = ROOT / "firmware"
 MPLIB_DIR = ROOT / "build" / "mplib"  # umqtt.simple for host runs (stock ESP32 builds freeze it)
 # The firmware runs as .mpy, as it is deployed: compiling .py on the device needs more heap
 # than a board has to spare (the parser's peak), so the unix port gets mpy-cross output too.
-MPY_DIR = ROOT / "build" / "mpy"
+# Each build goes to a folder named by the digest of what went in (see compile_mpy).
+MPY_DIR = ROOT / "build" / "mpy-cache"
+MPY_KEEP = 16  # builds kept, most recently used first
 MPY_CROSS = ROOT / "build" / "bin" / "mpy-cross"
 UNIXPORT_DIR = ROOT / "tools" / "unixport"
 RUNNER = UNIXPORT_DIR / "run.py"
@@ -91,36 +97,68 @@ def tree(folder: Path) -> list[tuple[Path, Path]]:
     return [(p, p.relative_to(folder)) for p in sorted(folder.rglob("*.py"))]
 
 
-def compile_mpy(sources: list[tuple[Path, Path]], out_dir: Path) -> Path:
-    """Compiles each (source, relative path) to out_dir/relative.mpy with mpy-cross, only what
-    changed, and removes .mpy files no source asks for; returns out_dir."""
-    compiler = None
+def _digest(compiler: str, sources: list[tuple[Path, Path]]) -> str:
+    h = hashlib.sha256(f"{compiler}\0{os.stat(compiler).st_mtime_ns}".encode())
     for source, rel in sources:
-        out = out_dir / rel.with_suffix(".mpy")
-        if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
-            continue
-        compiler = compiler or _mpy_cross()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}")
-        result = subprocess.run(
-            [compiler, "-o", str(tmp), "-s", str(rel), str(source)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"mpy-cross failed on {source}: {result.stderr.strip()}")
-        tmp.replace(out)
-    wanted = {rel.with_suffix(".mpy") for _, rel in sources}
-    for stale in out_dir.rglob("*.mpy"):  # a module deleted from the sources must not linger
-        if stale.relative_to(out_dir) not in wanted:
-            stale.unlink()
-    return out_dir
+        data = source.read_bytes()
+        h.update(b"\0%d:%s\0%d:" % (len(str(rel)), str(rel).encode(), len(data)) + data)
+    return h.hexdigest()[:20]
+
+
+def _prune(out_root: Path, keep: int) -> None:
+    """Removes all but the `keep` most recently used builds, and temporary folders left by a
+    compile that died an hour ago or more."""
+    builds = sorted(
+        (p for p in out_root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    old = time.time() - 3600
+    leftovers = [
+        p for p in out_root.iterdir() if p.name.startswith(".") and p.stat().st_mtime < old
+    ]
+    for folder in [*builds[keep:], *leftovers]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def compile_mpy(sources: list[tuple[Path, Path]], out_root: Path, keep: int = MPY_KEEP) -> Path:
+    """Compiles each (source, relative path) to FOLDER/relative.mpy with mpy-cross and returns
+    FOLDER, ``out_root/<digest>``, where the digest covers every source's path and bytes and the
+    compiler. A build is made in a temporary folder and renamed into place whole, so runs and
+    checkouts that share build/ (git worktrees, parallel tests) never load each other's firmware,
+    a half-made build or a stale module; an unchanged tree is not compiled again."""
+    compiler = _mpy_cross()
+    out = out_root / _digest(compiler, sources)
+    if out.is_dir():
+        os.utime(out)  # most recently used
+        return out
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out_root))
+    try:
+        for source, rel in sources:
+            target = tmp / rel.with_suffix(".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(
+                [compiler, "-o", str(target), "-s", str(rel), str(source)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"mpy-cross failed on {source}: {result.stderr.strip()}")
+        try:
+            tmp.rename(out)
+        except OSError:  # another process made the same build first: theirs is as good
+            if not out.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _prune(out_root, keep)
+    return out
 
 
 def build_mpy() -> Path:
-    """Compiles the firmware and umqtt to build/mpy/ (only what changed); returns the folder."""
+    """Compiles the firmware and umqtt (once per version of them); returns the folder."""
     return compile_mpy(tree(FIRMWARE_DIR) + tree(MPLIB_DIR), MPY_DIR)
 
 

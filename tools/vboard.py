@@ -32,7 +32,8 @@ from tools.errors import ToolError
 
 BOOT_SCRIPT = mpunix.UNIXPORT_DIR / "vb_boot.py"
 REPL_SOURCE = mpunix.UNIXPORT_DIR / "vb_repl.py"
-LIB_DIR = mpunix.ROOT / "build" / "vboard"  # vb_repl.mpy and the modules a board has frozen
+# vb_repl.mpy and the modules a board has frozen, one folder per version (mpunix.compile_mpy)
+LIB_DIR = mpunix.ROOT / "build" / "vboard-cache"
 EXIT_SOFT = 80  # vb_boot.py: a soft reset from the friendly REPL; 81 from the raw REPL
 STALL_S = 2.0  # output nobody reads for this long is dropped
 # machine.reset_cause() after each kind of boot (tools/unixport/fake_machine.py)
@@ -50,7 +51,7 @@ class VboardError(ToolError):
 
 
 def build_lib() -> Path:
-    """Compiles the REPL and the modules stock firmware freezes (umqtt) into build/vboard/."""
+    """Compiles the REPL and the modules stock firmware freezes (umqtt); returns the folder."""
     mpunix.check_built()
     sources = [(REPL_SOURCE, Path(REPL_SOURCE.name)), *mpunix.tree(mpunix.MPLIB_DIR)]
     return mpunix.compile_mpy(sources, LIB_DIR)
