@@ -26,11 +26,12 @@ from enum import Enum
 from typing import NamedTuple
 
 ROOT = "d"
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-SENSOR_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,15}$")
-_BOOT_RE = re.compile(rb"^[0-9a-f]{1,8}$")
-_SEQ_RE = re.compile(rb"^(0|[1-9][0-9]{0,9})$")
-_VALUE_RE = re.compile(rb"^-?[0-9]{1,12}(\.[0-9]{1,6})?$")
+# \Z, not $: "$" also matches before a final newline, so "kitchen\n" would pass.
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
+SENSOR_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,15}\Z")
+_BOOT_RE = re.compile(rb"^[0-9a-f]{1,8}\Z")
+_SEQ_RE = re.compile(rb"^(0|[1-9][0-9]{0,9})\Z")
+_VALUE_RE = re.compile(rb"^-?[0-9]{1,12}(\.[0-9]{1,6})?\Z")
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 STATUS_ASLEEP = b"asleep"  # a deep-sleep device between wakes (a clean disconnect, no will)

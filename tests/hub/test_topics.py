@@ -61,3 +61,16 @@ def test_bad_device_id_is_refused_when_building_topics() -> None:
     """Topic builders refuse ids the contract does not allow."""
     with pytest.raises(ContractError, match="bad device id"):
         topics.status_topic("has/slash")
+
+
+@pytest.mark.parametrize("device", ["kitchen\n", "kitchen\n\n"])
+def test_device_id_with_a_trailing_newline_is_refused(device: str) -> None:
+    """A trailing newline is not part of a valid id ("$" alone would let it through)."""
+    with pytest.raises(ContractError, match="bad device id"):
+        topics.check_device_id(device)
+
+
+def test_reading_with_a_trailing_newline_is_refused() -> None:
+    """A reading's fields are checked to their very end."""
+    with pytest.raises(ContractError):
+        topics.parse_reading(b"a1,5,19.25\n")
