@@ -1,0 +1,256 @@
+"""`python -m tools.cluster`: a local RabbitMQ cluster (Debian's rabbitmq-server), real nodes
+on free ports, reached by raw MQTT over TCP and WebSocket and by the management API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hubproc import scaled
+from tests.support.mqtt import RawClient
+from tools.cluster import Cluster, procs
+from tools.cluster.nodes import RABBITMQ_BIN
+
+pytestmark = pytest.mark.skipif(
+    not (RABBITMQ_BIN / "rabbitmq-server").exists(),
+    reason="rabbitmq-server is not installed (tools/bootstrap.sh installs it)",
+)
+
+HOSTS = r"127\.0\.0\.1:\d+(?:,127\.0\.0\.1:\d+)*"
+READY_RE = re.compile(
+    rf"^ready mqtt=({HOSTS}) ws=({HOSTS}) amqp=({HOSTS}) mgmt=({HOSTS}) credentials=(\S+)$"
+)
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls check until it holds; fails naming what did not happen."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {scaled(timeout):.0f} s")
+        time.sleep(0.2)
+
+
+def api(port: int, path: str, user: str, password: str) -> object:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Basic {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=scaled(10)) as response:
+        return json.load(response)
+
+
+def running(port: int, user: str, password: str) -> list[str]:
+    nodes = api(port, "/api/nodes", user, password)
+    assert isinstance(nodes, list)
+    return sorted(n["name"] for n in nodes if n["running"])
+
+
+async def cross_node(cluster: Cluster, pub: int, sub: int, topic: str, *, ws: bool) -> None:
+    """A QoS 1 publish on node `pub` reaches a subscriber on node `sub` (TCP or Web MQTT)."""
+    user, password = cluster.credentials.user, cluster.credentials.password
+    if ws:
+        url = f"ws://127.0.0.1:{cluster.ws_ports[sub]}{cluster.ws_path}"
+        subscriber = await RawClient.websocket(url)
+    else:
+        subscriber = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[sub])
+    publisher = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[pub])
+    try:
+        assert await subscriber.connect(f"sub-{topic}", username=user, password=password) == (
+            False,
+            0,
+        )
+        assert await subscriber.subscribe([(topic, 1)]) == [1]
+        assert await publisher.connect(f"pub-{topic}", username=user, password=password) == (
+            False,
+            0,
+        )
+        await publisher.publish(topic, b"21.5", qos=1, timeout=scaled(5))
+        message = await subscriber.next_message(timeout=scaled(5))
+        assert (message.topic, message.payload, message.qos) == (topic, b"21.5", 1)
+    finally:
+        await subscriber.close()
+        await publisher.close()
+
+
+def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
+    """--nodes 0 and a folder that is not empty fail at once with `cluster: error:`, exit 2."""
+    (tmp_path / "keep.txt").write_text("mine")
+    for args in (["--nodes", "0"], ["--nodes", "1", "--dir", str(tmp_path)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tools.cluster", *args],
+            capture_output=True, text=True, timeout=scaled(30),
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        assert done.stderr.startswith("cluster: error: "), done.stderr
+        assert "Traceback" not in done.stderr
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_cli_prints_ready_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    """The CLI prints one ready line, serves MQTT with the credentials.json user, and SIGTERM
+    ends every process it started (nodes, the VMs' helpers, epmd) with exit code 0."""
+    folder = tmp_path / "cluster"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        match = READY_RE.match(line)
+        assert match is not None, f"{line!r} {proc.stderr.read() if not line else ''}"
+        credentials_file = Path(match.group(5))
+        assert credentials_file == folder / "credentials.json"
+        assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
+        credentials = json.loads(credentials_file.read_text())
+        assert credentials["password"] not in line
+        mqtt_port = int(match.group(1).split(":")[1])
+
+        async def login() -> int:
+            client = await RawClient.tcp("127.0.0.1", mqtt_port)
+            try:
+                user, password = credentials["user"], credentials["password"]
+                return (await client.connect("cli-1", username=user, password=password))[1]
+            finally:
+                await client.close()
+
+        assert asyncio.run(login()) == 0
+        started = procs.tree(proc.pid)
+        epmd_port = _epmd_port(started)
+        assert len(started) >= 4, started  # python, epmd, the node's wrapper and its VM
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=scaled(40)) == 0
+        assert proc.stderr is not None
+        assert proc.stderr.read() == ""
+        assert procs.wait_ended(started, scaled(5)) == []
+        assert not procs.accepts("127.0.0.1", epmd_port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _epmd_port(running: list[procs.Proc]) -> int:
+    """The -port argument of the epmd among these processes."""
+    for p in running:
+        args = Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0")
+        if args[0].endswith(b"epmd"):
+            return int(args[args.index(b"-port") + 1])
+    raise AssertionError("no epmd among the cluster's processes")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One 3-node cluster for the module (the last test stops it)."""
+    with Cluster(nodes=3, base=tmp_path_factory.mktemp("rabbitmq")) as c:
+        yield c
+
+
+def test_cluster_files_are_private(cluster: Cluster) -> None:
+    """The folder, the Erlang cookie and credentials.json are readable by their owner only."""
+    assert stat.S_IMODE(cluster.base.stat().st_mode) == 0o700
+    assert stat.S_IMODE((cluster.base / "home" / ".erlang.cookie").stat().st_mode) == 0o400
+    assert stat.S_IMODE(cluster.credentials_file.stat().st_mode) == 0o600
+    saved = json.loads(cluster.credentials_file.read_text())
+    assert (saved["user"], saved["password"]) == (
+        cluster.credentials.user,
+        cluster.credentials.password,
+    )
+    assert [n["mqtt"] for n in saved["nodes"]] == cluster.mqtt_ports
+    assert cluster.credentials.password not in cluster.ready_line()
+
+
+def test_ready_line_lists_every_node(cluster: Cluster) -> None:
+    """The ready line has one HOST:PORT per node for mqtt, ws, amqp and mgmt, all distinct."""
+    match = READY_RE.match(cluster.ready_line())
+    assert match is not None, cluster.ready_line()
+    groups = [match.group(i).split(",") for i in range(1, 5)]
+    assert all(len(g) == 3 for g in groups)
+    ports = [int(hp.split(":")[1]) for g in groups for hp in g]
+    assert len(set(ports)) == 12
+    assert groups[0] == [f"127.0.0.1:{p}" for p in cluster.mqtt_ports]
+
+
+def test_management_api_lists_the_cluster_on_each_node(cluster: Cluster) -> None:
+    """Every node's management API lists all three nodes running; without credentials: 401."""
+    user, password = cluster.credentials.user, cluster.credentials.password
+    for port in cluster.mgmt_ports:
+        assert running(port, user, password) == sorted(cluster.node_names)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{cluster.mgmt_ports[0]}/api/nodes")
+    assert refused.value.code == 401
+
+
+def test_qos1_publish_on_node1_reaches_subscriber_on_node3(cluster: Cluster) -> None:
+    """A device-like client publishing QoS 1 on node 1 is delivered to a subscriber on node 3."""
+    asyncio.run(cross_node(cluster, 0, 2, "devices/d1/temp", ws=False))
+
+
+def test_anonymous_and_wrong_password_are_refused(cluster: Cluster) -> None:
+    """CONNECT without credentials, or with a wrong password, gets a refusing CONNACK."""
+
+    async def scenario() -> list[int]:
+        codes = []
+        for kwargs in ({}, {"username": cluster.credentials.user, "password": "wrong"}):
+            client = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[1])
+            try:
+                codes.append((await client.connect("anon-1", **kwargs))[1])
+            finally:
+                await client.close()
+        return codes
+
+    assert all(code in (4, 5) for code in asyncio.run(scenario()))
+
+
+def test_web_mqtt_on_ws_path(cluster: Cluster) -> None:
+    """A Web MQTT client on /ws of node 2 receives a QoS 1 publish made on node 1 over TCP."""
+    asyncio.run(cross_node(cluster, 0, 1, "devices/d2/temp", ws=True))
+
+
+def test_sigkill_of_one_node_leaves_the_others_serving(cluster: Cluster) -> None:
+    """After SIGKILL of node 2 its processes are gone, nodes 1 and 3 still carry messages and
+    report it down; restart brings it back into the cluster, serving again."""
+    user, password = cluster.credentials.user, cluster.credentials.password
+    node2 = [p for pid in cluster.node_pids(1) if (p := procs.identify(pid)) is not None]
+    assert len(node2) >= 2  # at least the wrapper and the VM
+    cluster.kill(1)
+    assert [p for p in node2 if procs.alive(p)] == []
+    assert not cluster.node_running(1)
+    assert not procs.accepts("127.0.0.1", cluster.mqtt_ports[1])
+    asyncio.run(cross_node(cluster, 2, 0, "devices/d3/temp", ws=False))
+    survivors = sorted([cluster.node_names[0], cluster.node_names[2]])
+    eventually(
+        lambda: running(cluster.mgmt_ports[0], user, password) == survivors,
+        30,
+        "node 1 did not report node 2 down",
+    )
+    cluster.restart(1)
+    assert running(cluster.mgmt_ports[2], user, password) == sorted(cluster.node_names)
+    asyncio.run(cross_node(cluster, 1, 2, "devices/d4/temp", ws=False))
+
+
+def test_stop_leaves_no_process_behind(cluster: Cluster) -> None:
+    """stop() ends every node, every VM helper and epmd (checked by PID); runs last."""
+    started = [p for pid in cluster.pids() if (p := procs.identify(pid)) is not None]
+    assert len(started) >= 1 + 3 * 2  # epmd, then per node at least its wrapper and VM
+    cluster.stop()
+    assert cluster.pids() == []
+    assert [p for p in started if procs.alive(p)] == []
+    for port in cluster.mqtt_ports + cluster.mgmt_ports:
+        assert not procs.accepts("127.0.0.1", port)

@@ -1,0 +1,425 @@
+"""Start, join, kill, restart and stop the nodes of a local RabbitMQ cluster, by their PIDs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+from tools.cluster import procs
+from tools.cluster.nodes import (
+    HOST,
+    RABBITMQ_BIN,
+    WS_PATH,
+    ClusterError,
+    Credentials,
+    Node,
+    check_auth_url,
+    cli_environment,
+    free_ports,
+    new_ports,
+    prepare_base,
+)
+
+log = logging.getLogger(__name__)
+
+STARTED = "Server startup complete"  # the node's log line once its boot (and plugins) are done
+START_ATTEMPTS = 3  # a port another process took between our check and the node's bind
+STOP_TIMEOUT = 30.0
+CTL_TIMEOUT = 120.0
+MAX_NODES = 9
+
+
+def check_installed() -> None:
+    missing = [p for p in (RABBITMQ_BIN / "rabbitmq-server", RABBITMQ_BIN / "rabbitmqctl")
+               if not p.exists()]  # fmt: skip
+    if missing or shutil.which("epmd") is None:
+        raise ClusterError("RabbitMQ is not installed (run tools/bootstrap.sh, or apt-get install "
+                           "rabbitmq-server)")  # fmt: skip
+
+
+class Cluster:
+    """N RabbitMQ nodes on 127.0.0.1, clustered, with MQTT, Web MQTT (`/ws`), management,
+    event exchange and HTTP auth plugins, and an internal administrator for the hub.
+
+        with Cluster(nodes=3, base=tmp) as c:
+            c.mqtt_ports[0], c.ws_ports, c.amqp_ports, c.mgmt_ports, c.credentials
+            c.kill(1); c.restart(1)    # node indices are 0-based, as in the port lists
+
+    `base` (created, must be empty) holds every file and is kept; without it a temporary
+    folder is used and removed on stop. `auth_url`: the base URL of an HTTP auth service
+    (the hub's), asked first, before the internal users.
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        base: Path | None = None,
+        auth_url: str | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        if not 1 <= nodes <= MAX_NODES:
+            raise ClusterError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
+        self.auth_url = check_auth_url(auth_url) if auth_url is not None else None
+        self.start_timeout = start_timeout
+        self._temporary = base is None
+        self.base = Path(tempfile.mkdtemp(prefix="rabbitmq-cluster-")) if base is None else base
+        self.credentials = Credentials.generate()
+        self.nodes = [Node(i + 1, self.base, new_ports()) for i in range(nodes)]
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
+        self._epmd: subprocess.Popen[bytes] | None = None
+        self._epmd_port = 0
+        self._known: list[set[procs.Proc]] = [set() for _ in range(nodes)]  # each node's tree
+        self._log_offset = [0] * nodes  # where each node's log stood when it last started
+        self._stopped = False
+
+    # -- what clients need -------------------------------------------------------------------
+
+    host = HOST
+    ws_path = WS_PATH
+
+    @property
+    def mqtt_ports(self) -> list[int]:
+        return [n.ports.mqtt for n in self.nodes]
+
+    @property
+    def ws_ports(self) -> list[int]:
+        return [n.ports.ws for n in self.nodes]
+
+    @property
+    def amqp_ports(self) -> list[int]:
+        return [n.ports.amqp for n in self.nodes]
+
+    @property
+    def mgmt_ports(self) -> list[int]:
+        return [n.ports.mgmt for n in self.nodes]
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.base / "credentials.json"
+
+    def ready_line(self, http: str | None = None) -> str:
+        """`ready mqtt=H:P,... ws=... amqp=... mgmt=...` (` http=H:P` once a hub runs)."""
+
+        def hosts(ports: list[int]) -> str:
+            return ",".join(f"{HOST}:{p}" for p in ports)
+
+        line = (f"ready mqtt={hosts(self.mqtt_ports)} ws={hosts(self.ws_ports)} "
+                f"amqp={hosts(self.amqp_ports)} mgmt={hosts(self.mgmt_ports)}")  # fmt: skip
+        if http is not None:
+            line += f" http={http}"
+        return line + f" credentials={self.credentials_file}"
+
+    def pids(self) -> list[int]:
+        """Every process of the cluster still running: epmd, and each node's wrapper script,
+        Erlang VM and the VM's helpers."""
+        found = []
+        if self._epmd is not None and self._epmd.poll() is None:
+            found.append(self._epmd.pid)
+        for i in range(len(self.nodes)):
+            found += self.node_pids(i)
+        return found
+
+    def node_pids(self, index: int) -> list[int]:
+        """The running processes of node `index` (wrapper, VM, the VM's helpers)."""
+        self._refresh(index)
+        return sorted(p.pid for p in self._known[index] if procs.alive(p))
+
+    def node_running(self, index: int) -> bool:
+        proc = self._procs[index]
+        return proc is not None and proc.poll() is None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Starts epmd and every node, joins nodes 2..N to node 1, waits until the management
+        API lists them all running, then writes credentials.json. Stops everything on error."""
+        check_installed()
+        try:
+            self._prepare()
+            self._start_epmd()
+            for i in range(len(self.nodes)):
+                self._spawn(i)
+            self._await_boots(list(range(len(self.nodes))), retry_ports=True)
+            self._join_all()
+            self._await_cluster()
+            self._write_credentials()
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill(self, index: int) -> None:
+        """SIGKILL to node `index`: its wrapper, VM and the VM's helpers, as a crash would."""
+        self._refresh(index)
+        proc = self._procs[index]
+        if proc is not None:
+            procs.kill_group(proc.pid)
+        for known in self._known[index]:
+            procs.kill(known)
+        if proc is not None:
+            proc.wait()
+        procs.wait_ended(list(self._known[index]), 10)
+
+    def restart(self, index: int) -> None:
+        """Stops node `index` if it runs, starts it again on the same ports and waits until it
+        is back in the cluster."""
+        if self.node_running(index):
+            self._stop_nodes([index])
+        self._spawn(index)
+        self._await_boots([index], retry_ports=False)
+        self._await_cluster()
+
+    def stop(self) -> None:
+        """Stops every node (SIGTERM, then SIGKILL after 30 s) and epmd; removes a temporary
+        folder. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop_nodes(list(range(len(self.nodes))))
+        if self._epmd is not None:
+            self._epmd.terminate()
+            try:
+                self._epmd.wait(5)
+            except subprocess.TimeoutExpired:
+                self._epmd.kill()
+                self._epmd.wait()
+        left = self.pids()
+        if left:  # cannot happen unless the kernel refuses SIGKILL; never hide it
+            raise ClusterError(f"processes still running after stop: {left}")
+        if self._temporary:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if any(self.base.iterdir()):
+            raise ClusterError(f"{self.base} is not empty: give a new or empty folder")
+        self.base.chmod(0o700)
+        prepare_base(self.base)
+
+    def _start_epmd(self) -> None:
+        """The cluster's own epmd, in the foreground as our child (so stop ends it by PID)."""
+        for _ in range(START_ATTEMPTS):
+            (port,) = free_ports(1)
+            self._epmd = subprocess.Popen(
+                ["epmd", "-address", HOST, "-port", str(port)],
+                env=cli_environment(self.base, port),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 10
+            while self._epmd.poll() is None and time.monotonic() < deadline:
+                if procs.accepts(HOST, port):
+                    self._epmd_port = port
+                    return
+                time.sleep(0.05)
+            self._epmd.kill()
+            self._epmd.wait()
+        raise ClusterError("epmd did not start (tried three free ports)")
+
+    def _refresh(self, index: int) -> None:
+        """Remembers the processes of node `index` as they run now."""
+        proc = self._procs[index]
+        if proc is not None and proc.poll() is None:
+            self._known[index].update(procs.tree(proc.pid))
+
+    def _spawn(self, index: int) -> None:
+        node = self.nodes[index]
+        node.write_config(self.credentials, self.auth_url)
+        node.pid_file.unlink(missing_ok=True)
+        self._log_offset[index] = procs.size(node.log_file)
+        with node.console_file.open("ab") as console:
+            self._procs[index] = subprocess.Popen(
+                [str(RABBITMQ_BIN / "rabbitmq-server")],
+                env=node.environment(self._epmd_port),
+                cwd=node.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: Ctrl-C on a terminal does not reach it
+            )
+        self._refresh(index)
+        log.info("started %s (pid %d)", node.name, self._procs[index].pid)  # type: ignore[union-attr]
+
+    def _boot_state(self, index: int) -> str:
+        """'up', 'starting', or 'failed' for a node's current boot."""
+        node, proc = self.nodes[index], self._procs[index]
+        if proc is None or proc.poll() is not None:
+            return "failed"
+        if STARTED not in procs.text_since(node.log_file, self._log_offset[index]):
+            return "starting"
+        ports = (node.ports.amqp, node.ports.mqtt, node.ports.ws, node.ports.mgmt)
+        if not all(procs.accepts(HOST, p) for p in ports):
+            return "starting"
+        self._refresh(index)
+        return "up"
+
+    def _await_boots(self, indices: list[int], *, retry_ports: bool) -> None:
+        attempts = dict.fromkeys(indices, 1)
+        pending = set(indices)
+        deadline = time.monotonic() + self.start_timeout
+        while pending:
+            for i in sorted(pending):
+                state = self._boot_state(i)
+                if state == "up":
+                    pending.discard(i)
+                elif state == "failed":
+                    if retry_ports and self._port_taken(i) and attempts[i] < START_ATTEMPTS:
+                        attempts[i] += 1
+                        self._stop_nodes([i])
+                        self.nodes[i].ports = new_ports()
+                        self._spawn(i)
+                    else:
+                        raise ClusterError(self._failure(i, "exited while starting"))
+            if pending and time.monotonic() > deadline:
+                i = min(pending)
+                raise ClusterError(
+                    self._failure(i, f"did not start in {self.start_timeout:.0f} s")
+                )
+            time.sleep(0.25)
+
+    def _port_taken(self, index: int) -> bool:
+        node = self.nodes[index]
+        text = procs.tail(node.log_file, 60) + procs.tail(node.console_file, 60)
+        return "eaddrinuse" in text
+
+    def _failure(self, index: int, what: str) -> str:
+        node = self.nodes[index]
+        shown = procs.tail(node.log_file) or procs.tail(node.console_file)
+        where = node.log_file if node.log_file.exists() else node.console_file
+        return f"node {node.name} {what}; the end of {where}:\n{shown}"
+
+    def _ctl(self, index: int, *args: str) -> str:
+        """One rabbitmqctl command against node `index`."""
+        cmd = [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodes[index].name, *args]
+        try:
+            done = subprocess.run(
+                cmd,
+                env=cli_environment(self.base, self._epmd_port),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=CTL_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"rabbitmqctl {' '.join(args)} timed out") from None
+        if done.returncode != 0:
+            out = (done.stdout + done.stderr).strip()
+            raise ClusterError(f"rabbitmqctl {' '.join(args)} on {cmd[2]} failed: {out}")
+        return done.stdout
+
+    def _join_all(self) -> None:
+        """Nodes 2..N join node 1, in parallel."""
+        first = self.nodes[0].name
+
+        def join(i: int) -> None:
+            self._ctl(i, "stop_app")
+            self._ctl(i, "join_cluster", first)
+            self._ctl(i, "start_app")
+
+        others = range(1, len(self.nodes))
+        with ThreadPoolExecutor(max_workers=MAX_NODES) as pool:
+            for result in [pool.submit(join, i) for i in others]:
+                result.result()
+
+    def _api(self, index: int, path: str) -> object:
+        """GET from node `index`'s management API as the administrator."""
+        user, password = self.credentials.user, self.credentials.password
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(
+            f"http://{HOST}:{self.nodes[index].ports.mgmt}{path}",
+            headers={"Authorization": f"Basic {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def running_nodes(self, index: int = 0) -> list[str]:
+        """Names of the nodes that node `index`'s management API reports running."""
+        nodes = self._api(index, "/api/nodes")
+        assert isinstance(nodes, list)
+        return sorted(n["name"] for n in nodes if n.get("running"))
+
+    def _await_cluster(self) -> None:
+        """Waits until each running node's management API lists every running node."""
+        deadline = time.monotonic() + self.start_timeout
+        up = [i for i in range(len(self.nodes)) if self.node_running(i)]
+        want = sorted(self.nodes[i].name for i in up)
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                if all((seen := self.running_nodes(i)) == want for i in up):
+                    return
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise ClusterError(f"the cluster did not form: running {seen}, expected {want}")
+
+    def _write_credentials(self) -> None:
+        """credentials.json (owner-only): the hub's administrator and where to reach it."""
+        data = {
+            "user": self.credentials.user,
+            "password": self.credentials.password,
+            "vhost": "/",
+            "nodes": [
+                {"name": n.name, "host": HOST, "amqp": n.ports.amqp, "mqtt": n.ports.mqtt,
+                 "ws": n.ports.ws, "ws_path": WS_PATH, "mgmt": n.ports.mgmt}
+                for n in self.nodes
+            ],
+        }  # fmt: skip
+        path = self.credentials_file
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+    def _stop_nodes(self, indices: list[int]) -> None:
+        """SIGTERM to each node's wrapper (it stops its VM gracefully), all at once; SIGKILL
+        by PID to whatever still runs after STOP_TIMEOUT."""
+        known: list[procs.Proc] = []
+        for i in indices:
+            self._refresh(i)
+            known += self._known[i]
+            proc = self._procs[i]
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        left = procs.wait_ended(known, STOP_TIMEOUT)
+        for i in indices:
+            proc = self._procs[i]
+            if proc is None:
+                continue
+            if set(left) & self._known[i]:
+                log.warning("node %s did not stop in %.0f s: killed", self.nodes[i].name,
+                            STOP_TIMEOUT)  # fmt: skip
+                procs.kill_group(proc.pid)
+            proc.wait()
+        for p in left:  # by PID too: the VM's helpers run in sessions of their own
+            procs.kill(p)
+        procs.wait_ended(left, 10)
