@@ -12,7 +12,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 STARTED = "Server startup complete"  # the node's log line once its boot (and plugins) are done
 START_ATTEMPTS = 3  # a port another process took between our check and the node's bind
 STOP_TIMEOUT = 30.0
-CTL_TIMEOUT = 120.0
 MAX_NODES = 9
 
 
@@ -158,16 +156,19 @@ class Cluster:
         self.stop()
 
     def start(self) -> None:
-        """Starts epmd and every node, joins nodes 2..N to node 1, waits until the management
+        """Starts epmd and node 1, then nodes 2..N together (they join node 1 as they boot, by
+        peer discovery: no second start of their app, no CLI call), waits until the management
         API lists them all running, then writes credentials.json. Stops everything on error."""
         check_installed()
         try:
             self._prepare()
             self._start_epmd()
-            for i in range(len(self.nodes)):
+            self._spawn(0)
+            self._await_boots([0], retry_ports=True)
+            others = list(range(1, len(self.nodes)))
+            for i in others:
                 self._spawn(i)
-            self._await_boots(list(range(len(self.nodes))), retry_ports=True)
-            self._join_all()
+            self._await_boots(others, retry_ports=True)
             self._await_cluster()
             self._write_credentials()
         except BaseException:
@@ -254,7 +255,7 @@ class Cluster:
 
     def _spawn(self, index: int) -> None:
         node = self.nodes[index]
-        node.write_config(self.credentials, self.auth_url)
+        node.write_config(self.credentials, self.auth_url, self.nodes[0].name)
         node.pid_file.unlink(missing_ok=True)
         self._log_offset[index] = procs.size(node.log_file)
         with node.console_file.open("ab") as console:
@@ -317,39 +318,6 @@ class Cluster:
         shown = procs.tail(node.log_file) or procs.tail(node.console_file)
         where = node.log_file if node.log_file.exists() else node.console_file
         return f"node {node.name} {what}; the end of {where}:\n{shown}"
-
-    def _ctl(self, index: int, *args: str) -> str:
-        """One rabbitmqctl command against node `index`."""
-        cmd = [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodes[index].name, *args]
-        try:
-            done = subprocess.run(
-                cmd,
-                env=cli_environment(self.base, self._epmd_port),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=CTL_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"rabbitmqctl {' '.join(args)} timed out") from None
-        if done.returncode != 0:
-            out = (done.stdout + done.stderr).strip()
-            raise ClusterError(f"rabbitmqctl {' '.join(args)} on {cmd[2]} failed: {out}")
-        return done.stdout
-
-    def _join_all(self) -> None:
-        """Nodes 2..N join node 1, in parallel."""
-        first = self.nodes[0].name
-
-        def join(i: int) -> None:
-            self._ctl(i, "stop_app")
-            self._ctl(i, "join_cluster", first)
-            self._ctl(i, "start_app")
-
-        others = range(1, len(self.nodes))
-        with ThreadPoolExecutor(max_workers=MAX_NODES) as pool:
-            for result in [pool.submit(join, i) for i in others]:
-                result.result()
 
     def _api(self, index: int, path: str) -> object:
         """GET from node `index`'s management API as the administrator."""

@@ -132,8 +132,9 @@ class Node:
         )
         return env
 
-    def write_config(self, admin: Credentials, auth_url: str | None) -> None:
-        """rabbitmq.conf for this node's ports; the admin user is created on a blank node."""
+    def write_config(self, admin: Credentials, auth_url: str | None, seed: str) -> None:
+        """rabbitmq.conf for this node's ports. A blank node other than the seed (node 1) joins
+        the seed's cluster when it boots; a blank seed creates the admin user."""
         p = self.ports
         lines = [
             f"listeners.tcp.1 = {HOST}:{p.amqp}",
@@ -157,6 +158,9 @@ class Node:
             "log.console = false",
             "log.file.level = info",
         ]
+        if self.name != seed:
+            lines.append("cluster_formation.peer_discovery_backend = classic_config")
+            lines.append(f"cluster_formation.classic_config.nodes.1 = {seed}")
         if auth_url is not None:
             lines += ["auth_backends.1 = http", "auth_backends.2 = internal"]
             lines.append("auth_http.http_method = post")
