@@ -8,21 +8,26 @@ import base64
 import json
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from tests.support.hubproc import scaled
 from tests.support.mqtt import RawClient
-from tools.cluster import Cluster, procs
-from tools.cluster.nodes import RABBITMQ_BIN
+from tools.cluster import Cluster, ClusterError, procs
+from tools.cluster.nodes import RABBITMQ_BIN, check_auth_url
 
 pytestmark = pytest.mark.skipif(
     not (RABBITMQ_BIN / "rabbitmq-server").exists(),
@@ -42,6 +47,20 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} within {scaled(timeout):.0f} s")
         time.sleep(0.2)
+
+
+def processes_of(folder: Path) -> list[int]:
+    """PIDs whose environment has the cluster's HOME: epmd, node wrappers, VMs, their helpers
+    (found without asking the launcher what it started)."""
+    marker = f"HOME={folder / 'home'}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return [pid for pid in found if (p := procs.identify(pid)) is not None and procs.alive(p)]
 
 
 def api(port: int, path: str, user: str, password: str) -> object:
@@ -87,9 +106,11 @@ async def cross_node(cluster: Cluster, pub: int, sub: int, topic: str, *, ws: bo
 
 
 def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
-    """--nodes 0 and a folder that is not empty fail at once with `cluster: error:`, exit 2."""
+    """--nodes 0, --timeout 0 and a folder that is not empty fail at once with `cluster:
+    error:` and exit 2, touching nothing in the folder."""
     (tmp_path / "keep.txt").write_text("mine")
-    for args in (["--nodes", "0"], ["--nodes", "1", "--dir", str(tmp_path)]):
+    bad = (["--nodes", "0"], ["--timeout", "0"], ["--nodes", "1", "--dir", str(tmp_path)])
+    for args in bad:
         done = subprocess.run(
             [sys.executable, "-m", "tools.cluster", *args],
             capture_output=True, text=True, timeout=scaled(30),
@@ -100,6 +121,38 @@ def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_auth_url_cannot_inject_config() -> None:
+    """An auth URL that would add config lines (newline, space) or is not http(s) is refused."""
+    assert check_auth_url("http://127.0.0.1:8080/api/auth/") == "http://127.0.0.1:8080/api/auth"
+    for url in (
+        "http://127.0.0.1:8080/auth\nauth_backends.1 = internal",
+        "http://127.0.0.1/a b",
+        "http://127.0.0.1/auth?x=1",
+        "file:///etc/passwd",
+        "http:///no-host",
+    ):
+        with pytest.raises(ClusterError):
+            check_auth_url(url)
+
+
+def test_node_that_does_not_start_in_time_is_an_error(tmp_path: Path) -> None:
+    """A node not up within --timeout: one error line naming it and its log, exit 2, and
+    nothing of the cluster left running."""
+    folder = tmp_path / "cluster"
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder),
+         "--timeout", "0.5"],
+        capture_output=True, text=True, timeout=scaled(60),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    first = done.stderr.splitlines()[0]
+    expected = "cluster: error: node rabbit1@localhost did not start in 0.5 s; "
+    assert first.startswith(expected), first
+    assert str(folder / "rabbit1") in first
+    assert done.stdout == ""
+    assert processes_of(folder) == []
 
 
 def test_cli_prints_ready_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
@@ -139,6 +192,7 @@ def test_cli_prints_ready_and_stops_everything_on_sigterm(tmp_path: Path) -> Non
         assert proc.stderr is not None
         assert proc.stderr.read() == ""
         assert procs.wait_ended(started, scaled(5)) == []
+        assert processes_of(folder) == []
         assert not procs.accepts("127.0.0.1", epmd_port)
     finally:
         if proc.poll() is None:
@@ -155,10 +209,61 @@ def _epmd_port(running: list[procs.Proc]) -> int:
     raise AssertionError("no epmd among the cluster's processes")
 
 
+class AuthService(BaseHTTPRequestHandler):
+    """The hub's part in RabbitMQ's HTTP auth backend, reduced to one device: `device1` with
+    secret `s3cret` may do anything; everyone else is denied (and falls to internal users)."""
+
+    asked: ClassVar[list[tuple[str, dict[str, str]]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        form = {
+            k: v[0] for k, v in urllib.parse.parse_qs(self.rfile.read(length).decode()).items()
+        }
+        self.asked.append((self.path, form))
+        allowed = form.get("username") == "device1"
+        if self.path.endswith("/user"):
+            allowed = allowed and form.get("password") == "s3cret"
+        body = b"allow" if allowed else b"deny"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One 3-node cluster for the module (the last test stops it)."""
-    with Cluster(nodes=3, base=tmp_path_factory.mktemp("rabbitmq")) as c:
+def auth_url() -> Iterator[str]:
+    """A running auth service for the cluster's HTTP auth backend."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/auth"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def taken_port() -> Iterator[socket.socket]:
+    """A listening socket on the port node 3 was going to use for distribution."""
+    s = socket.socket()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, auth_url: str, taken_port: socket.socket
+) -> Iterator[Cluster]:
+    """One 3-node cluster for the module (the last test stops it), asking auth_url first.
+    Another process takes node 3's distribution port before it starts, as in a race."""
+    c = Cluster(nodes=3, base=tmp_path_factory.mktemp("rabbitmq"), auth_url=auth_url)
+    taken_port.bind(("127.0.0.1", c.nodes[2].ports.dist))
+    taken_port.listen()
+    with c:
         yield c
 
 
@@ -218,6 +323,44 @@ def test_anonymous_and_wrong_password_are_refused(cluster: Cluster) -> None:
     assert all(code in (4, 5) for code in asyncio.run(scenario()))
 
 
+def test_a_port_taken_before_the_node_binds_it_is_replaced(
+    cluster: Cluster, taken_port: socket.socket
+) -> None:
+    """Node 3, whose distribution port another process took, started on fresh ports."""
+    assert cluster.nodes[2].ports.dist != taken_port.getsockname()[1]
+    assert "dist_port_already_used" in (cluster.nodes[2].console_file.read_text())
+
+
+def test_the_auth_service_admits_devices_and_internal_users_still_log_in(
+    cluster: Cluster,
+) -> None:
+    """With an auth URL, a device's CONNECT is checked by the auth service (its secret
+    admitted, a wrong one refused), and the hub's internal user still logs in after a deny."""
+
+    async def scenario() -> list[int]:
+        codes = []
+        for client_id, user, password in (
+            ("device1", "device1", "s3cret"),
+            ("device1", "device1", "wrong"),
+            ("hub-1", cluster.credentials.user, cluster.credentials.password),
+        ):
+            client = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[1])
+            try:
+                codes.append(
+                    (await client.connect(client_id, username=user, password=password))[1]
+                )
+            finally:
+                await client.close()
+        return codes
+
+    AuthService.asked.clear()
+    codes = asyncio.run(scenario())
+    assert codes[0] == 0 and codes[1] in (4, 5) and codes[2] == 0
+    users = [form for path, form in AuthService.asked if path == "/auth/user"]
+    assert {"username": "device1", "password": "s3cret"}.items() <= users[0].items()
+    assert any(form["username"] == cluster.credentials.user for form in users)
+
+
 def test_web_mqtt_on_ws_path(cluster: Cluster) -> None:
     """A Web MQTT client on /ws of node 2 receives a QoS 1 publish made on node 1 over TCP."""
     asyncio.run(cross_node(cluster, 0, 1, "devices/d2/temp", ws=True))
@@ -249,8 +392,10 @@ def test_stop_leaves_no_process_behind(cluster: Cluster) -> None:
     """stop() ends every node, every VM helper and epmd (checked by PID); runs last."""
     started = [p for pid in cluster.pids() if (p := procs.identify(pid)) is not None]
     assert len(started) >= 1 + 3 * 2  # epmd, then per node at least its wrapper and VM
+    assert sorted(processes_of(cluster.base)) == sorted(p.pid for p in started)
     cluster.stop()
     assert cluster.pids() == []
     assert [p for p in started if procs.alive(p)] == []
+    assert processes_of(cluster.base) == []
     for port in cluster.mqtt_ports + cluster.mgmt_ports:
         assert not procs.accepts("127.0.0.1", port)

@@ -1,5 +1,5 @@
-"""`python -m tools.cluster [--nodes 3] [--dir DIR]`: start a local RabbitMQ cluster, print one
-ready line, and stop every node and epmd on SIGINT or SIGTERM (exit 0)."""
+"""`python -m tools.cluster [--nodes 3] [--dir DIR] [--timeout 120]`: start a local RabbitMQ
+cluster, print one ready line, and stop every node and epmd on SIGINT or SIGTERM (exit 0)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a new or empty folder for the nodes' files, kept after stop (default: a "
         "temporary folder, removed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=float, default=120.0,
+        help="seconds to wait for a node to start, and for the cluster to form (default 120)",
+    )  # fmt: skip
     return parser
 
 
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     try:
-        with Cluster(nodes=args.nodes, base=args.dir) as cluster:
+        with Cluster(nodes=args.nodes, base=args.dir, start_timeout=args.timeout) as cluster:
             print(cluster.ready_line(), flush=True)
             _serve(cluster)
     except _Interrupted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import shutil
 import signal
 import subprocess
@@ -68,6 +69,8 @@ class Cluster:
     ) -> None:
         if not 1 <= nodes <= MAX_NODES:
             raise ClusterError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
+        if not 0 < start_timeout < math.inf:
+            raise ClusterError(f"--timeout must be more than 0 seconds, not {start_timeout}")
         self.auth_url = check_auth_url(auth_url) if auth_url is not None else None
         self.start_timeout = start_timeout
         self._temporary = base is None
@@ -303,21 +306,20 @@ class Cluster:
                         raise ClusterError(self._failure(i, "exited while starting"))
             if pending and time.monotonic() > deadline:
                 i = min(pending)
-                raise ClusterError(
-                    self._failure(i, f"did not start in {self.start_timeout:.0f} s")
-                )
+                raise ClusterError(self._failure(i, f"did not start in {self.start_timeout:g} s"))
             time.sleep(0.25)
 
     def _port_taken(self, index: int) -> bool:
         node = self.nodes[index]
         text = procs.tail(node.log_file, 60) + procs.tail(node.console_file, 60)
-        return "eaddrinuse" in text
+        return "eaddrinuse" in text or "dist_port_already_used" in text
 
     def _failure(self, index: int, what: str) -> str:
         node = self.nodes[index]
-        shown = procs.tail(node.log_file) or procs.tail(node.console_file)
-        where = node.log_file if node.log_file.exists() else node.console_file
-        return f"node {node.name} {what}; the end of {where}:\n{shown}"
+        for path in (node.log_file, node.console_file):
+            if shown := procs.tail(path):
+                return f"node {node.name} {what}; the end of {path}:\n{shown}"
+        return f"node {node.name} {what}; it logged nothing (see {node.folder})"
 
     def _api(self, index: int, path: str) -> object:
         """GET from node `index`'s management API as the administrator."""
