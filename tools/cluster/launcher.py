@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import astuple
 from pathlib import Path
 from types import TracebackType
 
@@ -24,11 +25,12 @@ from tools.cluster.nodes import (
     ClusterError,
     Credentials,
     Node,
+    Ports,
     check_auth_url,
     cli_environment,
     free_ports,
-    new_ports,
     prepare_base,
+    write_private,
 )
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,12 @@ class Cluster:
         self._temporary = base is None
         self.base = Path(tempfile.mkdtemp(prefix="rabbitmq-cluster-")) if base is None else base
         self.credentials = Credentials.generate()
-        self.nodes = [Node(i + 1, self.base, new_ports()) for i in range(nodes)]
+        self._epmd_port = 0
+        self.nodes: list[Node] = []
+        for i in range(nodes):
+            self.nodes.append(Node(i + 1, self.base, Ports(*self._unused_ports(5))))
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
         self._epmd: subprocess.Popen[bytes] | None = None
-        self._epmd_port = 0
         self._known: list[set[procs.Proc]] = [set() for _ in range(nodes)]  # each node's tree
         self._log_offset = [0] * nodes  # where each node's log stood when it last started
         self._stopped = False
@@ -182,7 +186,7 @@ class Cluster:
         """SIGKILL to node `index`: its wrapper, VM and the VM's helpers, as a crash would."""
         self._refresh(index)
         proc = self._procs[index]
-        if proc is not None:
+        if proc is not None and proc.poll() is None:
             procs.kill_group(proc.pid)
         for known in self._known[index]:
             procs.kill(known)
@@ -231,7 +235,7 @@ class Cluster:
     def _start_epmd(self) -> None:
         """The cluster's own epmd, in the foreground as our child (so stop ends it by PID)."""
         for _ in range(START_ATTEMPTS):
-            (port,) = free_ports(1)
+            (port,) = self._unused_ports(1)
             self._epmd = subprocess.Popen(
                 ["epmd", "-address", HOST, "-port", str(port)],
                 env=cli_environment(self.base, port),
@@ -249,6 +253,15 @@ class Cluster:
             self._epmd.kill()
             self._epmd.wait()
         raise ClusterError("epmd did not start (tried three free ports)")
+
+    def _unused_ports(self, count: int) -> list[int]:
+        """Free ports that are none of those the cluster already gave out."""
+        given = {self._epmd_port}
+        for node in self.nodes:
+            given.update(astuple(node.ports))
+        while not given.isdisjoint(ports := free_ports(count)):
+            pass
+        return ports
 
     def _refresh(self, index: int) -> None:
         """Remembers the processes of node `index` as they run now."""
@@ -300,7 +313,7 @@ class Cluster:
                     if retry_ports and self._port_taken(i) and attempts[i] < START_ATTEMPTS:
                         attempts[i] += 1
                         self._stop_nodes([i])
-                        self.nodes[i].ports = new_ports()
+                        self.nodes[i].ports = Ports(*self._unused_ports(5))
                         self._spawn(i)
                     else:
                         raise ClusterError(self._failure(i, "exited while starting"))
@@ -335,7 +348,8 @@ class Cluster:
     def running_nodes(self, index: int = 0) -> list[str]:
         """Names of the nodes that node `index`'s management API reports running."""
         nodes = self._api(index, "/api/nodes")
-        assert isinstance(nodes, list)
+        if not isinstance(nodes, list):
+            raise ValueError(f"/api/nodes answered {nodes!r}")
         return sorted(n["name"] for n in nodes if n.get("running"))
 
     def _await_cluster(self) -> None:
@@ -365,10 +379,7 @@ class Cluster:
                 for n in self.nodes
             ],
         }  # fmt: skip
-        path = self.credentials_file
-        path.unlink(missing_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        write_private(self.credentials_file, json.dumps(data, indent=2) + "\n")
 
     def _stop_nodes(self, indices: list[int]) -> None:
         """SIGTERM to each node's wrapper (it stops its VM gracefully), all at once; SIGKILL

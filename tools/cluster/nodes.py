@@ -68,10 +68,6 @@ def free_ports(count: int) -> list[int]:
         return held
 
 
-def new_ports() -> Ports:
-    return Ports(*free_ports(5))
-
-
 def check_auth_url(url: str) -> str:
     """The base URL of the hub's auth service, refused unless it is a plain http(s) URL (it is
     written into the config file, so a newline or space could add keys)."""
@@ -166,7 +162,7 @@ class Node:
             lines.append("auth_http.http_method = post")
             lines += [f"auth_http.{kind}_path = {auth_url}/{kind}" for kind in AUTH_PATHS]
         self.folder.mkdir(mode=0o700, exist_ok=True)
-        _write_private(self.config_file, "\n".join(lines) + "\n")
+        write_private(self.config_file, "\n".join(lines) + "\n")
 
 
 def cli_environment(base: Path, epmd_port: int) -> dict[str, str]:
@@ -195,12 +191,12 @@ def prepare_base(base: Path) -> None:
     cookie = home / ".erlang.cookie"
     if not cookie.exists():
         alphabet = string.ascii_uppercase
-        _write_private(cookie, "".join(secrets.choice(alphabet) for _ in range(32)), mode=0o400)
-    _write_private(base / "rabbitmq-env.conf", "")
-    _write_private(base / "enabled_plugins", "[" + ",".join(PLUGINS) + "].\n")
+        write_private(cookie, "".join(secrets.choice(alphabet) for _ in range(32)), mode=0o400)
+    write_private(base / "rabbitmq-env.conf", "")
+    write_private(base / "enabled_plugins", "[" + ",".join(PLUGINS) + "].\n")
 
 
-def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
     """Writes a file only its owner can read, created with that mode (never briefly open)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
