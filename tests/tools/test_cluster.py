@@ -302,6 +302,44 @@ def test_management_api_lists_the_cluster_on_each_node(cluster: Cluster) -> None
     assert refused.value.code == 401
 
 
+def test_every_node_runs_the_plugins(cluster: Cluster) -> None:
+    """Each node runs the MQTT, Web MQTT, management, event exchange and HTTP auth plugins (as
+    the management API reports them, a few seconds late for joining nodes), and the event
+    exchange exists."""
+    user, password = cluster.credentials.user, cluster.credentials.password
+    wanted = {"rabbitmq_mqtt", "rabbitmq_web_mqtt", "rabbitmq_management",
+              "rabbitmq_event_exchange", "rabbitmq_auth_backend_http"}  # fmt: skip
+
+    def all_running() -> bool:
+        nodes = api(cluster.mgmt_ports[1], "/api/nodes", user, password)
+        assert isinstance(nodes, list) and len(nodes) == 3
+        return all(wanted <= {a["name"] for a in n.get("applications", [])} for n in nodes)
+
+    eventually(all_running, 20, "not every node reported the plugins running")
+    exchange = api(cluster.mgmt_ports[0], "/api/exchanges/%2F/amq.rabbitmq.event", user, password)
+    assert isinstance(exchange, dict) and exchange["type"] == "topic"
+
+
+def test_a_persistent_mqtt_session_is_a_quorum_queue(cluster: Cluster) -> None:
+    """A clean-session-0 QoS 1 subscription is kept in a quorum queue (it outlives its node)."""
+    user, password = cluster.credentials.user, cluster.credentials.password
+
+    async def subscribe() -> None:
+        client = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[2])
+        try:
+            assert (await client.connect("keeper", clean=False, username=user,
+                                         password=password))[1] == 0  # fmt: skip
+            assert await client.subscribe([("devices/keeper/cmd", 1)]) == [1]
+        finally:
+            await client.close()
+
+    asyncio.run(subscribe())
+    queues = api(cluster.mgmt_ports[0], "/api/queues/%2F", user, password)
+    assert isinstance(queues, list)
+    kinds = {q["name"]: q["type"] for q in queues}
+    assert kinds.get("mqtt-subscription-keeperqos1") == "quorum", kinds
+
+
 def test_qos1_publish_on_node1_reaches_subscriber_on_node3(cluster: Cluster) -> None:
     """A device-like client publishing QoS 1 on node 1 is delivered to a subscriber on node 3."""
     asyncio.run(cross_node(cluster, 0, 2, "devices/d1/temp", ws=False))
@@ -392,7 +430,6 @@ def test_stop_leaves_no_process_behind(cluster: Cluster) -> None:
     """stop() ends every node, every VM helper and epmd (checked by PID); runs last."""
     started = [p for pid in cluster.pids() if (p := procs.identify(pid)) is not None]
     assert len(started) >= 1 + 3 * 2  # epmd, then per node at least its wrapper and VM
-    assert sorted(processes_of(cluster.base)) == sorted(p.pid for p in started)
     cluster.stop()
     assert cluster.pids() == []
     assert [p for p in started if procs.alive(p)] == []

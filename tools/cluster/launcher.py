@@ -86,6 +86,7 @@ class Cluster:
         self._epmd: subprocess.Popen[bytes] | None = None
         self._known: list[set[procs.Proc]] = [set() for _ in range(nodes)]  # each node's tree
         self._log_offset = [0] * nodes  # where each node's log stood when it last started
+        self._up = [False] * nodes  # whether each node's current boot has completed
         self._stopped = False
 
     # -- what clients need -------------------------------------------------------------------
@@ -137,7 +138,8 @@ class Cluster:
             found.append(self._epmd.pid)
         for i in range(len(self.nodes)):
             found += self.node_pids(i)
-        return found
+        stray = [p.pid for p in procs.sharing_home(self.base / "home")]
+        return sorted(set(found + stray))
 
     def node_pids(self, index: int) -> list[int]:
         """The running processes of node `index` (wrapper, VM, the VM's helpers)."""
@@ -193,6 +195,17 @@ class Cluster:
         if proc is not None:
             proc.wait()
         procs.wait_ended(list(self._known[index]), 10)
+        self._await_ports_closed([index])
+        self._up[index] = False
+
+    def _await_ports_closed(self, indices: list[int]) -> None:
+        """A killed VM's threads may still be exiting, its sockets open, after it shows as a
+        zombie: returns once nothing listens on the ports of those nodes that were up (or
+        after 10 s)."""
+        ports = [p for i in indices if self._up[i] for p in astuple(self.nodes[i].ports)]
+        deadline = time.monotonic() + 10
+        while any(procs.accepts(HOST, p) for p in ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def restart(self, index: int) -> None:
         """Stops node `index` if it runs, starts it again on the same ports and waits until it
@@ -217,6 +230,11 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self._epmd.kill()
                 self._epmd.wait()
+        stray = procs.wait_ended(procs.sharing_home(self.base / "home"), 5)
+        for p in stray:  # a VM helper that was forked after we last looked, say
+            log.warning("killing pid %d, still running after its node stopped", p.pid)
+            procs.kill(p)
+        procs.wait_ended(stray, 5)
         left = self.pids()
         if left:  # cannot happen unless the kernel refuses SIGKILL; never hide it
             raise ClusterError(f"processes still running after stop: {left}")
@@ -274,6 +292,7 @@ class Cluster:
         node.write_config(self.credentials, self.auth_url, self.nodes[0].name)
         node.pid_file.unlink(missing_ok=True)
         self._log_offset[index] = procs.size(node.log_file)
+        self._up[index] = False
         with node.console_file.open("ab") as console:
             self._procs[index] = subprocess.Popen(
                 [str(RABBITMQ_BIN / "rabbitmq-server")],
@@ -298,6 +317,7 @@ class Cluster:
         if not all(procs.accepts(HOST, p) for p in ports):
             return "starting"
         self._refresh(index)
+        self._up[index] = True
         return "up"
 
     def _await_boots(self, indices: list[int], *, retry_ports: bool) -> None:
@@ -383,14 +403,19 @@ class Cluster:
 
     def _stop_nodes(self, indices: list[int]) -> None:
         """SIGTERM to each node's wrapper (it stops its VM gracefully), all at once; SIGKILL
-        by PID to whatever still runs after STOP_TIMEOUT."""
+        by PID to whatever still runs after STOP_TIMEOUT. A node still booting gets SIGKILL at
+        once: the VM defers a stop until its boot is done, which can take longer than that."""
         known: list[procs.Proc] = []
         for i in indices:
             self._refresh(i)
-            known += self._known[i]
             proc = self._procs[i]
-            if proc is not None and proc.poll() is None:
+            if proc is None or proc.poll() is not None:
+                known += self._known[i]
+            elif self._up[i]:
+                known += self._known[i]
                 proc.send_signal(signal.SIGTERM)
+            else:
+                self.kill(i)
         left = procs.wait_ended(known, STOP_TIMEOUT)
         for i in indices:
             proc = self._procs[i]
@@ -404,3 +429,6 @@ class Cluster:
         for p in left:  # by PID too: the VM's helpers run in sessions of their own
             procs.kill(p)
         procs.wait_ended(left, 10)
+        self._await_ports_closed(indices)
+        for i in indices:
+            self._up[i] = False

@@ -54,6 +54,22 @@ def tree(root: int) -> list[Proc]:
     return found
 
 
+def sharing_home(home: Path) -> list[Proc]:
+    """Running processes whose environment has HOME=home: with a cluster's private HOME, every
+    process of that cluster, even a helper whose parent died before we saw it."""
+    marker = f"HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                proc = identify(int(entry.name))
+                if proc is not None and alive(proc):
+                    found.append(proc)
+        except OSError:  # ended meanwhile, or another user's
+            continue
+    return found
+
+
 def wait_ended(known: list[Proc], timeout: float) -> list[Proc]:
     """Waits until every process has ended or the timeout passes; returns those still running."""
     deadline = time.monotonic() + timeout
