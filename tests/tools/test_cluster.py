@@ -137,6 +137,19 @@ def test_auth_url_cannot_inject_config() -> None:
             check_auth_url(url)
 
 
+def test_a_relative_folder_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--dir given relative still names the same folder in every node's environment (the nodes
+    run in folders of their own)."""
+    monkeypatch.chdir(tmp_path)
+    cluster = Cluster(nodes=2, base=Path("rel"))
+    env = cluster.nodes[1].environment(4369)
+    assert env["HOME"] == str(tmp_path / "rel" / "home")
+    assert env["RABBITMQ_MNESIA_BASE"] == str(tmp_path / "rel" / "rabbit2" / "mnesia")
+    assert not (tmp_path / "rel").exists()  # nothing is made before start()
+
+
 def test_node_that_does_not_start_in_time_is_an_error(tmp_path: Path) -> None:
     """A node not up within --timeout: one error line naming it and its log, exit 2, and
     nothing of the cluster left running."""

@@ -76,7 +76,9 @@ class Cluster:
         self.auth_url = check_auth_url(auth_url) if auth_url is not None else None
         self.start_timeout = start_timeout
         self._temporary = base is None
-        self.base = Path(tempfile.mkdtemp(prefix="rabbitmq-cluster-")) if base is None else base
+        # Absolute: each node runs in its own folder, and its environment names the others.
+        base = Path(tempfile.mkdtemp(prefix="rabbitmq-cluster-")) if base is None else base
+        self.base = base.absolute()
         self.credentials = Credentials.generate()
         self._epmd_port = 0
         self.nodes: list[Node] = []
