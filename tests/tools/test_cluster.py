@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import signal
 import socket
@@ -121,6 +122,20 @@ def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_missing_erlang_is_one_error_line(tmp_path: Path) -> None:
+    """Without epmd on PATH (no Erlang), the CLI says what is missing and exits 2, starting
+    nothing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=scaled(30),
+        env={**os.environ, "PATH": "/nonexistent"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("cluster: error: Erlang's epmd is not on PATH"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "c").exists()
 
 
 def test_auth_url_cannot_inject_config() -> None:

@@ -41,12 +41,19 @@ STOP_TIMEOUT = 30.0
 MAX_NODES = 9
 
 
-def check_installed() -> None:
-    missing = [p for p in (RABBITMQ_BIN / "rabbitmq-server", RABBITMQ_BIN / "rabbitmqctl")
-               if not p.exists()]  # fmt: skip
-    if missing or shutil.which("epmd") is None:
-        raise ClusterError("RabbitMQ is not installed (run tools/bootstrap.sh, or apt-get install "
-                           "rabbitmq-server)")  # fmt: skip
+def check_installed() -> str:
+    """Fails unless Debian's rabbitmq-server and Erlang's epmd are there; returns epmd's path."""
+    for program in ("rabbitmq-server", "rabbitmqctl"):
+        if not (RABBITMQ_BIN / program).exists():
+            raise ClusterError(
+                f"RabbitMQ is not installed ({RABBITMQ_BIN / program} is missing): "
+                "run tools/bootstrap.sh, or apt-get install rabbitmq-server"
+            )
+    epmd = shutil.which("epmd")
+    if epmd is None:
+        raise ClusterError("Erlang's epmd is not on PATH (Debian's erlang-base has it in "
+                           "/usr/bin): run tools/bootstrap.sh")  # fmt: skip
+    return epmd
 
 
 class Cluster:
@@ -170,10 +177,10 @@ class Cluster:
         """Starts epmd and node 1, then nodes 2..N together (they join node 1 as they boot, by
         peer discovery: no second start of their app, no CLI call), waits until the management
         API lists them all running, then writes credentials.json. Stops everything on error."""
-        check_installed()
+        epmd = check_installed()
         try:
             self._prepare()
-            self._start_epmd()
+            self._start_epmd(epmd)
             self._spawn(0)
             self._await_boots([0], retry_ports=True)
             others = list(range(1, len(self.nodes)))
@@ -252,12 +259,12 @@ class Cluster:
         self.base.chmod(0o700)
         prepare_base(self.base)
 
-    def _start_epmd(self) -> None:
+    def _start_epmd(self, epmd: str) -> None:
         """The cluster's own epmd, in the foreground as our child (so stop ends it by PID)."""
         for _ in range(START_ATTEMPTS):
             (port,) = self._unused_ports(1)
             self._epmd = subprocess.Popen(
-                ["epmd", "-address", HOST, "-port", str(port)],
+                [epmd, "-address", HOST, "-port", str(port)],
                 env=cli_environment(self.base, port),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
