@@ -107,10 +107,13 @@ async def cross_node(cluster: Cluster, pub: int, sub: int, topic: str, *, ws: bo
 
 
 def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
-    """--nodes 0, --timeout 0 and a folder that is not empty fail at once with `cluster:
-    error:` and exit 2, touching nothing in the folder."""
+    """Bad --nodes and --timeout, a folder that is not empty or cannot be made: each fails at
+    once with `cluster: error:` and exit 2, touching nothing in the folder."""
     (tmp_path / "keep.txt").write_text("mine")
-    bad = (["--nodes", "0"], ["--timeout", "0"], ["--nodes", "1", "--dir", str(tmp_path)])
+    bad = (
+        ["--nodes", "0"], ["--nodes", "abc"], ["--timeout", "0"],
+        ["--nodes", "1", "--dir", str(tmp_path)], ["--nodes", "1", "--dir", "/proc/no/such"],
+    )  # fmt: skip
     for args in bad:
         done = subprocess.run(
             [sys.executable, "-m", "tools.cluster", *args],
@@ -118,7 +121,7 @@ def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert done.stdout == ""
-        assert done.stderr.startswith("cluster: error: "), done.stderr
+        assert done.stderr.splitlines()[-1].startswith("cluster: error: "), done.stderr
         assert "Traceback" not in done.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -31,7 +31,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.cluster",
+        prog="cluster",  # so that argparse's errors read `cluster: error: ...` as ours do
         description="A local RabbitMQ cluster on 127.0.0.1 (MQTT, Web MQTT on /ws, AMQP, "
         "management), stopped with Ctrl-C or SIGTERM.",
     )
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             _serve(cluster)
     except _Interrupted:
         return 0
-    except ClusterError as e:
+    except (ClusterError, OSError) as e:  # OSError: say, a --dir that cannot be made
         first, *rest = str(e).splitlines()
         print(f"cluster: error: {first}", file=sys.stderr)
         for line in rest:

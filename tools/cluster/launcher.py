@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import math
 import shutil
@@ -11,13 +9,11 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import astuple
 from pathlib import Path
 from types import TracebackType
 
-from tools.cluster import procs
+from tools.cluster import mgmt, procs
 from tools.cluster.nodes import (
     HOST,
     RABBITMQ_BIN,
@@ -30,7 +26,7 @@ from tools.cluster.nodes import (
     cli_environment,
     free_ports,
     prepare_base,
-    write_private,
+    write_credentials,
 )
 
 log = logging.getLogger(__name__)
@@ -188,7 +184,7 @@ class Cluster:
                 self._spawn(i)
             self._await_boots(others, retry_ports=True)
             self._await_cluster()
-            self._write_credentials()
+            write_credentials(self.credentials_file, self.credentials, self.nodes)
         except BaseException:
             self.stop()
             raise
@@ -363,23 +359,9 @@ class Cluster:
                 return f"node {node.name} {what}; the end of {path}:\n{shown}"
         return f"node {node.name} {what}; it logged nothing (see {node.folder})"
 
-    def _api(self, index: int, path: str) -> object:
-        """GET from node `index`'s management API as the administrator."""
-        user, password = self.credentials.user, self.credentials.password
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request = urllib.request.Request(
-            f"http://{HOST}:{self.nodes[index].ports.mgmt}{path}",
-            headers={"Authorization": f"Basic {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-
     def running_nodes(self, index: int = 0) -> list[str]:
         """Names of the nodes that node `index`'s management API reports running."""
-        nodes = self._api(index, "/api/nodes")
-        if not isinstance(nodes, list):
-            raise ValueError(f"/api/nodes answered {nodes!r}")
-        return sorted(n["name"] for n in nodes if n.get("running"))
+        return mgmt.running_nodes(self.nodes[index].ports.mgmt, self.credentials)
 
     def _await_cluster(self) -> None:
         """Waits until each running node's management API lists every running node."""
@@ -391,24 +373,10 @@ class Cluster:
             try:
                 if all((seen := self.running_nodes(i)) == want for i in up):
                     return
-            except (OSError, urllib.error.URLError, ValueError):
+            except (OSError, ValueError):  # not up yet, or an answer not yet complete
                 pass
             time.sleep(0.5)
         raise ClusterError(f"the cluster did not form: running {seen}, expected {want}")
-
-    def _write_credentials(self) -> None:
-        """credentials.json (owner-only): the hub's administrator and where to reach it."""
-        data = {
-            "user": self.credentials.user,
-            "password": self.credentials.password,
-            "vhost": "/",
-            "nodes": [
-                {"name": n.name, "host": HOST, "amqp": n.ports.amqp, "mqtt": n.ports.mqtt,
-                 "ws": n.ports.ws, "ws_path": WS_PATH, "mgmt": n.ports.mgmt}
-                for n in self.nodes
-            ],
-        }  # fmt: skip
-        write_private(self.credentials_file, json.dumps(data, indent=2) + "\n")
 
     def _stop_nodes(self, indices: list[int]) -> None:
         """SIGTERM to each node's wrapper (it stops its VM gracefully), all at once; SIGKILL

@@ -7,6 +7,7 @@ the `rabbitmq` user's HOME, and every node and CLI call talks to the cluster's o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -194,6 +195,21 @@ def prepare_base(base: Path) -> None:
         write_private(cookie, "".join(secrets.choice(alphabet) for _ in range(32)), mode=0o400)
     write_private(base / "rabbitmq-env.conf", "")
     write_private(base / "enabled_plugins", "[" + ",".join(PLUGINS) + "].\n")
+
+
+def write_credentials(path: Path, admin: Credentials, nodes: list[Node]) -> None:
+    """credentials.json (owner-only): the hub's administrator and where to reach each node."""
+    data = {
+        "user": admin.user,
+        "password": admin.password,
+        "vhost": "/",
+        "nodes": [
+            {"name": n.name, "host": HOST, "amqp": n.ports.amqp, "mqtt": n.ports.mqtt,
+             "ws": n.ports.ws, "ws_path": WS_PATH, "mgmt": n.ports.mgmt}
+            for n in nodes
+        ],
+    }  # fmt: skip
+    write_private(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
