@@ -215,6 +215,8 @@ class Cluster:
     def restart(self, index: int) -> None:
         """Stops node `index` if it runs, starts it again on the same ports and waits until it
         is back in the cluster."""
+        if self._stopped or self._epmd is None:
+            raise ClusterError("restart needs a running cluster")
         if self.node_running(index):
             self._stop_nodes([index])
         self._spawn(index)
