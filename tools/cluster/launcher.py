@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 STARTED = "Server startup complete"  # the node's log line once its boot (and plugins) are done
 START_ATTEMPTS = 3  # a port another process took between our check and the node's bind
 STOP_TIMEOUT = 30.0
+# Each node and epmd get SIGTERM when the thread that started them ends, so that a launcher
+# killed with SIGKILL leaves nothing running (util-linux's setpriv, in every Debian).
+ORPHAN_GUARD = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 MAX_NODES = 9
 
 
@@ -63,6 +66,9 @@ class Cluster:
     `base` (created, must be empty) holds every file and is kept; without it a temporary
     folder is used and removed on stop. `auth_url`: the base URL of an HTTP auth service
     (the hub's), asked first, before the internal users.
+
+    Start, restart and stop from one thread that lives as long as the cluster: a node gets
+    SIGTERM when the thread that started it ends.
     """
 
     def __init__(
@@ -262,7 +268,7 @@ class Cluster:
         for _ in range(START_ATTEMPTS):
             (port,) = self._unused_ports(1)
             self._epmd = subprocess.Popen(
-                [epmd, "-address", HOST, "-port", str(port)],
+                [*ORPHAN_GUARD, epmd, "-address", HOST, "-port", str(port)],
                 env=cli_environment(self.base, port),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -302,7 +308,7 @@ class Cluster:
         self._up[index] = False
         with node.console_file.open("ab") as console:
             self._procs[index] = subprocess.Popen(
-                [str(RABBITMQ_BIN / "rabbitmq-server")],
+                [*ORPHAN_GUARD, str(RABBITMQ_BIN / "rabbitmq-server")],
                 env=node.environment(self._epmd_port),
                 cwd=node.folder,
                 stdin=subprocess.DEVNULL,
