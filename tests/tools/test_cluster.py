@@ -333,24 +333,6 @@ def test_management_api_lists_the_cluster_on_each_node(cluster: Cluster) -> None
     assert refused.value.code == 401
 
 
-def test_every_node_runs_the_plugins(cluster: Cluster) -> None:
-    """Each node runs the MQTT, Web MQTT, management, event exchange and HTTP auth plugins (as
-    the management API reports them, a few seconds late for joining nodes), and the event
-    exchange exists."""
-    user, password = cluster.credentials.user, cluster.credentials.password
-    wanted = {"rabbitmq_mqtt", "rabbitmq_web_mqtt", "rabbitmq_management",
-              "rabbitmq_event_exchange", "rabbitmq_auth_backend_http"}  # fmt: skip
-
-    def all_running() -> bool:
-        nodes = api(cluster.mgmt_ports[1], "/api/nodes", user, password)
-        assert isinstance(nodes, list) and len(nodes) == 3
-        return all(wanted <= {a["name"] for a in n.get("applications", [])} for n in nodes)
-
-    eventually(all_running, 20, "not every node reported the plugins running")
-    exchange = api(cluster.mgmt_ports[0], "/api/exchanges/%2F/amq.rabbitmq.event", user, password)
-    assert isinstance(exchange, dict) and exchange["type"] == "topic"
-
-
 def test_a_persistent_mqtt_session_is_a_quorum_queue(cluster: Cluster) -> None:
     """A clean-session-0 QoS 1 subscription is kept in a quorum queue (it outlives its node)."""
     user, password = cluster.credentials.user, cluster.credentials.password
@@ -433,6 +415,33 @@ def test_the_auth_service_admits_devices_and_internal_users_still_log_in(
 def test_web_mqtt_on_ws_path(cluster: Cluster) -> None:
     """A Web MQTT client on /ws of node 2 receives a QoS 1 publish made on node 1 over TCP."""
     asyncio.run(cross_node(cluster, 0, 1, "devices/d2/temp", ws=True))
+
+
+def test_every_node_runs_the_plugins(cluster: Cluster) -> None:
+    """Each node listens for AMQP, MQTT, Web MQTT and the management API on its own ports, runs
+    the event exchange and HTTP auth plugins too, and the event exchange exists."""
+    user, password = cluster.credentials.user, cluster.credentials.password
+    overview = api(cluster.mgmt_ports[2], "/api/overview", user, password)
+    assert isinstance(overview, dict)
+    listening = {(li["node"], li["protocol"], li["port"]) for li in overview["listeners"]}
+    for i, name in enumerate(cluster.node_names):
+        assert {
+            (name, "amqp", cluster.amqp_ports[i]),
+            (name, "mqtt", cluster.mqtt_ports[i]),
+            (name, "http/web-mqtt", cluster.ws_ports[i]),
+            (name, "http", cluster.mgmt_ports[i]),
+        } <= listening, name
+    wanted = {"rabbitmq_mqtt", "rabbitmq_web_mqtt", "rabbitmq_management",
+              "rabbitmq_event_exchange", "rabbitmq_auth_backend_http"}  # fmt: skip
+
+    def all_run_them() -> bool:  # the API's node details arrive up to 5 s late
+        nodes = api(cluster.mgmt_ports[0], "/api/nodes", user, password)
+        assert isinstance(nodes, list) and len(nodes) == 3
+        return all(wanted <= {a["name"] for a in n.get("applications", [])} for n in nodes)
+
+    eventually(all_run_them, 20, "not every node reported the plugins running")
+    exchange = api(cluster.mgmt_ports[0], "/api/exchanges/%2F/amq.rabbitmq.event", user, password)
+    assert isinstance(exchange, dict) and exchange["type"] == "topic"
 
 
 def test_sigkill_of_one_node_leaves_the_others_serving(cluster: Cluster) -> None:
