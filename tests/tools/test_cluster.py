@@ -333,6 +333,18 @@ def test_management_api_lists_the_cluster_on_each_node(cluster: Cluster) -> None
     assert refused.value.code == 401
 
 
+def test_the_rabbitmqctl_script_reaches_every_node(cluster: Cluster) -> None:
+    """DIR/rabbitmqctl (the cluster's cookie and epmd) asks node 3, which lists all three."""
+    done = subprocess.run(
+        [str(cluster.ctl), "-n", cluster.node_names[2], "cluster_status", "--formatter", "json"],
+        capture_output=True, text=True, timeout=scaled(60),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = json.loads(done.stdout)
+    assert sorted(status["running_nodes"]) == sorted(cluster.node_names)
+    assert stat.S_IMODE(cluster.ctl.stat().st_mode) == 0o700
+
+
 def test_a_persistent_mqtt_session_is_a_quorum_queue(cluster: Cluster) -> None:
     """A clean-session-0 QoS 1 subscription is kept in a quorum queue (it outlives its node)."""
     user, password = cluster.credentials.user, cluster.credentials.password

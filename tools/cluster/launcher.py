@@ -27,6 +27,7 @@ from tools.cluster.nodes import (
     free_ports,
     prepare_base,
     write_credentials,
+    write_ctl,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,11 @@ class Cluster:
     def credentials_file(self) -> Path:
         return self.base / "credentials.json"
 
+    @property
+    def ctl(self) -> Path:
+        """DIR/rabbitmqctl: rabbitmqctl in this cluster's environment (`-n rabbitN@localhost`)."""
+        return self.base / "rabbitmqctl"
+
     def ready_line(self, http: str | None = None) -> str:
         """`ready mqtt=H:P,... ws=... amqp=... mgmt=...` (` http=H:P` once a hub runs)."""
 
@@ -183,6 +189,7 @@ class Cluster:
         try:
             self._prepare()
             self._start_epmd(epmd)
+            write_ctl(self.base, self._epmd_port, self.nodes[0].name)
             self._spawn(0)
             self._await_boots([0], retry_ports=True)
             others = list(range(1, len(self.nodes)))

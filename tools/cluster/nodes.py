@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import socket
 import string
 from dataclasses import dataclass
@@ -195,6 +196,25 @@ def prepare_base(base: Path) -> None:
         write_private(cookie, "".join(secrets.choice(alphabet) for _ in range(32)), mode=0o400)
     write_private(base / "rabbitmq-env.conf", "")
     write_private(base / "enabled_plugins", "[" + ",".join(PLUGINS) + "].\n")
+
+
+def write_ctl(base: Path, epmd_port: int, seed: str) -> Path:
+    """DIR/rabbitmqctl: Debian's rabbitmqctl with the cluster's environment (node 1 unless
+    `-n NODE` names another), for a person at a terminal: `DIR/rabbitmqctl cluster_status`."""
+    env = {**cli_environment(base, epmd_port), "RABBITMQ_NODENAME": seed}
+    del env["PATH"], env["LANG"], env["LC_ALL"]
+    exports = " \\\n    ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    script = base / "rabbitmqctl"
+    write_private(
+        script,
+        f"""#!/bin/sh
+# rabbitmqctl for the local cluster in this folder (its HOME, Erlang cookie and epmd).
+export {exports}
+exec {shlex.quote(str(RABBITMQ_BIN / "rabbitmqctl"))} "$@"
+""",
+        mode=0o700,
+    )
+    return script
 
 
 def write_credentials(path: Path, admin: Credentials, nodes: list[Node]) -> None:
