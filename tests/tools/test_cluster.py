@@ -191,7 +191,8 @@ def test_cli_prints_ready_and_stops_everything_on_sigterm(tmp_path: Path) -> Non
     ends every process it started (nodes, the VMs' helpers, epmd) with exit code 0."""
     folder = tmp_path / "cluster"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder)],
+        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder),
+         "--timeout", str(scaled(60))],  # it gives up by itself: readline() cannot hang
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
