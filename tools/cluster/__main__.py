@@ -1,5 +1,11 @@
 """`python -m tools.cluster [--nodes 3] [--dir DIR] [--timeout 120]`: start a local RabbitMQ
-cluster, print one ready line, and stop every node and epmd on SIGINT or SIGTERM (exit 0)."""
+cluster, print one ready line, and stop every node and epmd on SIGINT or SIGTERM (exit 0).
+
+Where `--hub --data-dir D` will go (once the hub has a cluster mode): choose the hub's HTTP
+port first, give the cluster `auth_url` on it (the nodes ask it only when someone logs in, so
+the hub may start after them), start the hub against `cluster` (its credentials.json, AMQP and
+management ports) inside the `with`, and print `cluster.ready_line(http="HOST:PORT")`.
+"""
 
 from __future__ import annotations
 
