@@ -268,12 +268,12 @@ class AuthService(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def auth_url() -> Iterator[str]:
-    """A running auth service for the cluster's HTTP auth backend."""
+def auth_service() -> Iterator[ThreadingHTTPServer]:
+    """A running auth service for the cluster's HTTP auth backend (a test may close it)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), AuthService)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/auth"
+    yield server
     server.shutdown()
     server.server_close()
 
@@ -288,10 +288,13 @@ def taken_port() -> Iterator[socket.socket]:
 
 @pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, auth_url: str, taken_port: socket.socket
+    tmp_path_factory: pytest.TempPathFactory,
+    auth_service: ThreadingHTTPServer,
+    taken_port: socket.socket,
 ) -> Iterator[Cluster]:
-    """One 3-node cluster for the module (the last test stops it), asking auth_url first.
+    """One 3-node cluster for the module (the last test stops it), asking the auth service first.
     Another process takes node 3's distribution port before it starts, as in a race."""
+    auth_url = f"http://127.0.0.1:{auth_service.server_address[1]}/auth"
     c = Cluster(nodes=3, base=tmp_path_factory.mktemp("rabbitmq"), auth_url=auth_url)
     taken_port.bind(("127.0.0.1", c.nodes[2].ports.dist))
     taken_port.listen()
@@ -428,6 +431,33 @@ def test_the_auth_service_admits_devices_and_internal_users_still_log_in(
 def test_web_mqtt_on_ws_path(cluster: Cluster) -> None:
     """A Web MQTT client on /ws of node 2 receives a QoS 1 publish made on node 1 over TCP."""
     asyncio.run(cross_node(cluster, 0, 1, "devices/d2/temp", ws=True))
+
+
+def test_with_the_auth_service_down_internal_users_still_log_in(
+    cluster: Cluster, auth_service: ThreadingHTTPServer
+) -> None:
+    """Once the auth service stops answering, a device is refused and the hub's internal user
+    still logs in (the hub may start after the cluster, or restart)."""
+    auth_service.shutdown()
+    auth_service.server_close()
+
+    async def codes() -> list[int]:
+        found = []
+        for user, password in (
+            ("device1", "s3cret"),
+            (cluster.credentials.user, cluster.credentials.password),
+        ):
+            client = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[0])
+            try:
+                found.append(
+                    (await client.connect(f"{user}-x", username=user, password=password))[1]
+                )
+            finally:
+                await client.close()
+        return found
+
+    device, hub = asyncio.run(codes())
+    assert device in (4, 5) and hub == 0
 
 
 def test_every_node_runs_the_plugins(cluster: Cluster) -> None:
