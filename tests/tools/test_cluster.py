@@ -51,17 +51,9 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def processes_of(folder: Path) -> list[int]:
-    """PIDs whose environment has the cluster's HOME: epmd, node wrappers, VMs, their helpers
-    (found without asking the launcher what it started)."""
-    marker = f"HOME={folder / 'home'}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:  # ended meanwhile, or not ours to read
-            continue
-    return [pid for pid in found if (p := procs.identify(pid)) is not None and procs.alive(p)]
+    """PIDs of running processes whose environment has the cluster's HOME (epmd, node
+    wrappers, VMs and their helpers), found in /proc, not from what the launcher remembers."""
+    return [p.pid for p in procs.sharing_home(folder / "home")]
 
 
 def api(port: int, path: str, user: str, password: str) -> object:
@@ -89,15 +81,10 @@ async def cross_node(cluster: Cluster, pub: int, sub: int, topic: str, *, ws: bo
         subscriber = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[sub])
     publisher = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[pub])
     try:
-        assert await subscriber.connect(f"sub-{topic}", username=user, password=password) == (
-            False,
-            0,
-        )
+        for client, role in ((subscriber, "sub"), (publisher, "pub")):
+            _, code = await client.connect(f"{role}-{topic}", username=user, password=password)
+            assert code == 0
         assert await subscriber.subscribe([(topic, 1)]) == [1]
-        assert await publisher.connect(f"pub-{topic}", username=user, password=password) == (
-            False,
-            0,
-        )
         await publisher.publish(topic, b"21.5", qos=1, timeout=scaled(5))
         message = await subscriber.next_message(timeout=scaled(5))
         assert (message.topic, message.payload, message.qos) == (topic, b"21.5", 1)
