@@ -30,10 +30,14 @@ from tests.support.mqtt import RawClient
 from tools.cluster import Cluster, ClusterError, procs
 from tools.cluster.nodes import RABBITMQ_BIN, check_auth_url
 
-pytestmark = pytest.mark.skipif(
-    not (RABBITMQ_BIN / "rabbitmq-server").exists(),
-    reason="rabbitmq-server is not installed (tools/bootstrap.sh installs it)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (RABBITMQ_BIN / "rabbitmq-server").exists(),
+        reason="rabbitmq-server is not installed (tools/bootstrap.sh installs it)",
+    ),
+    # The first test that uses the cluster also waits for its start (25-45 s here, loaded).
+    pytest.mark.timeout(scaled(240)),
+]
 
 HOSTS = r"127\.0\.0\.1:\d+(?:,127\.0\.0\.1:\d+)*"
 READY_RE = re.compile(
