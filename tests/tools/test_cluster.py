@@ -139,6 +139,8 @@ def test_auth_url_cannot_inject_config() -> None:
         "http://127.0.0.1:8080/auth\nauth_backends.1 = internal",
         "http://127.0.0.1/a b",
         "http://127.0.0.1/auth?x=1",
+        "http://127.0.0.1/auth#",
+        'http://127.0.0.1/"auth"',
         "file:///etc/passwd",
         "http:///no-host",
     ):

@@ -30,7 +30,7 @@ PLUGINS = (
 )
 # The HTTP auth backend asks one URL per kind of check: AUTH_URL/user, /vhost, /resource, /topic.
 AUTH_PATHS = ("user", "vhost", "resource", "topic")
-_SAFE_URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")
+_SAFE_URL = re.compile(r"[A-Za-z0-9._~:/@%+-]+")  # no space, quote, '#' (a comment) or query
 
 
 class ClusterError(Exception):
