@@ -24,5 +24,10 @@ bench: setup
 bench-firmware: setup
 	@$(PY) -m tools.bench_firmware
 
+# A local RabbitMQ cluster (make cluster CLUSTER_NODES=5); Ctrl-C stops it.
+.PHONY: cluster
+cluster: setup
+	@$(PY) -m tools.cluster --nodes $(or $(CLUSTER_NODES),3)
+
 clean:
 	rm -rf build .venv node_modules

@@ -11,7 +11,8 @@ MP_BIN="$BUILD/bin/micropython"
 MPLIB="$BUILD/mplib"
 VENV="$ROOT/.venv"
 UMQTT_VERSION="1.3.4"
-APT_PACKAGES=(dpkg-dev libffi-dev libmbedtls-dev pkgconf mosquitto mosquitto-clients chromium postgresql)
+APT_PACKAGES=(dpkg-dev libffi-dev libmbedtls-dev pkgconf mosquitto mosquitto-clients chromium postgresql
+    rabbitmq-server)
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
