@@ -2,7 +2,8 @@
 
 One table, COMMANDS, holds every command as (help, add_arguments, run), as mpremote's
 ``_COMMANDS`` does: ``run`` does the work and returns the one line that says what it did.
-``bench`` keeps its own options (``mpy-hub-tools bench -h``) and is handed the rest of the line.
+``bench`` and ``cluster`` keep their own options (``mpy-hub-tools bench -h``) and are handed the
+rest of the line.
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="MicroPython IoT hub tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("bench", help="the hub side by side with Mosquitto (make bench)")
+    commands.add_parser("cluster", help="a local RabbitMQ cluster (make cluster)")
     for name, command in COMMANDS.items():
         command.add_arguments(commands.add_parser(name, help=command.help))
     return parser
@@ -217,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.bench.run import main as bench
 
         return bench(argv[1:])
+    if argv[:1] == ["cluster"]:  # its own options too (mpy-hub-tools cluster -h)
+        from tools.cluster.__main__ import main as cluster
+
+        return cluster(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         print(COMMANDS[args.command].run(args), flush=True)

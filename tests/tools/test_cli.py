@@ -23,10 +23,10 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_command_comes_from_the_table() -> None:
-    """The parser offers exactly the table's commands (and bench), each with its help."""
+    """The parser offers exactly the table's commands, plus bench and cluster, with help."""
     parser = cli.build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(action.choices) == ["bench", *cli.COMMANDS]
+    assert list(action.choices) == ["bench", "cluster", *cli.COMMANDS]
     assert set(cli.COMMANDS) == {"sim", "boards", "vboard", "flash", "deploy", "provision"}
     helps = {choice.dest: choice.help for choice in action._choices_actions}
     for name, command in cli.COMMANDS.items():
