@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hub.config import prepare_data_dir
+
 CA_DAYS = 3650
 SERVER_DAYS = 825
 DEVICE_DAYS = 825
@@ -101,7 +103,8 @@ def init(data_dir: Path, hosts: list[str], *, force: bool = False) -> CertPaths:
     paths = cert_paths(data_dir)
     if paths.ca_key.exists() and not force:
         raise CertError(f"{paths.folder} already holds a hub CA: use --force to replace it")
-    paths.folder.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(data_dir)
+    paths.folder.mkdir(mode=0o700, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     start = now - datetime.timedelta(minutes=5)
 
@@ -232,7 +235,7 @@ def issue_device_cert(data_dir: Path, device_id: str) -> DeviceCert:
         .sign(ca_key, hashes.SHA256())
     )
     folder = paths.folder / "devices"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
     der = cert.public_bytes(DER)
     issued = DeviceCert(folder / f"{device_id}.cert.der", folder / f"{device_id}.key.der",
                         fingerprint(der))  # fmt: skip

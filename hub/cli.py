@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hub import certs, footprint
+from hub.accounts import ROLES, AccountError, Accounts
 from hub.config import ConfigError, HubConfig
 from hub.registry import Registry, RegistryError
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
@@ -110,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DEVELOPMENT ONLY: admit clients without credentials, full access",
     )
+    console = serve.add_argument_group("console (see README)")
+    console.add_argument(
+        "--public-view",
+        action="store_true",
+        help="show the read-only console (fleet, telemetry, health) without a login",
+    )
+    console.add_argument(
+        "--session-idle", type=float, default=30 * 60, metavar="SECONDS",
+        help="a console session ends after this long unused (default 1800)",
+    )  # fmt: skip
+    console.add_argument(
+        "--session-max", type=float, default=12 * 3600, metavar="SECONDS",
+        help="and this long after its login (default 43200)",
+    )  # fmt: skip
 
     device = commands.add_parser("device", help="manage the device registry")
     actions = device.add_subparsers(dest="action", required=True)
@@ -155,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs_init.add_argument("--force", action="store_true", help="replace an existing CA")
     certs_init.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
 
+    _user_parser(commands)
+
     token = commands.add_parser("token", help="browser access tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
     create = token_actions.add_parser("create", help="print a scoped, short-lived token")
@@ -164,6 +183,73 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="may also read hub events")
     create.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
     return parser
+
+
+def _user_parser(commands: Any) -> None:
+    user = commands.add_parser("user", help="console accounts for people")
+    actions = user.add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("add", "create an account; prints a one-time password"),
+        ("list", "all accounts"),
+        ("passwd", "a new password (generated, or --password-stdin)"),
+        ("disable", "refuse its logins and end its sessions"),
+        ("enable", "allow its logins again"),
+        ("remove", "delete it"),
+    ):
+        one = actions.add_parser(name, help=text)
+        if name != "list":
+            one.add_argument("name")
+        if name == "add":
+            one.add_argument("--role", choices=ROLES, required=True)
+        if name in ("add", "passwd"):
+            one.add_argument(
+                "--password-stdin", action="store_true",
+                help="read the password from stdin instead of generating one",
+            )  # fmt: skip
+        one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+
+
+def _read_password() -> str:
+    line = sys.stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+def _user(args: argparse.Namespace) -> None:
+    accounts = Accounts(args.data_dir, create=args.action == "add")
+    try:
+        given = _read_password() if getattr(args, "password_stdin", False) else None
+        if args.action == "add":
+            password = accounts.add(args.name, args.role, given)
+            print(f"added {args.role} {args.name!r}")
+            if given is None:
+                print(f"one-time password: {password}")
+        elif args.action == "passwd":
+            password = accounts.set_password(args.name, given)
+            print(f"new password for {args.name!r}")
+            if given is None:
+                print(f"one-time password: {password}")
+        elif args.action == "list":
+            _print_accounts(accounts)
+        elif args.action in ("disable", "enable"):
+            accounts.set_enabled(args.name, args.action == "enable")
+            print(f"{args.action}d {args.name!r}")
+        elif args.action == "remove":
+            accounts.remove(args.name)
+            print(f"removed {args.name!r}")
+    finally:
+        accounts.close()
+
+
+def _print_accounts(accounts: Accounts) -> None:
+    rows = [("NAME", "ROLE", "ENABLED", "CREATED")]
+    for a in accounts.list():
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.created_at))
+        rows.append((a.name, a.role, "yes" if a.enabled else "no", created))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if len(rows) == 1:
+        print("(no accounts: add one with `hub user add NAME --role admin`)")
 
 
 def _device(args: argparse.Namespace) -> None:
@@ -220,7 +306,7 @@ def _token(args: argparse.Namespace) -> None:
         admin=args.admin,
         expires=time.time() + args.ttl,
     )
-    print(create_token(load_key(args.data_dir), claims))
+    print(create_token(load_key(args.data_dir, create=False), claims))
 
 
 async def _serve(config: HubConfig) -> None:
@@ -250,13 +336,19 @@ def _configure_logging(level_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the hub writes into its data dir is its owner's only from the first byte:
+    # the registry and its -wal/-shm, hub.key, the accounts, CA and device keys.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         _configure_logging(args.log_level)
         if args.command == "device":
             _device(args)
+        elif args.command == "user":
+            _user(args)
         elif args.command == "certs":
             paths = certs.init(args.data_dir, args.host + certs.default_hosts(), force=args.force)
+            load_key(args.data_dir)  # `hub token create` works from here on
             print(json.dumps({"ca": str(paths.ca_pem), "ca_der": str(paths.ca_der),
                               "server": str(paths.server_pem)}))  # fmt: skip
         elif args.command == "token":
@@ -282,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                 retention_days=args.retention_days,
                 store_url=args.store,
                 allow_anonymous=args.allow_anonymous,
+                public_view=args.public_view,
+                session_idle_s=args.session_idle,
+                session_max_s=args.session_max,
             )
             footprint.apply()
             asyncio.run(_serve(config))
@@ -293,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         TokenError,
         certs.CertError,
         StoreError,
+        AccountError,
     ) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -37,6 +42,9 @@ class HubConfig:
     retention_days: float = 30.0
     store_url: str | None = None  # None: SQLite in the data dir; or postgresql://...
     allow_anonymous: bool = False
+    public_view: bool = False  # the read-only console without a login (opt-in)
+    session_idle_s: float = 30 * 60  # a console session ends after this long unused
+    session_max_s: float = 12 * 3600  # and this long after its login, used or not
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -53,6 +61,11 @@ class HubConfig:
             raise ConfigError(f"rate_limit must be 0 (off) or positive, not {self.rate_limit}")
         if not 1 <= self.max_inflight <= 65535:
             raise ConfigError(f"max_inflight must be from 1 to 65535, not {self.max_inflight}")
+        if not 1 <= self.session_idle_s <= self.session_max_s <= 30 * 86400:
+            raise ConfigError(
+                "session_idle_s and session_max_s must be 1 s to 30 days, idle at most max, "
+                f"not {self.session_idle_s} and {self.session_max_s}"
+            )
         _check_port("mqtt_port", self.mqtt_port)
         _check_port("ws_port", self.ws_port)
         _check_port("http_port", self.http_port)
@@ -62,3 +75,45 @@ class HubConfig:
     @property
     def http_shares_ws_port(self) -> bool:
         return self.http_port is None or (self.http_port == self.ws_port != 0)
+
+
+class DataDirError(ConfigError):
+    """The data dir is missing (and may not be created) or is not a folder."""
+
+
+def prepare_data_dir(data_dir: Path, *, create: bool = True) -> None:
+    """Makes sure the data dir exists and is its owner's only (0700): it holds the hub's
+    secrets. A new one is created 0700; an existing one that others may read or enter is
+    tightened to 0700, with a warning."""
+    if not data_dir.exists():
+        if not create:
+            raise DataDirError(f"data dir {data_dir} does not exist")
+        data_dir.mkdir(mode=0o700, parents=True)
+        os.chmod(data_dir, 0o700)  # mkdir's mode is masked by the umask
+        return
+    if not data_dir.is_dir():
+        raise DataDirError(f"data dir {data_dir} is not a folder")
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(data_dir, mode & 0o700)
+        except OSError as exc:
+            log.warning("data dir %s is open to others (%o) and cannot be tightened: %s",
+                        data_dir, mode, exc)  # fmt: skip
+        else:
+            log.warning("data dir %s was open to others (%o): tightened to %o",
+                        data_dir, mode, mode & 0o700)  # fmt: skip
+
+
+def create_private_file(path: Path) -> None:
+    """Creates an empty file readable by its owner only, unless it exists; an existing one
+    is made owner-only, with the -wal and -shm files SQLite keeps beside a database (SQLite
+    creates those with the database file's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    for one in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if stat.S_IMODE(one.stat().st_mode) & 0o077:
+                os.chmod(one, 0o600)
+        except FileNotFoundError:
+            pass

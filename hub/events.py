@@ -1,7 +1,11 @@
 """Hub events: what the broker reports, as JSON on ``$hub/events/<source>/<id>/<severity>``.
 
 Only admin tokens may subscribe to ``$hub/events/#``. Events carry identities, addresses and
-reasons, never secrets (the broker never hands passwords to its event sinks).
+reasons, never secrets (the broker never hands passwords to its event sinks; the console
+reports a failed login with the name tried and the peer address, never the password).
+
+Sources: ``device`` and ``token`` (MQTT identities), ``account`` (the console's people: logins
+and what an account did, e.g. ``device_added`` with ``by``) and ``client`` (anyone else).
 """
 
 from __future__ import annotations
@@ -24,7 +28,23 @@ SEVERITY = {
     "rate_limit": "warning",
     "queue_full": "error",
     "refused": "warning",
+    "login": "info",
+    "logout": "info",
+    "login_failure": "warning",
+    "device_added": "info",
+    "device_removed": "warning",
+    "device_disabled": "warning",
+    "device_enabled": "info",
+    "device_rotated": "info",
+    "device_tls_policy": "warning",
+    "device_cert_issued": "info",
+    "user_added": "info",
+    "user_removed": "warning",
+    "user_disabled": "warning",
+    "user_enabled": "info",
 }
+SOURCES = {"device": "device", "token": "token", "account": "account"}
+MAX_ID = 64  # topic level length
 _UNSAFE = re.compile(r"[/+#\x00]")
 
 Publish = Callable[[str, bytes], None]
@@ -32,9 +52,9 @@ Publish = Callable[[str, bytes], None]
 
 def event_topic(kind: str, event: dict[str, Any]) -> str:
     identity = event.get("identity")
-    source = {"device": "device", "token": "token"}.get(identity or "", "client")
-    ident = event.get("name") if identity in ("device", "token") else event.get("client_id")
-    ident = _UNSAFE.sub("_", ident or "unknown")
+    source = SOURCES.get(identity or "", "client")
+    ident = event.get("name") if identity in SOURCES else event.get("client_id")
+    ident = _UNSAFE.sub("_", str(ident or "unknown")[:MAX_ID])
     severity = SEVERITY.get(kind, "info")
     if kind == "disconnected" and event.get("reason") not in ("clean", "shutdown"):
         severity = "warning"

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.config import DataDirError, create_private_file, prepare_data_dir
 from hub.topics import DEVICE_ID_RE
 
 TLS_REQUIRED = "tls-required"
@@ -137,12 +138,13 @@ class Registry:
     FILE = "registry.sqlite3"
 
     def __init__(self, data_dir: Path, *, create: bool = True) -> None:
-        if not data_dir.is_dir():
-            if not create:
-                raise RegistryError(f"data dir {data_dir} does not exist")
-            data_dir.mkdir(parents=True)
+        try:
+            prepare_data_dir(data_dir, create=create)
+        except DataDirError as exc:
+            raise RegistryError(str(exc)) from None
         self.path = data_dir / self.FILE
         try:
+            create_private_file(self.path)  # before SQLite: its -wal and -shm take its mode
             # Secret checks run in executor threads: one connection, serialised by a lock
             # that is never held while scrypt runs.
             self._db = sqlite3.connect(
@@ -155,9 +157,8 @@ class Registry:
             for column, statement in MIGRATIONS.items():
                 if column not in columns:
                     self._db.execute(statement)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
-        os.chmod(self.path, 0o600)
         self._lock = threading.Lock()
         self._verified: dict[str, bytes] = {}  # device id -> keyed digest of a checked secret
         self._cache_key = secrets.token_bytes(32)

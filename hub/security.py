@@ -21,6 +21,7 @@ from pathlib import Path
 from hub.broker.codec import check_topic_filter
 from hub.broker.topictree import filter_matches
 from hub.certs import device_common_name, fingerprint
+from hub.config import prepare_data_dir
 from hub.registry import TLS_REQUIRED, Device, Registry
 
 TOKEN_USERNAME = "token"
@@ -85,11 +86,17 @@ class TokenClaims:
     token_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
 
-def load_key(data_dir: Path) -> bytes:
-    """The hub's signing key, made on first use and readable by its owner only."""
+def load_key(data_dir: Path, *, create: bool = True) -> bytes:
+    """The hub's signing key, made on first use (unless ``create`` is False) and readable by
+    its owner only."""
     path = data_dir / KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        if not create:
+            raise TokenError(
+                f"no hub key in {data_dir} ({path} is missing): run `hub serve` or "
+                "`hub certs init` with this --data-dir first"
+            )
+        prepare_data_dir(data_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))

@@ -12,6 +12,7 @@ from functools import partial
 
 from aiohttp import web
 
+from hub.accounts import Accounts
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
 from hub.config import HubConfig
@@ -20,8 +21,12 @@ from hub.ingest import Ingest
 from hub.registry import Fingerprint, Registry
 from hub.security import load_key
 from hub.store import Store, open_store
+from hub.topics import meta_topic, status_topic
 from hub.web.api import Api
 from hub.web.app import build_app
+from hub.web.auth import Auth
+from hub.web.manage import Manage
+from hub.web.session import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +107,12 @@ class Hub:
             data_dir=config.data_dir,
             allow_anonymous=config.allow_anonymous,
         )
-        self.broker.add_event_sink(HubEvents(lambda t, p: self.broker.publish(t, p, qos=1)))
+        self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
+        self.broker.add_event_sink(self.events)
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
+        self._api_registry: Registry | None = None  # the HTTP API's own connection
+        self.accounts: Accounts | None = None
         self._seen: dict[str, float] = {}  # device id -> last connect or disconnect
         self.store: Store | None = None
         self.ingest: Ingest | None = None
@@ -132,6 +140,9 @@ class Hub:
             ]
 
         self.registry = Registry(cfg.data_dir)
+        self._api_registry = Registry(cfg.data_dir)
+        self.accounts = Accounts(cfg.data_dir)
+        key = load_key(cfg.data_dir)
         self.store = open_store(cfg.store_url, cfg.data_dir)
         self.ingest = Ingest(
             self.store, cfg.retention_days * 86400 if cfg.retention_days else None
@@ -148,14 +159,20 @@ class Hub:
                     self.broker.tcp_protocol, sock=tls_socks[0], ssl=tls_devices
                 )
             )
+        if cfg.public_view:
+            log.warning(
+                "PUBLIC VIEW: --public-view shows the console's read-only view (the fleet, "
+                "telemetry, health and a viewer's MQTT token) to anyone who reaches the hub"
+            )
+        sessions = Sessions(cfg.session_idle_s, cfg.session_max_s)
+        auth = Auth(
+            key, self.accounts, sessions, self.events, public_view=cfg.public_view,
+            tls_port=_address(tls_socks[1])[1] if tls_socks else None,
+        )  # fmt: skip
+        manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
+        api = Api(self.broker, self._api_registry, self.store)
         self._web_runner = web.AppRunner(
-            build_app(
-                self.broker,
-                ws_address[1],
-                load_key(cfg.data_dir),
-                Api(self.broker, self.registry, self.store, load_key(cfg.data_dir)),
-            ),
-            access_log=None,
+            build_app(self.broker, auth, api, manage), access_log=None
         )
         await self._web_runner.setup()
         for sock in [ws_sock, *http_socks]:
@@ -203,9 +220,13 @@ class Hub:
             version = registry.data_version()
             now = registry.fingerprints()
             changed = {d: why for d in known if (why := _what_changed(known[d], now.get(d)))}
+            removed = [d for d in known if d not in now]
             known = now
             if changed:
                 self.broker.kick(partial(_reason_to_kick, changed))
+            for device in removed:  # a removed device's presence and health are gone too
+                self.broker.publish(status_topic(device), b"", qos=1, retain=True)
+                self.broker.publish(meta_topic(device), b"", qos=1, retain=True)
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -224,4 +245,7 @@ class Hub:
         if self.registry is not None:
             await self._write_seen()
             self.registry.close()
+        for other in (self._api_registry, self.accounts):
+            if other is not None:
+                other.close()
         log.info("hub stopped")

@@ -1,8 +1,10 @@
 """The HTTP API (JSON): devices, telemetry history (JSON or CSV) and commands.
 
-Every endpoint needs ``Authorization: Bearer TOKEN`` with a token from ``hub token create``
-(or the dashboard's read-only one): reading a device needs a token that may subscribe to its
-telemetry; sending it a command needs one that may publish to its command topic.
+Every endpoint needs a console session or ``Authorization: Bearer TOKEN`` (``hub token
+create``); the guard in hub/web/auth.py has admitted the caller before a handler runs. Reading
+a device needs a scope that may subscribe to its telemetry; commanding it, one that may
+publish to its command topic (a session's scope is its role's). Registry and store queries run
+off the event loop.
 """
 
 from __future__ import annotations
@@ -20,15 +22,18 @@ from aiohttp import web
 
 from hub.broker import EmbeddedBroker
 from hub.registry import Registry
-from hub.security import Identity, TokenError, token_identity, verify_token
+from hub.security import Identity
 from hub.store import MAX_LIMIT, Store
 from hub.topics import (
+    SENSOR_RE,
     ContractError,
     check_device_id,
     command_topic,
     reply_topic,
     status_topic,
 )
+from hub.web.auth import principal_of
+from hub.web.inputs import error, json_object, number
 
 log = logging.getLogger(__name__)
 
@@ -70,64 +75,45 @@ class Commands:
 
 
 class Api:
-    def __init__(
-        self, broker: EmbeddedBroker, registry: Registry, store: Store, key: bytes
-    ) -> None:
+    def __init__(self, broker: EmbeddedBroker, registry: Registry, store: Store) -> None:
         self.broker = broker
         self.registry = registry
         self.store = store
-        self.key = key
         self.commands = Commands(broker)
         broker.add_message_listener(self.commands.on_message)
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/api/devices", self.devices),
-            web.get("/api/devices/{id}/telemetry", self.telemetry),
-            web.get("/api/devices/{id}/telemetry.csv", self.telemetry_csv),
-            web.post("/api/devices/{id}/commands", self.command),
-        ]
-
     # --- helpers ---------------------------------------------------------------------------
-    def _identity(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise _error(web.HTTPUnauthorized, "send Authorization: Bearer <token>")
-        try:
-            claims = verify_token(self.key, header[len("Bearer ") :].strip())
-        except TokenError as exc:
-            raise _error(web.HTTPUnauthorized, str(exc)) from None
-        return token_identity(claims)
-
-    def _device(self, request: web.Request, identity: Identity) -> str:
+    async def _device(self, request: web.Request, identity: Identity) -> str:
         device = request.match_info["id"]
         try:
             check_device_id(device)
         except ContractError as exc:
-            raise _error(web.HTTPBadRequest, str(exc)) from None
+            raise error(web.HTTPBadRequest, str(exc)) from None
         if not identity.may_subscribe(f"d/{device}/t/+"):
-            raise _error(web.HTTPForbidden, f"this token may not read device {device!r}")
+            raise error(web.HTTPForbidden, f"this token may not read device {device!r}")
         if (
-            self.registry.get(device) is None
-            and self.broker.retained(status_topic(device)) is None
+            self.broker.retained(status_topic(device)) is None
+            and await asyncio.to_thread(self.registry.get, device) is None
         ):
-            raise _error(web.HTTPNotFound, f"no device {device!r}")
+            raise error(web.HTTPNotFound, f"no device {device!r}")
         return device
 
-    def _rows(self, request: web.Request) -> list[dict[str, Any]]:
-        identity = self._identity(request)
-        device = self._device(request, identity)
+    async def _rows(self, request: web.Request) -> list[dict[str, Any]]:
+        device = await self._device(request, principal_of(request).identity)
         query = request.query
         unknown = set(query) - {"sensor", "since", "until", "limit"}
         if unknown:
-            raise _error(web.HTTPBadRequest, f"unknown parameter {sorted(unknown)[0]!r}")
-        since = _number(query, "since")
-        until = _number(query, "until")
-        given = _number(query, "limit")
+            raise error(web.HTTPBadRequest, f"unknown parameter {sorted(unknown)[0][:40]!r}")
+        sensor = query.get("sensor")
+        if sensor is not None and not SENSOR_RE.match(sensor):
+            raise error(web.HTTPBadRequest, f"bad sensor name {sensor[:40]!r}")
+        since = number(query, "since")
+        until = number(query, "until")
+        given = number(query, "limit")
         limit = 1000 if given is None else int(given)
         if not 1 <= limit <= MAX_LIMIT or (given is not None and limit != given):
-            raise _error(web.HTTPBadRequest, f"limit must be from 1 to {MAX_LIMIT}")
-        rows = self.store.query(device, query.get("sensor"), since, until, limit)
+            raise error(web.HTTPBadRequest, f"limit must be from 1 to {MAX_LIMIT}")
+        rows = await asyncio.to_thread(self.store.query, device, sensor, since, until, limit)
         return [
             {"sensor": r.sensor, "boot": r.boot, "seq": r.seq, "value": r.value,
              "received_at": r.received_at}
@@ -136,8 +122,8 @@ class Api:
 
     # --- endpoints -------------------------------------------------------------------------
     async def devices(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        known = {d.id: d for d in self.registry.list()}
+        identity = principal_of(request).identity
+        known = {d.id: d for d in await asyncio.to_thread(self.registry.list)}
         seen = self.broker.retained_devices()
         out = []
         for device in sorted(set(known) | set(seen)):
@@ -161,10 +147,10 @@ class Api:
         return web.json_response(out)
 
     async def telemetry(self, request: web.Request) -> web.Response:
-        return web.json_response(self._rows(request))
+        return web.json_response(await self._rows(request))
 
     async def telemetry_csv(self, request: web.Request) -> web.Response:
-        rows = self._rows(request)
+        rows = await self._rows(request)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["received_at", "sensor", "boot", "seq", "value"])
@@ -173,45 +159,26 @@ class Api:
         return web.Response(text=buffer.getvalue(), content_type="text/csv")
 
     async def command(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        device = self._device(request, identity)
+        identity = principal_of(request).identity
+        device = await self._device(request, identity)
         if not identity.may_publish(command_topic(device)):
-            raise _error(web.HTTPForbidden, f"this token may not command device {device!r}")
-        try:
-            command = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise _error(web.HTTPBadRequest, "the body must be a JSON object") from None
-        if not isinstance(command, dict) or not isinstance(command.get("op"), str):
-            raise _error(web.HTTPBadRequest, 'a command is a JSON object with an "op"')
+            raise error(web.HTTPForbidden, f"this role or token may not command {device!r}")
+        command = await json_object(request)
+        if not isinstance(command.get("op"), str):
+            raise error(web.HTTPBadRequest, 'a command is a JSON object with an "op"')
         command.pop("id", None)  # the hub numbers commands itself
-        given = _number(request.query, "timeout")
+        given = number(request.query, "timeout")
         timeout = COMMAND_TIMEOUT_S if given is None else given
         if not 0 < timeout <= MAX_COMMAND_TIMEOUT_S:
-            raise _error(
-                web.HTTPBadRequest, f"timeout must be from 0 to {MAX_COMMAND_TIMEOUT_S} s"
-            )
+            raise error(web.HTTPBadRequest, f"timeout must be from 0 to {MAX_COMMAND_TIMEOUT_S} s")
         try:
             reply = await self.commands.send(device, command, timeout)
         except TimeoutError:
-            raise _error(
+            raise error(
                 web.HTTPGatewayTimeout, f"no reply from {device!r} on {reply_topic(device)} "
                 f"within {timeout:g} s",
             ) from None  # fmt: skip
         return web.json_response(reply)
-
-
-def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
-    return kind(text=json.dumps({"error": message}), content_type="application/json")
-
-
-def _number(query: Any, name: str) -> float | None:
-    text = query.get(name)
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise _error(web.HTTPBadRequest, f"{name} must be a number, not {text!r}") from None
 
 
 def _json_or_none(data: bytes | None) -> Any:

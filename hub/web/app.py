@@ -1,16 +1,23 @@
-"""The aiohttp application: static pages, vendored browser libraries and the /mqtt WebSocket."""
+"""The aiohttp application: the console pages, the HTTP API, the vendored browser libraries
+and the /mqtt WebSocket, with one table of routes that says what each one needs."""
 
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from hub.broker import EmbeddedBroker
-from hub.security import TOKEN_USERNAME, TokenClaims, create_token
+from hub.security import EVENTS_FILTER, TOKEN_USERNAME, create_token
+from hub.topics import ROOT
 from hub.web.api import Api
+from hub.web.auth import Access, Auth, principal_of
+from hub.web.headers import add_security_headers, json_errors
+from hub.web.inputs import error
+from hub.web.manage import Manage
 
 log = logging.getLogger(__name__)
 
@@ -24,72 +31,138 @@ VENDOR_FILES = {
 }
 
 MQTT_PATH = "/mqtt"
-BROKER_KEY = web.AppKey("broker", EmbeddedBroker)
-WS_PORT_KEY = web.AppKey("ws_port", int)
-KEY_KEY = web.AppKey("key", bytes)
-DASHBOARD_FILTERS = ("d/+/t/+", "d/+/s", "d/+/m", "d/+/r")
-DASHBOARD_TOKEN_TTL_S = 3600
+PAGE_TOKEN_TTL_S = 600  # the page renews it (GET /api/hub) before it expires
+MAX_BODY = 64 * 1024
+TOPICS = {
+    "telemetry": f"{ROOT}/{{device}}/t/{{sensor}}",
+    "status": f"{ROOT}/{{device}}/s",
+    "health": f"{ROOT}/{{device}}/m",
+    "command": f"{ROOT}/{{device}}/c",
+    "reply": f"{ROOT}/{{device}}/r",
+    "events": EVENTS_FILTER,
+}
 
 
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    access: Access
+    handler: str  # "<part>.<method>": pages, auth, api or manage
 
 
-async def _client(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "client.html")
+A = Access
+# Every route but /static/ (the pages' own scripts and styles, open to anyone). Tests send
+# anonymous and hostile requests to each one.
+ROUTES = (
+    Route("GET", "/", A.PUBLIC_PAGE, "pages.index"),
+    Route("GET", "/client", A.PAGE, "pages.client"),
+    Route("GET", "/login", A.OPEN, "pages.login"),
+    Route("GET", "/vendor/{name}", A.OPEN, "pages.vendor"),
+    Route("GET", MQTT_PATH, A.OPEN, "pages.mqtt"),
+    Route("POST", "/api/login", A.OPEN, "auth.login"),
+    Route("POST", "/api/logout", A.OPEN, "auth.logout"),
+    Route("GET", "/api/session", A.SESSION, "auth.session_info"),
+    Route("GET", "/api/hub", A.PUBLIC_USER, "pages.hub_info"),
+    Route("GET", "/api/devices", A.PUBLIC_USER, "api.devices"),
+    Route("GET", "/api/devices/{id}/telemetry", A.PUBLIC_USER, "api.telemetry"),
+    Route("GET", "/api/devices/{id}/telemetry.csv", A.PUBLIC_USER, "api.telemetry_csv"),
+    Route("POST", "/api/devices/{id}/commands", A.USER, "api.command"),
+    Route("POST", "/api/devices", A.ADMIN, "manage.add_device"),
+    Route("POST", "/api/devices/{id}/disable", A.ADMIN, "manage.disable_device"),
+    Route("POST", "/api/devices/{id}/enable", A.ADMIN, "manage.enable_device"),
+    Route("POST", "/api/devices/{id}/rotate", A.ADMIN, "manage.rotate_device"),
+    Route("PUT", "/api/devices/{id}/tls_policy", A.ADMIN, "manage.tls_policy"),
+    Route("POST", "/api/devices/{id}/cert", A.ADMIN, "manage.issue_cert"),
+    Route("DELETE", "/api/devices/{id}", A.ADMIN, "manage.remove_device"),
+    Route("GET", "/api/users", A.ADMIN, "manage.users"),
+    Route("POST", "/api/users", A.ADMIN, "manage.add_user"),
+    Route("POST", "/api/users/{name}/disable", A.ADMIN, "manage.disable_user"),
+    Route("POST", "/api/users/{name}/enable", A.ADMIN, "manage.enable_user"),
+    Route("DELETE", "/api/users/{name}", A.ADMIN, "manage.remove_user"),
+)
 
 
-async def _vendor(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
-    path = VENDOR_FILES.get(name)
-    if path is None:
-        raise web.HTTPNotFound(text=f"no vendored file {name!r}")
-    if not path.is_file():
-        raise web.HTTPServiceUnavailable(
-            text=f"{name} is not installed: run tools/bootstrap.sh (npm ci) first"
+class Pages:
+    def __init__(self, broker: EmbeddedBroker, auth: Auth) -> None:
+        self.broker = broker
+        self.auth = auth
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return _page("index.html")
+
+    async def client(self, request: web.Request) -> web.StreamResponse:
+        return _page("client.html")
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        if self.auth.tls_port is not None and not request.secure:
+            raise web.HTTPTemporaryRedirect(self.auth.https_url(request))
+        return _page("login.html")
+
+    async def vendor(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = VENDOR_FILES.get(name)
+        if path is None:
+            raise error(web.HTTPNotFound, f"no vendored file {name[:40]!r}")
+        if not path.is_file():
+            raise error(
+                web.HTTPServiceUnavailable,
+                f"{name} is not installed: run tools/bootstrap.sh (npm ci) first",
+            )
+        return web.FileResponse(path)
+
+    async def hub_info(self, request: web.Request) -> web.Response:
+        """A short-lived MQTT token scoped to the caller's role (or to a Bearer token's own
+        scope) and the topic templates; the page connects to ws(s)://<its origin>/mqtt."""
+        principal = principal_of(request)
+        claims = self.auth.token_for(principal, PAGE_TOKEN_TTL_S)
+        return web.json_response(
+            {
+                "ws_path": MQTT_PATH,
+                "username": TOKEN_USERNAME,
+                "token": create_token(self.auth.key, claims),
+                "token_expires": int(claims.expires),
+                "role": principal.role,
+                "name": principal.name,
+                "topics": TOPICS,
+            }
         )
-    return web.FileResponse(path)
+
+    async def mqtt(self, request: web.Request) -> web.StreamResponse:
+        """MQTT over WebSocket: clients log in inside MQTT (a token or a device's secret);
+        the console's cookie authenticates nothing here."""
+        ws = web.WebSocketResponse(protocols=("mqtt",), autoping=True)
+        if not ws.can_prepare(request).ok:
+            raise error(
+                web.HTTPBadRequest, "this is the MQTT-over-WebSocket endpoint: upgrade required"
+            )
+        await ws.prepare(request)
+        await self.broker.serve_websocket(ws, request)
+        if not ws.closed:
+            await ws.close()
+        return ws
 
 
-async def _hub_info(request: web.Request) -> web.Response:
-    """Tells a page where the MQTT-over-WebSocket network is, with a read-only token for the
-    dashboard (the fleet's telemetry, presence, health and replies; never hub events)."""
-    claims = TokenClaims(subscribe=DASHBOARD_FILTERS, expires=time.time() + DASHBOARD_TOKEN_TTL_S)
-    return web.json_response(
-        {
-            "ws_port": request.app[WS_PORT_KEY],
-            "ws_path": MQTT_PATH,
-            "username": TOKEN_USERNAME,
-            "token": create_token(request.app[KEY_KEY], claims),
-            "token_ttl_s": DASHBOARD_TOKEN_TTL_S,
-        }
-    )
+def _page(name: str) -> web.StreamResponse:
+    path = STATIC_DIR / name
+    if not path.is_file():
+        raise error(web.HTTPServiceUnavailable, f"the page {name} is not installed")
+    return web.FileResponse(path, headers={"Cache-Control": "no-store"})
 
 
-async def _mqtt_websocket(request: web.Request) -> web.StreamResponse:
-    ws = web.WebSocketResponse(protocols=("mqtt",), autoping=True)
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="this is the MQTT-over-WebSocket endpoint: upgrade required")
-    await ws.prepare(request)
-    await request.app[BROKER_KEY].serve_websocket(ws, request)
-    if not ws.closed:
-        await ws.close()
-    return ws
-
-
-def build_app(
-    broker: EmbeddedBroker, ws_port: int, key: bytes, api: Api | None = None
-) -> web.Application:
-    app = web.Application()
-    if api is not None:
-        app.router.add_routes(api.routes())
-    app[BROKER_KEY] = broker
-    app[WS_PORT_KEY] = ws_port
-    app[KEY_KEY] = key
-    app.router.add_get("/", _index)
-    app.router.add_get("/client", _client)
-    app.router.add_get(MQTT_PATH, _mqtt_websocket)
-    app.router.add_get("/api/hub", _hub_info)
-    app.router.add_get("/vendor/{name}", _vendor)
+def build_app(broker: EmbeddedBroker, auth: Auth, api: Api, manage: Manage) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(add_security_headers)
+    parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,
+                             "manage": manage}  # fmt: skip
+    for route in ROUTES:
+        part, method = route.handler.split(".")
+        handler = auth.guard(route.access, getattr(parts[part], method))
+        app.router.add_route(route.method, route.path, handler)
     app.router.add_static("/static/", STATIC_DIR)
+
+    async def cleanup(_: web.Application) -> None:
+        auth.close()
+
+    app.on_cleanup.append(cleanup)
     return app
