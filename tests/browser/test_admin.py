@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import paho.mqtt.client as paho
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import save_screenshot
-from tests.browser.console import assert_no_script_ran, logged_in, ms, register
-from tests.support.hubproc import HubProcess, hub_cli, scaled
+from tests.browser.console import assert_no_script_ran, logged_in, ms, register, registry
+from tests.support.hubproc import HubProcess, scaled
 
 
 def mqtt_login(hub: HubProcess, username: str, password: str) -> bool:
@@ -20,7 +19,9 @@ def mqtt_login(hub: HubProcess, username: str, password: str) -> bool:
     answered = threading.Event()
     accepted: list[bool] = []
 
-    def on_connect(c: paho.Client, u: object, f: object, reason: paho.ReasonCode, p: object) -> None:
+    def on_connect(
+        c: paho.Client, u: object, f: object, reason: paho.ReasonCode, p: object
+    ) -> None:
         accepted.append(not reason.is_failure)
         answered.set()
 
@@ -43,12 +44,6 @@ def shown_secret(page: Page) -> dict[str, str]:
         fields.nth(i).get_attribute("data-field") or "": fields.nth(i).inner_text()
         for i in range(fields.count())
     }
-
-
-def registry(hub: HubProcess) -> dict[str, dict[str, object]]:
-    result = hub_cli(hub.data_dir, "device", "list")
-    assert result.returncode == 0, result.stderr
-    return {d["id"]: d for d in json.loads(result.stdout)}
 
 
 def test_admin_adds_disables_rotates_and_removes_a_device(

@@ -32,7 +32,7 @@ def test_operator_sees_the_fleet_live_and_commands_a_device(
     other = register(hub, "dash-2")  # publishes the extra reading as a device of its own
     logged_in(page, hub, "operator")
     expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
-    expect(page.locator("#command-form")).to_be_visible()
+    expect(page.locator("#command-form")).to_have_count(1)
     expect(page.locator("#devices-panel")).to_have_count(0)
     expect(page.locator("#events-panel")).to_have_count(0)
     with running_device(tmp_path, hub, "dash-1", period_s=30, meta_s=1,
@@ -42,6 +42,7 @@ def test_operator_sees_the_fleet_live_and_commands_a_device(
         expect(row.locator(".facts")).to_contain_text("heap", timeout=ms(10))
         expect(row.locator(".facts")).to_contain_text("plain allowed")
         row.click()
+        expect(page.locator("#command-form")).to_be_visible()
         expect(page.locator('#health dd[data-field="board"]')).to_have_text("unix-sim")
         chart = page.locator("#chart")
         expect(chart).not_to_have_attribute("data-points", "0", timeout=ms(10))
@@ -109,4 +110,3 @@ def test_dashboard_fits_a_phone(secure_hub: HubProcess, page: Page) -> None:
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
     save_screenshot(page, "dashboard-phone")
-

@@ -43,7 +43,7 @@ def payloads(phase: str) -> dict[str, str]:
     return {
         "fw": trap(f"{phase}-fw"),
         "board": f"<script>__pwned.push('{phase}-board')</script>",
-        "reset": f"\"><svg onload=\"__pwned.push('{phase}-reset')\">",
+        "reset": f'"><svg onload="__pwned.push(\'{phase}-reset\')">',
         "boot": f"javascript:__pwned.push('{phase}-boot')",
         "error": f"</dd><iframe src=\"javascript:__pwned.push('{phase}-error')\"></iframe>",
     }
@@ -66,7 +66,9 @@ def hostile_answer(command: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(params=[False, True], ids=["with-csp", "csp-bypassed"])
 def hostile_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A page with the trap, with the hub's CSP enforced or bypassed (then the trap is live)."""
-    context = browser.new_context(viewport={"width": 1024, "height": 900}, bypass_csp=request.param)
+    context = browser.new_context(
+        viewport={"width": 1024, "height": 900}, bypass_csp=request.param
+    )
     context.add_init_script(TRAP_SCRIPT)
     page = context.new_page()
     request.node._page = page
