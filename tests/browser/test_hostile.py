@@ -56,11 +56,12 @@ NUMBERS_AS_STRINGS = {
 }  # fmt: skip
 HOSTILE_SENSORS = [trap("sensor"), "javascript:__pwned.push('sensor-href')"]
 REPLY_TEXT = trap("reply")
+REPLY_KEY = "<svg onload=__pwned.push(9)>"  # the page shows keys up to 40 characters
 
 
 def hostile_answer(command: dict[str, Any]) -> dict[str, Any]:
     """What the hostile device answers to any command: markup in a valid reply."""
-    return {"ok": True, "version": REPLY_TEXT, trap("reply-key"): "x"}
+    return {"ok": True, "version": REPLY_TEXT, REPLY_KEY: "x"}
 
 
 @pytest.fixture(params=[False, True], ids=["with-csp", "csp-bypassed"])
@@ -131,7 +132,7 @@ def test_dashboard_shows_a_hostile_device_as_text(
         page.click("#command-send")
         reply = page.locator("#command-reply")
         expect(reply).to_contain_text(f"version: {REPLY_TEXT}", timeout=ms(10))
-        expect(reply).to_contain_text(f"{trap('reply-key')}: x")
+        expect(reply).to_contain_text(f"{REPLY_KEY}: x")
         expect(page.locator("#replies")).to_contain_text(f"version: {REPLY_TEXT}")
         # Numbers are shown as numbers (the last health message keeps the contract).
         expect(page.locator('#health dd[data-field="heap"]')).to_have_text("30000")
