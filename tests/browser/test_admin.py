@@ -82,7 +82,7 @@ def test_admin_adds_disables_rotates_and_removes_a_device(
     assert not mqtt_login(hub, "new-1", secret["password"])
     assert mqtt_login(hub, "new-1", rotated["password"])
 
-    assert registry(hub)["new-1"]["tls_policy"] == "insecure-allowed"
+    assert registry(hub)["new-1"]["tls_policy"] == "allow-insecure"
     row.locator("select.tls-policy").select_option("tls-required")
     expect(row.locator("select.tls-policy")).to_have_value("tls-required", timeout=ms(10))
     expect(page.locator('#fleet li[data-device="new-1"] .facts')).to_contain_text("TLS")

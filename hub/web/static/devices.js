@@ -6,7 +6,7 @@
 const deviceAdmin = (() => {
   const { el } = hub;
   const $ = (selector) => document.querySelector(selector);
-  const POLICIES = ["tls-required", "insecure-allowed"];
+  const POLICIES = ["tls-required", "allow-insecure"]; // the registry's names
   let reload = async () => {};
   let confirming = null; // the id whose removal waits for a confirmation
   let copyText = "";
