@@ -47,8 +47,10 @@ const deviceAdmin = (() => {
     return el("a", { href: url, download: name, className: "download", text: `download ${name}` });
   }
 
-  function showSecret(title, fields, files = []) {
+  // makeFiles runs after the previous panel's download URLs are revoked, not before.
+  function showSecret(title, fields, makeFiles = () => []) {
     closeSecret();
+    const files = makeFiles();
     $("#secret-title").textContent = title;
     $("#secret-fields").replaceChildren(...fields.flatMap(([key, value]) => [
       el("dt", { text: key }),
@@ -125,7 +127,7 @@ const deviceAdmin = (() => {
       }
       showSecret(`Device ${id}: client certificate (the key is shown once)`,
         [["id", id], ["fingerprint", hub.text(answer.fingerprint, 128) || ""]],
-        [download(`${id}.cert.der`, answer.cert_der_b64), " ",
+        () => [download(`${id}.cert.der`, answer.cert_der_b64), " ",
           download(`${id}.key.der`, answer.key_der_b64)]);
     });
   }
