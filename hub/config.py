@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -109,11 +110,12 @@ def create_private_file(path: Path) -> None:
     """Creates an empty file readable by its owner only, unless it exists; an existing one
     is made owner-only, with the -wal and -shm files SQLite keeps beside a database (SQLite
     creates those with the database file's mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
+    if not path.exists():
+        # Never open and close an existing database here: closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, SQLite's included.
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for one in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if stat.S_IMODE(one.stat().st_mode) & 0o077:
                 os.chmod(one, 0o600)
-        except FileNotFoundError:
-            pass

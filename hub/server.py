@@ -220,6 +220,9 @@ class Hub:
             version = registry.data_version()
             now = registry.fingerprints()
             changed = {d: why for d in known if (why := _what_changed(known[d], now.get(d)))}
+            # Added and disabled within one poll: it may have connected in between.
+            changed.update({d: "disabled" for d in now.keys() - known.keys()
+                            if not now[d].enabled})  # fmt: skip
             removed = [d for d in known if d not in now]
             known = now
             if changed:

@@ -96,6 +96,26 @@ def hub_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def add_account(
+    data_dir: Path, name: str, role: str = "admin", password: str | None = None
+) -> str:
+    """Creates a console account with `hub user add` (the password through --password-stdin
+    when given) and returns its password."""
+    args = ["user", "add", name, "--role", role]
+    if password is not None:
+        args.append("--password-stdin")
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", *args, "--data-dir", str(data_dir)],
+        input=None if password is None else password + "\n",
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if password is not None:
+        return password
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("one-time password: ")]
+    return line.split(": ", 1)[1]
+
+
 def provision(hub: HubProcess, device_id: str, *, allow_insecure: bool = True) -> dict[str, str]:
     """Registers a device with `hub device add` and returns its credentials."""
     args = ["device", "add", device_id] + (["--allow-insecure"] if allow_insecure else [])
