@@ -93,10 +93,8 @@ def hub_api(hub: HubProcess, method: str, path: str, body: object = None) -> tup
 
 
 def register(hub: HubProcess, device_id: str) -> dict[str, str]:
-    """Registers a device (allowed on plain MQTT) and returns its credentials.
-
-    Through the running hub's API rather than `hub device add`: a second process writing to
-    the registry while the hub runs is what corrupts it at the moment (see the report)."""
+    """Registers a device (allowed on plain MQTT) through the running hub's admin API and
+    returns its credentials."""
     status, creds = hub_api(hub, "POST", "/api/devices", {"id": device_id, "allow_insecure": True})
     assert status == 201, creds
     return dict(creds)
