@@ -169,7 +169,8 @@ def assert_no_script_ran(page: Page) -> None:
     assert page.locator("img, iframe, object, embed, svg script").count() == 0
     hrefs = page.eval_on_selector_all("[href]", "els => els.map(e => e.getAttribute('href'))")
     assert not [h for h in hrefs if h.strip().lower().startswith("javascript:")], hrefs
-    assert page.evaluate("window.__csp") == []
+    violations = page.evaluate("window.__csp")
+    assert violations == [], f"Content-Security-Policy violations: {violations}"
 
 
 def health_json(**fields: object) -> str:
