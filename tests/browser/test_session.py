@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.console import add_user, assert_no_script_ran, login, ms
-from tests.support.hubproc import HubProcess
+from tests.browser.console import add_user, assert_no_script_ran, login, ms, register
+from tests.support.hubproc import HubProcess, start_hub
 
 
 def test_pages_send_strangers_to_the_login_page(secure_hub: HubProcess, page: Page) -> None:
@@ -93,3 +94,38 @@ def test_logout_ends_the_session_for_good(secure_hub: HubProcess, page: Page) ->
     finally:
         replay.close()
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+
+
+def test_the_mqtt_token_is_renewed_before_it_expires(secure_hub: HubProcess, page: Page) -> None:
+    """With the page's clock run forward past 80 % of the token's life, the client page asks
+    /api/hub for a fresh token and puts it in place of the old one (in memory, not storage)."""
+    page.clock.install()
+    login(page, secure_hub.http_url, "eve", add_user(secure_hub, "eve", "viewer"), "/client")
+    password = page.locator("#password")
+    expect(password).not_to_have_value("", timeout=ms(10))
+    old = password.input_value()
+    with page.expect_request(lambda r: r.url.endswith("/api/hub"), timeout=ms(10)):
+        page.clock.fast_forward("09:00")
+    expect(password).not_to_have_value(old, timeout=ms(10))
+    assert password.input_value().startswith(old.split(".")[0])  # a token of the same kind
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+
+
+def test_public_view_shows_the_fleet_without_a_login(tmp_path: Path, page: Page) -> None:
+    """With `hub serve --public-view` the dashboard opens without a login, read-only: the
+    fleet is there, with a login link instead of a logout button and no command form."""
+    hub = start_hub(tmp_path / "hub-data", "--public-view", secure=True)
+    try:
+        register(hub, "pub-1")
+        page.goto(hub.http_url + "/")
+        expect(page).to_have_url(hub.http_url + "/")
+        expect(page.locator("#who")).to_have_text("public view", timeout=ms(10))
+        expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
+        expect(page.locator('#fleet li[data-device="pub-1"]')).to_be_visible(timeout=ms(10))
+        expect(page.locator("#login-link")).to_be_visible()
+        expect(page.locator("#logout")).to_be_hidden()
+        for gone in ("#command-form", "#devices-panel", "#events-panel"):
+            expect(page.locator(gone)).to_have_count(0)
+        assert_no_script_ran(page)
+    finally:
+        hub.stop()
