@@ -118,3 +118,48 @@ def test_admin_sees_refusals_as_text(secure_hub: HubProcess, page: Page) -> None
         expect(page.locator("#secret")).to_be_hidden()
     assert set(registry(secure_hub)) == {"taken-1"}
     assert_no_script_ran(page)
+
+
+def api_login(page: Page, hub: HubProcess, name: str, password: str) -> int:
+    """The status of POST /api/login for these credentials, from a context of its own."""
+    browser = page.context.browser
+    assert browser is not None
+    other = browser.new_context()
+    try:
+        answer = other.request.post(
+            hub.http_url + "/api/login", data={"name": name, "password": password}
+        )
+        return answer.status
+    finally:
+        other.close()
+
+
+def test_admin_manages_console_accounts(secure_hub: HubProcess, page: Page) -> None:
+    """An admin adds an operator account (its one-time password, shown once, logs in),
+    disables it (its logins are refused) and enables it, and removes it after confirming; the
+    admin's own account offers no disable or remove."""
+    hub = secure_hub
+    me = logged_in(page, hub, "admin")
+    expect(page.locator(f'#users li[data-user="{me}"] .actions')).to_have_text("you")
+    page.fill("#add-user-name", "olga")
+    page.select_option("#add-user-role", "operator")
+    page.click("#add-user")
+    expect(page.locator("#user-secret")).to_be_visible(timeout=ms(10))
+    password = page.locator('#user-secret-fields dd[data-field="password"]').inner_text()
+    assert api_login(page, hub, "olga", password) == 200
+    page.click("#user-secret-close")
+    assert password not in page.content()
+
+    row = page.locator('#users li[data-user="olga"]')
+    expect(row.locator(".role")).to_have_text("operator")
+    row.locator("button.disable").click()
+    expect(row.locator(".state")).to_have_text("disabled", timeout=ms(10))
+    assert api_login(page, hub, "olga", password) == 401
+    row.locator("button.enable").click()
+    expect(row.locator(".state")).to_have_text("enabled", timeout=ms(10))
+    assert api_login(page, hub, "olga", password) == 200
+    row.locator("button.remove").click()
+    row.locator("button.confirm-remove").click()
+    expect(row).to_have_count(0, timeout=ms(10))
+    assert api_login(page, hub, "olga", password) == 401
+    assert_no_script_ran(page)

@@ -413,11 +413,14 @@ setInterval(loadDevices, 60000); // registry changes (and an ended session: a 40
   // What a role may not use is removed from the page, not merely hidden.
   if (rank() >= ROLE_RANK.operator) $("#command-form").hidden = false;
   else $("#command-form").remove();
-  for (const panel of ["#devices-panel", "#events-panel"]) {
+  for (const panel of ["#devices-panel", "#users-panel", "#events-panel"]) {
     if (rank() >= ROLE_RANK.admin) $(panel).hidden = false;
     else $(panel).remove();
   }
-  if (rank() >= ROLE_RANK.admin) deviceAdmin.init(loadDevices);
+  if (rank() >= ROLE_RANK.admin) {
+    deviceAdmin.init(loadDevices);
+    if (session) userAdmin.init(); // accounts are managed from a session, not the public view
+  }
   connect(info);
   await loadDevices();
 })();
