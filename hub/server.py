@@ -207,18 +207,19 @@ class Hub:
         removes or rotates them."""
         assert self.registry is not None
         registry = self.registry
-        version = registry.data_version()
-        known = registry.fingerprints()
+        version = await asyncio.to_thread(registry.data_version)
+        known = await asyncio.to_thread(registry.fingerprints)
         while True:
             await asyncio.sleep(REGISTRY_POLL_S)
             try:
                 await self._write_seen()
             except sqlite3.Error as exc:
                 log.warning("could not record when devices were last seen: %s", exc)
-            if registry.data_version() == version:
+            latest = await asyncio.to_thread(registry.data_version)
+            if latest == version:
                 continue
-            version = registry.data_version()
-            now = registry.fingerprints()
+            version = latest
+            now = await asyncio.to_thread(registry.fingerprints)
             changed = {d: why for d in known if (why := _what_changed(known[d], now.get(d)))}
             # Added and disabled within one poll: it may have connected in between.
             changed.update({d: "disabled" for d in now.keys() - known.keys()

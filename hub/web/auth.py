@@ -202,15 +202,12 @@ class Auth:
         peer = request.remote or "unknown"
         keys = (f"name:{name}", f"addr:{peer}")
         wait = max(self.throttle.retry_after(k) for k in keys)
-        if wait <= 0 and self._pending >= MAX_PENDING_LOGINS:
-            wait = 1.0
         if wait > 0:
             self._failure(name, peer, "throttled")
-            retry = math.ceil(wait)
-            exc = error(web.HTTPTooManyRequests, f"too many failed logins: try again in "
-                        f"{retry} s", retry_after=retry)  # fmt: skip
-            exc.headers["Retry-After"] = str(retry)
-            raise exc
+            raise _too_many(f"too many failed logins: try again in {math.ceil(wait)} s", wait)
+        if self._pending >= MAX_PENDING_LOGINS:
+            self._failure(name, peer, "busy")
+            raise _too_many("too many logins at once: try again in a second", 1)
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
@@ -274,6 +271,13 @@ class Auth:
             own = principal.claims
             return TokenClaims(own.subscribe, own.publish, own.admin, min(expires, own.expires))
         return role_claims(principal.role, expires)
+
+
+def _too_many(message: str, wait: float) -> web.HTTPException:
+    retry = max(1, math.ceil(wait))
+    exc = error(web.HTTPTooManyRequests, message, retry_after=retry)
+    exc.headers["Retry-After"] = str(retry)
+    return exc
 
 
 def _role_identity(account: Account) -> Identity:

@@ -26,6 +26,8 @@ def call(
 ) -> tuple[int, str, bytes]:
     headers = {"Authorization": f"Bearer {tok}"} if tok else {}
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(hub.http_url + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=scaled(30)) as response:
@@ -78,8 +80,8 @@ def test_devices_telemetry_and_csv(device_on_hub: tuple[HubProcess, Any]) -> Non
     lines = body.decode().splitlines()
     assert status == 200 and ctype.startswith("text/csv")
     assert lines[0] == "received_at,sensor,boot,seq,value" and len(lines) >= 4
-    dashboard = json.loads(call(hub, "/api/hub")[2])["token"]
-    assert call(hub, "/api/devices", dashboard)[0] == 200
+    page = json.loads(call(hub, "/api/hub", reader)[2])  # a page's token, no wider than ours
+    assert page["role"] == "viewer" and call(hub, "/api/devices", page["token"])[0] == 200
 
 
 def test_command_reaches_the_device_and_its_reply_comes_back(

@@ -112,3 +112,61 @@ def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("hub: error: cannot use the PostgreSQL store")
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def _user(data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", "user", *args, "--data-dir", str(data)],
+        input=stdin, capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+
+
+def test_user_commands_say_what_they_did(tmp_path: Path) -> None:
+    """`hub user add/list/passwd/disable/enable/remove` each print what they did; add and
+    passwd print a generated one-time password or take one from stdin."""
+    data = tmp_path / "data"
+    added = _user(data, "add", "ada", "--role", "admin")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added admin 'ada'\none-time password: ")
+    piped = _user(data, "add", "otto", "--role", "operator", "--password-stdin",
+                  stdin="a chosen password\n")  # fmt: skip
+    assert piped.returncode == 0 and piped.stdout == "added operator 'otto'\n"
+    listed = _user(data, "list")
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ROLE", "ENABLED", "CREATED"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["ada", "admin", "yes"], ["otto", "operator", "yes"]]  # fmt: skip
+    passwd = _user(data, "passwd", "otto")
+    assert passwd.stdout.startswith("new password for 'otto'\none-time password: ")
+    assert _user(data, "disable", "otto").stdout == "disabled 'otto'\n"
+    assert _user(data, "list").stdout.splitlines()[2].split()[2] == "no"
+    assert _user(data, "enable", "otto").stdout == "enabled 'otto'\n"
+    assert _user(data, "remove", "otto").stdout == "removed 'otto'\n"
+    assert "otto" not in _user(data, "list").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["add", "BAD NAME", "--role", "viewer"], None, "bad account name"),
+        (["add", "ada", "--role", "viewer", "--password-stdin"], "short\n", "10 to 1024"),
+        (["disable", "ghost"], None, "no account 'ghost'"),
+        (["remove", "ghost"], None, "no account 'ghost'"),
+    ],
+)
+def test_user_command_errors(
+    tmp_path: Path, args: list[str], stdin: str | None, message: str
+) -> None:
+    """Bad names, short passwords and unknown accounts are `hub: error:` with exit 2."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    result = _user(data, *args, stdin=stdin)
+    assert result.returncode == 2 and result.stderr.startswith("hub: error: ")
+    assert message in result.stderr
+
+
+def test_user_list_refuses_a_missing_data_dir(tmp_path: Path) -> None:
+    """`hub user list --data-dir <typo>` fails and creates nothing."""
+    result = _user(tmp_path / "typo", "list")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "typo").exists()

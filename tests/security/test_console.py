@@ -336,3 +336,18 @@ def test_public_view_only_when_configured(tmp_path: Path) -> None:
         hub.stop()
     log.seek(0)
     assert "PUBLIC VIEW" in log.read()
+
+
+def test_a_login_flood_is_bounded(throttled_hub: HubProcess) -> None:
+    """Of many simultaneous logins, at most a few are checked at once: the rest get 429 with
+    Retry-After at once instead of queueing for the password hasher."""
+
+    async def scenario() -> None:
+        browsers = [Console.http(throttled_hub) for _ in range(30)]
+        replies = await asyncio.gather(*(b.login("vera") for b in browsers))
+        statuses = [r.status for r in replies]
+        assert set(statuses) <= {200, 429} and 200 in statuses
+        busy = [r for r in replies if r.status == 429]
+        assert busy and all("at once" in r.error and r.headers["Retry-After"] for r in busy)
+
+    run(scenario())
