@@ -11,6 +11,8 @@ string fields and the command reply are valid by contract and must be shown, as 
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +30,7 @@ from tests.browser.console import (
     ms,
     register,
 )
-from tests.support.hubproc import HubProcess
+from tests.support.hubproc import HubProcess, scaled
 
 DEVICE = "evil-1"
 
@@ -99,6 +101,18 @@ def publish_live(dev: MqttDevice) -> None:
     dev.publish(meta_topic(DEVICE), health_json(**payloads("live")))
 
 
+def login_status(hub: HubProcess, name: str, password: str) -> int:
+    """POST /api/login from outside the browser; returns the status."""
+    body = json.dumps({"name": name, "password": password}).encode()
+    request = urllib.request.Request(hub.http_url + "/api/login", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=scaled(10)) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def expect_health_shown(page: Page, phase: str) -> None:
     for field, text in payloads(phase).items():
         expect(page.locator(f'#health dd[data-field="{field}"]')).to_have_text(
@@ -127,6 +141,9 @@ def test_dashboard_shows_a_hostile_device_as_text(
         expect(row.locator(".error-text")).to_have_text(f"error: {payloads('live')['error']}")
         # The hub reports the publish outside the topic rules, with its topic, as an event.
         expect(page.locator("#events")).to_contain_text(trap("topic"), timeout=ms(10))
+        # A failed login names the account it tried: someone's markup, as an event too.
+        assert login_status(secure_hub, trap("login"), "wrong") == 401
+        expect(page.locator("#events")).to_contain_text(trap("login"), timeout=ms(10))
 
         page.select_option("#command-op", "ping")
         page.click("#command-send")
