@@ -29,6 +29,9 @@ const state = {
   rows: [], // the selected device's readings: {t, sensor, value, seq}
   chart: null,
   renderQueued: false,
+  full: true, // the next frame rebuilds the whole list (devices came or went, or a new selection)
+  dirty: new Set(), // otherwise only these devices' rows (and the detail, if selected) change
+  rowNodes: new Map(), // id -> its <li> in the fleet list
 };
 
 function rank() {
@@ -41,6 +44,7 @@ function device(id) {
     state.devices.set(id, {
       status: null, health: null, latest: new Map(), replies: [], registered: false,
     });
+    state.full = true;
   }
   return state.devices.get(id);
 }
@@ -128,14 +132,20 @@ async function loadDevices() {
   }
 }
 
-// --- rendering, at most once per animation frame ----------------------------------------------
-function scheduleRender() {
+// --- rendering, at most once per animation frame, only what changed -----------------------------
+// scheduleRender(id): that device changed; scheduleRender(): everything may have.
+function scheduleRender(id) {
+  if (id === undefined) state.full = true;
+  else state.dirty.add(id);
   if (state.renderQueued) return;
   state.renderQueued = true;
   requestAnimationFrame(() => {
     state.renderQueued = false;
+    const detail = state.full || state.dirty.has(state.selected);
     renderFleet();
-    renderDetail();
+    if (detail) renderDetail();
+    state.full = false;
+    state.dirty.clear();
   });
 }
 
@@ -179,10 +189,22 @@ function fleetRow(id, dev) {
 }
 
 function renderFleet() {
+  if (!state.full) {
+    for (const id of state.dirty) {
+      const old = state.rowNodes.get(id);
+      const dev = state.devices.get(id);
+      if (!old || !dev) continue;
+      const fresh = fleetRow(id, dev);
+      old.replaceWith(fresh);
+      state.rowNodes.set(id, fresh);
+    }
+    return;
+  }
   const ids = [...state.devices.keys()].sort();
+  state.rowNodes = new Map(ids.map((id) => [id, fleetRow(id, state.devices.get(id))]));
   $("#empty").hidden = ids.length > 0;
   $("#fleet-count").textContent = ids.length ? `(${ids.length})` : "";
-  $("#fleet").replaceChildren(...ids.map((id) => fleetRow(id, state.devices.get(id))));
+  $("#fleet").replaceChildren(...state.rowNodes.values());
 }
 
 function renderDetail() {
@@ -312,7 +334,7 @@ function onMessage(topic, message) {
     if (dev && health) dev.health = health;
   } else if ((match = m.reply(topic))) onReply(match.device, text);
   else return;
-  scheduleRender();
+  scheduleRender(match.device);
 }
 
 function connect(info) {
