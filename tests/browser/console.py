@@ -147,9 +147,15 @@ class MqttDevice:
         client.publish(reply_topic(self.id), json.dumps(reply), qos=1)
 
     def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
+        """Publishes at QoS 1 and waits for the PUBACK (paho resends after a reconnect)."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(timeout=scaled(5))
+        info.wait_for_publish(timeout=scaled(10))
         assert info.is_published(), f"no PUBACK for {topic}"
+
+    def attempt(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
+        """Publishes at QoS 0 something the hub may drop, or even disconnect the device for
+        (paho then reconnects): nothing to wait for, and nothing is resent."""
+        self.client.publish(topic, payload, qos=0, retain=retain)
 
     def close(self) -> None:
         self.client.loop_stop()

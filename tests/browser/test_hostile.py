@@ -4,8 +4,10 @@ dashboard and the web client only as literal text, and nothing it sent ever runs
 Each test runs twice: with the hub's Content-Security-Policy (no violation may come from our
 pages) and with the policy bypassed, so that markup that slipped into the page would run and
 call the trap (``window.__pwned``). The hub may refuse some of these payloads (status, health
-that breaks the contract, sensor names); the tests pass either way, but the health message's
-string fields and the command reply are valid by contract and must be shown, as they are.
+that breaks the contract, sensor names); the device sends those at QoS 0 (nothing to wait
+for or resend if the hub drops them or the device) and the tests pass either way, but the
+health message's string fields and the command reply are valid by contract, go at QoS 1, and
+must be shown, as they are.
 """
 
 from __future__ import annotations
@@ -81,23 +83,23 @@ def hostile_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[P
 
 def publish_retained(dev: MqttDevice) -> None:
     """Retained markup: status, health that breaks the contract, then health that keeps it."""
-    dev.publish(status_topic(DEVICE), trap("status"), retain=True)
-    dev.publish(meta_topic(DEVICE), health_json(**NUMBERS_AS_STRINGS), retain=True)
+    dev.attempt(status_topic(DEVICE), trap("status"), retain=True)
+    dev.attempt(meta_topic(DEVICE), health_json(**NUMBERS_AS_STRINGS), retain=True)
     dev.publish(meta_topic(DEVICE), health_json(**payloads("retained")), retain=True)
-    dev.publish(reply_topic(DEVICE), json.dumps({"id": 1, "ok": True, "x": trap("old-reply")}),
+    dev.attempt(reply_topic(DEVICE), json.dumps({"id": 1, "ok": True, "x": trap("old-reply")}),
                 retain=True)  # fmt: skip
 
 
 def publish_live(dev: MqttDevice) -> None:
     """Live markup: status, health, readings on hostile sensor names and values, a reply, and
     a publish outside the device's topic rules (the hub reports its topic as an event)."""
-    dev.publish(status_topic(DEVICE), f"<b>{trap('live-status')}</b>")
-    dev.publish(meta_topic(DEVICE), health_json(**NUMBERS_AS_STRINGS))
+    dev.attempt(status_topic(DEVICE), f"<b>{trap('live-status')}</b>")
+    dev.attempt(meta_topic(DEVICE), health_json(**NUMBERS_AS_STRINGS))
     for seq, sensor in enumerate(HOSTILE_SENSORS):
-        dev.publish(telemetry_topic(DEVICE, sensor), f"1f,{seq},1.5")
-    dev.publish(telemetry_topic(DEVICE, "temp"), f"1f,9,{trap('value')}")
-    dev.publish(reply_topic(DEVICE), json.dumps({"id": 2, "ok": False, "error": trap("err")}))
-    dev.publish(f"d/{DEVICE}/{trap('topic')}", trap("outside"))
+        dev.attempt(telemetry_topic(DEVICE, sensor), f"1f,{seq},1.5")
+    dev.attempt(telemetry_topic(DEVICE, "temp"), f"1f,9,{trap('value')}")
+    dev.attempt(reply_topic(DEVICE), json.dumps({"id": 2, "ok": False, "error": trap("err")}))
+    dev.attempt(f"d/{DEVICE}/{trap('topic')}", trap("outside"))
     dev.publish(meta_topic(DEVICE), health_json(**payloads("live")))
 
 
