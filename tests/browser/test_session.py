@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -129,3 +130,21 @@ def test_public_view_shows_the_fleet_without_a_login(tmp_path: Path, page: Page)
         assert_no_script_ran(page)
     finally:
         hub.stop()
+
+
+def test_a_browser_clock_an_hour_ahead_does_not_renew_in_a_loop(
+    secure_hub: HubProcess, page: Page
+) -> None:
+    """With the browser's clock an hour ahead of the hub's, the token (valid for 10 minutes by
+    the hub's clock) is not taken for expired: no renewal in the first minute, one by the
+    ninth."""
+    page.clock.install(time=time.time() + 3600)
+    login(page, secure_hub.http_url, "fay", add_user(secure_hub, "fay", "viewer"), "/client")
+    expect(page.locator("#password")).not_to_have_value("", timeout=ms(10))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/api/hub") else None)
+    page.clock.fast_forward("01:00")
+    page.wait_for_function("() => true")  # let the page run what the minute made due
+    assert asked == []
+    with page.expect_request(lambda r: r.url.endswith("/api/hub"), timeout=ms(10)):
+        page.clock.fast_forward("08:00")

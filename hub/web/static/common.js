@@ -75,7 +75,9 @@ const hub = (() => {
   }
 
   // --- HTTP API ---------------------------------------------------------------------------------
-  const state = { session: null, info: null, renewTimer: null, onToken: [] };
+  // skew: the hub's clock minus ours (ms), from the Date header of its last answer; a token's
+  // expiry is the hub's time, and the browser's clock may be minutes off.
+  const state = { session: null, info: null, renewTimer: null, onToken: [], skew: 0 };
 
   function toLogin() {
     const next = location.pathname + location.search;
@@ -109,6 +111,8 @@ const hub = (() => {
     } catch (err) {
       throw new ApiError(`the hub did not answer (${err.message})`, 0, null);
     }
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (Number.isFinite(date)) state.skew = date - Date.now();
     if (response.status === 401 && redirect) return toLogin();
     if (response.status === 204) return null;
     const answer = await response.json().catch(() => null);
@@ -141,7 +145,7 @@ const hub = (() => {
     state.info = info;
     clearTimeout(state.renewTimer);
     const expires = number(info.token_expires);
-    const left = expires === null ? 600 : expires - Date.now() / 1000;
+    const left = expires === null ? 600 : expires - (Date.now() + state.skew) / 1000;
     const wait = Math.max(MIN_RENEW_S, Math.min(left - RENEW_MARGIN_S, left * 0.8));
     state.renewTimer = setTimeout(renew, wait * 1000);
   }
