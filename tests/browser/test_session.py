@@ -6,9 +6,16 @@ import re
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
-from tests.browser.console import add_user, assert_no_script_ran, login, ms, register
+from tests.browser.console import (
+    add_user,
+    assert_no_script_ran,
+    logged_in,
+    login,
+    ms,
+    register,
+)
 from tests.support.hubproc import HubProcess, start_hub
 
 
@@ -148,3 +155,26 @@ def test_a_browser_clock_an_hour_ahead_does_not_renew_in_a_loop(
     assert asked == []
     with page.expect_request(lambda r: r.url.endswith("/api/hub"), timeout=ms(10)):
         page.clock.fast_forward("08:00")
+
+
+def test_a_refused_token_is_replaced_at_once(secure_hub: HubProcess, page: Page) -> None:
+    """When the hub refuses the dashboard's MQTT token (as after sleeping past its expiry;
+    here the first token's signature is spoilt on its way), the page asks /api/hub for a fresh
+    one at once and goes live."""
+    spoilt: list[str] = []
+
+    def spoil_first(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        if not spoilt:
+            spoilt.append(body["token"])
+            body["token"] = body["token"][:-4] + (
+                "AAAA" if body["token"][-4:] != "AAAA" else "BBBB"
+            )
+        route.fulfill(response=response, json=body)
+
+    page.route("**/api/hub", spoil_first)
+    logged_in(page, secure_hub, "viewer")
+    expect(page.locator("#link")).to_contain_text("refused", timeout=ms(10))
+    expect(page.locator("#link")).to_have_text("live", timeout=ms(15))
+    assert spoilt

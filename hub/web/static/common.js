@@ -77,7 +77,8 @@ const hub = (() => {
   // --- HTTP API ---------------------------------------------------------------------------------
   // skew: the hub's clock minus ours (ms), from the Date header of its last answer; a token's
   // expiry is the hub's time, and the browser's clock may be minutes off.
-  const state = { session: null, info: null, renewTimer: null, onToken: [], skew: 0 };
+  const state = { session: null, info: null, renewTimer: null, onToken: [], skew: 0,
+    renewedAt: 0 };
 
   function toLogin() {
     const next = location.pathname + location.search;
@@ -150,7 +151,16 @@ const hub = (() => {
     state.renewTimer = setTimeout(renew, wait * 1000);
   }
 
+  // A refused MQTT login (say, after the computer slept past the token's expiry) asks for a
+  // fresh token at once, but at most every 30 s.
+  function renewNow() {
+    if (Date.now() - state.renewedAt < 30000) return;
+    clearTimeout(state.renewTimer);
+    renew();
+  }
+
   async function renew() {
+    state.renewedAt = Date.now();
     try {
       acceptInfo(await api("/api/hub"));
       for (const listener of state.onToken) listener(state.info);
@@ -247,7 +257,7 @@ const hub = (() => {
 
   return {
     el, safeHref, text, integer, number, parseJson, isObject,
-    api, ApiError, start, onToken, wsUrl, logout, showUser, toLogin,
+    api, ApiError, start, onToken, renewNow, wsUrl, logout, showUser, toLogin,
     topicFilter, topicMatcher, mqttOptions,
     get session() { return state.session; },
     get info() { return state.info; },

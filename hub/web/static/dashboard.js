@@ -350,6 +350,9 @@ function connect(info) {
   if (rank() >= ROLE_RANK.admin) filters.push(topics.events);
   const client = mqtt.connect(hub.wsUrl(info), hub.mqttOptions({
     reconnectPeriod: 2000,
+    // MQTT.js stops for good after a refused CONNECT unless told otherwise; the refusal asks
+    // for a fresh token (hub.renewNow) and the next attempt uses it.
+    reconnectOnConnackError: true,
     connectTimeout: 10000,
     username: typeof info.username === "string" ? info.username : "token",
     password: info.token,
@@ -365,6 +368,7 @@ function connect(info) {
   client.on("error", (err) => {
     const why = { 4: "refused: bad or expired token", 5: "refused: not authorized" }[err.code];
     setLink(why || `error: ${err.message}`, false);
+    if (err.code === 4 || err.code === 5) hub.renewNow();
   });
   client.on("close", () => {
     if ($("#link").textContent.startsWith("live")) setLink("disconnected", false);
