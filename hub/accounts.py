@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL,
     enabled INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    password_changed_at REAL NOT NULL DEFAULT 0
 );
 """
 
@@ -63,6 +64,7 @@ class Account:
     role: str
     enabled: bool
     created_at: float
+    password_changed_at: float = 0.0  # sessions from before it end
 
     def public(self) -> dict[str, object]:
         """Everything about the account except its password hash."""
@@ -101,7 +103,8 @@ def new_password() -> str:
 
 
 def _row_to_account(row: sqlite3.Row) -> Account:
-    return Account(row["name"], row["role"], bool(row["enabled"]), row["created_at"])
+    return Account(row["name"], row["role"], bool(row["enabled"]), row["created_at"],
+                   row["password_changed_at"])  # fmt: skip
 
 
 class Accounts:
@@ -173,19 +176,27 @@ class Accounts:
         check_role(role)
         password = check_password(password) if password is not None else new_password()
         hashed = _HASHER.hash(password)
+        now = time.time()
         try:
             self._write(
-                "INSERT INTO accounts (name, password_hash, role, enabled, created_at)"
-                " VALUES (?, ?, ?, 1, ?)",
-                (name, hashed, role, time.time()),
+                "INSERT INTO accounts (name, password_hash, role, enabled, created_at,"
+                " password_changed_at) VALUES (?, ?, ?, 1, ?, ?)",
+                (name, hashed, role, now, now),
             )
         except sqlite3.IntegrityError:
             raise AccountError(f"account {name!r} already exists") from None
         return password
 
     def set_password(self, name: str, password: str | None = None) -> str:
+        """A new password (generated unless given); the account's older sessions end."""
         password = check_password(password) if password is not None else new_password()
-        self._update(name, "password_hash = ?", _HASHER.hash(password))
+        hashed = _HASHER.hash(password)
+        changed = self._write(
+            "UPDATE accounts SET password_hash = ?, password_changed_at = ? WHERE name = ?",
+            (hashed, time.time(), name),
+        )
+        if changed == 0:
+            raise AccountError(f"no account {name[:40]!r}")
         return password
 
     def set_enabled(self, name: str, enabled: bool) -> Account:

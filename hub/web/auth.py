@@ -178,6 +178,9 @@ class Auth:
         if account is None or not account.enabled:
             self.sessions.end_account(session.name)
             return None
+        if account.password_changed_at > session.created:  # a new password logs others out
+            self.sessions.end(request.cookies.get(COOKIE))
+            return None
         session.role = account.role
         return Principal(account.name, account.role, "session", _role_identity(account),
                          session=session)  # fmt: skip

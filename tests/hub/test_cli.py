@@ -170,3 +170,13 @@ def test_user_list_refuses_a_missing_data_dir(tmp_path: Path) -> None:
     result = _user(tmp_path / "typo", "list")
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_bad_session_limits_are_refused(tmp_path: Path) -> None:
+    """An idle limit longer than the session's maximum is a clear error, exit 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
+         "--session-idle", "100", "--session-max", "10", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.startswith("hub: error: session_idle_s")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 import time
 
 from tests.security.console import Console
 from tests.security.test_access import Events, connect, token
-from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
+from tests.support.hubproc import HubProcess, add_account, hub_cli, provision, scaled
 
 
 async def _admin(hub: HubProcess) -> Console:
@@ -182,5 +184,28 @@ def test_account_management(console_hub: HubProcess) -> None:
         await events.expect("user_removed")
         assert (await browser.request("GET", "/api/session")).status == 401
         assert (await admin.request("DELETE", "/api/users/nina")).status == 404
+
+    asyncio.run(scenario())
+
+
+def test_a_new_password_ends_older_sessions(console_hub: HubProcess) -> None:
+    """`hub user passwd` on a running hub logs the account's open sessions out; a login with
+    the new password works."""
+    hub = console_hub
+    password = add_account(hub.data_dir, "pia", "viewer", "the first password")
+
+    async def scenario() -> None:
+        browser = Console.http(hub)
+        assert (await browser.login("pia", password)).status == 200
+        assert (await browser.request("GET", "/api/session")).status == 200
+        result = subprocess.run(
+            [sys.executable, "-m", "hub", "user", "passwd", "pia", "--password-stdin",
+             "--data-dir", str(hub.data_dir)],
+            input="the second password\n", capture_output=True, text=True, timeout=scaled(30),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert (await browser.request("GET", "/api/session")).status == 401
+        assert (await browser.login("pia", "the second password")).status == 200
+        assert (await browser.request("GET", "/api/session")).status == 200
 
     asyncio.run(scenario())
