@@ -6,9 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.browser.console import TRAP_SCRIPT
+from tests.support.hubproc import scaled
+
+# Every expect() without its own timeout waits 5 s, scaled like every other wait.
+expect.set_options(timeout=scaled(5) * 1000)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

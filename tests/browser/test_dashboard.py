@@ -110,3 +110,23 @@ def test_dashboard_fits_a_phone(secure_hub: HubProcess, page: Page) -> None:
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
     save_screenshot(page, "dashboard-phone")
+
+
+def test_an_empty_retained_message_brings_no_device_into_the_list(
+    secure_hub: HubProcess, page: Page
+) -> None:
+    """An empty retained status (what the hub sends when it clears a removed device's topics)
+    does not put a device the page does not know into the fleet list."""
+    hub = secure_hub
+    known = register(hub, "known-1")
+    logged_in(page, hub, "viewer")
+    expect(page.locator('#fleet li[data-device="known-1"]')).to_be_visible(timeout=ms(10))
+    ghost = register(hub, "ghost-1")  # registered after the page read the list
+    with MqttDevice(hub, ghost) as dev:
+        dev.publish(status_topic("ghost-1"), "", retain=True)
+    with MqttDevice(hub, known) as dev:  # routed after the ghost's message: a marker
+        dev.publish(telemetry_topic("known-1", "temp"), "1f,0,5.5")
+    expect(page.locator('#fleet li[data-device="known-1"] .values')).to_have_text(
+        "temp 5.5", timeout=ms(5)
+    )
+    expect(page.locator('#fleet li[data-device="ghost-1"]')).to_have_count(0)

@@ -324,6 +324,16 @@ function onMessage(topic, message) {
   const m = state.matchers;
   let match;
   if ((match = m.events(topic))) return onEvent(topic, text);
+  if (!text) {
+    // An empty retained message clears the topic (the hub does so for a removed device): it
+    // forgets what the device said there and never brings a device into the list.
+    match = m.status(topic) || m.health(topic);
+    const dev = match && state.devices.get(match.device);
+    if (!dev) return;
+    if (m.status(topic)) dev.status = null;
+    else dev.health = null;
+    return scheduleRender(match.device);
+  }
   if ((match = m.telemetry(topic))) onReading(match.device, match.sensor, text);
   else if ((match = m.status(topic))) {
     const dev = device(match.device);
