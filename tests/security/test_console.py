@@ -10,6 +10,7 @@ from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 
 import pytest
+import websockets
 
 from hub.web.app import ROUTES
 from hub.web.auth import Access
@@ -349,5 +350,24 @@ def test_a_login_flood_is_bounded(throttled_hub: HubProcess) -> None:
         assert set(statuses) <= {200, 429} and 200 in statuses
         busy = [r for r in replies if r.status == 429]
         assert busy and all("at once" in r.error and r.headers["Retry-After"] for r in busy)
+
+    run(scenario())
+
+
+def test_the_session_cookie_opens_nothing_on_mqtt(console_hub: HubProcess) -> None:
+    """/mqtt ignores the console's cookie: a WebSocket client that sends an admin's session
+    cookie but no MQTT credentials is refused like any other."""
+
+    async def scenario() -> None:
+        admin = Console.http(console_hub)
+        assert (await admin.login("ada")).status == 200
+        client = RawClient()
+        client._ws = await websockets.connect(
+            console_hub.ws_url, subprotocols=[websockets.Subprotocol("mqtt")],
+            additional_headers={"Cookie": f"hub_session={admin.cookie}"},
+        )  # fmt: skip
+        _, code = await client.connect("cookie-only")
+        assert code == 4
+        await client.close()
 
     run(scenario())
