@@ -7,8 +7,11 @@ DEMO_DEVICES ?= 3
 setup:
 	@bash tools/bootstrap.sh
 
+# On a terminal the demo runs as its own job (bash -m), so Ctrl-C reaches the demo, which stops
+# everything and exits 0, and not make itself (which would die of the signal: exit 130).
 demo: setup
-	@bash tools/demo.sh $(DEMO_DEVICES)
+	@if [ -t 0 ]; then bash -mc 'bash tools/demo.sh $(DEMO_DEVICES); exit $$?'; \
+	else bash tools/demo.sh $(DEMO_DEVICES); fi
 
 test: setup lint
 	@$(PY) -m pytest

@@ -6,7 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.browser.console import TRAP_SCRIPT
+from tests.support.hubproc import scaled
+
+# Every expect() without its own timeout waits 5 s, scaled like every other wait.
+expect.set_options(timeout=scaled(5) * 1000)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -47,7 +53,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser context (no cookies) whose pages carry the script trap and record
+    Content-Security-Policy violations (tests/browser/console.py)."""
     context = browser.new_context(viewport={"width": 1024, "height": 700})
+    context.add_init_script(TRAP_SCRIPT)
     new_page = context.new_page()
     request.node._page = new_page
     yield new_page

@@ -1,54 +1,40 @@
-"""The dashboard in a real browser: fleet, live chart, commands, hub events, presence."""
+"""The dashboard in a real browser, logged in: fleet, live chart, commands, presence, phones."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import paho.mqtt.client as paho
 from playwright.sync_api import Page, expect
 
+from hub.topics import meta_topic, status_topic, telemetry_topic
 from tests.browser.conftest import save_screenshot
+from tests.browser.console import (
+    MqttDevice,
+    assert_no_script_ran,
+    health_json,
+    logged_in,
+    ms,
+    register,
+)
 from tests.support.devices import running_device
-from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
+from tests.support.hubproc import HubProcess
 
 
-def _token(hub: HubProcess, *args: str) -> str:
-    result = hub_cli(hub.data_dir, "token", "create", *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
-
-
-def _publish(hub: HubProcess, token: str, topic: str, payload: bytes) -> None:
-    """Publishes like a device would, over TCP, with a token allowed to publish there."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-publisher")
-    client.username_pw_set("token", token)
-    client.connect(hub.host, hub.mqtt_port)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1).wait_for_publish(timeout=scaled(5))
-    finally:
-        client.loop_stop()
-        client.disconnect()
-
-
-def ms(seconds: float) -> float:
-    return scaled(seconds) * 1000
-
-
-def test_dashboard_fleet_chart_commands_events_presence(
+def test_operator_sees_the_fleet_live_and_commands_a_device(
     secure_hub: HubProcess, page: Page, tmp_path: Path
 ) -> None:
-    """With security on: a provisioned device shows online with its health; its chart is
-    backfilled and gains a point within a second of a publish; with an admin token a command
-    button reaches the device and its reply appears, and hub events show; killing the device
-    turns it offline."""
+    """Logged in as an operator: a real device shows online with its health; its chart is
+    backfilled and gains a point within a second of a publish; the command form reaches the
+    device and its reply appears (a refused argument as an error); killing the device turns it
+    offline; there is no device management or hub events panel."""
     hub = secure_hub
-    creds = provision(hub, "dash-1")
-    publisher = _token(hub, "--publish", "d/dash-1/t/+")
-    page.goto(hub.http_url + "/")
+    creds = register(hub, "dash-1")
+    other = register(hub, "dash-2")  # publishes the extra reading as a device of its own
+    logged_in(page, hub, "operator")
     expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
-    expect(page.locator("#token-mode")).to_have_text("read-only")
+    expect(page.locator("#command-form")).to_have_count(1)
+    expect(page.locator("#devices-panel")).to_have_count(0)
+    expect(page.locator("#events-panel")).to_have_count(0)
     with running_device(tmp_path, hub, "dash-1", period_s=30, meta_s=1,
                         username="dash-1", password=creds["password"]) as device:  # fmt: skip
         row = page.locator('#fleet li[data-device="dash-1"]')
@@ -56,40 +42,91 @@ def test_dashboard_fleet_chart_commands_events_presence(
         expect(row.locator(".facts")).to_contain_text("heap", timeout=ms(10))
         expect(row.locator(".facts")).to_contain_text("plain allowed")
         row.click()
+        expect(page.locator("#command-form")).to_be_visible()
+        expect(page.locator('#health dd[data-field="board"]')).to_have_text("unix-sim")
         chart = page.locator("#chart")
         expect(chart).not_to_have_attribute("data-points", "0", timeout=ms(10))
         before = int(chart.get_attribute("data-points") or 0)
-        _publish(hub, publisher, "d/dash-1/t/temp", b"abcd,500,42.5")
-        expect(chart).to_have_attribute("data-points", str(before + 1), timeout=ms(1))
-        expect(page.locator("#latest")).to_contain_text("42.5")
-
-        page.fill("#token-input", _token(hub, "--admin"))
-        page.click("#token-save")
-        expect(page.locator("#token-mode")).to_have_text("admin")
-        expect(page.locator("#events-panel")).to_be_visible()
-        expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
+        with MqttDevice(hub, other) as publisher:
+            # The reading of another device must not land on this one's chart...
+            publisher.publish(telemetry_topic("dash-2", "temp"), "abcd,500,42.5")
+        expect(page.locator('#fleet li[data-device="dash-2"] .values')).to_have_text(
+            "temp 42.5", timeout=ms(5)
+        )
+        expect(chart).to_have_attribute("data-points", str(before))
+        # ...but the device's own next reading does, at once ("read now").
+        page.select_option("#command-op", "read")
+        page.click("#command-send")
+        expect(page.locator("#command-reply")).to_contain_text("ok: true", timeout=ms(10))
+        expect(chart).not_to_have_attribute("data-points", str(before), timeout=ms(5))
         page.select_option("#command-op", "ping")
         page.click("#command-send")
-        expect(page.locator("#command-reply")).to_contain_text('"ok":true', timeout=ms(10))
+        expect(page.locator("#command-reply")).to_contain_text("version:", timeout=ms(10))
         page.select_option("#command-op", "period")
         page.fill("#command-args", '{"s": 0}')
         page.click("#command-send")
         expect(page.locator("#command-reply")).to_contain_text("whole seconds", timeout=ms(10))
+        expect(page.locator("#command-reply")).to_have_class("reply error")
+        expect(page.locator("#replies li").first).to_contain_text("ok: false", timeout=ms(5))
         save_screenshot(page, "dashboard")
         device.kill()
         expect(row.locator(".status")).to_have_text("offline", timeout=ms(10))
-        expect(page.locator("#events")).to_contain_text(
-            re.compile(r"disconnected dash-1 \((will|lost)\)"), timeout=ms(10)
-        )
+    assert_no_script_ran(page)
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+
+
+def test_viewer_sees_fleet_and_health_but_no_commands_or_management(
+    secure_hub: HubProcess, page: Page
+) -> None:
+    """Logged in as a viewer: the fleet, health and the chart are there; the command form,
+    device management and the hub events panel are not in the page at all."""
+    hub = secure_hub
+    creds = register(hub, "view-1")
+    with MqttDevice(hub, creds) as dev:
+        dev.publish(status_topic("view-1"), "online", retain=True)
+        dev.publish(meta_topic("view-1"), health_json(fw="9.9.9"), retain=True)
+        logged_in(page, hub, "viewer")
+        expect(page.locator("#who")).to_contain_text("viewer")
+        expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
+        row = page.locator('#fleet li[data-device="view-1"]')
+        expect(row.locator(".status")).to_have_text("online", timeout=ms(10))
+        expect(row.locator(".facts")).to_contain_text("fw 9.9.9")
+        row.click()
+        dev.publish(telemetry_topic("view-1", "temp"), "1f,0,21.5")
+        expect(page.locator("#latest")).to_contain_text("temp 21.5", timeout=ms(5))
+    for gone in ("#command-form", "#devices-panel", "#events-panel"):
+        expect(page.locator(gone)).to_have_count(0)
+    assert_no_script_ran(page)
 
 
 def test_dashboard_fits_a_phone(secure_hub: HubProcess, page: Page) -> None:
-    """On a phone-sized screen the page has no horizontal scroll."""
-    provision(secure_hub, "phone-1")
+    """On a phone-sized screen the logged-in admin's page has no horizontal scroll."""
+    register(secure_hub, "phone-1")
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(secure_hub.http_url + "/")
+    logged_in(page, secure_hub, "admin")
     expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
     expect(page.locator('#fleet li[data-device="phone-1"]')).to_be_visible(timeout=ms(10))
+    expect(page.locator('#registry li[data-device="phone-1"]')).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
     save_screenshot(page, "dashboard-phone")
+
+
+def test_an_empty_retained_message_brings_no_device_into_the_list(
+    secure_hub: HubProcess, page: Page
+) -> None:
+    """An empty retained status (what the hub sends when it clears a removed device's topics)
+    does not put a device the page does not know into the fleet list."""
+    hub = secure_hub
+    known = register(hub, "known-1")
+    logged_in(page, hub, "viewer")
+    expect(page.locator('#fleet li[data-device="known-1"]')).to_be_visible(timeout=ms(10))
+    ghost = register(hub, "ghost-1")  # registered after the page read the list
+    with MqttDevice(hub, ghost) as dev:
+        dev.publish(status_topic("ghost-1"), "", retain=True)
+    with MqttDevice(hub, known) as dev:  # routed after the ghost's message: a marker
+        dev.publish(telemetry_topic("known-1", "temp"), "1f,0,5.5")
+    expect(page.locator('#fleet li[data-device="known-1"] .values')).to_have_text(
+        "temp 5.5", timeout=ms(5)
+    )
+    expect(page.locator('#fleet li[data-device="ghost-1"]')).to_have_count(0)

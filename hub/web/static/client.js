@@ -1,8 +1,10 @@
-// A web MQTT client on the hub's WebSocket network: connect with a token or device
-// credentials, subscribe, watch messages (text, hex or JSON), publish with QoS and retain.
+// A web MQTT client on the hub's WebSocket network: connect with the session's MQTT token (or
+// other credentials typed in), subscribe, watch messages (text, hex or JSON), publish with QoS
+// and retain. Topics and payloads are shown with textContent: they never become markup.
 "use strict";
 
 const $ = (s) => document.querySelector(s);
+const { el } = hub;
 const MAX_MESSAGES = 500;
 const REFUSALS = {
   1: "refused: unacceptable protocol version",
@@ -12,6 +14,8 @@ const REFUSALS = {
   5: "refused: not authorized",
 };
 let client = null;
+let sessionToken = null; // the token in the password field, while it is the session's
+let renderQueued = false;
 const received = []; // {topic, payload: Uint8Array, qos, retain, time}
 
 function setStatus(text, ok, detail = "") {
@@ -28,54 +32,49 @@ function setConnected(connected) {
   $("#publish").disabled = !connected;
 }
 
-function render(payload) {
+function show(payload) {
   const view = $("#view").value;
   if (view === "hex") {
     return [...payload].map((b) => b.toString(16).padStart(2, "0")).join(" ");
   }
   const text = new TextDecoder().decode(payload);
   if (view === "json") {
-    try {
-      return JSON.stringify(JSON.parse(text), null, 2);
-    } catch (err) {
-      return `(not JSON) ${text}`;
-    }
+    const value = hub.parseJson(text);
+    return value === undefined ? `(not JSON) ${text}` : JSON.stringify(value, null, 2);
   }
   return text;
 }
 
 function renderMessages() {
-  const list = $("#messages");
-  list.innerHTML = "";
-  for (const m of received.slice().reverse()) {
-    const li = document.createElement("li");
-    li.dataset.topic = m.topic;
-    const topic = document.createElement("span");
-    topic.className = "topic";
-    topic.textContent = m.topic;
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    meta.textContent = `QoS ${m.qos}${m.retain ? " · retained" : ""} · ${m.time.toLocaleTimeString()}`;
-    const payload = document.createElement("span");
-    payload.className = "payload";
-    payload.textContent = render(m.payload);
-    li.append(topic, meta, payload);
-    list.append(li);
-  }
+  renderQueued = false;
+  $("#messages").replaceChildren(...received.slice().reverse().map((m) => el("li",
+    { dataset: { topic: m.topic } },
+    el("span", { className: "topic", text: m.topic }),
+    el("span", {
+      className: "meta",
+      text: `QoS ${m.qos}${m.retain ? " · retained" : ""} · ${m.time.toLocaleTimeString()}`,
+    }),
+    el("span", { className: "payload", text: show(m.payload) }))));
+}
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(renderMessages);
 }
 
 $("#connect-form").addEventListener("submit", (event) => {
   event.preventDefault();
   if (client) client.end(true);
   setStatus("connecting…", false);
-  client = mqtt.connect($("#url").value, {
-    protocolVersion: 4,
+  const password = $("#password").value;
+  client = mqtt.connect($("#url").value, hub.mqttOptions({
     clientId: $("#client-id").value || undefined,
     username: $("#username").value || undefined,
-    password: $("#password").value || undefined,
+    password: password || undefined,
     reconnectPeriod: 0, // a refused login is reported, not retried forever
     connectTimeout: 10000,
-  });
+  }));
   client.on("connect", () => {
     setConnected(true);
     setStatus("connected", true, `as ${client.options.clientId}`);
@@ -90,9 +89,11 @@ $("#connect-form").addEventListener("submit", (event) => {
     }
   });
   client.on("message", (topic, payload, packet) => {
-    received.push({ topic, payload: new Uint8Array(payload), qos: packet.qos, retain: packet.retain, time: new Date() });
+    received.push({
+      topic, payload: new Uint8Array(payload), qos: packet.qos, retain: packet.retain, time: new Date(),
+    });
     if (received.length > MAX_MESSAGES) received.shift();
-    renderMessages();
+    scheduleRender();
   });
 });
 
@@ -106,16 +107,15 @@ $("#subscribe-form").addEventListener("submit", (event) => {
   const filter = $("#sub-filter").value.trim();
   if (!filter || !client) return;
   client.subscribe(filter, { qos: Number($("#sub-qos").value) }, (err, granted) => {
-    const li = document.createElement("li");
-    li.dataset.filter = filter;
     const code = granted && granted[0] ? granted[0].qos : 128;
-    if (err || code === 128) {
-      li.className = "refused";
-      li.textContent = `${filter}: refused by the hub (outside this login's topic rules)`;
-    } else {
-      li.textContent = `${filter}: granted QoS ${code}`;
-    }
-    $("#subscriptions").append(li);
+    const refused = err || code === 128;
+    $("#subscriptions").append(el("li", {
+      dataset: { filter },
+      className: refused ? "refused" : null,
+      text: refused
+        ? `${filter}: refused by the hub (outside this login's topic rules)`
+        : `${filter}: granted QoS ${code}`,
+    }));
   });
 });
 
@@ -135,9 +135,31 @@ $("#clear").addEventListener("click", () => {
   renderMessages();
 });
 
+// A renewed session token replaces the old one in the form, and in a live connection that
+// logged in with it (its next reconnect uses the new one).
+hub.onToken((info) => {
+  if ($("#password").value === sessionToken) $("#password").value = info.token;
+  if (client && client.options.password === sessionToken) client.options.password = info.token;
+  sessionToken = info.token;
+});
+
 (async function start() {
-  const info = await (await fetch("/api/hub")).json();
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  $("#url").value = `${proto}://${location.hostname}:${info.ws_port}${info.ws_path}`;
   $("#client-id").value = `web-${Math.random().toString(16).slice(2, 10)}`;
+  let session;
+  let info;
+  try {
+    ({ session, info } = await hub.start());
+  } catch (err) {
+    setStatus("cannot start", false, err.message);
+    return;
+  }
+  hub.showUser(session);
+  $("#url").value = hub.wsUrl(info);
+  $("#username").value = typeof info.username === "string" ? info.username : "token";
+  $("#password").value = info.token;
+  sessionToken = info.token;
+  const topics = hub.isObject(info.topics) ? info.topics : {};
+  if (typeof topics.telemetry === "string") {
+    $("#sub-filter").placeholder = hub.topicFilter(topics.telemetry);
+  }
 })();
