@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.ingest import parse_disk_threshold
+
 
 class ConfigError(ValueError):
     """A configuration value a user gave is wrong; the message names the key."""
@@ -37,6 +39,15 @@ class HubConfig:
     retention_days: float = 30.0
     store_url: str | None = None  # None: SQLite in the data dir; or postgresql://...
     allow_anonymous: bool = False
+    # Storage durability and HTTP limits (README: "Acknowledged means stored", "HTTP limits").
+    store_queue: int = 100_000  # readings waiting for a commit; past it they are not acked
+    disk_low: str = "5%"  # a disk_low event when the data dir's free space is below this
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_idle_timeout: float = 60.0
+    http_max_body: int = 1024 * 1024
+    http_max_per_address: int = 64
+    http_max_connections: int = 0  # 0: a quarter of the open-file limit
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -58,6 +69,18 @@ class HubConfig:
         _check_port("http_port", self.http_port)
         _check_port("mqtts_port", self.mqtts_port)
         _check_port("wss_port", self.wss_port)
+        if self.store_queue < 1:
+            raise ConfigError(f"store_queue must be at least 1, not {self.store_queue}")
+        try:
+            parse_disk_threshold(self.disk_low)
+        except ValueError as exc:
+            raise ConfigError(f"disk_low: {exc}") from None
+        for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout",
+                     "http_max_body", "http_max_per_address"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.http_max_connections < 0:
+            raise ConfigError("http_max_connections must be 0 (auto) or positive")
 
     @property
     def http_shares_ws_port(self) -> bool:

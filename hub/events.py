@@ -24,6 +24,9 @@ SEVERITY = {
     "rate_limit": "warning",
     "queue_full": "error",
     "refused": "warning",
+    "store_failure": "error",
+    "store_recovered": "info",
+    "disk_low": "warning",
 }
 _UNSAFE = re.compile(r"[/+#\x00]")
 

@@ -2,11 +2,14 @@
 
 A reading is keyed by (device, boot, seq): a QoS 1 resend or a store-and-forward replay of a
 reading already stored is ignored, so storage is exactly-once over at-least-once delivery.
-Plain blocking code; the hub calls it from an executor thread, in batches.
+Plain blocking code; the hub calls it from an executor thread, in batches. ``add`` commits
+before it returns (or raises, having stored nothing of the batch): ingest acknowledges a
+reading only after that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -26,6 +29,9 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
 """
 MAX_LIMIT = 10_000
+# How long a write waits for another process's lock before it fails. Ingest then stops
+# acknowledging readings and retries (hub/ingest.py), rather than holding them unacknowledged.
+BUSY_TIMEOUT_S = 2.0
 
 
 class StoreError(Exception):
@@ -141,10 +147,12 @@ class SqliteStore(SqlHistory):
         self.path = data_dir / self.FILE
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before ingest acknowledges its readings, power loss
+            # included (NORMAL would only survive a crash of the hub).
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the telemetry database {self.path}: {exc}") from exc
@@ -156,7 +164,7 @@ class SqliteStore(SqlHistory):
             return 0
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?)",
@@ -164,6 +172,9 @@ class SqliteStore(SqlHistory):
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk, an I/O error).
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
             return self._db.total_changes - before
