@@ -10,7 +10,7 @@ import threading
 
 import psycopg
 
-from hub.store import Row, SqlHistory, StoreError
+from hub.store import BUSY_TIMEOUT_S, Row, SqlHistory, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -45,6 +45,9 @@ class PostgresStore(SqlHistory):
         try:
             db = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
             db.execute(SCHEMA)
+            # As SQLite's busy timeout: a write another session's lock holds up fails, and
+            # ingest stops acknowledging and retries, instead of waiting without bound.
+            db.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         except psycopg.Error as exc:
             # The message names the server and the problem; never the password in the URL.
             raise StoreError(f"cannot use the PostgreSQL store: {str(exc).strip()}") from exc
