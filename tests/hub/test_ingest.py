@@ -1,14 +1,26 @@
 """Readings published to the real hub land in its telemetry store exactly once."""
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hub.store import SqliteStore, open_store
 from tests.support.devices import running_device
+from tests.support.durable import Events
 from tests.support.hubproc import scaled, start_hub
-from tests.support.mqtt import PUBACK, RawClient, publish_packet
+from tests.support.mqtt import (
+    PINGRESP,
+    PUBACK,
+    RawClient,
+    packet_id,
+    pingreq_packet,
+    publish_packet,
+)
 from tests.support.postgres import fresh_database
 
 
@@ -68,3 +80,73 @@ async def _wait_for_rows(store: SqliteStore, device: str, count: int) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_locked_store_is_not_acknowledged_and_nothing_is_lost(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """While another process holds the store locked, readings get no PUBACK and a
+    store_failure event goes out; after the lock goes, store_recovered follows, the reading
+    that was in the failed commit is stored anyway and a resend is acknowledged."""
+    url = None
+    if backend == "postgresql":
+        url = fresh_database(request.getfixturevalue("postgres_url"))
+    logs = (tmp_path / "hub.log").open("w")
+    hub = start_hub(tmp_path / "data", *(["--store", url] if url else []), stderr=logs)
+    try:
+
+        async def scenario() -> None:
+            events = await Events.watch(hub.host, hub.mqtt_port)
+            dev = await RawClient.tcp(hub.host, hub.mqtt_port)
+            await dev.connect("locked-1")
+            topic = "d/locked-1/t/temp"
+            await dev.send(publish_packet(topic, b"ab,0,20.0", qos=1, pid=1))
+            await dev.expect(PUBACK)
+            with _locked(hub.data_dir, url):
+                await dev.send(publish_packet(topic, b"ab,1,20.1", qos=1, pid=2))
+                await events.wait_for("store_failure", 10)
+                await dev.send(publish_packet(topic, b"ab,2,20.2", qos=1, pid=3))
+                await dev.send(pingreq_packet())  # answered at once: the hub is not stuck
+                assert (await dev.recv(scaled(2))).kind == PINGRESP
+                with pytest.raises(asyncio.TimeoutError):
+                    await dev.expect(PUBACK, timeout=scaled(1))
+            await events.wait_for("store_recovered", 15)
+            store = open_store(url, hub.data_dir)
+            try:
+                assert [r.seq for r in store.query("locked-1")] == [0, 1]  # 1 was retried
+                await dev.send(publish_packet(topic, b"ab,2,20.2", qos=1, pid=3, dup=True))
+                assert packet_id(await dev.expect(PUBACK, timeout=scaled(5))) == 3
+                assert [r.seq for r in store.query("locked-1")] == [0, 1, 2]
+            finally:
+                store.close()
+            assert events.kinds().count("store_failure") == 1
+            await dev.close()
+            await events.close()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
+    log = (tmp_path / "hub.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("telemetry store failing") == 1
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path, url: str | None) -> Iterator[None]:
+    """Holds the telemetry table locked against writers from another connection."""
+    if url is None:
+        db = sqlite3.connect(data_dir / SqliteStore.FILE, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        return
+    with psycopg.connect(url) as pg:
+        pg.execute("LOCK TABLE readings IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            pg.rollback()
