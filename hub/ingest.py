@@ -155,7 +155,8 @@ class Ingest:
 
     def _store_failed(self, exc: BaseException, first: bool) -> None:
         now = time.monotonic()
-        detail = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        text = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {text[0][:300] if text else 'no message'}"
         if first:
             self._failed_since = now
             self.stats.store_failures += 1

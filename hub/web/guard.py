@@ -282,12 +282,12 @@ class GuardedProtocol(asyncio.Protocol):
         stats = self._guard.stats
         if self._state == _BODY:
             stats.body_timeouts += 1
-            what = "its request body"
+            what = "request body"
         else:
             stats.header_timeouts += 1
-            what = "complete request headers"
-        self._guard.warn("timeout", "closing an HTTP connection from %s: no %s in time",
-                         self._address, what)  # fmt: skip
+            what = "request headers"
+        self._guard.warn("timeout", "closing an HTTP connection from %s: %s not complete in "
+                         "time", self._address, what)  # fmt: skip
         self._state = _CLOSED
         if self._transport is not None:
             self._transport.abort()
