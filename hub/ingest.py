@@ -224,3 +224,6 @@ class Ingest:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.log.stop()
         self.refresh_stats()
+        log.info("%d readings stored (%d duplicates) in %d commits; %d refused",
+                 self.stats.stored, self.stats.duplicates, self.log.commits,
+                 self.stats.refused)  # fmt: skip

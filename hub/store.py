@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
 """
 MAX_LIMIT = 10_000
+_INSERT = (
+    "INSERT OR IGNORE INTO readings (device, sensor, boot, seq, value, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 # How long a write waits for another process's lock before it fails. Ingest then stops
 # acknowledging readings and retries (hub/ingest.py), rather than holding them unacknowledged.
 BUSY_TIMEOUT_S = 2.0
@@ -166,10 +170,7 @@ class SqliteStore(SqlHistory):
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r.device, r.boot, r.seq, r.sensor, r.value, r.received_at) for r in rows],
-                )
+                self._db.executemany(_INSERT, rows)  # a Row is the tuple of _INSERT's columns
                 self._db.execute("COMMIT")
             except BaseException:
                 # SQLite may have rolled back already (a full disk, an I/O error).
