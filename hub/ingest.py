@@ -101,6 +101,7 @@ class Ingest:
         self._failed_since = 0.0
         self._failure_reported = 0.0
         self._disk_reported = -DISK_EVENT_EVERY_S
+        self._disk_check: asyncio.Task[None] | None = None
         self._topics: dict[str, tuple[str, str]] = {}  # telemetry topic -> (device, sensor)
 
     def on_message(self, topic: str, payload: bytes) -> Batch | None:
@@ -160,6 +161,8 @@ class Ingest:
         if first:
             self._failed_since = now
             self.stats.store_failures += 1
+            # A full disk is the usual cause: say so now rather than at the next check.
+            self._disk_check = asyncio.get_running_loop().create_task(self.check_disk())
         elif now - self._failure_reported < FAILURE_EVENT_EVERY_S:
             return
         self._failure_reported = now
