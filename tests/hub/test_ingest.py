@@ -150,3 +150,46 @@ def _locked(data_dir: Path, url: str | None) -> Iterator[None]:
             yield
         finally:
             pg.rollback()
+
+
+def test_postgresql_going_away_is_survived(tmp_path: Path, postgres_url: str) -> None:
+    """When the PostgreSQL server drops the hub's connection and refuses new ones, readings go
+    unacknowledged (store_failure); once it takes connections again the hub reconnects by
+    itself (store_recovered), stores what it held and acknowledges again."""
+    url = fresh_database(postgres_url)
+    name = url.rsplit("/", 1)[1]
+    hub = start_hub(tmp_path / "data", "--store", url)
+    try:
+
+        async def scenario() -> None:
+            events = await Events.watch(hub.host, hub.mqtt_port)
+            dev = await RawClient.tcp(hub.host, hub.mqtt_port)
+            await dev.connect("pg-gone-1")
+            topic = "d/pg-gone-1/t/temp"
+            await dev.send(publish_packet(topic, b"cd,0,1.0", qos=1, pid=1))
+            await dev.expect(PUBACK)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+                await dev.send(publish_packet(topic, b"cd,1,1.1", qos=1, pid=2))
+                await events.wait_for("store_failure", 10)
+                with pytest.raises(asyncio.TimeoutError):
+                    await dev.expect(PUBACK, timeout=scaled(1))
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            await events.wait_for("store_recovered", 15)
+            await dev.send(publish_packet(topic, b"cd,1,1.1", qos=1, pid=2, dup=True))
+            assert packet_id(await dev.expect(PUBACK, timeout=scaled(5))) == 2
+            await dev.close()
+            await events.close()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
+    store = open_store(url, tmp_path)
+    try:
+        assert [(r.seq, r.value) for r in store.query("pg-gone-1")] == [(0, 1.0), (1, 1.1)]
+    finally:
+        store.close()
