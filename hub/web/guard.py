@@ -303,10 +303,12 @@ class Acceptor(asyncio.AbstractServer):
         sock: socket.socket,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float = 60.0,
         name: str = "",
         on_error: Callable[[], None] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._handshake_timeout = handshake_timeout
         self._factory = factory
         self._sock = sock
         self._ssl = ssl_context
@@ -339,7 +341,12 @@ class Acceptor(asyncio.AbstractServer):
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
+            await self._loop.connect_accepted_socket(
+                self._factory,
+                conn,
+                ssl=self._ssl,
+                ssl_handshake_timeout=self._handshake_timeout if self._ssl else None,
+            )
         except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
             log.debug("connection on %s failed before it started: %s", self._name, exc)
             conn.close()
@@ -415,6 +422,7 @@ class GuardedSite(web.SockSite):
             self._guard.protocol(cast(Callable[[], asyncio.Protocol], server)),
             self._sock,
             ssl_context=self._ssl_context,
+            handshake_timeout=self._guard.settings.header_timeout,  # counted before admission
             name=self.name,
             on_error=self._count_error,
         )
