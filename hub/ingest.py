@@ -62,9 +62,14 @@ def parse_disk_threshold(text: str) -> tuple[float, int]:
             return percent / 100, 0
         for unit, scale in (("KB", 1024), ("MB", 1024**2), ("GB", 1024**3), ("B", 1)):
             if value.endswith(unit):
-                return 0.0, int(float(value[: -len(unit)]) * scale)
-        return 0.0, int(value)
-    except ValueError:
+                size = int(float(value[: -len(unit)]) * scale)
+                break
+        else:
+            size = int(value)
+        if size < 0:
+            raise ValueError
+        return 0.0, size
+    except (ValueError, OverflowError):
         raise ValueError(f"not a disk threshold: {text!r} (say 5% or 100MB)") from None
 
 
