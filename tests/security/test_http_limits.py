@@ -146,8 +146,9 @@ def test_one_address_cannot_take_every_connection(hub: HubProcess) -> None:
 
 
 def test_oversized_and_chunked_bodies_are_refused_with_json(hub: HubProcess) -> None:
-    """A body over --http-max-body gets 413, a chunked one 411, each with a JSON error naming
-    the limit, before any of it is read."""
+    """A body over --http-max-body gets 413, a chunked one 411, a bad Content-Length 400 and
+    oversized headers 431, each with a JSON error, before any of it is read; a request under
+    the limits and the next one on the same connection are answered."""
     head = b"POST /api/devices/x/commands HTTP/1.1\r\nHost: hub\r\n"
     with _connect(hub, hub.http_port) as sock:
         status, body = _request(sock, head + b"Content-Length: 5000\r\n\r\n")
@@ -156,9 +157,18 @@ def test_oversized_and_chunked_bodies_are_refused_with_json(hub: HubProcess) -> 
     with _connect(hub, hub.http_port) as sock:
         status, body = _request(sock, head + b"Transfer-Encoding: chunked\r\n\r\n")
         assert status == 411 and "Content-Length" in json.loads(body)["error"]
+    with _connect(hub, hub.http_port) as sock:
+        status, body = _request(sock, head + b"Content-Length: lots\r\n\r\n")
+        assert status == 400 and "Content-Length" in json.loads(body)["error"]
+    with _connect(hub, hub.http_port) as sock:
+        status, body = _request(sock, head + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        assert status == 431 and "headers over" in json.loads(body)["error"]
     with _connect(hub, hub.http_port) as sock:  # under the limit: the API answers (no token)
         status, _ = _request(sock, head + b"Content-Length: 2\r\n\r\n{}")
         assert status == 401
+        # Pipelined after a body: the next request is followed, and answered, too.
+        status, _ = _request(sock, b"GET /api/hub HTTP/1.1\r\nHost: hub\r\n\r\n")
+        assert status == 200
 
 
 def test_devices_connect_while_sockets_are_held_and_descriptors_run_out(tmp_path: Path) -> None:
