@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="readings waiting for a commit before new ones go unacknowledged (100000)",
     )  # fmt: skip
     durable.add_argument(
+        "--store-sync", choices=("full", "normal"), default="full",
+        help="SQLite: full (a reading is on disk when acknowledged; default) or normal (no "
+        "fsync per commit: survives a crash of the hub, not a power loss)",
+    )  # fmt: skip
+    durable.add_argument(
         "--disk-low", default="5%", metavar="5%|100MB",
         help="a disk_low hub event when the data dir's free space is below this (5%%)",
     )  # fmt: skip
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 store_url=args.store,
                 allow_anonymous=args.allow_anonymous,
                 store_queue=args.store_queue,
+                store_sync=args.store_sync,
                 disk_low=args.disk_low,
                 http_header_timeout=args.http_header_timeout,
                 http_body_timeout=args.http_body_timeout,

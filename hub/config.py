@@ -41,6 +41,7 @@ class HubConfig:
     allow_anonymous: bool = False
     # Storage durability and HTTP limits (README: "Acknowledged means stored", "HTTP limits").
     store_queue: int = 100_000  # readings waiting for a commit; past it they are not acked
+    store_sync: str = "full"  # SQLite: "full" (on disk when acknowledged) or "normal"
     disk_low: str = "5%"  # a disk_low event when the data dir's free space is below this
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
@@ -69,6 +70,8 @@ class HubConfig:
         _check_port("http_port", self.http_port)
         _check_port("mqtts_port", self.mqtts_port)
         _check_port("wss_port", self.wss_port)
+        if self.store_sync not in ("full", "normal"):
+            raise ConfigError(f"store_sync must be full or normal, not {self.store_sync!r}")
         if self.store_queue < 1:
             raise ConfigError(f"store_queue must be at least 1, not {self.store_queue}")
         try:

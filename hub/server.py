@@ -144,7 +144,7 @@ class Hub:
             ]
 
         self.registry = Registry(cfg.data_dir)
-        self.store = open_store(cfg.store_url, cfg.data_dir)
+        self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
         self.ingest = Ingest(
             self.store,
             cfg.retention_days * 86400 if cfg.retention_days else None,

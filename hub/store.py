@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
 """
 MAX_LIMIT = 10_000
+SYNC_MODES = ("full", "normal")
 _INSERT = (
     "INSERT OR IGNORE INTO readings (device, sensor, boot, seq, value, received_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -99,10 +100,11 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, data_dir: Path) -> Store:
-    """SQLite in the data dir by default; ``postgresql://...`` selects PostgreSQL."""
+def open_store(url: str | None, data_dir: Path, *, sync: str = "full") -> Store:
+    """SQLite in the data dir by default; ``postgresql://...`` selects PostgreSQL. ``sync`` is
+    SQLite's: "full" (a commit is on disk) or "normal" (it survives a crash of the hub)."""
     if url is None or url in ("", "sqlite"):
-        return SqliteStore(data_dir)
+        return SqliteStore(data_dir, sync=sync)
     if url.startswith(("postgresql://", "postgres://")):
         from hub.store_pg import PostgresStore  # psycopg is loaded only when used
 
@@ -146,7 +148,9 @@ class SqlHistory:
 class SqliteStore(SqlHistory):
     FILE = "telemetry.sqlite3"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, sync: str = "full") -> None:
+        if sync not in SYNC_MODES:
+            raise StoreError(f"store sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / self.FILE
         try:
@@ -154,9 +158,10 @@ class SqliteStore(SqlHistory):
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before ingest acknowledges its readings, power loss
-            # included (NORMAL would only survive a crash of the hub).
-            self._db.execute("PRAGMA synchronous=FULL")
+            # FULL (the default): a commit is on disk before ingest acknowledges its readings,
+            # power loss included. NORMAL skips the fsync per commit: it survives a crash or
+            # kill of the hub, but a power loss can take the last commits.
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the telemetry database {self.path}: {exc}") from exc
