@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub.commitlog import Batch, CommitLog
+from hub.commitlog import REFUSED, Batch, CommitLog
 from hub.store import Row, Store
 from hub.topics import ContractError, Kind, parse_reading, parse_topic
 
@@ -103,6 +103,7 @@ class Ingest:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._last_warning = 0.0
+        self._last_full_warning = -FAILURE_EVENT_EVERY_S
         self._failed_since = 0.0
         self._failure_reported = 0.0
         self._disk_reported = -DISK_EVENT_EVERY_S
@@ -133,7 +134,18 @@ class Ingest:
             return None
         self.stats.received += 1
         row = Row(key[0], key[1], reading.boot, reading.seq, reading.value, time.time())
-        return self.log.append(row, ROW_OVERHEAD + len(topic) + len(payload))
+        handle = self.log.append(row, ROW_OVERHEAD + len(topic) + len(payload))
+        if handle is REFUSED and not self.log.failing:
+            self._queue_full()
+        return handle
+
+    def _queue_full(self) -> None:
+        now = time.monotonic()
+        if now - self._last_full_warning >= FAILURE_EVENT_EVERY_S:
+            self._last_full_warning = now
+            log.warning("%d readings wait for a commit (the --store-queue bound): new readings "
+                        "are not acknowledged until the store catches up",
+                        self.log.pending_rows)  # fmt: skip
 
     def _malformed(self, topic: str, exc: ContractError) -> None:
         self.stats.malformed += 1

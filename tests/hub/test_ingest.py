@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from hub.commitlog import REFUSED
 from hub.config import ConfigError, HubConfig
 from hub.ingest import Ingest, parse_disk_threshold
 from hub.store import SqliteStore, open_store
@@ -231,3 +233,26 @@ def test_disk_low_is_reported_once_while_it_lasts(tmp_path: Path) -> None:
     asyncio.run(scenario())
     assert [kind for kind, _ in events] == ["disk_low"]
     assert events[0][1]["client_id"] == "hub" and "MB free of" in str(events[0][1]["detail"])
+
+
+def test_a_full_queue_refuses_readings_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past --store-queue readings waiting for a commit, new ones get the REFUSED handle (not
+    acknowledged) and one warning says why; those taken are stored."""
+
+    async def scenario() -> None:
+        store = SqliteStore(tmp_path)
+        ingest = Ingest(store, max_pending=2)
+        ingest.start()
+        handles = [ingest.on_message("d/q-1/t/temp", b"ab,%d,1.0" % n) for n in range(4)]
+        assert handles[0] is handles[1] and handles[0] is not REFUSED
+        assert handles[2] is REFUSED and handles[3] is REFUSED
+        await ingest.stop()
+        assert [r.seq for r in store.query("q-1")] == [0, 1]
+        assert ingest.stats.refused == 2
+        store.close()
+
+    with caplog.at_level(logging.WARNING, logger="hub.ingest"):
+        asyncio.run(scenario())
+    assert sum("wait for a commit" in r.getMessage() for r in caplog.records) == 1
