@@ -108,6 +108,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="keep readings this long (0: forever; default 30)",
     )
+    durable = serve.add_argument_group("storage durability and HTTP limits (see README)")
+    durable.add_argument(
+        "--store-queue", type=int, default=100_000, metavar="N",
+        help="readings waiting for a commit before new ones go unacknowledged (100000)",
+    )  # fmt: skip
+    durable.add_argument(
+        "--store-sync", choices=("full", "normal"), default="full",
+        help="SQLite: full (a reading is on disk when acknowledged; default) or normal (no "
+        "fsync per commit: survives a crash of the hub, not a power loss)",
+    )  # fmt: skip
+    durable.add_argument(
+        "--disk-low", default="5%", metavar="5%|100MB",
+        help="a disk_low hub event when the data dir's free space is below this (5%%)",
+    )  # fmt: skip
+    for flag, default, what in (
+        ("--http-header-timeout", 10.0, "seconds to send a request's headers (10)"),
+        ("--http-body-timeout", 30.0, "seconds to send a request's body (30)"),
+        ("--http-idle-timeout", 60.0, "seconds a keep-alive connection may idle (60)"),
+    ):
+        durable.add_argument(flag, type=float, default=default, metavar="S", help=what)
+    durable.add_argument(
+        "--http-max-body", type=int, default=1024 * 1024, metavar="BYTES",
+        help="largest HTTP request body; a larger one gets 413 (1 MiB)",
+    )  # fmt: skip
+    durable.add_argument(
+        "--http-max-per-address", type=int, default=64, metavar="N",
+        help="HTTP/WebSocket connections at once from one address (64)",
+    )  # fmt: skip
+    durable.add_argument(
+        "--http-max-connections", type=int, default=0, metavar="N",
+        help="HTTP/WebSocket connections at once (0: a quarter of the open-file limit)",
+    )  # fmt: skip
     serve.add_argument(
         "--allow-anonymous",
         action="store_true",
@@ -377,6 +409,15 @@ def main(argv: list[str] | None = None) -> int:
                 public_view=args.public_view,
                 session_idle_s=args.session_idle,
                 session_max_s=args.session_max,
+                store_queue=args.store_queue,
+                store_sync=args.store_sync,
+                disk_low=args.disk_low,
+                http_header_timeout=args.http_header_timeout,
+                http_body_timeout=args.http_body_timeout,
+                http_idle_timeout=args.http_idle_timeout,
+                http_max_body=args.http_max_body,
+                http_max_per_address=args.http_max_per_address,
+                http_max_connections=args.http_max_connections,
             )
             footprint.apply()
             asyncio.run(_serve(config))

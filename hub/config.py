@@ -9,6 +9,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.ingest import parse_disk_threshold
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +48,16 @@ class HubConfig:
     public_view: bool = False  # the read-only console without a login (opt-in)
     session_idle_s: float = 30 * 60  # a console session ends after this long unused
     session_max_s: float = 12 * 3600  # and this long after its login, used or not
+    # Storage durability and HTTP limits (README: "Acknowledged means stored", "HTTP limits").
+    store_queue: int = 100_000  # readings waiting for a commit; past it they are not acked
+    store_sync: str = "full"  # SQLite: "full" (on disk when acknowledged) or "normal"
+    disk_low: str = "5%"  # a disk_low event when the data dir's free space is below this
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_idle_timeout: float = 60.0
+    http_max_body: int = 1024 * 1024
+    http_max_per_address: int = 64
+    http_max_connections: int = 0  # 0: a quarter of the open-file limit
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -72,6 +84,20 @@ class HubConfig:
         _check_port("http_port", self.http_port)
         _check_port("mqtts_port", self.mqtts_port)
         _check_port("wss_port", self.wss_port)
+        if self.store_sync not in ("full", "normal"):
+            raise ConfigError(f"store_sync must be full or normal, not {self.store_sync!r}")
+        if self.store_queue < 1:
+            raise ConfigError(f"store_queue must be at least 1, not {self.store_queue}")
+        try:
+            parse_disk_threshold(self.disk_low)
+        except ValueError as exc:
+            raise ConfigError(f"disk_low: {exc}") from None
+        for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout",
+                     "http_max_body", "http_max_per_address"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.http_max_connections < 0:
+            raise ConfigError("http_max_connections must be 0 (auto) or positive")
 
     @property
     def http_shares_ws_port(self) -> bool:

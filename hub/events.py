@@ -42,6 +42,9 @@ SEVERITY = {
     "user_removed": "warning",
     "user_disabled": "warning",
     "user_enabled": "info",
+    "store_failure": "error",
+    "store_recovered": "info",
+    "disk_low": "warning",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

@@ -1,21 +1,40 @@
-"""Ingest: readings routed by the broker go to storage, in batches written off the event loop."""
+"""Ingest: readings routed by the broker go to storage through a group-commit log.
+
+``on_message`` returns the commit handle of a reading it will store (hub/commitlog.py), and
+the broker acknowledges the reading once that handle has committed: acknowledged means stored.
+When the store fails the log refuses readings (not acknowledged, so devices keep them and
+resend), a ``store_failure`` hub event goes out (then at most every FAILURE_EVENT_EVERY_S while
+it lasts) and ``store_recovered`` when it ends. Free space of the data dir's filesystem is
+checked every DISK_CHECK_S; below the threshold a ``disk_low`` event warns before it is full.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from hub.commitlog import REFUSED, Batch, CommitLog
 from hub.store import Row, Store
 from hub.topics import ContractError, Kind, parse_reading, parse_topic
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.2
-MAX_BATCH = 5000
 PRUNE_EVERY_S = 3600.0
 TOPIC_CACHE = 100_000  # telemetry topics whose parse is remembered
+ROW_OVERHEAD = 200  # bytes a pending Row costs beyond its strings (tuple, float, ints)
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+FAILURE_EVENT_EVERY_S = 60.0
+DISK_CHECK_S = 5.0
+DISK_EVENT_EVERY_S = 600.0
+HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
+
+Report = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -24,33 +43,87 @@ class IngestStats:
     stored: int = 0
     duplicates: int = 0
     malformed: int = 0
+    refused: int = 0  # readings not taken (store failing, or the pending bound reached)
+    pending: int = 0
+    store_failing: bool = False
+    store_failures: int = 0  # outages so far
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
+
+
+def parse_disk_threshold(text: str) -> tuple[float, int]:
+    """``5%`` or ``100MB`` (KB, MB, GB, or plain bytes) -> (fraction, bytes); one is 0."""
+    value = text.strip().upper()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 <= percent < 100:
+                raise ValueError
+            return percent / 100, 0
+        for unit, scale in (("KB", 1024), ("MB", 1024**2), ("GB", 1024**3), ("B", 1)):
+            if value.endswith(unit):
+                size = int(float(value[: -len(unit)]) * scale)
+                break
+        else:
+            size = int(value)
+        if size < 0:
+            raise ValueError
+        return 0.0, size
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a disk threshold: {text!r} (say 5% or 100MB)") from None
 
 
 class Ingest:
-    def __init__(self, store: Store, retention_s: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retention_s: float | None = None,
+        *,
+        data_dir: Path | None = None,
+        report: Report | None = None,
+        max_pending: int = 100_000,
+        disk_low: str = "5%",
+        retry_max_s: float = 5.0,
+    ) -> None:
         self.store = store
         self.retention_s = retention_s
+        self.data_dir = data_dir
         self.stats = IngestStats()
-        self._pending: list[Row] = []
+        self._report = report
+        self._disk_fraction, self._disk_bytes = parse_disk_threshold(disk_low)
+        self.log: CommitLog[Row] = CommitLog(
+            self._write,
+            max_rows=max_pending,
+            max_bytes=MAX_PENDING_BYTES,
+            retry_max_s=retry_max_s,
+            on_failure=self._store_failed,
+            on_recovered=self._store_recovered,
+            name="ingest",
+        )
         self._task: asyncio.Task[None] | None = None
-        self._flushed = asyncio.Event()
         self._last_prune = 0.0
         self._last_warning = 0.0
+        self._last_full_warning = -FAILURE_EVENT_EVERY_S
+        self._failed_since = 0.0
+        self._failure_reported = 0.0
+        self._disk_reported = -DISK_EVENT_EVERY_S
+        self._disk_check: asyncio.Task[None] | None = None
         self._topics: dict[str, tuple[str, str]] = {}  # telemetry topic -> (device, sensor)
 
-    def on_message(self, topic: str, payload: bytes) -> None:
-        """Called by the broker for every routed message; cheap, never blocks."""
+    def on_message(self, topic: str, payload: bytes) -> Batch | None:
+        """Called by the broker for every routed message; cheap, never blocks. Returns the
+        commit handle of a reading to store (REFUSED if it cannot be taken now), else None."""
         key = self._topics.get(topic)
         if key is None:
             if not topic.startswith("d/") or "/t/" not in topic:
-                return
+                return None
             try:
                 parsed = parse_topic(topic)
             except ContractError as exc:
                 self._malformed(topic, exc)
-                return
+                return None
             if parsed.kind is not Kind.TELEMETRY or parsed.sensor is None:
-                return
+                return None
             if len(self._topics) >= TOPIC_CACHE:
                 self._topics.clear()
             key = self._topics[topic] = (parsed.device, parsed.sensor)
@@ -58,11 +131,21 @@ class Ingest:
             reading = parse_reading(payload)
         except ContractError as exc:
             self._malformed(topic, exc)
-            return
+            return None
         self.stats.received += 1
-        self._pending.append(
-            Row(key[0], key[1], reading.boot, reading.seq, reading.value, time.time())
-        )
+        row = Row(key[0], key[1], reading.boot, reading.seq, reading.value, time.time())
+        handle = self.log.append(row, ROW_OVERHEAD + len(topic) + len(payload))
+        if handle is REFUSED and not self.log.failing:
+            self._queue_full()
+        return handle
+
+    def _queue_full(self) -> None:
+        now = time.monotonic()
+        if now - self._last_full_warning >= FAILURE_EVENT_EVERY_S:
+            self._last_full_warning = now
+            log.warning("%d readings wait for a commit (the --store-queue bound): new readings "
+                        "are not acknowledged until the store catches up",
+                        self.log.pending_rows)  # fmt: skip
 
     def _malformed(self, topic: str, exc: ContractError) -> None:
         self.stats.malformed += 1
@@ -71,28 +154,96 @@ class Ingest:
             self._last_warning = now
             log.warning("reading on %s not stored: %s", topic, exc)
 
+    def _write(self, rows: list[Row]) -> None:
+        """On the log's thread: one transaction per batch."""
+        new = self.store.add(rows)
+        self.stats.stored += new
+        self.stats.duplicates += len(rows) - new
+
+    # --- store failures and disk space ------------------------------------------------------
+    def _emit(self, kind: str, detail: str, **extra: Any) -> None:
+        if self._report is None:
+            return
+        event = {"kind": kind, "client_id": HUB_ID, "identity": None, "name": None,
+                 "detail": detail, **extra}  # fmt: skip
+        try:
+            self._report(kind, event)
+        except Exception:
+            log.exception("could not report %s", kind)
+
+    def _store_failed(self, exc: BaseException, first: bool) -> None:
+        now = time.monotonic()
+        text = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {text[0][:300] if text else 'no message'}"
+        if first:
+            self._failed_since = now
+            self.stats.store_failures += 1
+            # A full disk is the usual cause: say so now rather than at the next check.
+            self._disk_check = asyncio.get_running_loop().create_task(self.check_disk())
+        elif now - self._failure_reported < FAILURE_EVENT_EVERY_S:
+            return
+        self._failure_reported = now
+        pending = self.log.pending_rows
+        log.error("telemetry store failing (%s): readings are not acknowledged until it "
+                  "recovers; %d readings held for a retry", detail, pending)  # fmt: skip
+        self._emit("store_failure", detail, pending=pending,
+                   seconds=round(now - self._failed_since, 1))  # fmt: skip
+
+    def _store_recovered(self) -> None:
+        took = time.monotonic() - self._failed_since
+        log.warning("telemetry store recovered after %.1f s: acknowledging readings again", took)
+        self._emit("store_recovered", f"after {took:.1f} s", seconds=round(took, 1))
+
+    async def check_disk(self) -> None:
+        if self.data_dir is None:
+            return
+        try:
+            usage = await asyncio.to_thread(shutil.disk_usage, self.data_dir)
+        except OSError as exc:
+            log.debug("cannot read free space of %s: %s", self.data_dir, exc)
+            return
+        self.stats.disk_free_bytes, self.stats.disk_total_bytes = usage.free, usage.total
+        limit = max(self._disk_bytes, int(self._disk_fraction * usage.total))
+        now = time.monotonic()
+        if usage.free < limit and now - self._disk_reported >= DISK_EVENT_EVERY_S:
+            self._disk_reported = now
+            detail = f"{usage.free // 1024**2} MB free of {usage.total // 1024**2} MB"
+            log.warning("data dir %s is running out of space: %s", self.data_dir, detail)
+            self._emit("disk_low", detail, free_bytes=usage.free, total_bytes=usage.total)
+        elif usage.free >= limit:
+            self._disk_reported = -DISK_EVENT_EVERY_S  # warn again at once if it drops again
+
+    # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        self.log.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            await self.flush()
+            await self.check_disk()
+            self.refresh_stats()
             if self.retention_s and time.monotonic() - self._last_prune > PRUNE_EVERY_S:
                 self._last_prune = time.monotonic()
-                pruned = await asyncio.to_thread(self.store.prune, self.retention_s)
-                if pruned:
-                    log.info("pruned %d readings older than the retention period", pruned)
+                try:
+                    pruned = await asyncio.to_thread(self.store.prune, self.retention_s)
+                except Exception as exc:
+                    log.warning("could not prune old readings: %s", exc)
+                else:
+                    if pruned:
+                        log.info("pruned %d readings older than the retention period", pruned)
+            await asyncio.sleep(DISK_CHECK_S)
 
-    async def flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            new = await asyncio.to_thread(self.store.add, batch)
-            self.stats.stored += new
-            self.stats.duplicates += len(batch) - new
+    def refresh_stats(self) -> None:
+        self.stats.pending = self.log.pending_rows
+        self.stats.refused = self.log.refused
+        self.stats.store_failing = self.log.failing
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.flush()
+        await self.log.stop()
+        self.refresh_stats()
+        log.info("%d readings stored (%d duplicates) in %d commits; %d refused",
+                 self.stats.stored, self.stats.duplicates, self.log.commits,
+                 self.stats.refused)  # fmt: skip

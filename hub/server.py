@@ -25,6 +25,7 @@ from hub.topics import meta_topic, status_topic
 from hub.web.api import Api
 from hub.web.app import build_app
 from hub.web.auth import Auth
+from hub.web.guard import Acceptor, Guard, GuardedSite, GuardSettings
 from hub.web.manage import Manage
 from hub.web.session import Sessions
 
@@ -117,7 +118,17 @@ class Hub:
         self.store: Store | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self.guard = Guard(
+            GuardSettings(
+                header_timeout=config.http_header_timeout,
+                body_timeout=config.http_body_timeout,
+                idle_timeout=config.http_idle_timeout,
+                max_body=config.http_max_body,
+                max_per_address=config.http_max_per_address,
+                max_connections=config.http_max_connections,
+            )
+        )
         self._web_runner: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
 
@@ -143,21 +154,24 @@ class Hub:
         self._api_registry = Registry(cfg.data_dir)
         self.accounts = Accounts(cfg.data_dir)
         key = load_key(cfg.data_dir)
-        self.store = open_store(cfg.store_url, cfg.data_dir)
+        self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
         self.ingest = Ingest(
-            self.store, cfg.retention_days * 86400 if cfg.retention_days else None
+            self.store,
+            cfg.retention_days * 86400 if cfg.retention_days else None,
+            data_dir=cfg.data_dir,
+            report=self.events,
+            max_pending=cfg.store_queue,
+            disk_low=cfg.disk_low,
         )
         self.broker.add_message_listener(self.ingest.on_message)
         self.ingest.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
-        loop = asyncio.get_running_loop()
-        self._servers = [await loop.create_server(self.broker.tcp_protocol, sock=mqtt_sock)]
+        # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
+        self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
         if tls_socks:
             self._servers.append(
-                await loop.create_server(
-                    self.broker.tcp_protocol, sock=tls_socks[0], ssl=tls_devices
-                )
+                Acceptor(self.broker.tcp_protocol, tls_socks[0], ssl_context=tls_devices)
             )
         if cfg.public_view:
             log.warning(
@@ -172,17 +186,16 @@ class Hub:
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
         api = Api(self.broker, self._api_registry, self.store)
         self._web_runner = web.AppRunner(
-            build_app(self.broker, auth, api, manage), access_log=None
+            build_app(self.broker, auth, api, manage),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
+            **self.guard.handler_args(),
         )
         await self._web_runner.setup()
         for sock in [ws_sock, *http_socks]:
-            site = web.SockSite(self._web_runner, sock, shutdown_timeout=SHUTDOWN_GRACE_S)
-            await site.start()
+            await GuardedSite(self._web_runner, sock, self.guard).start()
         if tls_socks:
-            wss = web.SockSite(
-                self._web_runner, tls_socks[1], shutdown_timeout=SHUTDOWN_GRACE_S, ssl_context=tls
-            )
-            await wss.start()
+            await GuardedSite(self._web_runner, tls_socks[1], self.guard, ssl_context=tls).start()
         self.endpoints = Endpoints(
             _address(mqtt_sock),
             ws_address,

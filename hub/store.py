@@ -2,11 +2,14 @@
 
 A reading is keyed by (device, boot, seq): a QoS 1 resend or a store-and-forward replay of a
 reading already stored is ignored, so storage is exactly-once over at-least-once delivery.
-Plain blocking code; the hub calls it from an executor thread, in batches.
+Plain blocking code; the hub calls it from an executor thread, in batches. ``add`` commits
+before it returns (or raises, having stored nothing of the batch): ingest acknowledges a
+reading only after that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -26,6 +29,14 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
 """
 MAX_LIMIT = 10_000
+SYNC_MODES = ("full", "normal")
+_INSERT = (
+    "INSERT OR IGNORE INTO readings (device, sensor, boot, seq, value, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+# How long a write waits for another process's lock before it fails. Ingest then stops
+# acknowledging readings and retries (hub/ingest.py), rather than holding them unacknowledged.
+BUSY_TIMEOUT_S = 2.0
 
 
 class StoreError(Exception):
@@ -89,10 +100,11 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, data_dir: Path) -> Store:
-    """SQLite in the data dir by default; ``postgresql://...`` selects PostgreSQL."""
+def open_store(url: str | None, data_dir: Path, *, sync: str = "full") -> Store:
+    """SQLite in the data dir by default; ``postgresql://...`` selects PostgreSQL. ``sync`` is
+    SQLite's: "full" (a commit is on disk) or "normal" (it survives a crash of the hub)."""
     if url is None or url in ("", "sqlite"):
-        return SqliteStore(data_dir)
+        return SqliteStore(data_dir, sync=sync)
     if url.startswith(("postgresql://", "postgres://")):
         from hub.store_pg import PostgresStore  # psycopg is loaded only when used
 
@@ -136,15 +148,20 @@ class SqlHistory:
 class SqliteStore(SqlHistory):
     FILE = "telemetry.sqlite3"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, sync: str = "full") -> None:
+        if sync not in SYNC_MODES:
+            raise StoreError(f"store sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / self.FILE
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # FULL (the default): a commit is on disk before ingest acknowledges its readings,
+            # power loss included. NORMAL skips the fsync per commit: it survives a crash or
+            # kill of the hub, but a power loss can take the last commits.
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the telemetry database {self.path}: {exc}") from exc
@@ -156,14 +173,14 @@ class SqliteStore(SqlHistory):
             return 0
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r.device, r.boot, r.seq, r.sensor, r.value, r.received_at) for r in rows],
-                )
+                self._db.executemany(_INSERT, rows)  # a Row is the tuple of _INSERT's columns
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk, an I/O error).
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
             return self._db.total_changes - before

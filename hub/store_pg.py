@@ -10,7 +10,7 @@ import threading
 
 import psycopg
 
-from hub.store import Row, SqlHistory, StoreError
+from hub.store import BUSY_TIMEOUT_S, Row, SqlHistory, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (device, sensor, received_at);
 """
+CONNECT_TIMEOUT_S = 5
 _INSERT = """
 INSERT INTO readings (device, boot, seq, sensor, value, received_at)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::float8[],
@@ -36,19 +37,31 @@ class PostgresStore(SqlHistory):
     _MARK = "%s"
 
     def __init__(self, url: str) -> None:
+        self._url = url
+        self._db = self._connect()
+        self._lock = threading.Lock()
+
+    def _connect(self) -> psycopg.Connection:
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
-            self._db.execute(SCHEMA)
+            db = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            db.execute(SCHEMA)
+            # As SQLite's busy timeout: a write another session's lock holds up fails, and
+            # ingest stops acknowledging and retries, instead of waiting without bound.
+            db.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         except psycopg.Error as exc:
             # The message names the server and the problem; never the password in the URL.
             raise StoreError(f"cannot use the PostgreSQL store: {str(exc).strip()}") from exc
-        self._lock = threading.Lock()
+        return db
 
     def add(self, rows: list[Row]) -> int:
+        """One INSERT, committed when it returns (autocommit). A connection the server or the
+        network broke is opened again on the next call, so a restarted server is picked up."""
         if not rows:
             return 0
         columns = list(zip(*((r.device, r.boot, r.seq, r.sensor, r.value, r.received_at)
                              for r in rows), strict=True))  # fmt: skip
         with self._lock:
+            if self._db.closed or self._db.broken:
+                self._db = self._connect()
             cursor = self._db.execute(_INSERT, [list(c) for c in columns])
             return max(cursor.rowcount, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from hub.broker import codec
 from hub.broker.codec import ProtocolError
 from hub.broker.session import Message, Session
 from hub.broker.transports import Link
+from hub.commitlog import COMMITTED, FAILED, PENDING, Batch
 
 if TYPE_CHECKING:
     from hub.broker.core import BrokerCore
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
 WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops reading
+MAX_PENDING_ACKS = 4096  # acks held for a commit; past it a publish is not acknowledged
 
 
 class RateLimit:
@@ -66,7 +69,8 @@ class Connection:
     """Acts on the packets its link delivers; the session's link while connected."""
 
     __slots__ = (
-        "_draining", "_ended", "_out", "_out_bytes", "_parser", "_timer", "_waiting", "acl",
+        "_ack_batch", "_acks", "_draining", "_ended", "_out", "_out_bytes", "_parser", "_timer",
+        "_waiting", "acl",
         "client_id", "close_reason", "connect", "core", "keepalive_limit", "last_rx", "link",
         "plugin_session", "publish_will", "rate", "session", "taken_over", "username",
     )  # fmt: skip
@@ -92,6 +96,8 @@ class Connection:
         self._draining = False
         self._out: list[bytes] | None = None  # packets waiting for the coalesced write
         self._out_bytes = 0
+        self._acks: deque[tuple[Batch | None, int, int]] | None = None  # see _acknowledge
+        self._ack_batch: Batch | None = None
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             core.connect_timeout, self._no_connect
         )
@@ -337,7 +343,7 @@ class Connection:
         session = self.session
         assert session is not None
         if pub.qos == 2 and session.has_qos2(pub.pid):
-            self.write(codec.ack(codec.PUBREC, pub.pid))  # a resend: delivered already
+            self._acknowledge(codec.PUBREC, pub.pid, self._held(pub.pid))  # a resend
             return None
         allowed = self.core.may_publish_now(self, pub.topic)
         if allowed is None:
@@ -351,6 +357,7 @@ class Connection:
     def _publish(self, pub: codec.Publish, allowed: bool) -> None:
         session = self.session
         assert session is not None
+        handle: Batch | None = None
         if not allowed:
             log.info("%s may not publish to %s: message dropped", self, pub.topic)
             self.core.report("filter_violation", self, f"publish to {pub.topic}")
@@ -362,9 +369,59 @@ class Connection:
                 self.core.report("rate_limit", self, f"over {self.rate.rate} messages/s")
             return
         else:
-            self.core.publish(Message(pub.topic, pub.payload, pub.qos, pub.retain), self)
+            handle = self.core.publish(Message(pub.topic, pub.payload, pub.qos, pub.retain), self)
         if pub.qos == 1:
-            self.write(codec.ack(codec.PUBACK, pub.pid))
+            self._acknowledge(codec.PUBACK, pub.pid, handle)
         elif pub.qos == 2:
-            session.received_qos2(pub.pid)
-            self.write(codec.ack(codec.PUBREC, pub.pid))
+            if handle is None or handle.state != FAILED:
+                session.received_qos2(pub.pid)
+            self._acknowledge(codec.PUBREC, pub.pid, handle)
+
+    # --- acknowledged means stored -------------------------------------------------------------
+    # A message a listener stores (a reading) is acknowledged once its commit handle (a batch
+    # of hub/commitlog.py) has committed; acks leave in the order the PUBLISHes came
+    # [MQTT-4.6.0-2], so one without a handle behind a pending one waits its turn. A failed or
+    # refused handle is never acknowledged: the client keeps the message and sends it again.
+    def _acknowledge(self, kind: int, pid: int, handle: Batch | None) -> None:
+        acks = self._acks
+        if not acks:
+            if handle is None or handle.state == COMMITTED:
+                self.write(codec.ack(kind, pid))
+                return
+            if handle.state == FAILED:
+                return
+            if acks is None:
+                acks = self._acks = deque()
+        elif len(acks) >= MAX_PENDING_ACKS:
+            if kind == codec.PUBREC and self.session is not None:
+                self.session.released_qos2(pid)
+            return  # not acknowledged: the client sends it again
+        if handle is not None and handle is not self._ack_batch:
+            self._ack_batch = handle
+            handle.wait(self)
+        acks.append((handle, kind, pid))
+
+    def _held(self, pid: int) -> Batch | None:
+        """The handle a PUBREC for this packet id waits on, if one does (a QoS 2 resend)."""
+        for handle, kind, held in self._acks or ():
+            if held == pid and kind == codec.PUBREC:
+                return handle
+        return None
+
+    def batch_done(self, batch: Batch) -> None:
+        """A batch this connection waits on has committed or failed: the acks it held go."""
+        acks = self._acks
+        if self._ended or not acks:
+            return
+        while acks:
+            handle, kind, pid = acks[0]
+            if handle is not None:
+                if handle.state == PENDING:
+                    break
+                if handle.state == FAILED:
+                    acks.popleft()
+                    if kind == codec.PUBREC and self.session is not None:
+                        self.session.released_qos2(pid)  # its resend is a new message
+                    continue
+            acks.popleft()
+            self.write(codec.ack(kind, pid))

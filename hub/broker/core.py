@@ -43,6 +43,7 @@ from hub.broker.connection import Connection
 from hub.broker.session import Limits, Message, Queued, Session
 from hub.broker.topictree import TopicTree, filter_matches
 from hub.broker.transports import Link
+from hub.commitlog import Batch
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class BrokerCore:
         self.tree = TopicTree()
         self.retained: dict[str, Message] = {}
         self.event_sinks: list[EventSink] = []
-        self.message_listeners: list[Callable[[str, bytes], None]] = []
+        self.message_listeners: list[Callable[[str, bytes], Batch | None]] = []
         self._all: set[Connection] = set()
         self._acl = False
         # The topic plugins' synchronous checks (``allows``), when every plugin has one:
@@ -355,10 +356,15 @@ class BrokerCore:
         self.publish(will, conn)
 
     # --- routing ---------------------------------------------------------------------------
-    def publish(self, message: Message, sender: Connection | None = None) -> None:
+    def publish(self, message: Message, sender: Connection | None = None) -> Batch | None:
+        """Routes a message; returns the commit handle of a listener that stores it (the
+        sender acknowledges it once that has committed), else None."""
         topic = message.topic
+        handle = None
         for listener in self.message_listeners:
-            listener(topic, message.payload)
+            stored = listener(topic, message.payload)
+            if stored is not None:
+                handle = stored
         if message.retain:
             if message.payload:
                 self.retained[topic] = message
@@ -370,6 +376,7 @@ class BrokerCore:
             session = sessions.get(cid)
             if session is not None:
                 self._deliver(session, message, sub_qos if sub_qos < qos else qos, False)
+        return handle
 
     def _deliver(self, session: Session, message: Message, qos: int, retain: bool) -> None:
         result = session.enqueue(message, qos, retain)

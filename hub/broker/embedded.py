@@ -18,6 +18,7 @@ from amqtt.broker import Broker
 from hub.broker.core import BrokerCore, BrokerSettings, EventSink
 from hub.broker.session import Message
 from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
+from hub.commitlog import Batch
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class EmbeddedBroker:
         self._amqtt: _AmqttBroker | None = None
         self.core: BrokerCore | None = None
         self._event_sinks: list[EventSink] = []
-        self._message_listeners: list[Callable[[str, bytes], None]] = []
+        self._message_listeners: list[Callable[[str, bytes], Batch | None]] = []
 
     def add_event_sink(self, sink: EventSink) -> None:
         """sink(kind, details) is called for connects, disconnects and every refusal."""
@@ -73,8 +74,9 @@ class EmbeddedBroker:
         if self.core is not None:
             self.core.event_sinks.append(sink)
 
-    def add_message_listener(self, listener: Callable[[str, bytes], None]) -> None:
-        """listener(topic, payload) sees every message the broker routes (storage, API)."""
+    def add_message_listener(self, listener: Callable[[str, bytes], Batch | None]) -> None:
+        """listener(topic, payload) sees every message the broker routes (storage, API); it
+        returns the commit handle of a message it stores (acknowledged once committed)."""
         self._message_listeners.append(listener)
         if self.core is not None:
             self.core.message_listeners.append(listener)

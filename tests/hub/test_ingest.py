@@ -1,14 +1,30 @@
 """Readings published to the real hub land in its telemetry store exactly once."""
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from hub.commitlog import REFUSED
+from hub.config import ConfigError, HubConfig
+from hub.ingest import Ingest, parse_disk_threshold
 from hub.store import SqliteStore, open_store
 from tests.support.devices import running_device
+from tests.support.durable import Events
 from tests.support.hubproc import scaled, start_hub
-from tests.support.mqtt import PUBACK, RawClient, publish_packet
+from tests.support.mqtt import (
+    PINGRESP,
+    PUBACK,
+    RawClient,
+    packet_id,
+    pingreq_packet,
+    publish_packet,
+)
 from tests.support.postgres import fresh_database
 
 
@@ -68,3 +84,175 @@ async def _wait_for_rows(store: SqliteStore, device: str, count: int) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_locked_store_is_not_acknowledged_and_nothing_is_lost(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """While another process holds the store locked, readings get no PUBACK and a
+    store_failure event goes out; after the lock goes, store_recovered follows, the reading
+    that was in the failed commit is stored anyway and a resend is acknowledged."""
+    url = None
+    if backend == "postgresql":
+        url = fresh_database(request.getfixturevalue("postgres_url"))
+    logs = (tmp_path / "hub.log").open("w")
+    hub = start_hub(tmp_path / "data", *(["--store", url] if url else []), stderr=logs)
+    try:
+
+        async def scenario() -> None:
+            events = await Events.watch(hub.host, hub.mqtt_port)
+            dev = await RawClient.tcp(hub.host, hub.mqtt_port)
+            await dev.connect("locked-1")
+            topic = "d/locked-1/t/temp"
+            await dev.send(publish_packet(topic, b"ab,0,20.0", qos=1, pid=1))
+            await dev.expect(PUBACK)
+            with _locked(hub.data_dir, url):
+                await dev.send(publish_packet(topic, b"ab,1,20.1", qos=1, pid=2))
+                await events.wait_for("store_failure", 10)
+                await dev.send(publish_packet(topic, b"ab,2,20.2", qos=1, pid=3))
+                await dev.send(pingreq_packet())  # answered at once: the hub is not stuck
+                assert (await dev.recv(scaled(2))).kind == PINGRESP
+                with pytest.raises(asyncio.TimeoutError):
+                    await dev.expect(PUBACK, timeout=scaled(1))
+            await events.wait_for("store_recovered", 15)
+            store = open_store(url, hub.data_dir)
+            try:
+                assert [r.seq for r in store.query("locked-1")] == [0, 1]  # 1 was retried
+                await dev.send(publish_packet(topic, b"ab,2,20.2", qos=1, pid=3, dup=True))
+                assert packet_id(await dev.expect(PUBACK, timeout=scaled(5))) == 3
+                assert [r.seq for r in store.query("locked-1")] == [0, 1, 2]
+            finally:
+                store.close()
+            assert events.kinds().count("store_failure") == 1
+            await dev.close()
+            await events.close()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
+    log = (tmp_path / "hub.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("telemetry store failing") == 1
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path, url: str | None) -> Iterator[None]:
+    """Holds the telemetry table locked against writers from another connection."""
+    if url is None:
+        db = sqlite3.connect(data_dir / SqliteStore.FILE, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        return
+    with psycopg.connect(url) as pg:
+        pg.execute("LOCK TABLE readings IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            pg.rollback()
+
+
+def test_postgresql_going_away_is_survived(tmp_path: Path, postgres_url: str) -> None:
+    """When the PostgreSQL server drops the hub's connection and refuses new ones, readings go
+    unacknowledged (store_failure); once it takes connections again the hub reconnects by
+    itself (store_recovered), stores what it held and acknowledges again."""
+    url = fresh_database(postgres_url)
+    name = url.rsplit("/", 1)[1]
+    hub = start_hub(tmp_path / "data", "--store", url)
+    try:
+
+        async def scenario() -> None:
+            events = await Events.watch(hub.host, hub.mqtt_port)
+            dev = await RawClient.tcp(hub.host, hub.mqtt_port)
+            await dev.connect("pg-gone-1")
+            topic = "d/pg-gone-1/t/temp"
+            await dev.send(publish_packet(topic, b"cd,0,1.0", qos=1, pid=1))
+            await dev.expect(PUBACK)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+                await dev.send(publish_packet(topic, b"cd,1,1.1", qos=1, pid=2))
+                await events.wait_for("store_failure", 10)
+                with pytest.raises(asyncio.TimeoutError):
+                    await dev.expect(PUBACK, timeout=scaled(1))
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            await events.wait_for("store_recovered", 15)
+            await dev.send(publish_packet(topic, b"cd,1,1.1", qos=1, pid=2, dup=True))
+            assert packet_id(await dev.expect(PUBACK, timeout=scaled(5))) == 2
+            await dev.close()
+            await events.close()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
+    store = open_store(url, tmp_path)
+    try:
+        assert [(r.seq, r.value) for r in store.query("pg-gone-1")] == [(0, 1.0), (1, 1.1)]
+    finally:
+        store.close()
+
+
+def test_disk_thresholds_parse_and_bad_ones_are_refused() -> None:
+    """--disk-low takes a percentage or a size; anything else is a clear error at start."""
+    assert parse_disk_threshold("5%") == (0.05, 0)
+    assert parse_disk_threshold("100MB") == (0.0, 100 * 1024**2)
+    assert parse_disk_threshold("2gb") == (0.0, 2 * 1024**3)
+    assert parse_disk_threshold("4096") == (0.0, 4096)
+    for bad in ("", "abc", "100%", "-5%", "-5MB", "5 %%", "1e999GB"):
+        with pytest.raises(ValueError, match="not a disk threshold"):
+            parse_disk_threshold(bad)
+    with pytest.raises(ConfigError, match="disk_low"):
+        HubConfig(disk_low="lots")
+
+
+def test_disk_low_is_reported_once_while_it_lasts(tmp_path: Path) -> None:
+    """Below the threshold a disk_low event names the free space; a second check soon after
+    does not repeat it; the free space is in the ingest stats."""
+    events: list[tuple[str, dict[str, object]]] = []
+
+    async def scenario() -> None:
+        store = SqliteStore(tmp_path)
+        ingest = Ingest(
+            store,
+            data_dir=tmp_path,
+            report=lambda kind, event: events.append((kind, event)),
+            disk_low="1000000GB",
+        )
+        await ingest.check_disk()
+        await ingest.check_disk()
+        store.close()
+        assert ingest.stats.disk_free_bytes is not None and ingest.stats.disk_free_bytes > 0
+
+    asyncio.run(scenario())
+    assert [kind for kind, _ in events] == ["disk_low"]
+    assert events[0][1]["client_id"] == "hub" and "MB free of" in str(events[0][1]["detail"])
+
+
+def test_a_full_queue_refuses_readings_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past --store-queue readings waiting for a commit, new ones get the REFUSED handle (not
+    acknowledged) and one warning says why; those taken are stored."""
+
+    async def scenario() -> None:
+        store = SqliteStore(tmp_path)
+        ingest = Ingest(store, max_pending=2)
+        ingest.start()
+        handles = [ingest.on_message("d/q-1/t/temp", b"ab,%d,1.0" % n) for n in range(4)]
+        assert handles[0] is handles[1] and handles[0] is not REFUSED
+        assert handles[2] is REFUSED and handles[3] is REFUSED
+        await ingest.stop()
+        assert [r.seq for r in store.query("q-1")] == [0, 1]
+        assert ingest.stats.refused == 2
+        store.close()
+
+    with caplog.at_level(logging.WARNING, logger="hub.ingest"):
+        asyncio.run(scenario())
+    assert sum("wait for a commit" in r.getMessage() for r in caplog.records) == 1
