@@ -4,6 +4,12 @@ Packets are handled synchronously as the link delivers them, with no task per co
 few steps that must wait (checking the CONNECT's credentials, and a topic plugin that can only
 answer asynchronously) run in a task; bytes that arrive meanwhile are kept (up to WAIT_BUFFER,
 then the link stops reading) and handled in order once the step is done.
+
+Before CONNECT a connection is cheap to refuse: its first byte must start a CONNECT, the packet
+may be at most ``max_connect`` bytes (checked as soon as its length field arrives), and only
+that packet is cut from what arrived; the rest waits unparsed until the login is done. A client
+whose write buffer grows past ``max_buffered`` (it does not read its acknowledgements) is not
+read from until the buffer drains.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from amqtt.contexts import Action
 from hub.broker import codec
 from hub.broker.codec import ProtocolError
 from hub.broker.session import Message, Session
+from hub.broker.throttle import RateLimit
 from hub.broker.transports import Link
 
 if TYPE_CHECKING:
@@ -27,36 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
 WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops reading
-
-
-class RateLimit:
-    """A token bucket of ``rate`` messages a second with a burst of twice that; 0 is no limit."""
-
-    __slots__ = ("_last", "_reported", "_tokens", "rate")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._tokens = 2 * rate
-        self._last = time.monotonic()
-        self._reported = 0.0
-
-    def allow(self, now: float) -> bool:
-        if not self.rate:
-            return True
-        self._tokens = min(2 * self.rate, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    def should_report(self) -> bool:
-        """At most one report a second, however fast the client floods."""
-        now = time.monotonic()
-        if now - self._reported >= 1.0:
-            self._reported = now
-            return True
-        return False
+PINGS_PER_S = 10  # PINGRESPs a connection gets a second; more PINGREQs go unanswered
+_NO_LIMIT = RateLimit(0.0)
 
 
 Step = Coroutine[Any, Any, None]
@@ -66,9 +45,10 @@ class Connection:
     """Acts on the packets its link delivers; the session's link while connected."""
 
     __slots__ = (
-        "_draining", "_ended", "_out", "_out_bytes", "_parser", "_timer", "_waiting", "acl",
-        "client_id", "close_reason", "connect", "core", "keepalive_limit", "last_rx", "link",
-        "plugin_session", "publish_will", "rate", "session", "taken_over", "username",
+        "_draining", "_ended", "_out", "_out_bytes", "_parser", "_pings", "_timer", "_waiting",
+        "acl", "client_id", "close_reason", "connect", "core", "keepalive_limit", "key",
+        "last_rx", "link", "plugin_session", "publish_will", "rate", "session", "taken_over",
+        "username",
     )  # fmt: skip
 
     def __init__(self, core: BrokerCore, link: Link) -> None:
@@ -84,9 +64,11 @@ class Connection:
         self.publish_will = True
         self.taken_over = False
         self.plugin_session: object = None
-        self.acl: dict[str, bool] | None = None  # topic -> publish verdict, once it publishes
-        self.rate = RateLimit(core.settings.rate_limit)
-        self._parser = codec.Parser(core.max_packet)
+        self.acl: dict[str, bool] | None = None  # topics it may publish to, once it publishes
+        self.key = ""  # its identity ("device:ID", "token:NAME"): quotas and rates follow it
+        self.rate = _NO_LIMIT  # its identity's bucket once it is logged in
+        self._pings = (0.0, 0)  # (second, PINGREQs answered in it)
+        self._parser = codec.Parser(core.max_connect)  # max_packet once logged in
         self._waiting: list[bytes] | None = None  # bytes that arrived while a step awaited
         self._ended = False
         self._draining = False
@@ -167,11 +149,34 @@ class Connection:
             self._feed(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
+        else:
+            if self.session is not None and self.buffered() > self.core.limits.high_water:
+                self._pause_until_writable()
 
     def _feed(self, data: bytes) -> None:
-        packets = self._parser.feed(data)
+        if self.session is None:
+            # Before login: one packet, a CONNECT; the rest stays unparsed (it may be garbage).
+            if data and self.connect is None and not self._parser.pending and data[0] != 0x10:
+                raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")
+            packets = self._parser.feed(data, 1)
+        else:
+            packets = self._parser.feed(data)
         if packets:
             self._handle_from(packets, 0)
+
+    def _pause_until_writable(self) -> None:
+        """Stops reading from a client that does not read what it is sent (its own acks):
+        its write buffer stays bounded; reading resumes once the buffer has drained."""
+        if self._waiting is not None or self._draining:
+            return
+        self.link.pause_reading()
+
+        def resume() -> None:
+            if self._waiting is None and not self._ended:
+                self.link.resume_reading()
+
+        self.flush()
+        self.link.when_writable(resume)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -195,12 +200,11 @@ class Connection:
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         if self.session is None:
-            log.info("%s refused: %s", self, exc)
             self.close_reason = f"refused: {exc}"
         else:
             self.close_reason = f"protocol error: {exc}"
         kind = "payload_too_large" if isinstance(exc, codec.PayloadTooLarge) else "malformed"
-        self.core.report(kind, self, str(exc))
+        self.core.warn(kind, self, str(exc), logging.INFO)  # throttled per client (or address)
         self.link.abort()
 
     # --- packets, in order -------------------------------------------------------------------
@@ -229,6 +233,8 @@ class Connection:
         waiting, self._waiting = self._waiting or [], None
         if self.close_reason is not None or self._ended:
             return
+        if self._parser.pending:
+            waiting.insert(0, b"")  # what arrived with the CONNECT, unparsed till now
         try:
             self._handle_from(rest, 0)
             for index, data in enumerate(waiting):
@@ -273,7 +279,7 @@ class Connection:
             self.core.unsubscribe(self, topic_filters)
             self.write(codec.ack(codec.UNSUBACK, pid))
         elif kind == codec.PINGREQ:
-            self.write(codec.PINGRESP_PACKET)
+            self._ping()
         elif kind == codec.DISCONNECT:
             self.close_reason = "disconnect"
             self.publish_will = False  # [MQTT-3.14.4-3]
@@ -285,10 +291,25 @@ class Connection:
             raise ProtocolError(f"packet type {kind} is not sent by clients")
         return None
 
+    def _ping(self) -> None:
+        second = int(self.last_rx)
+        start, answered = self._pings
+        if start != second:
+            self._pings = (second, 1)
+        elif answered < PINGS_PER_S:
+            self._pings = (second, answered + 1)
+        else:
+            self.core.warn("rate_limit", self, f"over {PINGS_PER_S} PINGREQs/s: not answered")
+            return
+        self.write(codec.PINGRESP_PACKET)
+
     async def _subscribe_after_check(self, pid: int, filters: list[tuple[str, int]]) -> None:
+        cap = self.core.settings.max_filters_per_subscribe
         verdicts = [
-            codec.check_topic_filter(f) and await self.core.may(self, f, Action.SUBSCRIBE)
-            for f, _ in filters
+            index < cap
+            and codec.check_topic_filter(f)
+            and await self.core.may(self, f, Action.SUBSCRIBE)
+            for index, (f, _) in enumerate(filters)
         ]
         self.core.subscribe(self, pid, filters, verdicts)
 
@@ -317,6 +338,11 @@ class Connection:
             return
         if connect.keepalive:
             self.keepalive_limit = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
+        identity = self.identity
+        kind, name = getattr(identity, "kind", None), getattr(identity, "name", None)
+        self.key = f"{kind}:{name}" if kind and name else f"client:{self.client_id}"
+        self.rate = self.core.buckets.get(self.key)
+        self._parser.max_packet = self.core.max_packet
         self.last_rx = time.monotonic()
         self.session, present = self.core.take_session(self)
         self.link.write(codec.connack(present, codec.ACCEPTED))
@@ -332,10 +358,11 @@ class Connection:
 
     # --- PUBLISH -----------------------------------------------------------------------------
     def _on_publish(self, pub: codec.Publish) -> Step | None:
-        if pub.topic.startswith("$"):
-            raise ProtocolError(f"clients may not publish to {pub.topic!r} [MQTT-4.7.2-1]")
         session = self.session
         assert session is not None
+        if pub.topic.startswith("$"):  # [MQTT-4.7.2-1]: acknowledged, never routed
+            self._publish(pub, False)
+            return None
         if pub.qos == 2 and session.has_qos2(pub.pid):
             self.write(codec.ack(codec.PUBREC, pub.pid))  # a resend: delivered already
             return None
@@ -351,20 +378,19 @@ class Connection:
     def _publish(self, pub: codec.Publish, allowed: bool) -> None:
         session = self.session
         assert session is not None
-        if not allowed:
-            log.info("%s may not publish to %s: message dropped", self, pub.topic)
-            self.core.report("filter_violation", self, f"publish to {pub.topic}")
-        elif not self.rate.allow(time.monotonic()):
+        if not self.rate.allow(self.last_rx):
             # QoS 0 is dropped; QoS 1/2 is not acknowledged, so the client keeps it and sends
             # it again later: the limit slows a device down without losing its readings.
-            if self.rate.should_report():
-                log.warning("%s exceeds %s messages/s: refused", self, self.rate.rate)
-                self.core.report("rate_limit", self, f"over {self.rate.rate} messages/s")
+            # Refused publishes count too: a flood of them is throttled the same way.
+            self.core.warn("rate_limit", self, f"over {self.rate.rate} messages/s: refused")
             return
-        else:
-            self.core.publish(Message(pub.topic, pub.payload, pub.qos, pub.retain), self)
-        if pub.qos == 1:
-            self.write(codec.ack(codec.PUBACK, pub.pid))
-        elif pub.qos == 2:
+        if pub.qos == 2:  # PUBREC before the message goes on to subscribers (issue #15)
             session.received_qos2(pub.pid)
             self.write(codec.ack(codec.PUBREC, pub.pid))
+        if not allowed:
+            self.core.warn("filter_violation", self, f"publish to {pub.topic[:200]}: dropped",
+                           logging.INFO)  # fmt: skip
+        else:
+            self.core.publish_from(self, Message(pub.topic, pub.payload, pub.qos, pub.retain))
+        if pub.qos == 1:
+            self.write(codec.ack(codec.PUBACK, pub.pid))

@@ -17,13 +17,23 @@ names the amqtt behaviour it replaces and is covered by tests/broker/:
 5. QoS: amqtt delivers at the subscription's QoS. Here min(publish QoS, subscription QoS).
 6. Retain flag: amqtt sets RETAIN on messages queued for offline sessions. Here only retained
    messages sent for a new subscription carry it.
-7. Zombies: after a publish to a '$', wildcard or empty topic amqtt stops routing but keeps the
-   connection. Here the connection is closed and the will published.
+7. Zombies: after a publish to a wildcard or empty topic amqtt stops routing but keeps the
+   connection. Here the connection is closed and the will published. A publish to a '$' topic
+   is acknowledged and dropped (a filter_violation event), as any publish outside the rules.
 8. Invalid input: see hub/broker/codec.py; the connection is closed at once.
 9. QoS 1 timeout: amqtt gives up on a PUBACK after 5 s and loses the message (#391). Here
    messages stay in flight until acknowledged.
 10. Health probes: amqtt logs an ERROR with a traceback for a connect+close. Here: debug.
 11. Queues: bounded per session, see hub/broker/session.py.
+12. Take-over: amqtt (and the MQTT 3.1.1 rule [MQTT-3.1.2-8]) closes the older connection
+    without DISCONNECT, so its will is published.
+
+Every per-client resource has a bound (README, "Broker behaviour and limits"): retained
+messages and bytes per client and for the hub (hub/broker/retained.py), filters per SUBSCRIBE
+and per session, bytes queued per session, the publish rate of an identity across reconnects,
+PINGREQs. Retained messages for a new subscription go out in slices that yield to the event
+loop and wait while the subscriber's buffers are full. Repeated warnings about one client go
+out (log and hub event) once per kind per 10 s with a count (hub/broker/throttle.py).
 """
 
 from __future__ import annotations
@@ -34,19 +44,34 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from amqtt.contexts import Action
 
 from hub.broker import codec
 from hub.broker.connection import Connection
+from hub.broker.retained import RetainedStore
 from hub.broker.session import Limits, Message, Queued, Session
-from hub.broker.topictree import TopicTree, filter_matches
+from hub.broker.throttle import Buckets, Throttle
+from hub.broker.topictree import TopicTree
 from hub.broker.transports import Link
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
+
+
+class Refusal(NamedTuple):
+    """Why the publish check refused a message: it is acknowledged, not routed, not retained."""
+
+    event: str  # the hub event: "malformed" or "quota_exceeded"
+    detail: str
+    device: str | None = None  # the device the message was about
+    quota: str | None = None  # for quota_exceeded: which quota
+
+
+# (identity, topic, payload, retain) -> a refusal or None; the hub supplies it (device policy).
+PublishCheck = Callable[[object, str, bytes, bool], Refusal | None]
 
 
 @dataclass(frozen=True)
@@ -58,9 +83,24 @@ class BrokerSettings:
     connect_timeout: float = 10.0
     keepalive_sweep: float = 0.25
     rate_limit: float = 0.0  # messages a second per client; 0 is no limit
+    # Quotas (README, "Broker behaviour and limits").
+    max_queued_bytes: int = 8 * 1024 * 1024  # per session, topics and payloads
+    max_buffered: int = 256 * 1024  # bytes in one connection's write buffer before queueing
+    slow_consumer: str = "drop"  # full queue of a connected client: "drop" QoS 0, "disconnect"
+    max_retained_per_client: int = 100
+    max_retained_bytes_per_client: int = 1024 * 1024
+    max_retained_bytes: int = 64 * 1024 * 1024  # the whole hub
+    max_filters_per_subscribe: int = 8
+    max_subscriptions: int = 50  # per session
+    max_connect: int = 64 * 1024  # bytes of a CONNECT packet (before login)
+    login_failures: int = 10  # per address and per identity a minute, then refused a minute
 
 
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
+ACL_CACHED_TOPIC_MAX = 128  # longer topics are checked every time (the cache stays small)
+RETAINED_SLICE = 100  # retained messages sent for a new subscription before yielding
+RETAINED_WAIT_S = 0.01  # how often a paused retained delivery looks at the buffers again
+LOUD = {"connected", "disconnected"}  # events never throttled
 
 
 class AuthRequest:
@@ -104,6 +144,7 @@ def _reason_code(close_reason: str, will: bool) -> str:
         ("keepalive", "keepalive_timeout"),
         ("disabled", "disabled"),
         ("kicked", "kicked"),
+        ("taken over", "taken_over"),
         ("hub shutting down", "shutdown"),
     ):
         if close_reason.startswith(prefix):
@@ -118,14 +159,31 @@ class BrokerCore:
         # The largest packet we accept: a maximal topic and packet id around the payload.
         self.max_packet = settings.max_payload + 2 + 65535 + 2
         self.connect_timeout = settings.connect_timeout
-        self.limits = Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued)
+        self.max_connect = settings.max_connect
+        self.limits = Limits(
+            max_inflight=settings.max_inflight,
+            max_queued=settings.max_queued,
+            high_water=settings.max_buffered,
+            max_queued_bytes=settings.max_queued_bytes,
+            disconnect_slow=settings.slow_consumer == "disconnect",
+        )
         self.plugins = plugins  # the amqtt broker: its _authenticate and _topic_filtering
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}
         self.tree = TopicTree()
-        self.retained: dict[str, Message] = {}
+        self.retained = RetainedStore(
+            settings.max_retained_per_client,
+            settings.max_retained_bytes_per_client,
+            settings.max_retained_bytes,
+        )
+        self.publish_check: PublishCheck | None = None
+        self.buckets = Buckets(settings.rate_limit)  # publish rates, kept across reconnects
         self.event_sinks: list[EventSink] = []
         self.message_listeners: list[Callable[[str, bytes], None]] = []
+        self.events_dropped = 0  # events raised while an event was being delivered
+        self._emitting = False
+        self._throttle: Throttle[tuple[str, str]] = Throttle()
+        self._feeds: set[asyncio.Task[None]] = set()  # retained deliveries under way
         self._all: set[Connection] = set()
         self._acl = False
         # The topic plugins' synchronous checks (``allows``), when every plugin has one:
@@ -185,18 +243,53 @@ class BrokerCore:
         }
         self._emit(kind, event)
 
-    def _report_offline(self, kind: str, session: Session, detail: str) -> None:
-        """An event about a persistent session whose client is not connected."""
+    def warn(
+        self, kind: str, conn: Connection, detail: str, level: int = logging.WARNING, **extra: Any
+    ) -> None:
+        """A log line and a hub event about a client misbehaving, at most once per client per
+        kind per window (10 s); the next one says how many were held back."""
+        who = conn.key or conn.client_id or conn.link.peer[0]
+        held = self._throttle.allow((who, kind))
+        if held is None:
+            return
+        if held:
+            extra["suppressed"] = held
+        log.log(level, "%s: %s: %s%s", conn, kind, detail, self._more(held))
+        self.report(kind, conn, detail, **extra)
+
+    def _more(self, held: int) -> str:
+        return f" ({held} more in the last {self._throttle.window:.0f} s)" if held else ""
+
+    def _report_offline(self, kind: str, session: Session, detail: str, **extra: Any) -> None:
+        """An event (and a warning) about a persistent session whose client is not connected,
+        throttled like ``warn``."""
+        held = self._throttle.allow((session.client_id, kind))
+        if held is None:
+            return
+        log.warning(
+            "offline session %s: %s: %s%s", session.client_id, kind, detail, self._more(held)
+        )
         event = {"kind": kind, "client_id": session.client_id, "identity": None, "name": None,
-                 "network": None, "peer": None, "detail": detail}  # fmt: skip
+                 "network": None, "peer": None, "detail": detail, **extra}  # fmt: skip
+        if held:
+            event["suppressed"] = held
         self._emit(kind, event)
 
     def _emit(self, kind: str, event: dict[str, Any]) -> None:
-        for sink in self.event_sinks:
-            try:
-                sink(kind, event)
-            except Exception:
-                log.exception("event sink failed on %s", kind)
+        if self._emitting:
+            # Delivering an event raised another (its subscriber's queue is full): dropped and
+            # counted, never reported (an event about a dropped event would do the same).
+            self.events_dropped += 1
+            return
+        self._emitting = True
+        try:
+            for sink in self.event_sinks:
+                try:
+                    sink(kind, event)
+                except Exception:
+                    log.exception("event sink failed on %s", kind)
+        finally:
+            self._emitting = False
 
     def kick(self, should_go: Callable[[Connection], str | None]) -> int:
         """Disconnects every client for which should_go returns a reason; returns how many."""
@@ -242,19 +335,18 @@ class BrokerCore:
 
     def may_publish_now(self, conn: Connection, topic: str) -> bool | None:
         """``may_now`` for a publish, cached per connection (its identity never changes
-        while it is connected)."""
+        while it is connected): allowed short topics only, so the cache stays small and a
+        client cannot fill it with refusals."""
         acl = conn.acl
         if acl is None:
             acl = conn.acl = {}
-        else:
-            allowed = acl.get(topic)
-            if allowed is not None:
-                return allowed
+        elif topic in acl:
+            return True
         allowed = self.may_now(conn, topic, Action.PUBLISH)
-        if allowed is not None:
+        if allowed and len(topic) <= ACL_CACHED_TOPIC_MAX:
             if len(acl) >= ACL_CACHE:
                 acl.clear()
-            acl[topic] = allowed
+            acl[topic] = True
         return allowed
 
     def may_subscribe_now(
@@ -262,7 +354,10 @@ class BrokerCore:
     ) -> list[bool] | None:
         """Each filter's verdict (False for an invalid filter), or None to ask ``may``."""
         verdicts = []
-        for topic_filter, _ in filters:
+        for index, (topic_filter, _) in enumerate(filters):
+            if index >= self.settings.max_filters_per_subscribe:
+                verdicts.append(False)  # over the quota: refused unchecked (``subscribe``)
+                continue
             allowed = codec.check_topic_filter(topic_filter) and self.may_now(
                 conn, topic_filter, Action.SUBSCRIBE
             )
@@ -280,7 +375,17 @@ class BrokerCore:
         if old is not None:
             log.info("%s takes over from %s", conn, old)
             old.taken_over = True
+            # The older connection closes without DISCONNECT: its will goes out [MQTT-3.1.2-8].
+            will = bool(old.publish_will and old.connect and old.connect.will_topic)
+            if will:
+                assert old.connect is not None
+                self._publish_will(old, old.connect)
             old.kill("taken over by a new connection", will=False)
+            if old.session is not None and old.session.link is old:
+                old.session.detach()
+            log.info("%s disconnected: taken over", old)
+            self.report("disconnected", old, "taken over by a new connection",
+                        reason="taken_over", will=will)  # fmt: skip
         self.connections[cid] = conn
         existing = self.sessions.get(cid)
         if existing is not None and not connect.clean_session and not existing.clean:
@@ -352,18 +457,40 @@ class BrokerCore:
         will = Message(
             connect.will_topic, connect.will_payload, connect.will_qos, connect.will_retain
         )
-        self.publish(will, conn)
+        self.publish_from(conn, will)
 
     # --- routing ---------------------------------------------------------------------------
+    def publish_from(self, conn: Connection, message: Message) -> None:
+        """A client's message (or will), allowed by the topic rules: the hub's publish check
+        and the retained quotas first, then routed."""
+        check = self.publish_check
+        if check is not None:
+            refusal = check(conn.identity, message.topic, message.payload, message.retain)
+            if refusal is not None:
+                extra: dict[str, Any] = {"topic": message.topic[:200]}
+                if refusal.device is not None:
+                    extra["device"] = refusal.device
+                if refusal.quota is not None:
+                    extra["quota"] = refusal.quota
+                self.warn(refusal.event, conn, refusal.detail, **extra)
+                return
+        if message.retain:
+            quota = self.retained.store(message, conn.key or conn.client_id)
+            if quota is not None:
+                self.warn("quota_exceeded", conn, f"{quota}: message on {message.topic[:200]} "
+                          "routed but not retained", quota=quota)  # fmt: skip
+        self._route(message)
+
     def publish(self, message: Message, sender: Connection | None = None) -> None:
+        """The hub's own message (events, commands): routed, retained without quotas."""
+        if message.retain:
+            self.retained.store(message, None)
+        self._route(message)
+
+    def _route(self, message: Message) -> None:
         topic = message.topic
         for listener in self.message_listeners:
             listener(topic, message.payload)
-        if message.retain:
-            if message.payload:
-                self.retained[topic] = message
-            else:
-                self.retained.pop(topic, None)  # [MQTT-3.3.1-10]
         qos = message.qos
         sessions = self.sessions
         for cid, sub_qos in self.tree.match(topic).items():
@@ -379,18 +506,17 @@ class BrokerCore:
                 link.on_backlog()
         elif result is Queued.OVERFLOW:
             conn = self.connections.get(session.client_id)
-            limit = self.limits.max_queued
+            quota = session.full_because()
+            limits = self.limits
+            bound = (f"{limits.max_queued} messages" if quota == "queued_messages"
+                     else f"{limits.max_queued_bytes} bytes")  # fmt: skip
             if conn is not None and session.link is conn:
-                log.warning("%s: queue of %d messages is full: disconnecting a slow consumer",
-                            conn, limit)  # fmt: skip
-                self.report("queue_full", conn, f"{limit} messages queued: disconnected")
-                conn.kill(f"slow consumer: {limit} messages queued")
+                self.warn("queue_full", conn, f"{bound} queued: disconnected (slow consumer)",
+                          quota=quota, action="disconnected")  # fmt: skip
+                conn.kill(f"slow consumer: {bound} queued")
             else:
-                log.warning("offline session %s: queue of %d messages is full: message on %s "
-                            "dropped", session.client_id, limit, message.topic)  # fmt: skip
-                self._report_offline(
-                    "queue_full", session, f"offline, {limit} queued: message dropped"
-                )
+                detail = f"offline, {bound} queued: messages dropped"
+                self._report_offline("queue_full", session, detail, quota=quota, action="dropped")
 
     def subscribe(
         self, conn: Connection, pid: int, filters: list[tuple[str, int]], verdicts: list[bool]
@@ -400,29 +526,76 @@ class BrokerCore:
         assert session is not None
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
-        for (topic_filter, qos), allowed in zip(filters, verdicts, strict=True):
+        settings = self.settings
+        subscriptions = session.subscriptions
+        for index, ((topic_filter, qos), allowed) in enumerate(
+            zip(filters, verdicts, strict=True)
+        ):
+            quota = None
+            if index >= settings.max_filters_per_subscribe:
+                quota = "filters_per_subscribe"
+            elif (
+                topic_filter not in subscriptions
+                and len(subscriptions) >= settings.max_subscriptions
+            ):
+                quota = "subscriptions"
+            if quota is not None:
+                limit = getattr(settings, f"max_{quota}")
+                self.warn("quota_exceeded", conn, f"{quota}: more than {limit}: refused",
+                          quota=quota)  # fmt: skip
+                codes.append(codec.SUBACK_FAILURE)
+                continue
             if not codec.check_topic_filter(topic_filter):
                 codes.append(codec.SUBACK_FAILURE)
                 continue
             if not allowed:
-                self.report("filter_violation", conn, f"subscribe to {topic_filter}")
+                self.warn("filter_violation", conn, f"subscribe to {topic_filter[:200]}",
+                          logging.INFO)  # fmt: skip
                 codes.append(codec.SUBACK_FAILURE)
                 continue
-            qos = min(qos, self.settings.max_qos)
+            qos = min(qos, settings.max_qos)
             self.tree.add(topic_filter, session.client_id, qos)
-            session.subscriptions[topic_filter] = qos
+            subscriptions[topic_filter] = qos
             codes.append(qos)
             granted.append((topic_filter, qos))
         conn.write(codec.suback(pid, codes))  # SUBACK before any retained message
+        if not granted or not len(self.retained):
+            return
+        wild = []
         for topic_filter, qos in granted:
-            for message in self._retained_for(topic_filter):
-                self._deliver(session, message, min(message.qos, qos), True)
-
-    def _retained_for(self, topic_filter: str) -> list[Message]:
-        if "+" not in topic_filter and "#" not in topic_filter:
+            if "+" in topic_filter or "#" in topic_filter:
+                wild.append((topic_filter, qos))
+                continue
             message = self.retained.get(topic_filter)
-            return [message] if message is not None else []
-        return [m for t, m in self.retained.items() if filter_matches(topic_filter, t)]
+            if message is not None:
+                self._deliver(session, message, min(message.qos, qos), True)
+        if wild:
+            task = asyncio.get_running_loop().create_task(self._send_retained(conn, session, wild))
+            self._feeds.add(task)
+            task.add_done_callback(self._feeds.discard)
+
+    async def _send_retained(
+        self, conn: Connection, session: Session, granted: list[tuple[str, int]]
+    ) -> None:
+        """The retained messages for new subscriptions, in slices of RETAINED_SLICE that
+        yield to the event loop; while the subscriber's write buffer is over its bound or its
+        session queues messages, this waits (the queue never overflows because of it)."""
+        high_water = self.limits.high_water
+        sent = 0
+        for topic_filter, qos in granted:
+            for message in self.retained.matching(topic_filter):
+                if session.subscriptions.get(topic_filter) != qos or conn.close_reason:
+                    break  # unsubscribed or resubscribed meanwhile (that sends its own)
+                if session.link is not conn:
+                    return
+                self._deliver(session, message, min(message.qos, qos), True)
+                sent += 1
+                if sent % RETAINED_SLICE == 0:
+                    await asyncio.sleep(0)
+                while session.queue or conn.buffered() >= high_water:
+                    if session.link is not conn or conn.close_reason:
+                        return
+                    await asyncio.sleep(RETAINED_WAIT_S)
 
     def unsubscribe(self, conn: Connection, filters: list[str]) -> None:
         session = conn.session

@@ -118,7 +118,7 @@ class EmbeddedBroker:
             return set()
         return {
             parts[1]
-            for topic in self.core.retained
+            for topic in self.core.retained.topics()
             if len(parts := topic.split("/")) == 3 and parts[0] == "d" and parts[2] == "s"
         }
 
