@@ -37,6 +37,20 @@ class HubConfig:
     retention_days: float = 30.0
     store_url: str | None = None  # None: SQLite in the data dir; or postgresql://...
     allow_anonymous: bool = False
+    # Broker quotas (README, "Broker behaviour and limits"); checked by hub.broker's
+    # BrokerSettings and hub.devicepolicy when the hub starts.
+    max_queued_bytes: int = 8 * 1024 * 1024
+    max_buffered: int = 256 * 1024
+    slow_consumer: str = "drop"  # or "disconnect"
+    max_retained_per_client: int = 100
+    max_retained_bytes_per_client: int = 1024 * 1024
+    max_retained_bytes: int = 64 * 1024 * 1024
+    max_filters_per_subscribe: int = 8
+    max_subscriptions: int = 50
+    max_connect: int = 64 * 1024
+    login_failures: int = 10
+    max_sensors: int = 32
+    max_sensor_name: int = 16
 
     def __post_init__(self) -> None:
         if not self.host:

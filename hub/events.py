@@ -24,6 +24,7 @@ SEVERITY = {
     "rate_limit": "warning",
     "queue_full": "error",
     "refused": "warning",
+    "quota_exceeded": "warning",
 }
 _UNSAFE = re.compile(r"[/+#\x00]")
 

@@ -55,6 +55,7 @@ from hub.broker.session import Limits, Message, Queued, Session
 from hub.broker.throttle import Buckets, Throttle
 from hub.broker.topictree import TopicTree
 from hub.broker.transports import Link
+from hub.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,24 @@ class BrokerSettings:
     max_subscriptions: int = 50  # per session
     max_connect: int = 64 * 1024  # bytes of a CONNECT packet (before login)
     login_failures: int = 10  # per address and per identity a minute, then refused a minute
+
+    def __post_init__(self) -> None:
+        """Quotas a user set wrong fail at start, naming the setting."""
+        at_least = {
+            "max_queued_bytes": 1024, "max_buffered": 1024, "max_retained_per_client": 0,
+            "max_retained_bytes_per_client": 0, "max_retained_bytes": 0,
+            "max_filters_per_subscribe": 1, "max_subscriptions": 1, "max_connect": 128,
+            "login_failures": 0,
+        }  # fmt: skip
+        for name, least in at_least.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name} must be a whole number of at least {least}, not "
+                                  f"{value!r}")  # fmt: skip
+        if self.slow_consumer not in ("drop", "disconnect"):
+            raise ConfigError(
+                f"slow_consumer must be 'drop' or 'disconnect', not {self.slow_consumer!r}"
+            )
 
 
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from amqtt.broker import Broker
 
-from hub.broker.core import BrokerCore, BrokerSettings, EventSink
+from hub.broker.core import BrokerCore, BrokerSettings, EventSink, PublishCheck
 from hub.broker.session import Message
 from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
 
@@ -25,7 +25,7 @@ MQTT_NETWORK = "mqtt"
 WS_NETWORK = "ws"
 
 
-def _amqtt_config(data_dir: Path, allow_anonymous: bool) -> dict[str, Any]:
+def _amqtt_config(data_dir: Path, allow_anonymous: bool, login_failures: int) -> dict[str, Any]:
     external = {"type": "external"}
     return {
         # amqtt merges every listener with "default"; external listeners bind nothing.
@@ -34,6 +34,7 @@ def _amqtt_config(data_dir: Path, allow_anonymous: bool) -> dict[str, Any]:
             "hub.broker.plugins.GatekeeperAuthPlugin": {
                 "data_dir": str(data_dir),
                 "allow_anonymous": allow_anonymous,
+                "login_failures": login_failures,
             },
             "hub.broker.plugins.GatekeeperTopicPlugin": {},
         },
@@ -66,6 +67,15 @@ class EmbeddedBroker:
         self.core: BrokerCore | None = None
         self._event_sinks: list[EventSink] = []
         self._message_listeners: list[Callable[[str, bytes], None]] = []
+        self.publish_check: PublishCheck | None = None
+
+    def set_publish_check(self, check: PublishCheck | None) -> None:
+        """check(identity, topic, payload, retain) sees every client's message (and will)
+        the topic rules allow, before it is routed or retained; a Refusal it returns drops the
+        message (acknowledged) with a hub event. The hub's device policy is one."""
+        self.publish_check = check
+        if self.core is not None:
+            self.core.publish_check = check
 
     def add_event_sink(self, sink: EventSink) -> None:
         """sink(kind, details) is called for connects, disconnects and every refusal."""
@@ -81,8 +91,11 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         # amqtt's Broker must be built inside the running event loop.
-        amqtt = _AmqttBroker(_amqtt_config(self.data_dir, self.allow_anonymous))
+        amqtt = _AmqttBroker(
+            _amqtt_config(self.data_dir, self.allow_anonymous, self.settings.login_failures)
+        )
         core = BrokerCore(self.settings, amqtt)
+        core.publish_check = self.publish_check
         core.event_sinks.extend(self._event_sinks)
         core.message_listeners.extend(self._message_listeners)
         amqtt.core = core
