@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
 WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops reading
-PINGS_PER_S = 10  # PINGRESPs a connection gets a second; more PINGREQs go unanswered
+PINGS_PER_S = 100  # PINGRESPs a connection gets a second; more PINGREQs go unanswered
 _NO_LIMIT = RateLimit(0.0)
 
 

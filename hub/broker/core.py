@@ -268,7 +268,8 @@ class BrokerCore:
         """A log line and a hub event about a client misbehaving, at most once per client per
         kind per window (10 s); the next one says how many were held back."""
         who = conn.key or conn.client_id or conn.link.peer[0]
-        held = self._throttle.allow((who, kind))
+        quota = extra.get("quota")
+        held = self._throttle.allow((who, f"{kind}:{quota}" if quota else kind))
         if held is None:
             return
         if held:

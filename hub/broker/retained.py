@@ -66,8 +66,6 @@ class RetainedStore:
             return None
         size = _size(message)
         old_size = _size(old) if old is not None else 0
-        if self.bytes - old_size + size > self.total_bytes and owner is not None:
-            return QUOTA_HUB_BYTES
         if owner is not None:
             count, used = self.usage(owner)
             if old is not None and self._owner.get(topic) == owner:
@@ -76,6 +74,8 @@ class RetainedStore:
                 return QUOTA_MESSAGES
             if used + size > self.per_client_bytes:
                 return QUOTA_BYTES
+            if self.bytes - old_size + size > self.total_bytes:
+                return QUOTA_HUB_BYTES
         if old is not None:
             self._forget(topic, old)
         self.messages[topic] = message
