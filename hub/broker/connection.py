@@ -45,7 +45,8 @@ class Connection:
     """Acts on the packets its link delivers; the session's link while connected."""
 
     __slots__ = (
-        "_draining", "_ended", "_out", "_out_bytes", "_parser", "_pings", "_timer", "_waiting",
+        "_draining", "_ended", "_out", "_out_bytes", "_parser", "_pings", "_read_paused",
+        "_timer", "_waiting",
         "acl", "client_id", "close_reason", "connect", "core", "keepalive_limit", "key",
         "last_rx", "link", "plugin_session", "publish_will", "rate", "session", "taken_over",
         "username",
@@ -71,7 +72,8 @@ class Connection:
         self._parser = codec.Parser(core.max_connect)  # max_packet once logged in
         self._waiting: list[bytes] | None = None  # bytes that arrived while a step awaited
         self._ended = False
-        self._draining = False
+        self._draining = False  # waiting for the write buffer to drain (one callback)
+        self._read_paused = False  # not read from until then
         self._out: list[bytes] | None = None  # packets waiting for the coalesced write
         self._out_bytes = 0
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -116,12 +118,19 @@ class Connection:
     def on_backlog(self) -> None:
         """The session queued messages: once the write buffer drains, pump the queue."""
         if not self._draining and self.buffered() >= self.core.limits.high_water:
-            self._draining = True
-            self.flush()
-            self.link.when_writable(self._writable)
+            self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        self._draining = True
+        self.flush()
+        self.link.when_writable(self._writable)
 
     def _writable(self) -> None:
         self._draining = False
+        if self._read_paused:
+            self._read_paused = False
+            if self._waiting is None and not self._ended:
+                self.link.resume_reading()
         session = self.session
         if not self._ended and session is not None and session.link is self:
             self.flush()
@@ -167,16 +176,12 @@ class Connection:
     def _pause_until_writable(self) -> None:
         """Stops reading from a client that does not read what it is sent (its own acks):
         its write buffer stays bounded; reading resumes once the buffer has drained."""
-        if self._waiting is not None or self._draining:
-            return
+        if self._waiting is not None or self._read_paused:
+            return  # a waiting step governs reading, or it is paused already
+        self._read_paused = True
         self.link.pause_reading()
-
-        def resume() -> None:
-            if self._waiting is None and not self._ended:
-                self.link.resume_reading()
-
-        self.flush()
-        self.link.when_writable(resume)
+        if not self._draining:
+            self._wait_writable()
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
