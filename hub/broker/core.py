@@ -43,83 +43,28 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from dataclasses import replace
+from typing import Any
 
 from amqtt.contexts import Action
 
 from hub.broker import codec
 from hub.broker.connection import Connection
+from hub.broker.reporting import EventReporting, EventSink
 from hub.broker.retained import RetainedStore
 from hub.broker.session import Limits, Message, Queued, Session
-from hub.broker.throttle import Buckets, Throttle
+from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
+from hub.broker.throttle import Buckets
 from hub.broker.topictree import TopicTree
 from hub.broker.transports import Link
-from hub.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-EventSink = Callable[[str, dict[str, Any]], None]
-
-
-class Refusal(NamedTuple):
-    """Why the publish check refused a message: it is acknowledged, not routed, not retained."""
-
-    event: str  # the hub event: "malformed" or "quota_exceeded"
-    detail: str
-    device: str | None = None  # the device the message was about
-    quota: str | None = None  # for quota_exceeded: which quota
-
-
-# (identity, topic, payload, retain) -> a refusal or None; the hub supplies it (device policy).
-PublishCheck = Callable[[object, str, bytes, bool], Refusal | None]
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    max_payload: int = 256 * 1024
-    max_inflight: int = 20
-    max_queued: int = 1000
-    max_qos: int = 2
-    connect_timeout: float = 10.0
-    keepalive_sweep: float = 0.25
-    rate_limit: float = 0.0  # messages a second per client; 0 is no limit
-    # Quotas (README, "Broker behaviour and limits").
-    max_queued_bytes: int = 8 * 1024 * 1024  # per session, topics and payloads
-    max_buffered: int = 256 * 1024  # bytes in one connection's write buffer before queueing
-    slow_consumer: str = "drop"  # full queue of a connected client: "drop" QoS 0, "disconnect"
-    max_retained_per_client: int = 100
-    max_retained_bytes_per_client: int = 1024 * 1024
-    max_retained_bytes: int = 64 * 1024 * 1024  # the whole hub
-    max_filters_per_subscribe: int = 8
-    max_subscriptions: int = 50  # per session
-    max_connect: int = 64 * 1024  # bytes of a CONNECT packet (before login)
-    login_failures: int = 10  # per address and per identity a minute, then refused a minute
-
-    def __post_init__(self) -> None:
-        """Quotas a user set wrong fail at start, naming the setting."""
-        at_least = {
-            "max_queued_bytes": 1024, "max_buffered": 1024, "max_retained_per_client": 0,
-            "max_retained_bytes_per_client": 0, "max_retained_bytes": 0,
-            "max_filters_per_subscribe": 1, "max_subscriptions": 1, "max_connect": 128,
-            "login_failures": 0,
-        }  # fmt: skip
-        for name, least in at_least.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < least:
-                raise ConfigError(f"{name} must be a whole number of at least {least}, not "
-                                  f"{value!r}")  # fmt: skip
-        if self.slow_consumer not in ("drop", "disconnect"):
-            raise ConfigError(
-                f"slow_consumer must be 'drop' or 'disconnect', not {self.slow_consumer!r}"
-            )
-
+__all__ = ["BrokerCore", "BrokerSettings", "EventSink", "PublishCheck", "Refusal"]
 
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
 ACL_CACHED_TOPIC_MAX = 128  # longer topics are checked every time (the cache stays small)
 RETAINED_SLICE = 100  # retained messages sent for a new subscription before yielding
 RETAINED_WAIT_S = 0.01  # how often a paused retained delivery looks at the buffers again
-LOUD = {"connected", "disconnected"}  # events never throttled
 
 
 class AuthRequest:
@@ -171,7 +116,7 @@ def _reason_code(close_reason: str, will: bool) -> str:
     return "will" if will else "lost"
 
 
-class BrokerCore:
+class BrokerCore(EventReporting):
     def __init__(self, settings: BrokerSettings, plugins: Any) -> None:
         self.settings = settings
         self.max_payload = settings.max_payload
@@ -197,11 +142,8 @@ class BrokerCore:
         )
         self.publish_check: PublishCheck | None = None
         self.buckets = Buckets(settings.rate_limit)  # publish rates, kept across reconnects
-        self.event_sinks: list[EventSink] = []
         self.message_listeners: list[Callable[[str, bytes], None]] = []
-        self.events_dropped = 0  # events raised while an event was being delivered
-        self._emitting = False
-        self._throttle: Throttle[tuple[str, str]] = Throttle()
+        self.init_reporting()
         self._feeds: set[asyncio.Task[None]] = set()  # retained deliveries under way
         self._all: set[Connection] = set()
         self._acl = False
@@ -246,70 +188,6 @@ class BrokerCore:
                 if limit is not None and now - conn.last_rx > limit:
                     log.info("%s silent for %.1f s: keepalive timeout", conn, now - conn.last_rx)
                     conn.kill("keepalive timeout")
-
-    # --- events ----------------------------------------------------------------------------
-    def report(self, kind: str, conn: Connection, detail: str = "", **extra: Any) -> None:
-        identity = conn.identity
-        event = {
-            "kind": kind,
-            "client_id": conn.client_id,
-            "identity": getattr(identity, "kind", None),
-            "name": getattr(identity, "name", None) or conn.username,
-            "network": conn.link.network,
-            "peer": f"{conn.link.peer[0]}:{conn.link.peer[1]}",
-            "detail": detail,
-            **extra,
-        }
-        self._emit(kind, event)
-
-    def warn(
-        self, kind: str, conn: Connection, detail: str, level: int = logging.WARNING, **extra: Any
-    ) -> None:
-        """A log line and a hub event about a client misbehaving, at most once per client per
-        kind per window (10 s); the next one says how many were held back."""
-        who = conn.key or conn.client_id or conn.link.peer[0]
-        quota = extra.get("quota")
-        held = self._throttle.allow((who, f"{kind}:{quota}" if quota else kind))
-        if held is None:
-            return
-        if held:
-            extra["suppressed"] = held
-        log.log(level, "%s: %s: %s%s", conn, kind, detail, self._more(held))
-        self.report(kind, conn, detail, **extra)
-
-    def _more(self, held: int) -> str:
-        return f" ({held} more in the last {self._throttle.window:.0f} s)" if held else ""
-
-    def _report_offline(self, kind: str, session: Session, detail: str, **extra: Any) -> None:
-        """An event (and a warning) about a persistent session whose client is not connected,
-        throttled like ``warn``."""
-        held = self._throttle.allow((session.client_id, kind))
-        if held is None:
-            return
-        log.warning(
-            "offline session %s: %s: %s%s", session.client_id, kind, detail, self._more(held)
-        )
-        event = {"kind": kind, "client_id": session.client_id, "identity": None, "name": None,
-                 "network": None, "peer": None, "detail": detail, **extra}  # fmt: skip
-        if held:
-            event["suppressed"] = held
-        self._emit(kind, event)
-
-    def _emit(self, kind: str, event: dict[str, Any]) -> None:
-        if self._emitting:
-            # Delivering an event raised another (its subscriber's queue is full): dropped and
-            # counted, never reported (an event about a dropped event would do the same).
-            self.events_dropped += 1
-            return
-        self._emitting = True
-        try:
-            for sink in self.event_sinks:
-                try:
-                    sink(kind, event)
-                except Exception:
-                    log.exception("event sink failed on %s", kind)
-        finally:
-            self._emitting = False
 
     def kick(self, should_go: Callable[[Connection], str | None]) -> int:
         """Disconnects every client for which should_go returns a reason; returns how many."""
