@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
 WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops reading
+PACKETS_PER_PASS = 100  # packets handled before the event loop gets a turn
 PINGS_PER_S = 100  # PINGRESPs a connection gets a second; more PINGREQs go unanswered
 _NO_LIMIT = RateLimit(0.0)
 
@@ -214,9 +215,17 @@ class Connection:
 
     # --- packets, in order -------------------------------------------------------------------
     def _handle_from(self, packets: list[codec.Packet], index: int) -> None:
-        """Handles packets in order until one needs to wait: it and the rest go to a task."""
+        """Handles packets in order until one needs to wait: it and the rest go to a task.
+        After PACKETS_PER_PASS packets the rest wait for the next pass of the event loop, so
+        one read full of small packets holds the loop for a millisecond or so, not more."""
+        budget = index + PACKETS_PER_PASS
         while index < len(packets):
             if self.close_reason is not None or self._ended:
+                return
+            if index == budget:
+                self._waiting = []
+                rest = packets[index:]
+                asyncio.get_running_loop().create_task(self._after(asyncio.sleep(0), rest))
                 return
             step = self._handle(packets[index])
             index += 1
@@ -250,7 +259,10 @@ class Connection:
         except ProtocolError as exc:
             self._protocol_error(exc)
         if self._waiting is None:
-            self.link.resume_reading()
+            if self.session is not None and self.buffered() > self.core.limits.high_water:
+                self._pause_until_writable()
+            elif not self._read_paused:
+                self.link.resume_reading()
 
     def _handle(self, p: codec.Packet) -> Step | None:
         """Acts on one packet; returns a step to await when it cannot finish at once."""

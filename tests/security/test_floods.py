@@ -170,3 +170,35 @@ def test_rate_limit_follows_the_device_across_reconnects(tmp_path: Path) -> None
 
     with logged_hub(tmp_path, "--rate-limit", "0.5", secure=True) as hub:
         asyncio.run(scenario(hub))
+
+
+def test_refused_publish_flood_is_rate_limited(tmp_path: Path) -> None:
+    """A device flooding publishes it may not make ('$' topics, another device's) gets a
+    filter_violation event, then the rate limit: at most its burst (2 x 50) and what the rate
+    refills are acknowledged, and the flood is summarised in a few log lines."""
+
+    async def scenario(hub: HubProcess) -> None:
+        creds = provision(hub, "dev-f")
+        events = await Events.watch(hub)
+        device = await _client(hub, "dev-f", username="dev-f", password=creds["password"])
+        await device.publish("$SYS/x", b"no", qos=1, pid=1)
+        body = await events.expect("filter_violation", name="dev-f")
+        assert "$SYS/x" in body["detail"]
+        lines_before = len(log_lines(tmp_path))
+        start = time.monotonic()
+        await device.send(b"".join(
+            publish_packet("d/other/t/temp", b"ab,0,1.0", qos=1, pid=n + 2) for n in range(2000)
+        ))  # fmt: skip
+        acks = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                assert (await device.recv(QUIET)).kind == PUBACK
+                acks += 1
+        allowed = 100 + 50 * (time.monotonic() - start)
+        assert 0 < acks <= allowed, (acks, allowed)
+        await events.expect("rate_limit", name="dev-f")
+        added = log_lines(tmp_path)[lines_before:]
+        assert len(added) <= 5, added
+
+    with logged_hub(tmp_path, secure=True) as hub:
+        asyncio.run(scenario(hub))

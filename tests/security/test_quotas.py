@@ -106,7 +106,8 @@ def test_invalid_status_and_health_are_not_routed_nor_retained(tmp_path: Path) -
 
 def test_retained_quotas_per_client_and_for_the_hub(tmp_path: Path) -> None:
     """Retained messages beyond a client's count or bytes, or the hub's total, are routed but
-    not retained, each with a quota_exceeded event naming the quota."""
+    not retained, each with a quota_exceeded event naming the quota; 5,000 retained publishes
+    from one client leave the hub less than 20 MB larger and the canary served."""
 
     async def scenario(hub: object) -> None:
         events = await Events.watch(hub)  # type: ignore[arg-type]
@@ -123,6 +124,15 @@ def test_retained_quotas_per_client_and_for_the_hub(tmp_path: Path) -> None:
         await c.publish("q/c/2", b"c" * 9_000, qos=1, pid=2, retain=True)
         await d.publish("q/d/1", b"d" * 9_000, qos=1, retain=True)
         await events.expect("quota_exceeded", quota="hub_retained_bytes", client_id="ret-d")
+        e = await _client(hub, "ret-e")  # 5,000 small retained messages: 5 are kept
+        before = rss_kb(hub)  # type: ignore[arg-type]
+        with Canary(hub) as canary:  # type: ignore[arg-type]
+            await e.send(b"".join(
+                publish_packet(f"q/e/{i}", b"%d" % i, retain=True) for i in range(5000)
+            ))  # fmt: skip
+            await e.ping(WAIT)
+        canary.check()
+        assert rss_kb(hub) - before < 20_000  # type: ignore[arg-type]
         sub = await _client(hub, "reader")
         assert await sub.subscribe([("q/#", 0)]) == [0]
         got = []
@@ -131,7 +141,9 @@ def test_retained_quotas_per_client_and_for_the_hub(tmp_path: Path) -> None:
                 got.append((await sub.next_message(QUIET)).topic)
             except TimeoutError:
                 break
-        assert sorted(got) == [f"q/a/{i}" for i in range(5)] + ["q/c/1", "q/c/2"]
+        assert sorted(got) == sorted(
+            [f"q/a/{i}" for i in range(5)] + ["q/c/1", "q/c/2"] + [f"q/e/{i}" for i in range(5)]
+        )
 
     options = ("--max-retained-per-client", "5", "--max-retained-bytes-per-client", "20000",
                "--max-retained-bytes", "25000")  # fmt: skip

@@ -178,7 +178,7 @@ def test_a_client_that_does_not_read_its_acks_is_not_read_from(tmp_path: Path) -
     """A client that sends QoS 1 publishes and never reads the PUBACKs: once its write buffer
     passes max_buffered the broker stops reading it, so the buffer stays bounded; reading
     resumes when the client reads again."""
-    count = 200_000
+    count = 100_000
 
     async def scenario() -> None:
         settings = BrokerSettings(max_buffered=4096)
