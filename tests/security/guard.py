@@ -6,6 +6,7 @@ does (sending a flood) does not delay it: its PUBACK latency is the hub's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -138,3 +139,37 @@ class Events:
             body = json.loads(msg.payload)
             if body["event"] == event and all(body.get(k) == v for k, v in fields.items()):
                 return dict(body)
+
+
+async def count_publishes(client: RawClient, prefix: bytes, count: int, timeout: float) -> int:
+    """Reads until ``count`` PUBLISH packets on topics starting with ``prefix`` have arrived
+    (other packets are skipped) or no byte came for ``timeout`` s; returns how many did.
+    Parses lengths only: fast enough to keep up with a broker sending 100,000 messages."""
+    got = 0
+    skip = len(prefix)
+    buf = client._buffer
+    while got < count:
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            length, shift, i = 0, 0, pos + 1
+            while i < end:
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            else:
+                break  # the length field is not all here yet
+            if i + length > end:
+                break
+            got += buf[pos] >> 4 == 3 and buf[i + 2 : i + 2 + skip] == prefix
+            pos = i + length
+        del buf[:pos]
+        if got < count:
+            try:
+                await asyncio.wait_for(client._fill(), timeout)
+            except TimeoutError:
+                return got
+    return got

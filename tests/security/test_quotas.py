@@ -10,15 +10,13 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.security.guard import Canary, Events, logged_hub, rss_kb
+from tests.security.guard import Canary, Events, count_publishes, logged_hub, rss_kb
 from tests.support.hubproc import scaled
 from tests.support.mqtt import (
     PINGRESP,
     PUBACK,
-    PUBLISH,
     SUBACK,
     RawClient,
-    decode_publish,
     pingreq_packet,
     publish_packet,
     subscribe_packet,
@@ -203,11 +201,7 @@ def test_subscribing_to_everything_over_100000_retained_messages(tmp_path: Path)
             await everything.send(subscribe_packet(1, [("#", 0)]))
             first = await everything.recv(scaled(1))
             assert first.kind == SUBACK, first
-            got = 0
-            while got < count:
-                p = await everything.recv(WAIT)
-                if p.kind == PUBLISH and decode_publish(p).topic.startswith("r/"):
-                    got += 1
+            got = await count_publishes(everything, b"r/", count, WAIT)
         canary.check()
         assert got == count
 
