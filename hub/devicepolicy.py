@@ -19,7 +19,7 @@ reading costs one dictionary look-up here.
 
 from __future__ import annotations
 
-from hub.broker import Refusal
+from hub.broker.settings import Refusal
 from hub.config import ConfigError
 from hub.topics import (
     DEVICE_ID_RE,

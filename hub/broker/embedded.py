@@ -129,11 +129,7 @@ class EmbeddedBroker:
         """Devices with a retained presence status (d/<id>/s)."""
         if self.core is None:
             return set()
-        return {
-            parts[1]
-            for topic in self.core.retained.topics()
-            if len(parts := topic.split("/")) == 3 and parts[0] == "d" and parts[2] == "s"
-        }
+        return {m.topic.split("/")[1] for m in self.core.retained.matching("d/+/s")}
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publishes as the hub itself (events, commands)."""
