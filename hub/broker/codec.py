@@ -285,13 +285,21 @@ def parse_pid(p: Packet) -> int:
     return int(pid)
 
 
-def parse_subscribe(p: Packet) -> tuple[int, list[tuple[str, int]]]:
+UNCHECKED = ("", 0)  # a filter past parse_subscribe's limit: counted, not decoded
+
+
+def parse_subscribe(p: Packet, limit: int = 0) -> tuple[int, list[tuple[str, int]]]:
+    """The packet id and the (filter, QoS) pairs; past ``limit`` filters (0: none) the rest
+    are only counted, each as UNCHECKED (the broker refuses them unread)."""
     if p.flags != 0x02:
         raise ProtocolError("SUBSCRIBE flags must be 0010 [MQTT-3.8.1-1]")
     pid = parse_pid(Packet(p.kind, p.flags, p.body[:2]))
     pos = 2
     filters: list[tuple[str, int]] = []
     while pos < len(p.body):
+        if limit and len(filters) >= limit:
+            filters.extend([UNCHECKED] * _count_filters(p.body, pos))
+            break
         topic_filter, pos = _string(p.body, pos, "topic filter")
         check_depth(topic_filter, "topic filter")
         if pos >= len(p.body):
@@ -304,6 +312,20 @@ def parse_subscribe(p: Packet) -> tuple[int, list[tuple[str, int]]]:
     if not filters:
         raise ProtocolError("SUBSCRIBE without a filter [MQTT-3.8.3-3]")
     return pid, filters
+
+
+def _count_filters(body: bytes, pos: int) -> int:
+    """How many (filter, QoS) pairs the rest of a SUBSCRIBE holds, from their lengths."""
+    count = 0
+    end = len(body)
+    while pos < end:
+        if pos + 2 > end:
+            raise ProtocolError("topic filter: packet ends inside a length field")
+        pos += 3 + (body[pos] << 8 | body[pos + 1])
+        if pos > end:
+            raise ProtocolError("SUBSCRIBE filter runs past the end of the packet")
+        count += 1
+    return count
 
 
 def parse_unsubscribe(p: Packet) -> tuple[int, list[str]]:

@@ -252,16 +252,15 @@ class BrokerCore(EventReporting):
     ) -> list[bool] | None:
         """Each filter's verdict (False for an invalid filter), or None to ask ``may``."""
         verdicts = []
-        for index, (topic_filter, _) in enumerate(filters):
-            if index >= self.settings.max_filters_per_subscribe:
-                verdicts.append(False)  # over the quota: refused unchecked (``subscribe``)
-                continue
+        cap = self.settings.max_filters_per_subscribe
+        for topic_filter, _ in filters[:cap]:
             allowed = codec.check_topic_filter(topic_filter) and self.may_now(
                 conn, topic_filter, Action.SUBSCRIBE
             )
             if allowed is None:
                 return None
             verdicts.append(allowed)
+        verdicts.extend([False] * (len(filters) - cap))  # over the quota (``subscribe``)
         return verdicts
 
     def take_session(self, conn: Connection) -> tuple[Session, bool]:
@@ -426,21 +425,17 @@ class BrokerCore(EventReporting):
         granted: list[tuple[str, int]] = []
         settings = self.settings
         subscriptions = session.subscriptions
-        for index, ((topic_filter, qos), allowed) in enumerate(
-            zip(filters, verdicts, strict=True)
-        ):
-            quota = None
-            if index >= settings.max_filters_per_subscribe:
-                quota = "filters_per_subscribe"
-            elif (
+        cap = settings.max_filters_per_subscribe
+        if len(filters) > cap:
+            detail = f"filters_per_subscribe: {len(filters)} filters, the first {cap} considered"
+            self.warn("quota_exceeded", conn, detail, quota="filters_per_subscribe")
+        for (topic_filter, qos), allowed in zip(filters[:cap], verdicts[:cap], strict=True):
+            if (
                 topic_filter not in subscriptions
                 and len(subscriptions) >= settings.max_subscriptions
             ):
-                quota = "subscriptions"
-            if quota is not None:
-                limit = getattr(settings, f"max_{quota}")
-                self.warn("quota_exceeded", conn, f"{quota}: more than {limit}: refused",
-                          quota=quota)  # fmt: skip
+                detail = f"subscriptions: more than {settings.max_subscriptions}: refused"
+                self.warn("quota_exceeded", conn, detail, quota="subscriptions")
                 codes.append(codec.SUBACK_FAILURE)
                 continue
             if not codec.check_topic_filter(topic_filter):
@@ -456,6 +451,7 @@ class BrokerCore(EventReporting):
             subscriptions[topic_filter] = qos
             codes.append(qos)
             granted.append((topic_filter, qos))
+        codes.extend([codec.SUBACK_FAILURE] * (len(filters) - cap))
         conn.write(codec.suback(pid, codes))  # SUBACK before any retained message
         if not granted or not len(self.retained):
             return

@@ -197,7 +197,7 @@ def test_subscribing_to_everything_over_100000_retained_messages(tmp_path: Path)
         for loader in loaders:
             await loader.ping(scaled(30))
         everything = await _client(hub, "everything")
-        with Canary(hub) as canary:  # type: ignore[arg-type]
+        with Canary(hub) as canary:  # type: ignore[arg-type]  # from the subscription on
             await everything.send(subscribe_packet(1, [("#", 0)]))
             first = await everything.recv(scaled(1))
             assert first.kind == SUBACK, first
