@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-retained-bytes", 64 * 1024 * 1024, "BYTES", "retained bytes in all (64 MiB)"),
         ("--max-filters-per-subscribe", 8, "N", "filters granted per SUBSCRIBE (8)"),
         ("--max-subscriptions", 50, "N", "subscriptions per session (50)"),
+        ("--max-sessions-per-identity", 10, "N", "persistent sessions per device, token or "
+         "client; the oldest offline one is dropped (10)"),
         ("--max-connect", 64 * 1024, "BYTES", "largest CONNECT packet (64 KiB)"),
         ("--login-failures", 10, "N", "failed logins per address or user name a minute "
          "before logins from it are refused for a minute (0: no limit; 10)"),
@@ -314,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_retained_bytes=args.max_retained_bytes,
                 max_filters_per_subscribe=args.max_filters_per_subscribe,
                 max_subscriptions=args.max_subscriptions,
+                max_sessions_per_identity=args.max_sessions_per_identity,
                 max_connect=args.max_connect,
                 login_failures=args.login_failures,
                 max_sensors=args.max_sensors,

@@ -47,6 +47,7 @@ class HubConfig:
     max_retained_bytes: int = 64 * 1024 * 1024
     max_filters_per_subscribe: int = 8
     max_subscriptions: int = 50
+    max_sessions_per_identity: int = 10
     max_connect: int = 64 * 1024
     login_failures: int = 10
     max_sensors: int = 32

@@ -108,6 +108,7 @@ class Hub:
                 max_retained_bytes=config.max_retained_bytes,
                 max_filters_per_subscribe=config.max_filters_per_subscribe,
                 max_subscriptions=config.max_subscriptions,
+                max_sessions_per_identity=config.max_sessions_per_identity,
                 max_connect=config.max_connect,
                 login_failures=config.login_failures,
             ),

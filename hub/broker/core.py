@@ -142,6 +142,7 @@ class BrokerCore(EventReporting):
         )
         self.publish_check: PublishCheck | None = None
         self.buckets = Buckets(settings.rate_limit)  # publish rates, kept across reconnects
+        self._owned: dict[str, dict[str, None]] = {}  # identity -> its persistent sessions
         self.message_listeners: list[Callable[[str, bytes], None]] = []
         self.init_reporting()
         self._feeds: set[asyncio.Task[None]] = set()  # retained deliveries under way
@@ -287,14 +288,50 @@ class BrokerCore(EventReporting):
         existing = self.sessions.get(cid)
         if existing is not None and not connect.clean_session and not existing.clean:
             existing.detach()
+            self._own(conn, existing)
             return existing, True
         if existing is not None:
             self._drop_session(existing)
         session = Session(cid, connect.clean_session, self.limits)
         self.sessions[cid] = session
+        if not connect.clean_session:
+            self._own(conn, session)
         return session, False
 
+    def _own(self, conn: Connection, session: Session) -> None:
+        """Charges a persistent session to the connection's identity; beyond
+        max_sessions_per_identity its oldest offline ones are dropped (with their queues)."""
+        if session.owner != conn.key:
+            self._disown(session)
+        session.owner = conn.key
+        owned = self._owned.setdefault(conn.key, {})
+        owned.pop(session.client_id, None)
+        owned[session.client_id] = None  # the newest last
+        limit = self.settings.max_sessions_per_identity
+        if len(owned) <= limit:
+            return
+        for cid in list(owned):
+            old = self.sessions.get(cid)
+            if cid in self.connections and old is not None:
+                continue  # in use: only offline sessions are dropped
+            if old is not None:
+                self._drop_session(old)
+                detail = f"sessions: more than {limit} persistent sessions: {cid}'s dropped"
+                self.warn("quota_exceeded", conn, detail, quota="sessions")
+            owned.pop(cid, None)
+            if len(owned) <= limit:
+                return
+
+    def _disown(self, session: Session) -> None:
+        owned = self._owned.get(session.owner)
+        if owned is not None:
+            owned.pop(session.client_id, None)
+            if not owned:
+                del self._owned[session.owner]
+
     def _drop_session(self, session: Session) -> None:
+        if session.owner:
+            self._disown(session)
         for topic_filter in session.subscriptions:
             self.tree.remove(topic_filter, session.client_id)
         session.subscriptions.clear()

@@ -79,8 +79,8 @@ class Session:
     """The queue and the QoS 2 receipts are made when first needed: most sessions of a fleet
     never use them, and empty ones cost about 1 KB."""
 
-    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "limits", "link", "queue",
-                 "queued_bytes", "receipts", "subscriptions")  # fmt: skip
+    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "limits", "link", "owner",
+                 "queue", "queued_bytes", "receipts", "subscriptions")  # fmt: skip
 
     def __init__(self, client_id: str, clean: bool, limits: Limits) -> None:
         self.client_id = client_id
@@ -90,6 +90,7 @@ class Session:
         self.inflight: dict[int, _Outgoing] = {}
         self.queue: deque[tuple[Message, int, bool]] | None = None
         self.queued_bytes = 0  # topics and payloads in the queue
+        self.owner = ""  # the identity a persistent session is charged to (the broker's key)
         self.receipts: set[int] | None = None  # QoS 2 packet ids received, PUBREL not yet
         self.link: Link | None = None
         self.dropped = 0

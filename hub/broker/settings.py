@@ -40,6 +40,7 @@ class BrokerSettings:
     max_retained_bytes: int = 64 * 1024 * 1024  # the whole hub
     max_filters_per_subscribe: int = 8
     max_subscriptions: int = 50  # per session
+    max_sessions_per_identity: int = 10  # persistent sessions; the oldest offline one goes
     max_connect: int = 64 * 1024  # bytes of a CONNECT packet (before login)
     login_failures: int = 10  # per address and per identity a minute, then refused a minute
 
@@ -49,6 +50,7 @@ class BrokerSettings:
             "max_queued_bytes": 1024, "max_buffered": 1024, "max_retained_per_client": 0,
             "max_retained_bytes_per_client": 0, "max_retained_bytes": 0,
             "max_filters_per_subscribe": 1, "max_subscriptions": 1, "max_connect": 128,
+            "max_sessions_per_identity": 1,
             "login_failures": 0,
         }  # fmt: skip
         for name, least in at_least.items():

@@ -10,7 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.security.guard import Canary, Events, count_publishes, logged_hub, rss_kb
+from tests.security.guard import Canary, Events, count_publishes, logged_hub, rss_kb, token
 from tests.support.hubproc import scaled
 from tests.support.mqtt import (
     PINGRESP,
@@ -255,4 +255,26 @@ def test_pingreq_flood_is_rate_limited(tmp_path: Path) -> None:
         await client.ping(WAIT)
 
     with logged_hub(tmp_path) as hub:
+        asyncio.run(scenario(hub))
+
+
+def test_persistent_sessions_per_identity_are_bounded(tmp_path: Path) -> None:
+    """One token keeps at most --max-sessions-per-identity persistent sessions: a new one
+    drops its oldest offline session (a quota_exceeded event), the newer ones are resumed."""
+
+    async def scenario(hub: object) -> None:
+        events = await Events.watch(hub)  # type: ignore[arg-type]
+        login = {"username": "token", "password": token(hub, "--subscribe", "x/#")}  # type: ignore[arg-type]
+        for n in range(4):
+            client = await _client(hub, f"keep-{n}", clean=False, **login)
+            assert await client.subscribe([("x/#", 1)]) == [1]
+            await client.disconnect()
+        body = await events.expect("quota_exceeded", quota="sessions")
+        assert "keep-0" in body["detail"]
+        for n, present in ((1, True), (3, True), (0, False)):
+            client = await RawClient.tcp(hub.host, hub.mqtt_port)  # type: ignore[attr-defined]
+            assert await client.connect(f"keep-{n}", clean=False, **login) == (present, 0)
+            await client.disconnect()
+
+    with logged_hub(tmp_path, "--max-sessions-per-identity", "3", secure=True) as hub:
         asyncio.run(scenario(hub))

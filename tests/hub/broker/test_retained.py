@@ -1,8 +1,16 @@
 """Retained messages without sockets: the topic tree's wildcard walk and the quotas."""
 
+import gc
+
 import pytest
 
-from hub.broker.retained import QUOTA_BYTES, QUOTA_HUB_BYTES, QUOTA_MESSAGES, RetainedStore
+from hub.broker.retained import (
+    FREEZE_STEP,
+    QUOTA_BYTES,
+    QUOTA_HUB_BYTES,
+    QUOTA_MESSAGES,
+    RetainedStore,
+)
 from hub.broker.session import Message
 from hub.broker.topictree import RetainedTree, filter_matches
 
@@ -79,3 +87,23 @@ def test_empty_payload_clears_and_the_hub_is_never_refused() -> None:
     assert store.usage("a") == (0, 0) and store.get("a/1") is None
     assert sorted(store.topics()) == ["hub/x"]
     assert list(store.matching("a/1")) == [] and list(store.matching("hub/+"))
+
+
+def test_growth_freezes_retained_messages_out_of_the_collector() -> None:
+    """Growing by FREEZE_STEP messages moves the objects alive to the collector's permanent
+    generation (full passes no longer walk them); replacing messages does not, and the frozen
+    messages they replace are still freed."""
+    gc.unfreeze()
+    store = RetainedStore(per_client=10**6, per_client_bytes=10**9, total_bytes=10**9)
+    try:
+        for i in range(FREEZE_STEP - 1):
+            store.store(m(f"g/{i}", 1), "a")
+        assert gc.get_freeze_count() == 0
+        store.store(m("g/last", 1), "a")
+        frozen = gc.get_freeze_count()
+        assert frozen > FREEZE_STEP
+        for i in range(FREEZE_STEP):
+            store.store(m(f"g/{i}", 2), "a")  # churn: replaced, not grown
+        assert gc.get_freeze_count() < frozen  # no new freeze; the replaced ones were freed
+    finally:
+        gc.unfreeze()
