@@ -139,10 +139,13 @@ class Connection:
                 self.on_backlog()
 
     def kill(self, reason: str, *, will: bool = True) -> None:
-        """Closes the connection from our side; the will is published unless told otherwise."""
+        """Closes the connection from our side; the will is published unless told otherwise.
+        What was already written in this pass of the loop goes to the link first (a slow
+        consumer cut off gets what it was sent before the cut)."""
         if self.close_reason is None:
             self.close_reason = reason
         self.publish_will = self.publish_will and will
+        self.flush()
         self.link.abort()
 
     # --- what the link calls -----------------------------------------------------------------
