@@ -385,9 +385,9 @@ class Connection:
         self.core.connection_started(self)
 
     def _refuse(self, code: int, why: str, event: str = "refused") -> None:
-        log.info("%s refused: %s", self, why)
         self.close_reason = f"refused: {why}"
-        self.core.report(event, self, why)
+        # A login flood is one event (and log line) per client and reason per 10 s.
+        self.core.warn(event, self, why, logging.INFO, variant=why)
         self.link.write(codec.connack(False, code))
         self.link.close()
 

@@ -50,13 +50,21 @@ class EventReporting:
         self._emit(kind, event)
 
     def warn(
-        self, kind: str, conn: Connection, detail: str, level: int = logging.WARNING, **extra: Any
+        self,
+        kind: str,
+        conn: Connection,
+        detail: str,
+        level: int = logging.WARNING,
+        *,
+        variant: str = "",
+        **extra: Any,
     ) -> None:
         """A log line and a hub event about a client misbehaving, at most once per client per
-        kind per window (10 s); the next one says how many were held back."""
+        kind (and quota or variant) per window (10 s); the next one says how many were held
+        back."""
         who = conn.key or conn.client_id or conn.link.peer[0]
-        quota = extra.get("quota")
-        held = self._throttle.allow((who, f"{kind}:{quota}" if quota else kind))
+        variant = extra.get("quota") or variant
+        held = self._throttle.allow((who, f"{kind}:{variant}" if variant else kind))
         if held is None:
             return
         if held:
