@@ -95,6 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PER_S",
         help="publishes a second per client (0: no limit; default 50)",
     )
+    for flag, default, metavar, text in (
+        ("--max-queued-bytes", 8 * 1024 * 1024, "BYTES", "bytes queued per session (8 MiB)"),
+        ("--max-buffered", 256 * 1024, "BYTES", "bytes in one connection's write buffer "
+         "before messages queue (256 KiB)"),
+        ("--max-retained-per-client", 100, "N", "retained messages per client (100)"),
+        ("--max-retained-bytes-per-client", 1024 * 1024, "BYTES",
+         "retained bytes per client (1 MiB)"),
+        ("--max-retained-bytes", 64 * 1024 * 1024, "BYTES", "retained bytes in all (64 MiB)"),
+        ("--max-filters-per-subscribe", 8, "N", "filters granted per SUBSCRIBE (8)"),
+        ("--max-subscriptions", 50, "N", "subscriptions per session (50)"),
+        ("--max-sessions-per-identity", 10, "N", "persistent sessions per device, token or "
+         "client; the oldest offline one is dropped (10)"),
+        ("--max-connect", 64 * 1024, "BYTES", "largest CONNECT packet (64 KiB)"),
+        ("--login-failures", 10, "N", "failed logins per address or user name a minute "
+         "before logins from it are refused for a minute (0: no limit; 10)"),
+        ("--max-sensors", 32, "N", "sensors per device (32)"),
+        ("--max-sensor-name", 16, "N", "characters of a sensor name, at most 16 (16)"),
+    ):  # fmt: skip
+        limits.add_argument(flag, type=int, default=default, metavar=metavar, help=text)
+    limits.add_argument(
+        "--slow-consumer",
+        choices=("drop", "disconnect"),
+        default="drop",
+        help="a connected client whose queue is full: drop QoS 0 (default) or disconnect it",
+    )
     serve.add_argument(
         "--store",
         default=None,
@@ -122,12 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--disk-low", default="5%", metavar="5%|100MB",
         help="a disk_low hub event when the data dir's free space is below this (5%%)",
     )  # fmt: skip
-    for flag, default, what in (
+    for flag, seconds, what in (
         ("--http-header-timeout", 10.0, "seconds to send a request's headers (10)"),
         ("--http-body-timeout", 30.0, "seconds to send a request's body (30)"),
         ("--http-idle-timeout", 60.0, "seconds a keep-alive connection may idle (60)"),
     ):
-        durable.add_argument(flag, type=float, default=default, metavar="S", help=what)
+        durable.add_argument(flag, type=float, default=seconds, metavar="S", help=what)
     durable.add_argument(
         "--http-max-body", type=int, default=1024 * 1024, metavar="BYTES",
         help="largest HTTP request body; a larger one gets 413 (1 MiB)",
@@ -418,6 +443,20 @@ def main(argv: list[str] | None = None) -> int:
                 http_max_body=args.http_max_body,
                 http_max_per_address=args.http_max_per_address,
                 http_max_connections=args.http_max_connections,
+                # Broker quotas.
+                max_queued_bytes=args.max_queued_bytes,
+                max_buffered=args.max_buffered,
+                slow_consumer=args.slow_consumer,
+                max_retained_per_client=args.max_retained_per_client,
+                max_retained_bytes_per_client=args.max_retained_bytes_per_client,
+                max_retained_bytes=args.max_retained_bytes,
+                max_filters_per_subscribe=args.max_filters_per_subscribe,
+                max_subscriptions=args.max_subscriptions,
+                max_sessions_per_identity=args.max_sessions_per_identity,
+                max_connect=args.max_connect,
+                login_failures=args.login_failures,
+                max_sensors=args.max_sensors,
+                max_sensor_name=args.max_sensor_name,
             )
             footprint.apply()
             asyncio.run(_serve(config))

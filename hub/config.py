@@ -58,6 +58,21 @@ class HubConfig:
     http_max_body: int = 1024 * 1024
     http_max_per_address: int = 64
     http_max_connections: int = 0  # 0: a quarter of the open-file limit
+    # Broker quotas (README, "Broker behaviour and limits"); checked by hub.broker's
+    # BrokerSettings and hub.devicepolicy when the hub starts.
+    max_queued_bytes: int = 8 * 1024 * 1024
+    max_buffered: int = 256 * 1024
+    slow_consumer: str = "drop"  # or "disconnect"
+    max_retained_per_client: int = 100
+    max_retained_bytes_per_client: int = 1024 * 1024
+    max_retained_bytes: int = 64 * 1024 * 1024
+    max_filters_per_subscribe: int = 8
+    max_subscriptions: int = 50
+    max_sessions_per_identity: int = 10
+    max_connect: int = 64 * 1024
+    login_failures: int = 10
+    max_sensors: int = 32
+    max_sensor_name: int = 16
 
     def __post_init__(self) -> None:
         if not self.host:

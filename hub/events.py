@@ -45,6 +45,7 @@ SEVERITY = {
     "store_failure": "error",
     "store_recovered": "info",
     "disk_low": "warning",
+    "quota_exceeded": "warning",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

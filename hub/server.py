@@ -16,6 +16,7 @@ from hub.accounts import Accounts
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
 from hub.config import HubConfig
+from hub.devicepolicy import DevicePolicy
 from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.registry import Fingerprint, Registry
@@ -104,10 +105,24 @@ class Hub:
                 max_queued=config.max_queued,
                 max_inflight=config.max_inflight,
                 rate_limit=config.rate_limit,
+                # Broker quotas.
+                max_queued_bytes=config.max_queued_bytes,
+                max_buffered=config.max_buffered,
+                slow_consumer=config.slow_consumer,
+                max_retained_per_client=config.max_retained_per_client,
+                max_retained_bytes_per_client=config.max_retained_bytes_per_client,
+                max_retained_bytes=config.max_retained_bytes,
+                max_filters_per_subscribe=config.max_filters_per_subscribe,
+                max_subscriptions=config.max_subscriptions,
+                max_sessions_per_identity=config.max_sessions_per_identity,
+                max_connect=config.max_connect,
+                login_failures=config.login_failures,
             ),
             data_dir=config.data_dir,
             allow_anonymous=config.allow_anonymous,
         )
+        # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
+        self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
         self.broker.add_event_sink(self.events)
         self.broker.add_event_sink(self._device_seen)

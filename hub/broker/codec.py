@@ -23,6 +23,7 @@ SUBACK_FAILURE = 0x80
 
 _U16 = struct.Struct("!H")
 MAX_REMAINING_LENGTH = 268_435_455
+MAX_LEVELS = 200  # topic levels in a name or filter; deeper ones close the connection
 
 
 class ProtocolError(Exception):
@@ -73,27 +74,30 @@ class Parser:
         self.max_packet = max_packet
         self._buf: bytearray | None = None
 
-    def feed(self, data: bytes) -> list[Packet]:
+    def feed(self, data: bytes, limit: int = 0) -> list[Packet]:
+        """The whole packets in what arrived so far; at most ``limit`` of them (0: all), the
+        rest stays buffered (before CONNECT only the first packet is cut, so a big message
+        of garbage is refused without splitting it)."""
         packets: list[Packet] = []
         buf = self._buf
         if buf is None:
-            pos = self._split(data, packets)
+            pos = self._split(data, packets, limit)
             if pos < len(data):
                 self._buf = bytearray(data[pos:])
             return packets
         buf.extend(data)
-        pos = self._split(buf, packets)
+        pos = self._split(buf, packets, limit)
         if pos == len(buf):
             self._buf = None
         elif pos:
             del buf[:pos]
         return packets
 
-    def _split(self, buf: bytes | bytearray, packets: list[Packet]) -> int:
+    def _split(self, buf: bytes | bytearray, packets: list[Packet], limit: int) -> int:
         """Appends the whole packets at the start of buf; returns where the rest begins."""
         pos = 0
         end = len(buf)
-        while end - pos >= 2:
+        while end - pos >= 2 and not (limit and len(packets) >= limit):
             first = buf[pos]
             length = 0
             multiplier = 1
@@ -149,11 +153,25 @@ def _binary(body: bytes, pos: int, what: str) -> tuple[bytes, int]:
     return body[pos : pos + n], pos + n
 
 
+def _short(text: str) -> str:
+    """A topic as error messages and logs show it: long ones cut."""
+    return repr(text) if len(text) <= 80 else f"{text[:80]!r}... ({len(text)} characters)"
+
+
+def check_depth(topic: str, what: str) -> None:
+    """Names and filters deeper than MAX_LEVELS close the connection (issue #15)."""
+    if topic.count("/") >= MAX_LEVELS:
+        raise ProtocolError(
+            f"{what} has {topic.count('/') + 1} levels, more than {MAX_LEVELS}: {_short(topic)}"
+        )
+
+
 def check_topic_name(topic: str) -> None:
     if not topic:
         raise ProtocolError("empty topic name [MQTT-4.7.3-1]")
     if "+" in topic or "#" in topic:
-        raise ProtocolError(f"wildcard in topic name {topic!r} [MQTT-3.3.2-2]")
+        raise ProtocolError(f"wildcard in topic name {_short(topic)} [MQTT-3.3.2-2]")
+    check_depth(topic, "topic name")
 
 
 def check_topic_filter(topic_filter: str) -> bool:
@@ -214,6 +232,7 @@ def parse_connect(p: Packet) -> Connect:
 
 
 TOPIC_CACHE = 4096  # topic names whose checks are remembered, by their bytes
+CACHED_TOPIC_MAX = 128  # longer names are checked every time: the cache stays under 1 MB
 _topics: dict[bytes, str] = {}
 
 
@@ -227,9 +246,10 @@ def _topic_name(body: bytes) -> tuple[str, int]:
                 return topic, end
     topic, pos = _string(body, 0, "topic name")
     check_topic_name(topic)
-    if len(_topics) >= TOPIC_CACHE:
-        _topics.clear()
-    _topics[body[2:pos]] = topic
+    if pos <= CACHED_TOPIC_MAX + 2:
+        if len(_topics) >= TOPIC_CACHE:
+            _topics.clear()
+        _topics[body[2:pos]] = topic
     return topic, pos
 
 
@@ -265,14 +285,23 @@ def parse_pid(p: Packet) -> int:
     return int(pid)
 
 
-def parse_subscribe(p: Packet) -> tuple[int, list[tuple[str, int]]]:
+UNCHECKED = ("", 0)  # a filter past parse_subscribe's limit: counted, not decoded
+
+
+def parse_subscribe(p: Packet, limit: int = 0) -> tuple[int, list[tuple[str, int]]]:
+    """The packet id and the (filter, QoS) pairs; past ``limit`` filters (0: none) the rest
+    are only counted, each as UNCHECKED (the broker refuses them unread)."""
     if p.flags != 0x02:
         raise ProtocolError("SUBSCRIBE flags must be 0010 [MQTT-3.8.1-1]")
     pid = parse_pid(Packet(p.kind, p.flags, p.body[:2]))
     pos = 2
     filters: list[tuple[str, int]] = []
     while pos < len(p.body):
+        if limit and len(filters) >= limit:
+            filters.extend([UNCHECKED] * _count_filters(p.body, pos))
+            break
         topic_filter, pos = _string(p.body, pos, "topic filter")
+        check_depth(topic_filter, "topic filter")
         if pos >= len(p.body):
             raise ProtocolError("SUBSCRIBE filter without a QoS byte")
         qos = p.body[pos]
@@ -285,6 +314,20 @@ def parse_subscribe(p: Packet) -> tuple[int, list[tuple[str, int]]]:
     return pid, filters
 
 
+def _count_filters(body: bytes, pos: int) -> int:
+    """How many (filter, QoS) pairs the rest of a SUBSCRIBE holds, from their lengths."""
+    count = 0
+    end = len(body)
+    while pos < end:
+        if pos + 2 > end:
+            raise ProtocolError("topic filter: packet ends inside a length field")
+        pos += 3 + (body[pos] << 8 | body[pos + 1])
+        if pos > end:
+            raise ProtocolError("SUBSCRIBE filter runs past the end of the packet")
+        count += 1
+    return count
+
+
 def parse_unsubscribe(p: Packet) -> tuple[int, list[str]]:
     if p.flags != 0x02:
         raise ProtocolError("UNSUBSCRIBE flags must be 0010 [MQTT-3.10.1-1]")
@@ -293,6 +336,7 @@ def parse_unsubscribe(p: Packet) -> tuple[int, list[str]]:
     filters: list[str] = []
     while pos < len(p.body):
         topic_filter, pos = _string(p.body, pos, "topic filter")
+        check_depth(topic_filter, "topic filter")
         filters.append(topic_filter)
     if not filters:
         raise ProtocolError("UNSUBSCRIBE without a filter [MQTT-3.10.3-2]")

@@ -4,6 +4,12 @@ Packets are handled synchronously as the link delivers them, with no task per co
 few steps that must wait (checking the CONNECT's credentials, and a topic plugin that can only
 answer asynchronously) run in a task; bytes that arrive meanwhile are kept (up to WAIT_BUFFER,
 then the link stops reading) and handled in order once the step is done.
+
+Before CONNECT a connection is cheap to refuse: its first byte must start a CONNECT, the packet
+may be at most ``max_connect`` bytes (checked as soon as its length field arrives), and only
+that packet is cut from what arrived; the rest waits unparsed until the login is done. A client
+whose write buffer grows past ``max_buffered`` (it does not read its acknowledgements) is not
+read from until the buffer drains.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from amqtt.contexts import Action
@@ -20,6 +27,7 @@ from amqtt.contexts import Action
 from hub.broker import codec
 from hub.broker.codec import ProtocolError
 from hub.broker.session import Message, Session
+from hub.broker.throttle import RateLimit
 from hub.broker.transports import Link
 from hub.commitlog import COMMITTED, FAILED, PENDING, Batch
 
@@ -30,36 +38,9 @@ log = logging.getLogger(__name__)
 FLUSH_AT = 16 * 1024  # bytes of coalesced writes that go out without waiting for the loop
 WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops reading
 MAX_PENDING_ACKS = 4096  # acks held for a commit; past it a publish is not acknowledged
-
-
-class RateLimit:
-    """A token bucket of ``rate`` messages a second with a burst of twice that; 0 is no limit."""
-
-    __slots__ = ("_last", "_reported", "_tokens", "rate")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._tokens = 2 * rate
-        self._last = time.monotonic()
-        self._reported = 0.0
-
-    def allow(self, now: float) -> bool:
-        if not self.rate:
-            return True
-        self._tokens = min(2 * self.rate, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    def should_report(self) -> bool:
-        """At most one report a second, however fast the client floods."""
-        now = time.monotonic()
-        if now - self._reported >= 1.0:
-            self._reported = now
-            return True
-        return False
+PACKETS_PER_PASS = 128  # packets handled before the event loop gets a turn (about 1 ms)
+PINGS_PER_S = 100  # PINGRESPs a connection gets a second; more PINGREQs go unanswered
+_NO_LIMIT = RateLimit(0.0)
 
 
 Step = Coroutine[Any, Any, None]
@@ -69,10 +50,11 @@ class Connection:
     """Acts on the packets its link delivers; the session's link while connected."""
 
     __slots__ = (
-        "_ack_batch", "_acks", "_draining", "_ended", "_out", "_out_bytes", "_parser", "_timer",
-        "_waiting", "acl",
-        "client_id", "close_reason", "connect", "core", "keepalive_limit", "last_rx", "link",
-        "plugin_session", "publish_will", "rate", "session", "taken_over", "username",
+        "_ack_batch", "_acks", "_draining", "_ended", "_out", "_out_bytes", "_parser", "_pings",
+        "_read_paused", "_timer", "_waiting",
+        "acl", "client_id", "close_reason", "connect", "core", "keepalive_limit", "key",
+        "last_rx", "link", "plugin_session", "publish_will", "rate", "session", "taken_over",
+        "username",
     )  # fmt: skip
 
     def __init__(self, core: BrokerCore, link: Link) -> None:
@@ -88,12 +70,15 @@ class Connection:
         self.publish_will = True
         self.taken_over = False
         self.plugin_session: object = None
-        self.acl: dict[str, bool] | None = None  # topic -> publish verdict, once it publishes
-        self.rate = RateLimit(core.settings.rate_limit)
-        self._parser = codec.Parser(core.max_packet)
+        self.acl: dict[str, bool] | None = None  # topics it may publish to, once it publishes
+        self.key = ""  # its identity ("device:ID", "token:NAME"): quotas and rates follow it
+        self.rate = _NO_LIMIT  # its identity's bucket once it is logged in
+        self._pings = (0.0, 0)  # (second, PINGREQs answered in it)
+        self._parser = codec.Parser(core.max_connect)  # max_packet once logged in
         self._waiting: list[bytes] | None = None  # bytes that arrived while a step awaited
         self._ended = False
-        self._draining = False
+        self._draining = False  # waiting for the write buffer to drain (one callback)
+        self._read_paused = False  # not read from until then
         self._out: list[bytes] | None = None  # packets waiting for the coalesced write
         self._out_bytes = 0
         self._acks: deque[tuple[Batch | None, int, int]] | None = None  # see _acknowledge
@@ -140,12 +125,19 @@ class Connection:
     def on_backlog(self) -> None:
         """The session queued messages: once the write buffer drains, pump the queue."""
         if not self._draining and self.buffered() >= self.core.limits.high_water:
-            self._draining = True
-            self.flush()
-            self.link.when_writable(self._writable)
+            self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        self._draining = True
+        self.flush()
+        self.link.when_writable(self._writable)
 
     def _writable(self) -> None:
         self._draining = False
+        if self._read_paused:
+            self._read_paused = False
+            if self._waiting is None and not self._ended:
+                self.link.resume_reading()
         session = self.session
         if not self._ended and session is not None and session.link is self:
             self.flush()
@@ -153,10 +145,13 @@ class Connection:
                 self.on_backlog()
 
     def kill(self, reason: str, *, will: bool = True) -> None:
-        """Closes the connection from our side; the will is published unless told otherwise."""
+        """Closes the connection from our side; the will is published unless told otherwise.
+        What was already written in this pass of the loop goes to the link first (a slow
+        consumer cut off gets what it was sent before the cut)."""
         if self.close_reason is None:
             self.close_reason = reason
         self.publish_will = self.publish_will and will
+        self.flush()
         self.link.abort()
 
     # --- what the link calls -----------------------------------------------------------------
@@ -173,11 +168,42 @@ class Connection:
             self._feed(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
+        else:
+            if self.session is not None and self.buffered() > self.core.limits.high_water:
+                self._pause_until_writable()
 
     def _feed(self, data: bytes) -> None:
-        packets = self._parser.feed(data)
+        """Cuts and handles at most PACKETS_PER_PASS packets; the rest of what arrived stays
+        in the parser's buffer and is cut on the next pass of the event loop."""
+        if self.session is None:
+            # Before login: one packet, a CONNECT; the rest stays unparsed (it may be garbage).
+            if data and self.connect is None and not self._parser.pending and data[0] != 0x10:
+                raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")
+            first = self._parser.feed(data, 1)
+            if first:
+                self._handle_from(first, 0)
+            return
+        packets = self._parser.feed(data, PACKETS_PER_PASS)
         if packets:
             self._handle_from(packets, 0)
+            if (
+                len(packets) == PACKETS_PER_PASS
+                and self._waiting is None
+                and self.close_reason is None
+                and not self._ended
+            ):
+                self._waiting = []  # more may be buffered: the next pass takes it
+                asyncio.get_running_loop().call_soon(self._resume, [])
+
+    def _pause_until_writable(self) -> None:
+        """Stops reading from a client that does not read what it is sent (its own acks):
+        its write buffer stays bounded; reading resumes once the buffer has drained."""
+        if self._waiting is not None or self._read_paused:
+            return  # a waiting step governs reading, or it is paused already
+        self._read_paused = True
+        self.link.pause_reading()
+        if not self._draining:
+            self._wait_writable()
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -201,19 +227,25 @@ class Connection:
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         if self.session is None:
-            log.info("%s refused: %s", self, exc)
             self.close_reason = f"refused: {exc}"
         else:
             self.close_reason = f"protocol error: {exc}"
         kind = "payload_too_large" if isinstance(exc, codec.PayloadTooLarge) else "malformed"
-        self.core.report(kind, self, str(exc))
+        self.core.warn(kind, self, str(exc), logging.INFO)  # throttled per client (or address)
         self.link.abort()
 
     # --- packets, in order -------------------------------------------------------------------
     def _handle_from(self, packets: list[codec.Packet], index: int) -> None:
-        """Handles packets in order until one needs to wait: it and the rest go to a task."""
+        """Handles packets in order until one needs to wait: it and the rest go to a task.
+        After PACKETS_PER_PASS packets the rest wait for the next pass of the event loop, so
+        one read full of small packets holds the loop for a few milliseconds, not more."""
+        budget = index + PACKETS_PER_PASS
         while index < len(packets):
             if self.close_reason is not None or self._ended:
+                return
+            if index == budget:
+                self._waiting = []
+                asyncio.get_running_loop().call_soon(self._resume, packets[index:])
                 return
             step = self._handle(packets[index])
             index += 1
@@ -232,9 +264,15 @@ class Connection:
         except Exception:
             log.exception("%s: internal error", self)
             self.kill("internal error")
+        self._resume(rest)
+
+    def _resume(self, rest: list[codec.Packet]) -> None:
+        """Handles what waited behind a step (or for the next pass of the loop), in order."""
         waiting, self._waiting = self._waiting or [], None
         if self.close_reason is not None or self._ended:
             return
+        if self._parser.pending:
+            waiting.insert(0, b"")  # what arrived with the CONNECT, unparsed till now
         try:
             self._handle_from(rest, 0)
             for index, data in enumerate(waiting):
@@ -245,7 +283,10 @@ class Connection:
         except ProtocolError as exc:
             self._protocol_error(exc)
         if self._waiting is None:
-            self.link.resume_reading()
+            if self.session is not None and self.buffered() > self.core.limits.high_water:
+                self._pause_until_writable()
+            elif not self._read_paused:
+                self.link.resume_reading()
 
     def _handle(self, p: codec.Packet) -> Step | None:
         """Acts on one packet; returns a step to await when it cannot finish at once."""
@@ -269,7 +310,7 @@ class Connection:
         elif kind == codec.PUBCOMP:
             session.on_pubcomp(codec.parse_pid(p))
         elif kind == codec.SUBSCRIBE:
-            pid, filters = codec.parse_subscribe(p)
+            pid, filters = codec.parse_subscribe(p, self.core.settings.max_filters_per_subscribe)
             verdicts = self.core.may_subscribe_now(self, filters)
             if verdicts is None:
                 return self._subscribe_after_check(pid, filters)
@@ -279,7 +320,7 @@ class Connection:
             self.core.unsubscribe(self, topic_filters)
             self.write(codec.ack(codec.UNSUBACK, pid))
         elif kind == codec.PINGREQ:
-            self.write(codec.PINGRESP_PACKET)
+            self._ping()
         elif kind == codec.DISCONNECT:
             self.close_reason = "disconnect"
             self.publish_will = False  # [MQTT-3.14.4-3]
@@ -291,10 +332,25 @@ class Connection:
             raise ProtocolError(f"packet type {kind} is not sent by clients")
         return None
 
+    def _ping(self) -> None:
+        second = int(self.last_rx)
+        start, answered = self._pings
+        if start != second:
+            self._pings = (second, 1)
+        elif answered < PINGS_PER_S:
+            self._pings = (second, answered + 1)
+        else:
+            self.core.warn("rate_limit", self, f"over {PINGS_PER_S} PINGREQs/s: not answered")
+            return
+        self.write(codec.PINGRESP_PACKET)
+
     async def _subscribe_after_check(self, pid: int, filters: list[tuple[str, int]]) -> None:
+        cap = self.core.settings.max_filters_per_subscribe
         verdicts = [
-            codec.check_topic_filter(f) and await self.core.may(self, f, Action.SUBSCRIBE)
-            for f, _ in filters
+            index < cap
+            and codec.check_topic_filter(f)
+            and await self.core.may(self, f, Action.SUBSCRIBE)
+            for index, (f, _) in enumerate(filters)
         ]
         self.core.subscribe(self, pid, filters, verdicts)
 
@@ -323,6 +379,11 @@ class Connection:
             return
         if connect.keepalive:
             self.keepalive_limit = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
+        identity = self.identity
+        kind, name = getattr(identity, "kind", None), getattr(identity, "name", None)
+        self.key = f"{kind}:{name}" if kind and name else f"client:{self.client_id}"
+        self.rate = self.core.buckets.get(self.key)
+        self._parser.max_packet = self.core.max_packet
         self.last_rx = time.monotonic()
         self.session, present = self.core.take_session(self)
         self.link.write(codec.connack(present, codec.ACCEPTED))
@@ -330,18 +391,19 @@ class Connection:
         self.core.connection_started(self)
 
     def _refuse(self, code: int, why: str, event: str = "refused") -> None:
-        log.info("%s refused: %s", self, why)
         self.close_reason = f"refused: {why}"
-        self.core.report(event, self, why)
+        # A login flood is one event (and log line) per client and reason per 10 s.
+        self.core.warn(event, self, why, logging.INFO, variant=why)
         self.link.write(codec.connack(False, code))
         self.link.close()
 
     # --- PUBLISH -----------------------------------------------------------------------------
     def _on_publish(self, pub: codec.Publish) -> Step | None:
-        if pub.topic.startswith("$"):
-            raise ProtocolError(f"clients may not publish to {pub.topic!r} [MQTT-4.7.2-1]")
         session = self.session
         assert session is not None
+        if pub.topic.startswith("$"):  # [MQTT-4.7.2-1]: acknowledged, never routed
+            self._publish(pub, False)
+            return None
         if pub.qos == 2 and session.has_qos2(pub.pid):
             self._acknowledge(codec.PUBREC, pub.pid, self._held(pub.pid))  # a resend
             return None
@@ -357,25 +419,33 @@ class Connection:
     def _publish(self, pub: codec.Publish, allowed: bool) -> None:
         session = self.session
         assert session is not None
-        handle: Batch | None = None
-        if not allowed:
-            log.info("%s may not publish to %s: message dropped", self, pub.topic)
-            self.core.report("filter_violation", self, f"publish to {pub.topic}")
-        elif not self.rate.allow(time.monotonic()):
+        if not self.rate.allow(self.last_rx):
             # QoS 0 is dropped; QoS 1/2 is not acknowledged, so the client keeps it and sends
             # it again later: the limit slows a device down without losing its readings.
-            if self.rate.should_report():
-                log.warning("%s exceeds %s messages/s: refused", self, self.rate.rate)
-                self.core.report("rate_limit", self, f"over {self.rate.rate} messages/s")
+            # Refused publishes count too: a flood of them is throttled the same way.
+            self.core.warn("rate_limit", self, f"over {self.rate.rate} messages/s: refused")
             return
-        else:
-            handle = self.core.publish(Message(pub.topic, pub.payload, pub.qos, pub.retain), self)
+        if not allowed:
+            self.core.warn("filter_violation", self, f"publish to {pub.topic[:200]}: dropped",
+                           logging.INFO)  # fmt: skip
+            if pub.qos == 1:
+                self._acknowledge(codec.PUBACK, pub.pid, None)
+            elif pub.qos == 2:
+                self._received_qos2(pub.pid, None)
+            return
+        message = Message(pub.topic, pub.payload, pub.qos, pub.retain)
+        if pub.qos == 2:  # PUBREC before the message goes on to subscribers (issue #15)
+            self.core.publish_from(self, message, partial(self._received_qos2, pub.pid))
+            return
+        handle = self.core.publish_from(self, message)
         if pub.qos == 1:
             self._acknowledge(codec.PUBACK, pub.pid, handle)
-        elif pub.qos == 2:
-            if handle is None or handle.state != FAILED:
-                session.received_qos2(pub.pid)
-            self._acknowledge(codec.PUBREC, pub.pid, handle)
+
+    def _received_qos2(self, pid: int, handle: Batch | None) -> None:
+        session = self.session
+        if session is not None and (handle is None or handle.state != FAILED):
+            session.received_qos2(pid)
+        self._acknowledge(codec.PUBREC, pid, handle)
 
     # --- acknowledged means stored -------------------------------------------------------------
     # A message a listener stores (a reading) is acknowledged once its commit handle (a batch

@@ -17,13 +17,23 @@ names the amqtt behaviour it replaces and is covered by tests/broker/:
 5. QoS: amqtt delivers at the subscription's QoS. Here min(publish QoS, subscription QoS).
 6. Retain flag: amqtt sets RETAIN on messages queued for offline sessions. Here only retained
    messages sent for a new subscription carry it.
-7. Zombies: after a publish to a '$', wildcard or empty topic amqtt stops routing but keeps the
-   connection. Here the connection is closed and the will published.
+7. Zombies: after a publish to a wildcard or empty topic amqtt stops routing but keeps the
+   connection. Here the connection is closed and the will published. A publish to a '$' topic
+   is acknowledged and dropped (a filter_violation event), as any publish outside the rules.
 8. Invalid input: see hub/broker/codec.py; the connection is closed at once.
 9. QoS 1 timeout: amqtt gives up on a PUBACK after 5 s and loses the message (#391). Here
    messages stay in flight until acknowledged.
 10. Health probes: amqtt logs an ERROR with a traceback for a connect+close. Here: debug.
 11. Queues: bounded per session, see hub/broker/session.py.
+12. Take-over: amqtt (and the MQTT 3.1.1 rule [MQTT-3.1.2-8]) closes the older connection
+    without DISCONNECT, so its will is published.
+
+Every per-client resource has a bound (README, "Broker behaviour and limits"): retained
+messages and bytes per client and for the hub (hub/broker/retained.py), filters per SUBSCRIBE
+and per session, bytes queued per session, the publish rate of an identity across reconnects,
+PINGREQs. Retained messages for a new subscription go out in slices that yield to the event
+loop and wait while the subscriber's buffers are full. Repeated warnings about one client go
+out (log and hub event) once per kind per 10 s with a count (hub/broker/throttle.py).
 """
 
 from __future__ import annotations
@@ -33,35 +43,29 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from amqtt.contexts import Action
 
 from hub.broker import codec
 from hub.broker.connection import Connection
+from hub.broker.reporting import EventReporting, EventSink
+from hub.broker.retained import RetainedStore
 from hub.broker.session import Limits, Message, Queued, Session
-from hub.broker.topictree import TopicTree, filter_matches
+from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
+from hub.broker.throttle import Buckets
+from hub.broker.topictree import TopicTree
 from hub.broker.transports import Link
 from hub.commitlog import Batch
 
 log = logging.getLogger(__name__)
-
-EventSink = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    max_payload: int = 256 * 1024
-    max_inflight: int = 20
-    max_queued: int = 1000
-    max_qos: int = 2
-    connect_timeout: float = 10.0
-    keepalive_sweep: float = 0.25
-    rate_limit: float = 0.0  # messages a second per client; 0 is no limit
-
+__all__ = ["BrokerCore", "BrokerSettings", "EventSink", "PublishCheck", "Refusal"]
 
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
+ACL_CACHED_TOPIC_MAX = 128  # longer topics are checked every time (the cache stays small)
+RETAINED_SLICE = 100  # retained messages sent for a new subscription before yielding
+RETAINED_WAIT_S = 0.01  # how often a paused retained delivery looks at the buffers again
 
 
 class AuthRequest:
@@ -105,6 +109,7 @@ def _reason_code(close_reason: str, will: bool) -> str:
         ("keepalive", "keepalive_timeout"),
         ("disabled", "disabled"),
         ("kicked", "kicked"),
+        ("taken over", "taken_over"),
         ("hub shutting down", "shutdown"),
     ):
         if close_reason.startswith(prefix):
@@ -112,21 +117,36 @@ def _reason_code(close_reason: str, will: bool) -> str:
     return "will" if will else "lost"
 
 
-class BrokerCore:
+class BrokerCore(EventReporting):
     def __init__(self, settings: BrokerSettings, plugins: Any) -> None:
         self.settings = settings
         self.max_payload = settings.max_payload
         # The largest packet we accept: a maximal topic and packet id around the payload.
         self.max_packet = settings.max_payload + 2 + 65535 + 2
         self.connect_timeout = settings.connect_timeout
-        self.limits = Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued)
+        self.max_connect = settings.max_connect
+        self.limits = Limits(
+            max_inflight=settings.max_inflight,
+            max_queued=settings.max_queued,
+            high_water=settings.max_buffered,
+            max_queued_bytes=settings.max_queued_bytes,
+            disconnect_slow=settings.slow_consumer == "disconnect",
+        )
         self.plugins = plugins  # the amqtt broker: its _authenticate and _topic_filtering
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}
         self.tree = TopicTree()
-        self.retained: dict[str, Message] = {}
-        self.event_sinks: list[EventSink] = []
+        self.retained = RetainedStore(
+            settings.max_retained_per_client,
+            settings.max_retained_bytes_per_client,
+            settings.max_retained_bytes,
+        )
+        self.publish_check: PublishCheck | None = None
+        self.buckets = Buckets(settings.rate_limit)  # publish rates, kept across reconnects
+        self._owned: dict[str, dict[str, None]] = {}  # identity -> its persistent sessions
         self.message_listeners: list[Callable[[str, bytes], Batch | None]] = []
+        self.init_reporting()
+        self._feeds: set[asyncio.Task[None]] = set()  # retained deliveries under way
         self._all: set[Connection] = set()
         self._acl = False
         # The topic plugins' synchronous checks (``allows``), when every plugin has one:
@@ -170,34 +190,6 @@ class BrokerCore:
                 if limit is not None and now - conn.last_rx > limit:
                     log.info("%s silent for %.1f s: keepalive timeout", conn, now - conn.last_rx)
                     conn.kill("keepalive timeout")
-
-    # --- events ----------------------------------------------------------------------------
-    def report(self, kind: str, conn: Connection, detail: str = "", **extra: Any) -> None:
-        identity = conn.identity
-        event = {
-            "kind": kind,
-            "client_id": conn.client_id,
-            "identity": getattr(identity, "kind", None),
-            "name": getattr(identity, "name", None) or conn.username,
-            "network": conn.link.network,
-            "peer": f"{conn.link.peer[0]}:{conn.link.peer[1]}",
-            "detail": detail,
-            **extra,
-        }
-        self._emit(kind, event)
-
-    def _report_offline(self, kind: str, session: Session, detail: str) -> None:
-        """An event about a persistent session whose client is not connected."""
-        event = {"kind": kind, "client_id": session.client_id, "identity": None, "name": None,
-                 "network": None, "peer": None, "detail": detail}  # fmt: skip
-        self._emit(kind, event)
-
-    def _emit(self, kind: str, event: dict[str, Any]) -> None:
-        for sink in self.event_sinks:
-            try:
-                sink(kind, event)
-            except Exception:
-                log.exception("event sink failed on %s", kind)
 
     def kick(self, should_go: Callable[[Connection], str | None]) -> int:
         """Disconnects every client for which should_go returns a reason; returns how many."""
@@ -243,19 +235,18 @@ class BrokerCore:
 
     def may_publish_now(self, conn: Connection, topic: str) -> bool | None:
         """``may_now`` for a publish, cached per connection (its identity never changes
-        while it is connected)."""
+        while it is connected): allowed short topics only, so the cache stays small and a
+        client cannot fill it with refusals."""
         acl = conn.acl
         if acl is None:
             acl = conn.acl = {}
-        else:
-            allowed = acl.get(topic)
-            if allowed is not None:
-                return allowed
+        elif topic in acl:
+            return True
         allowed = self.may_now(conn, topic, Action.PUBLISH)
-        if allowed is not None:
+        if allowed and len(topic) <= ACL_CACHED_TOPIC_MAX:
             if len(acl) >= ACL_CACHE:
                 acl.clear()
-            acl[topic] = allowed
+            acl[topic] = True
         return allowed
 
     def may_subscribe_now(
@@ -263,13 +254,15 @@ class BrokerCore:
     ) -> list[bool] | None:
         """Each filter's verdict (False for an invalid filter), or None to ask ``may``."""
         verdicts = []
-        for topic_filter, _ in filters:
+        cap = self.settings.max_filters_per_subscribe
+        for topic_filter, _ in filters[:cap]:
             allowed = codec.check_topic_filter(topic_filter) and self.may_now(
                 conn, topic_filter, Action.SUBSCRIBE
             )
             if allowed is None:
                 return None
             verdicts.append(allowed)
+        verdicts.extend([False] * (len(filters) - cap))  # over the quota (``subscribe``)
         return verdicts
 
     def take_session(self, conn: Connection) -> tuple[Session, bool]:
@@ -281,19 +274,65 @@ class BrokerCore:
         if old is not None:
             log.info("%s takes over from %s", conn, old)
             old.taken_over = True
+            # The older connection closes without DISCONNECT: its will goes out [MQTT-3.1.2-8].
+            will = bool(old.publish_will and old.connect and old.connect.will_topic)
+            if will:
+                assert old.connect is not None
+                self._publish_will(old, old.connect)
             old.kill("taken over by a new connection", will=False)
+            if old.session is not None and old.session.link is old:
+                old.session.detach()
+            log.info("%s disconnected: taken over", old)
+            self.report("disconnected", old, "taken over by a new connection",
+                        reason="taken_over", will=will)  # fmt: skip
         self.connections[cid] = conn
         existing = self.sessions.get(cid)
         if existing is not None and not connect.clean_session and not existing.clean:
             existing.detach()
+            self._own(conn, existing)
             return existing, True
         if existing is not None:
             self._drop_session(existing)
         session = Session(cid, connect.clean_session, self.limits)
         self.sessions[cid] = session
+        if not connect.clean_session:
+            self._own(conn, session)
         return session, False
 
+    def _own(self, conn: Connection, session: Session) -> None:
+        """Charges a persistent session to the connection's identity; beyond
+        max_sessions_per_identity its oldest offline ones are dropped (with their queues)."""
+        if session.owner != conn.key:
+            self._disown(session)
+        session.owner = conn.key
+        owned = self._owned.setdefault(conn.key, {})
+        owned.pop(session.client_id, None)
+        owned[session.client_id] = None  # the newest last
+        limit = self.settings.max_sessions_per_identity
+        if len(owned) <= limit:
+            return
+        for cid in list(owned):
+            old = self.sessions.get(cid)
+            if cid in self.connections and old is not None:
+                continue  # in use: only offline sessions are dropped
+            if old is not None:
+                self._drop_session(old)
+                detail = f"sessions: more than {limit} persistent sessions: {cid}'s dropped"
+                self.warn("quota_exceeded", conn, detail, quota="sessions")
+            owned.pop(cid, None)
+            if len(owned) <= limit:
+                return
+
+    def _disown(self, session: Session) -> None:
+        owned = self._owned.get(session.owner)
+        if owned is not None:
+            owned.pop(session.client_id, None)
+            if not owned:
+                del self._owned[session.owner]
+
     def _drop_session(self, session: Session) -> None:
+        if session.owner:
+            self._disown(session)
         for topic_filter in session.subscriptions:
             self.tree.remove(topic_filter, session.client_id)
         session.subscriptions.clear()
@@ -353,23 +392,57 @@ class BrokerCore:
         will = Message(
             connect.will_topic, connect.will_payload, connect.will_qos, connect.will_retain
         )
-        self.publish(will, conn)
+        self.publish_from(conn, will)
 
     # --- routing ---------------------------------------------------------------------------
-    def publish(self, message: Message, sender: Connection | None = None) -> Batch | None:
-        """Routes a message; returns the commit handle of a listener that stores it (the
-        sender acknowledges it once that has committed), else None."""
+    def publish_from(
+        self,
+        conn: Connection,
+        message: Message,
+        received: Callable[[Batch | None], None] | None = None,
+    ) -> Batch | None:
+        """A client's message (or will), allowed by the topic rules: the hub's publish check
+        and the retained quotas first, then routed. Returns the commit handle of a listener
+        that stores it (the client is acknowledged once that has committed), else None;
+        ``received(handle)`` runs after the listeners and before any subscriber gets it (QoS 2:
+        PUBREC goes first)."""
+        check = self.publish_check
+        if check is not None:
+            refusal = check(conn.identity, message.topic, message.payload, message.retain)
+            if refusal is not None:
+                extra: dict[str, Any] = {"topic": message.topic[:200]}
+                if refusal.device is not None:
+                    extra["device"] = refusal.device
+                if refusal.quota is not None:
+                    extra["quota"] = refusal.quota
+                self.warn(refusal.event, conn, refusal.detail, **extra)
+                if received is not None:
+                    received(None)
+                return None
+        if message.retain:
+            quota = self.retained.store(message, conn.key or conn.client_id)
+            if quota is not None:
+                self.warn("quota_exceeded", conn, f"{quota}: message on {message.topic[:200]} "
+                          "routed but not retained", quota=quota)  # fmt: skip
+        return self._route(message, received)
+
+    def publish(self, message: Message, sender: Connection | None = None) -> None:
+        """The hub's own message (events, commands): routed, retained without quotas."""
+        if message.retain:
+            self.retained.store(message, None)
+        self._route(message)
+
+    def _route(
+        self, message: Message, received: Callable[[Batch | None], None] | None = None
+    ) -> Batch | None:
         topic = message.topic
         handle = None
         for listener in self.message_listeners:
             stored = listener(topic, message.payload)
             if stored is not None:
                 handle = stored
-        if message.retain:
-            if message.payload:
-                self.retained[topic] = message
-            else:
-                self.retained.pop(topic, None)  # [MQTT-3.3.1-10]
+        if received is not None:
+            received(handle)
         qos = message.qos
         sessions = self.sessions
         for cid, sub_qos in self.tree.match(topic).items():
@@ -386,18 +459,17 @@ class BrokerCore:
                 link.on_backlog()
         elif result is Queued.OVERFLOW:
             conn = self.connections.get(session.client_id)
-            limit = self.limits.max_queued
+            quota = session.full_because()
+            limits = self.limits
+            bound = (f"{limits.max_queued} messages" if quota == "queued_messages"
+                     else f"{limits.max_queued_bytes} bytes")  # fmt: skip
             if conn is not None and session.link is conn:
-                log.warning("%s: queue of %d messages is full: disconnecting a slow consumer",
-                            conn, limit)  # fmt: skip
-                self.report("queue_full", conn, f"{limit} messages queued: disconnected")
-                conn.kill(f"slow consumer: {limit} messages queued")
+                self.warn("queue_full", conn, f"{bound} queued: disconnected (slow consumer)",
+                          quota=quota, action="disconnected")  # fmt: skip
+                conn.kill(f"slow consumer: {bound} queued")
             else:
-                log.warning("offline session %s: queue of %d messages is full: message on %s "
-                            "dropped", session.client_id, limit, message.topic)  # fmt: skip
-                self._report_offline(
-                    "queue_full", session, f"offline, {limit} queued: message dropped"
-                )
+                detail = f"offline, {bound} queued: messages dropped"
+                self._report_offline("queue_full", session, detail, quota=quota, action="dropped")
 
     def subscribe(
         self, conn: Connection, pid: int, filters: list[tuple[str, int]], verdicts: list[bool]
@@ -407,29 +479,73 @@ class BrokerCore:
         assert session is not None
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
-        for (topic_filter, qos), allowed in zip(filters, verdicts, strict=True):
+        settings = self.settings
+        subscriptions = session.subscriptions
+        cap = settings.max_filters_per_subscribe
+        if len(filters) > cap:
+            detail = f"filters_per_subscribe: {len(filters)} filters, the first {cap} considered"
+            self.warn("quota_exceeded", conn, detail, quota="filters_per_subscribe")
+        for (topic_filter, qos), allowed in zip(filters[:cap], verdicts[:cap], strict=True):
+            if (
+                topic_filter not in subscriptions
+                and len(subscriptions) >= settings.max_subscriptions
+            ):
+                detail = f"subscriptions: more than {settings.max_subscriptions}: refused"
+                self.warn("quota_exceeded", conn, detail, quota="subscriptions")
+                codes.append(codec.SUBACK_FAILURE)
+                continue
             if not codec.check_topic_filter(topic_filter):
                 codes.append(codec.SUBACK_FAILURE)
                 continue
             if not allowed:
-                self.report("filter_violation", conn, f"subscribe to {topic_filter}")
+                self.warn("filter_violation", conn, f"subscribe to {topic_filter[:200]}",
+                          logging.INFO)  # fmt: skip
                 codes.append(codec.SUBACK_FAILURE)
                 continue
-            qos = min(qos, self.settings.max_qos)
+            qos = min(qos, settings.max_qos)
             self.tree.add(topic_filter, session.client_id, qos)
-            session.subscriptions[topic_filter] = qos
+            subscriptions[topic_filter] = qos
             codes.append(qos)
             granted.append((topic_filter, qos))
+        codes.extend([codec.SUBACK_FAILURE] * (len(filters) - cap))
         conn.write(codec.suback(pid, codes))  # SUBACK before any retained message
+        if not granted or not len(self.retained):
+            return
+        wild = []
         for topic_filter, qos in granted:
-            for message in self._retained_for(topic_filter):
-                self._deliver(session, message, min(message.qos, qos), True)
-
-    def _retained_for(self, topic_filter: str) -> list[Message]:
-        if "+" not in topic_filter and "#" not in topic_filter:
+            if "+" in topic_filter or "#" in topic_filter:
+                wild.append((topic_filter, qos))
+                continue
             message = self.retained.get(topic_filter)
-            return [message] if message is not None else []
-        return [m for t, m in self.retained.items() if filter_matches(topic_filter, t)]
+            if message is not None:
+                self._deliver(session, message, min(message.qos, qos), True)
+        if wild:
+            task = asyncio.get_running_loop().create_task(self._send_retained(conn, session, wild))
+            self._feeds.add(task)
+            task.add_done_callback(self._feeds.discard)
+
+    async def _send_retained(
+        self, conn: Connection, session: Session, granted: list[tuple[str, int]]
+    ) -> None:
+        """The retained messages for new subscriptions, in slices of RETAINED_SLICE that
+        yield to the event loop; while the subscriber's write buffer is over its bound or its
+        session queues messages, this waits (the queue never overflows because of it)."""
+        high_water = self.limits.high_water
+        sent = 0
+        for topic_filter, qos in granted:
+            for message in self.retained.matching(topic_filter):
+                if session.subscriptions.get(topic_filter) != qos or conn.close_reason:
+                    break  # unsubscribed or resubscribed meanwhile (that sends its own)
+                if session.link is not conn:
+                    return
+                self._deliver(session, message, min(message.qos, qos), True)
+                sent += 1
+                if sent % RETAINED_SLICE == 0:
+                    await asyncio.sleep(0)
+                while session.queue or conn.buffered() >= high_water:
+                    if session.link is not conn or conn.close_reason:
+                        return
+                    await asyncio.sleep(RETAINED_WAIT_S)
 
     def unsubscribe(self, conn: Connection, filters: list[str]) -> None:
         session = conn.session

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from amqtt.broker import Broker
 
-from hub.broker.core import BrokerCore, BrokerSettings, EventSink
+from hub.broker.core import BrokerCore, BrokerSettings, EventSink, PublishCheck
 from hub.broker.session import Message
 from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
 from hub.commitlog import Batch
@@ -26,7 +26,7 @@ MQTT_NETWORK = "mqtt"
 WS_NETWORK = "ws"
 
 
-def _amqtt_config(data_dir: Path, allow_anonymous: bool) -> dict[str, Any]:
+def _amqtt_config(data_dir: Path, allow_anonymous: bool, login_failures: int) -> dict[str, Any]:
     external = {"type": "external"}
     return {
         # amqtt merges every listener with "default"; external listeners bind nothing.
@@ -35,6 +35,7 @@ def _amqtt_config(data_dir: Path, allow_anonymous: bool) -> dict[str, Any]:
             "hub.broker.plugins.GatekeeperAuthPlugin": {
                 "data_dir": str(data_dir),
                 "allow_anonymous": allow_anonymous,
+                "login_failures": login_failures,
             },
             "hub.broker.plugins.GatekeeperTopicPlugin": {},
         },
@@ -67,6 +68,15 @@ class EmbeddedBroker:
         self.core: BrokerCore | None = None
         self._event_sinks: list[EventSink] = []
         self._message_listeners: list[Callable[[str, bytes], Batch | None]] = []
+        self.publish_check: PublishCheck | None = None
+
+    def set_publish_check(self, check: PublishCheck | None) -> None:
+        """check(identity, topic, payload, retain) sees every client's message (and will)
+        the topic rules allow, before it is routed or retained; a Refusal it returns drops the
+        message (acknowledged) with a hub event. The hub's device policy is one."""
+        self.publish_check = check
+        if self.core is not None:
+            self.core.publish_check = check
 
     def add_event_sink(self, sink: EventSink) -> None:
         """sink(kind, details) is called for connects, disconnects and every refusal."""
@@ -83,8 +93,11 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         # amqtt's Broker must be built inside the running event loop.
-        amqtt = _AmqttBroker(_amqtt_config(self.data_dir, self.allow_anonymous))
+        amqtt = _AmqttBroker(
+            _amqtt_config(self.data_dir, self.allow_anonymous, self.settings.login_failures)
+        )
         core = BrokerCore(self.settings, amqtt)
+        core.publish_check = self.publish_check
         core.event_sinks.extend(self._event_sinks)
         core.message_listeners.extend(self._message_listeners)
         amqtt.core = core
@@ -118,11 +131,7 @@ class EmbeddedBroker:
         """Devices with a retained presence status (d/<id>/s)."""
         if self.core is None:
             return set()
-        return {
-            parts[1]
-            for topic in self.core.retained
-            if len(parts := topic.split("/")) == 3 and parts[0] == "d" and parts[2] == "s"
-        }
+        return {m.topic.split("/")[1] for m in self.core.retained.matching("d/+/s")}
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publishes as the hub itself (events, commands)."""

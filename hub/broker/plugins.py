@@ -2,12 +2,18 @@
 
 The gatekeeper plugins put the hub's security policy (hub/security.py) behind amqtt's plugin
 interface: authentication at CONNECT, and topic filtering for every publish and subscribe.
+
+Credential checks (scrypt) run in a one-thread executor of their own, so a flood of logins never
+takes the default pool that storage uses. After ``login_failures`` failed logins within a
+minute from one address, or for one user name, further attempts from it are refused for a
+minute without being checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +21,9 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
+from hub.broker.throttle import Failures
 from hub.registry import Registry
-from hub.security import Gatekeeper, Identity, Verdict, load_key
+from hub.security import TOKEN_USERNAME, Gatekeeper, Identity, Verdict, load_key
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
     class Config:
         data_dir: str = "data"
         allow_anonymous: bool = False
+        login_failures: int = 10  # per address and per user name a minute; 0: no limit
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(context)
@@ -39,28 +47,61 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
         self.gatekeeper = Gatekeeper(
             self.registry, load_key(data_dir), allow_anonymous=self.config.allow_anonymous
         )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hub-auth")
+        self._by_address = Failures(self.config.login_failures)
+        self._by_name = Failures(self.config.login_failures)
 
     async def authenticate(self, *, session: Session) -> bool:
-        password = session.password
-        raw = password.encode(errors="surrogateescape") if isinstance(password, str) else password
-        tls = session.ssl_object
-        # The client certificate, if one was presented: the handshake verified it already.
-        peer_cert = tls.getpeercert(binary_form=True) if tls is not None else None
-        # Secret checks hash with scrypt: off the event loop.
-        verdict: Verdict = await asyncio.get_running_loop().run_in_executor(
-            None,
-            self.gatekeeper.authenticate,
-            session.username,
-            raw,
-            session.client_id,
-            tls is not None,
-            peer_cert or None,
-        )
+        address = str(session.remote_address)
+        name = f"user:{session.username}" if session.username is not None else ""
+        if self._by_address.blocked(address) or (name and self._by_name.blocked(name)):
+            verdict = Verdict(None, "auth_failure", "too many failed logins: try again later",
+                              bad_credentials=True)  # fmt: skip
+        else:
+            secret = session.password
+            raw = secret.encode(errors="surrogateescape") if isinstance(secret, str) else secret
+            tls = session.ssl_object
+            # The client certificate, if one was presented: the handshake verified it already.
+            peer_cert = tls.getpeercert(binary_form=True) if tls is not None else None
+            # Secret checks hash with scrypt: off the event loop, in a thread of their own.
+            verdict = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                self._check,
+                session.username,
+                raw,
+                session.client_id,
+                tls is not None,
+                peer_cert or None,
+            )
+            if verdict.bad_credentials:
+                self._by_address.failed(address)
+                if name:
+                    self._by_name.failed(name)
         session.verdict = verdict  # type: ignore[attr-defined]
         session.identity = verdict.identity  # type: ignore[attr-defined]
         return verdict.identity is not None
 
+    def _check(
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None,
+    ) -> Verdict:
+        """The gatekeeper's verdict; a token may not take a registered device's client id
+        (that would disconnect the device and pass for it)."""
+        verdict = self.gatekeeper.authenticate(username, password, client_id, tls, peer_cert)
+        if (
+            username == TOKEN_USERNAME
+            and verdict.identity is not None
+            and self.registry.get(client_id) is not None
+        ):
+            return Verdict(None, "auth_failure", f"client id {client_id!r} is a device's")
+        return verdict
+
     async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.registry.close()
 
 

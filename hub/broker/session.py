@@ -7,10 +7,12 @@ Delivery policy (README, "Broker behaviour and limits"):
   otherwise it waits in the session's queue.
 - Messages in flight never time out (amqtt drops QoS 1 messages after 5 s). When a persistent
   session reconnects, they are sent again with DUP set, in their original order, then the queue.
-- The queue holds at most ``max_queued`` messages. When it is full, the oldest QoS 0 message
-  makes room; with no QoS 0 message to drop, a new QoS 0 message is dropped and a new QoS 1/2
-  message overflows: the broker disconnects a connected client (slow consumer) and reports it,
-  and drops (and reports) messages for an offline one.
+- The queue holds at most ``max_queued`` messages and ``max_queued_bytes`` bytes (topics and
+  payloads). When it is full, the oldest QoS 0 messages make room; with no QoS 0 message to
+  drop, a new QoS 0 message is dropped and a new QoS 1/2 message overflows: the broker
+  disconnects a connected client (slow consumer) and reports it, and drops (and reports)
+  messages for an offline one. With ``disconnect_slow`` a connected client whose queue is full
+  overflows on any message, QoS 0 included.
 - While a persistent session is offline, QoS 1/2 messages are queued and QoS 0 messages dropped.
 """
 
@@ -29,6 +31,8 @@ class Limits:
     max_inflight: int = 20
     max_queued: int = 1000
     high_water: int = 256 * 1024  # bytes waiting in the connection's write buffer
+    max_queued_bytes: int = 8 * 1024 * 1024  # topics and payloads waiting in the queue
+    disconnect_slow: bool = False  # a connected client with a full queue: cut off, any QoS
 
 
 class Link(Protocol):
@@ -75,8 +79,8 @@ class Session:
     """The queue and the QoS 2 receipts are made when first needed: most sessions of a fleet
     never use them, and empty ones cost about 1 KB."""
 
-    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "limits", "link", "queue",
-                 "receipts", "subscriptions")  # fmt: skip
+    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "limits", "link", "owner",
+                 "queue", "queued_bytes", "receipts", "subscriptions")  # fmt: skip
 
     def __init__(self, client_id: str, clean: bool, limits: Limits) -> None:
         self.client_id = client_id
@@ -85,6 +89,8 @@ class Session:
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, _Outgoing] = {}
         self.queue: deque[tuple[Message, int, bool]] | None = None
+        self.queued_bytes = 0  # topics and payloads in the queue
+        self.owner = ""  # the identity a persistent session is charged to (the broker's key)
         self.receipts: set[int] | None = None  # QoS 2 packet ids received, PUBREL not yet
         self.link: Link | None = None
         self.dropped = 0
@@ -122,19 +128,49 @@ class Session:
         queue = self.queue
         if queue is None:
             queue = self.queue = deque()
-        if len(queue) >= self.limits.max_queued and not self._make_room(queue):
-            self.dropped += 1
-            return Queued.DROPPED if qos == 0 else Queued.OVERFLOW
+        size = len(message.payload) + len(message.topic_bytes)
+        limits = self.limits
+        if len(queue) >= limits.max_queued or self.queued_bytes + size > limits.max_queued_bytes:
+            if link is not None and limits.disconnect_slow:
+                self.dropped += 1
+                return Queued.OVERFLOW
+            if not self._make_room(queue, size):
+                self.dropped += 1
+                return Queued.DROPPED if qos == 0 else Queued.OVERFLOW
         queue.append((message, qos, retain))
+        self.queued_bytes += size
         return Queued.QUEUED
 
-    def _make_room(self, queue: deque[tuple[Message, int, bool]]) -> bool:
-        for index, (_, qos, _) in enumerate(queue):
+    def full_because(self) -> str:
+        """Which bound a full queue hit, as hub events name it."""
+        if self.queue is not None and len(self.queue) >= self.limits.max_queued:
+            return "queued_messages"
+        return "queued_bytes"
+
+    def _make_room(self, queue: deque[tuple[Message, int, bool]], size: int) -> bool:
+        """Drops the oldest QoS 0 messages until ``size`` more bytes and one more message fit;
+        False (nothing dropped) when they cannot."""
+        limits = self.limits
+        need_count = len(queue) + 1 - limits.max_queued
+        need_bytes = self.queued_bytes + size - limits.max_queued_bytes
+        if size > limits.max_queued_bytes:
+            return False
+        victims = []
+        for index, (message, qos, _) in enumerate(queue):
+            if need_count <= 0 and need_bytes <= 0:
+                break
             if qos == 0:
-                del queue[index]
-                self.dropped += 1
-                return True
-        return False
+                victims.append(index)
+                need_count -= 1
+                need_bytes -= len(message.payload) + len(message.topic_bytes)
+        if need_count > 0 or need_bytes > 0:
+            return False
+        for index in reversed(victims):
+            message = queue[index][0]
+            del queue[index]
+            self.queued_bytes -= len(message.payload) + len(message.topic_bytes)
+            self.dropped += 1
+        return True
 
     def pump(self) -> bool:
         """Moves queued messages to the connection; False while its write buffer is full."""
@@ -144,6 +180,7 @@ class Session:
         queue = self.queue
         if not queue:
             self.queue = None  # drained: give its blocks back
+            self.queued_bytes = 0
             return True
         while queue:
             if link.buffered() >= self.limits.high_water:
@@ -152,11 +189,13 @@ class Session:
             if qos and len(self.inflight) >= self.limits.max_inflight:
                 return True  # an acknowledgement will call pump again
             queue.popleft()
+            self.queued_bytes -= len(message.payload) + len(message.topic_bytes)
             if qos:
                 self._send(message, qos, retain)
             else:
                 link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
         self.queue = None
+        self.queued_bytes = 0
         return True
 
     def _send(self, message: Message, qos: int, retain: bool) -> None:

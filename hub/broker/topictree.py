@@ -1,9 +1,15 @@
-"""Subscriptions as a trie of topic levels: matching costs the topic's depth, not the number
-of filters (amqtt tests every message against every subscription filter)."""
+"""Subscriptions and retained messages as tries of topic levels: matching costs the topic's
+depth, not the number of filters or retained messages (amqtt tests every message against every
+subscription filter, and every retained message against a new filter).
+
+Every walk is iterative: names and filters are at most codec.MAX_LEVELS deep, but nothing here
+recurses on client input.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 
 class _Node:
@@ -15,6 +21,7 @@ class _Node:
 
 
 MATCH_CACHE = 8192  # topics whose subscribers are remembered between subscription changes
+CACHED_TOPIC_MAX = 128  # longer topics are matched every time (the cache stays small)
 
 
 class TopicTree:
@@ -67,37 +74,38 @@ class TopicTree:
     def match(self, topic: str) -> dict[str, int]:
         """Client id -> highest granted QoS over all filters matching the topic (read only:
         the same dict answers again until the subscriptions change)."""
-        result = self._matches.get(topic)
-        if result is not None:
-            return result
-        result = {}
+        cached = self._matches.get(topic)
+        if cached is not None:
+            return cached
+        result: dict[str, int] = {}
         levels = topic.split("/")
+        count = len(levels)
         # [MQTT-4.7.2-1] wildcards at the first level do not match topics starting with '$'.
-        self._walk(self._root, levels, 0, result, levels[0].startswith("$"))
-        if len(self._matches) >= MATCH_CACHE:
-            self._matches.clear()
-        self._matches[topic] = result
+        dollar = levels[0].startswith("$")
+        stack = [(self._root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            children = node.children
+            wild_ok = not (dollar and depth == 0)
+            if wild_ok:
+                hash_node = children.get("#")
+                if hash_node is not None:  # '#' also matches the parent level itself
+                    _merge(result, hash_node.subscribers)
+            if depth == count:
+                _merge(result, node.subscribers)
+                continue
+            exact = children.get(levels[depth])
+            if exact is not None:
+                stack.append((exact, depth + 1))
+            if wild_ok:
+                plus = children.get("+")
+                if plus is not None:
+                    stack.append((plus, depth + 1))
+        if len(topic) <= CACHED_TOPIC_MAX:
+            if len(self._matches) >= MATCH_CACHE:
+                self._matches.clear()
+            self._matches[topic] = result
         return result
-
-    def _walk(
-        self, node: _Node, levels: list[str], depth: int, result: dict[str, int], dollar: bool
-    ) -> None:
-        children = node.children
-        wild_ok = not (dollar and depth == 0)
-        if wild_ok:
-            hash_node = children.get("#")
-            if hash_node is not None:  # '#' also matches the parent level itself
-                _merge(result, hash_node.subscribers)
-        if depth == len(levels):
-            _merge(result, node.subscribers)
-            return
-        exact = children.get(levels[depth])
-        if exact is not None:
-            self._walk(exact, levels, depth + 1, result, dollar)
-        if wild_ok:
-            plus = children.get("+")
-            if plus is not None:
-                self._walk(plus, levels, depth + 1, result, dollar)
 
     def filters_of(self, client_id: str) -> Iterator[str]:
         """Every filter a client holds (slow path: used when a session ends)."""
@@ -128,3 +136,103 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
         if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
             return False
     return len(f_levels) == len(t_levels)
+
+
+T = TypeVar("T")
+
+
+class _Leaf(Generic[T]):
+    __slots__ = ("children", "value")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Leaf[T]] = {}
+        self.value: T | None = None
+
+
+class RetainedTree(Generic[T]):
+    """Retained messages (any value) keyed by topic level; ``matching`` walks a filter's
+    wildcards through it lazily, so a subscription to '#' over many messages can be delivered
+    in slices."""
+
+    def __init__(self) -> None:
+        self._root: _Leaf[T] = _Leaf()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, topic: str) -> T | None:
+        node = self._root
+        for level in topic.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                return None
+            node = child
+        return node.value
+
+    def set(self, topic: str, value: T) -> T | None:
+        """Stores value on the topic; returns the value it replaces."""
+        node = self._root
+        for level in topic.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Leaf()
+            node = child
+        old, node.value = node.value, value
+        self._count += old is None
+        return old
+
+    def pop(self, topic: str) -> T | None:
+        """Removes the topic's value, pruning empty branches; returns it."""
+        path: list[tuple[_Leaf[T], str]] = []
+        node = self._root
+        for level in topic.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                return None
+            path.append((node, level))
+            node = child
+        old, node.value = node.value, None
+        if old is None:
+            return None
+        self._count -= 1
+        for parent, level in reversed(path):
+            child = parent.children[level]
+            if child.value is not None or child.children:
+                break
+            del parent.children[level]
+        return old
+
+    def matching(self, topic_filter: str) -> Iterator[T]:
+        """The values of every topic the filter matches ('$' topics only for a filter that
+        names its first level). Safe while the tree changes: a branch is listed when the walk
+        reaches it, and values removed by then are skipped."""
+        levels = topic_filter.split("/")
+        count = len(levels)
+        stack: list[tuple[_Leaf[T], int]] = [(self._root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth == count:
+                if node.value is not None:
+                    yield node.value
+                continue
+            level = levels[depth]
+            if level == "#":
+                # Everything below, and the parent level itself ('sport/#' matches 'sport').
+                if depth and node.value is not None:
+                    yield node.value
+                below = [c for name, c in node.children.items() if depth or name[:1] != "$"]
+                while below:
+                    leaf = below.pop()
+                    if leaf.value is not None:
+                        yield leaf.value
+                    below.extend(leaf.children.values())
+                continue
+            if level == "+":
+                for name, child in list(node.children.items()):
+                    if depth or name[:1] != "$":
+                        stack.append((child, depth + 1))
+                continue
+            exact = node.children.get(level)
+            if exact is not None:
+                stack.append((exact, depth + 1))

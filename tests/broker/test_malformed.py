@@ -1,22 +1,27 @@
 """Malformed input: the connection is closed at once, nothing hangs, everyone else is served."""
 
 import asyncio
+import contextlib
 import struct
 from typing import Any
 
 import pytest
+import websockets
 
-from tests.broker.conftest import PROMPT, WAIT, Network, assert_refused, assert_serving
+from tests.broker.conftest import PROMPT, QUIET, WAIT, Network, assert_refused, assert_serving
 from tests.support.hubproc import HubProcess
 from tests.support.mqtt import (
     CONNECT,
+    PUBACK,
     PUBLISH,
     SUBACK,
     SUBSCRIBE,
+    UNSUBACK,
     packet,
     pingreq_packet,
     publish_packet,
     subscribe_packet,
+    unsubscribe_packet,
     utf8,
 )
 
@@ -135,5 +140,80 @@ def test_half_a_connect_then_close_leaves_the_broker_serving(network: Network, t
             await client.send(_connect(0x02, utf8(f"{tag}-half"))[:cut])
             await client.close()
         await assert_serving(network, tag)
+
+    asyncio.run(scenario())
+
+
+def _levels(n: int, tag: str) -> str:
+    """A topic name of exactly n levels."""
+    return "/".join([tag] + ["l"] * (n - 1))
+
+
+@pytest.mark.parametrize("kind", ["publish", "subscribe", "unsubscribe"])
+def test_topics_deeper_than_200_levels_close_the_connection(
+    network: Network, tag: str, kind: str
+) -> None:
+    """200 levels are served; 201 and 65,535 levels close the connection (issue #15, fix 4)."""
+
+    def send(depth: int) -> bytes:
+        name = _levels(depth, tag) if depth < 65535 else "/" * 65534
+        if kind == "publish":
+            return publish_packet(name, b"deep", qos=1, pid=1)
+        if kind == "subscribe":
+            return subscribe_packet(1, [(name, 1)])
+        return unsubscribe_packet(1, [name])
+
+    async def scenario() -> None:
+        ok = await network.client(f"{tag}-ok")
+        await ok.send(send(200))
+        reply = await ok.recv(WAIT)
+        assert reply.kind in (PUBACK, SUBACK, UNSUBACK), reply
+        await ok.ping(WAIT)
+        for depth in (201, 65535):
+            bad = await network.client(f"{tag}-deep")
+            await bad.send(send(depth))
+            seen = await bad.packets_until_closed(PROMPT)
+            assert not seen, f"{depth} levels were answered: {seen}"
+        await ok.ping(WAIT)
+        await ok.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_publish_of_200_levels_reaches_a_wildcard_subscriber(network: Network, tag: str) -> None:
+    """Matching a 200-level topic against '#' and '+' filters works (the walk is iterative)."""
+
+    async def scenario() -> None:
+        name = _levels(200, tag)
+        sub = await network.client(f"{tag}-s")
+        assert await sub.subscribe([(f"{tag}/#", 1), ("/".join([tag] + ["+"] * 199), 1)]) == [
+            1,
+            1,
+        ]
+        pub = await network.client(f"{tag}-p")
+        await pub.publish(name, b"deep", qos=1, timeout=WAIT)
+        msg = await sub.next_message(WAIT)
+        assert (msg.topic, msg.payload) == (name, b"deep")
+        await sub.recv_nothing(QUIET)  # once, though two filters match
+        await pub.disconnect()
+        await sub.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_garbage_before_connect_is_refused_without_reading_it_all(network: Network) -> None:
+    """A big message that does not start with CONNECT, or a CONNECT longer than the 64 KiB
+    limit, is refused at once; the broker keeps serving."""
+
+    async def scenario() -> None:
+        garbage = await network.open()
+        with contextlib.suppress(ConnectionError, websockets.ConnectionClosed):
+            await garbage.send(bytes([PUBLISH << 4]) + b"\xff\xff\xff\x01" + b"\0" * 4_000_000)
+        await assert_refused(garbage)
+        huge = await network.open()
+        with contextlib.suppress(ConnectionError, websockets.ConnectionClosed):
+            await huge.send(_connect(0x02, utf8("x" * 60_000) + b"\x00" * 10_000)[:70_000])
+        await assert_refused(huge)
+        await assert_serving(network, "tgarbage")
 
     asyncio.run(scenario())

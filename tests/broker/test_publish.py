@@ -6,7 +6,15 @@ import pytest
 
 from tests.broker.conftest import PROMPT, QUIET, WAIT, Network, assert_serving
 from tests.support.hubproc import HubProcess
-from tests.support.mqtt import PUBCOMP, PUBREC, ack_packet, packet_id, publish_packet
+from tests.support.mqtt import (
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    ack_packet,
+    packet_id,
+    publish_packet,
+)
 
 
 def test_qos0_publish_is_delivered_without_packet_id(network: Network, tag: str) -> None:
@@ -191,18 +199,17 @@ def test_publisher_receives_its_own_message(network: Network, tag: str) -> None:
 @pytest.mark.parametrize(
     ("transport", "topic", "qos"),
     [
-        ("tcp", "$SYS/hack", 1),
         ("tcp", "{tag}/+/x", 0),
         ("tcp", "{tag}/#", 1),
         ("tcp", "", 0),
-        ("ws", "$SYS/hack", 0),
+        ("ws", "{tag}/+", 1),
     ],
-    ids=["tcp-dollar", "tcp-plus", "tcp-hash", "tcp-empty", "ws-dollar"],
+    ids=["tcp-plus", "tcp-hash", "tcp-empty", "ws-plus"],
 )
 def test_publish_to_an_invalid_topic_closes_and_fires_the_will(
     shared_hub: HubProcess, tag: str, transport: str, topic: str, qos: int
 ) -> None:
-    """A PUBLISH to a $, wildcard or empty topic closes the connection, and the will is sent."""
+    """A PUBLISH to a wildcard or empty topic closes the connection, and the will is sent."""
     network = Network(shared_hub, transport)
 
     async def scenario() -> None:
@@ -216,5 +223,45 @@ def test_publish_to_an_invalid_topic_closes_and_fires_the_will(
         assert (msg.topic, msg.payload) == (f"{tag}/will", b"gone")
         await watcher.disconnect()
         await assert_serving(network, tag)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_to_a_dollar_topic_is_acknowledged_and_dropped(
+    network: Network, tag: str, qos: int
+) -> None:
+    """A PUBLISH to a '$' topic is acknowledged (PUBACK, PUBREC) but never routed, and the
+    connection stays open (issue #15, fix 2)."""
+
+    async def scenario() -> None:
+        spy = await network.client(f"{tag}-spy")
+        assert await spy.subscribe([("$SYS/#", 1)]) == [1]
+        client = await network.client(f"{tag}-c")
+        assert await client.subscribe([(f"{tag}/after", 1)]) == [1]
+        await client.publish("$SYS/hack", b"x", qos=qos, pid=7, timeout=WAIT)  # the full flow
+        await client.publish(f"{tag}/after", b"still here", qos=1, pid=8, timeout=WAIT)
+        assert (await client.next_message(WAIT)).payload == b"still here"
+        await spy.recv_nothing(QUIET)
+        await client.disconnect()
+        await spy.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_qos2_pubrec_comes_before_the_forwarded_message(network: Network, tag: str) -> None:
+    """The broker sends PUBREC to a QoS 2 publisher before it forwards the message, even to
+    the publisher's own subscription (issue #15, fix 3)."""
+
+    async def scenario() -> None:
+        client = await network.client(f"{tag}-c")
+        assert await client.subscribe([(f"{tag}/echo", 2)]) == [2]
+        await client.send(publish_packet(f"{tag}/echo", b"once", qos=2, pid=5))
+        first = await client.recv(WAIT)
+        assert first.kind == PUBREC and packet_id(first) == 5, f"got {first} before PUBREC"
+        await client.send(ack_packet(PUBREL, 5))
+        kinds = {(await client.recv(WAIT)).kind, (await client.recv(WAIT)).kind}
+        assert kinds == {PUBCOMP, PUBLISH}
+        await client.disconnect()
 
     asyncio.run(scenario())

@@ -94,3 +94,22 @@ def test_will_is_delivered_at_the_minimum_qos(network: Network, tag: str) -> Non
         await watcher.close()
 
     asyncio.run(scenario())
+
+
+def test_will_is_published_on_take_over(network: Network, tag: str) -> None:
+    """A second connection with the same client id closes the first without DISCONNECT, so
+    the first one's will is published (issue #15, fix 1; [MQTT-3.1.2-8])."""
+
+    async def scenario() -> None:
+        watcher = await network.client(f"{tag}-w")
+        assert await watcher.subscribe([(f"{tag}/status", 1)]) == [1]
+        old = await network.client(f"{tag}-d", will=(f"{tag}/status", b"offline", 1, True))
+        new = await network.client(f"{tag}-d")
+        await old.expect_closed(PROMPT)
+        msg = await watcher.next_message(WAIT)
+        assert (msg.topic, msg.payload) == (f"{tag}/status", b"offline")
+        await new.disconnect()  # the new connection's clean DISCONNECT publishes nothing
+        await watcher.recv_nothing(QUIET)
+        await watcher.disconnect()
+
+    asyncio.run(scenario())

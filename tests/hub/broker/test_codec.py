@@ -125,3 +125,33 @@ def test_remembered_topic_names_still_need_whole_packets() -> None:
     for _ in range(2):
         with pytest.raises(ProtocolError, match="wildcard"):
             codec.parse_publish(wild, max_payload=1000)
+
+
+def test_parser_cuts_at_most_limit_packets_and_keeps_the_rest() -> None:
+    """feed(data, limit) returns at most limit packets; the rest comes with the next feed,
+    even an empty one."""
+    parser = codec.Parser(10_000)
+    first = parser.feed(b"\xc0\x00" * 5, 2)
+    assert len(first) == 2 and parser.pending == 6
+    assert len(parser.feed(b"", 2)) == 2 and len(parser.feed(b"")) == 1 and parser.pending == 0
+
+
+def test_subscribe_past_the_limit_is_counted_not_decoded() -> None:
+    """Filters past parse_subscribe's limit come back as UNCHECKED (even invalid UTF-8 or a
+    bad QoS); a length running past the packet is still malformed."""
+    body = b"\x00\x01" + utf8("a/b") + b"\x01" + utf8(b"\xff\xfe") + b"\x07" + utf8("c") + b"\x00"
+    pid, filters = codec.parse_subscribe(Packet(codec.SUBSCRIBE, 2, body), 1)
+    assert (pid, filters) == (1, [("a/b", 1), codec.UNCHECKED, codec.UNCHECKED])
+    with pytest.raises(ProtocolError, match="past the end"):
+        codec.parse_subscribe(Packet(codec.SUBSCRIBE, 2, body + b"\x00\x09ab"), 1)
+
+
+@pytest.mark.parametrize("levels", [201, 65535])
+def test_names_and_filters_deeper_than_200_levels_are_malformed(levels: int) -> None:
+    """A topic name or filter of more than 200 levels is a protocol error; 200 are fine."""
+    codec.check_topic_name("/".join(["a"] * 200))
+    deep = "/" * (levels - 1)
+    with pytest.raises(ProtocolError, match="more than 200"):
+        codec.check_topic_name(deep)
+    with pytest.raises(ProtocolError, match="more than 200"):
+        codec.parse_subscribe(Packet(codec.SUBSCRIBE, 2, b"\x00\x01" + utf8(deep) + b"\x00"))

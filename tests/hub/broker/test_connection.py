@@ -8,6 +8,7 @@ asynchronously) run in a task while bytes that arrive meanwhile are kept in orde
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,9 +32,11 @@ from tests.support.mqtt import (
 
 
 @asynccontextmanager
-async def running_broker(data_dir: Path, *, async_acl: bool) -> AsyncIterator[tuple[str, int]]:
+async def running_broker(
+    data_dir: Path, *, async_acl: bool, settings: BrokerSettings | None = None
+) -> AsyncIterator[tuple[str, int]]:
     """An in-process broker on a loopback port; async_acl forces amqtt's async topic checks."""
-    broker = EmbeddedBroker(BrokerSettings(), data_dir=data_dir, allow_anonymous=True)
+    broker = EmbeddedBroker(settings or BrokerSettings(), data_dir=data_dir, allow_anonymous=True)
     await broker.start()
     assert broker.core is not None
     if async_acl:
@@ -167,5 +170,46 @@ def test_a_client_that_leaves_during_its_credential_check_leaves_no_session(
             await asyncio.sleep(0.1)
             assert "gone" not in broker_core.connections
             assert "gone" not in broker_core.sessions
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_does_not_read_its_acks_is_not_read_from(tmp_path: Path) -> None:
+    """A client that sends QoS 1 publishes and never reads the PUBACKs: once its write buffer
+    passes max_buffered the broker stops reading it, so the buffer stays bounded; reading
+    resumes when the client reads again."""
+    count = 100_000
+
+    async def scenario() -> None:
+        settings = BrokerSettings(max_buffered=4096)
+        async with running_broker(tmp_path, async_acl=False, settings=settings) as (host, port):
+            core = _core_of_running_broker()
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small windows on
+            sock.setblocking(False)  # both sides, so the kernel keeps little of it
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(connect_packet("deaf"))
+            assert (await reader.readexactly(4))[3] == 0
+            conn = core.connections["deaf"]
+            server_sock = conn.link._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            writer.write(publish_packet("x", b"", qos=1, pid=1) * count)  # acks never read
+            deadline = asyncio.get_running_loop().time() + 10
+            while not conn._read_paused and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert conn._read_paused, "the broker kept reading"
+            biggest = conn.buffered()
+            for _ in range(10):
+                await asyncio.sleep(0.02)
+                biggest = max(biggest, conn.buffered())
+            assert biggest < 300_000, biggest  # max_buffered plus one read's acknowledgements
+            acks = 0
+            while acks < count * 4:  # reading again: every PUBACK comes
+                chunk = await asyncio.wait_for(reader.read(65536), 10)
+                assert chunk
+                acks += len(chunk)
+            assert acks == count * 4
+            writer.close()
 
     asyncio.run(scenario())

@@ -99,3 +99,41 @@ def test_packet_ids_wrap_to_one_and_skip_ids_in_flight() -> None:
     for i in range(3):
         session.enqueue(msg(i), 1)
     assert [p.pid for p in wire.publishes()] == [65535, 1, 2]
+
+
+def big(n: int, size: int, qos: int = 1) -> Message:
+    return Message(f"t/{n}", b"%d" % n + b"." * (size - 1), qos, False)
+
+
+def test_queue_is_bounded_in_bytes_too() -> None:
+    """Past max_queued_bytes the oldest QoS 0 messages make room; with none to drop, a QoS 1
+    message overflows and a QoS 0 one is dropped; the byte count follows the queue."""
+    session = Session("c", False, Limits(max_inflight=1, max_queued_bytes=3000))
+    wire = Wire(buffered=1 << 30)  # a reader that never drains: everything queues
+    session.attach(wire)
+    assert session.enqueue(big(0, 1000, 0), 0) is Queued.QUEUED
+    assert session.enqueue(big(1, 1000), 1) is Queued.QUEUED
+    assert session.enqueue(big(2, 900), 1) is Queued.QUEUED
+    assert session.queued_bytes == 2900 + 9
+    assert session.enqueue(big(3, 900), 1) is Queued.QUEUED  # the QoS 0 one made room
+    assert [m.topic for m, _, _ in session.queue or ()] == ["t/1", "t/2", "t/3"]
+    assert session.enqueue(big(4, 900), 1) is Queued.OVERFLOW
+    assert session.full_because() == "queued_bytes"
+    assert session.enqueue(big(5, 900, 0), 0) is Queued.DROPPED
+    wire.backlog = 0
+    session.on_puback(0)  # nothing in flight: pump by hand
+    session.pump()
+    assert session.queued_bytes == sum(len(m.payload) + 3 for m, _, _ in session.queue or ())
+
+
+def test_disconnect_slow_overflows_on_any_qos() -> None:
+    """With disconnect_slow a connected client's full queue overflows even on QoS 0 (the
+    broker then disconnects it); offline sessions still just drop QoS 0."""
+    session = Session("c", False, Limits(max_queued=2, disconnect_slow=True))
+    wire = Wire(buffered=1 << 30)
+    session.attach(wire)
+    assert [session.enqueue(msg(i, 0), 0) for i in range(2)] == [Queued.QUEUED] * 2
+    assert session.full_because() == "queued_messages"
+    assert session.enqueue(msg(2, 0), 0) is Queued.OVERFLOW
+    session.detach()
+    assert session.enqueue(msg(3, 0), 0) is Queued.DROPPED
