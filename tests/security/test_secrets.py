@@ -3,9 +3,12 @@ scrypt hashes written by older hubs, without the hub running."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from hub import device_secrets
 from hub.device_secrets import KEY_FILE, KEYED_PREFIX, SCRYPT_PREFIX, scrypt_hash
 from hub.registry import SLOW, Registry, RegistryError
 from hub.security import Gatekeeper
+from tests.support.hubproc import hub_cli, scaled, start_hub
+from tests.support.mqtt import RawClient
 
 
 def stored_hash(data: Path, device_id: str) -> str:
@@ -189,3 +194,42 @@ def test_the_gatekeeper_decides_on_the_fast_path_unless_scrypt_is_needed(tmp_pat
     again = gate.authenticate_fast("old-1", legacy.encode(), "old-1", False)
     assert again is not None and again.identity is not None
     registry.close()
+
+
+def test_a_hub_admits_a_device_of_an_old_registry_and_upgrades_it_in_place(
+    tmp_path: Path,
+) -> None:
+    """A real hub on a registry whose device hash is scrypt (as older hubs wrote it) admits
+    the device, replaces the hash with the keyed form without kicking it, refuses a wrong
+    secret, and admits it again on the keyed form."""
+    data = tmp_path / "data"
+    added = hub_cli(data, "device", "add", "old-1", "--allow-insecure")
+    assert added.returncode == 0, added.stderr
+    secret = json.loads(added.stdout)["password"]
+    make_legacy(data, "old-1", secret)
+    hub = start_hub(data, secure=True)
+    try:
+
+        async def scenario() -> None:
+            client = await RawClient.tcp(hub.host, hub.mqtt_port)
+            _, code = await client.connect("old-1", username="old-1", password=secret)
+            assert code == 0
+            deadline = time.monotonic() + scaled(10)
+            while not stored_hash(data, "old-1").startswith(KEYED_PREFIX):
+                assert time.monotonic() < deadline, "the hash was not upgraded"
+                await asyncio.sleep(0.05)
+            await client.recv_nothing(scaled(1.5))  # three registry polls: no kick
+            await client.ping()
+            wrong = await RawClient.tcp(hub.host, hub.mqtt_port)
+            _, code = await wrong.connect("old-1", username="old-1", password=secret + "x")
+            assert code == 4
+            await wrong.close()
+            await client.disconnect()
+            again = await RawClient.tcp(hub.host, hub.mqtt_port)
+            _, code = await again.connect("old-1", username="old-1", password=secret)
+            assert code == 0
+            await again.disconnect()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
