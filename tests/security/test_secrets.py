@@ -233,3 +233,32 @@ def test_a_hub_admits_a_device_of_an_old_registry_and_upgrades_it_in_place(
         asyncio.run(scenario())
     finally:
         hub.stop()
+
+
+def test_rotating_a_connected_device_still_disconnects_it(tmp_path: Path) -> None:
+    """`hub device rotate` moves the secret's serial, so the running hub kicks the device at
+    once, and only the new secret logs it in."""
+    data = tmp_path / "data"
+    added = hub_cli(data, "device", "add", "rot-1", "--allow-insecure")
+    assert added.returncode == 0, added.stderr
+    old = json.loads(added.stdout)["password"]
+    hub = start_hub(data, secure=True)
+    try:
+
+        async def scenario() -> None:
+            client = await RawClient.tcp(hub.host, hub.mqtt_port)
+            _, code = await client.connect("rot-1", username="rot-1", password=old)
+            assert code == 0
+            rotated = await asyncio.to_thread(hub_cli, data, "device", "rotate", "rot-1")
+            assert rotated.returncode == 0, rotated.stderr
+            await client.expect_closed(scaled(3))
+            new = json.loads(rotated.stdout)["password"]
+            for password, expected in ((old, 4), (new, 0)):
+                again = await RawClient.tcp(hub.host, hub.mqtt_port)
+                _, code = await again.connect("rot-1", username="rot-1", password=password)
+                assert code == expected
+                await again.close()
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
