@@ -89,9 +89,9 @@ def _wanted(relative: PurePosixPath) -> bool:
 
 
 def _redact(url: str) -> str:
-    """A database URL without its user name and password."""
+    """A database URL without its user name, password or query (which may hold one)."""
     scheme, sep, rest = url.partition("://")
-    host = rest.rpartition("@")[2]
+    host = rest.partition("?")[0].rpartition("@")[2]
     return f"{scheme}{sep}{host}" if sep else "(a database URL)"
 
 

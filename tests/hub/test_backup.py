@@ -253,3 +253,21 @@ def test_a_truncated_backup_is_refused_by_the_command(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("hub: error: ") and "Traceback" not in result.stderr
     assert not target.exists()
+
+
+def test_a_backup_says_when_telemetry_lives_in_postgresql(tmp_path: Path) -> None:
+    """With the hub's --store pointing at PostgreSQL, the output and the manifest say the
+    readings are not in the backup (pg_dump's job), and neither holds the URL's password."""
+    data = tmp_path / "data"
+    assert hub_cli(data, "device", "add", "dev-1").returncode == 0
+    archive = tmp_path / "b.tar.gz"
+    url = "postgresql://hub:s3cretpw@db.example:5432/hub"
+    result = hub_cli(data, "backup", str(archive), "--store", url)
+    assert result.returncode == 0, result.stderr
+    assert "PostgreSQL (postgresql://db.example:5432/hub)" in result.stdout
+    assert "pg_dump" in result.stdout and "s3cretpw" not in result.stdout
+    with tarfile.open(archive) as tar:
+        raw = tar.extractfile(MANIFEST).read()  # type: ignore[union-attr]
+    manifest = json.loads(raw)
+    assert manifest["telemetry"]["store"] == "postgresql"
+    assert "pg_dump" in manifest["telemetry"]["note"] and b"s3cretpw" not in raw
