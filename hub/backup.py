@@ -29,6 +29,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from hub import __version__
 from hub.datalock import LOCK_FILE, DataDirBusy, DataDirLock
@@ -90,9 +91,14 @@ def _wanted(relative: PurePosixPath) -> bool:
 
 def _redact(url: str) -> str:
     """A database URL without its user name, password or query (which may hold one)."""
-    scheme, sep, rest = url.partition("://")
-    host = rest.partition("?")[0].rpartition("@")[2]
-    return f"{scheme}{sep}{host}" if sep else "(a database URL)"
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ":?"
+    if "@" in url.partition("#")[0] and "@" not in parts.netloc:  # an unencoded '/?#' in it
+        return f"{parts.scheme}://(redacted)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def backup(data_dir: Path, out: Path, *, store_url: str | None = None) -> BackupResult:
