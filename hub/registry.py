@@ -152,8 +152,9 @@ class Registry:
         self.path = data_dir / self.FILE
         try:
             create_private_file(self.path)  # before SQLite: its -wal and -shm take its mode
-            # Secret checks run in executor threads: one connection, serialised by a lock
-            # that is never held while scrypt runs.
+            # Secret checks run on the event loop (verify_fast) and in executor threads
+            # (verify): one connection, serialised by a lock that is held only for a read,
+            # never while scrypt runs or while a write waits for SQLite's lock.
             self._db = sqlite3.connect(
                 self.path, timeout=5.0, isolation_level=None, check_same_thread=False
             )
@@ -181,8 +182,16 @@ class Registry:
         # Legacy devices whose checked scrypt hash could not be upgraded (say, a locked
         # database): device id -> keyed digest of the secret and its hash, so scrypt runs once.
         self._verified: dict[str, bytes] = {}
+        # Upgrades of scrypt hashes write through a connection of their own, so a write
+        # waiting for SQLite's lock never holds up the reads of verify_fast.
+        self._upgrader: sqlite3.Connection | None = None
+        self._upgrade_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._upgrade_lock:
+            if self._upgrader is not None:
+                self._upgrader.close()
+                self._upgrader = None
         with self._lock:
             self._db.close()
 
@@ -277,10 +286,15 @@ class Registry:
         """Replaces a checked scrypt hash with the keyed form, unless the secret changed
         meanwhile (rotate); if the write fails, the check is remembered instead."""
         try:
-            self._write(
-                "UPDATE devices SET secret_hash = ? WHERE id = ? AND secret_hash = ?",
-                (keyed_hash(self._key, device_id, secret), device_id, stored),
-            )
+            with self._upgrade_lock:
+                if self._upgrader is None:
+                    self._upgrader = sqlite3.connect(
+                        self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+                    )
+                self._upgrader.execute(
+                    "UPDATE devices SET secret_hash = ? WHERE id = ? AND secret_hash = ?",
+                    (keyed_hash(self._key, device_id, secret), device_id, stored),
+                )
         except sqlite3.Error as exc:
             log.warning("could not upgrade the secret hash of %r: %s", device_id, exc)
             self._verified[device_id] = memo
