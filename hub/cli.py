@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hub import certs, footprint
+from hub import backup, certs, footprint
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.config import ConfigError, HubConfig
+from hub.datalock import DataDirBusy
 from hub.registry import Registry, RegistryError
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.server import Hub, ListenError
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs_init.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
 
     _user_parser(commands)
+    _backup_parser(commands)
 
     token = commands.add_parser("token", help="browser access tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
@@ -264,6 +266,36 @@ def _user_parser(commands: Any) -> None:
                 help="read the password from stdin instead of generating one",
             )  # fmt: skip
         one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+
+
+# --- backup and restore ----------------------------------------------------------------------
+def _backup_parser(commands: Any) -> None:
+    one = commands.add_parser("backup", help="snapshot the data dir (the hub may be running)")
+    one.add_argument("file", type=Path, help="the backup to write (a tar.gz, owner-only)")
+    one.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+    one.add_argument(
+        "--store", default=None, metavar="URL",
+        help="the hub's --store, if readings are in PostgreSQL (noted; use pg_dump for them)",
+    )  # fmt: skip
+    two = commands.add_parser("restore", help="restore a backup into a data dir")
+    two.add_argument("file", type=Path, help="a backup from `hub backup`")
+    two.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
+    two.add_argument(
+        "--force", action="store_true",
+        help="replace a data dir with files (moved aside to DATA_DIR.old-TIME, not deleted)",
+    )  # fmt: skip
+
+
+def _backup_or_restore(args: argparse.Namespace) -> None:
+    try:
+        if args.command == "backup":
+            result: Any = backup.backup(args.data_dir, args.file, store_url=args.store)
+        else:
+            result = backup.restore(args.file, args.data_dir, force=args.force)
+    except backup.BackupError as exc:
+        raise UsageError(str(exc)) from None
+    for line in backup.describe(result):
+        print(line)
 
 
 def _read_password() -> str:
@@ -410,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                               "server": str(paths.server_pem)}))  # fmt: skip
         elif args.command == "token":
             _token(args)
+        elif args.command in ("backup", "restore"):
+            _backup_or_restore(args)
         elif args.command == "serve":
             if args.allow_anonymous:
                 log.warning(
@@ -469,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         certs.CertError,
         StoreError,
         AccountError,
+        DataDirBusy,
     ) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2

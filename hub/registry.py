@@ -3,35 +3,58 @@
 No sockets here. The file lives in the hub's data dir and is shared by the running hub and the
 ``hub device`` commands; the hub notices changes through SQLite's data_version.
 
-Secrets are 128-bit random tokens made by the hub, shown once, and stored only as a salted
-scrypt hash. Because they are random rather than chosen by people, scrypt's cost is set for
-connect storms (about 8 ms a check) rather than for guessable passwords.
+Secrets are 128-bit random tokens made by the hub, shown once, and stored only as a keyed hash:
+HMAC-SHA-256 under the registry key (``registry.key`` beside the registry, owner-only) of the
+device id and the secret. A hash of a 128-bit random secret cannot be brute-forced however
+cheap the hash, so a check costs microseconds and needs no worker thread (passwords chosen by
+people, the console's accounts, keep argon2id). Registries written before keep their salted
+scrypt hashes: such a hash is checked once (about 8 ms) and replaced by the keyed form on the
+device's next successful login. Losing ``registry.key`` invalidates every device secret.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
-import os
+import logging
 import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from hub.config import DataDirError, create_private_file, prepare_data_dir
+from hub.device_secrets import (
+    SCRYPT_PREFIX,
+    KeyFileError,
+    check_keyed,
+    check_scrypt,
+    keyed_hash,
+    load_registry_key,
+)
 from hub.topics import DEVICE_ID_RE
 
 TLS_REQUIRED = "tls-required"
 ALLOW_INSECURE = "allow-insecure"
 DEFAULT_PUBLISH = ("d/{device}/t/+", "d/{device}/s", "d/{device}/m", "d/{device}/r")
 DEFAULT_SUBSCRIBE = ("d/{device}/c",)
-NO_SECRET = "none"  # a secret hash no secret matches (check_secret knows only scrypt)
-_SCRYPT = {"n": 2**12, "r": 8, "p": 1, "dklen": 32}
+NO_SECRET = "none"  # a secret hash no secret matches (neither scheme reads it)
+
+log = logging.getLogger(__name__)
+
+
+class Slow(Enum):
+    """``Registry.verify_fast``'s answer when only the slow path (a scrypt hash, in a worker
+    thread) can decide."""
+
+    SLOW = "slow"
+
+
+SLOW = Slow.SLOW
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -43,11 +66,17 @@ CREATE TABLE IF NOT EXISTS devices (
     subscribe TEXT NOT NULL,
     created_at REAL NOT NULL,
     last_seen_at REAL,
-    cert_fingerprint TEXT
+    cert_fingerprint TEXT,
+    secret_serial INTEGER NOT NULL DEFAULT 0
 );
 """
 # Columns added after the first release, for registries made before them.
-MIGRATIONS = {"cert_fingerprint": "ALTER TABLE devices ADD COLUMN cert_fingerprint TEXT"}
+MIGRATIONS = {
+    "cert_fingerprint": "ALTER TABLE devices ADD COLUMN cert_fingerprint TEXT",
+    # Counts secret changes (rotate, drop): the hub kicks a device when it moves, and not when
+    # a login merely upgrades the form of its hash.
+    "secret_serial": "ALTER TABLE devices ADD COLUMN secret_serial INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class RegistryError(Exception):
@@ -59,7 +88,7 @@ class Fingerprint:
     """What the running hub watches to disconnect a device the moment its access changes."""
 
     enabled: bool
-    secret_hash: str
+    secret_hash: str  # names the current secret: changes on rotate or drop, not on an upgrade
     tls_policy: str
     cert_fingerprint: str | None = None
 
@@ -95,28 +124,6 @@ class Device:
         }
 
 
-def hash_secret(secret: str) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT)
-    params = f"{_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}"
-    return f"scrypt${params}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def check_secret(secret: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-            dklen=len(expected),
-        )  # fmt: skip
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
 def _policy(allow_insecure: bool) -> str:
     return ALLOW_INSECURE if allow_insecure else TLS_REQUIRED
 
@@ -145,8 +152,9 @@ class Registry:
         self.path = data_dir / self.FILE
         try:
             create_private_file(self.path)  # before SQLite: its -wal and -shm take its mode
-            # Secret checks run in executor threads: one connection, serialised by a lock
-            # that is never held while scrypt runs.
+            # Secret checks run on the event loop (verify_fast) and in executor threads
+            # (verify): one connection, serialised by a lock that is held only for a read,
+            # never while scrypt runs or while a write waits for SQLite's lock.
             self._db = sqlite3.connect(
                 self.path, timeout=5.0, isolation_level=None, check_same_thread=False
             )
@@ -157,13 +165,33 @@ class Registry:
             for column, statement in MIGRATIONS.items():
                 if column not in columns:
                     self._db.execute(statement)
+            self._key = load_registry_key(data_dir, self._db)
+            # Devices whose hash is still scrypt: only their first check needs a thread.
+            self._legacy = {
+                r["id"]
+                for r in self._db.execute(
+                    "SELECT id FROM devices WHERE secret_hash LIKE ?", (SCRYPT_PREFIX + "%",)
+                )
+            }
+        except KeyFileError as exc:
+            self._db.close()
+            raise RegistryError(str(exc)) from None
         except (sqlite3.DatabaseError, OSError) as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
         self._lock = threading.Lock()
-        self._verified: dict[str, bytes] = {}  # device id -> keyed digest of a checked secret
-        self._cache_key = secrets.token_bytes(32)
+        # Legacy devices whose checked scrypt hash could not be upgraded (say, a locked
+        # database): device id -> keyed digest of the secret and its hash, so scrypt runs once.
+        self._verified: dict[str, bytes] = {}
+        # Upgrades of scrypt hashes write through a connection of their own, so a write
+        # waiting for SQLite's lock never holds up the reads of verify_fast.
+        self._upgrader: sqlite3.Connection | None = None
+        self._upgrade_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._upgrade_lock:
+            if self._upgrader is not None:
+                self._upgrader.close()
+                self._upgrader = None
         with self._lock:
             self._db.close()
 
@@ -196,30 +224,83 @@ class Registry:
 
     def fingerprints(self) -> dict[str, Fingerprint]:
         rows = self._rows(
-            "SELECT id, enabled, secret_hash, tls_policy, cert_fingerprint FROM devices"
+            "SELECT id, enabled, secret_serial, tls_policy, cert_fingerprint FROM devices"
         )
         return {
             r["id"]: Fingerprint(
-                bool(r["enabled"]), r["secret_hash"], r["tls_policy"], r["cert_fingerprint"]
+                bool(r["enabled"]),
+                f"secret-{r['secret_serial']}",
+                r["tls_policy"],
+                r["cert_fingerprint"],
             )
             for r in rows
         }
 
+    # --- checking secrets --------------------------------------------------------------------
+    def is_cheap(self, device_id: str) -> bool:
+        """True when checking this device's secret costs microseconds (a keyed hash, or an
+        unknown device); False while its hash is still scrypt (its next good login upgrades
+        it). Answered from memory, without the database."""
+        return device_id not in self._legacy
+
+    def verify_fast(self, device_id: str, secret: str) -> Device | Slow | None:
+        """The device if the secret is right (enabled or not), None if not, or ``SLOW`` when
+        only ``verify`` (scrypt, in a worker thread) can tell. Never hashes with scrypt: one
+        primary-key read of the registry (WAL: writers never block it) and one HMAC. A wrong
+        secret for an unknown device costs the same as for a known one."""
+        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+        stored = rows[0]["secret_hash"] if rows else NO_SECRET
+        if stored.startswith(SCRYPT_PREFIX):
+            self._legacy.add(device_id)
+            return SLOW
+        if not check_keyed(self._key, device_id, secret, stored) or not rows:
+            return None
+        return _row_to_device(rows[0])
+
     def verify(self, device_id: str, secret: str) -> Device | None:
-        """The device if the secret is right (enabled or not); None otherwise."""
+        """The device if the secret is right (enabled or not); None otherwise. May hash with
+        scrypt (a registry from before the keyed hash): call it off the event loop. A good
+        scrypt check replaces the hash with the keyed form."""
+        answer = self.verify_fast(device_id, secret)
+        if not isinstance(answer, Slow):
+            return answer
         rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
         if not rows:
             return None
         row = rows[0]
-        keyed = hmac.new(self._cache_key, secret.encode() + b"\0" + row["secret_hash"].encode(),
-                         "sha256").digest()  # fmt: skip
+        stored = row["secret_hash"]
+        if not stored.startswith(SCRYPT_PREFIX):  # upgraded or rotated meanwhile
+            again = self.verify_fast(device_id, secret)
+            return None if isinstance(again, Slow) else again
+        memo = hmac.new(self._key, b"memo\0" + secret.encode(errors="surrogateescape") + b"\0"
+                        + stored.encode(), hashlib.sha256).digest()  # fmt: skip
         cached = self._verified.get(device_id)
-        if cached is not None and hmac.compare_digest(cached, keyed):
+        if cached is not None and hmac.compare_digest(cached, memo):
             return _row_to_device(row)
-        if not check_secret(secret, row["secret_hash"]):
+        if not check_scrypt(secret, stored):
             return None
-        self._verified[device_id] = keyed
+        self._upgrade(device_id, secret, stored, memo)
         return _row_to_device(row)
+
+    def _upgrade(self, device_id: str, secret: str, stored: str, memo: bytes) -> None:
+        """Replaces a checked scrypt hash with the keyed form, unless the secret changed
+        meanwhile (rotate); if the write fails, the check is remembered instead."""
+        try:
+            with self._upgrade_lock:
+                if self._upgrader is None:
+                    self._upgrader = sqlite3.connect(
+                        self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+                    )
+                self._upgrader.execute(
+                    "UPDATE devices SET secret_hash = ? WHERE id = ? AND secret_hash = ?",
+                    (keyed_hash(self._key, device_id, secret), device_id, stored),
+                )
+        except sqlite3.Error as exc:
+            log.warning("could not upgrade the secret hash of %r: %s", device_id, exc)
+            self._verified[device_id] = memo
+            return
+        self._legacy.discard(device_id)
+        self._verified.pop(device_id, None)
 
     # --- writing ---------------------------------------------------------------------------
     def add(self, device_id: str, *, allow_insecure: bool = False) -> str:
@@ -234,7 +315,7 @@ class Registry:
             self._write(
                 "INSERT INTO devices (id, secret_hash, enabled, tls_policy, publish, subscribe,"
                 " created_at) VALUES (?, ?, 1, ?, ?, ?, ?)",
-                (device_id, hash_secret(secret), _policy(allow_insecure),
+                (device_id, keyed_hash(self._key, device_id, secret), _policy(allow_insecure),
                  json.dumps(DEFAULT_PUBLISH), json.dumps(DEFAULT_SUBSCRIBE), time.time()),
             )  # fmt: skip
         except sqlite3.IntegrityError:
@@ -254,8 +335,7 @@ class Registry:
     def drop_secret(self, device_id: str) -> Device:
         """No secret logs the device in any more (only its client certificate), until the
         next ``rotate``."""
-        self._update(device_id, "secret_hash = ?", NO_SECRET)
-        self._verified.pop(device_id, None)
+        self._set_secret_hash(device_id, NO_SECRET)
         return self.require(device_id)
 
     def set_cert(self, device_id: str, fingerprint: str | None) -> Device:
@@ -265,14 +345,19 @@ class Registry:
 
     def rotate(self, device_id: str) -> str:
         secret = secrets.token_urlsafe(16)
-        self._update(device_id, "secret_hash = ?", hash_secret(secret))
-        self._verified.pop(device_id, None)
+        self._set_secret_hash(device_id, keyed_hash(self._key, device_id, secret))
         return secret
+
+    def _set_secret_hash(self, device_id: str, secret_hash: str) -> None:
+        self._update(device_id, "secret_hash = ?, secret_serial = secret_serial + 1", secret_hash)
+        self._verified.pop(device_id, None)
+        self._legacy.discard(device_id)
 
     def remove(self, device_id: str) -> None:
         if self._write("DELETE FROM devices WHERE id = ?", (device_id,)) == 0:
             raise RegistryError(f"no device {device_id!r} in the registry")
         self._verified.pop(device_id, None)
+        self._legacy.discard(device_id)
 
     def touch(self, seen: Mapping[str, float]) -> None:
         """Records when devices were last seen (device id -> time), in one transaction."""
@@ -291,5 +376,6 @@ class Registry:
             self._db.execute("COMMIT")
 
     def _update(self, device_id: str, assignment: str, value: object) -> None:
-        if self._write(f"UPDATE devices SET {assignment} WHERE id = ?", (value, device_id)) == 0:
+        changed = self._write(f"UPDATE devices SET {assignment} WHERE id = ?", (value, device_id))
+        if changed == 0:
             raise RegistryError(f"no device {device_id!r} in the registry")

@@ -22,7 +22,7 @@ from hub.broker.codec import check_topic_filter
 from hub.broker.topictree import filter_matches
 from hub.certs import device_common_name, fingerprint
 from hub.config import prepare_data_dir
-from hub.registry import TLS_REQUIRED, Device, Registry
+from hub.registry import TLS_REQUIRED, Device, Registry, Slow
 
 TOKEN_USERNAME = "token"
 EVENTS_FILTER = "$hub/events/#"
@@ -163,7 +163,13 @@ def token_identity(claims: TokenClaims) -> Identity:
 
 
 class Gatekeeper:
-    """Decides CONNECTs; the identities it returns decide publishes and subscriptions."""
+    """Decides CONNECTs; the identities it returns decide publishes and subscriptions.
+
+    Every check is cheap (an HMAC, a certificate's fingerprint, one registry read) except a
+    device secret still hashed with scrypt by an older hub: ``is_cheap`` tells which, and
+    ``authenticate_fast`` answers on the event loop, or None when ``authenticate`` must run
+    in a worker thread.
+    """
 
     def __init__(self, registry: Registry | None, key: bytes, *, allow_anonymous: bool) -> None:
         self.registry = registry
@@ -179,7 +185,43 @@ class Gatekeeper:
         peer_cert: bytes | None = None,
     ) -> Verdict:
         """``peer_cert``: the client certificate (DER) the TLS handshake already verified
-        against the hub CA, if the client presented one."""
+        against the hub CA, if the client presented one. May hash with scrypt: call it off
+        the event loop."""
+        verdict = self._decide(username, password, client_id, tls, peer_cert, fast=False)
+        assert verdict is not None  # only the fast path defers
+        return verdict
+
+    def is_cheap(self, username: str | None) -> bool:
+        """True when a CONNECT with this user name is decided without scrypt, so
+        ``authenticate_fast`` may run on the event loop (every one but a device whose secret
+        an older hub hashed and that has not logged in since)."""
+        if username is None or username == TOKEN_USERNAME or self.registry is None:
+            return True
+        return self.registry.is_cheap(username)
+
+    def authenticate_fast(
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None = None,
+    ) -> Verdict | None:
+        """``authenticate`` without scrypt, for the event loop: the verdict, or None when the
+        device's secret is still scrypt-hashed (then run ``authenticate`` in a thread; a good
+        login there upgrades the hash, and later CONNECTs are decided here)."""
+        return self._decide(username, password, client_id, tls, peer_cert, fast=True)
+
+    def _decide(
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None,
+        *,
+        fast: bool,
+    ) -> Verdict | None:
         if username == TOKEN_USERNAME:
             return self._token(password, tls)
         if peer_cert is not None:
@@ -188,7 +230,7 @@ class Gatekeeper:
             if self.allow_anonymous:
                 return Verdict(Identity("anonymous", client_id, unrestricted=True))
             return Verdict(None, "auth_failure", "no credentials", bad_credentials=True)
-        return self._device(username, password, client_id, tls)
+        return self._device(username, password, client_id, tls, fast=fast)
 
     def _token(self, password: bytes | None, tls: bool) -> Verdict:
         try:
@@ -217,11 +259,15 @@ class Gatekeeper:
         return self._admit(device, client_id, tls=True)
 
     def _device(
-        self, device_id: str, password: bytes | None, client_id: str, tls: bool
-    ) -> Verdict:
+        self, device_id: str, password: bytes | None, client_id: str, tls: bool, *, fast: bool
+    ) -> Verdict | None:
         if self.registry is None:
             return Verdict(None, "auth_failure", "no device registry", bad_credentials=True)
-        device = self.registry.verify(device_id, (password or b"").decode(errors="replace"))
+        secret = (password or b"").decode(errors="replace")
+        verify = self.registry.verify_fast if fast else self.registry.verify
+        device = verify(device_id, secret)
+        if isinstance(device, Slow):
+            return None
         if device is None:
             return Verdict(None, "auth_failure", "unknown device or wrong secret", True)
         return self._admit(device, client_id, tls)

@@ -15,7 +15,8 @@ from aiohttp import web
 from hub.accounts import Accounts
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
-from hub.config import HubConfig
+from hub.config import HubConfig, prepare_data_dir
+from hub.datalock import DataDirLock
 from hub.devicepolicy import DevicePolicy
 from hub.events import HubEvents
 from hub.ingest import Ingest
@@ -146,9 +147,13 @@ class Hub:
         )
         self._web_runner: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
+        self._lock = DataDirLock(config.data_dir)
 
     async def start(self) -> Endpoints:
         cfg = self.config
+        # One hub per data dir (DataDirBusy otherwise); `hub restore` checks the same lock.
+        prepare_data_dir(cfg.data_dir)
+        self._lock.acquire()
         sockets = [_listen(cfg.host, cfg.mqtt_port, "MQTT"), _listen(cfg.host, cfg.ws_port, "WS")]
         if not cfg.http_shares_ws_port:
             assert cfg.http_port is not None
@@ -280,4 +285,5 @@ class Hub:
         for other in (self._api_registry, self.accounts):
             if other is not None:
                 other.close()
+        self._lock.release()
         log.info("hub stopped")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.registry import ALLOW_INSECURE, TLS_REQUIRED, Registry, RegistryError, hash_secret
+from hub.device_secrets import scrypt_hash
+from hub.registry import ALLOW_INSECURE, TLS_REQUIRED, Registry, RegistryError
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_a_registry_from_before_client_certificates_is_upgraded_in_place(tmp_pat
     )
     old.execute(
         "INSERT INTO devices VALUES ('old-1', ?, 1, 'tls-required', '[]', '[]', 1.0, NULL)",
-        (hash_secret("s3cret"),),
+        (scrypt_hash("s3cret"),),
     )
     old.commit()
     old.close()
