@@ -32,7 +32,7 @@ from hub.topics import DEVICE_ID_RE
 from tools import boards, credentials, masking, mpremote, mpunix
 from tools.diagnose import diagnose, refused_credentials
 from tools.errors import ToolError
-from tools.hubaddr import HubAddress, parse_hub
+from tools.hubaddr import HubAddress, parse_hubs
 from tools.hubapi import HubApi, boot_of, default_url, make_token
 
 ONLINE_TIMEOUT_S = 60.0
@@ -131,7 +131,12 @@ def read_board(port: str, wanted: dict[str, bytes]) -> Plan:
 
 
 def wait_online(
-    api: HubApi, port: str, device: str, hub: HubAddress, old_boot: str | None, timeout: float
+    api: HubApi,
+    port: str,
+    device: str,
+    hubs: list[HubAddress],
+    old_boot: str | None,
+    timeout: float,
 ) -> str:
     """Waits for the device to come online with a new boot id; on failure, says why from what
     the board printed on its serial console since the reset."""
@@ -158,13 +163,16 @@ def wait_online(
                 row = api.device(device)
                 boot = boot_of(row)
                 if row is not None and row.get("online") and boot and boot != old_boot:
+                    if len(hubs) > 1:  # which one it found (its health says)
+                        on = (row.get("health") or {}).get("hub") or "one of them"
+                        print(f"deploy: {device} is on the hub at {on}", flush=True)
                     return boot
             if line is None:
                 time.sleep(0.1)
     finally:
         if line is not None:
             line.close()
-    raise DeployError(diagnose(console, device, hub, timeout))
+    raise DeployError(diagnose(console, device, hubs, timeout))
 
 
 def copy_to_board(port: str, plan: Plan) -> tuple[list[str], list[str]]:
@@ -205,9 +213,12 @@ def deploy(
     secret: str | None = None,
 ) -> str | None:
     """Deploys and waits for the device online; returns its new boot id (None with
-    ``wait=False``). `secret` (from provision) skips the registry."""
+    ``wait=False``). `hub_url` may list several addresses, comma-separated, which the device
+    tries in turn; the API defaults to the first one's host. `secret` (from provision) skips
+    the registry."""
     check_device_id(device)
-    hub = parse_hub(hub_url)
+    hubs = parse_hubs(hub_url)
+    hub = hubs[0]  # all of one kind (mqtt or mqtts)
     board, board_path = boards.load_board(board_name)
     mpremote.check_port(port)
     check_mpy_version(board)
@@ -243,7 +254,7 @@ def deploy(
     if board["chip"] != "unix" and wifi_ssid is None and not had_wifi:
         raise DeployError("a real board needs --wifi-ssid (and WIFI_PASSWORD in the environment)")
     wanted["settings.json"] = credentials.device_settings(
-        device, hub, login, plan.settings, wifi_ssid, wifi_password
+        device, hubs, login, plan.settings, wifi_ssid, wifi_password
     )
     changed, stale = copy_to_board(port, plan)
     print(
@@ -253,4 +264,4 @@ def deploy(
     )
     if not wait:
         return None
-    return wait_online(api, port, device, hub, old_boot, timeout)
+    return wait_online(api, port, device, hubs, old_boot, timeout)

@@ -116,6 +116,7 @@ def test_storm_fault_is_retried_and_every_reading_arrives(
                     assert gaps[3] >= 4 * BACKOFF_MIN_S > gaps[0], gaps
                 elif fault == "silent":
                     assert min(gaps) >= IO_TIMEOUT_S - 0.1, gaps  # each waited out its CONNACK
+                    assert "link down (OSError(110,))" in device.log()  # ETIMEDOUT
                 assert proxy.connections == 0 and sub.readings() == []  # nothing got through
                 assert_alive(device)
                 fault_s = time.monotonic() - started

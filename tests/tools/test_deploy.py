@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,10 @@ def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) ->
         (["--port", "/dev/ttyNOPE"], "no serial port /dev/ttyNOPE"),
         (["--hub", "http://x"], "--hub must look like mqtt://HOST:PORT"),
         (["--device", "Bad Id"], "bad device id 'Bad Id'"),
+        (["--hub", "mqtt://a:1,mqtts://b:2"], "must be all mqtt:// or all mqtts://"),
+        (["--hub", "mqtt://a:1,mqtt://a:1"], "--hub lists a:1 twice"),
+        (["--hub", "mqtt://a:1,"], "without an empty one"),
+        (["--hub", "mqtt://a:1,mqtt://u:secret@b:2"], "--hub takes no user name or password"),
     ],
 )
 def test_deploy_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
@@ -234,3 +239,34 @@ def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
     finally:
         board.stop()
         hub.stop()
+
+
+def test_deploy_with_two_hub_addresses_writes_both_and_fails_over(
+    secure_hub: HubProcess, board: Vboard, tmp_path: Path
+) -> None:
+    """`--hub A,B` writes both addresses, in order, to the board's `hubs` setting (replacing the
+    single-address form); with A dead the device comes online through B and deploy names B. A
+    later single-address deploy writes the older `hub_host`/`hub_port` form back."""
+    provision(secure_hub, "dev-6")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    args = deploy_args(secure_hub, board, "dev-6")
+    args[args.index("--hub") + 1] = f"mqtt://127.0.0.1:{dead},{secure_hub.mqtt_url}"
+    result = tools("deploy", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    on = f"{secure_hub.host}:{secure_hub.mqtt_port}"
+    assert f"deploy: dev-6 is on the hub at {on}" in result.stdout
+    assert "deploy: dev-6 is online" in result.stdout
+    settings = json.loads((board.folder / "settings.json").read_text())
+    assert settings["hubs"] == [f"127.0.0.1:{dead}", on]
+    assert "hub_host" not in settings and "hub_port" not in settings
+    console = board.console()
+    assert "link down (OSError(111,))" in console and f"connected to {on} as dev-6" in console
+    assert online(secure_hub, "dev-6")["online"] is True
+
+    again = tools("deploy", *deploy_args(secure_hub, board, "dev-6"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "is on the hub at" not in again.stdout  # said only when there is a choice
+    settings = json.loads((board.folder / "settings.json").read_text())
+    assert "hubs" not in settings and settings["hub_port"] == secure_hub.mqtt_port
