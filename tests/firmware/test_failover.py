@@ -220,7 +220,7 @@ def test_a_fleet_whose_hub_vanishes_does_not_reconnect_in_lock_step(
     # Lock-step would put them all within one 50 ms loop pass of each other; spread uniformly
     # over 1 s, six devices fall within 100 ms of each other about once in 18,000 runs.
     assert spread > 0.1, delays
-    assert max(delays) <= scaled(1.0 + 0.5), delays  # within the minimum step (and some slack)
+    assert max(delays) <= scaled(1.0 + 1.0), delays  # the minimum step, and slack for a busy CPU
 
 
 def test_settings_update_of_the_hubs_goes_through_the_trial(

@@ -121,15 +121,25 @@ def test_deploy_with_wrong_credentials_says_so(
     assert why.startswith("credentials refused: dev-2 reached the hub"), why
 
 
-def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) -> None:
-    """A device that boots but finds no broker at the given address is diagnosed as such."""
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("mqtt://127.0.0.1:9", "127.0.0.1:9"),  # nothing listens on the discard port
+        ("mqtt://127.0.0.1:9,mqtt://127.0.0.1:7", "127.0.0.1:9 or 127.0.0.1:7"),
+    ],
+)
+def test_deploy_to_an_unreachable_hub_says_so(
+    url: str, where: str, hub: HubProcess, board: Vboard
+) -> None:
+    """A device that boots but finds no broker at the given address (or any of several) is
+    diagnosed as such, naming every address."""
     provision(hub, "dev-3")
     args = deploy_args(hub, board, "dev-3")
-    args[args.index("--hub") + 1] = "mqtt://127.0.0.1:9"  # nothing listens on the discard port
+    args[args.index("--hub") + 1] = url
     args[args.index("--timeout") + 1] = str(scaled(4))
     result = tools("deploy", *args)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "dev-3 boots but cannot reach the hub at 127.0.0.1:9" in result.stderr
+    assert f"dev-3 boots but cannot reach the hub at {where} (" in result.stderr
     assert "link: refused" not in board.console()  # no hub, so nothing refused it
 
 
@@ -195,6 +205,26 @@ def test_provision_refuses_before_registering_when_the_api_is_unreachable(
     assert "nothing was registered" in result.stderr
     assert "registered" not in result.stdout
     assert "dev-5" not in hub_cli(secure_hub.data_dir, "device", "list").stdout
+
+
+def test_provision_with_two_plain_addresses_needs_allow_insecure(
+    secure_hub: HubProcess, tmp_path: Path
+) -> None:
+    """provision takes a comma-separated --hub too, and refuses plain MQTT for all of them
+    (naming them) before it registers anything."""
+    both = f"mqtt://127.0.0.1:9,{secure_hub.mqtt_url}"
+    args = [
+        "--board", "unix-sim", "--port", str(tmp_path), "--id", "dev-7", "--hub", both,
+        "--data-dir", str(secure_hub.data_dir), "--api", secure_hub.http_url,
+    ]  # fmt: skip
+    result = tools("provision", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"tools: error: --hub {both} is plain MQTT" in result.stderr
+    assert "--allow-insecure" in result.stderr
+    args[args.index("--hub") + 1] = "mqtts://a:1,mqtt://b:1"
+    mixed = tools("provision", *args)
+    assert mixed.returncode == 2 and "all mqtt:// or all mqtts://" in mixed.stderr
+    assert "dev-7" not in hub_cli(secure_hub.data_dir, "device", "list").stdout
 
 
 def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
