@@ -1,6 +1,7 @@
 # Settings: defaults, merged with the board file and the device's settings file, once.
 # Updates over the air (the settings trial) live in node/trial.py, imported when needed.
 import json
+import sys
 
 BOARD_FILE = "board.json"
 SETTINGS_FILE = "settings.json"
@@ -65,9 +66,14 @@ def _hubs(settings, cfg):
         if not cfg["hub_host"]:
             raise ConfigError("setting 'hub_host' is required")
         return [(cfg["hub_host"], cfg["hub_port"])]
-    from node import hubs  # lazily: most devices have one hub
+    import node
+    from node import hubs  # lazily: needed at boot (and for a settings update) only
 
-    return hubs.check(settings)
+    try:
+        return hubs.check(settings)
+    finally:  # its code need not stay in a 64 KB heap
+        del sys.modules["node.hubs"]
+        del node.hubs
 
 
 def read_json(path):
