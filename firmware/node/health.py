@@ -21,5 +21,5 @@ def payload(app):
         "boot": app.boot.decode(),
         "seq": app.seq,
         "error": app.last_error,
-        "hub": "%s:%d" % (host, port),
+        "hub": ("[%s]:%d" if ":" in host else "%s:%d") % (host, port),  # IPv6 in brackets
     }).encode()
