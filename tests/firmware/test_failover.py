@@ -21,7 +21,7 @@ import pytest
 
 from hub import topics
 from tests.firmware.helpers import FAST, Subscriber, assert_complete, unique
-from tests.support.devices import Device, running_device
+from tests.support.devices import Device, running_device, write_board
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled
 from tools import mpunix
@@ -40,12 +40,18 @@ def dead_port() -> int:
 
 @contextmanager
 def device_with_hubs(
-    folder: Path, device_id: str, hubs: list[str], **settings: Any
+    folder: Path,
+    device_id: str,
+    hubs: list[str],
+    board: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[Device]:
     """A device whose settings.json lists several hub addresses (`hubs`), started and stopped
     like tests/support/devices.running_device."""
     config = mpunix.DeviceSettings(device_id, "unused", 1, period_s=1, **settings)
     root = mpunix.prepare_device_dir(folder / device_id, config)
+    if board is not None:
+        write_board(root, board)
     data = {k: v for k, v in config.to_json().items() if k not in ("hub_host", "hub_port")}
     (root / "settings.json").write_text(json.dumps({**data, "hubs": hubs}))
     device = Device(root, folder / f"{device_id}.log")
@@ -173,6 +179,32 @@ def test_first_address_dead_second_serves_and_no_flapping(hub: HubProcess, tmp_p
                     assert_complete(sub.readings())
                     assert_alive(device)
             await sub.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_sleeping_device_tries_each_address_on_every_wake(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    """A deep-sleep device whose first address is dead sends each wake's readings through the
+    second, then sleeps: one try per address per wake, no backoff wait."""
+    board = json.loads((mpunix.BOARDS_DIR / "unix-sim.json").read_text())
+    board["deep_sleep_s"] = 60
+
+    async def scenario() -> None:
+        sub = await Subscriber.start(hub, "nap-2")
+        hubs = [f"127.0.0.1:{dead_port()}", f"{hub.host}:{hub.mqtt_port}"]
+        with device_with_hubs(tmp_path, "nap-2", hubs, board, **FAST) as device:
+            await sub.wait_until(
+                lambda: len({r.boot for r in sub.readings()}) >= 2, 15, "two wakes"
+            )
+            assert set(device.exits) == {mpunix.EXIT_DEEPSLEEP}
+            log = device.log()
+            assert log.count("link down (OSError(111,))") >= 2  # the dead one, every wake
+            assert f"connected to {hub.host}:{hub.mqtt_port} as nap-2" in log
+        assert topics.STATUS_ASLEEP in [m.payload for m in sub.on(topics.status_topic("nap-2"))]
+        assert_complete(sub.readings())
+        await sub.stop()
 
     asyncio.run(scenario())
 
