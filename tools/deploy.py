@@ -130,6 +130,14 @@ def read_board(port: str, wanted: dict[str, bytes]) -> Plan:
     return plan
 
 
+def _on(row: dict[str, Any], hubs: list[HubAddress]) -> str:
+    """Which of its hubs the device says (in its health) it is on; a device's word is only
+    repeated when it names one of them."""
+    health = row.get("health")
+    on = health.get("hub") if isinstance(health, dict) else None
+    return on if on in {hub.where for hub in hubs} else "one of them"
+
+
 def wait_online(
     api: HubApi,
     port: str,
@@ -163,9 +171,8 @@ def wait_online(
                 row = api.device(device)
                 boot = boot_of(row)
                 if row is not None and row.get("online") and boot and boot != old_boot:
-                    if len(hubs) > 1:  # which one it found (its health says)
-                        on = (row.get("health") or {}).get("hub") or "one of them"
-                        print(f"deploy: {device} is on the hub at {on}", flush=True)
+                    if len(hubs) > 1:
+                        print(f"deploy: {device} is on the hub at {_on(row, hubs)}", flush=True)
                     return boot
             if line is None:
                 time.sleep(0.1)
