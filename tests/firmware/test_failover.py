@@ -259,8 +259,8 @@ def test_settings_update_of_the_hubs_goes_through_the_trial(
     hub: HubProcess, tmp_path: Path
 ) -> None:
     """A device deployed with hub_host/hub_port takes a `hubs` list over the air (bad lists are
-    refused and change nothing), connects through it, and a list with no reachable hub is
-    rolled back to the one that worked."""
+    refused and change nothing), connects through it, a list with no reachable hub is rolled
+    back to the one that worked, and hub_host/hub_port replace the list again."""
 
     async def scenario() -> None:
         sub = await Subscriber.start(hub, "trial-1")
@@ -287,6 +287,10 @@ def test_settings_update_of_the_hubs_goes_through_the_trial(
             assert json.loads(stored.read_text())["hubs"] == hubs
             assert device.exits == [75, 75, 75]  # applied, tried, rolled back
             assert (await sub.command({"id": 5, "op": "ping"}))["ok"] is True
+            one = {"hub_host": hub.host, "hub_port": hub.mqtt_port}  # back to the single form
+            back = await sub.command({"id": 6, "op": "settings", "set": one}, 20)
+            assert back == {"id": 6, "ok": True, "applied": True}
+            assert json.loads(stored.read_text()) == original  # `hubs` went with it
         await sub.stop()
 
     asyncio.run(scenario())
