@@ -20,7 +20,10 @@ from tools import boards, deploy, flash, mpunix, provision, sim, vboard
 from tools.errors import ToolError
 
 PROG = "mpy-hub-tools"
-HUB_HELP = "where the device reaches the hub: mqtt://HOST:PORT or mqtts://HOST:PORT"
+HUB_HELP = (
+    "where the device reaches the hub: mqtt://HOST:PORT or mqtts://HOST:PORT, or several "
+    "separated by commas, tried in turn"
+)
 
 
 class Command(NamedTuple):
@@ -31,7 +34,9 @@ class Command(NamedTuple):
 
 # --- sim -------------------------------------------------------------------------------------
 def _sim_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hub", required=True, help="mqtt://HOST:PORT of the hub")
+    p.add_argument(
+        "--hub", required=True, help="mqtt://HOST:PORT of the hub (several: comma-separated)"
+    )
     p.add_argument("--count", type=int, default=3, help="how many devices (default 3)")
     p.add_argument("--prefix", default="sim", help="device ids are PREFIX-001... (default sim)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")

@@ -26,22 +26,37 @@ class CredentialsError(ToolError):
     """The registry cannot give the device credentials (the message says what to do)."""
 
 
+def with_hubs(settings: mpunix.DeviceSettings, hubs: list[HubAddress]) -> dict[str, Any]:
+    """settings.json's content, with the hub addresses in the firmware's form: one address as
+    `hub_host`/`hub_port` (as older deploys wrote it), several as `hubs`, ["HOST:PORT", ...]
+    (firmware/node/hubs.py), tried in that order."""
+    data = settings.to_json()
+    if len(hubs) > 1:
+        del data["hub_host"], data["hub_port"]
+        data["hubs"] = [hub.where for hub in hubs]
+    else:
+        data.update(hub_host=hubs[0].host, hub_port=hubs[0].port)
+    return data
+
+
 def device_settings(
     device: str,
-    hub: HubAddress,
+    hubs: list[HubAddress],
     credentials: tuple[str, str] | None,
     previous: dict[str, Any] | None,
     wifi_ssid: str | None,
     wifi_password: str | None,
 ) -> bytes:
-    """settings.json: what the board had (period, Wi-Fi...) with the hub and identity replaced."""
+    """settings.json: what the board had (period, Wi-Fi...) with the hubs and identity replaced
+    (the board's old hub addresses, in either form, go)."""
     kept = {k: v for k, v in (previous or {}).items() if k in SETTING_KEYS}
-    kept.update(id=device, hub_host=hub.host, hub_port=hub.port, tls=hub.tls or None)
+    first = hubs[0]  # hubaddr.parse_hubs: all of one kind, mqtt or mqtts
+    kept.update(id=device, hub_host=first.host, hub_port=first.port, tls=first.tls or None)
     kept["username"], kept["password"] = credentials or (None, None)
     if wifi_ssid is not None:
         kept["wifi_ssid"] = wifi_ssid
         kept["wifi_password"] = wifi_password
-    return json.dumps(mpunix.DeviceSettings(**kept).to_json()).encode()
+    return json.dumps(with_hubs(mpunix.DeviceSettings(**kept), hubs)).encode()
 
 
 def read_credentials_file(path: Path) -> tuple[str, str]:

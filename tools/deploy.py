@@ -32,7 +32,7 @@ from hub.topics import DEVICE_ID_RE
 from tools import boards, credentials, masking, mpremote, mpunix
 from tools.diagnose import diagnose, refused_credentials
 from tools.errors import ToolError
-from tools.hubaddr import HubAddress, parse_hub
+from tools.hubaddr import HubAddress, parse_hubs
 from tools.hubapi import HubApi, boot_of, default_url, make_token
 
 ONLINE_TIMEOUT_S = 60.0
@@ -130,8 +130,21 @@ def read_board(port: str, wanted: dict[str, bytes]) -> Plan:
     return plan
 
 
+def _on(row: dict[str, Any], hubs: list[HubAddress]) -> str:
+    """Which of its hubs the device says (in its health) it is on; a device's word is only
+    repeated when it names one of them."""
+    health = row.get("health")
+    on = health.get("hub") if isinstance(health, dict) else None
+    return on if on in {hub.where for hub in hubs} else "one of them"
+
+
 def wait_online(
-    api: HubApi, port: str, device: str, hub: HubAddress, old_boot: str | None, timeout: float
+    api: HubApi,
+    port: str,
+    device: str,
+    hubs: list[HubAddress],
+    old_boot: str | None,
+    timeout: float,
 ) -> str:
     """Waits for the device to come online with a new boot id; on failure, says why from what
     the board printed on its serial console since the reset."""
@@ -158,13 +171,15 @@ def wait_online(
                 row = api.device(device)
                 boot = boot_of(row)
                 if row is not None and row.get("online") and boot and boot != old_boot:
+                    if len(hubs) > 1:
+                        print(f"deploy: {device} is on the hub at {_on(row, hubs)}", flush=True)
                     return boot
             if line is None:
                 time.sleep(0.1)
     finally:
         if line is not None:
             line.close()
-    raise DeployError(diagnose(console, device, hub, timeout))
+    raise DeployError(diagnose(console, device, hubs, timeout))
 
 
 def copy_to_board(port: str, plan: Plan) -> tuple[list[str], list[str]]:
@@ -205,9 +220,12 @@ def deploy(
     secret: str | None = None,
 ) -> str | None:
     """Deploys and waits for the device online; returns its new boot id (None with
-    ``wait=False``). `secret` (from provision) skips the registry."""
+    ``wait=False``). `hub_url` may list several addresses, comma-separated, which the device
+    tries in turn; the API defaults to the first one's host. `secret` (from provision) skips
+    the registry."""
     check_device_id(device)
-    hub = parse_hub(hub_url)
+    hubs = parse_hubs(hub_url)
+    hub = hubs[0]  # all of one kind (mqtt or mqtts)
     board, board_path = boards.load_board(board_name)
     mpremote.check_port(port)
     check_mpy_version(board)
@@ -243,7 +261,7 @@ def deploy(
     if board["chip"] != "unix" and wifi_ssid is None and not had_wifi:
         raise DeployError("a real board needs --wifi-ssid (and WIFI_PASSWORD in the environment)")
     wanted["settings.json"] = credentials.device_settings(
-        device, hub, login, plan.settings, wifi_ssid, wifi_password
+        device, hubs, login, plan.settings, wifi_ssid, wifi_password
     )
     changed, stale = copy_to_board(port, plan)
     print(
@@ -253,4 +271,4 @@ def deploy(
     )
     if not wait:
         return None
-    return wait_online(api, port, device, hub, old_boot, timeout)
+    return wait_online(api, port, device, hubs, old_boot, timeout)

@@ -27,9 +27,9 @@ def refused_credentials(console: str) -> int | None:
     return None
 
 
-def diagnose(console: str, device: str, hub: HubAddress, timeout: float) -> str:
+def diagnose(console: str, device: str, hub: HubAddress | list[HubAddress], timeout: float) -> str:
     """One message saying why the device is not online, and what to check."""
-    where = hub.where
+    where = " or ".join(h.where for h in (hub if isinstance(hub, list) else [hub]))
     code = refused_credentials(console)
     if code is not None:
         why = CREDENTIALS_REFUSED[code]

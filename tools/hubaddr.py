@@ -1,5 +1,8 @@
 """Where a device reaches the hub: ``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT``, parsed once for
-every tool (deploy, provision, sim), with errors that say what is wrong.
+every tool (deploy, provision, sim), with errors that say what is wrong. ``--hub`` may list
+several addresses, comma-separated (``mqtt://a:1883,mqtt://b:1883``): the device tries them in
+turn (firmware/node/session.py), so they must all be of one kind (a device has one ``tls``
+setting), none twice, and at most MAX_HUBS (the firmware's bound).
 
 The address ends up in a device's settings.json and in the firmware's ``getaddrinfo``, so only a
 host (a DNS name or an IP address) and a port are accepted: no user name or password (a secret in
@@ -18,6 +21,7 @@ from tools.errors import ToolError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 MAX_URL = 255
+MAX_HUBS = 8  # firmware/node/hubs.py
 SHAPE = "--hub must look like mqtt://HOST:PORT or mqtts://HOST:PORT"
 _NETLOC_RE = re.compile(r"^(\[[0-9a-zA-Z:.%]+\]|[^:\[\]@]+)(:[0-9]{0,5})?$")
 _LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -97,3 +101,33 @@ def parse_hub(url: str) -> HubAddress:
     _check_host(hostname, url)
     tls = parts.scheme == "mqtts"
     return HubAddress(hostname, port or DEFAULT_PORTS[parts.scheme], tls)
+
+
+def parse_hubs(value: str) -> list[HubAddress]:
+    """The hub addresses in a comma-separated --hub value (one address is a list of one), or
+    HubAddressError naming what is wrong."""
+    if len(value) > MAX_HUBS * (MAX_URL + 1):
+        raise HubAddressError(f"--hub takes at most {MAX_HUBS} addresses")
+    urls = [url.strip(" ") for url in value.split(",")]  # control characters stay: refused
+    if len(urls) > MAX_HUBS:
+        raise HubAddressError(f"--hub takes at most {MAX_HUBS} addresses, not {len(urls)}")
+    if any(not url for url in urls):  # the value is not echoed: it may hold a user:password@
+        raise HubAddressError(f"{SHAPE}, or several separated by commas, without an empty one")
+    hubs = [parse_hub(url) for url in urls]
+    if len(hubs) > 1 and any("%" in hub.host for hub in hubs):
+        raise HubAddressError("--hub with several addresses takes no IPv6 zone (%...)")
+    if len({hub.tls for hub in hubs}) > 1:
+        raise HubAddressError(
+            "--hub addresses must be all mqtt:// or all mqtts:// (a device has one TLS setting)"
+        )
+    seen: set[tuple[str, int]] = set()
+    for hub in hubs:
+        if (hub.host, hub.port) in seen:
+            raise HubAddressError(f"--hub lists {hub.where} twice")
+        seen.add((hub.host, hub.port))
+    return hubs
+
+
+def hubs_url(hubs: list[HubAddress]) -> str:
+    """The --hub value for these addresses (what parse_hubs reads back)."""
+    return ",".join(hub.url for hub in hubs)

@@ -13,7 +13,7 @@ from pathlib import Path
 from hub import certs
 from hub.registry import Registry
 from tools import boards, credentials, deploy, mpremote
-from tools.hubaddr import parse_hub
+from tools.hubaddr import hubs_url, parse_hubs
 from tools.hubapi import HubApi, HubApiError, default_url, make_token
 
 
@@ -35,13 +35,14 @@ def provision(
     client certificate (issued now unless it has a current one), and no secret goes on the
     board."""
     deploy.check_device_id(device)
-    hub = parse_hub(hub_url)
+    hubs = parse_hubs(hub_url)  # one address, or several the device tries in turn
+    hub = hubs[0]  # all of one kind (mqtt or mqtts)
     board_file, _ = boards.load_board(board)  # bad input fails before the registry changes
     mpremote.check_port(port)
     deploy.check_mpy_version(board_file)
     if not hub.tls and not allow_insecure:
         raise deploy.DeployError(
-            f"--hub {hub.url} is plain MQTT, and devices must use TLS by default: give "
+            f"--hub {hubs_url(hubs)} is plain MQTT, and devices must use TLS by default: give "
             "--hub mqtts://HOST:8883 (after `mpy-hub certs init`) or --allow-insecure"
         )
     if client_cert and not hub.tls:
@@ -79,7 +80,7 @@ def provision(
         board,
         port,
         device,
-        hub.url,
+        hubs_url(hubs),
         data_dir=data_dir,
         api_url=api.url,
         token=api.token,

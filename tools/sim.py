@@ -9,6 +9,9 @@ one. So the sim refuses, before it changes anything:
 - to touch a registered device that is not a sim's (one that must use TLS or holds a client
   certificate: the sim registers its own for plain MQTT, without certificates), unless --force.
 
+--hub may list several addresses, comma-separated: each device gets them all as its `hubs`
+setting and fails over between them as a deployed one does.
+
 It reads its devices' output: a refused CONNECT is reported once (``sim: ID: credentials refused
 (CONNACK 4)``) and that device stops, since a refusal will not cure itself; a run in which no
 device ever connected ends in an error (exit code 2).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import signal
 import sys
 import tempfile
@@ -29,9 +33,10 @@ from pathlib import Path
 from hub.registry import TLS_REQUIRED, Registry
 from hub.topics import DEVICE_ID_RE
 from tools import mpunix
+from tools.credentials import with_hubs
 from tools.diagnose import CONNECTED_RE, CREDENTIALS_REFUSED, refused_credentials
 from tools.errors import ToolError
-from tools.hubaddr import parse_hub
+from tools.hubaddr import HubAddress, hubs_url, parse_hubs
 
 MAX_COUNT = 999  # PREFIX-001 .. PREFIX-999; each device is a process
 MAX_PERIOD_S = 86400  # the firmware's range for period_s (node/config.py)
@@ -157,8 +162,7 @@ def provision(data_dir: Path, devices: list[str], *, force: bool = False) -> dic
 
 
 async def run_fleet(
-    host: str,
-    port: int,
+    hubs: list[HubAddress],
     devices: list[str],
     seconds: float | None,
     period_s: int,
@@ -174,14 +178,17 @@ async def run_fleet(
     for device in devices:
         settings = mpunix.DeviceSettings(
             id=device,
-            hub_host=host,
-            hub_port=port,
+            hub_host=hubs[0].host,
+            hub_port=hubs[0].port,
             period_s=period_s,
             username=device if device in secrets else None,
             password=secrets.get(device),
         )
-        folders.append((device, mpunix.prepare_device_dir(work_dir / device, settings)))
-    print(f"sim: {len(devices)} devices -> mqtt://{host}:{port}", flush=True)
+        folder = mpunix.prepare_device_dir(work_dir / device, settings)
+        if len(hubs) > 1:  # the firmware's list form (tools/credentials.py, as deploy writes it)
+            (folder / "settings.json").write_text(json.dumps(with_hubs(settings, hubs)))
+        folders.append((device, folder))
+    print(f"sim: {len(devices)} devices -> {hubs_url(hubs)}", flush=True)
     fleet = FleetRun()
     tasks = [asyncio.create_task(_run_device(d, f, stop, fleet)) for d, f in folders]
     if seconds is not None:
@@ -205,11 +212,11 @@ def run(
     devices = check_ids(prefix, count)
     if not 1 <= period_s <= MAX_PERIOD_S:
         raise SimError(f"--period must be 1 to {MAX_PERIOD_S} seconds")
-    address = parse_hub(hub)
-    if address.tls:
+    hubs = parse_hubs(hub)  # one address, or several each device tries in turn
+    if hubs[0].tls:  # all of one kind
         raise SimError(
             "simulated devices connect without TLS (the unix port has no certificates "
-            f"deployed): give --hub mqtt://{address.host}:PORT"
+            f"deployed): give --hub mqtt://{hubs[0].host}:PORT"
         )
     with contextlib.ExitStack() as stack:
         secrets: dict[str, str] = {}
@@ -217,10 +224,9 @@ def run(
             stack.enter_context(fleet_lock(data_dir, prefix))
             secrets = provision(data_dir, devices, force=force)
         folder = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sim-")))
-        fleet = asyncio.run(
-            run_fleet(address.host, address.port, devices, seconds, period_s, folder, secrets)
-        )
+        fleet = asyncio.run(run_fleet(hubs, devices, seconds, period_s, folder, secrets))
     if not fleet.connected:
         refused = f"; {len(fleet.refused)} refused their credentials" if fleet.refused else ""
-        raise SimError(f"no device connected to the hub at {address.where}{refused}")
+        where = " or ".join(h.where for h in hubs)
+        raise SimError(f"no device connected to the hub at {where}{refused}")
     return fleet

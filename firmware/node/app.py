@@ -21,6 +21,7 @@ DEFAULT_SENSORS = [{"kind": "sim", "name": "temp", "decimals": 1}]
 
 class App:
     def __init__(self, cfg):
+        gc.collect()  # once, before the app's long-lived objects: fewer holes between them
         self.cfg = cfg
         device = cfg["id"]
         board = cfg["board"]
@@ -59,12 +60,14 @@ class App:
             from node import tlsctx  # lazily: most boot paths never pay for TLS
 
             ssl_context = tlsctx.client_context()
-        self.link = Link(device, cfg["hub_host"], cfg["hub_port"], cfg["username"],
+        host, port = cfg["hubs"][0]
+        self.link = Link(device, host, port, cfg["username"],
                          cfg["password"], cfg["keepalive_s"], cfg["io_timeout_s"],
                          cfg["ack_timeout_s"], ssl_context)
         self.link.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
         self.link.set_callback(self.on_message)
         self.backoff_ms = cfg["backoff_min_ms"]
+        self.hub_idx = 0  # the address in cfg["hubs"] the next connect goes to
         self.retry_at = now
         self.reconnects = 0
         self.connects = 0

@@ -1,6 +1,7 @@
 # Settings: defaults, merged with the board file and the device's settings file, once.
 # Updates over the air (the settings trial) live in node/trial.py, imported when needed.
 import json
+import sys
 
 BOARD_FILE = "board.json"
 SETTINGS_FILE = "settings.json"
@@ -9,6 +10,7 @@ TRIAL_FILE = "trial.json"
 
 DEFAULTS = {
     "id": None,  # device id, required
+    "hubs": None,  # ["HOST:PORT", ...]: tried in turn (node/session.py); or, for one hub:
     "hub_host": "127.0.0.1",
     "hub_port": 1883,
     "username": None,
@@ -58,6 +60,22 @@ def valid_id(device):
     return True
 
 
+def _hubs(settings, cfg):
+    # The hub addresses, in order: `hubs`, or `hub_host`/`hub_port` as a list of one.
+    if settings.get("hubs") is None:
+        if not cfg["hub_host"]:
+            raise ConfigError("setting 'hub_host' is required")
+        return [(cfg["hub_host"], cfg["hub_port"])]
+    import node
+    from node import hubs  # lazily: needed at boot (and for a settings update) only
+
+    try:
+        return hubs.check(settings)
+    finally:  # its code need not stay in a 64 KB heap
+        del sys.modules["node.hubs"]
+        del node.hubs
+
+
 def read_json(path):
     try:
         with open(path) as f:
@@ -82,6 +100,8 @@ def check(settings, where=SETTINGS_FILE):
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ConfigError("setting %r must be a whole number from %d to %d"
                                   % (key, low, high))
+        elif key == "hubs":
+            pass  # checked whole below
         elif key in _FLAGS:
             if not isinstance(value, bool):
                 raise ConfigError("setting %r must be true or false" % key)
@@ -91,8 +111,7 @@ def check(settings, where=SETTINGS_FILE):
     if not valid_id(cfg["id"]):
         raise ConfigError("setting 'id' is required: 1 to 32 of a-z 0-9 - _, the first a letter"
                           " or digit")
-    if not cfg["hub_host"]:
-        raise ConfigError("setting 'hub_host' is required")
+    cfg["hubs"] = _hubs(settings, cfg)
     if cfg["backoff_max_ms"] < cfg["backoff_min_ms"]:
         raise ConfigError("setting 'backoff_max_ms' must not be below 'backoff_min_ms'")
     return cfg

@@ -7,6 +7,7 @@ from node import VERSION, hw, net
 
 def payload(app):
     gc.collect()
+    host, port = app.cfg["hubs"][app.hub_idx]  # sent while connected: the hub it is on
     return json.dumps({
         "fw": VERSION,
         "board": app.cfg["board"].get("name", "?"),
@@ -20,4 +21,5 @@ def payload(app):
         "boot": app.boot.decode(),
         "seq": app.seq,
         "error": app.last_error,
+        "hub": ("[%s]:%d" if ":" in host else "%s:%d") % (host, port),  # IPv6 in brackets
     }).encode()

@@ -35,7 +35,6 @@ class Link(MQTTClient):
         self.last_tx = 0
         self.last_rx = 0
         self._ping_ms = 0
-        self._addr = None
         self._poller = None
         self._suback = None
         self._head = bytearray(5)  # node/wire.py's buffers
@@ -59,14 +58,19 @@ class Link(MQTTClient):
         return False
 
     # --- session -----------------------------------------------------------------------
+    def target(self, host, port):
+        # The hub the next connect() goes to (node/session.py moves through the settings' list).
+        self.server = host
+        self.port = port
+
     def connect(self, clean_session=True):
-        if self._addr is None:  # resolve the hub once
-            self._addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+        # Resolved once per attempt: a hub that moved (DNS) is found on the next one.
+        addr = socket.getaddrinfo(self.server, self.port)[0][-1]
         self.close()
         sock = socket.socket()
         sock.settimeout(self.io_timeout)
         try:
-            sock.connect(self._addr)
+            sock.connect(addr)
             if self.ssl_context is not None:
                 sock = self.ssl_context.wrap_socket(sock, server_hostname=self.server)
         except Exception:

@@ -3,6 +3,15 @@
 # trial and health; a failed link waits with exponential backoff and jitter, and an untried
 # settings update that never connects is rolled back. Functions of the app, like commands and
 # health: the state they keep (backoff, counts, last error) is the app's, for health to report.
+#
+# Failover: the settings' `hubs` are tried in turn. A failed connect or a lost link moves to the
+# next address; a device stays on the hub it has (no going back to the first) until it loses it.
+# Backoff: each failed attempt waits between half and all of the current step, and the step
+# doubles (backoff_min_ms up to backoff_max_ms) after each full round of addresses that all
+# failed, so one dead address does not slow the move to the next. A lost link waits a random
+# part (0 to all) of the step, which a working session has reset to backoff_min_ms, and doubles
+# it: a hub restart drops a whole fleet at once, and the fleet must not come back in lock-step
+# (nor hammer a hub that admits it and then refuses its subscription).
 import random
 import time
 
@@ -22,8 +31,10 @@ def log(msg):
 
 def connect(app):
     cfg = app.cfg
+    host, port = cfg["hubs"][app.hub_idx]
     if not net.up(cfg["wifi_ssid"], cfg["wifi_password"]):
         raise OSError("wifi down")
+    app.link.target(host, port)
     app.link.connect()
     app.link.subscribe(app.command_topic, 1)  # again on every connect: clean sessions
     app.link.publish(app.status_topic, b"online", retain=True, qos=1)
@@ -32,8 +43,7 @@ def connect(app):
     app.connects += 1
     if app.connects > 1:
         app.reconnects += 1
-    log("connected to %s:%d as %s (boot %s)" % (cfg["hub_host"], cfg["hub_port"], cfg["id"],
-                                                app.boot.decode()))
+    log("connected to %s:%d as %s (boot %s)" % (host, port, cfg["id"], app.boot.decode()))
     if app.trial is not None:
         _finish_trial(app)
     app.publish_meta()
@@ -43,20 +53,32 @@ def link_failed(app, exc):
     was_connected = app.link.connected
     app.link.close()
     app.last_error = repr(exc)
-    if not was_connected:
+    cfg = app.cfg
+    hubs = cfg["hubs"]
+    host, port = hubs[app.hub_idx]
+    app.hub_idx = (app.hub_idx + 1) % len(hubs)  # failed or lost: the next address
+    step = app.backoff_ms
+    if was_connected:  # lost (or refused its subscription): 0 to all of the step
+        delay = random.getrandbits(24) % (step + 1)
+        grow = True
+    else:  # half to all of the step, which grows after each full round of addresses
         app.failures += 1
-    # Exponential backoff with jitter: wait between half and all of the current step.
-    half = app.backoff_ms // 2
-    delay = half + random.getrandbits(20) % (half + 1)
+        delay = step // 2 + random.getrandbits(24) % (step // 2 + 1)
+        grow = app.failures % len(hubs) == 0
+    if grow:
+        app.backoff_ms = min(step * 2, cfg["backoff_max_ms"])
+    nxt = hubs[app.hub_idx]
+    log("link down (%r), retry in %d ms; was %s:%d, next %s:%d"
+        % (exc, delay, host, port, nxt[0], nxt[1]))
     app.retry_at = time.ticks_add(time.ticks_ms(), delay)
-    app.backoff_ms = min(app.backoff_ms * 2, app.cfg["backoff_max_ms"])
-    log("link down (%r), retry in %d ms" % (exc, delay))
     if not was_connected and isinstance(exc, MQTTException):
         # The hub refused the CONNECT (a refused subscription comes once the link is up):
-        # 4 bad user name or password, 5 not authorised. A stable line for tools/deploy.py.
+        # 3 server unavailable, 4 bad user name or password, 5 not authorised. A stable line
+        # for tools/deploy.py.
         log("link: refused %d" % exc.args[0])
     trial = app.trial
-    if trial is not None and trial["state"] == "trying" and app.failures >= _TRIAL_ATTEMPTS:
+    if (trial is not None and trial["state"] == "trying"
+            and app.failures >= max(_TRIAL_ATTEMPTS, len(hubs))):
         from node import trial as settings_trial
 
         settings_trial.roll_back("rolled back: no connection with the new settings (%s)"

@@ -10,22 +10,33 @@ _AWAKE_MAX_MS = const(20000)  # the radio is the battery's biggest cost: bounded
 _STEP_MS = const(20)
 
 
+def _connect(app):
+    # Each hub address once per wake, in order (no backoff: the next wake is the retry).
+    for _ in app.cfg["hubs"]:
+        try:
+            session.connect(app)
+            return True
+        except Exception as exc:  # this address failed: the readings wait, try the next
+            session.link_failed(app, exc)
+    return False
+
+
 def cycle(app):
     start = time.ticks_ms()
     app.read_now()
     app.read_due(start)  # the readings go to the flash ring first, as always
     link = app.link
     try:
-        session.connect(app)
-        # Send what is queued (older wakes' readings too) until acknowledged or out of time.
-        while len(app.ring) and time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS:
-            app.send_queued()
-            link.service()
-            app.collect_acks()
-            app.wdt.feed()
-            time.sleep_ms(_STEP_MS)
-        link.publish(app.status_topic, b"asleep", retain=True, qos=1)
-        link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
+        if _connect(app):
+            # Send what is queued (older wakes' readings too) until acknowledged or out of time.
+            while len(app.ring) and time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS:
+                app.send_queued()
+                link.service()
+                app.collect_acks()
+                app.wdt.feed()
+                time.sleep_ms(_STEP_MS)
+            link.publish(app.status_topic, b"asleep", retain=True, qos=1)
+            link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
     except Exception as exc:  # no hub this time: the readings wait in the ring
         session.link_failed(app, exc)
     app.ring.close()

@@ -22,6 +22,12 @@ def _remove(path):
         pass
 
 
+def _drop(settings, keys):
+    for key in keys:
+        if key in settings:
+            del settings[key]
+
+
 def begin_trial(command_id, changes):
     # Validates and persists a settings update; the old file stays as the backup. Returns
     # the new settings. Raises ConfigError (and changes nothing) for bad input.
@@ -31,6 +37,11 @@ def begin_trial(command_id, changes):
     if "id" in changes and changes["id"] != old.get("id"):
         raise config.ConfigError("setting 'id' cannot change over the air")
     new = dict(old)
+    # The update's form of the hub address replaces the stored one: `hubs`, or hub_host/hub_port.
+    if "hubs" in changes:
+        _drop(new, ("hub_host", "hub_port"))
+    elif "hub_host" in changes or "hub_port" in changes:
+        _drop(new, ("hubs",))
     new.update(changes)
     config.check(new, "the update")
     _write_json(SETTINGS_FILE + ".new", new)

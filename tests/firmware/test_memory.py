@@ -5,6 +5,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.firmware.helpers import Subscriber, assert_complete
 from tests.support.hubproc import HubProcess, scaled
 from tools import mpunix
@@ -12,14 +14,19 @@ from tools import mpunix
 READINGS = 10_000
 
 
+@pytest.mark.parametrize("form", ["hub_host", "hubs"])
 def test_ten_thousand_readings_in_64k_without_memory_error(
-    hub: HubProcess, tmp_path: Path
+    form: str, hub: HubProcess, tmp_path: Path
 ) -> None:
     """The real App loop sends 10,000 readings through ring, link and hub with a 64 KiB heap:
-    no MemoryError, nothing dropped, every reading received once deduplicated, in order."""
-    folder = mpunix.prepare_device_dir(
-        tmp_path / "mem-1", mpunix.DeviceSettings("mem-1", hub.host, hub.mqtt_port)
-    )
+    no MemoryError, nothing dropped, every reading received once deduplicated, in order; with
+    one hub address (`hub_host`) and with a `hubs` list (whose parser is loaded at boot)."""
+    settings = mpunix.DeviceSettings("mem-1", hub.host, hub.mqtt_port)
+    folder = mpunix.prepare_device_dir(tmp_path / "mem-1", settings)
+    if form == "hubs":
+        hubs = [f"{hub.host}:{hub.mqtt_port}", "127.0.0.1:9"]
+        with_hubs = {"id": "mem-1", "hubs": hubs, "period_s": settings.period_s}
+        (folder / "settings.json").write_text(json.dumps(with_hubs))
     command = mpunix.firmware_command(mpunix.HEAP_SIZE, mpunix.STEADY_STATE, str(READINGS))
 
     async def scenario() -> tuple[dict[str, float], Subscriber]:

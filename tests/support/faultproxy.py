@@ -1,10 +1,13 @@
 """An asyncio TCP proxy between the firmware and the hub that injects network faults.
 
 Faults: `drop()` resets every open connection; `blackhole` swallows bytes both ways while
-keeping connections open (a half-open link: writes succeed, nothing ever comes back);
-`puback_delay` holds the hub's PUBACKs back; `upstream = None` refuses devices as a hub that is
-down would (accept, then close). Hub-to-device bytes are parsed into MQTT packets so single
-packet types can be delayed.
+keeping connections open (a half-open link: writes succeed, nothing ever comes back; a new
+connection's CONNECT is never answered); `puback_delay` holds the hub's PUBACKs back;
+`upstream = None` refuses devices as a hub that is down would (accept, then close); `connack`
+answers every CONNECT with that CONNACK return code (3: server unavailable) and closes, as a
+broker that is up but cannot serve does. Hub-to-device bytes are parsed into MQTT packets so
+single packet types can be delayed. `accepted_at` records every device connection, whatever
+became of it, so tests can time reconnect attempts.
 """
 
 from __future__ import annotations
@@ -61,12 +64,17 @@ def split_packets(buffer: bytearray) -> list[bytes]:
 class FaultProxy:
     """Listens on a free port and forwards to upstream (host, port) unless told otherwise."""
 
-    def __init__(self, upstream: tuple[str, int] | None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, upstream: tuple[str, int] | None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.upstream = upstream
         self.host = host
-        self.port = 0
+        self.port = port  # 0: a free one, set once listening
         self.blackhole = False
         self.puback_delay = 0.0
+        self.connack: int | None = None  # refuse every CONNECT with this return code
+        self.accepted_at: list[float] = []  # time.monotonic() of every device connection
+        self.refused = 0  # CONNECTs answered with `connack`
         self.connections = 0  # device connections that reached the hub
         self.connected_at: list[float] = []  # time.monotonic() of each
         self.pubacks_delayed = 0
@@ -74,7 +82,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -93,6 +101,10 @@ class FaultProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pair = _Pair(writer)
         self._pairs.append(pair)
+        self.accepted_at.append(time.monotonic())
+        if self.connack is not None:
+            await self._refuse(reader, writer, pair, self.connack)
+            return
         if self.blackhole:  # swallow everything; the device must notice on its own
             pair.tasks.append(asyncio.current_task())  # type: ignore[arg-type]
             with contextlib.suppress(Exception):
@@ -113,6 +125,26 @@ class FaultProxy:
         up = asyncio.create_task(self._pump_up(reader, hub_writer, pair))
         down = asyncio.create_task(self._pump_down(hub_reader, writer, pair))
         pair.tasks += [up, down]
+
+    async def _refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair, code: int
+    ) -> None:
+        """Reads the CONNECT (within 10 s), answers CONNACK with `code`, closes."""
+        buffer = bytearray()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                while not split_packets(buffer):
+                    data = await reader.read(4096)
+                    if not data:
+                        break
+                    buffer.extend(data)
+                else:
+                    writer.write(bytes((0x20, 2, 0, code)))
+                    await writer.drain()
+                    self.refused += 1
+                    writer.close()  # a FIN after the CONNACK, as a broker does
+                    await writer.wait_closed()
+        pair.close()
 
     async def _pump_up(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair

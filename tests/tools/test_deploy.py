@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -120,15 +121,25 @@ def test_deploy_with_wrong_credentials_says_so(
     assert why.startswith("credentials refused: dev-2 reached the hub"), why
 
 
-def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) -> None:
-    """A device that boots but finds no broker at the given address is diagnosed as such."""
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("mqtt://127.0.0.1:9", "127.0.0.1:9"),  # nothing listens on the discard port
+        ("mqtt://127.0.0.1:9,mqtt://127.0.0.1:7", "127.0.0.1:9 or 127.0.0.1:7"),
+    ],
+)
+def test_deploy_to_an_unreachable_hub_says_so(
+    url: str, where: str, hub: HubProcess, board: Vboard
+) -> None:
+    """A device that boots but finds no broker at the given address (or any of several) is
+    diagnosed as such, naming every address."""
     provision(hub, "dev-3")
     args = deploy_args(hub, board, "dev-3")
-    args[args.index("--hub") + 1] = "mqtt://127.0.0.1:9"  # nothing listens on the discard port
+    args[args.index("--hub") + 1] = url
     args[args.index("--timeout") + 1] = str(scaled(4))
     result = tools("deploy", *args)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "dev-3 boots but cannot reach the hub at 127.0.0.1:9" in result.stderr
+    assert f"dev-3 boots but cannot reach the hub at {where} (" in result.stderr
     assert "link: refused" not in board.console()  # no hub, so nothing refused it
 
 
@@ -139,6 +150,10 @@ def test_deploy_to_an_unreachable_hub_says_so(hub: HubProcess, board: Vboard) ->
         (["--port", "/dev/ttyNOPE"], "no serial port /dev/ttyNOPE"),
         (["--hub", "http://x"], "--hub must look like mqtt://HOST:PORT"),
         (["--device", "Bad Id"], "bad device id 'Bad Id'"),
+        (["--hub", "mqtt://a:1,mqtts://b:2"], "must be all mqtt:// or all mqtts://"),
+        (["--hub", "mqtt://a:1,mqtt://a:1"], "--hub lists a:1 twice"),
+        (["--hub", "mqtt://a:1,"], "without an empty one"),
+        (["--hub", "mqtt://a:1,mqtt://u:secret@b:2"], "--hub takes no user name or password"),
     ],
 )
 def test_deploy_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
@@ -192,6 +207,26 @@ def test_provision_refuses_before_registering_when_the_api_is_unreachable(
     assert "dev-5" not in hub_cli(secure_hub.data_dir, "device", "list").stdout
 
 
+def test_provision_with_two_plain_addresses_needs_allow_insecure(
+    secure_hub: HubProcess, tmp_path: Path
+) -> None:
+    """provision takes a comma-separated --hub too, and refuses plain MQTT for all of them
+    (naming them) before it registers anything."""
+    both = f"mqtt://127.0.0.1:9,{secure_hub.mqtt_url}"
+    args = [
+        "--board", "unix-sim", "--port", str(tmp_path), "--id", "dev-7", "--hub", both,
+        "--data-dir", str(secure_hub.data_dir), "--api", secure_hub.http_url,
+    ]  # fmt: skip
+    result = tools("provision", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"tools: error: --hub {both} is plain MQTT" in result.stderr
+    assert "--allow-insecure" in result.stderr
+    args[args.index("--hub") + 1] = "mqtts://a:1,mqtt://b:1"
+    mixed = tools("provision", *args)
+    assert mixed.returncode == 2 and "all mqtt:// or all mqtts://" in mixed.stderr
+    assert "dev-7" not in hub_cli(secure_hub.data_dir, "device", "list").stdout
+
+
 def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
     tmp_path: Path,
 ) -> None:
@@ -234,3 +269,34 @@ def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
     finally:
         board.stop()
         hub.stop()
+
+
+def test_deploy_with_two_hub_addresses_writes_both_and_fails_over(
+    secure_hub: HubProcess, board: Vboard, tmp_path: Path
+) -> None:
+    """`--hub A,B` writes both addresses, in order, to the board's `hubs` setting (replacing the
+    single-address form); with A dead the device comes online through B and deploy names B. A
+    later single-address deploy writes the older `hub_host`/`hub_port` form back."""
+    provision(secure_hub, "dev-6")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    args = deploy_args(secure_hub, board, "dev-6")
+    args[args.index("--hub") + 1] = f"mqtt://127.0.0.1:{dead},{secure_hub.mqtt_url}"
+    result = tools("deploy", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    on = f"{secure_hub.host}:{secure_hub.mqtt_port}"
+    assert f"deploy: dev-6 is on the hub at {on}" in result.stdout
+    assert "deploy: dev-6 is online" in result.stdout
+    settings = json.loads((board.folder / "settings.json").read_text())
+    assert settings["hubs"] == [f"127.0.0.1:{dead}", on]
+    assert "hub_host" not in settings and "hub_port" not in settings
+    console = board.console()
+    assert "link down (OSError(111,))" in console and f"connected to {on} as dev-6" in console
+    assert online(secure_hub, "dev-6")["online"] is True
+
+    again = tools("deploy", *deploy_args(secure_hub, board, "dev-6"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "is on the hub at" not in again.stdout  # said only when there is a choice
+    settings = json.loads((board.folder / "settings.json").read_text())
+    assert "hubs" not in settings and settings["hub_port"] == secure_hub.mqtt_port

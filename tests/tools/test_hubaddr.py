@@ -3,7 +3,7 @@ sim share, with what a careless or hostile command line can hold."""
 
 import pytest
 
-from tools.hubaddr import HubAddress, HubAddressError, parse_hub
+from tools.hubaddr import HubAddress, HubAddressError, hubs_url, parse_hub, parse_hubs
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,49 @@ def test_credentials_in_the_address_are_refused_without_echoing_them(url: str) -
     with pytest.raises(HubAddressError, match="takes no user name or password") as err:
         parse_hub(url)
     assert "hunter2" not in str(err.value)
+
+
+def test_several_addresses_parse_in_order() -> None:
+    """A comma-separated --hub gives every address in order (spaces around commas allowed);
+    one address is a list of one; hubs_url writes the value back."""
+    hubs = parse_hubs("mqtt://a:1, mqtt://[::1]:2,mqtt://b")
+    assert hubs == [
+        HubAddress("a", 1, False),
+        HubAddress("::1", 2, False),
+        HubAddress("b", 1883, False),
+    ]
+    assert [h.where for h in hubs] == ["a:1", "[::1]:2", "b:1883"]  # the firmware's `hubs`
+    assert parse_hubs("mqtts://hub") == [HubAddress("hub", 8883, True)]
+    assert parse_hubs(hubs_url(hubs)) == hubs
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("mqtt://a:1,mqtts://b:2", "must be all mqtt:// or all mqtts://"),
+        ("mqtt://a:1,mqtt://a:1", "--hub lists a:1 twice"),
+        ("mqtt://a,mqtt://a:1883", "--hub lists a:1883 twice"),
+        ("mqtt://a:1,", "without an empty one"),
+        (",mqtt://a:1", "without an empty one"),
+        ("mqtt://a:1,,mqtt://b:1", "without an empty one"),
+        (",".join(f"mqtt://h:{p}" for p in range(1, 10)), "at most 8 addresses, not 9"),
+        (",".join(["mqtt://" + "a" * 250] * 9), "at most 8 addresses"),
+        ("mqtt://a:1,http://b:1", "--hub must look like mqtt://HOST:PORT"),
+        ("mqtt://a:1,mqtt://b:1\n", "without spaces or control characters"),
+        ("mqtt://[fe80::1%eth0]:1,mqtt://b:1", "no IPv6 zone"),
+    ],
+)
+def test_bad_address_lists_are_refused_clearly(value: str, message: str) -> None:
+    """Each malformed or hostile list is refused with a message that says what is wrong."""
+    with pytest.raises(HubAddressError) as err:
+        parse_hubs(value)
+    assert message in str(err.value)
+    assert len(str(err.value)) < 300
+
+
+def test_credentials_in_an_address_list_are_not_echoed() -> None:
+    """A password in any address of a list, or next to an empty one, never shows in the error."""
+    for value in ("mqtt://a:1,mqtt://u:hunter2@b:1", "mqtt://u:hunter2@b:1,"):
+        with pytest.raises(HubAddressError) as err:
+            parse_hubs(value)
+        assert "hunter2" not in str(err.value)

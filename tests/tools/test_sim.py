@@ -4,6 +4,7 @@ import asyncio
 import json
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,11 @@ from tools.sim import device_ids
 
 
 def _sim(hub: HubProcess, *args: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tools", "sim", "--hub", hub.mqtt_url, *args]
+    return _sim_to(hub.mqtt_url, *args)
+
+
+def _sim_to(url: str, *args: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "tools", "sim", "--hub", url, *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -69,6 +74,8 @@ def test_fleet_stops_by_itself_after_seconds(hub: HubProcess) -> None:
         ("http://x:1", "must look like mqtt://HOST:PORT"),
         ("mqtt://x:99999", "bad port"),
         ("mqtts://x:8883", "simulated devices connect without TLS"),
+        ("mqtts://x:8883,mqtts://y:8883", "simulated devices connect without TLS"),
+        ("mqtt://x:1,mqtt://x:1", "--hub lists x:1 twice"),
     ],
 )
 def test_bad_hub_url_is_a_clear_error(url: str, message: str) -> None:
@@ -233,6 +240,21 @@ def test_refused_credentials_are_reported_and_end_the_run(secure_hub: HubProcess
         assert output.count(line) == 1, output
     assert "tools: error: no device connected to the hub at " in output
     assert "2 refused their credentials" in output
+
+
+def test_sim_with_two_hub_addresses_fails_over_to_the_second(hub: HubProcess) -> None:
+    """`--hub A,B` gives every device both addresses; with A dead they connect through B."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    sim = _sim_to(f"mqtt://127.0.0.1:{dead},{hub.mqtt_url}", "--count", "2", "--seconds", "3")
+    output, _ = sim.communicate(timeout=scaled(30))
+    assert sim.returncode == 0, output
+    assert f"-> mqtt://127.0.0.1:{dead},{hub.mqtt_url}" in output
+    for device in device_ids(2):
+        assert f"[{device}] link down (OSError(111,))" in output  # the first address refused
+        assert f"[{device}] connected to {hub.host}:{hub.mqtt_port} as {device}" in output
+    assert output.rstrip().endswith("sim: stopped; 2 of 2 device(s) connected")
 
 
 def test_no_device_connected_is_an_error() -> None:
