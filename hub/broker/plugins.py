@@ -3,10 +3,11 @@
 The gatekeeper plugins put the hub's security policy (hub/security.py) behind amqtt's plugin
 interface: authentication at CONNECT, and topic filtering for every publish and subscribe.
 
-Credential checks (scrypt) run in a one-thread executor of their own, so a flood of logins never
-takes the default pool that storage uses. After ``login_failures`` failed logins within a
-minute from one address, or for one user name, further attempts from it are refused for a
-minute without being checked.
+Tokens and device secrets (a keyed hash, hub/device_secrets.py) are checked on the event loop;
+a secret an older hub hashed with scrypt is checked once in a one-thread executor of its own
+(so a flood of such logins never takes the default pool that storage uses) and then rehashed.
+After ``login_failures`` failed logins within a minute from one address, or for one user name,
+further attempts from it are refused for a minute without being checked.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
     async def authenticate(self, *, session: Session) -> bool:
         address = str(session.remote_address)
         name = f"user:{session.username}" if session.username is not None else ""
+        verdict: Verdict | None
         if self._by_address.blocked(address) or (name and self._by_name.blocked(name)):
             verdict = Verdict(None, "auth_failure", "too many failed logins: try again later",
                               bad_credentials=True)  # fmt: skip
@@ -63,20 +65,20 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
             tls = session.ssl_object
             # The client certificate, if one was presented: the handshake verified it already.
             peer_cert = tls.getpeercert(binary_form=True) if tls is not None else None
-            # Secret checks hash with scrypt: off the event loop, in a thread of their own.
-            verdict = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                self._check,
-                session.username,
-                raw,
-                session.client_id,
-                tls is not None,
-                peer_cert or None,
-            )
+            args = (session.username, raw, session.client_id, tls is not None, peer_cert or None)
+            # Tokens and keyed secret hashes are checked here, on the loop (microseconds); a
+            # secret an older hub hashed with scrypt once, in a thread of its own.
+            verdict = self._check(*args, fast=True)
+            if verdict is None:
+                verdict = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._check, *args
+                )
+                assert verdict is not None  # the full check always decides
             if verdict.bad_credentials:
                 self._by_address.failed(address)
                 if name:
                     self._by_name.failed(name)
+        assert verdict is not None
         session.verdict = verdict  # type: ignore[attr-defined]
         session.identity = verdict.identity  # type: ignore[attr-defined]
         return verdict.identity is not None
@@ -88,12 +90,17 @@ class GatekeeperAuthPlugin(BaseAuthPlugin):
         client_id: str,
         tls: bool,
         peer_cert: bytes | None,
-    ) -> Verdict:
-        """The gatekeeper's verdict; a token may not take a registered device's client id
-        (that would disconnect the device and pass for it)."""
-        verdict = self.gatekeeper.authenticate(username, password, client_id, tls, peer_cert)
+        fast: bool = False,
+    ) -> Verdict | None:
+        """The gatekeeper's verdict (with ``fast``: None when only scrypt can decide); a token
+        may not take a registered device's client id (that would disconnect the device and
+        pass for it)."""
+        gate = self.gatekeeper
+        args = (username, password, client_id, tls, peer_cert)
+        verdict = gate.authenticate_fast(*args) if fast else gate.authenticate(*args)
         if (
-            username == TOKEN_USERNAME
+            verdict is not None
+            and username == TOKEN_USERNAME
             and verdict.identity is not None
             and self.registry.get(client_id) is not None
         ):
