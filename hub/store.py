@@ -117,6 +117,7 @@ class SqlHistory:
     A subclass provides ``_MARK``, a DB-API connection ``_db`` and the ``_lock`` guarding it."""
 
     _MARK = "?"
+    _DB_ERRORS: tuple[type[Exception], ...] = ()  # the driver's errors, reported as StoreError
     _db: Any
     _lock: threading.Lock
 
@@ -132,10 +133,14 @@ class SqlHistory:
         until: float | None = None,
         limit: int = 1000,
     ) -> list[Row]:
-        """Readings of one device, oldest first, within [since, until)."""
+        """Readings of one device, oldest first, within [since, until); StoreError when the
+        database does not answer (locked, gone)."""
         sql, params = history_query(self._MARK, device, sensor, since, until, limit)
         with self._lock:
-            return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
+            try:
+                return [Row(*r) for r in self._db.execute(sql, params).fetchall()]
+            except self._DB_ERRORS as exc:
+                raise StoreError(f"the telemetry store did not answer: {exc}") from exc
 
     def prune(self, older_than_s: float, now: float | None = None) -> int:
         """Deletes readings older than the retention period; returns how many."""
@@ -147,6 +152,7 @@ class SqlHistory:
 
 class SqliteStore(SqlHistory):
     FILE = "telemetry.sqlite3"
+    _DB_ERRORS = (sqlite3.Error,)
 
     def __init__(self, data_dir: Path, *, sync: str = "full") -> None:
         if sync not in SYNC_MODES:

@@ -35,6 +35,7 @@ ON CONFLICT DO NOTHING
 
 class PostgresStore(SqlHistory):
     _MARK = "%s"
+    _DB_ERRORS = (psycopg.Error,)
 
     def __init__(self, url: str) -> None:
         self._url = url

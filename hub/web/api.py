@@ -23,7 +23,7 @@ from aiohttp import web
 from hub.broker import EmbeddedBroker
 from hub.registry import Registry
 from hub.security import Identity
-from hub.store import MAX_LIMIT, Store
+from hub.store import MAX_LIMIT, Store, StoreError
 from hub.topics import (
     SENSOR_RE,
     ContractError,
@@ -113,7 +113,11 @@ class Api:
         limit = 1000 if given is None else int(given)
         if not 1 <= limit <= MAX_LIMIT or (given is not None and limit != given):
             raise error(web.HTTPBadRequest, f"limit must be from 1 to {MAX_LIMIT}")
-        rows = await asyncio.to_thread(self.store.query, device, sensor, since, until, limit)
+        try:
+            rows = await asyncio.to_thread(self.store.query, device, sensor, since, until, limit)
+        except StoreError as exc:
+            log.warning("history of %s not served: %s", device, exc)
+            raise error(web.HTTPServiceUnavailable, str(exc)) from None
         return [
             {"sensor": r.sensor, "boot": r.boot, "seq": r.seq, "value": r.value,
              "received_at": r.received_at}
