@@ -7,7 +7,7 @@ import logging
 import socket
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 from aiohttp import web
@@ -204,7 +204,8 @@ class Hub:
             tls_port=_address(tls_socks[1])[1] if tls_socks else None,
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
-        api = Api(self.broker, self._api_registry, self.store)
+        ingest = self.ingest
+        api = Api(self.broker, self._api_registry, self.store, lambda: asdict(ingest.stats))
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),
             access_log=None,

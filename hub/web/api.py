@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -75,10 +76,17 @@ class Commands:
 
 
 class Api:
-    def __init__(self, broker: EmbeddedBroker, registry: Registry, store: Store) -> None:
+    def __init__(
+        self,
+        broker: EmbeddedBroker,
+        registry: Registry,
+        store: Store,
+        storage_stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.broker = broker
         self.registry = registry
         self.store = store
+        self.storage_stats = storage_stats
         self.commands = Commands(broker)
         broker.add_message_listener(self.commands.on_message)
 
@@ -149,6 +157,12 @@ class Api:
                 }
             )
         return web.json_response(out)
+
+    async def status(self, request: web.Request) -> web.Response:
+        """The hub's own state for operators (admin): storage (readings received, stored,
+        pending, refused, whether the store is failing) and the data dir's free space."""
+        storage = self.storage_stats() if self.storage_stats is not None else None
+        return web.json_response({"time": time.time(), "storage": storage})
 
     async def telemetry(self, request: web.Request) -> web.Response:
         return web.json_response(await self._rows(request))

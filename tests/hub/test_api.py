@@ -140,3 +140,22 @@ def test_command_errors(secure_hub: HubProcess) -> None:
     assert call(secure_hub, path + "?timeout=500", admin, {"op": "ping"})[0] == 400
     code, _, body = call(secure_hub, path + "?timeout=0.5", admin, {"op": "ping"})
     assert code == 504 and "no reply" in json.loads(body)["error"]
+
+
+def test_status_reports_storage_and_free_space_to_admins(secure_hub: HubProcess) -> None:
+    """GET /api/status shows an admin the storage counters and the data dir's free space; a
+    token that only reads telemetry is refused."""
+    admin = token(secure_hub, "--admin")
+    reader = token(secure_hub, "--subscribe", "d/+/t/+")
+
+    def storage() -> dict[str, Any]:
+        status, _, body = call(secure_hub, "/api/status", admin)
+        assert status == 200, body
+        return dict(json.loads(body)["storage"])
+
+    wait_for(lambda: storage()["disk_free_bytes"] is not None, scaled(15))
+    seen = storage()
+    assert 0 < seen["disk_free_bytes"] <= seen["disk_total_bytes"]
+    assert seen["store_failing"] is False and seen["pending"] >= 0
+    assert call(secure_hub, "/api/status", reader)[0] == 403
+    assert call(secure_hub, "/api/status")[0] == 401
