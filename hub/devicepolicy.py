@@ -19,7 +19,7 @@ reading costs one dictionary look-up here.
 
 from __future__ import annotations
 
-from hub.broker.settings import Refusal
+from hub.broker import Refusal
 from hub.config import ConfigError
 from hub.topics import (
     DEVICE_ID_RE,
@@ -40,7 +40,7 @@ _PREFIX = ROOT + "/"
 
 
 class DevicePolicy:
-    """The hub's publish check (``EmbeddedBroker.set_publish_check``)."""
+    """The hub's publish check (``Broker.set_publish_check``)."""
 
     def __init__(self, max_sensors: int = 32, max_sensor_name: int = 16) -> None:
         if max_sensors < 1:
