@@ -1,5 +1,5 @@
 """Who may connect, publish and subscribe: devices from the registry, browser tokens, and the
-development mode. Plain logic, no sockets; the broker asks it through amqtt plugins.
+development mode. Plain logic, no sockets; the broker asks it at CONNECT (hub/broker/login.py).
 
 Tokens are ``v1.<claims>.<signature>``: base64url JSON claims signed with HMAC-SHA256 under
 the hub's key (``hub.key`` in the data dir). A browser presents one as the MQTT password with
