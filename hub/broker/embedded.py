@@ -44,7 +44,7 @@ class _AmqttBroker(Broker):
     async def internal_message_broadcast(
         self, topic: str, data: bytes, qos: int | None = None
     ) -> None:
-        self._core.publish(Message(topic, bytes(data), qos or 0, False))
+        self.core.publish(Message(topic, bytes(data), qos or 0, False))
 
 
 class EmbeddedBroker:
