@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP/WebSocket connections at once (0: a quarter of the open-file limit)",
     )  # fmt: skip
     serve.add_argument(
+        "--amqtt-plugin", action="append", default=[], metavar="NAME=JSON",
+        help="an amqtt authentication or topic plugin run after the hub's own checks: its "
+        "dotted path and its config as JSON or @FILE.json (repeatable; README)",
+    )  # fmt: skip
+    serve.add_argument(
         "--allow-anonymous",
         action="store_true",
         help="DEVELOPMENT ONLY: admit clients without credentials, full access",
@@ -398,6 +403,23 @@ def _token(args: argparse.Namespace) -> None:
     print(create_token(load_key(args.data_dir, create=False), claims))
 
 
+def _amqtt_plugins(values: list[str]) -> dict[str, dict[str, Any]]:
+    """``--amqtt-plugin NAME=JSON`` (or ``NAME=@FILE``) flags as HubConfig.amqtt_plugins."""
+    plugins: dict[str, dict[str, Any]] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep:
+            raise ConfigError(f"--amqtt-plugin {value!r}: use NAME=JSON or NAME=@FILE")
+        try:
+            if text.startswith("@"):
+                text = Path(text[1:]).read_text()
+            config = json.loads(text) if text.strip() else {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--amqtt-plugin {name}: {exc}") from None
+        plugins[name] = config
+    return plugins
+
+
 async def _serve(config: HubConfig) -> None:
     hub = Hub(config)
     stop = asyncio.Event()
@@ -491,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 login_failures=args.login_failures,
                 max_sensors=args.max_sensors,
                 max_sensor_name=args.max_sensor_name,
+                amqtt_plugins=_amqtt_plugins(args.amqtt_plugin),
             )
             footprint.apply()
             asyncio.run(_serve(config))

@@ -6,8 +6,9 @@ import contextlib
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hub.ingest import parse_disk_threshold
 
@@ -21,6 +22,22 @@ class ConfigError(ValueError):
 def _check_port(name: str, value: int | None) -> None:
     if value is not None and not 0 <= value <= 65535:
         raise ConfigError(f"{name} must be a port number from 0 to 65535, not {value}")
+
+
+def check_amqtt_plugins(plugins: object) -> None:
+    """amqtt_plugins maps a plugin's dotted path (module.Class) to its config (an object)."""
+    if not isinstance(plugins, dict):
+        raise ConfigError("amqtt_plugins must map plugin paths to their config")
+    for name, config in plugins.items():
+        module, _, cls = name.rpartition(".") if isinstance(name, str) else ("", "", "")
+        if (
+            not module
+            or not cls.isidentifier()
+            or not all(part.isidentifier() for part in module.split("."))
+        ):
+            raise ConfigError(f"amqtt_plugins: {name!r} is not a dotted path (module.Class)")
+        if not isinstance(config, dict):
+            raise ConfigError(f"amqtt_plugins: {name}'s config must be an object")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class HubConfig:
     login_failures: int = 10
     max_sensors: int = 32
     max_sensor_name: int = 16
+    # Users' amqtt plugins (dotted path -> its config), run after the hub's own registry and
+    # rules (README, "amqtt plugins"; hub/broker/extensions.py).
+    amqtt_plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -113,6 +133,7 @@ class HubConfig:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.http_max_connections < 0:
             raise ConfigError("http_max_connections must be 0 (auto) or positive")
+        check_amqtt_plugins(self.amqtt_plugins)
 
     @property
     def http_shares_ws_port(self) -> bool:

@@ -19,16 +19,17 @@ reading costs one dictionary look-up here.
 
 from __future__ import annotations
 
-from hub.broker.settings import Refusal
+from hub.broker import Refusal
 from hub.config import ConfigError
 from hub.topics import (
     DEVICE_ID_RE,
-    ROOT,
+    PREFIX,
     SENSOR_RE,
     STATUS_ASLEEP,
     STATUS_OFFLINE,
     STATUS_ONLINE,
     ContractError,
+    Kind,
     parse_meta,
 )
 
@@ -36,11 +37,12 @@ MAX_HEALTH = 2048  # bytes of a health message
 KNOWN_TOPICS = 100_000  # telemetry topics remembered as allowed
 MAX_DEVICES = 100_000  # devices whose sensors are counted (more: refused, quota "devices")
 STATUSES = (STATUS_ONLINE, STATUS_OFFLINE, STATUS_ASLEEP)
-_PREFIX = ROOT + "/"
+# The contract's kinds (hub/topics.py), as plain strings for the per-message compare.
+_TELEMETRY, _STATUS, _META = Kind.TELEMETRY.value, Kind.STATUS.value, Kind.META.value
 
 
 class DevicePolicy:
-    """The hub's publish check (``EmbeddedBroker.set_publish_check``)."""
+    """The hub's publish check (``Broker.set_publish_check``)."""
 
     def __init__(self, max_sensors: int = 32, max_sensor_name: int = 16) -> None:
         if max_sensors < 1:
@@ -57,20 +59,20 @@ class DevicePolicy:
     def __call__(
         self, identity: object, topic: str, payload: bytes, retain: bool
     ) -> Refusal | None:
-        if topic in self._known or not topic.startswith(_PREFIX):
+        if topic in self._known or not topic.startswith(PREFIX):
             return None
         parts = topic.split("/")
         if len(parts) < 3 or not DEVICE_ID_RE.match(parts[1]):
             return None  # not a device's topic: the topic rules alone decide
         device, kind = parts[1], parts[2]
-        if kind == "t":
+        if kind == _TELEMETRY:
             return self._telemetry(topic, device, parts)
-        if kind == "s" and len(parts) == 3:
+        if kind == _STATUS and len(parts) == 3:
             if payload in STATUSES or not payload:  # empty: clears the retained status
                 return None
             return Refusal("malformed", f"status of {device} must be online, offline or "
                            f"asleep, not {payload[:40]!r}", device)  # fmt: skip
-        if kind == "m" and len(parts) == 3:
+        if kind == _META and len(parts) == 3:
             return self._health(device, payload)
         return None
 

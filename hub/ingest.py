@@ -21,7 +21,7 @@ from typing import Any
 
 from hub.commitlog import REFUSED, Batch, CommitLog
 from hub.store import Row, Store
-from hub.topics import ContractError, Kind, parse_reading, parse_topic
+from hub.topics import ContractError, Kind, maybe_telemetry, parse_reading, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Ingest:
         commit handle of a reading to store (REFUSED if it cannot be taken now), else None."""
         key = self._topics.get(topic)
         if key is None:
-            if not topic.startswith("d/") or "/t/" not in topic:
+            if not maybe_telemetry(topic):
                 return None
             try:
                 parsed = parse_topic(topic)

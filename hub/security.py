@@ -1,5 +1,5 @@
 """Who may connect, publish and subscribe: devices from the registry, browser tokens, and the
-development mode. Plain logic, no sockets; the broker asks it through amqtt plugins.
+development mode. Plain logic, no sockets; the broker asks it at CONNECT (hub/broker/login.py).
 
 Tokens are ``v1.<claims>.<signature>``: base64url JSON claims signed with HMAC-SHA256 under
 the hub's key (``hub.key`` in the data dir). A browser presents one as the MQTT password with
@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub.broker.codec import check_topic_filter
-from hub.broker.topictree import filter_matches
 from hub.certs import device_common_name, fingerprint
 from hub.config import prepare_data_dir
 from hub.registry import TLS_REQUIRED, Device, Registry, Slow
+from hub.topics import COMMAND_FILTER, check_topic_filter, filter_covers, filter_matches
 
 TOKEN_USERNAME = "token"
 EVENTS_FILTER = "$hub/events/#"
@@ -32,21 +31,6 @@ MAX_TTL_S = 30 * 24 * 3600
 
 class TokenError(ValueError):
     """A token is malformed, forged, expired or asks for too much."""
-
-
-def filter_covers(allowed: str, requested: str) -> bool:
-    """True when every topic the requested filter can match is matched by the allowed one."""
-    a_levels = allowed.split("/")
-    r_levels = requested.split("/")
-    for i, a in enumerate(a_levels):
-        if a == "#":
-            return True
-        if i >= len(r_levels):
-            return False
-        r = r_levels[i]
-        if r == "#" or (a != "+" and (r == "+" or a != r)):
-            return False
-    return len(a_levels) == len(r_levels)
 
 
 @dataclass(frozen=True)
@@ -151,7 +135,7 @@ def verify_token(key: bytes, token: str, now: float | None = None) -> TokenClaim
 
 
 ADMIN_SUBSCRIBE = ("#", EVENTS_FILTER)  # '#' does not reach '$' topics: events are named
-ADMIN_PUBLISH = ("d/+/c",)  # commands to any device
+ADMIN_PUBLISH = (COMMAND_FILTER,)  # commands to any device
 
 
 def token_identity(claims: TokenClaims) -> Identity:

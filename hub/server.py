@@ -13,7 +13,7 @@ from functools import partial
 from aiohttp import web
 
 from hub.accounts import Accounts
-from hub.broker import BrokerSettings, EmbeddedBroker
+from hub.broker import Broker, BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
 from hub.config import HubConfig, prepare_data_dir
 from hub.datalock import DataDirLock
@@ -21,7 +21,7 @@ from hub.devicepolicy import DevicePolicy
 from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.registry import Fingerprint, Registry
-from hub.security import load_key
+from hub.security import Gatekeeper, load_key
 from hub.store import Store, open_store
 from hub.topics import meta_topic, status_topic
 from hub.web.api import Api
@@ -100,7 +100,7 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.broker = EmbeddedBroker(
+        self.broker: Broker = EmbeddedBroker(
             BrokerSettings(
                 max_payload=config.max_payload,
                 max_queued=config.max_queued,
@@ -119,8 +119,7 @@ class Hub:
                 max_connect=config.max_connect,
                 login_failures=config.login_failures,
             ),
-            data_dir=config.data_dir,
-            allow_anonymous=config.allow_anonymous,
+            plugins=config.amqtt_plugins,
         )
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
         self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
@@ -129,6 +128,7 @@ class Hub:
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
         self._api_registry: Registry | None = None  # the HTTP API's own connection
+        self._auth_registry: Registry | None = None  # the broker's logins' own connection
         self.accounts: Accounts | None = None
         self._seen: dict[str, float] = {}  # device id -> last connect or disconnect
         self.store: Store | None = None
@@ -174,6 +174,10 @@ class Hub:
         self._api_registry = Registry(cfg.data_dir)
         self.accounts = Accounts(cfg.data_dir)
         key = load_key(cfg.data_dir)
+        # The broker's logins read the registry through a connection of their own.
+        self._auth_registry = Registry(cfg.data_dir)
+        gatekeeper = Gatekeeper(self._auth_registry, key, allow_anonymous=cfg.allow_anonymous)
+        self.broker.set_gatekeeper(gatekeeper)
         self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
         self.ingest = Ingest(
             self.store,
@@ -283,7 +287,7 @@ class Hub:
         if self.registry is not None:
             await self._write_seen()
             self.registry.close()
-        for other in (self._api_registry, self.accounts):
+        for other in (self._api_registry, self._auth_registry, self.accounts):
             if other is not None:
                 other.close()
         self._lock.release()

@@ -21,9 +21,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
+
+from hub.topicmatch import check_topic_filter as check_topic_filter
+from hub.topicmatch import filter_covers as filter_covers
+from hub.topicmatch import filter_matches as filter_matches
 
 ROOT = "d"
 # \Z, not $: "$" also matches before a final newline, so "kitchen\n" would pass.
@@ -84,6 +89,42 @@ def check_device_id(device: str) -> str:
             "starting with a letter or digit"
         )
     return device
+
+
+PREFIX = f"{ROOT}/"
+STATUS_FILTER = f"{ROOT}/+/s"  # every device's presence (retained)
+COMMAND_FILTER = f"{ROOT}/+/c"  # commands to any device
+
+
+def telemetry_filter(device: str) -> str:
+    """Every reading of one device."""
+    return f"{ROOT}/{check_device_id(device)}/t/+"
+
+
+def maybe_telemetry(topic: str) -> bool:
+    """A cheap pre-check: False for topics that cannot be readings (``parse_topic`` decides)."""
+    return topic.startswith(PREFIX) and "/t/" in topic
+
+
+def reply_device(topic: str) -> str | None:
+    """The device a reply topic (``d/<id>/r``) is from, else None."""
+    if not (topic.startswith(PREFIX) and topic.endswith("/r")):
+        return None
+    parts = topic.split("/")
+    return parts[1] if len(parts) == 3 and DEVICE_ID_RE.match(parts[1]) else None
+
+
+def devices_of(topics: Iterable[str], kind: Kind) -> set[str]:
+    """The devices of the topics that are well-formed device topics of one kind."""
+    found = set()
+    for topic in topics:
+        try:
+            parsed = parse_topic(topic)
+        except ContractError:
+            continue
+        if parsed.kind is kind:
+            found.add(parsed.device)
+    return found
 
 
 def telemetry_topic(device: str, sensor: str) -> str:

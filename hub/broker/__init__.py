@@ -1,10 +1,40 @@
 """The one seam between the hub and its MQTT broker.
 
-Everything amqtt-specific (its config format, adapters, plugins and every workaround for its
-behaviour) lives in this package. The rest of the hub talks to :class:`EmbeddedBroker` only.
+The rest of the hub, the tests and the bench use :class:`Broker` (hub/broker/seam.py) and the
+names below, nothing else from this package (tests/hub/test_imports.py checks). The broker
+knows no device-topic grammar (that is hub/topics.py); the hub hands it its gatekeeper, its
+publish check and its listeners.
+
+:class:`EmbeddedBroker` implements the protocol with the hub's own MQTT core (codec, topic
+trie, sessions, connections: amqtt's session and delivery engine is replaced, see core.py).
+What it keeps of amqtt, and why:
+
+- ``amqtt.broker.Broker``: the lifecycle that loads the users' plugins and sends them its
+  start and shutdown events; ``internal_message_broadcast`` is routed into the hub's core, so
+  a plugin that publishes (through amqtt's broker context) reaches subscribers (embedded.py).
+- ``amqtt.plugins.manager.PluginManager`` (``plugins``, ``map_plugin_auth``,
+  ``map_plugin_topic``): the hub's extension point, users' authentication and topic plugins
+  such as amqtt.contrib's HTTP, JWT or LDAP ones, run after the hub's registry and rules
+  (extensions.py, ``HubConfig.amqtt_plugins``).
+- ``amqtt.session.Session``, ``amqtt.contexts.Action``, ``BaseAuthPlugin``,
+  ``BaseTopicPlugin``: what those plugins take and are recognised by; a Session is made only
+  for a CONNECT offered to them (extensions.py).
+
+The hub's own logins (hub/broker/login.py) and topic rules (``Identity`` in hub/security.py)
+are called directly: synchronous, and cached per connection for publishes.
 """
 
-from hub.broker.core import BrokerSettings, PublishCheck, Refusal
 from hub.broker.embedded import EmbeddedBroker
+from hub.broker.reporting import EventSink
+from hub.broker.seam import Broker, MessageListener
+from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
 
-__all__ = ["BrokerSettings", "EmbeddedBroker", "PublishCheck", "Refusal"]
+__all__ = [
+    "Broker",
+    "BrokerSettings",
+    "EmbeddedBroker",
+    "EventSink",
+    "MessageListener",
+    "PublishCheck",
+    "Refusal",
+]

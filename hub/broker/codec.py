@@ -174,19 +174,6 @@ def check_topic_name(topic: str) -> None:
     check_depth(topic, "topic name")
 
 
-def check_topic_filter(topic_filter: str) -> bool:
-    """True when the filter is well formed ('#' last and alone, '+' alone in its level)."""
-    if not topic_filter:
-        return False
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
-
-
 def parse_connect(p: Packet) -> Connect:
     if p.kind != CONNECT:
         raise ProtocolError("the first packet must be CONNECT [MQTT-3.1.0-1]")

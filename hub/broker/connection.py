@@ -22,14 +22,15 @@ from collections.abc import Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from amqtt.contexts import Action
-
 from hub.broker import codec
 from hub.broker.codec import ProtocolError
+from hub.broker.extensions import PUBLISH, SUBSCRIBE
 from hub.broker.session import Message, Session
 from hub.broker.throttle import RateLimit
 from hub.broker.transports import Link
 from hub.commitlog import COMMITTED, FAILED, PENDING, Batch
+from hub.security import Identity, Verdict
+from hub.topicmatch import check_topic_filter
 
 if TYPE_CHECKING:
     from hub.broker.core import BrokerCore
@@ -52,9 +53,9 @@ class Connection:
     __slots__ = (
         "_ack_batch", "_acks", "_draining", "_ended", "_out", "_out_bytes", "_parser", "_pings",
         "_read_paused", "_timer", "_waiting",
-        "acl", "client_id", "close_reason", "connect", "core", "keepalive_limit", "key",
-        "last_rx", "link", "plugin_session", "publish_will", "rate", "session", "taken_over",
-        "username",
+        "acl", "client_id", "close_reason", "connect", "core", "identity", "keepalive_limit",
+        "key", "last_rx", "link", "plugin_session", "publish_will", "rate", "session",
+        "taken_over", "username", "verdict",
     )  # fmt: skip
 
     def __init__(self, core: BrokerCore, link: Link) -> None:
@@ -69,7 +70,9 @@ class Connection:
         self.close_reason: str | None = None
         self.publish_will = True
         self.taken_over = False
-        self.plugin_session: object = None
+        self.identity: Identity | None = None  # who the gatekeeper (or a plugin) says it is
+        self.verdict: Verdict | None = None
+        self.plugin_session: Any = None  # amqtt's session, for a client the users' plugins admit
         self.acl: dict[str, bool] | None = None  # topics it may publish to, once it publishes
         self.key = ""  # its identity ("device:ID", "token:NAME"): quotas and rates follow it
         self.rate = _NO_LIMIT  # its identity's bucket once it is logged in
@@ -86,11 +89,6 @@ class Connection:
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             core.connect_timeout, self._no_connect
         )
-
-    @property
-    def identity(self) -> object:
-        """What the authentication plugin made of this client (hub.security.Identity)."""
-        return getattr(self.plugin_session, "identity", None)
 
     def __repr__(self) -> str:
         host, port = self.link.peer
@@ -347,9 +345,7 @@ class Connection:
     async def _subscribe_after_check(self, pid: int, filters: list[tuple[str, int]]) -> None:
         cap = self.core.settings.max_filters_per_subscribe
         verdicts = [
-            index < cap
-            and codec.check_topic_filter(f)
-            and await self.core.may(self, f, Action.SUBSCRIBE)
+            index < cap and check_topic_filter(f) and await self.core.may(self, f, SUBSCRIBE)
             for index, (f, _) in enumerate(filters)
         ]
         self.core.subscribe(self, pid, filters, verdicts)
@@ -369,18 +365,19 @@ class Connection:
         if self._ended:
             return  # the client left while its credentials were checked
         if not accepted:
-            verdict = getattr(self.plugin_session, "verdict", None)
-            bad_credentials = getattr(verdict, "bad_credentials", False)
+            verdict = self.verdict
+            bad_credentials = verdict is not None and verdict.bad_credentials
             code = (
                 codec.REFUSED_BAD_CREDENTIALS if bad_credentials else codec.REFUSED_NOT_AUTHORIZED
             )
-            why = getattr(verdict, "reason", "") or "not authorized"
-            self._refuse(code, why, getattr(verdict, "event", "") or "auth_failure")
+            why = (verdict.reason if verdict else "") or "not authorized"
+            self._refuse(code, why, (verdict.event if verdict else "") or "auth_failure")
             return
         if connect.keepalive:
             self.keepalive_limit = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
         identity = self.identity
-        kind, name = getattr(identity, "kind", None), getattr(identity, "name", None)
+        assert identity is not None
+        kind, name = identity.kind, identity.name
         self.key = f"{kind}:{name}" if kind and name else f"client:{self.client_id}"
         self.rate = self.core.buckets.get(self.key)
         self._parser.max_packet = self.core.max_packet
@@ -414,7 +411,7 @@ class Connection:
         return None
 
     async def _publish_after_check(self, pub: codec.Publish) -> None:
-        self._publish(pub, await self.core.may(self, pub.topic, Action.PUBLISH))
+        self._publish(pub, await self.core.may(self, pub.topic, PUBLISH))
 
     def _publish(self, pub: codec.Publish, allowed: bool) -> None:
         session = self.session

@@ -1,9 +1,10 @@
 """The hub's broker core: sessions, subscriptions, retained messages, wills and keepalive.
 
-amqtt 0.12.1 supplies the broker's lifecycle, its configuration and its plugin framework
-(authentication and topic plugins are amqtt plugins). Its session and delivery engine is
-replaced here because it breaks MQTT 3.1.1 in ways an IoT hub cannot live with; each rule below
-names the amqtt behaviour it replaces and is covered by tests/broker/:
+amqtt 0.12.1 supplies the broker's lifecycle and the plugin framework users extend it with
+(hub/broker/extensions.py); the hub's own logins (hub/broker/login.py) and topic rules are
+called directly. amqtt's session and delivery engine is replaced here because it breaks MQTT
+3.1.1 in ways an IoT hub cannot live with; each rule below names the amqtt behaviour it
+replaces and is covered by tests/broker/:
 
 1. Keepalive: amqtt's read-timeout handler is a no-op (Yakifo/amqtt#308). Here a sweeper closes
    connections silent for 1.5 x keepalive and their wills are published.
@@ -46,10 +47,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from amqtt.contexts import Action
-
 from hub.broker import codec
 from hub.broker.connection import Connection
+from hub.broker.extensions import PUBLISH, SUBSCRIBE, Action, Extensions
+from hub.broker.login import THROTTLED, Login
 from hub.broker.reporting import EventReporting, EventSink
 from hub.broker.retained import RetainedStore
 from hub.broker.session import Limits, Message, Queued, Session
@@ -58,6 +59,8 @@ from hub.broker.throttle import Buckets
 from hub.broker.topictree import TopicTree
 from hub.broker.transports import Link
 from hub.commitlog import Batch
+from hub.security import Identity, Verdict
+from hub.topicmatch import check_topic_filter
 
 log = logging.getLogger(__name__)
 __all__ = ["BrokerCore", "BrokerSettings", "EventSink", "PublishCheck", "Refusal"]
@@ -66,40 +69,6 @@ ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
 ACL_CACHED_TOPIC_MAX = 128  # longer topics are checked every time (the cache stays small)
 RETAINED_SLICE = 100  # retained messages sent for a new subscription before yielding
 RETAINED_WAIT_S = 0.01  # how often a paused retained delivery looks at the buffers again
-
-
-class AuthRequest:
-    """What amqtt's auth plugins read from ``session`` at CONNECT, and where they leave their
-    findings (the gatekeeper sets ``identity`` and ``verdict``).
-
-    amqtt's own Session carries a state machine and two queues: tens of KB made and thrown
-    away per CONNECT, which fragments the heap of a hub taking thousands of connections.
-    """
-
-    def __init__(self, conn: Connection, connect: codec.Connect) -> None:
-        self.client_id = conn.client_id
-        self.username = connect.username
-        password = connect.password
-        self.password = password.decode(errors="surrogateescape") if password else password
-        self.remote_address, self.remote_port = conn.link.peer
-        self.ssl_object = conn.link.ssl_object()
-        self.clean_session = connect.clean_session
-        self.keep_alive = connect.keepalive
-
-
-class PluginView:
-    """What the auth plugins decided, kept per connection for the topic plugins to read."""
-
-    __slots__ = ("client_id", "identity", "remote_address", "remote_port", "username",
-                 "verdict")  # fmt: skip
-
-    def __init__(self, session: AuthRequest) -> None:
-        self.client_id = session.client_id
-        self.username = session.username
-        self.remote_address = session.remote_address
-        self.remote_port = session.remote_port
-        self.identity = getattr(session, "identity", None)
-        self.verdict = getattr(session, "verdict", None)
 
 
 def _reason_code(close_reason: str, will: bool) -> str:
@@ -118,7 +87,7 @@ def _reason_code(close_reason: str, will: bool) -> str:
 
 
 class BrokerCore(EventReporting):
-    def __init__(self, settings: BrokerSettings, plugins: Any) -> None:
+    def __init__(self, settings: BrokerSettings, login: Login, extensions: Extensions) -> None:
         self.settings = settings
         self.max_payload = settings.max_payload
         # The largest packet we accept: a maximal topic and packet id around the payload.
@@ -132,7 +101,8 @@ class BrokerCore(EventReporting):
             max_queued_bytes=settings.max_queued_bytes,
             disconnect_slow=settings.slow_consumer == "disconnect",
         )
-        self.plugins = plugins  # the amqtt broker: its _authenticate and _topic_filtering
+        self.login = login  # the hub's gatekeeper
+        self.extensions = extensions  # the users' amqtt plugins
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}
         self.tree = TopicTree()
@@ -148,22 +118,11 @@ class BrokerCore(EventReporting):
         self.init_reporting()
         self._feeds: set[asyncio.Task[None]] = set()  # retained deliveries under way
         self._all: set[Connection] = set()
-        self._acl = False
-        # The topic plugins' synchronous checks (``allows``), when every plugin has one:
-        # amqtt's plugin manager creates a task per plugin per call (BENCHMARKS.md).
-        self._sync_acl: list[Callable[[object, str, Action], bool]] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self, acl_enabled: bool) -> None:
-        self._acl = acl_enabled
-        manager = getattr(self.plugins, "plugins_manager", None)
-        topic_plugins = getattr(manager, "_topic_plugins", None)
-        if topic_plugins is not None and all(
-            callable(getattr(p, "allows", None)) for p in topic_plugins
-        ):
-            self._sync_acl = [p.allows for p in topic_plugins]
+    def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_keepalive())
 
     async def stop(self) -> None:
@@ -207,31 +166,62 @@ class BrokerCore(EventReporting):
         return f"auto-{uuid.uuid4().hex[:16]}"
 
     async def authenticate(self, conn: Connection) -> bool:
+        """The hub's gatekeeper decides; a client it refuses for its credentials is offered
+        to the users' authentication plugins (hub/broker/extensions.py)."""
         connect = conn.connect
         assert connect is not None
-        request = AuthRequest(conn, connect)
-        ok = bool(await self.plugins._authenticate(request, None))
+        login = self.login
+        address = str(conn.link.peer[0])
+        username, password = connect.username, connect.password
         conn.connect = replace(connect, password=None)  # no secret outlives the check
-        conn.plugin_session = PluginView(request)
-        return ok
+        if login.throttled(address, username):
+            verdict = THROTTLED
+        else:
+            tls = conn.link.ssl_object()
+            # The client certificate, if one was presented: the handshake verified it already.
+            peer_cert = tls.getpeercert(binary_form=True) if tls is not None else None
+            verdict = await login.check(
+                username, password, conn.client_id, tls is not None, peer_cert or None
+            )
+            if (
+                verdict.identity is None
+                and verdict.event == "auth_failure"
+                and self.extensions.auth
+                and not login.is_device(conn.client_id)
+            ):
+                session = await self.extensions.authenticate(
+                    conn.client_id, username, password, conn.link.peer, tls
+                )
+                if session is not None:
+                    conn.plugin_session = session
+                    name = username if username is not None else conn.client_id
+                    verdict = Verdict(Identity("plugin", name))
+            login.record(address, username, verdict)
+        conn.verdict = verdict
+        conn.identity = verdict.identity
+        return verdict.identity is not None
 
     async def may(self, conn: Connection, topic: str, action: Action) -> bool:
-        """The topic plugins' verdict, through amqtt's plugin manager when one of them can
-        only answer asynchronously."""
+        """The users' topic plugins' verdict, for a client their authentication plugins
+        admitted (``may_now`` answers None for those)."""
         allowed = self.may_now(conn, topic, action)
         if allowed is not None:
             return allowed
-        return bool(await self.plugins._topic_filtering(conn.plugin_session, topic, action))
+        session = conn.plugin_session
+        assert session is not None
+        return await self.extensions.allows(session, topic, action)
 
     def may_now(self, conn: Connection, topic: str, action: Action) -> bool | None:
-        """The topic plugins' verdict without a task; None when a plugin can only answer
-        asynchronously (then ``may``)."""
-        if not self._acl:
-            return True
-        checks = self._sync_acl
-        if checks is None:
+        """The hub's topic rules, synchronously; None for a client the users' plugins
+        admitted (their topic plugins answer, asynchronously: ``may``)."""
+        identity = conn.identity
+        if identity is None:
+            return False
+        if conn.plugin_session is not None:
             return None
-        return all(check(conn.plugin_session, topic, action) for check in checks)
+        if action is PUBLISH:
+            return identity.may_publish(topic)
+        return identity.may_subscribe(topic)
 
     def may_publish_now(self, conn: Connection, topic: str) -> bool | None:
         """``may_now`` for a publish, cached per connection (its identity never changes
@@ -242,7 +232,7 @@ class BrokerCore(EventReporting):
             acl = conn.acl = {}
         elif topic in acl:
             return True
-        allowed = self.may_now(conn, topic, Action.PUBLISH)
+        allowed = self.may_now(conn, topic, PUBLISH)
         if allowed and len(topic) <= ACL_CACHED_TOPIC_MAX:
             if len(acl) >= ACL_CACHE:
                 acl.clear()
@@ -256,8 +246,8 @@ class BrokerCore(EventReporting):
         verdicts = []
         cap = self.settings.max_filters_per_subscribe
         for topic_filter, _ in filters[:cap]:
-            allowed = codec.check_topic_filter(topic_filter) and self.may_now(
-                conn, topic_filter, Action.SUBSCRIBE
+            allowed = check_topic_filter(topic_filter) and self.may_now(
+                conn, topic_filter, SUBSCRIBE
             )
             if allowed is None:
                 return None
@@ -372,7 +362,7 @@ class BrokerCore(EventReporting):
         assert topic is not None
         if topic.startswith("$"):
             return
-        allowed = self.may_now(conn, topic, Action.PUBLISH)
+        allowed = self.may_now(conn, topic, PUBLISH)
         if allowed is None:
             asyncio.get_running_loop().create_task(self._publish_will_after_check(conn, connect))
         else:
@@ -380,7 +370,7 @@ class BrokerCore(EventReporting):
 
     async def _publish_will_after_check(self, conn: Connection, connect: codec.Connect) -> None:
         assert connect.will_topic is not None
-        allowed = await self.may(conn, connect.will_topic, Action.PUBLISH)
+        allowed = await self.may(conn, connect.will_topic, PUBLISH)
         self._publish_will_if(allowed, conn, connect)
 
     def _publish_will_if(self, allowed: bool, conn: Connection, connect: codec.Connect) -> None:
@@ -494,7 +484,7 @@ class BrokerCore(EventReporting):
                 self.warn("quota_exceeded", conn, detail, quota="subscriptions")
                 codes.append(codec.SUBACK_FAILURE)
                 continue
-            if not codec.check_topic_filter(topic_filter):
+            if not check_topic_filter(topic_filter):
                 codes.append(codec.SUBACK_FAILURE)
                 continue
             if not allowed:

@@ -124,20 +124,6 @@ def _merge(result: dict[str, int], subscribers: dict[str, int]) -> None:
             result[client_id] = qos
 
 
-def filter_matches(topic_filter: str, topic: str) -> bool:
-    """One filter against one topic (retained messages against a new subscription)."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    f_levels = topic_filter.split("/")
-    t_levels = topic.split("/")
-    for i, level in enumerate(f_levels):
-        if level == "#":
-            return True
-        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
-            return False
-    return len(f_levels) == len(t_levels)
-
-
 T = TypeVar("T")
 
 

@@ -21,17 +21,23 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.broker import EmbeddedBroker
+from hub.broker import Broker
 from hub.registry import Registry
 from hub.security import Identity
 from hub.store import MAX_LIMIT, Store, StoreError
 from hub.topics import (
     SENSOR_RE,
+    STATUS_FILTER,
     ContractError,
+    Kind,
     check_device_id,
     command_topic,
+    devices_of,
+    meta_topic,
+    reply_device,
     reply_topic,
     status_topic,
+    telemetry_filter,
 )
 from hub.web.auth import principal_of
 from hub.web.inputs import error, json_object, number
@@ -45,17 +51,20 @@ MAX_COMMAND_TIMEOUT_S = 120.0
 class Commands:
     """Sends commands as the hub and matches the devices' replies by command id."""
 
-    def __init__(self, broker: EmbeddedBroker) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._ids = itertools.count(int(time.time()) % 1_000_000 * 1000)
         self._waiting: dict[tuple[str, int], asyncio.Future[dict[str, Any]]] = {}
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        if not (topic.startswith("d/") and topic.endswith("/r")) or not self._waiting:
+        if not self._waiting:
+            return
+        device = reply_device(topic)
+        if device is None:
             return
         try:
             reply = json.loads(payload)
-            key = (topic.split("/")[1], reply["id"])
+            key = (device, reply["id"])
         except (ValueError, KeyError, TypeError, IndexError):
             return
         future = self._waiting.get(key)  # type: ignore[arg-type]
@@ -78,7 +87,7 @@ class Commands:
 class Api:
     def __init__(
         self,
-        broker: EmbeddedBroker,
+        broker: Broker,
         registry: Registry,
         store: Store,
         storage_stats: Callable[[], dict[str, Any]] | None = None,
@@ -97,7 +106,7 @@ class Api:
             check_device_id(device)
         except ContractError as exc:
             raise error(web.HTTPBadRequest, str(exc)) from None
-        if not identity.may_subscribe(f"d/{device}/t/+"):
+        if not identity.may_subscribe(telemetry_filter(device)):
             raise error(web.HTTPForbidden, f"this token may not read device {device!r}")
         if (
             self.broker.retained(status_topic(device)) is None
@@ -136,14 +145,14 @@ class Api:
     async def devices(self, request: web.Request) -> web.Response:
         identity = principal_of(request).identity
         known = {d.id: d for d in await asyncio.to_thread(self.registry.list)}
-        seen = self.broker.retained_devices()
+        seen = devices_of(self.broker.retained_topics(STATUS_FILTER), Kind.STATUS)
         out = []
         for device in sorted(set(known) | set(seen)):
-            if not identity.may_subscribe(f"d/{device}/t/+"):
+            if not identity.may_subscribe(telemetry_filter(device)):
                 continue
             registered = known.get(device)
             status = self.broker.retained(status_topic(device))
-            meta = self.broker.retained(f"d/{device}/m")
+            meta = self.broker.retained(meta_topic(device))
             out.append(
                 {
                     "id": device,

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.broker import EmbeddedBroker
+from hub.broker import Broker
 from hub.security import EVENTS_FILTER, TOKEN_USERNAME, create_token
 from hub.topics import ROOT
 from hub.web.api import Api
@@ -85,7 +85,7 @@ ROUTES = (
 
 
 class Pages:
-    def __init__(self, broker: EmbeddedBroker, auth: Auth) -> None:
+    def __init__(self, broker: Broker, auth: Auth) -> None:
         self.broker = broker
         self.auth = auth
 
@@ -151,7 +151,7 @@ def _page(name: str) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "no-store"})
 
 
-def build_app(broker: EmbeddedBroker, auth: Auth, api: Api, manage: Manage) -> web.Application:
+def build_app(broker: Broker, auth: Auth, api: Api, manage: Manage) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
     parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,

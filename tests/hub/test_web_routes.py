@@ -21,7 +21,7 @@ def test_every_route_of_the_app_is_in_the_table(tmp_path: Path) -> None:
     only the login, logout, pages' files and /mqtt are open to anyone."""
     accounts, registry = Accounts(tmp_path), Registry(tmp_path)
     store = open_store(None, tmp_path)
-    broker = EmbeddedBroker(data_dir=tmp_path)
+    broker = EmbeddedBroker()
     sessions = Sessions()
     auth = Auth(b"k" * 32, accounts, sessions, lambda kind, event: None)
     manage = Manage(registry, accounts, sessions, tmp_path, lambda kind, event: None)

@@ -11,10 +11,15 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
 
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.broker.core import BrokerCore
+from hub.security import Gatekeeper
 from tests.support.mqtt import (
     CONNACK,
     PINGRESP,
@@ -31,22 +36,69 @@ from tests.support.mqtt import (
 )
 
 
+class AdmitAll(BaseAuthPlugin):
+    """A user's amqtt authentication plugin that admits every client."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def authenticate(self, *, session: object) -> bool:
+        return True
+
+
+class AdmitAndAnnounce(BaseAuthPlugin):
+    """Admits every client and publishes its client id on plugins/joined through amqtt's
+    broker context, as plugins that publish do."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def authenticate(self, *, session: Session) -> bool:
+        await self.context.broadcast_message("plugins/joined", str(session.client_id).encode())
+        return True
+
+
+class AllowAllLater(BaseTopicPlugin):
+    """A user's amqtt topic plugin that allows everything, after a turn of the event loop."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def topic_filtering(
+        self, *, session: object = None, topic: str | None = None, action: object = None
+    ) -> bool:
+        await asyncio.sleep(0)
+        return True
+
+
 @asynccontextmanager
 async def running_broker(
-    data_dir: Path, *, async_acl: bool, settings: BrokerSettings | None = None
+    data_dir: Path,
+    *,
+    async_acl: bool,
+    settings: BrokerSettings | None = None,
+    auth_plugin: type[BaseAuthPlugin] = AdmitAll,
 ) -> AsyncIterator[tuple[str, int]]:
-    """An in-process broker on a loopback port; async_acl forces amqtt's async topic checks."""
-    broker = EmbeddedBroker(settings or BrokerSettings(), data_dir=data_dir, allow_anonymous=True)
+    """An in-process broker on a loopback port; async_acl refuses everyone at the hub's
+    gatekeeper and admits them through users' amqtt plugins, whose topic checks answer
+    asynchronously."""
+    gatekeeper = Gatekeeper(None, b"k" * 32, allow_anonymous=not async_acl)
+    plugins = {f"{__name__}.{p.__name__}": {} for p in (auth_plugin, AllowAllLater)}
+    broker = EmbeddedBroker(
+        settings or BrokerSettings(), gatekeeper=gatekeeper, plugins=plugins if async_acl else {}
+    )
     await broker.start()
-    assert broker.core is not None
-    if async_acl:
-        broker.core._sync_acl = None  # as with a third-party plugin that has no ``allows``
-    _running.append(broker.core)
+    core = broker._core
+    assert core is not None
+    _running.append(core)
     server = await asyncio.get_running_loop().create_server(broker.tcp_protocol, "127.0.0.1", 0)
     try:
         yield "127.0.0.1", server.sockets[0].getsockname()[1]
     finally:
-        _running.remove(broker.core)
+        _running.remove(core)
         server.close()
         await broker.stop()
         await server.wait_closed()
@@ -123,6 +175,28 @@ def test_packets_sent_while_credentials_are_checked_wait_their_turn(tmp_path: Pa
             client = await RawClient.tcp(host, port)
             await _send_each_and_check(client, "eager")
             await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_plugin_that_publishes_reaches_subscribers(tmp_path: Path) -> None:
+    """A message a user's amqtt plugin publishes through amqtt's broker context is routed by
+    the hub's core to the clients subscribed to it."""
+
+    async def scenario() -> None:
+        async with running_broker(tmp_path, async_acl=True, auth_plugin=AdmitAndAnnounce) as (
+            host,
+            port,
+        ):
+            watcher = await RawClient.tcp(host, port)
+            assert await watcher.connect("watcher") == (False, 0)
+            assert await watcher.subscribe([("plugins/#", 0)]) == [0]
+            newcomer = await RawClient.tcp(host, port)
+            assert await newcomer.connect("newcomer") == (False, 0)
+            message = await watcher.next_message()
+            assert (message.topic, message.payload) == ("plugins/joined", b"newcomer")
+            await watcher.close()
+            await newcomer.close()
 
     asyncio.run(scenario())
 

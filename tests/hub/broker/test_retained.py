@@ -12,7 +12,8 @@ from hub.broker.retained import (
     RetainedStore,
 )
 from hub.broker.session import Message
-from hub.broker.topictree import RetainedTree, filter_matches
+from hub.broker.topictree import RetainedTree
+from hub.topics import filter_matches
 
 TOPICS = ["sport", "sport/tennis", "sport/tennis/p1", "sport/golf/p1", "/finance", "$SYS/x",
           "a/b/c", "a//c", "sport/"]  # fmt: skip

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hub.broker.topictree import TopicTree, filter_matches
+from hub.broker.topictree import TopicTree
+from hub.topics import filter_matches
 
 CASES = [
     ("sport/tennis/player1", "sport/tennis/player1", True),

@@ -1,0 +1,103 @@
+"""CONNECT checks against the hub's own gatekeeper (hub/security.py): devices from the
+registry, holders of valid tokens and, in development mode, anyone.
+
+Tokens and device secrets (a keyed hash, hub/device_secrets.py) are checked on the event loop;
+a secret an older hub hashed with scrypt is checked once in a one-thread executor of its own
+(so a flood of such logins never takes the default pool that storage uses) and then rehashed.
+After ``login_failures`` failed logins within a minute from one address, or for one user name,
+further attempts from it are refused for a minute without being checked. The caller reports
+how a login ended (``record``), so one that an extension plugin admitted is no failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from hub.broker.throttle import Failures
+from hub.security import TOKEN_USERNAME, Gatekeeper, Verdict
+
+log = logging.getLogger(__name__)
+
+THROTTLED = Verdict(None, "auth_failure", "too many failed logins: try again later",
+                    bad_credentials=True)  # fmt: skip
+
+
+class Login:
+    """The hub's verdict on a CONNECT, with the failed-login throttle."""
+
+    def __init__(self, gatekeeper: Gatekeeper, login_failures: int) -> None:
+        self.gatekeeper = gatekeeper
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hub-auth")
+        self._by_address = Failures(login_failures)
+        self._by_name = Failures(login_failures)
+
+    @staticmethod
+    def _name(username: str | None) -> str:
+        return f"user:{username}" if username is not None else ""
+
+    def throttled(self, address: str, username: str | None) -> bool:
+        name = self._name(username)
+        return self._by_address.blocked(address) or bool(name and self._by_name.blocked(name))
+
+    async def check(
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None,
+    ) -> Verdict:
+        """The gatekeeper's verdict; ``peer_cert`` is the client certificate the TLS
+        handshake verified, if one was presented."""
+        args = (username, password, client_id, tls, peer_cert)
+        # Tokens and keyed secret hashes are checked here, on the loop (microseconds); a
+        # secret an older hub hashed with scrypt once, in a thread of its own.
+        verdict = self._check(*args, fast=True)
+        if verdict is None:
+            verdict = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._check, *args
+            )
+            assert verdict is not None  # the full check always decides
+        return verdict
+
+    def record(self, address: str, username: str | None, verdict: Verdict) -> None:
+        """Counts a login that ended refused for bad credentials against the throttle."""
+        if verdict.identity is None and verdict.bad_credentials:
+            self._by_address.failed(address)
+            name = self._name(username)
+            if name:
+                self._by_name.failed(name)
+
+    def is_device(self, client_id: str) -> bool:
+        """True when the client id is a registered device's."""
+        registry = self.gatekeeper.registry
+        return registry is not None and registry.get(client_id) is not None
+
+    def _check(
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None,
+        fast: bool = False,
+    ) -> Verdict | None:
+        """The gatekeeper's verdict (with ``fast``: None when only scrypt can decide); a token
+        may not take a registered device's client id (that would disconnect the device and
+        pass for it)."""
+        gate = self.gatekeeper
+        args = (username, password, client_id, tls, peer_cert)
+        verdict = gate.authenticate_fast(*args) if fast else gate.authenticate(*args)
+        if (
+            verdict is not None
+            and username == TOKEN_USERNAME
+            and verdict.identity is not None
+            and self.is_device(client_id)
+        ):
+            return Verdict(None, "auth_failure", f"client id {client_id!r} is a device's")
+        return verdict
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
