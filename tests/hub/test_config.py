@@ -239,3 +239,17 @@ def test_sighup_reloads_the_log_level_of_a_running_hub(tmp_path: Path) -> None:
         assert "DEBUG" not in logged  # the wrong file's level was not applied
     finally:
         process.stop()
+
+
+def test_the_readme_example_is_complete_and_at_the_defaults() -> None:
+    """README's annotated config file names every setting (unset ones as comments) and reads
+    as the defaults."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Configuration file") :]
+    block = section[section.index("```toml\n") + 8 :]
+    block = block[: block.index("```")]
+    assert configfile.parse(block, Path("README.md")) == {
+        f.name: f.default for f in dataclasses.fields(HubConfig) if f.default is not None
+    }
+    named = {line.lstrip("# ").split(" ", 1)[0] for line in block.splitlines()}
+    assert named == {f.name for f in dataclasses.fields(HubConfig)}
