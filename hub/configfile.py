@@ -16,6 +16,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from hub.config import ConfigError, HubConfig
 
@@ -166,11 +167,25 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def render(config: HubConfig, *, comments: bool = True) -> str:
-    """config as a TOML file that reads back as the same config; unset values are comments."""
+def redact_url(url: str) -> str:
+    """A database URL without its password or query (libpq takes `?password=` too)."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.query:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.username is not None:
+        netloc = f"{parts.username}:REDACTED@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc, query="REDACTED" if parts.query else ""))
+
+
+def render(config: HubConfig, *, comments: bool = True, secrets: bool = False) -> str:
+    """config as a TOML file that reads back as the same config (with secrets=True; without,
+    a password in store_url is REDACTED); unset values are comments."""
     lines = []
     for f in dataclasses.fields(HubConfig):
         value = getattr(config, f.name)
+        if f.name == "store_url" and value is not None and not secrets:
+            value = redact_url(value)
         if comments:
             lines.append(f"# {f.metadata['help']}")
         if value is None:

@@ -68,8 +68,22 @@ def test_every_field_round_trips_through_toml(tmp_path: Path) -> None:
         assert getattr(changed, f.name) != f.default, f.name
     for config in (changed, HubConfig()):
         path = tmp_path / "hub.toml"
-        path.write_text(configfile.render(config), encoding="utf-8")
+        path.write_text(configfile.render(config, secrets=True), encoding="utf-8")
         assert configfile.load(path) == config
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://hub:s3cret@db:5432/hub", "postgresql://hub:REDACTED@db:5432/hub"),
+        ("postgresql://db/hub?password=s3cret", "postgresql://db/hub?REDACTED"),
+        ("postgresql://hub@db/hub", "postgresql://hub@db/hub"),
+    ],
+)
+def test_config_show_never_prints_the_store_password(url: str, shown: str) -> None:
+    """`hub config show` redacts a password in store_url, in the user part or the query."""
+    rendered = tomllib.loads(configfile.render(HubConfig(store_url=url)))
+    assert rendered["store_url"] == shown and "s3cret" not in str(rendered)
 
 
 def test_unknown_keys_sections_and_wrong_types_name_key_and_line(tmp_path: Path) -> None:
