@@ -266,17 +266,53 @@ def _token(args: argparse.Namespace) -> None:
 
 
 # --- user ------------------------------------------------------------------------------------
+def _user_add(accounts: Accounts, args: argparse.Namespace, given: str | None) -> None:
+    password = accounts.add(args.name, args.role, given)
+    print(f"added {args.role} {args.name!r}")
+    if given is None:
+        print(f"one-time password: {password}")
+
+
+def _user_passwd(accounts: Accounts, args: argparse.Namespace, given: str | None) -> None:
+    password = accounts.set_password(args.name, given)
+    print(f"new password for {args.name!r}")
+    if given is None:
+        print(f"one-time password: {password}")
+
+
+def _user_list(accounts: Accounts, args: argparse.Namespace, given: str | None) -> None:
+    _print_accounts(accounts)
+
+
+def _user_enabled(accounts: Accounts, args: argparse.Namespace, given: str | None) -> None:
+    accounts.set_enabled(args.name, args.action == "enable")
+    print(f"{args.action}d {args.name!r}")
+
+
+def _user_remove(accounts: Accounts, args: argparse.Namespace, given: str | None) -> None:
+    accounts.remove(args.name)
+    print(f"removed {args.name!r}")
+
+
+class UserAction(NamedTuple):
+    help: str
+    run: Callable[[Accounts, argparse.Namespace, str | None], None]
+
+
+USER_ACTIONS: dict[str, UserAction] = {
+    "add": UserAction("create an account; prints a one-time password", _user_add),
+    "list": UserAction("all accounts", _user_list),
+    "passwd": UserAction("a new password (generated, or --password-stdin)", _user_passwd),
+    "disable": UserAction("refuse its logins and end its sessions", _user_enabled),
+    "enable": UserAction("allow its logins again", _user_enabled),
+    "remove": UserAction("delete it", _user_remove),
+}
+
+
 def _user_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
-    for name, text in (
-        ("add", "create an account; prints a one-time password"),
-        ("list", "all accounts"),
-        ("passwd", "a new password (generated, or --password-stdin)"),
-        ("disable", "refuse its logins and end its sessions"),
-        ("enable", "allow its logins again"),
-        ("remove", "delete it"),
-    ):
-        one = actions.add_parser(name, help=text)
+    for name, action in USER_ACTIONS.items():
+        one = actions.add_parser(name, help=action.help)
         if name != "list":
             one.add_argument("name")
         if name == "add":
@@ -329,24 +365,7 @@ def _user(args: argparse.Namespace) -> None:
     accounts = Accounts(args.data_dir, create=args.action == "add")
     try:
         given = _read_password() if getattr(args, "password_stdin", False) else None
-        if args.action == "add":
-            password = accounts.add(args.name, args.role, given)
-            print(f"added {args.role} {args.name!r}")
-            if given is None:
-                print(f"one-time password: {password}")
-        elif args.action == "passwd":
-            password = accounts.set_password(args.name, given)
-            print(f"new password for {args.name!r}")
-            if given is None:
-                print(f"one-time password: {password}")
-        elif args.action == "list":
-            _print_accounts(accounts)
-        elif args.action in ("disable", "enable"):
-            accounts.set_enabled(args.name, args.action == "enable")
-            print(f"{args.action}d {args.name!r}")
-        elif args.action == "remove":
-            accounts.remove(args.name)
-            print(f"removed {args.name!r}")
+        USER_ACTIONS[args.action].run(accounts, args, given)
     finally:
         accounts.close()
 
