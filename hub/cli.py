@@ -10,16 +10,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from hub import backup, certs, configfile, footprint
 from hub.accounts import ROLES, AccountError, Accounts
+from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
 from hub.datalock import DataDirBusy
+from hub.devicecli import device, device_arguments
 from hub.devicepolicy import DevicePolicy
-from hub.registry import Device, Registry, RegistryError
+from hub.registry import RegistryError
 from hub.reload import Reloader, configure_logging
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.serveflags import add_config_flags, overrides
@@ -29,18 +31,10 @@ from hub.store import StoreError
 log = logging.getLogger("hub")
 
 
-class UsageError(Exception):
-    """A mistake the user can fix; printed as `hub: error: ...` with exit code 2."""
-
-
 class Command(NamedTuple):
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], None]
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
 
 
 # --- serve and config ------------------------------------------------------------------------
@@ -100,128 +94,6 @@ def _config(args: argparse.Namespace) -> None:
         print(configfile.render(configfile.load(args.config, None, check_config)), end="")
 
 
-# --- device ----------------------------------------------------------------------------------
-def _when(epoch: float | None) -> str:
-    return "never" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
-
-
-def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _device_list(registry: Registry, args: argparse.Namespace) -> None:
-    devices = registry.list()
-    if args.json:
-        print(json.dumps([d.public() for d in devices], indent=2))
-        return
-    rows = [("ID", "ENABLED", "TLS", "CERTIFICATE", "LAST SEEN (UTC)")]
-    for d in devices:
-        cert = d.cert_fingerprint[:16] if d.cert_fingerprint else "none"
-        rows.append((d.id, "yes" if d.enabled else "no", d.tls_policy, cert,
-                     _when(d.last_seen_at)))  # fmt: skip
-    _print_table(rows)
-    if len(rows) == 1:
-        print("(no devices: add one with `hub device add ID`)")
-
-
-def _device_add(registry: Registry, args: argparse.Namespace) -> None:
-    _print_credentials(args.id, registry.add(args.id, allow_insecure=args.allow_insecure))
-
-
-def _device_show(registry: Registry, args: argparse.Namespace) -> None:
-    print(json.dumps(registry.require(args.id).public(), indent=2))
-
-
-def _device_enabled(registry: Registry, args: argparse.Namespace) -> None:
-    device: Device = registry.set_enabled(args.id, args.action == "enable")
-    said = "enabled" if device.enabled else "disabled (and disconnected)"
-    print(f"{said} {args.id!r}")
-
-
-def _device_rotate(registry: Registry, args: argparse.Namespace) -> None:
-    _print_credentials(args.id, registry.rotate(args.id))
-
-
-def _device_cert(registry: Registry, args: argparse.Namespace) -> None:
-    if args.revoke and args.no_secret:
-        raise UsageError("--revoke and --no-secret together would lock the device out")
-    registry.require(args.id)
-    if args.revoke:
-        registry.set_cert(args.id, None)
-        print(f"revoked the certificate of {args.id!r}")
-        return
-    issued = certs.issue_device_cert(args.data_dir, args.id)
-    registry.set_cert(args.id, issued.fingerprint)  # the previous certificate stops working
-    if args.no_secret:
-        registry.drop_secret(args.id)
-    print(json.dumps({"id": args.id, "cert": str(issued.cert), "key": str(issued.key),
-                      "fingerprint": issued.fingerprint,
-                      "secret": "dropped" if args.no_secret else "kept"}))  # fmt: skip
-
-
-def _device_remove(registry: Registry, args: argparse.Namespace) -> None:
-    registry.remove(args.id)
-    print(f"removed {args.id!r}")
-
-
-def _print_credentials(device_id: str, secret: str) -> None:
-    # The only time the secret is shown: the registry keeps a hash of it.
-    print(json.dumps({"id": device_id, "username": device_id, "password": secret}))
-
-
-class DeviceAction(NamedTuple):
-    help: str
-    run: Callable[[Registry, argparse.Namespace], None]
-
-
-DEVICE_ACTIONS: dict[str, DeviceAction] = {
-    "add": DeviceAction("register a device; prints its credentials once (JSON)", _device_add),
-    "list": DeviceAction("all devices, a table (--json: JSON)", _device_list),
-    "show": DeviceAction("one device (JSON)", _device_show),
-    "disable": DeviceAction("refuse and disconnect it", _device_enabled),
-    "enable": DeviceAction("admit it again", _device_enabled),
-    "rotate": DeviceAction("new secret, printed once (JSON)", _device_rotate),
-    "cert": DeviceAction(
-        "issue a client certificate (mutual TLS) signed by the hub CA (JSON)", _device_cert
-    ),
-    "remove": DeviceAction("delete it", _device_remove),
-}
-
-
-def _device_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True)
-    for name, action in DEVICE_ACTIONS.items():
-        one = actions.add_parser(name, help=action.help)
-        if name == "add":
-            one.add_argument(
-                "--allow-insecure", action="store_true",
-                help="let it connect without TLS (default: TLS required)",
-            )  # fmt: skip
-        if name == "list":
-            one.add_argument("--json", action="store_true", help="JSON instead of a table")
-        if name == "cert":
-            one.add_argument(
-                "--revoke", action="store_true", help="shut its current certificate out"
-            )
-            one.add_argument(
-                "--no-secret", action="store_true",
-                help="its secret stops working: only the certificate logs it in (until rotate)",
-            )  # fmt: skip
-        if name != "list":
-            one.add_argument("id")
-        _data_dir(one)
-
-
-def _device(args: argparse.Namespace) -> None:
-    registry = Registry(args.data_dir, create=args.action == "add")
-    try:
-        DEVICE_ACTIONS[args.action].run(registry, args)
-    finally:
-        registry.close()
-
-
 # --- certs and token -------------------------------------------------------------------------
 def _certs_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
@@ -231,7 +103,7 @@ def _certs_arguments(parser: argparse.ArgumentParser) -> None:
         help="a name or address devices use for the hub (repeatable)",
     )  # fmt: skip
     init.add_argument("--force", action="store_true", help="replace an existing CA")
-    _data_dir(init)
+    data_dir_arg(init)
 
 
 def _certs(args: argparse.Namespace) -> None:
@@ -248,7 +120,7 @@ def _token_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--publish", action="append", default=[], metavar="FILTER")
     create.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
     create.add_argument("--admin", action="store_true", help="may also read hub events")
-    _data_dir(create)
+    data_dir_arg(create)
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -322,13 +194,13 @@ def _user_arguments(parser: argparse.ArgumentParser) -> None:
                 "--password-stdin", action="store_true",
                 help="read the password from stdin instead of generating one",
             )  # fmt: skip
-        _data_dir(one)
+        data_dir_arg(one)
 
 
 # --- backup and restore ----------------------------------------------------------------------
 def _backup_arguments(one: argparse.ArgumentParser) -> None:
     one.add_argument("file", type=Path, help="the backup to write (a tar.gz, owner-only)")
-    _data_dir(one)
+    data_dir_arg(one)
     one.add_argument(
         "--store", default=None, metavar="URL",
         help="the hub's --store, if readings are in PostgreSQL (noted; use pg_dump for them)",
@@ -337,7 +209,7 @@ def _backup_arguments(one: argparse.ArgumentParser) -> None:
 
 def _restore_arguments(two: argparse.ArgumentParser) -> None:
     two.add_argument("file", type=Path, help="a backup from `hub backup`")
-    _data_dir(two)
+    data_dir_arg(two)
     two.add_argument(
         "--force", action="store_true",
         help="replace a data dir with files (moved aside to DATA_DIR.old-TIME, not deleted)",
@@ -373,8 +245,8 @@ def _user(args: argparse.Namespace) -> None:
 def _print_accounts(accounts: Accounts) -> None:
     rows = [("NAME", "ROLE", "ENABLED", "CREATED")]
     for a in accounts.list():
-        rows.append((a.name, a.role, "yes" if a.enabled else "no", _when(a.created_at)))
-    _print_table(rows)
+        rows.append((a.name, a.role, "yes" if a.enabled else "no", when(a.created_at)))
+    print_table(rows)
     if len(rows) == 1:
         print("(no accounts: add one with `hub user add NAME --role admin`)")
 
@@ -382,7 +254,7 @@ def _print_accounts(accounts: Accounts) -> None:
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the broker, WebSocket network and dashboard", _serve_arguments, _serve),
     "config": Command("check or show the hub's config file", _config_arguments, _config),
-    "device": Command("manage the device registry", _device_arguments, _device),
+    "device": Command("manage the device registry", device_arguments, device),
     "certs": Command("the hub's TLS certificates", _certs_arguments, _certs),
     "user": Command("console accounts for people", _user_arguments, _user),
     "backup": Command(
