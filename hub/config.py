@@ -1,4 +1,9 @@
-"""The hub's typed configuration: one frozen dataclass, validated when it is built."""
+"""The hub's typed configuration: one frozen dataclass, validated when it is built.
+
+HubConfig is the one source of every `hub serve` setting and its default: the command-line
+flags (hub/serveflags.py) and the configuration file (hub/configfile.py) are generated from
+its fields, and the broker's settings are built from it (hub.server.broker_settings).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ from hub.ingest import parse_disk_threshold
 
 log = logging.getLogger(__name__)
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Settings SIGHUP applies to a running hub; every other one needs a restart.
+RELOADABLE = frozenset({"log_level"})
+
 
 class ConfigError(ValueError):
     """A configuration value a user gave is wrong; the message names the key."""
@@ -22,6 +31,27 @@ class ConfigError(ValueError):
 def _check_port(name: str, value: int | None) -> None:
     if value is not None and not 0 <= value <= 65535:
         raise ConfigError(f"{name} must be a port number from 0 to 65535, not {value}")
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    metavar: str | None = None,
+    flag: str | None = None,
+    group: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A HubConfig field with what its flag needs: help text, metavar, a flag name when it is
+    not `--field-name`, the help group, choices."""
+    meta = {"help": help, "metavar": metavar, "flag": flag, "group": group, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+_DATA_DIR = Path("data")
+_LIMITS = "broker limits (see README)"
+_DURABLE = "storage durability and HTTP limits (see README)"
+_CONSOLE = "console (see README)"
 
 
 def check_amqtt_plugins(plugins: object) -> None:
@@ -48,55 +78,145 @@ class HubConfig:
     HTTP pages on the WebSocket network's port.
     """
 
-    host: str = "127.0.0.1"
-    mqtt_port: int = 1883
-    ws_port: int = 8080
-    http_port: int | None = None
-    mqtts_port: int = 8883
-    wss_port: int = 8443
-    data_dir: Path = Path("data")
-    max_payload: int = 256 * 1024
-    max_queued: int = 1000
-    max_inflight: int = 20
-    rate_limit: float = 50.0
-    retention_days: float = 30.0
-    store_url: str | None = None  # None: SQLite in the data dir; or postgresql://...
-    allow_anonymous: bool = False
-    public_view: bool = False  # the read-only console without a login (opt-in)
-    session_idle_s: float = 30 * 60  # a console session ends after this long unused
-    session_max_s: float = 12 * 3600  # and this long after its login, used or not
-    # Storage durability and HTTP limits (README: "Acknowledged means stored", "HTTP limits").
-    store_queue: int = 100_000  # readings waiting for a commit; past it they are not acked
-    store_sync: str = "full"  # SQLite: "full" (on disk when acknowledged) or "normal"
-    disk_low: str = "5%"  # a disk_low event when the data dir's free space is below this
-    http_header_timeout: float = 10.0
-    http_body_timeout: float = 30.0
-    http_idle_timeout: float = 60.0
-    http_max_body: int = 1024 * 1024
-    http_max_per_address: int = 64
-    http_max_connections: int = 0  # 0: a quarter of the open-file limit
+    host: str = _setting("127.0.0.1", "address to listen on", metavar="ADDRESS")
+    mqtt_port: int = _setting(1883, "MQTT over TCP (0: free)", metavar="PORT")
+    ws_port: int = _setting(8080, "MQTT over WebSocket (0: free)", metavar="PORT")
+    http_port: int | None = _setting(None, "dashboard pages (unset: the ws port)", metavar="PORT")
+    mqtts_port: int = _setting(
+        8883, "MQTT over TLS, once `hub certs init` has run (0: free)", metavar="PORT"
+    )
+    wss_port: int = _setting(
+        8443, "MQTT over secure WebSocket (443 in production; 0: free)", metavar="PORT"
+    )
+    data_dir: Path = _setting(_DATA_DIR, "hub state folder", metavar="DIR")  # noqa: RUF009
+    log_level: str = _setting("WARNING", "DEBUG, INFO, WARNING, ERROR (SIGHUP reloads it)",
+                              metavar="LEVEL")  # fmt: skip
+    max_payload: int = _setting(
+        256 * 1024, "largest PUBLISH payload; a larger one closes the connection",
+        metavar="BYTES", group=_LIMITS,
+    )  # fmt: skip
+    max_queued: int = _setting(
+        1000, "messages queued per session before the overflow policy applies",
+        metavar="N", group=_LIMITS,
+    )  # fmt: skip
+    max_inflight: int = _setting(
+        20, "unacknowledged QoS 1/2 messages per session", metavar="N", group=_LIMITS
+    )
+    rate_limit: float = _setting(
+        50.0, "publishes a second per client (0: no limit)", metavar="PER_S", group=_LIMITS
+    )
     # Broker quotas (README, "Broker behaviour and limits"); checked by hub.broker's
     # BrokerSettings and hub.devicepolicy when the hub starts.
-    max_queued_bytes: int = 8 * 1024 * 1024
-    max_buffered: int = 256 * 1024
-    slow_consumer: str = "drop"  # or "disconnect"
-    max_retained_per_client: int = 100
-    max_retained_bytes_per_client: int = 1024 * 1024
-    max_retained_bytes: int = 64 * 1024 * 1024
-    max_filters_per_subscribe: int = 8
-    max_subscriptions: int = 50
-    max_sessions_per_identity: int = 10
-    max_connect: int = 64 * 1024
-    login_failures: int = 10
-    max_sensors: int = 32
-    max_sensor_name: int = 16
+    max_queued_bytes: int = _setting(
+        8 * 1024 * 1024, "bytes queued per session", metavar="BYTES", group=_LIMITS
+    )
+    max_buffered: int = _setting(
+        256 * 1024, "bytes in one connection's write buffer before messages queue",
+        metavar="BYTES", group=_LIMITS,
+    )  # fmt: skip
+    slow_consumer: str = _setting(
+        "drop", "a connected client whose queue is full: drop QoS 0 or disconnect it",
+        group=_LIMITS, choices=("drop", "disconnect"),
+    )  # fmt: skip
+    max_retained_per_client: int = _setting(
+        100, "retained messages per client", metavar="N", group=_LIMITS
+    )
+    max_retained_bytes_per_client: int = _setting(
+        1024 * 1024, "retained bytes per client", metavar="BYTES", group=_LIMITS
+    )
+    max_retained_bytes: int = _setting(
+        64 * 1024 * 1024, "retained bytes in all", metavar="BYTES", group=_LIMITS
+    )
+    max_filters_per_subscribe: int = _setting(
+        8, "filters granted per SUBSCRIBE", metavar="N", group=_LIMITS
+    )
+    max_subscriptions: int = _setting(50, "subscriptions per session", metavar="N",
+                                      group=_LIMITS)  # fmt: skip
+    max_sessions_per_identity: int = _setting(
+        10, "persistent sessions per device, token or client; the oldest offline one is "
+        "dropped", metavar="N", group=_LIMITS,
+    )  # fmt: skip
+    max_connect: int = _setting(64 * 1024, "largest CONNECT packet", metavar="BYTES",
+                                group=_LIMITS)  # fmt: skip
+    login_failures: int = _setting(
+        10, "failed logins per address or user name a minute before logins from it are "
+        "refused for a minute (0: no limit)", metavar="N", group=_LIMITS,
+    )  # fmt: skip
+    max_sensors: int = _setting(32, "sensors per device", metavar="N", group=_LIMITS)
+    max_sensor_name: int = _setting(16, "characters of a sensor name, at most 16",
+                                    metavar="N", group=_LIMITS)  # fmt: skip
     # Users' amqtt plugins (dotted path -> its config), run after the hub's own registry and
-    # rules (README, "amqtt plugins"; hub/broker/extensions.py).
-    amqtt_plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # rules (README, "amqtt plugins"; hub/broker/extensions.py). In the file, a table:
+    # [amqtt_plugins."amqtt.contrib.http.UserAuthHttpPlugin"] with the plugin's keys.
+    amqtt_plugins: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "an amqtt authentication or topic plugin run after the hub's own checks: "
+            "its dotted path and JSON config, or @FILE holding the JSON (repeatable)",
+            "metavar": "NAME=JSON", "flag": "--amqtt-plugin", "group": None, "choices": None,
+        },
+    )  # fmt: skip
+    store_url: str | None = _setting(
+        None, "telemetry database: unset for SQLite in the data dir, or postgresql://...",
+        metavar="URL", flag="--store",
+    )  # fmt: skip
+    retention_days: float = _setting(30.0, "keep readings this long (0: forever)",
+                                     metavar="DAYS")  # fmt: skip
+    # Storage durability and HTTP limits (README: "Acknowledged means stored", "HTTP limits").
+    store_queue: int = _setting(
+        100_000, "readings waiting for a commit before new ones go unacknowledged",
+        metavar="N", group=_DURABLE,
+    )  # fmt: skip
+    store_sync: str = _setting(
+        "full", "SQLite: full (a reading is on disk when acknowledged) or normal (no fsync "
+        "per commit: survives a crash of the hub, not a power loss)",
+        group=_DURABLE, choices=("full", "normal"),
+    )  # fmt: skip
+    disk_low: str = _setting(
+        "5%", "a disk_low hub event when the data dir's free space is below this",
+        metavar="5%|100MB", group=_DURABLE,
+    )  # fmt: skip
+    http_header_timeout: float = _setting(10.0, "seconds to send a request's headers",
+                                          metavar="S", group=_DURABLE)  # fmt: skip
+    http_body_timeout: float = _setting(30.0, "seconds to send a request's body",
+                                        metavar="S", group=_DURABLE)  # fmt: skip
+    http_idle_timeout: float = _setting(60.0, "seconds a keep-alive connection may idle",
+                                        metavar="S", group=_DURABLE)  # fmt: skip
+    http_max_body: int = _setting(
+        1024 * 1024, "largest HTTP request body; a larger one gets 413", metavar="BYTES",
+        group=_DURABLE,
+    )  # fmt: skip
+    http_max_per_address: int = _setting(
+        64, "HTTP/WebSocket connections at once from one address", metavar="N", group=_DURABLE
+    )
+    http_max_connections: int = _setting(
+        0, "HTTP/WebSocket connections at once (0: a quarter of the open-file limit)",
+        metavar="N", group=_DURABLE,
+    )  # fmt: skip
+    allow_anonymous: bool = _setting(
+        False, "DEVELOPMENT ONLY: admit clients without credentials, full access"
+    )
+    public_view: bool = _setting(
+        False, "show the read-only console (fleet, telemetry, health) without a login",
+        group=_CONSOLE,
+    )  # fmt: skip
+    session_idle_s: float = _setting(
+        30 * 60.0, "a console session ends after this long unused", metavar="SECONDS",
+        flag="--session-idle", group=_CONSOLE,
+    )  # fmt: skip
+    session_max_s: float = _setting(
+        12 * 3600.0, "and this long after its login, used or not", metavar="SECONDS",
+        flag="--session-max", group=_CONSOLE,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigError("host must not be empty")
+        check_amqtt_plugins(self.amqtt_plugins)
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
         if not 1 <= self.max_payload <= 64 * 1024 * 1024:
             raise ConfigError(f"max_payload must be 1 byte to 64 MiB, not {self.max_payload}")
         if self.max_queued < 1:
@@ -133,7 +253,6 @@ class HubConfig:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.http_max_connections < 0:
             raise ConfigError("http_max_connections must be 0 (auto) or positive")
-        check_amqtt_plugins(self.amqtt_plugins)
 
     @property
     def http_shares_ws_port(self) -> bool:

@@ -7,7 +7,7 @@ import logging
 import socket
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 
 from aiohttp import web
@@ -57,6 +57,17 @@ def _what_changed(before: Fingerprint, after: Fingerprint | None) -> str | None:
     return None
 
 
+# BrokerSettings fields the hub's config does not set: the broker's own constants.
+BROKER_CONSTANTS = frozenset({"max_qos", "connect_timeout", "keepalive_sweep"})
+
+
+def broker_settings(config: HubConfig) -> BrokerSettings:
+    """The broker's settings from the hub's config: every BrokerSettings field HubConfig has
+    comes from it, so the two never disagree (tests/hub/test_config.py checks)."""
+    names = {f.name for f in fields(BrokerSettings)} - BROKER_CONSTANTS
+    return BrokerSettings(**{name: getattr(config, name) for name in names})
+
+
 class ListenError(OSError):
     """A listening socket could not be opened (port taken, bad address)."""
 
@@ -101,24 +112,7 @@ class Hub:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
         self.broker: Broker = EmbeddedBroker(
-            BrokerSettings(
-                max_payload=config.max_payload,
-                max_queued=config.max_queued,
-                max_inflight=config.max_inflight,
-                rate_limit=config.rate_limit,
-                # Broker quotas.
-                max_queued_bytes=config.max_queued_bytes,
-                max_buffered=config.max_buffered,
-                slow_consumer=config.slow_consumer,
-                max_retained_per_client=config.max_retained_per_client,
-                max_retained_bytes_per_client=config.max_retained_bytes_per_client,
-                max_retained_bytes=config.max_retained_bytes,
-                max_filters_per_subscribe=config.max_filters_per_subscribe,
-                max_subscriptions=config.max_subscriptions,
-                max_sessions_per_identity=config.max_sessions_per_identity,
-                max_connect=config.max_connect,
-                login_failures=config.login_failures,
-            ),
+            broker_settings(config),
             plugins=config.amqtt_plugins,
         )
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).

@@ -151,7 +151,7 @@ def test_restore_refuses_a_data_dir_with_files_and_force_moves_it_aside(tmp_path
     (aside,) = tmp_path.glob("target.old-*")
     assert (aside / "registry.sqlite3").read_bytes() == before
     assert str(aside) in done.stdout
-    listing = hub_cli(target, "device", "list")
+    listing = hub_cli(target, "device", "list", "--json")
     assert [d["id"] for d in json.loads(listing.stdout)] == ["dev-1"]
 
 

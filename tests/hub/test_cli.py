@@ -1,6 +1,7 @@
 """`python -m hub serve`: the ready line, free ports, clean shutdown, clear errors."""
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.registry import Registry
 from tests.support.hubproc import HubProcess, scaled, start_hub
 from tests.support.mqtt import RawClient
 
@@ -180,3 +182,57 @@ def test_bad_session_limits_are_refused(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=scaled(30),
     )  # fmt: skip
     assert result.returncode == 2 and result.stderr.startswith("hub: error: session_idle_s")
+
+
+def _device(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", "device", *args, "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+
+
+def test_device_list_is_a_table_and_json_on_request(tmp_path: Path) -> None:
+    """`hub device list` prints id, enabled, TLS policy, certificate and last seen (a UTC
+    date or `never`); `--json` prints the registry's public fields."""
+    data = tmp_path / "data"
+    added = _device(data, "add", "d-1")
+    assert added.returncode == 0, added.stderr
+    assert _device(data, "add", "d-2", "--allow-insecure").returncode == 0
+    registry = Registry(data)
+    try:
+        registry.touch({"d-2": 1_767_225_600.0})  # 2026-01-01 00:00 UTC
+    finally:
+        registry.close()
+    init = [sys.executable, "-m", "hub", "certs", "init", "--data-dir", str(data)]
+    assert subprocess.run(init, capture_output=True, timeout=scaled(60)).returncode == 0
+    issued = json.loads(_device(data, "cert", "d-1").stdout)
+    listed = _device(data, "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("  ") for line in listed.stdout.splitlines()]
+    rows = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    assert rows == [
+        ["ID", "ENABLED", "TLS", "CERTIFICATE", "LAST SEEN (UTC)"],
+        ["d-1", "yes", "tls-required", issued["fingerprint"][:16], "never"],
+        ["d-2", "yes", "allow-insecure", "none", "2026-01-01 00:00"],
+    ]
+    as_json = json.loads(_device(data, "list", "--json").stdout)
+    assert [(d["id"], d["last_seen_at"]) for d in as_json] == [
+        ("d-1", None), ("d-2", 1_767_225_600.0)]  # fmt: skip
+    assert "secret" not in json.dumps(as_json)
+
+
+def test_device_commands_say_what_they_did(tmp_path: Path) -> None:
+    """disable, enable, cert --revoke and remove each print one line naming the device, and
+    an empty registry's list says how to add one."""
+    data = tmp_path / "data"
+    assert _device(data, "add", "d-3").returncode == 0
+    assert _device(data, "disable", "d-3").stdout == "disabled (and disconnected) 'd-3'\n"
+    assert _device(data, "list").stdout.splitlines()[1].split()[:2] == ["d-3", "no"]
+    assert _device(data, "enable", "d-3").stdout == "enabled 'd-3'\n"
+    assert _device(data, "cert", "d-3", "--revoke").stdout == (
+        "revoked the certificate of 'd-3'\n")  # fmt: skip
+    assert _device(data, "remove", "d-3").stdout == "removed 'd-3'\n"
+    assert _device(data, "list").stdout.splitlines()[1] == (
+        "(no devices: add one with `hub device add ID`)")  # fmt: skip
+    missing = _device(data, "remove", "d-3")
+    assert missing.returncode == 2 and missing.stderr.startswith("hub: error: ")

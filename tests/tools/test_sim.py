@@ -138,7 +138,8 @@ def test_sim_provisions_its_devices_on_a_secure_hub(secure_hub: HubProcess) -> N
         assert result.returncode == 0, result.stdout + result.stderr
         assert "[sim-001] connected" in result.stdout and "[sim-002] connected" in result.stdout
     listed = subprocess.run(
-        [sys.executable, "-m", "hub", "device", "list", "--data-dir", str(secure_hub.data_dir)],
+        [sys.executable, "-m", "hub", "device", "list", "--json", "--data-dir",
+         str(secure_hub.data_dir)],
         capture_output=True, text=True, timeout=scaled(30),
     )  # fmt: skip
     assert [d["id"] for d in json.loads(listed.stdout)] == ["sim-001", "sim-002"]
