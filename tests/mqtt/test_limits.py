@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker.conftest import PROMPT, QUIET, WAIT, Network
 from tests.support.hubproc import HubProcess, scaled, start_hub
 from tests.support.mqtt import PUBACK, PUBLISH, RawClient, decode_publish, publish_packet
+from tests.support.networks import PROMPT, QUIET, WAIT, Network
 
 MAX_PAYLOAD = 1024
 MAX_QUEUED = 10

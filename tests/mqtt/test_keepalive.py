@@ -2,9 +2,9 @@
 
 import asyncio
 
-from tests.broker.conftest import WAIT, Network
 from tests.support.hubproc import scaled
 from tests.support.mqtt import publish_packet
+from tests.support.networks import WAIT, Network
 
 KEEPALIVE_S = 1
 # MQTT 3.1.1 section 3.1.2.10: the broker waits one and a half keepalives, plus a small margin.
