@@ -10,7 +10,6 @@ import io
 import json
 import stat
 import subprocess
-import sys
 import tarfile
 import time
 import urllib.request
@@ -20,7 +19,14 @@ from typing import Any
 import pytest
 
 from hub.backup import MANIFEST, BackupError, restore
-from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
+from tests.support.hubproc import (
+    HubProcess,
+    hub_cli,
+    provision,
+    scaled,
+    serve_refused,
+    start_hub,
+)
 from tests.support.mqtt import RawClient
 
 
@@ -119,11 +125,7 @@ def test_a_second_hub_on_a_locked_data_dir_is_refused(tmp_path: Path) -> None:
     """`hub serve` on a data dir another hub serves from exits 2 with a clear error."""
     hub = start_hub(tmp_path / "data", secure=True)
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
-             "--mqtts-port", "0", "--wss-port", "0", "--data-dir", str(hub.data_dir)],
-            capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+        second = serve_refused(hub.data_dir)
         assert second.returncode == 2
         assert f"hub: error: another hub is running on {hub.data_dir}" in second.stderr
         assert second.stdout == ""
