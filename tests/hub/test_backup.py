@@ -11,7 +11,6 @@ import json
 import stat
 import subprocess
 import tarfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.support.hubproc import (
     start_hub,
 )
 from tests.support.mqtt import RawClient
+from tests.support.waits import eventually
 
 
 def token(data: Path) -> str:
@@ -43,13 +43,6 @@ def telemetry(hub: HubProcess, device: str) -> list[dict[str, Any]]:
     )
     with urllib.request.urlopen(request, timeout=scaled(30)) as response:
         return list(json.loads(response.read()))
-
-
-def wait_for(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 async def publish_readings(hub: HubProcess, creds: dict[str, str], seqs: range) -> None:
@@ -70,7 +63,7 @@ def test_a_backup_of_a_running_hub_restores_into_a_new_data_dir(tmp_path: Path) 
     try:
         creds = provision(old, "bk-1")
         asyncio.run(publish_readings(old, creds, range(0, 20)))
-        wait_for(lambda: len(telemetry(old, "bk-1")) == 20, scaled(15))
+        eventually(lambda: len(telemetry(old, "bk-1")) == 20, 15, "20 readings stored")
         archive = tmp_path / "hub-backup.tar.gz"
 
         async def publish_during_backup() -> subprocess.CompletedProcess[str]:
