@@ -21,6 +21,7 @@ from tests.support.devices import Device, running_device
 from tests.support.durable import Events, Publisher, read_ring, stored
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled, start_hub
+from tests.support.waits import eventually_async
 from tools import mpunix
 
 SENSORS = 6  # simulated sensors per device: 6 readings a second each
@@ -188,8 +189,4 @@ def test_full_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path) -> None
 
 
 async def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + scaled(timeout)
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {scaled(timeout):.1f} s waiting for {what}")
-        await asyncio.sleep(0.1)
+    await eventually_async(check, timeout, what, poll=0.1)
