@@ -100,7 +100,7 @@ class Publisher:
                 while not acks.done():
                     ahead = sent - (time.monotonic() - started) * self.rate
                     if len(inflight) >= self.window or ahead > 0:
-                        await asyncio.sleep(0.002)
+                        await asyncio.sleep(0.002)  # on purpose: the publisher's pace
                         continue
                     pid = self.seq % 65535 + 1
                     payload = f"{self.boot},{self.seq},{self.seq % 100 / 10:.1f}".encode()
