@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.firmware.helpers import FAST
+from tests.support.firmware import FAST
 from tests.support.devices import Device, running_device
 from tests.support.durable import Events, Publisher, read_ring, stored
 from tests.support.faultproxy import FaultProxy

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hub import topics
-from tests.firmware.helpers import FAST, Subscriber, assert_complete, unique
+from tests.support.firmware import FAST, Subscriber, assert_complete, unique
 from tests.support.devices import Device, running_device, write_board
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled

@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.firmware.helpers import FAST, Subscriber, assert_complete, unique
+from tests.support.firmware import FAST, Subscriber, assert_complete, unique
 from tests.support.devices import running_device
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled, start_hub

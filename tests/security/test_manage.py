@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from tests.security.console import Console
 from tests.security.test_access import Events, connect, token
+from tests.support.console import Console
 from tests.support.hubproc import HubProcess, add_account, hub_cli, provision, scaled
 from tests.support.waits import eventually_async
 

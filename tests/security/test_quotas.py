@@ -10,7 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.security.guard import Canary, Events, count_publishes, logged_hub, rss_kb, token
+from tests.support.guard import Canary, Events, count_publishes, logged_hub, rss_kb, token
 from tests.support.hubproc import scaled
 from tests.support.mqtt import (
     PINGRESP,

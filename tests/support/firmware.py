@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub import topics
-from tests.support.hubproc import HubProcess, scaled
+from tests.support.hubproc import HubProcess
 from tests.support.mqtt import Message, RawClient, publish_packet
 from tests.support.waits import eventually_async
 
