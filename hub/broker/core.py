@@ -4,7 +4,7 @@ amqtt 0.12.1 supplies the broker's lifecycle and the plugin framework users exte
 (hub/broker/extensions.py); the hub's own logins (hub/broker/login.py) and topic rules are
 called directly. amqtt's session and delivery engine is replaced here because it breaks MQTT
 3.1.1 in ways an IoT hub cannot live with; each rule below names the amqtt behaviour it
-replaces and is covered by tests/broker/:
+replaces and is covered by tests/mqtt/:
 
 1. Keepalive: amqtt's read-timeout handler is a no-op (Yakifo/amqtt#308). Here a sweeper closes
    connections silent for 1.5 x keepalive and their wills are published.

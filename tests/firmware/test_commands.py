@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 from hub import topics
-from tests.firmware.helpers import FAST, Subscriber, assert_complete
+from tests.support.firmware import FAST, Subscriber, assert_complete
 from tests.support.devices import running_device
 from tests.support.hubproc import HubProcess
 

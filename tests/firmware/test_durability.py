@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.firmware.helpers import FAST
+from tests.support.firmware import FAST
 from tests.support.devices import Device, running_device
 from tests.support.durable import Events, Publisher, read_ring, stored
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled, start_hub
+from tests.support.waits import eventually_async
 from tools import mpunix
 
 SENSORS = 6  # simulated sensors per device: 6 readings a second each
@@ -39,9 +40,9 @@ def _board(sensors: int = SENSORS) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _devices(tmp_path: Path, hub: HubProcess, port: int, names: list[str]) -> Iterator[
-    list[Device]
-]:
+def _devices(
+    tmp_path: Path, hub: HubProcess, port: int, names: list[str]
+) -> Iterator[list[Device]]:
     mpunix.build_mpy()  # once, before devices start together (each would compile it)
     with contextlib.ExitStack() as stack:
         yield [
@@ -79,11 +80,13 @@ def test_kill_9_loses_no_acknowledged_reading(tmp_path: Path) -> None:
                     for round_ in range(3):
                         task = asyncio.create_task(publisher.run(hub.host, hub.mqtt_port))
                         before = len(publisher.acked)
-                        await asyncio.sleep(scaled(1))
+                        await _until(
+                            lambda n=before + 100: len(publisher.acked) > n, 10,
+                            "100 more acknowledged readings before the kill",
+                        )  # fmt: skip
                         hub.proc.send_signal(signal.SIGKILL)
                         hub.proc.wait(timeout=scaled(10))
                         await asyncio.wait_for(task, scaled(5))  # it saw the connection die
-                        assert len(publisher.acked) > before + 100, "the publisher got no acks"
                         proxy.upstream = None
                         proxy.drop()
                         hub = start_hub(data, stderr=logs)
@@ -92,8 +95,15 @@ def test_kill_9_loses_no_acknowledged_reading(tmp_path: Path) -> None:
                         assert not missing, f"round {round_}: acknowledged, not stored: " + str(
                             sorted(missing)[:10]
                         )
-                    # Back to normal for a while: the devices send what their rings hold.
-                    await asyncio.sleep(scaled(3))
+                    # Back to normal: the devices send what their rings hold.
+                    await _until(
+                        lambda: all(
+                            len(read_ring(d.folder).acknowledged()) > 3 * SENSORS * 3
+                            for d in devices
+                        ),
+                        15,
+                        f"every device to have {3 * SENSORS * 3} readings acknowledged",
+                    )
                     for device in devices:
                         device.kill()
             hub.stop()
@@ -160,14 +170,29 @@ def test_full_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path) -> None
                 await events.wait_for("store_failure", 10)
                 await events.wait_for("disk_low", 2)  # checked at once on a store failure
                 full_since = {n: len(stored(data, n)) for n in names}
-                await asyncio.sleep(scaled(3))  # devices keep reading; the hub cannot store
+                # Devices keep reading; the hub cannot store, so their rings fill up.
+                await _until(
+                    lambda: all(
+                        (ring := read_ring(d.folder)).next - ring.first > SENSORS * 2
+                        for d in devices
+                    ),
+                    10,
+                    "the rings to fill while the disk is full",
+                )
                 for device, name in zip(devices, names, strict=True):
                     _assert_acknowledged_are_stored(device, data, name)
                     ring = read_ring(device.folder)
                     assert ring.next - ring.first > SENSORS * 2, "the ring did not fill up"
                 filler.unlink()
                 await events.wait_for("store_recovered", 15)
-                await asyncio.sleep(scaled(4))  # the rings drain
+                await _until(  # readings are acknowledged again: the rings drain
+                    lambda: all(
+                        read_ring(d.folder).first > full_since[n]
+                        for d, n in zip(devices, names, strict=True)
+                    ),
+                    15,
+                    "the rings to drain after the disk has room",
+                )
                 for device in devices:
                     device.kill()
             await events.close()
@@ -188,8 +213,4 @@ def test_full_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path) -> None
 
 
 async def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + scaled(timeout)
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {scaled(timeout):.1f} s waiting for {what}")
-        await asyncio.sleep(0.1)
+    await eventually_async(check, timeout, what, poll=0.1)

@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from hub import topics
-from tests.firmware.helpers import FAST, Subscriber, assert_complete, unique
+from tests.support.firmware import FAST, Subscriber, assert_complete, unique
 from tests.support.devices import Device, running_device, write_board
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled
+from tests.support.waits import eventually_async
 from tools import mpunix
 
 BACKOFF_MIN_S = FAST["backoff_min_ms"] / 1000
@@ -232,16 +233,16 @@ def test_a_fleet_whose_hub_vanishes_does_not_reconnect_in_lock_step(
                     )
                     for i, p in enumerate(proxies)
                 ]
-                deadline = time.monotonic() + scaled(20)
-                while not all("connected to" in d.log() for d in devices):
-                    assert time.monotonic() < deadline, "the fleet never came online"
-                    await asyncio.sleep(0.05)
+                await eventually_async(
+                    lambda: all("connected to" in d.log() for d in devices), 20, "the fleet online"
+                )
                 dropped = time.monotonic()
                 for proxy in proxies:
                     proxy.drop()  # the hub vanishes for all of them at once
-                while not all(len(p.accepted_at) >= 2 for p in proxies):
-                    assert time.monotonic() < dropped + scaled(10), "the fleet never came back"
-                    await asyncio.sleep(0.01)
+                await eventually_async(
+                    lambda: all(len(p.accepted_at) >= 2 for p in proxies), 10,
+                    "the fleet back", poll=0.01,
+                )  # fmt: skip
                 for device in devices:
                     assert_alive(device)
                 return [p.accepted_at[1] - dropped for p in proxies]

@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.firmware.helpers import FAST, Subscriber, assert_complete, unique
+from tests.support.firmware import FAST, Subscriber, assert_complete, unique
 from tests.support.devices import running_device
 from tests.support.faultproxy import FaultProxy
 from tests.support.hubproc import HubProcess, scaled, start_hub
@@ -66,8 +66,10 @@ def test_black_holed_connection(hub: HubProcess, tmp_path: Path) -> None:
                 await sub.wait_readings(3, 10)
                 seen = proxy.connections
                 proxy.blackhole = True
-                await asyncio.sleep(scaled(SILENCE_S + 2))  # readings pile up in the ring
-                assert "link down (OSError(110,))" in device.log()  # keepalive noticed it
+                await sub.wait_until(  # readings pile up in the ring meanwhile
+                    lambda: "link down (OSError(110,))" in device.log(), SILENCE_S + 2,
+                    "keepalive to notice the black hole",
+                )  # fmt: skip
                 proxy.blackhole = False
                 proxy.drop()  # the hole's swallowed connections go away with it
                 # An attempt may be stuck in the hole: its CONNACK wait ends after io_timeout.
@@ -115,7 +117,8 @@ def test_hub_restart(tmp_path: Path) -> None:
                     await sub.stop()
                     first.stop()
                     proxy.drop()
-                    await asyncio.sleep(scaled(3))  # about three readings go to the ring
+                    # On purpose: nobody home for a while, about three readings go to the ring.
+                    await asyncio.sleep(scaled(3))
                     second = start_hub(tmp_path / "hub-b")
                     try:
                         sub2 = await Subscriber.start(second, "boot-1")
@@ -153,7 +156,7 @@ def test_reboot_with_readings_queued(hub: HubProcess, tmp_path: Path) -> None:
                 await sub.wait_readings(2, 10)
                 proxy.upstream = None
                 proxy.drop()
-                await asyncio.sleep(scaled(3.5))
+                await asyncio.sleep(scaled(3.5))  # on purpose: readings go to the ring
                 device.kill()  # the plug is pulled with readings in the ring
                 (first_boot,) = {r.boot for r in sub.readings()}
                 delivered = len(unique(sub.readings()))

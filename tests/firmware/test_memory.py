@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.firmware.helpers import Subscriber, assert_complete
+from tests.support.firmware import Subscriber, assert_complete
 from tests.support.hubproc import HubProcess, scaled
 from tools import mpunix
 

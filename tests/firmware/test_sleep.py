@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from hub import topics
-from tests.firmware.helpers import FAST, Subscriber, assert_complete
+from tests.support.firmware import FAST, Subscriber, assert_complete
 from tests.support.devices import running_device
 from tests.support.hubproc import HubProcess
 from tools import mpunix

@@ -9,7 +9,6 @@ Without --board-port every test here is skipped, with that reason.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hubproc import HubProcess, hub_cli, scaled, start_hub
+from tests.support.waits import eventually
 from tests.tools.test_deploy import tools
 
 
@@ -62,10 +62,7 @@ def test_provision_a_real_board_and_see_its_readings(
     first = tools(*args, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "hil-1 is online" in first.stdout
-    deadline = time.monotonic() + scaled(60)
-    while not _api(lan_hub, "/api/devices/hil-1/telemetry"):
-        assert time.monotonic() < deadline, "no reading from the board"
-        time.sleep(1)
+    eventually(lambda: _api(lan_hub, "/api/devices/hil-1/telemetry"), 60, "a reading", poll=1)
     again = tools(*args, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "copied 0 file(s)" in again.stdout and "hil-1 is online" in again.stdout

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.devices import running_device
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
+from tests.support.waits import eventually
 
 
 def token(hub: HubProcess, *args: str) -> str:
@@ -36,13 +37,6 @@ def call(
         return err.code, err.headers.get("Content-Type", ""), err.read()
 
 
-def wait_for(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def device_on_hub(secure_hub: HubProcess, tmp_path: Path):
     creds = provision(secure_hub, "api-1")
@@ -60,14 +54,14 @@ def test_devices_telemetry_and_csv(device_on_hub: tuple[HubProcess, Any]) -> Non
     def rows() -> list[dict[str, Any]]:
         return json.loads(call(hub, "/api/devices/api-1/telemetry", reader)[2])
 
-    wait_for(lambda: len(rows()) >= 3, scaled(15))
+    eventually(lambda: len(rows()) >= 3, 15, "3 readings stored")
     status, ctype, body = call(hub, "/api/devices", reader)
     assert status == 200 and ctype.startswith("application/json")
     (entry,) = json.loads(body)
     assert (entry["id"], entry["online"], entry["tls_policy"]) == ("api-1", True, "allow-insecure")
     # The registry records the connect within a poll of the hub's registry watcher.
     assert entry["last_seen_at"] is not None and time.time() - entry["last_seen_at"] < 60
-    wait_for(lambda: json.loads(call(hub, "/api/devices", reader)[2])[0]["health"], scaled(10))
+    eventually(lambda: json.loads(call(hub, "/api/devices", reader)[2])[0]["health"], 10, "health")
     readings = rows()
     seqs = [r["seq"] for r in readings]
     assert seqs == sorted(seqs) and {r["sensor"] for r in readings} >= {"temp"}
@@ -90,7 +84,9 @@ def test_command_reaches_the_device_and_its_reply_comes_back(
     """POST a command: the hub numbers it, the firmware answers, the reply is the response."""
     hub, _ = device_on_hub
     operator = token(hub, "--subscribe", "d/api-1/#", "--publish", "d/api-1/c")
-    wait_for(lambda: json.loads(call(hub, "/api/devices", operator)[2])[0]["online"], scaled(15))
+    eventually(
+        lambda: json.loads(call(hub, "/api/devices", operator)[2])[0]["online"], 15, "online"
+    )
     status, _, body = call(hub, "/api/devices/api-1/commands", operator, {"op": "ping"})
     reply = json.loads(body)
     assert status == 200 and reply["ok"] is True and "version" in reply

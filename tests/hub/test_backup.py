@@ -10,9 +10,7 @@ import io
 import json
 import stat
 import subprocess
-import sys
 import tarfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,16 @@ from typing import Any
 import pytest
 
 from hub.backup import MANIFEST, BackupError, restore
-from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
+from tests.support.hubproc import (
+    HubProcess,
+    hub_cli,
+    provision,
+    scaled,
+    serve_refused,
+    start_hub,
+)
 from tests.support.mqtt import RawClient
+from tests.support.waits import eventually
 
 
 def token(data: Path) -> str:
@@ -37,13 +43,6 @@ def telemetry(hub: HubProcess, device: str) -> list[dict[str, Any]]:
     )
     with urllib.request.urlopen(request, timeout=scaled(30)) as response:
         return list(json.loads(response.read()))
-
-
-def wait_for(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 async def publish_readings(hub: HubProcess, creds: dict[str, str], seqs: range) -> None:
@@ -64,7 +63,7 @@ def test_a_backup_of_a_running_hub_restores_into_a_new_data_dir(tmp_path: Path) 
     try:
         creds = provision(old, "bk-1")
         asyncio.run(publish_readings(old, creds, range(0, 20)))
-        wait_for(lambda: len(telemetry(old, "bk-1")) == 20, scaled(15))
+        eventually(lambda: len(telemetry(old, "bk-1")) == 20, 15, "20 readings stored")
         archive = tmp_path / "hub-backup.tar.gz"
 
         async def publish_during_backup() -> subprocess.CompletedProcess[str]:
@@ -119,11 +118,7 @@ def test_a_second_hub_on_a_locked_data_dir_is_refused(tmp_path: Path) -> None:
     """`hub serve` on a data dir another hub serves from exits 2 with a clear error."""
     hub = start_hub(tmp_path / "data", secure=True)
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
-             "--mqtts-port", "0", "--wss-port", "0", "--data-dir", str(hub.data_dir)],
-            capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+        second = serve_refused(hub.data_dir)
         assert second.returncode == 2
         assert f"hub: error: another hub is running on {hub.data_dir}" in second.stderr
         assert second.stdout == ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.registry import Registry
-from tests.support.hubproc import HubProcess, scaled, start_hub
+from tests.support.hubproc import HubProcess, scaled, serve_refused, start_hub
 from tests.support.mqtt import RawClient
 
 
@@ -68,37 +68,16 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hub",
-                "serve",
-                "--mqtt-port",
-                str(port),
-                "--ws-port",
-                "0",
-                "--data-dir",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=scaled(20),
-        )
+        result = serve_refused(tmp_path, "--mqtt-port", str(port))
     assert result.returncode == 2
     assert result.stderr.startswith(f"hub: error: cannot listen for MQTT on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 
 
-def test_bad_port_argument_is_refused() -> None:
+def test_bad_port_argument_is_refused(tmp_path: Path) -> None:
     """A port outside 0..65535 is refused by the argument parser."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "serve", "--mqtt-port", "70000"],
-        capture_output=True,
-        text=True,
-        timeout=scaled(20),
-    )
+    result = serve_refused(tmp_path, "--mqtt-port", "70000")
     assert result.returncode == 2
     assert "port must be from 0 to 65535" in result.stderr
 
@@ -106,11 +85,7 @@ def test_bad_port_argument_is_refused() -> None:
 def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
     """A --store that cannot be opened stops the hub with `hub: error: ...` and exit code 2,
     without showing the password in the URL."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
-         "--data-dir", str(tmp_path), "--store", "postgresql://hub:s3cret@127.0.0.1:1/db"],
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+    result = serve_refused(tmp_path, "--store", "postgresql://hub:s3cret@127.0.0.1:1/db")
     assert result.returncode == 2
     assert result.stderr.startswith("hub: error: cannot use the PostgreSQL store")
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
@@ -176,11 +151,7 @@ def test_user_list_refuses_a_missing_data_dir(tmp_path: Path) -> None:
 
 def test_bad_session_limits_are_refused(tmp_path: Path) -> None:
     """An idle limit longer than the session's maximum is a clear error, exit 2."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
-         "--session-idle", "100", "--session-max", "10", "--data-dir", str(tmp_path / "d")],
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+    result = serve_refused(tmp_path / "d", "--session-idle", "100", "--session-max", "10")
     assert result.returncode == 2 and result.stderr.startswith("hub: error: session_idle_s")
 
 

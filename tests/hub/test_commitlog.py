@@ -8,14 +8,11 @@ import threading
 from collections.abc import Callable
 
 from hub.commitlog import COMMITTED, FAILED, PENDING, REFUSED, Batch, CommitLog
+from tests.support.waits import eventually_async
 
 
 async def _until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await eventually_async(check, timeout, what, poll=0.005)
 
 
 class Recorder:

@@ -26,6 +26,7 @@ from tests.support.mqtt import (
     publish_packet,
 )
 from tests.support.postgres import fresh_database
+from tests.support.waits import eventually
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -67,8 +68,7 @@ def test_firmware_readings_reach_storage(tmp_path: Path) -> None:
     store = SqliteStore(hub.data_dir)
     try:
         with running_device(tmp_path, hub, "store-1", period_s=1):
-            deadline = asyncio.run(_wait_for_rows(store, "store-1", 3))
-        assert deadline, "fewer than 3 readings stored in time"
+            eventually(lambda: len(store.query("store-1")) >= 3, 15, "3 readings stored")
     finally:
         hub.stop()
     rows = store.query("store-1")
@@ -76,14 +76,6 @@ def test_firmware_readings_reach_storage(tmp_path: Path) -> None:
     assert len(boots) == 1
     seqs = [r.seq for r in rows]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-
-
-async def _wait_for_rows(store: SqliteStore, device: str, count: int) -> bool:
-    for _ in range(int(scaled(15) / 0.2)):
-        if len(store.query(device)) >= count:
-            return True
-        await asyncio.sleep(0.2)
-    return False
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.console import PASSWORD
+from tests.support.console import PASSWORD
 from tests.support.hubproc import HubProcess, add_account, hub_cli, start_hub
 
 
@@ -19,7 +19,7 @@ def tls_hub(tmp_path: Path) -> Iterator[HubProcess]:
     process.stop()
 
 
-# Console accounts of `console_hub`, one per role, all with tests.security.console.PASSWORD.
+# Console accounts of `console_hub`, one per role, all with tests.support.console.PASSWORD.
 ACCOUNTS = {"ada": "admin", "otto": "operator", "vera": "viewer"}
 
 

@@ -15,8 +15,8 @@ import websockets
 from hub.web.app import ROUTES
 from hub.web.auth import Access
 from tests.security.conftest import with_accounts
-from tests.security.console import PASSWORD, Console
 from tests.security.test_access import Events, token
+from tests.support.console import PASSWORD, Console
 from tests.support.hubproc import HubProcess, provision, scaled, start_hub
 from tests.support.mqtt import RawClient
 

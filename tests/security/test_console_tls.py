@@ -8,8 +8,8 @@ from http.cookies import SimpleCookie
 
 import websockets
 
-from tests.security.console import Console, https_context
 from tests.security.test_access import token
+from tests.support.console import Console, https_context
 from tests.support.hubproc import HubProcess
 from tests.support.mqtt import RawClient
 

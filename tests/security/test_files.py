@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.console import PASSWORD
+from tests.support.console import PASSWORD
 from tests.support.hubproc import add_account, hub_cli, provision, start_hub
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.security.test_access import Events, connect, token
 from tests.support.devices import Device
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
+from tests.support.waits import eventually_async
 from tools import mpunix
 
 TLS_HEAP = "192K"
@@ -106,7 +107,9 @@ def test_device_refuses_a_hub_signed_by_another_ca(tls_hub: HubProcess, tmp_path
 
         async def scenario() -> None:
             events = await Events.watch(tls_hub)
-            await asyncio.sleep(scaled(3))
+            await eventually_async(
+                lambda: "link down" in device.log(), 3, "the device's failed handshake"
+            )
             seen = []
             while True:
                 try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.guard import Canary, Events, log_lines, logged_hub, rss_kb, token
+from tests.support.guard import Canary, Events, log_lines, logged_hub, rss_kb, token
 from tests.support.hubproc import HubProcess, provision, scaled
 from tests.support.mqtt import PUBACK, RawClient, publish_packet
 

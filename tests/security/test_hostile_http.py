@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from hub.web.app import ROUTES
-from tests.security.console import Console, Reply
 from tests.security.test_access import token
+from tests.support.console import Console, Reply
 from tests.support.hubproc import HubProcess, provision
 
 QUERIES = [

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.hubproc import HubProcess, scaled, start_hub
 from tests.support.mqtt import RawClient
+from tests.support.waits import eventually_async
 
 TIMEOUT_S = 1.0  # the hub's header, body and idle timeouts in these tests
 PER_ADDRESS = 4
@@ -213,20 +214,16 @@ def _hold_and_flood(hub: HubProcess) -> None:
     try:
         for _ in range(150):  # more descriptors than the hub has left
             flood.append(_connect(hub, hub.mqtt_port))
-        time.sleep(scaled(2))
+        time.sleep(scaled(2))  # on purpose: the hub runs out of descriptors for a while
     finally:
         for sock in flood:
             sock.close()
 
-    async def eventually_connects() -> None:
-        deadline = time.monotonic() + scaled(5)
-        while True:
-            try:
-                await asyncio.wait_for(device_connects("after-flood"), scaled(2))
-                return
-            except (TimeoutError, OSError, AssertionError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
+    async def connects() -> bool:
+        try:
+            await asyncio.wait_for(device_connects("after-flood"), scaled(2))
+        except (TimeoutError, OSError) as exc:
+            raise AssertionError(f"{type(exc).__name__}: {exc}") from exc
+        return True
 
-    asyncio.run(eventually_connects())
+    asyncio.run(eventually_async(connects, 5, "a device to connect after the flood", poll=0.2))

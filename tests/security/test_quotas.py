@@ -10,7 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.security.guard import Canary, Events, count_publishes, logged_hub, rss_kb, token
+from tests.support.guard import Canary, Events, count_publishes, logged_hub, rss_kb, token
 from tests.support.hubproc import scaled
 from tests.support.mqtt import (
     PINGRESP,
@@ -168,7 +168,7 @@ def test_huge_subscribe_is_capped_and_stalls_nobody(tmp_path: Path) -> None:
             codes = list((await greedy.expect_reply(SUBACK, 1, WAIT)).body[2:])
             assert codes == [0] * 8 + [0x80] * 4992
             await events.expect("quota_exceeded", quota="filters_per_subscribe")
-            await asyncio.sleep(scaled(0.5))
+            await asyncio.sleep(scaled(0.5))  # on purpose: the canary keeps measuring a while
         canary.check()
         many = await _client(hub, "many")
         granted = []
@@ -251,7 +251,7 @@ def test_pingreq_flood_is_rate_limited(tmp_path: Path) -> None:
             answers += 1
         assert 1 <= answers <= 200, answers
         await events.expect("rate_limit", client_id="pinger")
-        await asyncio.sleep(1.1)
+        await asyncio.sleep(1.1)  # on purpose: the bucket refills
         await client.ping(WAIT)
 
     with logged_hub(tmp_path) as hub:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.hubproc import scaled
 from tests.support.mqtt import (
     CONNACK,
     PUBACK,
@@ -22,6 +21,7 @@ from tests.support.mqtt import (
     decode_publish,
     publish_packet,
 )
+from tests.support.waits import eventually_async
 
 RING_HEAD = 20
 RING_RECORD = 48
@@ -100,7 +100,7 @@ class Publisher:
                 while not acks.done():
                     ahead = sent - (time.monotonic() - started) * self.rate
                     if len(inflight) >= self.window or ahead > 0:
-                        await asyncio.sleep(0.002)
+                        await asyncio.sleep(0.002)  # on purpose: the publisher's pace
                         continue
                     pid = self.seq % 65535 + 1
                     payload = f"{self.boot},{self.seq},{self.seq % 100 / 10:.1f}".encode()
@@ -151,13 +151,15 @@ class Events:
         return [str(e["event"]) for e in self.seen]
 
     async def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
-            for event in self.seen:
-                if event["event"] == kind:
-                    return event
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no {kind} event within {scaled(timeout):.1f} s: {self.kinds()}")
+        """The first event of this kind, once it has come."""
+
+        def first() -> dict[str, Any] | None:
+            found = [event for event in self.seen if event["event"] == kind]
+            assert found, f"events so far: {self.kinds()}"
+            return found[0]
+
+        event: dict[str, Any] = await eventually_async(first, timeout, f"a {kind} event")
+        return event
 
     async def close(self) -> None:
         self._task.cancel()

@@ -1,4 +1,5 @@
-"""Runs the real hub (`python -m hub serve`) as a subprocess on free ports."""
+"""Runs the real hub (`python -m hub serve`) as a subprocess on free ports: the suite's one hub
+launcher and its one ready-line parser."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from hub.server import Endpoints
+
+# The hub's ready line, as hub/server.py's Endpoints.ready_line() prints it: an IPv6 host in
+# brackets; the TLS networks both or neither (tests/hub/test_ready_line.py checks every form).
+_ADDRESS = r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})"
 READY_RE = re.compile(
-    r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)(?: mqtts=\S+:(\d+) wss=\S+:(\d+))?$"
+    rf"^ready mqtt={_ADDRESS} ws={_ADDRESS} http={_ADDRESS}(?: mqtts={_ADDRESS} wss={_ADDRESS})?$"
 )
 # One factor scales every wait in the suite (slow CI machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
@@ -22,6 +28,46 @@ TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
 
 def scaled(seconds: float) -> float:
     return seconds * TIMEOUT_FACTOR
+
+
+def parse_ready_line(line: str) -> Endpoints:
+    """The endpoints a hub's ready line names; AssertionError for anything else."""
+    match = READY_RE.fullmatch(line)
+    assert match is not None, f"not a hub ready line: {line!r}"
+    groups = match.groups()
+    addresses: list[tuple[str, int] | None] = []
+    for i in range(0, len(groups), 2):
+        host, port = groups[i], groups[i + 1]
+        if host is None:
+            addresses.append(None)
+            continue
+        assert 0 <= int(port) <= 65535, f"bad port in ready line: {line!r}"
+        addresses.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    mqtt, ws, http, mqtts, wss = addresses
+    assert mqtt is not None and ws is not None and http is not None
+    return Endpoints(mqtt, ws, http, mqtts, wss)
+
+
+def serve_command(data_dir: Path, *extra: str, secure: bool = False) -> list[str]:
+    """The `python -m hub serve` command line of a test hub: every port 0 (free), and in
+    development mode (anonymous clients, no rate limit) unless ``secure``; later flags in
+    ``extra`` win."""
+    cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
+    cmd += ["--mqtts-port", "0", "--wss-port", "0"]
+    if not secure:
+        cmd += ["--allow-anonymous", "--rate-limit", "0"]
+    return [*cmd, "--data-dir", str(data_dir), *extra]
+
+
+def serve_refused(
+    data_dir: Path, *extra: str, secure: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Runs a `hub serve` that is expected to exit at once (a bad flag, a taken port, a locked
+    data dir) and returns its result."""
+    return subprocess.run(
+        serve_command(data_dir, *extra, secure=secure),
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
 
 
 @dataclass
@@ -35,6 +81,7 @@ class HubProcess:
     data_dir: Path
     mqtts_port: int | None = None  # set when the hub has certificates
     wss_port: int | None = None
+    endpoints: Endpoints | None = None  # the ready line, parsed
 
     @property
     def mqtt_url(self) -> str:
@@ -69,22 +116,19 @@ def start_hub(
     By default the hub runs in development mode (anonymous clients, no rate limit), as protocol
     conformance runs do; ``secure=True`` runs it with its default security configuration.
     """
-    cmd = [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0"]
-    cmd += ["--mqtts-port", "0", "--wss-port", "0"]
-    if not secure:
-        cmd += ["--allow-anonymous", "--rate-limit", "0"]
-    cmd += ["--data-dir", str(data_dir), *extra]
+    cmd = serve_command(data_dir, *extra, secure=secure)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()  # the hub prints exactly one line when it listens
-    match = READY_RE.match(line)
-    if match is None:
+    try:
+        ends = parse_ready_line(line)
+    except AssertionError:
         proc.kill()
-        raise AssertionError(f"hub did not print a ready line, got {line!r}")
-    host, mqtt_port, _, ws_port, _, http_port, mqtts_port, wss_port = match.groups()
+        proc.wait()
+        raise AssertionError(f"hub did not print a ready line, got {line!r}") from None
     return HubProcess(
-        proc, host, int(mqtt_port), int(ws_port), int(http_port), line, data_dir,
-        int(mqtts_port) if mqtts_port else None, int(wss_port) if wss_port else None,
+        proc, ends.mqtt[0], ends.mqtt[1], ends.ws[1], ends.http[1], line, data_dir,
+        ends.mqtts[1] if ends.mqtts else None, ends.wss[1] if ends.wss else None, ends,
     )  # fmt: skip
 
 

@@ -14,11 +14,10 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +26,7 @@ import pytest
 
 from tests.support.hubproc import scaled
 from tests.support.mqtt import RawClient
+from tests.support.waits import eventually
 from tools.cluster import Cluster, ClusterError, procs
 from tools.cluster.nodes import RABBITMQ_BIN, check_auth_url
 
@@ -43,15 +43,6 @@ HOSTS = r"127\.0\.0\.1:\d+(?:,127\.0\.0\.1:\d+)*"
 READY_RE = re.compile(
     rf"^ready mqtt=({HOSTS}) ws=({HOSTS}) amqp=({HOSTS}) mgmt=({HOSTS}) credentials=(\S+)$"
 )
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Polls check until it holds; fails naming what did not happen."""
-    deadline = time.monotonic() + scaled(timeout)
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {scaled(timeout):.0f} s")
-        time.sleep(0.2)
 
 
 def processes_of(folder: Path) -> list[int]:
@@ -475,7 +466,7 @@ def test_every_node_runs_the_plugins(cluster: Cluster) -> None:
         assert isinstance(nodes, list) and len(nodes) == 3
         return all(wanted <= {a["name"] for a in n.get("applications", [])} for n in nodes)
 
-    eventually(all_run_them, 20, "not every node reported the plugins running")
+    eventually(all_run_them, 20, "every node to report the plugins running", poll=0.2)
     exchange = api(cluster.mgmt_ports[0], "/api/exchanges/%2F/amq.rabbitmq.event", user, password)
     assert isinstance(exchange, dict) and exchange["type"] == "topic"
 
@@ -495,7 +486,8 @@ def test_sigkill_of_one_node_leaves_the_others_serving(cluster: Cluster) -> None
     eventually(
         lambda: running(cluster.mgmt_ports[0], user, password) == survivors,
         30,
-        "node 1 did not report node 2 down",
+        "node 1 to report node 2 down",
+        poll=0.2,
     )
     cluster.restart(1)
     assert running(cluster.mgmt_ports[2], user, password) == sorted(cluster.node_names)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
-from tests.tools.vboards import Vboard, start_vboard
+from tests.support.vboards import Vboard, start_vboard
 from tools.diagnose import diagnose, refused_credentials
 from tools.hubaddr import parse_hub
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.vboards import start_vboard
 from tests.tools.test_deploy import tools
-from tests.tools.vboards import start_vboard
 
 
 def image(tmp_path: Path, chip_id: int, name: str = "fw.bin") -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools.vboards import Host, Vboard, mpremote, start_vboard
+from tests.support.vboards import Host, Vboard, mpremote, start_vboard
 
 BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 

@@ -9,8 +9,8 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from tests.broker.conftest import WAIT, Network
 from tests.support.hubproc import HubProcess, scaled
+from tests.support.networks import WAIT, Network
 
 CLIENT_TIMEOUT_S = scaled(10)
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from hub import topics
-from tests.support.hubproc import HubProcess, scaled
+from tests.support.hubproc import HubProcess
 from tests.support.mqtt import Message, RawClient, publish_packet
+from tests.support.waits import eventually_async
 
 # Short timings so faults heal in seconds; every bound below is derived from these.
 FAST = {
@@ -71,12 +72,7 @@ class Subscriber:
         self, check: Callable[[], Any], timeout: float, what: str, *, poll: float = 0.05
     ) -> Any:
         """Polls check() until it returns something truthy; fails naming what was awaited."""
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
-            if result := check():
-                return result
-            await asyncio.sleep(poll)
-        raise AssertionError(f"timed out after {scaled(timeout):.1f} s waiting for {what}")
+        return await eventually_async(check, timeout, what, poll=poll)
 
     async def wait_readings(self, count: int, timeout: float, sensor: str = "temp") -> None:
         await self.wait_until(

@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 
-from tests.broker.conftest import PROMPT, QUIET, WAIT, Network, assert_serving
 from tests.support.hubproc import HubProcess
 from tests.support.mqtt import (
     PUBCOMP,
@@ -15,6 +14,7 @@ from tests.support.mqtt import (
     packet_id,
     publish_packet,
 )
+from tests.support.networks import PROMPT, QUIET, WAIT, Network, assert_serving
 
 
 def test_qos0_publish_is_delivered_without_packet_id(network: Network, tag: str) -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tests.broker.conftest import QUIET, WAIT, Network
+from tests.support.networks import QUIET, WAIT, Network
 
 
 def test_suback_grants_each_requested_qos_in_order(network: Network, tag: str) -> None:

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from tests.broker.conftest import PROMPT, QUIET, WAIT, Network
 from tests.support.mqtt import connect_packet
+from tests.support.networks import PROMPT, QUIET, WAIT, Network
 
 
 @pytest.mark.parametrize("will_qos", [0, 1, 2])

@@ -1,11 +1,8 @@
-"""Broker protocol tests: raw MQTT 3.1.1 clients on either of the hub's two networks."""
+"""The MQTT protocol suite's helpers: raw MQTT 3.1.1 clients on either of the hub's networks."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-
-import pytest
 
 from tests.support.hubproc import HubProcess, scaled
 from tests.support.mqtt import CONNACK, RawClient
@@ -57,21 +54,3 @@ async def assert_serving(network: Network, tag: str) -> None:
     assert (msg.topic, msg.payload) == (f"{tag}/check", b"still serving")
     await pub.disconnect()
     await sub.disconnect()
-
-
-@pytest.fixture
-def tag() -> str:
-    """A short unique prefix for this test's client ids and topics (hubs may be shared)."""
-    return "t" + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def network(shared_hub: HubProcess, request: pytest.FixtureRequest) -> Network:
-    """Each network of the module's shared hub in turn."""
-    return Network(shared_hub, request.param)
-
-
-@pytest.fixture
-def tcp(shared_hub: HubProcess) -> Network:
-    """The TCP network of the module's shared hub."""
-    return Network(shared_hub, "tcp")

@@ -2,9 +2,9 @@
 
 import asyncio
 
-from tests.broker.conftest import WAIT, Network
 from tests.support.hubproc import scaled
 from tests.support.mqtt import publish_packet
+from tests.support.networks import WAIT, Network
 
 KEEPALIVE_S = 1
 # MQTT 3.1.1 section 3.1.2.10: the broker waits one and a half keepalives, plus a small margin.
@@ -38,14 +38,14 @@ def test_talking_clients_and_keepalive_0_stay_connected(tcp: Network, tag: str) 
     async def pinger() -> None:
         client = await tcp.client(f"{tag}-ping", keepalive=KEEPALIVE_S)
         for _ in range(round(window / 0.5)):
-            await asyncio.sleep(0.5 * KEEPALIVE_S)
+            await asyncio.sleep(0.5 * KEEPALIVE_S)  # on purpose: a ping every half keepalive
             await client.ping(WAIT)
         await client.disconnect()
 
     async def publisher() -> None:
         client = await tcp.client(f"{tag}-pub", keepalive=KEEPALIVE_S)
         for i in range(round(window / 0.5)):
-            await asyncio.sleep(0.5 * KEEPALIVE_S)
+            await asyncio.sleep(0.5 * KEEPALIVE_S)  # on purpose: traffic every half keepalive
             await client.send(publish_packet(f"{tag}/alive", b"%d" % i))
         await client.ping(WAIT)
         await client.disconnect()

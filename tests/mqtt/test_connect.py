@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from tests.broker.conftest import PROMPT, WAIT, Network, assert_refused, assert_serving
 from tests.support.mqtt import CONNACK, CONNECT, packet, utf8
+from tests.support.networks import PROMPT, WAIT, Network, assert_refused, assert_serving
 
 
 def connect_body(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker.conftest import PROMPT, QUIET, WAIT, Network
 from tests.support.hubproc import HubProcess, scaled, start_hub
 from tests.support.mqtt import PUBACK, PUBLISH, RawClient, decode_publish, publish_packet
+from tests.support.networks import PROMPT, QUIET, WAIT, Network
 
 MAX_PAYLOAD = 1024
 MAX_QUEUED = 10
@@ -80,7 +80,7 @@ def test_qos0_backlog_drops_the_oldest_messages(tmp_path: Path, tag: str) -> Non
         for i in range(count):
             await pub.send(publish_packet(f"{tag}/firehose", b"%06d" % i + b"." * size))
         await pub.ping(WAIT)  # the broker has read every publish
-        await asyncio.sleep(QUIET)
+        await asyncio.sleep(QUIET)  # on purpose: the subscriber reads nothing while it routes
         got = []
         while True:
             try:

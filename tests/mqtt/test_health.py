@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.broker.conftest import QUIET, Network, assert_serving
 from tests.support.hubproc import HubProcess, start_hub
+from tests.support.networks import QUIET, Network, assert_serving
 
 LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 

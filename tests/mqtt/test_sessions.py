@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 
-from tests.broker.conftest import PROMPT, QUIET, WAIT, Network
 from tests.support.hubproc import HubProcess, scaled
 from tests.support.mqtt import (
     PUBCOMP,
@@ -15,6 +14,7 @@ from tests.support.mqtt import (
     packet_id,
     publish_packet,
 )
+from tests.support.networks import PROMPT, QUIET, WAIT, Network
 
 # The slow subscriber: more than 5 s behind (amqtt 0.12.1 gave up on a PUBACK after 5 s).
 BEHIND_S = 5.0

@@ -13,6 +13,7 @@ from pathlib import Path
 import serial
 
 from tests.support.hubproc import scaled
+from tests.support.waits import eventually
 
 READY_RE = re.compile(r"^ready port=(\S+) socket=(socket://\S+) dir=(\S+)$")
 MPREMOTE = Path(sys.executable).with_name("mpremote")
@@ -40,11 +41,13 @@ class Vboard:
 
     def wait_console(self, text: str, timeout: float = 10) -> str:
         """Waits until the board has written text to its serial port; returns all output."""
-        deadline = time.monotonic() + scaled(timeout)
-        while text not in (out := self.console()):
-            assert time.monotonic() < deadline, f"{text!r} never came; console:\n{out[-2000:]}"
-            time.sleep(0.05)
-        return out
+
+        def written() -> str:
+            out = self.console()
+            assert text in out, f"console:\n{out[-2000:]}"
+            return out
+
+        return eventually(written, timeout, f"{text!r} on the console")
 
 
 def start_vboard(tmp: Path, *extra: str) -> Vboard:
@@ -100,7 +103,7 @@ class Host:
 
     def enter_raw(self) -> None:
         self.write(b"\r\x03")
-        time.sleep(0.1)
+        time.sleep(0.1)  # on purpose: whatever Ctrl-C makes the board print, then discard it
         self.serial.reset_input_buffer()
         self.write(b"\r\x01")
         self.read_until(b"raw REPL; CTRL-B to exit\r\n>")

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.broker.conftest import PROMPT, QUIET, WAIT, Network, assert_refused, assert_serving
 from tests.support.hubproc import HubProcess
 from tests.support.mqtt import (
     CONNECT,
@@ -24,6 +23,7 @@ from tests.support.mqtt import (
     unsubscribe_packet,
     utf8,
 )
+from tests.support.networks import PROMPT, QUIET, WAIT, Network, assert_refused, assert_serving
 
 # Every case runs over TCP; the ones that test framing also run over the WebSocket network.
 ALSO_OVER_WS = {"truncated-in-client-id", "will-topic-empty", "topic-not-utf8"}

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tests.broker.conftest import QUIET, WAIT, Network
+from tests.support.networks import QUIET, WAIT, Network
 
 
 def test_retained_message_goes_to_a_new_subscriber(network: Network, tag: str) -> None:

@@ -1,1 +1,0 @@
-"""Broker protocol tests (MQTT 3.1.1), by family, against the real hub."""
