@@ -149,7 +149,7 @@ def test_status_reports_storage_and_free_space_to_admins(secure_hub: HubProcess)
         assert status == 200, body
         return dict(json.loads(body)["storage"])
 
-    wait_for(lambda: storage()["disk_free_bytes"] is not None, scaled(15))
+    eventually(lambda: storage()["disk_free_bytes"] is not None, 15, "a free-space figure")
     seen = storage()
     assert 0 < seen["disk_free_bytes"] <= seen["disk_total_bytes"]
     assert seen["store_failing"] is False and seen["pending"] >= 0
