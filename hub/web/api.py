@@ -21,18 +21,20 @@ from typing import Any
 from aiohttp import web
 
 from hub.broker import EmbeddedBroker
+from hub.devicestate import DeviceStates
+from hub.recorder import Recorder
 from hub.registry import Registry
 from hub.security import Identity
-from hub.store import MAX_LIMIT, Store
+from hub.store import MAX_LIMIT, SqlHistory
 from hub.topics import (
     SENSOR_RE,
     ContractError,
     check_device_id,
     command_topic,
     reply_topic,
-    status_topic,
 )
 from hub.web.auth import principal_of
+from hub.web.fleet_api import FleetApi
 from hub.web.inputs import error, json_object, number
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,17 @@ class Commands:
 
 
 class Api:
-    def __init__(self, broker: EmbeddedBroker, registry: Registry, store: Store) -> None:
+    def __init__(
+        self,
+        broker: EmbeddedBroker,
+        registry: Registry,
+        store: SqlHistory,
+        fleet: FleetApi | None = None,
+    ) -> None:
         self.broker = broker
         self.registry = registry
         self.store = store
+        self.fleet = fleet or FleetApi(registry, store, DeviceStates(Recorder(store)), _none)
         self.commands = Commands(broker)
         broker.add_message_listener(self.commands.on_message)
 
@@ -92,7 +101,7 @@ class Api:
         if not identity.may_subscribe(f"d/{device}/t/+"):
             raise error(web.HTTPForbidden, f"this token may not read device {device!r}")
         if (
-            self.broker.retained(status_topic(device)) is None
+            device not in self.fleet.states.states
             and await asyncio.to_thread(self.registry.get, device) is None
         ):
             raise error(web.HTTPNotFound, f"no device {device!r}")
@@ -122,28 +131,16 @@ class Api:
 
     # --- endpoints -------------------------------------------------------------------------
     async def devices(self, request: web.Request) -> web.Response:
-        identity = principal_of(request).identity
-        known = {d.id: d for d in await asyncio.to_thread(self.registry.list)}
-        seen = self.broker.retained_devices()
+        """Every device the caller may read: the fleet's DEVICE objects plus ``online`` and
+        ``last_seen_at`` (the registry's last connect), sorted by id."""
+        readable = await self.fleet.readable(principal_of(request).identity)
         out = []
-        for device in sorted(set(known) | set(seen)):
-            if not identity.may_subscribe(f"d/{device}/t/+"):
-                continue
-            registered = known.get(device)
-            status = self.broker.retained(status_topic(device))
-            meta = self.broker.retained(f"d/{device}/m")
-            out.append(
-                {
-                    "id": device,
-                    "online": status == b"online",
-                    "status": status.decode(errors="replace") if status else None,
-                    "registered": registered is not None,
-                    "enabled": registered.enabled if registered else None,
-                    "tls_policy": registered.tls_policy if registered else None,
-                    "last_seen_at": registered.last_seen_at if registered else None,
-                    "health": _json_or_none(meta),
-                }
-            )
+        for device in sorted(readable):
+            registered = readable[device]
+            view = self.fleet.device_view(device, registered)
+            view["online"] = view["status"] == "online"
+            view["last_seen_at"] = registered.last_seen_at if registered else None
+            out.append(view)
         return web.json_response(out)
 
     async def telemetry(self, request: web.Request) -> web.Response:
@@ -188,3 +185,7 @@ def _json_or_none(data: bytes | None) -> Any:
         return json.loads(data)
     except ValueError:
         return None
+
+
+def _none(_: str) -> int:
+    return 0
