@@ -286,6 +286,11 @@ class RecordsSql:
             ).fetchall()
         return [command_row(r[-1], r[:-1]) for r in rows]
 
+    def max_command_id(self) -> int:
+        with self._lock:
+            (top,) = self._db.execute("SELECT MAX(id) FROM commands").fetchone()
+        return int(top or 0)
+
     def prune_records(self, cutoff: float) -> None:
         m = self._MARK
         with self._lock:

@@ -15,6 +15,7 @@ from aiohttp import web
 from hub.accounts import Accounts
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
+from hub.commands import Commands
 from hub.config import HubConfig
 from hub.devicestate import DeviceStates
 from hub.events import HubEvents
@@ -121,6 +122,7 @@ class Hub:
         self.store: SqlHistory | None = None
         self.recorder: Recorder | None = None
         self.states: DeviceStates | None = None
+        self.commands: Commands | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -176,6 +178,12 @@ class Hub:
         self.states.load(await asyncio.to_thread(self.store.load_states))
         self.broker.add_message_listener(self.states.on_message)
         self.broker.add_event_sink(self.states.on_event)
+        top = await asyncio.to_thread(self.store.max_command_id)
+        self.commands = Commands(self.broker, self.recorder, top + 1)
+        self.commands.load(await asyncio.to_thread(self.store.pending_commands))
+        self.broker.add_message_listener(self.commands.on_message)
+        self.states.observers.append(self.commands.on_state)
+        self.commands.start()
         self.recorder.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
@@ -197,7 +205,7 @@ class Hub:
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
         fleet = FleetApi(self._api_registry, self.store, self.states, lambda _: 0)
-        api = Api(self.broker, self._api_registry, self.store, fleet)
+        api = Api(self.broker, self._api_registry, self.store, fleet, self.commands)
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),
             access_log=None,
@@ -270,6 +278,8 @@ class Hub:
             await server.wait_closed()
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.commands is not None:
+            await self.commands.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         if self.store is not None:

@@ -74,6 +74,7 @@ ROUTES = (
     Route("GET", "/api/devices/{id}/telemetry", A.PUBLIC_USER, "api.telemetry"),
     Route("GET", "/api/devices/{id}/telemetry.csv", A.PUBLIC_USER, "api.telemetry_csv"),
     Route("POST", "/api/devices/{id}/commands", A.USER, "api.command"),
+    Route("GET", "/api/devices/{id}/commands/{cid}", A.PUBLIC_USER, "api.command_status"),
     Route("POST", "/api/devices", A.ADMIN, "manage.add_device"),
     Route("POST", "/api/devices/{id}/disable", A.ADMIN, "manage.disable_device"),
     Route("POST", "/api/devices/{id}/enable", A.ADMIN, "manage.enable_device"),
