@@ -40,8 +40,13 @@ class RuleError(ValueError):
 
 def _number(body: Mapping[str, Any], name: str, default: float | None, low: float) -> float:
     value = body.get(name, default)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or not low <= value <= MAX_THRESHOLD):  # fmt: skip
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53:
+        value = float(value)  # a bigger int would overflow a float: refused below
+    if (
+        not isinstance(value, float)
+        or not math.isfinite(value)
+        or not (low <= value <= MAX_THRESHOLD)
+    ):
         raise RuleError(f'"{name}" must be a number from {low:g} to {MAX_THRESHOLD:g}')
     return float(value)
 

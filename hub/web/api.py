@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +42,7 @@ from hub.web.inputs import error, json_object, number
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0
+OP_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 MAX_COMMAND_TIMEOUT_S = 120.0
 COMMAND_TTL_S = 3600.0
 MAX_COMMAND_TTL_S = 7 * 86400.0
@@ -150,8 +152,10 @@ class Api:
         if wait not in ("0", "1"):
             raise error(web.HTTPBadRequest, "wait must be 0 or 1")
         command = await json_object(request)
-        if not isinstance(command.get("op"), str) or not 1 <= len(command["op"]) <= 64:
-            raise error(web.HTTPBadRequest, 'a command is a JSON object with an "op"')
+        if not isinstance(command.get("op"), str) or not OP_RE.match(command["op"]):
+            raise error(
+                web.HTTPBadRequest, 'a command is a JSON object with an "op" (a-z, 0-9, _)'
+            )
         given = number(query, "timeout")
         timeout = COMMAND_TIMEOUT_S if given is None else given
         if not 0 < timeout <= MAX_COMMAND_TIMEOUT_S:

@@ -47,6 +47,7 @@ def temp(value: float) -> dict[str, Any]:
         ({"name": "x", "kind": "offline", "threshold": float("nan")}, '"threshold"'),
         ({"name": "x", "kind": "offline", "threshold": -1}, '"threshold"'),
         ({"name": "x", "kind": "offline", "threshold": True}, '"threshold"'),
+        ({"name": "x", "kind": "offline", "threshold": 10**400}, '"threshold"'),
         ({"name": "x", "kind": "offline", "threshold": 1, "for_s": 1e9}, '"for_s"'),
         ({"name": "x", "kind": "offline", "threshold": 1, "scope": {"device": "BAD!"}}, '"scope"'),
         ({"name": "x", "kind": "offline", "threshold": 1, "scope": {"fleet": 1}}, '"scope"'),

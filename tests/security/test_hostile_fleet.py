@@ -42,6 +42,7 @@ BAD_RULES = [
     {"name": "x", "kind": "offline", "threshold": 1, "scope": [1]},
     {"name": "x", "kind": "offline", "threshold": 1, "for_s": -1},
     {"name": ["x"], "kind": "offline", "threshold": 1},
+    {"name": "x", "kind": "offline", "threshold": 10**400},
 ]
 
 
@@ -73,6 +74,7 @@ def test_bad_parameters_and_bodies_get_4xx(console_hub: HubProcess) -> None:
             ("?wait=yes", {"op": "ping"}),
             ("?wait=0", {"op": "x" * 65}),
             ("?wait=0", {"op": 5}),
+            ("?wait=0", {"op": "ping\u0000"}),
         ]
         for query, body in bad_commands:
             path = "/api/devices/target/commands" + query
