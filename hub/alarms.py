@@ -151,6 +151,13 @@ class Alarms:
     def count(self, device: str) -> int:
         return sum(1 for (_, d) in self.active if d == device)
 
+    def counts(self) -> dict[str, int]:
+        """Active alarms by device."""
+        found: dict[str, int] = {}
+        for _, device in self.active:
+            found[device] = found.get(device, 0) + 1
+        return found
+
     def listing(self, everything: bool) -> list[dict[str, Any]]:
         found = list(self.active.values())
         if everything:

@@ -208,7 +208,7 @@ class Hub:
             tls_port=_address(tls_socks[1])[1] if tls_socks else None,
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
-        fleet = FleetApi(self._api_registry, self.store, self.states, self.alarms.alarms.count)
+        fleet = FleetApi(self._api_registry, self.store, self.states, self.alarms.alarms.counts)
         api = Api(self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms)
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),

@@ -114,10 +114,11 @@ class Api:
         """Every device the caller may read: the fleet's DEVICE objects plus ``online`` and
         ``last_seen_at`` (the registry's last connect), sorted by id."""
         readable = await self.fleet.readable(principal_of(request).identity)
+        alarms = self.fleet.alarm_counts()
         out = []
         for device in sorted(readable):
             registered = readable[device]
-            view = self.fleet.device_view(device, registered)
+            view = self.fleet.device_view(device, registered, alarms)
             view["online"] = view["status"] == "online"
             view["last_seen_at"] = registered.last_seen_at if registered else None
             out.append(view)
@@ -210,5 +211,5 @@ def _json_or_none(data: bytes | None) -> Any:
         return None
 
 
-def _none(_: str) -> int:
-    return 0
+def _none() -> dict[str, int]:
+    return {}
