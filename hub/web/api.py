@@ -1,4 +1,6 @@
-"""The HTTP API (JSON): devices, telemetry history (JSON or CSV) and commands.
+"""The HTTP API (JSON): the device list, telemetry history (JSON or CSV) and commands (sent
+and waited for, or pending with ``wait=0``; hub/commands.py). The fleet console's reads are
+in hub/web/fleet_api.py, alarms in hub/web/alarms_api.py; the app's route table names them.
 
 Every endpoint needs a console session or ``Authorization: Bearer TOKEN`` (``hub token
 create``); the guard in hub/web/auth.py has admitted the caller before a handler runs. Reading
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import logging
 import re
 from typing import Any
@@ -200,15 +201,6 @@ class Api:
         if record is None or record["device"] != device:
             raise error(web.HTTPNotFound, f"no command {text} for {device!r}")
         return web.json_response({k: v for k, v in record.items() if k != "device"})
-
-
-def _json_or_none(data: bytes | None) -> Any:
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
 
 
 def _none() -> dict[str, int]:

@@ -3,8 +3,8 @@ one device, its chart series (downsampled in SQL), its health history and its hi
 commands and events.
 
 The fleet list comes from the hub's in-memory device-state table (hub/devicestate.py) and a
-copy of the registry refreshed at most every REGISTRY_TTL_S, so it stays fast at 10,000
-devices; history queries run off the event loop.
+copy of the registry read again only when it changed, so it stays fast at 10,000
+devices; registry and history queries run off the event loop.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hub.topics import SENSOR_RE, ContractError, check_device_id
 from hub.web.auth import principal_of
 from hub.web.inputs import error, number
 
-REGISTRY_TTL_S = 2.0
+REGISTRY_TTL_S = 30.0  # read again after this long even without a change (a safety net)
 MAX_FLEET_LIMIT = 500
 STATES = ("online", "offline", "asleep", "never", "alarm")
 TLS_POLICIES = ("tls-required", "allow-insecure")
@@ -74,21 +74,25 @@ class FleetApi:
         self.alarm_counts = alarms
         self._registered: dict[str, Device] = {}
         self._registered_at = -math.inf
+        self._version = -1
         self._refresh: asyncio.Lock | None = None
 
+    def _read_registry(self) -> None:
+        """On a thread: the registry again if anyone committed to it since the last read.
+        The fleet has a registry connection of its own, so every change (the CLI's, the
+        console's, the hub's last-seen writes) moves its data_version."""
+        version = self.registry.data_version()
+        if version != self._version or time.monotonic() - self._registered_at > REGISTRY_TTL_S:
+            self._registered = {d.id: d for d in self.registry.list()}
+            self._version, self._registered_at = version, time.monotonic()
+
     async def registered(self) -> dict[str, Device]:
-        """The registry, read at most every REGISTRY_TTL_S (one query, off the loop)."""
+        """The registry as it is now (a version check off the loop; read again on change)."""
         if self._refresh is None:
             self._refresh = asyncio.Lock()
         async with self._refresh:
-            if time.monotonic() - self._registered_at > REGISTRY_TTL_S:
-                devices = await asyncio.to_thread(self.registry.list)
-                self._registered = {d.id: d for d in devices}
-                self._registered_at = time.monotonic()
+            await asyncio.to_thread(self._read_registry)
         return self._registered
-
-    def forget_registry(self) -> None:
-        self._registered_at = -math.inf
 
     def device_view(
         self, device: str, registered: Device | None, alarms: dict[str, int] | None = None
