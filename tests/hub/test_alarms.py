@@ -3,6 +3,7 @@ reconnects an hour, offline minutes on the tick, acknowledgement, removed rules.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -131,6 +132,10 @@ def test_offline_minutes_on_the_tick_and_clear_on_return() -> None:
     assert seen.kinds() == ["alarm_raised"] and seen.events[0][1]["device"] == "d1"
     alarms.on_state("d1", "status", state(status="online"))
     assert seen.kinds() == ["alarm_raised", "alarm_cleared"]
+    alarms.tick(away, now=1000.0 + 12 * 60)  # gone again: raised again
+    sleeper = state(status="asleep", last_seen=time.time(), sensors={"t": {"value": 1}})
+    alarms.on_state("d1", "reading:t", sleeper)  # a deep-sleep wake's reading clears it
+    assert seen.kinds() == ["alarm_raised", "alarm_cleared"] * 2
 
 
 def test_reconnects_an_hour_within_one_boot() -> None:
