@@ -82,3 +82,7 @@ def test_alarm_rules_and_acknowledgements(store: SqlHistory) -> None:
     (kept,) = store.alarms()
     assert (kept["state"], kept["acknowledged_by"], kept["acknowledged_at"]) == (
         "cleared", "ada", 50.0)  # fmt: skip
+    active = {**alarm, "id": 8}
+    store.save_records(Records(alarms={7: {**kept, "cleared_at": 90.0}, 8: active}))
+    store.prune_records(100.0)  # cleared alarms before it go; active ones stay
+    assert [a["id"] for a in store.alarms()] == [8]
