@@ -3,8 +3,10 @@ the device replies (matched by command id) or they expire.
 
 Every command is published at QoS 1 on the device's command topic. The broker queues it for a
 device with a persistent session; the firmware uses clean sessions, so a device that is not
-connected does not get it then: it stays pending, is sent again each time the device comes
-online (its ``online`` status), and expires at ``expires_at``. A reply that comes after that
+connected does not get it then: it stays pending, is sent once more when the device comes
+online (its ``online`` status), and expires at ``expires_at``. A command published while its
+device was online is never sent again (it was delivered; a settings update sent twice would
+reboot the device twice). A reply that comes after that
 is not recorded (the command is no longer pending).
 """
 
@@ -42,6 +44,9 @@ class Commands:
         self.recent: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Commands published while their device was online: delivered, so never sent again
+        # (a settings update sent twice would reboot the device twice).
+        self._sent_online: set[int] = set()
 
     def load(self, stored: list[dict[str, Any]]) -> None:
         """Pending commands the store kept (sent again when their device comes online)."""
@@ -70,6 +75,8 @@ class Commands:
         self.pending[record["id"]] = record
         self._recorder.command(record)
         self._publish(record)
+        if online:
+            self._sent_online.add(record["id"])
         return record
 
     def _publish(self, record: dict[str, Any]) -> None:
@@ -90,6 +97,7 @@ class Commands:
 
     def _finish(self, record: dict[str, Any]) -> None:
         self.pending.pop(record["id"], None)
+        self._sent_online.discard(record["id"])
         self.recent[record["id"]] = record
         while len(self.recent) > RECENT:
             self.recent.popitem(last=False)
@@ -125,8 +133,10 @@ class Commands:
             return
         now = time.time()
         for record in sorted(self.pending.values(), key=lambda c: c["id"]):
-            if record["device"] == device and record["expires_at"] > now:
+            if (record["device"] == device and record["expires_at"] > now
+                    and record["id"] not in self._sent_online):  # fmt: skip
                 self._publish(record)
+                self._sent_online.add(record["id"])
 
     # --- expiry -------------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> None:

@@ -20,7 +20,8 @@ def post(hub: HubProcess, path: str, tok: str, body: object) -> tuple[int, Any]:
 
 def test_offline_device_gets_its_pending_command_when_it_comes_online(tmp_path: Path) -> None:
     """A command to an offline device is pending (online false); when the device connects and
-    says online it is delivered, the reply is matched by id and recorded in the history."""
+    says online it is delivered, the reply is matched by id and recorded in the history; one
+    sent while the device is online is not sent again when it says online again."""
     hub = start_hub(tmp_path / "data")
     try:
         admin = admin_token(hub)
@@ -55,6 +56,14 @@ def test_offline_device_gets_its_pending_command_when_it_comes_online(tmp_path: 
 
             history = await poll(recorded, what="the command in the history")
             assert history["commands"][0]["id"] == sent["id"]
+            # Sent while online it is delivered: saying online again does not repeat it.
+            _, second = post(hub, "/api/devices/late-1/commands?wait=0", admin, {"op": "read"})
+            assert second["online"] is True
+            assert json.loads((await device.next_message(timeout=10)).payload)["op"] == "read"
+            await device.publish("d/late-1/s", b"online", qos=1, retain=True, pid=3)
+            _, third = post(hub, "/api/devices/late-1/commands?wait=0", admin, {"op": "ping"})
+            following = json.loads((await device.next_message(timeout=10)).payload)
+            assert following["id"] == third["id"]
             await device.close()
 
         asyncio.run(scenario())
