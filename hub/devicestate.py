@@ -106,6 +106,13 @@ class DeviceStates:
                 state["status"] = "offline"
             self.states[device] = state
 
+    def forget(self, device: str) -> None:
+        """A device removed from the registry: its state goes (from the store too)."""
+        if self.states.pop(device, None) is not None:
+            self._recorder.state(device, None)
+        self._event_budget.pop(device, None)
+        self._health_row_at.pop(device, None)
+
     def _state(self, device: str) -> dict[str, Any] | None:
         state = self.states.get(device)
         if state is None:
@@ -137,10 +144,8 @@ class DeviceStates:
         kind = parts[2]
         device = parts[1]
         if not payload:  # a removed device's cleared status and health
-            if kind == "s" and self.states.pop(device, None) is not None:
-                self._recorder.state(device, None)
-                self._event_budget.pop(device, None)
-                self._health_row_at.pop(device, None)
+            if kind == "s":
+                self.forget(device)
             return None
         if (kind == "t") != (len(parts) == 4):
             return None

@@ -91,7 +91,13 @@ class FleetApi:
         if self._refresh is None:
             self._refresh = asyncio.Lock()
         async with self._refresh:
+            before = self._registered
             await asyncio.to_thread(self._read_registry)
+            if self._registered is not before:
+                # Removed from the registry (by the console, on this connection's watch):
+                # its state goes at once, before the hub clears its retained topics.
+                for device in before.keys() - self._registered.keys():
+                    self.states.forget(device)
         return self._registered
 
     def device_view(
