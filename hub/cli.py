@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hub import backup, certs, configfile, footprint
+from hub import alarmcli, backup, certs, configfile, footprint
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
@@ -262,6 +262,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "restore": Command("restore a backup into a data dir", _restore_arguments, _backup_or_restore),
     "token": Command("browser access tokens", _token_arguments, _token),
+    "alarm": Command("alarm rules and alarms", alarmcli.add_arguments, alarmcli.run),
 }
 
 
@@ -289,6 +290,7 @@ ERRORS = (
     StoreError,
     AccountError,
     DataDirBusy,
+    alarmcli.AlarmCliError,
 )
 
 

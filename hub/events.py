@@ -46,6 +46,9 @@ SEVERITY = {
     "store_recovered": "info",
     "disk_low": "warning",
     "quota_exceeded": "warning",
+    "alarm_raised": "warning",
+    "alarm_cleared": "info",
+    "alarm_acknowledged": "info",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

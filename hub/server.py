@@ -13,20 +13,25 @@ from functools import partial
 from aiohttp import web
 
 from hub.accounts import Accounts
+from hub.alarmservice import AlarmService
 from hub.broker import Broker, BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
+from hub.commands import Commands
 from hub.config import HubConfig, prepare_data_dir
 from hub.datalock import DataDirLock
 from hub.devicepolicy import DevicePolicy
+from hub.devicestate import DeviceStates
 from hub.events import HubEvents
 from hub.ingest import Ingest
+from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
 from hub.security import Gatekeeper, load_key
-from hub.store import Store, open_store
+from hub.store import SqlHistory, open_store
 from hub.topics import meta_topic, status_topic
 from hub.web.api import Api
 from hub.web.app import build_app
 from hub.web.auth import Auth
+from hub.web.fleet_api import FleetApi
 from hub.web.guard import Acceptor, Guard, GuardedSite, GuardSettings
 from hub.web.manage import Manage
 from hub.web.session import Sessions
@@ -123,9 +128,14 @@ class Hub:
         self.registry: Registry | None = None
         self._api_registry: Registry | None = None  # the HTTP API's own connection
         self._auth_registry: Registry | None = None  # the broker's logins' own connection
+        self._fleet_registry: Registry | None = None  # the fleet list's
         self.accounts: Accounts | None = None
         self._seen: dict[str, float] = {}  # device id -> last connect or disconnect
-        self.store: Store | None = None
+        self.store: SqlHistory | None = None
+        self.recorder: Recorder | None = None
+        self.states: DeviceStates | None = None
+        self.commands: Commands | None = None
+        self.alarms: AlarmService | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -166,6 +176,7 @@ class Hub:
 
         self.registry = Registry(cfg.data_dir)
         self._api_registry = Registry(cfg.data_dir)
+        self._fleet_registry = Registry(cfg.data_dir)  # sees the console's changes too
         self.accounts = Accounts(cfg.data_dir)
         key = load_key(cfg.data_dir)
         # The broker's logins read the registry through a connection of their own.
@@ -183,6 +194,21 @@ class Hub:
         )
         self.broker.add_message_listener(self.ingest.on_message)
         self.ingest.start()
+        # Each device's last known state, loaded before the hub accepts connections.
+        self.recorder = Recorder(self.store)
+        self.states = DeviceStates(self.recorder)
+        self.states.load(await asyncio.to_thread(self.store.load_states))
+        self.broker.add_message_listener(self.states.on_message)
+        self.broker.add_event_sink(self.states.on_event)
+        top = await asyncio.to_thread(self.store.max_command_id)
+        self.commands = Commands(self.broker, self.recorder, top + 1)
+        self.commands.load(await asyncio.to_thread(self.store.pending_commands))
+        self.broker.add_message_listener(self.commands.on_message)
+        self.states.observers.append(self.commands.on_state)
+        self.commands.start()
+        self.alarms = AlarmService(self.store, self.recorder, self.states, self.events)
+        await self.alarms.start()
+        self.recorder.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
@@ -203,7 +229,11 @@ class Hub:
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
         ingest = self.ingest
-        api = Api(self.broker, self._api_registry, self.store, lambda: asdict(ingest.stats))
+        fleet = FleetApi(self._fleet_registry, self.store, self.states, self.alarms.alarms.counts)
+        api = Api(
+            self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms,
+            storage_stats=lambda: asdict(ingest.stats),
+        )  # fmt: skip
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),
             access_log=None,
@@ -276,12 +306,23 @@ class Hub:
             await server.wait_closed()
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.commands is not None:
+            await self.commands.stop()
+        if self.alarms is not None:
+            await self.alarms.stop()
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self.store is not None:
             self.store.close()
         if self.registry is not None:
             await self._write_seen()
             self.registry.close()
-        for other in (self._api_registry, self._auth_registry, self.accounts):
+        for other in (
+            self._api_registry,
+            self._auth_registry,
+            self._fleet_registry,
+            self.accounts,
+        ):
             if other is not None:
                 other.close()
         self._lock.release()

@@ -48,7 +48,7 @@ class Route:
     method: str
     path: str
     access: Access
-    handler: str  # "<part>.<method>": pages, auth, api or manage
+    handler: str  # "<part>.<method>": pages, auth, api, fleet, alarms or manage
 
 
 A = Access
@@ -57,6 +57,7 @@ A = Access
 ROUTES = (
     Route("GET", "/", A.PUBLIC_PAGE, "pages.index"),
     Route("GET", "/client", A.PAGE, "pages.client"),
+    Route("GET", "/devices/{id}", A.PAGE, "pages.device"),
     Route("GET", "/login", A.OPEN, "pages.login"),
     Route("GET", "/vendor/{name}", A.OPEN, "pages.vendor"),
     Route("GET", MQTT_PATH, A.OPEN, "pages.mqtt"),
@@ -65,10 +66,21 @@ ROUTES = (
     Route("GET", "/api/session", A.SESSION, "auth.session_info"),
     Route("GET", "/api/hub", A.PUBLIC_USER, "pages.hub_info"),
     Route("GET", "/api/devices", A.PUBLIC_USER, "api.devices"),
+    Route("GET", "/api/fleet", A.PUBLIC_USER, "fleet.fleet"),
+    Route("GET", "/api/devices/{id}", A.PUBLIC_USER, "fleet.device"),
+    Route("GET", "/api/devices/{id}/series", A.PUBLIC_USER, "fleet.series"),
+    Route("GET", "/api/devices/{id}/health", A.PUBLIC_USER, "fleet.health"),
+    Route("GET", "/api/devices/{id}/history", A.USER, "fleet.history"),
     Route("GET", "/api/devices/{id}/telemetry", A.PUBLIC_USER, "api.telemetry"),
     Route("GET", "/api/devices/{id}/telemetry.csv", A.PUBLIC_USER, "api.telemetry_csv"),
     Route("POST", "/api/devices/{id}/commands", A.USER, "api.command"),
     Route("GET", "/api/status", A.ADMIN, "api.status"),
+    Route("GET", "/api/devices/{id}/commands/{cid}", A.USER, "api.command_status"),
+    Route("GET", "/api/alarms", A.USER, "alarms.alarms"),
+    Route("POST", "/api/alarms/{id}/ack", A.USER, "alarms.acknowledge"),
+    Route("GET", "/api/alarms/rules", A.USER, "alarms.rules"),
+    Route("POST", "/api/alarms/rules", A.ADMIN, "alarms.add_rule"),
+    Route("DELETE", "/api/alarms/rules/{id}", A.ADMIN, "alarms.remove_rule"),
     Route("POST", "/api/devices", A.ADMIN, "manage.add_device"),
     Route("POST", "/api/devices/{id}/disable", A.ADMIN, "manage.disable_device"),
     Route("POST", "/api/devices/{id}/enable", A.ADMIN, "manage.enable_device"),
@@ -94,6 +106,10 @@ class Pages:
 
     async def client(self, request: web.Request) -> web.StreamResponse:
         return _page("client.html")
+
+    async def device(self, request: web.Request) -> web.StreamResponse:
+        """A device's page; the page itself reads the id from its path."""
+        return _page("device.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.auth.tls_port is not None and not request.secure:
@@ -155,7 +171,8 @@ def build_app(broker: Broker, auth: Auth, api: Api, manage: Manage) -> web.Appli
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
     parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,
-                             "manage": manage}  # fmt: skip
+                             "manage": manage, "fleet": api.fleet,
+                             "alarms": api.alarms}  # fmt: skip
     for route in ROUTES:
         part, method = route.handler.split(".")
         handler = auth.guard(route.access, getattr(parts[part], method))

@@ -1,0 +1,247 @@
+"""The fleet console's read side: the fleet list (paged, counted, searched, filtered, sorted),
+one device, its chart series (downsampled in SQL), its health history and its history of
+commands and events.
+
+The fleet list comes from the hub's in-memory device-state table (hub/devicestate.py) and a
+copy of the registry read again only when it changed, so it stays fast at 10,000
+devices; registry and history queries run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from hub.devicestate import DeviceStates
+from hub.history import MAX_SERIES_POINTS
+from hub.registry import Device, Registry
+from hub.security import Identity
+from hub.store import SqlHistory
+from hub.topics import SENSOR_RE, ContractError, check_device_id
+from hub.web.auth import principal_of
+from hub.web.inputs import error, number
+
+REGISTRY_TTL_S = 30.0  # read again after this long even without a change (a safety net)
+MAX_FLEET_LIMIT = 500
+STATES = ("online", "offline", "asleep", "never", "alarm")
+TLS_POLICIES = ("tls-required", "allow-insecure")
+SORTS = ("id", "-id", "last_seen", "-last_seen")
+DEFAULT_WINDOW_S = 86400.0
+MAX_SENSORS_PER_REQUEST = 32
+MAX_HISTORY = 1000
+
+AlarmCounts = Callable[[], dict[str, int]]  # active alarms by device
+
+
+def check_params(query: Mapping[str, str], allowed: set[str]) -> None:
+    unknown = set(query) - allowed
+    if unknown:
+        raise error(web.HTTPBadRequest, f"unknown parameter {sorted(unknown)[0][:40]!r}")
+
+
+def whole(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    given = number(query, name)
+    if given is None:
+        return default
+    if given != int(given) or not low <= given <= high:
+        raise error(web.HTTPBadRequest, f"{name} must be a whole number from {low} to {high}")
+    return int(given)
+
+
+def window(query: Mapping[str, str]) -> tuple[float, float]:
+    """[since, until) from the query: until defaults to now, since to a day before until."""
+    until = number(query, "until")
+    until = time.time() if until is None else until
+    since = number(query, "since")
+    since = until - DEFAULT_WINDOW_S if since is None else since
+    if not since < until or until - since > 10 * 366 * 86400:
+        raise error(web.HTTPBadRequest, "since must be before until, at most 10 years apart")
+    return since, until
+
+
+class FleetApi:
+    def __init__(
+        self, registry: Registry, store: SqlHistory, states: DeviceStates, alarms: AlarmCounts
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.states = states
+        self.alarm_counts = alarms
+        self._registered: dict[str, Device] = {}
+        self._registered_at = -math.inf
+        self._version = -1
+        self._refresh: asyncio.Lock | None = None
+
+    def _read_registry(self) -> None:
+        """On a thread: the registry again if anyone committed to it since the last read.
+        The fleet has a registry connection of its own, so every change (the CLI's, the
+        console's, the hub's last-seen writes) moves its data_version."""
+        version = self.registry.data_version()
+        if version != self._version or time.monotonic() - self._registered_at > REGISTRY_TTL_S:
+            self._registered = {d.id: d for d in self.registry.list()}
+            self._version, self._registered_at = version, time.monotonic()
+
+    async def registered(self) -> dict[str, Device]:
+        """The registry as it is now (a version check off the loop; read again on change)."""
+        if self._refresh is None:
+            self._refresh = asyncio.Lock()
+        async with self._refresh:
+            before = self._registered
+            await asyncio.to_thread(self._read_registry)
+            if self._registered is not before:
+                # Removed from the registry (by the console, on this connection's watch):
+                # its state goes at once, before the hub clears its retained topics.
+                for device in before.keys() - self._registered.keys():
+                    self.states.forget(device)
+        return self._registered
+
+    def device_view(
+        self, device: str, registered: Device | None, alarms: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """The contract's DEVICE object."""
+        state = self.states.states.get(device) or {}
+        return {
+            "id": device,
+            "registered": registered is not None,
+            "enabled": registered.enabled if registered else None,
+            "tls_policy": registered.tls_policy if registered else None,
+            "status": state.get("status"),
+            "status_at": state.get("status_at"),
+            "last_seen": state.get("last_seen"),
+            "boot": state.get("boot"),
+            "fw": state.get("fw"),
+            "board": state.get("board"),
+            "health": state.get("health"),
+            "health_at": state.get("health_at"),
+            "sensors": {k: dict(v) for k, v in (state.get("sensors") or {}).items()},
+            "alarms": (self.alarm_counts() if alarms is None else alarms).get(device, 0),
+        }
+
+    async def readable(self, identity: Identity) -> dict[str, Device | None]:
+        known = await self.registered()
+        ids = set(known) | set(self.states.states)
+        if identity.unrestricted or identity.may_subscribe("d/+/t/+"):
+            return {d: known.get(d) for d in ids}
+        return {d: known.get(d) for d in ids if identity.may_subscribe(f"d/{d}/t/+")}
+
+    async def device_id(self, request: web.Request) -> str:
+        """The route's device: a valid id the caller may read that the hub knows (404)."""
+        device = request.match_info["id"]
+        try:
+            check_device_id(device)
+        except ContractError as exc:
+            raise error(web.HTTPBadRequest, str(exc)) from None
+        if not principal_of(request).identity.may_subscribe(f"d/{device}/t/+"):
+            raise error(web.HTTPForbidden, f"this token may not read device {device!r}")
+        if device not in self.states.states and device not in await self.registered():
+            raise error(web.HTTPNotFound, f"no device {device!r}")
+        return device
+
+    # --- endpoints ---------------------------------------------------------------------------
+    async def fleet(self, request: web.Request) -> web.Response:
+        query = request.query
+        check_params(query, {"offset", "limit", "q", "state", "board", "tls", "fw", "sort"})
+        offset = whole(query, "offset", 0, 0, 10**9)
+        limit = whole(query, "limit", 100, 1, MAX_FLEET_LIMIT)
+        q = query.get("q", "")[:64].lower()
+        wanted_state = query.get("state") or None
+        if wanted_state is not None and wanted_state not in STATES:
+            raise error(web.HTTPBadRequest, f"state must be one of {', '.join(STATES)}")
+        tls = query.get("tls") or None
+        if tls is not None and tls not in TLS_POLICIES:
+            raise error(web.HTTPBadRequest, f"tls must be one of {', '.join(TLS_POLICIES)}")
+        board = (query.get("board") or None, query.get("fw") or None)
+        sort = query.get("sort") or "id"
+        if sort not in SORTS:
+            raise error(web.HTTPBadRequest, f"sort must be one of {', '.join(SORTS)}")
+        readable = await self.readable(principal_of(request).identity)
+        alarms = self.alarm_counts()
+        states = self.states.states
+        blank: dict[str, Any] = {}
+        # Light rows (id, status, last_seen, board, fw, tls, alarms) for counting, filtering
+        # and sorting; DEVICE objects only for the page.
+        rows = []
+        counts = dict.fromkeys((*STATES, "all"), 0)
+        boards, firmware = set(), set()
+        for device, registered in readable.items():
+            state = states.get(device, blank)
+            status = state.get("status") or "never"
+            count = alarms.get(device, 0)
+            counts[status] += 1
+            counts["alarm"] += count > 0
+            if state.get("board"):
+                boards.add(state["board"])
+            if state.get("fw"):
+                firmware.add(state["fw"])
+            if q and q not in device:
+                continue
+            if wanted_state == "alarm" and not count:
+                continue
+            if wanted_state not in (None, "alarm") and status != wanted_state:
+                continue
+            if tls is not None and (registered is None or registered.tls_policy != tls):
+                continue
+            if (board[0] is not None and state.get("board") != board[0]) or (
+                board[1] is not None and state.get("fw") != board[1]
+            ):
+                continue
+            rows.append((device, state.get("last_seen")))
+        counts["all"] = len(readable)
+        if sort.endswith("id"):
+            rows.sort(reverse=sort.startswith("-"))
+        else:  # never seen last, whichever way
+            seen = sorted(((t, d) for d, t in rows if t is not None),
+                          reverse=sort.startswith("-"))  # fmt: skip
+            rows = [(d, t) for t, d in seen] + sorted((d, t) for d, t in rows if t is None)
+        page = [self.device_view(d, readable[d], alarms) for d, _ in rows[offset : offset + limit]]
+        return web.json_response({
+            "total": len(rows), "offset": offset, "limit": limit, "counts": counts,
+            "boards": sorted(boards), "firmware": sorted(firmware), "devices": page,
+        })  # fmt: skip
+
+    async def device(self, request: web.Request) -> web.Response:
+        check_params(request.query, set())
+        device = await self.device_id(request)
+        return web.json_response(self.device_view(device, (await self.registered()).get(device)))
+
+    async def series(self, request: web.Request) -> web.Response:
+        query = request.query
+        check_params(query, {"sensor", "since", "until", "points"})
+        device = await self.device_id(request)
+        sensors = sorted(set(query.getall("sensor", [])))
+        if len(sensors) > MAX_SENSORS_PER_REQUEST:
+            raise error(web.HTTPBadRequest, f"at most {MAX_SENSORS_PER_REQUEST} sensors")
+        for sensor in sensors:
+            if not SENSOR_RE.match(sensor):
+                raise error(web.HTTPBadRequest, f"bad sensor name {sensor[:40]!r}")
+        since, until = window(query)
+        points = whole(query, "points", 2000, 1, MAX_SERIES_POINTS)
+        bucket, series = await asyncio.to_thread(
+            self.store.series, device, sensors, since, until, points
+        )
+        return web.json_response(
+            {"since": since, "until": until, "bucket_s": bucket, "series": series}
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        query = request.query
+        check_params(query, {"since", "until", "points"})
+        device = await self.device_id(request)
+        since, until = window(query)
+        points = whole(query, "points", 2000, 1, MAX_SERIES_POINTS)
+        bucket, series = await asyncio.to_thread(
+            self.store.health_series, device, since, until, points
+        )
+        return web.json_response({"since": since, "until": until, "bucket_s": bucket, **series})
+
+    async def history(self, request: web.Request) -> web.Response:
+        check_params(request.query, {"limit"})
+        device = await self.device_id(request)
+        limit = whole(request.query, "limit", 100, 1, MAX_HISTORY)
+        found = await asyncio.to_thread(self.store.device_history, device, limit)
+        return web.json_response(found)
