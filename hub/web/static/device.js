@@ -255,6 +255,12 @@ function appendReading(sensor, value) {
     state.holders.delete(sensor);
     state.renderAll = true;
   }
+  // A live reading after a silence longer than about two buckets starts a new line.
+  const last = cols.t.length ? cols.t[cols.t.length - 1] : null;
+  const step = state.bucket || charts.medianStep(cols.t.filter((_, i) => cols.mean[i] !== null));
+  if (last !== null && step > 0 && t - last > 2.5 * step) {
+    for (const k of Object.keys(cols)) cols[k].push(k === "t" ? last + step : null);
+  }
   for (const [k, v] of [["t", t], ["mean", value], ["min", value], ["max", value]]) cols[k].push(v);
   if (cols.t.length > MAX_LIVE_POINTS) for (const k of Object.keys(cols)) cols[k].shift();
   state.until = t;
@@ -345,7 +351,9 @@ function deviceFilter(template) {
     : /^\{\w+\}$/.test(level) ? "+" : level)).join("/");
 }
 
-function onMessage(matchers, topic, message) {
+// A retained message says what the device said at some earlier time: it changes the state shown
+// but not the hub's times of it ("since", "as of").
+function onMessage(matchers, topic, message, retained) {
   const text = new TextDecoder().decode(message);
   const dev = state.device;
   let match;
@@ -361,15 +369,21 @@ function onMessage(matchers, topic, message) {
     if (state.live) appendReading(name, value);
   } else if ((match = matchers.status(topic)) && dev) {
     if (!text) return;
-    dev.status = hub.cleanStatus(text) || "unknown";
-    dev.status_at = hub.now();
-    dev.last_seen = hub.now();
+    const status = hub.cleanStatus(text) || "unknown";
+    if (retained && dev.status === status) return;
+    dev.status = status;
+    if (!retained) {
+      dev.status_at = hub.now();
+      dev.last_seen = hub.now();
+    }
   } else if ((match = matchers.health(topic)) && dev) {
     const health = hub.cleanHealth(hub.parseJson(text));
     if (!health) return;
     dev.health = health;
-    dev.health_at = hub.now();
-    dev.last_seen = hub.now();
+    if (!retained) {
+      dev.health_at = hub.now();
+      dev.last_seen = hub.now();
+    }
     renderHealth();
   } else if ((match = matchers.reply(topic))) {
     commands.onReply(text);
@@ -413,7 +427,9 @@ function connect(info) {
   client.on("close", () => {
     if ($("#link").textContent === "live") setLink("disconnected", false);
   });
-  client.on("message", (topic, message) => onMessage(matchers, topic, message));
+  client.on("message", (topic, message, packet) => {
+    onMessage(matchers, topic, message, packet.retain === true);
+  });
   hub.onToken((fresh) => {
     client.options.password = fresh.token;
   });
