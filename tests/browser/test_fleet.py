@@ -35,7 +35,7 @@ def test_fleet_counts_search_filters_and_pages(secure_hub: HubProcess, page: Pag
         rows = page.locator("#fleet li[data-device]")
         expect(rows).to_have_count(100)
         expect(rows.first).to_have_attribute("data-device", "fl-000")
-        expect(page.locator("#page-info")).to_have_text("1–100 of 150")
+        expect(page.locator("#page-info")).to_have_text("1-100 of 150")
         page.click("#page-next")
         expect(rows).to_have_count(50)
         expect(rows.first).to_have_attribute("data-device", "fl-100")

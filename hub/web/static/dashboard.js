@@ -255,7 +255,7 @@ function renderList() {
     ? "No devices yet." : "No device matches.";
   $("#fleet-count").textContent = `(${state.total})`;
   $("#page-info").textContent = state.rows.size
-    ? `${state.offset + 1}–${last} of ${state.total}` : "";
+    ? `${state.offset + 1}-${last} of ${state.total}` : "";
   $("#page-prev").disabled = state.offset === 0;
   $("#page-next").disabled = last >= state.total;
 }
