@@ -15,16 +15,20 @@ from aiohttp import web
 from hub.accounts import Accounts
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
+from hub.commands import Commands
 from hub.config import HubConfig
+from hub.devicestate import DeviceStates
 from hub.events import HubEvents
 from hub.ingest import Ingest
+from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
 from hub.security import load_key
-from hub.store import Store, open_store
+from hub.store import SqlHistory, open_store
 from hub.topics import meta_topic, status_topic
 from hub.web.api import Api
 from hub.web.app import build_app
 from hub.web.auth import Auth
+from hub.web.fleet_api import FleetApi
 from hub.web.guard import Acceptor, Guard, GuardedSite, GuardSettings
 from hub.web.manage import Manage
 from hub.web.session import Sessions
@@ -115,7 +119,10 @@ class Hub:
         self._api_registry: Registry | None = None  # the HTTP API's own connection
         self.accounts: Accounts | None = None
         self._seen: dict[str, float] = {}  # device id -> last connect or disconnect
-        self.store: Store | None = None
+        self.store: SqlHistory | None = None
+        self.recorder: Recorder | None = None
+        self.states: DeviceStates | None = None
+        self.commands: Commands | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -165,6 +172,19 @@ class Hub:
         )
         self.broker.add_message_listener(self.ingest.on_message)
         self.ingest.start()
+        # Each device's last known state, loaded before the hub accepts connections.
+        self.recorder = Recorder(self.store)
+        self.states = DeviceStates(self.recorder)
+        self.states.load(await asyncio.to_thread(self.store.load_states))
+        self.broker.add_message_listener(self.states.on_message)
+        self.broker.add_event_sink(self.states.on_event)
+        top = await asyncio.to_thread(self.store.max_command_id)
+        self.commands = Commands(self.broker, self.recorder, top + 1)
+        self.commands.load(await asyncio.to_thread(self.store.pending_commands))
+        self.broker.add_message_listener(self.commands.on_message)
+        self.states.observers.append(self.commands.on_state)
+        self.commands.start()
+        self.recorder.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
@@ -184,7 +204,8 @@ class Hub:
             tls_port=_address(tls_socks[1])[1] if tls_socks else None,
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
-        api = Api(self.broker, self._api_registry, self.store)
+        fleet = FleetApi(self._api_registry, self.store, self.states, lambda _: 0)
+        api = Api(self.broker, self._api_registry, self.store, fleet, self.commands)
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),
             access_log=None,
@@ -257,6 +278,10 @@ class Hub:
             await server.wait_closed()
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.commands is not None:
+            await self.commands.stop()
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self.store is not None:
             self.store.close()
         if self.registry is not None:

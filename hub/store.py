@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from hub.history import SCHEMA as RECORDS_SCHEMA
+from hub.history import RecordsSql
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     device TEXT NOT NULL,
@@ -100,7 +103,7 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, data_dir: Path, *, sync: str = "full") -> Store:
+def open_store(url: str | None, data_dir: Path, *, sync: str = "full") -> SqlHistory:
     """SQLite in the data dir by default; ``postgresql://...`` selects PostgreSQL. ``sync`` is
     SQLite's: "full" (a commit is on disk) or "normal" (it survives a crash of the hub)."""
     if url is None or url in ("", "sqlite"):
@@ -112,13 +115,16 @@ def open_store(url: str | None, data_dir: Path, *, sync: str = "full") -> Store:
     raise StoreError(f"unknown store {url.split(':')[0]!r}: use sqlite or postgresql://...")
 
 
-class SqlHistory:
+class SqlHistory(RecordsSql):
     """Reading, pruning and closing: the same SQL for every backend but for its parameter mark.
     A subclass provides ``_MARK``, a DB-API connection ``_db`` and the ``_lock`` guarding it."""
 
     _MARK = "?"
     _db: Any
     _lock: threading.Lock
+
+    def add(self, rows: list[Row]) -> int:
+        raise NotImplementedError
 
     def close(self) -> None:
         with self._lock:
@@ -142,7 +148,9 @@ class SqlHistory:
         cutoff = (time.time() if now is None else now) - older_than_s
         sql = f"DELETE FROM readings WHERE received_at < {self._MARK}"
         with self._lock:
-            return int(self._db.execute(sql, (cutoff,)).rowcount)
+            pruned = int(self._db.execute(sql, (cutoff,)).rowcount)
+        self.prune_records(cutoff)  # health, device events and finished commands too
+        return pruned
 
 
 class SqliteStore(SqlHistory):
@@ -162,7 +170,7 @@ class SqliteStore(SqlHistory):
             # power loss included. NORMAL skips the fsync per commit: it survives a crash or
             # kill of the hub, but a power loss can take the last commits.
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + RECORDS_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the telemetry database {self.path}: {exc}") from exc
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ import threading
 
 import psycopg
 
+from hub.history import SCHEMA as RECORDS_SCHEMA
 from hub.store import BUSY_TIMEOUT_S, Row, SqlHistory, StoreError
 
 SCHEMA = """
@@ -35,6 +36,8 @@ ON CONFLICT DO NOTHING
 
 class PostgresStore(SqlHistory):
     _MARK = "%s"
+    _BUCKET = "FLOOR({})"
+    _BEGIN = "BEGIN"
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -44,7 +47,7 @@ class PostgresStore(SqlHistory):
     def _connect(self) -> psycopg.Connection:
         try:
             db = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-            db.execute(SCHEMA)
+            db.execute(SCHEMA + RECORDS_SCHEMA)
             # As SQLite's busy timeout: a write another session's lock holds up fails, and
             # ingest stops acknowledging and retries, instead of waiting without bound.
             db.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")

@@ -12,75 +12,55 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import itertools
 import json
 import logging
-import time
 from typing import Any
 
 from aiohttp import web
 
 from hub.broker import EmbeddedBroker
+from hub.commands import CommandRefused, Commands
+from hub.devicestate import DeviceStates
+from hub.recorder import Recorder
 from hub.registry import Registry
 from hub.security import Identity
-from hub.store import MAX_LIMIT, Store
+from hub.store import MAX_LIMIT, SqlHistory
 from hub.topics import (
     SENSOR_RE,
     ContractError,
     check_device_id,
     command_topic,
     reply_topic,
-    status_topic,
 )
 from hub.web.auth import principal_of
+from hub.web.fleet_api import FleetApi
 from hub.web.inputs import error, json_object, number
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0
 MAX_COMMAND_TIMEOUT_S = 120.0
-
-
-class Commands:
-    """Sends commands as the hub and matches the devices' replies by command id."""
-
-    def __init__(self, broker: EmbeddedBroker) -> None:
-        self._broker = broker
-        self._ids = itertools.count(int(time.time()) % 1_000_000 * 1000)
-        self._waiting: dict[tuple[str, int], asyncio.Future[dict[str, Any]]] = {}
-
-    def on_message(self, topic: str, payload: bytes) -> None:
-        if not (topic.startswith("d/") and topic.endswith("/r")) or not self._waiting:
-            return
-        try:
-            reply = json.loads(payload)
-            key = (topic.split("/")[1], reply["id"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            return
-        future = self._waiting.get(key)  # type: ignore[arg-type]
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    async def send(self, device: str, command: dict[str, Any], timeout: float) -> dict[str, Any]:
-        command_id = next(self._ids)
-        key = (device, command_id)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[key] = future
-        try:
-            body = json.dumps({**command, "id": command_id}).encode()
-            self._broker.publish(command_topic(device), body, qos=1)
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._waiting.pop(key, None)
+COMMAND_TTL_S = 3600.0
+MAX_COMMAND_TTL_S = 7 * 86400.0
 
 
 class Api:
-    def __init__(self, broker: EmbeddedBroker, registry: Registry, store: Store) -> None:
+    def __init__(
+        self,
+        broker: EmbeddedBroker,
+        registry: Registry,
+        store: SqlHistory,
+        fleet: FleetApi | None = None,
+        commands: Commands | None = None,
+    ) -> None:
         self.broker = broker
         self.registry = registry
         self.store = store
-        self.commands = Commands(broker)
-        broker.add_message_listener(self.commands.on_message)
+        self.fleet = fleet or FleetApi(registry, store, DeviceStates(Recorder(store)), _none)
+        if commands is None:
+            commands = Commands(broker, Recorder(store))
+            broker.add_message_listener(commands.on_message)
+        self.commands = commands
 
     # --- helpers ---------------------------------------------------------------------------
     async def _device(self, request: web.Request, identity: Identity) -> str:
@@ -92,7 +72,7 @@ class Api:
         if not identity.may_subscribe(f"d/{device}/t/+"):
             raise error(web.HTTPForbidden, f"this token may not read device {device!r}")
         if (
-            self.broker.retained(status_topic(device)) is None
+            device not in self.fleet.states.states
             and await asyncio.to_thread(self.registry.get, device) is None
         ):
             raise error(web.HTTPNotFound, f"no device {device!r}")
@@ -122,28 +102,16 @@ class Api:
 
     # --- endpoints -------------------------------------------------------------------------
     async def devices(self, request: web.Request) -> web.Response:
-        identity = principal_of(request).identity
-        known = {d.id: d for d in await asyncio.to_thread(self.registry.list)}
-        seen = self.broker.retained_devices()
+        """Every device the caller may read: the fleet's DEVICE objects plus ``online`` and
+        ``last_seen_at`` (the registry's last connect), sorted by id."""
+        readable = await self.fleet.readable(principal_of(request).identity)
         out = []
-        for device in sorted(set(known) | set(seen)):
-            if not identity.may_subscribe(f"d/{device}/t/+"):
-                continue
-            registered = known.get(device)
-            status = self.broker.retained(status_topic(device))
-            meta = self.broker.retained(f"d/{device}/m")
-            out.append(
-                {
-                    "id": device,
-                    "online": status == b"online",
-                    "status": status.decode(errors="replace") if status else None,
-                    "registered": registered is not None,
-                    "enabled": registered.enabled if registered else None,
-                    "tls_policy": registered.tls_policy if registered else None,
-                    "last_seen_at": registered.last_seen_at if registered else None,
-                    "health": _json_or_none(meta),
-                }
-            )
+        for device in sorted(readable):
+            registered = readable[device]
+            view = self.fleet.device_view(device, registered)
+            view["online"] = view["status"] == "online"
+            view["last_seen_at"] = registered.last_seen_at if registered else None
+            out.append(view)
         return web.json_response(out)
 
     async def telemetry(self, request: web.Request) -> web.Response:
@@ -159,26 +127,67 @@ class Api:
         return web.Response(text=buffer.getvalue(), content_type="text/csv")
 
     async def command(self, request: web.Request) -> web.Response:
-        identity = principal_of(request).identity
+        """Sends a command. With ``wait=0`` answers 202 at once (the command stays pending
+        until the device replies or it expires after ``ttl`` s); otherwise waits up to
+        ``timeout`` s for the reply (504 without one)."""
+        principal = principal_of(request)
+        identity = principal.identity
+        query = request.query
+        unknown = set(query) - {"timeout", "wait", "ttl"}
+        if unknown:
+            raise error(web.HTTPBadRequest, f"unknown parameter {sorted(unknown)[0][:40]!r}")
         device = await self._device(request, identity)
         if not identity.may_publish(command_topic(device)):
             raise error(web.HTTPForbidden, f"this role or token may not command {device!r}")
+        wait = query.get("wait", "1")
+        if wait not in ("0", "1"):
+            raise error(web.HTTPBadRequest, "wait must be 0 or 1")
         command = await json_object(request)
-        if not isinstance(command.get("op"), str):
+        if not isinstance(command.get("op"), str) or not 1 <= len(command["op"]) <= 64:
             raise error(web.HTTPBadRequest, 'a command is a JSON object with an "op"')
-        command.pop("id", None)  # the hub numbers commands itself
-        given = number(request.query, "timeout")
+        given = number(query, "timeout")
         timeout = COMMAND_TIMEOUT_S if given is None else given
         if not 0 < timeout <= MAX_COMMAND_TIMEOUT_S:
             raise error(web.HTTPBadRequest, f"timeout must be from 0 to {MAX_COMMAND_TIMEOUT_S} s")
+        given = number(query, "ttl")
+        ttl = COMMAND_TTL_S if given is None else given
+        if not 0 < ttl <= MAX_COMMAND_TTL_S:
+            raise error(web.HTTPBadRequest, f"ttl must be from 0 to {MAX_COMMAND_TTL_S:g} s")
+        state = self.fleet.states.states.get(device) or {}
+        online = state.get("status") == "online"
         try:
-            reply = await self.commands.send(device, command, timeout)
+            record = self.commands.create(
+                device, command, principal.name[:64], ttl if wait == "0" else timeout, online
+            )
+        except CommandRefused as exc:
+            raise error(web.HTTPTooManyRequests, str(exc)) from None
+        if wait == "0":
+            return web.json_response(
+                {"id": record["id"], "status": "pending", "online": online,
+                 "expires_at": record["expires_at"]},
+                status=202,
+            )  # fmt: skip
+        try:
+            reply = await self.commands.wait(record["id"], timeout)
         except TimeoutError:
             raise error(
                 web.HTTPGatewayTimeout, f"no reply from {device!r} on {reply_topic(device)} "
                 f"within {timeout:g} s",
             ) from None  # fmt: skip
         return web.json_response(reply)
+
+    async def command_status(self, request: web.Request) -> web.Response:
+        """One command of the device's: pending, replied (with the reply) or expired."""
+        device = await self._device(request, principal_of(request).identity)
+        text = request.match_info["cid"]
+        if not text.isdigit() or len(text) > 15:
+            raise error(web.HTTPBadRequest, f"bad command id {text[:40]!r}")
+        record = self.commands.get(int(text))
+        if record is None:
+            record = await asyncio.to_thread(self.store.command, int(text))
+        if record is None or record["device"] != device:
+            raise error(web.HTTPNotFound, f"no command {text} for {device!r}")
+        return web.json_response({k: v for k, v in record.items() if k != "device"})
 
 
 def _json_or_none(data: bytes | None) -> Any:
@@ -188,3 +197,7 @@ def _json_or_none(data: bytes | None) -> Any:
         return json.loads(data)
     except ValueError:
         return None
+
+
+def _none(_: str) -> int:
+    return 0

@@ -48,7 +48,7 @@ class Route:
     method: str
     path: str
     access: Access
-    handler: str  # "<part>.<method>": pages, auth, api or manage
+    handler: str  # "<part>.<method>": pages, auth, api, fleet or manage
 
 
 A = Access
@@ -57,6 +57,7 @@ A = Access
 ROUTES = (
     Route("GET", "/", A.PUBLIC_PAGE, "pages.index"),
     Route("GET", "/client", A.PAGE, "pages.client"),
+    Route("GET", "/devices/{id}", A.PAGE, "pages.device"),
     Route("GET", "/login", A.OPEN, "pages.login"),
     Route("GET", "/vendor/{name}", A.OPEN, "pages.vendor"),
     Route("GET", MQTT_PATH, A.OPEN, "pages.mqtt"),
@@ -65,9 +66,15 @@ ROUTES = (
     Route("GET", "/api/session", A.SESSION, "auth.session_info"),
     Route("GET", "/api/hub", A.PUBLIC_USER, "pages.hub_info"),
     Route("GET", "/api/devices", A.PUBLIC_USER, "api.devices"),
+    Route("GET", "/api/fleet", A.PUBLIC_USER, "fleet.fleet"),
+    Route("GET", "/api/devices/{id}", A.PUBLIC_USER, "fleet.device"),
+    Route("GET", "/api/devices/{id}/series", A.PUBLIC_USER, "fleet.series"),
+    Route("GET", "/api/devices/{id}/health", A.PUBLIC_USER, "fleet.health"),
+    Route("GET", "/api/devices/{id}/history", A.PUBLIC_USER, "fleet.history"),
     Route("GET", "/api/devices/{id}/telemetry", A.PUBLIC_USER, "api.telemetry"),
     Route("GET", "/api/devices/{id}/telemetry.csv", A.PUBLIC_USER, "api.telemetry_csv"),
     Route("POST", "/api/devices/{id}/commands", A.USER, "api.command"),
+    Route("GET", "/api/devices/{id}/commands/{cid}", A.PUBLIC_USER, "api.command_status"),
     Route("POST", "/api/devices", A.ADMIN, "manage.add_device"),
     Route("POST", "/api/devices/{id}/disable", A.ADMIN, "manage.disable_device"),
     Route("POST", "/api/devices/{id}/enable", A.ADMIN, "manage.enable_device"),
@@ -93,6 +100,10 @@ class Pages:
 
     async def client(self, request: web.Request) -> web.StreamResponse:
         return _page("client.html")
+
+    async def device(self, request: web.Request) -> web.StreamResponse:
+        """A device's page; the page itself reads the id from its path."""
+        return _page("device.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.auth.tls_port is not None and not request.secure:
@@ -154,7 +165,7 @@ def build_app(broker: EmbeddedBroker, auth: Auth, api: Api, manage: Manage) -> w
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
     parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,
-                             "manage": manage}  # fmt: skip
+                             "manage": manage, "fleet": api.fleet}  # fmt: skip
     for route in ROUTES:
         part, method = route.handler.split(".")
         handler = auth.guard(route.access, getattr(parts[part], method))

@@ -1,0 +1,149 @@
+"""Commands sent as the hub: numbered, kept in the history with who sent them, pending until
+the device replies (matched by command id) or they expire.
+
+Every command is published at QoS 1 on the device's command topic. The broker queues it for a
+device with a persistent session; the firmware uses clean sessions, so a device that is not
+connected does not get it then: it stays pending, is sent again each time the device comes
+online (its ``online`` status), and expires at ``expires_at``. A reply that comes after that
+is not recorded (the command is no longer pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from hub.recorder import Recorder
+from hub.topics import command_topic
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 10_000  # in all
+MAX_PENDING_PER_DEVICE = 32
+MAX_REPLY_BYTES = 4096
+RECENT = 1000  # finished commands kept in memory for polling
+EXPIRE_EVERY_S = 1.0
+
+
+class CommandRefused(Exception):
+    """Too many pending commands (for the device or in all)."""
+
+
+class Commands:
+    def __init__(self, broker: Any, recorder: Recorder, next_id: int = 1) -> None:
+        self._broker = broker
+        self._recorder = recorder
+        self._next_id = max(next_id, 1)
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.recent: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def load(self, stored: list[dict[str, Any]]) -> None:
+        """Pending commands the store kept (sent again when their device comes online)."""
+        for command in stored:
+            if command["status"] == "pending" and len(self.pending) < MAX_PENDING:
+                self.pending[command["id"]] = command
+            self._next_id = max(self._next_id, command["id"] + 1)
+
+    def create(
+        self, device: str, command: dict[str, Any], by: str, ttl_s: float, online: bool
+    ) -> dict[str, Any]:
+        """Records and publishes a command; returns its record."""
+        if (
+            len(self.pending) >= MAX_PENDING
+            or sum(1 for c in self.pending.values() if c["device"] == device)
+            >= MAX_PENDING_PER_DEVICE
+        ):
+            raise CommandRefused(f"too many pending commands for {device!r}")
+        now = time.time()
+        body = {k: v for k, v in command.items() if k != "id"}
+        record: dict[str, Any] = {
+                  "id": self._next_id, "device": device, "by": by, "op": str(body["op"]),
+                  "body": body, "sent_at": now, "status": "pending", "reply": None,
+                  "replied_at": None, "expires_at": now + ttl_s}  # fmt: skip
+        self._next_id += 1
+        self.pending[record["id"]] = record
+        self._recorder.command(record)
+        self._publish(record)
+        return record
+
+    def _publish(self, record: dict[str, Any]) -> None:
+        payload = json.dumps({**record["body"], "id": record["id"]}).encode()
+        self._broker.publish(command_topic(record["device"]), payload, qos=1)
+
+    async def wait(self, command_id: int, timeout: float) -> dict[str, Any]:
+        """The reply to a pending command; TimeoutError after timeout."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[command_id] = future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(command_id, None)
+
+    def get(self, command_id: int) -> dict[str, Any] | None:
+        return self.pending.get(command_id) or self.recent.get(command_id)
+
+    def _finish(self, record: dict[str, Any]) -> None:
+        self.pending.pop(record["id"], None)
+        self.recent[record["id"]] = record
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+        self._recorder.command(record)
+
+    # --- the broker's and the device table's listeners ----------------------------------------
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Replies on d/<id>/r, matched by command id (and device)."""
+        if not (topic.startswith("d/") and topic.endswith("/r")) or not self.pending:
+            return None
+        if len(payload) > MAX_REPLY_BYTES:
+            return None
+        try:
+            reply = json.loads(payload)
+            command_id = reply["id"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+        if not isinstance(command_id, int) or isinstance(command_id, bool):
+            return None
+        record = self.pending.get(command_id)
+        if record is None or topic != f"d/{record['device']}/r":
+            return None
+        record.update(status="replied", reply=reply, replied_at=time.time())
+        self._finish(record)
+        future = self._waiting.get(command_id)
+        if future is not None and not future.done():
+            future.set_result(reply)
+        return None
+
+    def on_state(self, device: str, what: str, state: dict[str, Any]) -> None:
+        """A device that comes online gets its pending commands again, oldest first."""
+        if what != "status" or state.get("status") != "online":
+            return
+        now = time.time()
+        for record in sorted(self.pending.values(), key=lambda c: c["id"]):
+            if record["device"] == device and record["expires_at"] > now:
+                self._publish(record)
+
+    # --- expiry -------------------------------------------------------------------------------
+    def expire(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for record in [c for c in self.pending.values() if c["expires_at"] <= now]:
+            record["status"] = "expired"
+            self._finish(record)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY_S)
+            self.expire()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

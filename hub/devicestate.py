@@ -1,0 +1,203 @@
+"""Each device's last known state, kept by the hub: status, health, last message, boot,
+firmware and board, and the latest reading per sensor.
+
+An in-memory table fed by a broker message listener (every message a device sends) and an
+event sink (connects, disconnects, refusals), written in batches by hub/recorder.py and loaded
+from the store at start, before the hub accepts connections: after a restart the API serves
+the last known state until the device speaks again. ``last_seen`` is the device's last
+message of any kind. The broker validates status and health payloads; what is kept is coerced
+anyway (the contract's fields only, strings cut short).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hub.recorder import Recorder
+from hub.topics import (
+    DEVICE_ID_RE,
+    META_FIELDS,
+    SENSOR_RE,
+    ContractError,
+    parse_meta,
+    parse_reading,
+)
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("online", "offline", "asleep")
+MAX_DEVICES = 100_000
+MAX_SENSORS = 32  # per device
+MAX_TEXT = 200
+EVENT_DETAIL_KEYS = ("reason", "detail", "network", "peer", "will", "by", "value", "rule",
+                     "rule_name", "alarm")  # fmt: skip
+
+Observer = Callable[[str, str, dict[str, Any]], None]  # (device, what changed, state)
+
+
+def empty_state() -> dict[str, Any]:
+    return {"status": None, "status_at": None, "last_seen": None, "boot": None, "fw": None,
+            "board": None, "health": None, "health_at": None, "sensors": {}}  # fmt: skip
+
+
+def coerce_health(meta: dict[str, object]) -> dict[str, Any]:
+    """Only the contract's fields, of their types; texts cut at MAX_TEXT characters."""
+    out: dict[str, Any] = {}
+    for name, types in META_FIELDS.items():
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, types):
+            value = None
+        if isinstance(value, str):
+            value = value[:MAX_TEXT]
+        if isinstance(value, int) and not -(2**53) <= value <= 2**53:
+            value = None
+        out[name] = value
+    return out
+
+
+def coerce_state(raw: Any) -> dict[str, Any] | None:
+    """A state loaded from the store, checked field by field (None if it is not one)."""
+    if not isinstance(raw, dict):
+        return None
+    state = empty_state()
+    if raw.get("status") in STATUSES:
+        state["status"] = raw["status"]
+    for name in ("status_at", "last_seen", "health_at"):
+        if isinstance(raw.get(name), (int, float)) and not isinstance(raw.get(name), bool):
+            state[name] = float(raw[name])
+    for name in ("boot", "fw", "board"):
+        if isinstance(raw.get(name), str):
+            state[name] = raw[name][:MAX_TEXT]
+    if isinstance(raw.get("health"), dict):
+        state["health"] = coerce_health(raw["health"])
+    sensors = raw.get("sensors")
+    if isinstance(sensors, dict):
+        for name, reading in list(sensors.items())[:MAX_SENSORS]:
+            if (isinstance(name, str) and SENSOR_RE.match(name) and isinstance(reading, dict)
+                    and isinstance(reading.get("value"), (int, float))
+                    and isinstance(reading.get("at"), (int, float))):  # fmt: skip
+                state["sensors"][name] = {"value": reading["value"], "at": reading["at"]}
+    return state
+
+
+class DeviceStates:
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self.states: dict[str, dict[str, Any]] = {}
+        self.observers: list[Observer] = []
+        self._full_warned = False
+
+    def load(self, stored: dict[str, Any]) -> None:
+        """The states the store kept. A device that was online is offline until it connects
+        again: the hub cannot know it is still there (a sleeping one stays asleep)."""
+        for device, raw in stored.items():
+            state = coerce_state(raw)
+            if state is None or not isinstance(device, str) or not DEVICE_ID_RE.match(device):
+                continue
+            if state["status"] == "online":
+                state["status"] = "offline"
+            self.states[device] = state
+
+    def _state(self, device: str) -> dict[str, Any] | None:
+        state = self.states.get(device)
+        if state is None:
+            if not DEVICE_ID_RE.match(device):
+                return None
+            if len(self.states) >= MAX_DEVICES:
+                if not self._full_warned:
+                    self._full_warned = True
+                    log.warning("device state table full (%d devices)", MAX_DEVICES)
+                return None
+            state = self.states[device] = empty_state()
+        return state
+
+    def _notify(self, device: str, what: str, state: dict[str, Any]) -> None:
+        for observer in self.observers:
+            try:
+                observer(device, what, state)
+            except Exception:
+                log.exception("device state observer failed on %s", what)
+
+    # --- the broker's listeners ---------------------------------------------------------------
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Every routed message: a device's telemetry, status, health and replies."""
+        if not topic.startswith("d/"):
+            return None
+        parts = topic.split("/")
+        if len(parts) not in (3, 4) or parts[2] not in ("t", "s", "m", "r"):
+            return None
+        kind = parts[2]
+        device = parts[1]
+        if kind == "s" and not payload:  # a removed device's cleared status
+            if self.states.pop(device, None) is not None:
+                self._recorder.state(device, None)
+            return None
+        if (kind == "t") != (len(parts) == 4):
+            return None
+        state = self._state(device)
+        if state is None:
+            return None
+        now = time.time()
+        state["last_seen"] = now
+        if kind == "t":
+            self._reading(device, state, parts[3], payload, now)
+        elif kind == "s":
+            status = payload.decode("ascii", "replace")
+            if status in STATUSES:
+                state["status"], state["status_at"] = status, now
+                self._notify(device, "status", state)
+        elif kind == "m":
+            self._health(device, state, payload, now)
+        self._recorder.state(device, state)
+        return None
+
+    def _reading(
+        self, device: str, state: dict[str, Any], sensor: str, payload: bytes, now: float
+    ) -> None:
+        try:
+            reading = parse_reading(payload)
+        except ContractError:
+            return
+        sensors = state["sensors"]
+        if sensor not in sensors and (len(sensors) >= MAX_SENSORS or not SENSOR_RE.match(sensor)):
+            return
+        sensors[sensor] = {"value": reading.value, "at": now}
+        state["boot"] = reading.boot
+        self._notify(device, "reading:" + sensor, state)
+
+    def _health(self, device: str, state: dict[str, Any], payload: bytes, now: float) -> None:
+        try:
+            health = coerce_health(parse_meta(payload))
+        except (ContractError, RecursionError):
+            return
+        state.update(health=health, health_at=now, fw=health["fw"], board=health["board"],
+                     boot=health["boot"])  # fmt: skip
+        self._recorder.health((device, now, health["heap"], health["rssi"],
+                               health["reconnects"], health["queue"]))  # fmt: skip
+        self._notify(device, "health", state)
+
+    def on_event(self, kind: str, event: dict[str, Any]) -> None:
+        """Connects, disconnects and refusals of devices: last seen, offline, the history."""
+        if event.get("identity") != "device":
+            return
+        device = str(event.get("name") or "")
+        state = self._state(device)
+        if state is None:
+            return
+        now = time.time()
+        if kind in ("connected", "disconnected"):
+            state["last_seen"] = now
+            if kind == "disconnected" and state["status"] == "online":
+                # A clean disconnect without "asleep" (or before the will arrives): offline.
+                state["status"], state["status_at"] = "offline", now
+                self._notify(device, "status", state)
+            self._recorder.state(device, state)
+        self.record_event(device, kind, event, now)
+
+    def record_event(self, device: str, kind: str, event: dict[str, Any], now: float) -> None:
+        detail = {k: event[k] for k in EVENT_DETAIL_KEYS if event.get(k) not in (None, "")}
+        self._recorder.event(device, now, kind[:64], json.dumps(detail, default=str)[:2000])
