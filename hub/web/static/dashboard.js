@@ -293,7 +293,7 @@ function onEvent(topic, payload) {
   if (event.startsWith("alarm_") && typeof alarmsPanel !== "undefined") alarmsPanel.reload();
 }
 
-function onMessage(topic, message) {
+function onMessage(topic, message, packet) {
   const m = state.matchers;
   let match = m.telemetry(topic);
   if (match) {
@@ -316,7 +316,10 @@ function onMessage(topic, message) {
   const dev = match && state.rows.get(match.device);
   if (!dev) return;
   const text = new TextDecoder().decode(message);
-  if (m.status(topic)) {
+  const isStatus = Boolean(m.status(topic));
+  // The hub's list is at least as new as a retained message (sent on every subscribe): it wins.
+  if (packet && packet.retain && text && (isStatus ? dev.status : dev.health)) return;
+  if (isStatus) {
     // An empty retained message clears the topic (the hub does so for a removed device).
     dev.status = text ? hub.cleanStatus(text) || "unknown" : null;
   } else {

@@ -369,8 +369,9 @@ function onMessage(matchers, topic, message, retained) {
     if (state.live) appendReading(name, value);
   } else if ((match = matchers.status(topic)) && dev) {
     if (!text) return;
+    // The hub's device state is at least as new as a retained message: it wins.
+    if (retained && dev.status) return;
     const status = hub.cleanStatus(text) || "unknown";
-    if (retained && dev.status === status) return;
     dev.status = status;
     if (!retained) {
       dev.status_at = hub.now();
@@ -378,7 +379,7 @@ function onMessage(matchers, topic, message, retained) {
     }
   } else if ((match = matchers.health(topic)) && dev) {
     const health = hub.cleanHealth(hub.parseJson(text));
-    if (!health) return;
+    if (!health || (retained && dev.health)) return;
     dev.health = health;
     if (!retained) {
       dev.health_at = hub.now();
