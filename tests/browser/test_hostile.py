@@ -13,6 +13,7 @@ must be shown, as they are.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.browser.console import (
     MqttDevice,
     assert_no_script_ran,
     health_json,
+    hub_api,
     logged_in,
     ms,
     register,
@@ -171,6 +173,11 @@ def test_dashboard_shows_a_hostile_device_as_text(
         )
         for title in page.locator("#charts .sensor-chart h3").all_text_contents():
             assert title in {"temp", *HOSTILE_SENSORS}, title
+        # Once the reading is stored, a reload charts it from the hub's series.
+        deadline = time.monotonic() + scaled(10)
+        while not hub_api(secure_hub, "GET", f"/api/devices/{DEVICE}/telemetry?sensor=temp")[1]:
+            assert time.monotonic() < deadline, "the temp reading was never stored"
+            time.sleep(0.1)
         page.reload()
         expect_health_shown(page, "live")
         expect(page.locator('#charts .sensor-chart[data-sensor="temp"]')).to_have_count(

@@ -113,7 +113,11 @@ const hub = (() => {
       throw new ApiError(`the hub did not answer (${err.message})`, 0, null);
     }
     const date = Date.parse(response.headers.get("Date") || "");
-    if (Number.isFinite(date)) state.skew = date - Date.now();
+    // The Date header has whole seconds: a skew under 2 s is noise, not a wrong clock.
+    if (Number.isFinite(date)) {
+      const skew = date + 500 - Date.now();
+      state.skew = Math.abs(skew) < 2000 ? 0 : skew;
+    }
     if (response.status === 401 && redirect) return toLogin();
     if (response.status === 204) return null;
     const answer = await response.json().catch(() => null);

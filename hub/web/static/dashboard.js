@@ -29,6 +29,8 @@ const state = {
   renderQueued: false,
   dirty: new Set(), // rows to redraw at the next frame
   fallback: false, // the hub has no /api/fleet: the list is /api/devices, filtered here
+  templates: null, // the hub's topic templates the page subscribes to per device
+  subscribed: new Set(), // the MQTT filters of the devices on the page
 };
 // For tests and the console benchmark: what the page holds, without reading the DOM.
 window.fleetState = state;
@@ -177,6 +179,11 @@ function accept(answer) {
   fillMenu($("#fleet-board"), answer.boards, "any board");
   fillMenu($("#fleet-fw"), answer.firmware, "any firmware");
   renderList();
+  syncSubscriptions();
+  renderRegistry();
+}
+
+function renderRegistry() {
   if (typeof deviceAdmin !== "undefined" && rank() >= ROLE_RANK.admin) {
     deviceAdmin.render(new Map([...state.rows].filter(([, d]) => d.registered)));
   }
@@ -332,6 +339,30 @@ function onMessage(topic, message, packet) {
   scheduleRender(dev.id);
 }
 
+// The page listens to the devices on it only: 100 devices' topics, not the whole fleet's
+// (10,000 devices' retained status and health on every subscribe, 1,000 readings/s).
+function syncSubscriptions() {
+  const client = state.client;
+  if (!client || !client.connected || !state.templates) return;
+  const wanted = new Set();
+  for (const id of state.rows.keys()) {
+    for (const template of state.templates) {
+      wanted.add(template.split("/").map((level) => (level === "{device}" ? id
+        : /^\{\w+\}$/.test(level) ? "+" : level)).join("/"));
+    }
+  }
+  const gone = [...state.subscribed].filter((f) => !wanted.has(f));
+  const added = [...wanted].filter((f) => !state.subscribed.has(f));
+  if (gone.length) client.unsubscribe(gone);
+  if (added.length) {
+    client.subscribe(added, { qos: 0 }, (err, granted) => {
+      const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
+      if (err || refused.length) setLink(`live (refused: ${refused.slice(0, 3).join(", ")})`, true);
+    });
+  }
+  state.subscribed = wanted;
+}
+
 function connect(info) {
   const topics = hub.isObject(info.topics) ? info.topics : {};
   const kinds = ["telemetry", "status", "health", "events"];
@@ -341,8 +372,7 @@ function connect(info) {
     return;
   }
   state.matchers = Object.fromEntries(kinds.map((k) => [k, hub.topicMatcher(topics[k])]));
-  const filters = ["telemetry", "status", "health"].map((k) => hub.topicFilter(topics[k]));
-  if (rank() >= ROLE_RANK.admin) filters.push(topics.events);
+  state.templates = ["telemetry", "status", "health"].map((k) => topics[k]);
   const client = mqtt.connect(hub.wsUrl(info), hub.mqttOptions({
     reconnectPeriod: 2000,
     // MQTT.js stops for good after a refused CONNECT unless told otherwise; the refusal asks
@@ -355,10 +385,9 @@ function connect(info) {
   state.client = client;
   client.on("connect", () => {
     setLink("live", true);
-    client.subscribe(filters, { qos: 0 }, (err, granted) => {
-      const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
-      if (err || refused.length) setLink(`live (refused: ${refused.join(", ")})`, true);
-    });
+    if (rank() >= ROLE_RANK.admin) client.subscribe(topics.events, { qos: 0 });
+    state.subscribed = new Set(); // a new session: every filter again
+    syncSubscriptions();
   });
   client.on("error", (err) => {
     const why = { 4: "refused: bad or expired token", 5: "refused: not authorized" }[err.code];
@@ -425,6 +454,7 @@ setInterval(() => {
 (async function start() {
   let session;
   let info;
+  const page = loadPage(); // the first rows need neither the session nor the MQTT token
   try {
     ({ session, info } = await hub.start());
   } catch (err) {
@@ -442,7 +472,7 @@ setInterval(() => {
     deviceAdmin.init(loadPage);
     if (session) userAdmin.init(); // accounts are managed from a session, not the public view
   }
-  const page = loadPage();
+  renderRegistry();
   connect(info);
   alarmsPanel.init(state.role, loadPage);
   await page;
