@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hub import certs, footprint
+from hub import alarmcli, certs, footprint
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.config import ConfigError, HubConfig
 from hub.registry import Registry, RegistryError
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs_init.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
 
     _user_parser(commands)
+    alarmcli.add_parser(commands)  # hub alarm rule add|list|remove, hub alarm list|ack
 
     token = commands.add_parser("token", help="browser access tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
@@ -385,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                               "server": str(paths.server_pem)}))  # fmt: skip
         elif args.command == "token":
             _token(args)
+        elif args.command == "alarm":
+            alarmcli.run(args)
         elif args.command == "serve":
             if args.allow_anonymous:
                 log.warning(
@@ -430,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         certs.CertError,
         StoreError,
         AccountError,
+        alarmcli.AlarmCliError,
     ) as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
         return 2

@@ -33,6 +33,8 @@ STATUSES = ("online", "offline", "asleep")
 MAX_DEVICES = 100_000
 MAX_SENSORS = 32  # per device
 MAX_TEXT = 200
+EVENTS_PER_MINUTE = 60  # per device, into its history (a device's refusals can come fast)
+HEALTH_ROW_EVERY_S = 1.0  # at most one health history row a second per device
 EVENT_DETAIL_KEYS = ("reason", "detail", "network", "peer", "will", "by", "value", "rule",
                      "rule_name", "alarm")  # fmt: skip
 
@@ -90,6 +92,8 @@ class DeviceStates:
         self.states: dict[str, dict[str, Any]] = {}
         self.observers: list[Observer] = []
         self._full_warned = False
+        self._event_budget: dict[str, tuple[float, int]] = {}  # device -> (minute, count)
+        self._health_row_at: dict[str, float] = {}
 
     def load(self, stored: dict[str, Any]) -> None:
         """The states the store kept. A device that was online is offline until it connects
@@ -135,6 +139,8 @@ class DeviceStates:
         if kind == "s" and not payload:  # a removed device's cleared status
             if self.states.pop(device, None) is not None:
                 self._recorder.state(device, None)
+                self._event_budget.pop(device, None)
+                self._health_row_at.pop(device, None)
             return None
         if (kind == "t") != (len(parts) == 4):
             return None
@@ -176,8 +182,10 @@ class DeviceStates:
             return
         state.update(health=health, health_at=now, fw=health["fw"], board=health["board"],
                      boot=health["boot"])  # fmt: skip
-        self._recorder.health((device, now, health["heap"], health["rssi"],
-                               health["reconnects"], health["queue"]))  # fmt: skip
+        if now - self._health_row_at.get(device, 0.0) >= HEALTH_ROW_EVERY_S:
+            self._health_row_at[device] = now
+            self._recorder.health((device, now, health["heap"], health["rssi"],
+                                   health["reconnects"], health["queue"]))  # fmt: skip
         self._notify(device, "health", state)
 
     def on_event(self, kind: str, event: dict[str, Any]) -> None:
@@ -199,5 +207,12 @@ class DeviceStates:
         self.record_event(device, kind, event, now)
 
     def record_event(self, device: str, kind: str, event: dict[str, Any], now: float) -> None:
+        """Into the device's history, at most EVENTS_PER_MINUTE a minute."""
+        minute, count = self._event_budget.get(device, (now, 0))
+        if now - minute >= 60:
+            minute, count = now, 0
+        if count >= EVENTS_PER_MINUTE:
+            return
+        self._event_budget[device] = (minute, count + 1)
         detail = {k: event[k] for k in EVENT_DETAIL_KEYS if event.get(k) not in (None, "")}
         self._recorder.event(device, now, kind[:64], json.dumps(detail, default=str)[:2000])

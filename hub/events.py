@@ -45,6 +45,9 @@ SEVERITY = {
     "store_failure": "error",
     "store_recovered": "info",
     "disk_low": "warning",
+    "alarm_raised": "warning",
+    "alarm_cleared": "info",
+    "alarm_acknowledged": "info",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

@@ -345,6 +345,19 @@ class RecordsSql:
             out.append(record)
         return out
 
+    def alarm_acks(self, ids: list[int]) -> list[tuple[int, str, float]]:
+        """Acknowledgements the CLI wrote for these alarms: (id, by, at)."""
+        if not ids:
+            return []
+        marks = ", ".join([self._MARK] * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, acknowledged_by, acknowledged_at FROM alarms"
+                f" WHERE acknowledged_by IS NOT NULL AND id IN ({marks})",
+                list(ids),
+            ).fetchall()
+        return [(int(i), str(by), float(at)) for i, by, at in rows]
+
     def acknowledge_alarm(self, alarm_id: int, by: str, at: float) -> bool:
         """Marks an alarm acknowledged (the CLI's way; the hub picks it up and reports it)."""
         m = self._MARK

@@ -13,6 +13,7 @@ from functools import partial
 from aiohttp import web
 
 from hub.accounts import Accounts
+from hub.alarmservice import AlarmService
 from hub.broker import BrokerSettings, EmbeddedBroker
 from hub.certs import server_context
 from hub.commands import Commands
@@ -123,6 +124,7 @@ class Hub:
         self.recorder: Recorder | None = None
         self.states: DeviceStates | None = None
         self.commands: Commands | None = None
+        self.alarms: AlarmService | None = None
         self.ingest: Ingest | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -184,6 +186,8 @@ class Hub:
         self.broker.add_message_listener(self.commands.on_message)
         self.states.observers.append(self.commands.on_state)
         self.commands.start()
+        self.alarms = AlarmService(self.store, self.recorder, self.states, self.events)
+        await self.alarms.start()
         self.recorder.start()
         await self.broker.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
@@ -204,8 +208,8 @@ class Hub:
             tls_port=_address(tls_socks[1])[1] if tls_socks else None,
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
-        fleet = FleetApi(self._api_registry, self.store, self.states, lambda _: 0)
-        api = Api(self.broker, self._api_registry, self.store, fleet, self.commands)
+        fleet = FleetApi(self._api_registry, self.store, self.states, self.alarms.alarms.count)
+        api = Api(self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms)
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),
             access_log=None,
@@ -280,6 +284,8 @@ class Hub:
             await self.ingest.stop()
         if self.commands is not None:
             await self.commands.stop()
+        if self.alarms is not None:
+            await self.alarms.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         if self.store is not None:

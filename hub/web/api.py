@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.alarmservice import AlarmService
 from hub.broker import EmbeddedBroker
 from hub.commands import CommandRefused, Commands
 from hub.devicestate import DeviceStates
@@ -32,6 +33,7 @@ from hub.topics import (
     command_topic,
     reply_topic,
 )
+from hub.web.alarms_api import AlarmsApi
 from hub.web.auth import principal_of
 from hub.web.fleet_api import FleetApi
 from hub.web.inputs import error, json_object, number
@@ -52,6 +54,7 @@ class Api:
         store: SqlHistory,
         fleet: FleetApi | None = None,
         commands: Commands | None = None,
+        alarms: AlarmService | None = None,
     ) -> None:
         self.broker = broker
         self.registry = registry
@@ -61,6 +64,10 @@ class Api:
             commands = Commands(broker, Recorder(store))
             broker.add_message_listener(commands.on_message)
         self.commands = commands
+        if alarms is None:
+            recorder = Recorder(store)
+            alarms = AlarmService(store, recorder, DeviceStates(recorder), lambda k, e: None)
+        self.alarms = AlarmsApi(alarms, store)
 
     # --- helpers ---------------------------------------------------------------------------
     async def _device(self, request: web.Request, identity: Identity) -> str:

@@ -48,7 +48,7 @@ class Route:
     method: str
     path: str
     access: Access
-    handler: str  # "<part>.<method>": pages, auth, api, fleet or manage
+    handler: str  # "<part>.<method>": pages, auth, api, fleet, alarms or manage
 
 
 A = Access
@@ -75,6 +75,11 @@ ROUTES = (
     Route("GET", "/api/devices/{id}/telemetry.csv", A.PUBLIC_USER, "api.telemetry_csv"),
     Route("POST", "/api/devices/{id}/commands", A.USER, "api.command"),
     Route("GET", "/api/devices/{id}/commands/{cid}", A.PUBLIC_USER, "api.command_status"),
+    Route("GET", "/api/alarms", A.USER, "alarms.alarms"),
+    Route("POST", "/api/alarms/{id}/ack", A.USER, "alarms.acknowledge"),
+    Route("GET", "/api/alarms/rules", A.USER, "alarms.rules"),
+    Route("POST", "/api/alarms/rules", A.ADMIN, "alarms.add_rule"),
+    Route("DELETE", "/api/alarms/rules/{id}", A.ADMIN, "alarms.remove_rule"),
     Route("POST", "/api/devices", A.ADMIN, "manage.add_device"),
     Route("POST", "/api/devices/{id}/disable", A.ADMIN, "manage.disable_device"),
     Route("POST", "/api/devices/{id}/enable", A.ADMIN, "manage.enable_device"),
@@ -165,7 +170,8 @@ def build_app(broker: EmbeddedBroker, auth: Auth, api: Api, manage: Manage) -> w
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
     parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,
-                             "manage": manage, "fleet": api.fleet}  # fmt: skip
+                             "manage": manage, "fleet": api.fleet,
+                             "alarms": api.alarms}  # fmt: skip
     for route in ROUTES:
         part, method = route.handler.split(".")
         handler = auth.guard(route.access, getattr(parts[part], method))

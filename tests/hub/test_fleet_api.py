@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.hub.fleet import admin_token, call, get, health, poll, raw_device
-from tests.support.hubproc import hub_cli, start_hub
+from tests.support.hubproc import HubProcess, hub_cli, provision, start_hub
+from tests.support.postgres import fresh_database
 
 
 def test_fleet_pages_counts_searches_filters_and_sorts(tmp_path: Path) -> None:
@@ -75,11 +78,17 @@ def test_fleet_pages_counts_searches_filters_and_sorts(tmp_path: Path) -> None:
         hub.stop()
 
 
-def test_state_survives_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_state_survives_a_restart(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     """After a hub restart the API serves each device's last status, health, boot, firmware,
-    board, readings and last message before the device reconnects."""
+    board, readings and last message before the device reconnects (on either store)."""
     data = tmp_path / "data"
-    hub = start_hub(data)
+    store: list[str] = []
+    if backend == "postgresql":
+        store = ["--store", fresh_database(request.getfixturevalue("postgres_url"))]
+    hub = start_hub(data, *store)
     admin = admin_token(hub)
 
     async def before() -> None:
@@ -96,7 +105,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         assert seen["sensors"]["temp"]["value"] == 19.5
     finally:
         hub.stop()
-    hub = start_hub(data)
+    hub = start_hub(data, *store)
     try:
         after = get(hub, "/api/devices/awake-1", admin)
         assert (after["fw"], after["board"], after["health"]["heap"]) == (
@@ -111,3 +120,29 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         assert (counts["asleep"], counts["offline"], counts["all"]) == (1, 1, 2)
     finally:
         hub.stop()
+
+
+def test_device_events_and_last_seen_of_a_registered_device(secure_hub: HubProcess) -> None:
+    """A registered device's connect and disconnect are in its history, and its last message
+    is its last_seen (later than the connect)."""
+    creds = provision(secure_hub, "reg-1")
+    admin = admin_token(secure_hub)
+
+    async def scenario() -> None:
+        device = await raw_device(secure_hub, "reg-1", username="reg-1",
+                                  password=creds["password"])  # fmt: skip
+        await device.publish("d/reg-1/t/temp", b"c1,0,1.5", qos=1)
+        await device.disconnect()
+
+        def history() -> object:
+            events = get(secure_hub, "/api/devices/reg-1/history", admin)["events"]
+            return events if [e["event"] for e in events][:2] == [
+                "disconnected", "connected"] else None  # fmt: skip
+
+        events = await poll(history, what="connect and disconnect in the history")
+        assert events[0]["reason"] == "clean" and events[0]["time"] >= events[1]["time"]
+        state = get(secure_hub, "/api/devices/reg-1", admin)
+        assert state["status"] == "offline" and state["registered"] is True
+        assert state["last_seen"] >= events[1]["time"]
+
+    asyncio.run(scenario())

@@ -20,7 +20,7 @@ from tests.security.test_access import Events, token
 from tests.support.hubproc import HubProcess, provision, scaled, start_hub
 from tests.support.mqtt import RawClient
 
-PAGES = {"/", "/client"}
+PAGES = {"/", "/client", "/devices/{id}"}
 
 
 def run(coro):  # type: ignore[no-untyped-def]
