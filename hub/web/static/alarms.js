@@ -148,6 +148,14 @@ const alarmsPanel = (() => {
   function init(userRole, changed) {
     role = userRole;
     onChange = changed;
+    if (ROLE_RANK[role] < ROLE_RANK.operator) {
+      // The hub lists alarms to operators and admins; a viewer sees them as the fleet's
+      // "alarm" count and filter.
+      $("#alarms").remove();
+      $("#no-alarms").textContent = "Alarmed devices are marked in the fleet (the alarm filter).";
+      $("#rules-admin").remove();
+      return;
+    }
     if (ROLE_RANK[role] >= ROLE_RANK.admin) {
       $("#rules-admin").hidden = false;
       $("#rule-form").addEventListener("submit", addRule);
