@@ -40,8 +40,13 @@ class RuleError(ValueError):
 
 def _number(body: Mapping[str, Any], name: str, default: float | None, low: float) -> float:
     value = body.get(name, default)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or not low <= value <= MAX_THRESHOLD):  # fmt: skip
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53:
+        value = float(value)  # a bigger int would overflow a float: refused below
+    if (
+        not isinstance(value, float)
+        or not math.isfinite(value)
+        or not (low <= value <= MAX_THRESHOLD)
+    ):
         raise RuleError(f'"{name}" must be a number from {low:g} to {MAX_THRESHOLD:g}')
     return float(value)
 
@@ -110,6 +115,7 @@ class Alarms:
         self._since: dict[tuple[int, str], tuple[float, float]] = {}  # condition held since
         self._reconnects: dict[str, deque[tuple[float, str, int]]] = {}
         self._next_id = 1
+        self._watching: dict[str, list[dict[str, Any]]] = {}
 
     # --- loading ------------------------------------------------------------------------------
     def set_rules(self, rules: list[dict[str, Any]]) -> None:
@@ -121,6 +127,15 @@ class Alarms:
             except (RuleError, KeyError, TypeError, ValueError) as exc:
                 log.warning("alarm rule %r ignored: %s", str(raw.get("id"))[:20], exc)
         self.rules = fresh
+        # Which rules each kind of change can move (a reading only its sensor's rules).
+        self._watching = {}
+        for one in fresh.values():
+            if one["enabled"]:
+                what = {"above": "reading:", "below": "reading:", "offline": "status"}.get(
+                    one["kind"], "health"
+                )
+                what += one["sensor"] if what == "reading:" else ""
+                self._watching.setdefault(what, []).append(one)
         now = time.time()
         for key, alarm in list(self.active.items()):
             rule = self.rules.get(key[0])
@@ -146,6 +161,13 @@ class Alarms:
     def count(self, device: str) -> int:
         return sum(1 for (_, d) in self.active if d == device)
 
+    def counts(self) -> dict[str, int]:
+        """Active alarms by device."""
+        found: dict[str, int] = {}
+        for _, device in self.active:
+            found[device] = found.get(device, 0) + 1
+        return found
+
     def listing(self, everything: bool) -> list[dict[str, Any]]:
         found = list(self.active.values())
         if everything:
@@ -162,20 +184,16 @@ class Alarms:
     def on_state(self, device: str, what: str, state: Mapping[str, Any]) -> None:
         """A device's reading, health or status changed."""
         now = time.time()
-        if what == "health":
+        if what == "health" and any(r["kind"] == "reconnects_above"
+                                    for r in self._watching.get("health", ())):  # fmt: skip
             self._note_reconnects(device, state, now)
-        for rule in list(self.rules.values()):
-            if not rule["enabled"] or not applies(rule, device, state):
-                continue
-            kind = rule["kind"]
-            if kind in ("above", "below") and what != "reading:" + rule["sensor"]:
-                continue
-            if kind in ("heap_below", "reconnects_above") and what != "health":
-                continue
-            if kind == "offline" and what not in ("status", "tick") and not what.startswith(
-                "reading:"):  # fmt: skip
-                continue
-            self._evaluate(rule, device, state, now)
+        for rule in self._watching.get(what, ()):
+            if applies(rule, device, state):
+                self._evaluate(rule, device, state, now)
+        if what.startswith("reading:"):  # a message from an offline-alarmed device clears it
+            for rule in self._watching.get("status", ()):
+                if (rule["id"], device) in self.active:
+                    self._evaluate(rule, device, state, now)
 
     def tick(self, states: Mapping[str, Mapping[str, Any]], now: float | None = None) -> None:
         """Offline-for-N-minutes rules and conditions waiting out their for_s."""

@@ -136,8 +136,8 @@ class DeviceStates:
             return None
         kind = parts[2]
         device = parts[1]
-        if kind == "s" and not payload:  # a removed device's cleared status
-            if self.states.pop(device, None) is not None:
+        if not payload:  # a removed device's cleared status and health
+            if kind == "s" and self.states.pop(device, None) is not None:
                 self._recorder.state(device, None)
                 self._event_budget.pop(device, None)
                 self._health_row_at.pop(device, None)
@@ -193,7 +193,8 @@ class DeviceStates:
         if event.get("identity") != "device":
             return
         device = str(event.get("name") or "")
-        state = self._state(device)
+        # Only a connect makes a device known: a removed device's late disconnect does not.
+        state = self._state(device) if kind == "connected" else self.states.get(device)
         if state is None:
             return
         now = time.time()

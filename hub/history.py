@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS alarms (
     rule_id BIGINT NOT NULL,
     device TEXT NOT NULL,
     alarm TEXT NOT NULL,
+    cleared_at DOUBLE PRECISION,
     acknowledged_by TEXT,
     acknowledged_at DOUBLE PRECISION
 );
@@ -183,7 +184,7 @@ class RecordsSql:
              c["replied_at"], c["expires_at"])
             for c in records.commands.values()
         ]  # fmt: skip
-        alarms = [(a["id"], a["rule"], a["device"], json.dumps(a))
+        alarms = [(a["id"], a["rule"], a["device"], json.dumps(a), a.get("cleared_at"))
                   for a in records.alarms.values()]  # fmt: skip
         with self._lock:
             self._transaction([
@@ -195,7 +196,8 @@ class RecordsSql:
                  f" VALUES ({m}, {m}, {m}, {m})", list(records.events)),
                 (self._upsert("commands", "id", ["device", "by_name", "op", "body", "sent_at",
                               "status", "reply", "replied_at", "expires_at"]), commands),
-                (self._upsert("alarms", "id", ["rule_id", "device", "alarm"]), alarms),
+                (self._upsert("alarms", "id", ["rule_id", "device", "alarm", "cleared_at"]),
+                 alarms),
             ])  # fmt: skip
 
     def load_states(self) -> dict[str, dict[str, Any]]:
@@ -299,6 +301,7 @@ class RecordsSql:
                 (f"DELETE FROM device_events WHERE at < {m}", [(cutoff,)]),
                 (f"DELETE FROM commands WHERE sent_at < {m} AND status <> 'pending'",
                  [(cutoff,)]),
+                (f"DELETE FROM alarms WHERE cleared_at < {m}", [(cutoff,)]),
             ])  # fmt: skip
 
     # --- alarm rules and alarms (the CLI writes rules too) -----------------------------------

@@ -75,6 +75,11 @@ class Recorder:
             await asyncio.to_thread(self._store.save_records, batch)
         except Exception as exc:  # a store failure: keep the batch and retry
             batch.merge(self.pending)
+            held = len(batch.health) + len(batch.events)
+            if held > MAX_HELD:  # the oldest history rows go first
+                self.dropped += held - MAX_HELD
+                del batch.health[: max(0, len(batch.health) - MAX_HELD // 2)]
+                del batch.events[: max(0, len(batch.events) - MAX_HELD // 2)]
             self.pending = batch
             now = time.monotonic()
             if now - self._warned >= WARN_EVERY_S:

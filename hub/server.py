@@ -118,6 +118,7 @@ class Hub:
         self.broker.add_event_sink(self._device_seen)
         self.registry: Registry | None = None
         self._api_registry: Registry | None = None  # the HTTP API's own connection
+        self._fleet_registry: Registry | None = None  # the fleet list's
         self.accounts: Accounts | None = None
         self._seen: dict[str, float] = {}  # device id -> last connect or disconnect
         self.store: SqlHistory | None = None
@@ -161,6 +162,7 @@ class Hub:
 
         self.registry = Registry(cfg.data_dir)
         self._api_registry = Registry(cfg.data_dir)
+        self._fleet_registry = Registry(cfg.data_dir)  # sees the console's changes too
         self.accounts = Accounts(cfg.data_dir)
         key = load_key(cfg.data_dir)
         self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
@@ -208,7 +210,7 @@ class Hub:
             tls_port=_address(tls_socks[1])[1] if tls_socks else None,
         )  # fmt: skip
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
-        fleet = FleetApi(self._api_registry, self.store, self.states, self.alarms.alarms.count)
+        fleet = FleetApi(self._fleet_registry, self.store, self.states, self.alarms.alarms.counts)
         api = Api(self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms)
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage),
@@ -293,7 +295,7 @@ class Hub:
         if self.registry is not None:
             await self._write_seen()
             self.registry.close()
-        for other in (self._api_registry, self.accounts):
+        for other in (self._api_registry, self._fleet_registry, self.accounts):
             if other is not None:
                 other.close()
         log.info("hub stopped")

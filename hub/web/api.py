@@ -1,4 +1,6 @@
-"""The HTTP API (JSON): devices, telemetry history (JSON or CSV) and commands.
+"""The HTTP API (JSON): the device list, telemetry history (JSON or CSV) and commands (sent
+and waited for, or pending with ``wait=0``; hub/commands.py). The fleet console's reads are
+in hub/web/fleet_api.py, alarms in hub/web/alarms_api.py; the app's route table names them.
 
 Every endpoint needs a console session or ``Authorization: Bearer TOKEN`` (``hub token
 create``); the guard in hub/web/auth.py has admitted the caller before a handler runs. Reading
@@ -12,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +43,7 @@ from hub.web.inputs import error, json_object, number
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0
+OP_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 MAX_COMMAND_TIMEOUT_S = 120.0
 COMMAND_TTL_S = 3600.0
 MAX_COMMAND_TTL_S = 7 * 86400.0
@@ -112,10 +115,11 @@ class Api:
         """Every device the caller may read: the fleet's DEVICE objects plus ``online`` and
         ``last_seen_at`` (the registry's last connect), sorted by id."""
         readable = await self.fleet.readable(principal_of(request).identity)
+        alarms = self.fleet.alarm_counts()
         out = []
         for device in sorted(readable):
             registered = readable[device]
-            view = self.fleet.device_view(device, registered)
+            view = self.fleet.device_view(device, registered, alarms)
             view["online"] = view["status"] == "online"
             view["last_seen_at"] = registered.last_seen_at if registered else None
             out.append(view)
@@ -150,8 +154,10 @@ class Api:
         if wait not in ("0", "1"):
             raise error(web.HTTPBadRequest, "wait must be 0 or 1")
         command = await json_object(request)
-        if not isinstance(command.get("op"), str) or not 1 <= len(command["op"]) <= 64:
-            raise error(web.HTTPBadRequest, 'a command is a JSON object with an "op"')
+        if not isinstance(command.get("op"), str) or not OP_RE.match(command["op"]):
+            raise error(
+                web.HTTPBadRequest, 'a command is a JSON object with an "op" (a-z, 0-9, _)'
+            )
         given = number(query, "timeout")
         timeout = COMMAND_TIMEOUT_S if given is None else given
         if not 0 < timeout <= MAX_COMMAND_TIMEOUT_S:
@@ -197,14 +203,5 @@ class Api:
         return web.json_response({k: v for k, v in record.items() if k != "device"})
 
 
-def _json_or_none(data: bytes | None) -> Any:
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
-
-
-def _none(_: str) -> int:
-    return 0
+def _none() -> dict[str, int]:
+    return {}

@@ -3,6 +3,7 @@ reconnects an hour, offline minutes on the tick, acknowledgement, removed rules.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -47,6 +48,7 @@ def temp(value: float) -> dict[str, Any]:
         ({"name": "x", "kind": "offline", "threshold": float("nan")}, '"threshold"'),
         ({"name": "x", "kind": "offline", "threshold": -1}, '"threshold"'),
         ({"name": "x", "kind": "offline", "threshold": True}, '"threshold"'),
+        ({"name": "x", "kind": "offline", "threshold": 10**400}, '"threshold"'),
         ({"name": "x", "kind": "offline", "threshold": 1, "for_s": 1e9}, '"for_s"'),
         ({"name": "x", "kind": "offline", "threshold": 1, "scope": {"device": "BAD!"}}, '"scope"'),
         ({"name": "x", "kind": "offline", "threshold": 1, "scope": {"fleet": 1}}, '"scope"'),
@@ -130,6 +132,10 @@ def test_offline_minutes_on_the_tick_and_clear_on_return() -> None:
     assert seen.kinds() == ["alarm_raised"] and seen.events[0][1]["device"] == "d1"
     alarms.on_state("d1", "status", state(status="online"))
     assert seen.kinds() == ["alarm_raised", "alarm_cleared"]
+    alarms.tick(away, now=1000.0 + 12 * 60)  # gone again: raised again
+    sleeper = state(status="asleep", last_seen=time.time(), sensors={"t": {"value": 1}})
+    alarms.on_state("d1", "reading:t", sleeper)  # a deep-sleep wake's reading clears it
+    assert seen.kinds() == ["alarm_raised", "alarm_cleared"] * 2
 
 
 def test_reconnects_an_hour_within_one_boot() -> None:

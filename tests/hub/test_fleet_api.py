@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.fleet import admin_token, call, get, health, poll, raw_device
+from tests.hub.fleet import admin_token, call, get, health, poll, raw_device, until
 from tests.support.hubproc import HubProcess, hub_cli, provision, start_hub
 from tests.support.postgres import fresh_database
 
@@ -146,3 +146,31 @@ def test_device_events_and_last_seen_of_a_registered_device(secure_hub: HubProce
         assert state["last_seen"] >= events[1]["time"]
 
     asyncio.run(scenario())
+
+
+def test_series_and_health_over_http(hub: HubProcess) -> None:
+    """The series endpoint returns a sensor's readings raw when few and in buckets when more
+    than `points` (counts adding up); the health endpoint returns the health rows."""
+    admin = admin_token(hub)
+
+    async def scenario() -> None:
+        device = await raw_device(hub, "chart-1", meta=health(heap=4242))
+        for seq in range(6):
+            await device.publish("d/chart-1/t/temp", b"ab,%d,%d.5" % (seq, seq), qos=1)
+        await device.publish("d/chart-1/t/hum", b"ab,6,40.0", qos=1)
+        await device.close()
+
+    asyncio.run(scenario())
+    raw = get(hub, "/api/devices/chart-1/series?sensor=temp", admin)
+    assert raw["bucket_s"] == 0 and set(raw["series"]) == {"temp"}
+    assert raw["series"]["temp"]["mean"] == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
+    assert raw["until"] - raw["since"] == 86400
+    since = raw["series"]["temp"]["t"][0] - 1
+    coarse = get(hub, f"/api/devices/chart-1/series?since={since}&points=2", admin)
+    temp = coarse["series"]["temp"]
+    assert coarse["bucket_s"] > 0 and sum(temp["n"]) == 6 and len(temp["t"]) <= 2
+    assert min(temp["min"]) == 0.5 and max(temp["max"]) == 5.5
+    assert coarse["series"]["hum"]["n"] == [1]
+    # Health rows are written in batches (once a second).
+    rows = until(lambda: (h := get(hub, "/api/devices/chart-1/health", admin))["t"] and h)
+    assert rows["heap"] == [4242] and rows["bucket_s"] == 0 and len(rows["t"]) == 1

@@ -28,7 +28,7 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 def example_path(path: str, device: str = "ghost", name: str = "nobody") -> str:
-    return path.replace("{id}", device).replace("{name}", name)
+    return path.replace("{id}", device).replace("{name}", name).replace("{cid}", "1")
 
 
 def session_cookie(console: Console) -> Morsel[str]:

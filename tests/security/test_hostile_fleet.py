@@ -4,10 +4,11 @@ alarms): a clear 4xx JSON error, never a 500; and who may do what with alarms an
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from tests.security.console import Console, Reply
 from tests.security.test_access import token
-from tests.support.hubproc import HubProcess, provision
+from tests.support.hubproc import HubProcess, provision, start_hub
 
 BAD_READS = [
     "/api/fleet?limit=0",
@@ -42,6 +43,7 @@ BAD_RULES = [
     {"name": "x", "kind": "offline", "threshold": 1, "scope": [1]},
     {"name": "x", "kind": "offline", "threshold": 1, "for_s": -1},
     {"name": ["x"], "kind": "offline", "threshold": 1},
+    {"name": "x", "kind": "offline", "threshold": 10**400},
 ]
 
 
@@ -73,6 +75,7 @@ def test_bad_parameters_and_bodies_get_4xx(console_hub: HubProcess) -> None:
             ("?wait=yes", {"op": "ping"}),
             ("?wait=0", {"op": "x" * 65}),
             ("?wait=0", {"op": 5}),
+            ("?wait=0", {"op": "ping\u0000"}),
         ]
         for query, body in bad_commands:
             path = "/api/devices/target/commands" + query
@@ -106,3 +109,24 @@ def test_roles_on_alarms_and_pending_commands(console_hub: HubProcess) -> None:
             assert (await anonymous.request("GET", path)).status == 401, path
 
     asyncio.run(scenario())
+
+
+def test_public_view_shows_state_and_charts_but_no_history_or_alarms(tmp_path: Path) -> None:
+    """With --public-view anyone reads the fleet, a device, its series and health; its
+    command and event history, commands and alarms still need a login."""
+    hub = start_hub(tmp_path / "data", "--public-view", secure=True)
+    try:
+        provision(hub, "pub-2")
+
+        async def scenario() -> None:
+            anonymous = Console.http(hub)
+            for path in ("/api/fleet", "/api/devices/pub-2", "/api/devices/pub-2/series",
+                         "/api/devices/pub-2/health"):  # fmt: skip
+                assert (await anonymous.request("GET", path)).status == 200, path
+            for path in ("/api/devices/pub-2/history", "/api/devices/pub-2/commands/1",
+                         "/api/alarms", "/api/alarms/rules"):  # fmt: skip
+                assert (await anonymous.request("GET", path)).status == 401, path
+
+        asyncio.run(scenario())
+    finally:
+        hub.stop()

@@ -63,7 +63,10 @@ def test_no_route_answers_hostile_input_with_a_500(console_hub: HubProcess) -> N
         session = Console.http(console_hub)
         assert (await session.login("ada")).status == 200
         for route in routes:
-            paths = {route.path.replace("{id}", v).replace("{name}", v) for v in PATH_VALUES}
+            paths = {
+                route.path.replace("{id}", v).replace("{name}", v).replace("{cid}", v)
+                for v in PATH_VALUES
+            }
             if route.method == "DELETE":
                 paths.discard(route.path.replace("{id}", "known"))  # the other cases' device
             for path in sorted(paths):
