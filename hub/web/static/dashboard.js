@@ -31,6 +31,7 @@ const state = {
   fallback: false, // the hub has no /api/fleet: the list is /api/devices, filtered here
   templates: null, // the hub's topic templates the page subscribes to per device
   subscribed: new Set(), // the MQTT filters of the devices on the page
+  loaded: false, // a page of the fleet has come
 };
 // For tests and the console benchmark: what the page holds, without reading the DOM.
 window.fleetState = state;
@@ -172,6 +173,7 @@ function accept(answer) {
     }
   }
   state.rows = fresh;
+  state.loaded = true;
   state.total = hub.integer(answer.total) ?? fresh.size;
   const counts = hub.isObject(answer.counts) ? answer.counts : {};
   for (const key of ["all", ...STATES]) {
@@ -356,11 +358,16 @@ function syncSubscriptions() {
   const gone = [...state.subscribed].filter((f) => !wanted.has(f));
   const added = [...wanted].filter((f) => !state.subscribed.has(f));
   if (gone.length) client.unsubscribe(gone);
+  // "live" once the hub has granted the page's subscriptions: from then on nothing is missed.
+  const live = $("#link").textContent.startsWith("live");
   if (added.length) {
     client.subscribe(added, { qos: 0 }, (err, granted) => {
       const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
       if (err || refused.length) setLink(`live (refused: ${refused.slice(0, 3).join(", ")})`, true);
+      else if (!live && client.connected) setLink("live", true);
     });
+  } else if (!live && state.loaded) {
+    setLink("live", true);
   }
   state.subscribed = wanted;
 }
@@ -386,7 +393,7 @@ function connect(info) {
   }));
   state.client = client;
   client.on("connect", () => {
-    setLink("live", true);
+    setLink("connected", true);
     if (rank() >= ROLE_RANK.admin) client.subscribe(topics.events, { qos: 0 });
     state.subscribed = new Set(); // a new session: every filter again
     syncSubscriptions();
@@ -397,7 +404,9 @@ function connect(info) {
     if (err.code === 4 || err.code === 5) hub.renewNow();
   });
   client.on("close", () => {
-    if ($("#link").textContent.startsWith("live")) setLink("disconnected", false);
+    if ($("#link").textContent.startsWith("live") || $("#link").textContent === "connected") {
+      setLink("disconnected", false);
+    }
   });
   client.on("message", onMessage);
   hub.onToken((fresh) => {

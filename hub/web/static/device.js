@@ -419,15 +419,21 @@ function connect(info) {
     password: info.token,
   }));
   client.on("connect", () => {
-    setLink("live", true);
-    client.subscribe(filters, { qos: 0 });
+    setLink("connected", true);
+    // "live" once the hub has granted the subscriptions: from then on nothing is missed.
+    client.subscribe(filters, { qos: 0 }, (err, granted) => {
+      const refused = (granted || []).filter((g) => g.qos === 128);
+      setLink(err || refused.length ? "live (some topics refused)" : "live", true);
+    });
   });
   client.on("error", (err) => {
     setLink(err.code === 4 || err.code === 5 ? "refused: bad or expired token" : `error: ${err.message}`, false);
     if (err.code === 4 || err.code === 5) hub.renewNow();
   });
   client.on("close", () => {
-    if ($("#link").textContent === "live") setLink("disconnected", false);
+    if ($("#link").textContent.startsWith("live") || $("#link").textContent === "connected") {
+      setLink("disconnected", false);
+    }
   });
   client.on("message", (topic, message, packet) => {
     onMessage(matchers, topic, message, packet.retain === true);
