@@ -160,9 +160,7 @@ function accept(answer) {
   const fresh = new Map();
   for (const raw of devices.slice(0, 500)) {
     const dev = answer.clean ? raw : cleanDevice(raw);
-    // Workaround: the hub's list keeps a removed device that had connected (unregistered, its
-    // status cleared); an unregistered device with no status is such a ghost, not shown.
-    if (dev && !(dev.registered === false && dev.status === null)) fresh.set(dev.id, dev);
+    if (dev) fresh.set(dev.id, dev);
   }
   // Live values already on a row stay if the hub's answer is older (no flicker back).
   for (const [id, dev] of fresh) {
@@ -480,11 +478,7 @@ setInterval(() => {
     else $(panel).remove();
   }
   if (rank() >= ROLE_RANK.admin) {
-    // The hub reads its registry at most every 2 s for the fleet list: ask again after that.
-    deviceAdmin.init(async () => {
-      await loadPage();
-      setTimeout(loadPage, 2500);
-    });
+    deviceAdmin.init(loadPage);
     if (session) userAdmin.init(); // accounts are managed from a session, not the public view
   }
   renderRegistry();
