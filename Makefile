@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO_DEVICES ?= 3
 
-.PHONY: setup demo test lint bench bench-firmware clean
+.PHONY: setup demo test lint bench bench-firmware bench-console clean
 
 setup:
 	@bash tools/bootstrap.sh
@@ -26,6 +26,9 @@ bench: setup
 
 bench-firmware: setup
 	@$(PY) -m tools.bench_firmware
+
+bench-console: setup
+	@$(PY) -m tools.bench_console $(ARGS)
 
 # A local RabbitMQ cluster (make cluster CLUSTER_NODES=5); Ctrl-C stops it.
 .PHONY: cluster

@@ -58,7 +58,7 @@ def test_client_with_typed_credentials_publishes_and_sees_its_message(
     expect(page.locator("#status")).to_have_text("connected", timeout=ms(10))
     page.fill("#sub-filter", "lab/#")
     page.click("#subscribe")
-    expect(page.locator('#subscriptions li[data-filter="lab/#"]')).to_have_text(
+    expect(page.locator('#subscriptions li[data-filter="lab/#"] .text')).to_have_text(
         "lab/#: granted QoS 1", timeout=ms(5)
     )
     page.fill("#sub-filter", "d/#")
@@ -89,3 +89,93 @@ def test_refused_login_shows_an_error(secure_hub: HubProcess, page: Page) -> Non
     expect(page.locator("#status")).to_have_text("refused", timeout=ms(10))
     expect(page.locator("#status-detail")).to_contain_text("bad user name or password")
     expect(page.locator("#subscribe")).to_be_disabled()
+
+
+def test_client_unsubscribes_shows_pubacks_and_clears_retained(
+    secure_hub: HubProcess, page: Page
+) -> None:
+    """Publishes at QoS 1 show the hub's PUBACK and at QoS 0 that none comes; an empty
+    retained publish clears the retained message; after unsubscribe no more messages arrive;
+    a new connection starts with an empty subscription list."""
+    hub = secure_hub
+    token = _token(hub, "--subscribe", "lab/#", "--publish", "lab/#")
+    logged_in(page, hub, "viewer", next_path="/client")
+    page.fill("#password", token)
+    page.click("#connect")
+    expect(page.locator("#status")).to_have_text("connected", timeout=ms(10))
+    page.fill("#pub-topic", "lab/keep")
+    page.fill("#pub-payload", "kept")
+    page.check("#pub-retain")
+    page.select_option("#pub-qos", "1")
+    page.click("#publish")
+    ack = page.locator('#publishes li[data-topic="lab/keep"]').first
+    expect(ack).to_have_attribute("data-state", "acknowledged", timeout=ms(5))
+    expect(ack).to_contain_text("PUBACK")
+    page.select_option("#pub-qos", "0")
+    page.uncheck("#pub-retain")
+    page.fill("#pub-topic", "lab/zero")
+    page.click("#publish")
+    zero = page.locator('#publishes li[data-topic="lab/zero"]').first
+    expect(zero).to_contain_text("no acknowledgement at QoS 0", timeout=ms(5))
+
+    page.fill("#sub-filter", "lab/#")
+    page.click("#subscribe")
+    sub = page.locator('#subscriptions li[data-filter="lab/#"]')
+    expect(sub).to_contain_text("granted", timeout=ms(5))
+    kept = page.locator('#messages li[data-topic="lab/keep"]')
+    expect(kept).to_have_count(1, timeout=ms(5))  # the retained message
+    page.fill("#pub-topic", "lab/keep")
+    page.select_option("#pub-qos", "1")
+    page.click("#clear-retained")
+    cleared = page.locator('#publishes li[data-topic="lab/keep"]').first
+    expect(cleared).to_contain_text("(retained) (empty): PUBACK", timeout=ms(5))
+    expect(kept).to_have_count(2, timeout=ms(5))  # the empty message, delivered live
+
+    sub.locator("button.unsubscribe").click()
+    expect(sub).to_have_count(0, timeout=ms(5))
+    page.fill("#pub-topic", "lab/after")
+    page.click("#publish")
+    expect(page.locator('#publishes li[data-topic="lab/after"]').first).to_contain_text(
+        "PUBACK", timeout=ms(5)
+    )
+    # A marker through a fresh subscription proves the earlier message had time to arrive.
+    page.fill("#sub-filter", "lab/marker")
+    page.click("#subscribe")
+    expect(page.locator('#subscriptions li[data-filter="lab/marker"]')).to_contain_text(
+        "granted", timeout=ms(5)
+    )
+    page.fill("#pub-topic", "lab/marker")
+    page.click("#publish")
+    expect(page.locator('#messages li[data-topic="lab/marker"]')).to_have_count(1, timeout=ms(5))
+    expect(page.locator('#messages li[data-topic="lab/after"]')).to_have_count(0)
+
+    # Reconnecting (a new login) starts with no subscriptions, and the retained one is gone.
+    page.click("#disconnect")
+    page.click("#connect")
+    expect(page.locator("#status")).to_have_text("connected", timeout=ms(10))
+    expect(page.locator("#subscriptions li")).to_have_count(0)
+    page.click("#clear")
+    page.fill("#sub-filter", "lab/#")
+    page.click("#subscribe")
+    expect(page.locator('#subscriptions li[data-filter="lab/#"]')).to_contain_text(
+        "granted", timeout=ms(5)
+    )
+    page.fill("#pub-topic", "lab/marker")
+    page.click("#publish")
+    expect(page.locator('#messages li[data-topic="lab/marker"]')).to_have_count(1, timeout=ms(5))
+    expect(page.locator('#messages li[data-topic="lab/keep"]')).to_have_count(0)
+    assert_no_script_ran(page)
+
+
+def test_client_hints_at_client_id_for_a_device_login(secure_hub: HubProcess, page: Page) -> None:
+    """Typing a device's user name with another client id shows the hint that a device logs in
+    with client id = device id; matching them hides it."""
+    logged_in(page, secure_hub, "viewer", next_path="/client")
+    expect(page.locator("#password")).not_to_have_value("", timeout=ms(10))
+    hint = page.locator("#client-id-hint")
+    expect(hint).to_be_hidden()
+    page.fill("#username", "kitchen-1")
+    expect(hint).to_be_visible()
+    expect(hint).to_contain_text('client id "kitchen-1"')
+    page.fill("#client-id", "kitchen-1")
+    expect(hint).to_be_hidden()

@@ -23,16 +23,16 @@ from tests.support.hubproc import HubProcess
 def test_operator_sees_the_fleet_live_and_commands_a_device(
     secure_hub: HubProcess, page: Page, tmp_path: Path
 ) -> None:
-    """Logged in as an operator: a real device shows online with its health; its chart is
-    backfilled and gains a point within a second of a publish; the command form reaches the
-    device and its reply appears (a refused argument as an error); killing the device turns it
-    offline; there is no device management or hub events panel."""
+    """Logged in as an operator: a real device shows online with its health in the fleet; its
+    row opens its page, where its chart is backfilled and gains a point within a second of a
+    publish; the command form reaches the device and its reply appears (a refused argument as
+    an error); killing the device turns it offline; the fleet page has no device management or
+    hub events panel."""
     hub = secure_hub
     creds = register(hub, "dash-1")
     other = register(hub, "dash-2")  # publishes the extra reading as a device of its own
     logged_in(page, hub, "operator")
     expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
-    expect(page.locator("#command-form")).to_have_count(1)
     expect(page.locator("#devices-panel")).to_have_count(0)
     expect(page.locator("#events-panel")).to_have_count(0)
     with running_device(tmp_path, hub, "dash-1", period_s=30, meta_s=1,
@@ -42,17 +42,19 @@ def test_operator_sees_the_fleet_live_and_commands_a_device(
         expect(row.locator(".facts")).to_contain_text("heap", timeout=ms(10))
         expect(row.locator(".facts")).to_contain_text("plain allowed")
         row.click()
+        expect(page).to_have_url(f"{hub.http_url}/devices/dash-1", timeout=ms(10))
         expect(page.locator("#command-form")).to_be_visible()
         expect(page.locator('#health dd[data-field="board"]')).to_have_text("unix-sim")
-        chart = page.locator("#chart")
+        expect(page.locator("#status")).to_have_text("online", timeout=ms(10))
+        chart = page.locator("#charts .chart").first
         expect(chart).not_to_have_attribute("data-points", "0", timeout=ms(10))
+        sensor = chart.get_attribute("data-sensor")
+        chart = page.locator(f'#charts .chart[data-sensor="{sensor}"]')
         before = int(chart.get_attribute("data-points") or 0)
         with MqttDevice(hub, other) as publisher:
             # The reading of another device must not land on this one's chart...
-            publisher.publish(telemetry_topic("dash-2", "temp"), "abcd,500,42.5")
-        expect(page.locator('#fleet li[data-device="dash-2"] .values')).to_have_text(
-            "temp 42.5", timeout=ms(5)
-        )
+            publisher.publish(telemetry_topic("dash-2", sensor or "temp"), "abcd,500,42.5")
+        expect(page.locator("#latest")).not_to_contain_text("42.5")
         expect(chart).to_have_attribute("data-points", str(before))
         # ...but the device's own next reading does, at once ("read now").
         page.select_option("#command-op", "read")
@@ -70,7 +72,7 @@ def test_operator_sees_the_fleet_live_and_commands_a_device(
         expect(page.locator("#replies li").first).to_contain_text("ok: false", timeout=ms(5))
         save_screenshot(page, "dashboard")
         device.kill()
-        expect(row.locator(".status")).to_have_text("offline", timeout=ms(10))
+        expect(page.locator("#status")).to_have_text("offline", timeout=ms(10))
     assert_no_script_ran(page)
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
 
@@ -78,8 +80,9 @@ def test_operator_sees_the_fleet_live_and_commands_a_device(
 def test_viewer_sees_fleet_and_health_but_no_commands_or_management(
     secure_hub: HubProcess, page: Page
 ) -> None:
-    """Logged in as a viewer: the fleet, health and the chart are there; the command form,
-    device management and the hub events panel are not in the page at all."""
+    """Logged in as a viewer: the fleet, health and the device's page with live readings are
+    there; the command form, device management, alarm rules and the hub events panel are not
+    in the pages at all."""
     hub = secure_hub
     creds = register(hub, "view-1")
     with MqttDevice(hub, creds) as dev:
@@ -91,11 +94,14 @@ def test_viewer_sees_fleet_and_health_but_no_commands_or_management(
         row = page.locator('#fleet li[data-device="view-1"]')
         expect(row.locator(".status")).to_have_text("online", timeout=ms(10))
         expect(row.locator(".facts")).to_contain_text("fw 9.9.9")
+        for gone in ("#devices-panel", "#events-panel", "#rules-admin", "#alarms .ack"):
+            expect(page.locator(gone)).to_have_count(0)
         row.click()
+        expect(page).to_have_url(f"{hub.http_url}/devices/view-1", timeout=ms(10))
+        expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
         dev.publish(telemetry_topic("view-1", "temp"), "1f,0,21.5")
         expect(page.locator("#latest")).to_contain_text("temp 21.5", timeout=ms(5))
-    for gone in ("#command-form", "#devices-panel", "#events-panel"):
-        expect(page.locator(gone)).to_have_count(0)
+    expect(page.locator("#command-form")).to_have_count(0)
     assert_no_script_ran(page)
 
 

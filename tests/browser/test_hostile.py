@@ -13,6 +13,7 @@ must be shown, as they are.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.browser.console import (
     MqttDevice,
     assert_no_script_ran,
     health_json,
+    hub_api,
     logged_in,
     ms,
     register,
@@ -125,8 +127,9 @@ def expect_health_shown(page: Page, phase: str) -> None:
 def test_dashboard_shows_a_hostile_device_as_text(
     secure_hub: HubProcess, hostile_page: Page, request: pytest.FixtureRequest
 ) -> None:
-    """An admin's dashboard (fleet, health, chart, replies, command reply, events panel) shows
-    retained and live markup from a device as literal text and runs none of it."""
+    """An admin's fleet page (fleet row, events panel) and the device's own page (status,
+    health, latest values, charts, replies, command reply, command history, events) show
+    retained and live markup from a device as literal text and run none of it."""
     page = hostile_page
     creds = register(secure_hub, DEVICE)
     with MqttDevice(secure_hub, creds, answer=hostile_answer) as dev:
@@ -135,26 +138,51 @@ def test_dashboard_shows_a_hostile_device_as_text(
         expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
         row = page.locator(f'#fleet li[data-device="{DEVICE}"]')
         expect(row.locator(".fw")).to_have_text(f"fw {payloads('retained')['fw']}", timeout=ms(10))
-        row.click()
-        expect_health_shown(page, "retained")
 
         publish_live(dev)
-        expect_health_shown(page, "live")
-        expect(row.locator(".error-text")).to_have_text(f"error: {payloads('live')['error']}")
+        expect(row.locator(".error-text")).to_have_text(
+            f"error: {payloads('live')['error']}", timeout=ms(10)
+        )
         # The hub reports the publish outside the topic rules, with its topic, as an event.
         expect(page.locator("#events")).to_contain_text(trap("topic"), timeout=ms(10))
         # A failed login names the account it tried: someone's markup, as an event too.
         assert login_status(secure_hub, trap("login"), "wrong") == 401
         expect(page.locator("#events")).to_contain_text(trap("login"), timeout=ms(10))
+        save_screenshot(page, f"{request.node.name}-fleet")
+        assert_no_script_ran(page)
 
+        row.click()
+        expect(page).to_have_url(f"{secure_hub.http_url}/devices/{DEVICE}", timeout=ms(10))
+        expect_health_shown(page, "live")
+        expect(page.locator("#facts")).to_contain_text(payloads("live")["board"])
         page.select_option("#command-op", "ping")
         page.click("#command-send")
         reply = page.locator("#command-reply")
         expect(reply).to_contain_text(f"version: {REPLY_TEXT}", timeout=ms(10))
         expect(reply).to_contain_text(f"{REPLY_KEY}: x")
         expect(page.locator("#replies")).to_contain_text(f"version: {REPLY_TEXT}")
+        expect(page.locator("#commands")).to_contain_text(REPLY_TEXT, timeout=ms(20))
         # Numbers are shown as numbers (the last health message keeps the contract).
         expect(page.locator('#health dd[data-field="heap"]')).to_have_text("30000")
+        # Live readings on hostile sensor names, if the hub let them through, are chart titles.
+        for sensor in HOSTILE_SENSORS:
+            dev.attempt(telemetry_topic(DEVICE, sensor), "1f,20,2.5")
+        dev.publish(telemetry_topic(DEVICE, "temp"), "1f,21,3.5")
+        expect(page.locator('#charts .sensor-chart[data-sensor="temp"] h3')).to_have_text(
+            "temp", timeout=ms(10)
+        )
+        for title in page.locator("#charts .sensor-chart h3").all_text_contents():
+            assert title in {"temp", *HOSTILE_SENSORS}, title
+        # Once the reading is stored, a reload charts it from the hub's series.
+        deadline = time.monotonic() + scaled(10)
+        while not hub_api(secure_hub, "GET", f"/api/devices/{DEVICE}/telemetry?sensor=temp")[1]:
+            assert time.monotonic() < deadline, "the temp reading was never stored"
+            time.sleep(0.1)
+        page.reload()
+        expect_health_shown(page, "live")
+        expect(page.locator('#charts .sensor-chart[data-sensor="temp"]')).to_have_count(
+            1, timeout=ms(10)
+        )
         save_screenshot(page, request.node.name)
     assert_no_script_ran(page)
 

@@ -92,9 +92,16 @@ def test_dashboard_over_https_gets_live_data_over_wss(
         row = page.locator('#fleet li[data-device="tls-1"]')
         expect(row.locator(".status")).to_have_text("online", timeout=ms(10))
         row.click()
+        expect(page).to_have_url(f"{origin}/devices/tls-1", timeout=ms(10))
+        expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
         dev.publish(telemetry_topic("tls-1", "temp"), "2a,0,19.5")
         expect(page.locator("#latest")).to_contain_text("temp 19.5", timeout=ms(5))
-        expect(page.locator("#chart")).to_have_attribute("data-points", "1", timeout=ms(5))
+        expect(page.locator('#charts .chart[data-sensor="temp"]')).to_have_attribute(
+            "data-points", "1", timeout=ms(5)
+        )
+    assert set(sockets) == {f"wss://127.0.0.1:{hub.wss_port}/mqtt"}
+
+    page.go_back()
 
     page.locator('#registry li[data-device="tls-1"] button.cert').click()
     expect(page.locator("#secret")).to_be_visible(timeout=ms(10))

@@ -113,7 +113,11 @@ const hub = (() => {
       throw new ApiError(`the hub did not answer (${err.message})`, 0, null);
     }
     const date = Date.parse(response.headers.get("Date") || "");
-    if (Number.isFinite(date)) state.skew = date - Date.now();
+    // The Date header has whole seconds: a skew under 2 s is noise, not a wrong clock.
+    if (Number.isFinite(date)) {
+      const skew = date + 500 - Date.now();
+      state.skew = Math.abs(skew) < 2000 ? 0 : skew;
+    }
     if (response.status === 401 && redirect) return toLogin();
     if (response.status === 204) return null;
     const answer = await response.json().catch(() => null);
@@ -255,7 +259,53 @@ const hub = (() => {
     return { protocolVersion: 4, timerVariant: "native", ...extra };
   }
 
+  // --- device facts shared by the fleet and device pages ------------------------------------
+  // Health fields by type (README, "Topic contract"); anything else a device sends is ignored.
+  const HEALTH_TEXT = ["fw", "board", "reset", "boot", "error"];
+  const HEALTH_INT = ["up", "heap", "rssi", "reconnects", "queue", "dropped", "seq"];
+
+  function cleanHealth(raw) {
+    if (!isObject(raw)) return null;
+    const out = {};
+    for (const key of HEALTH_TEXT) out[key] = text(raw[key]);
+    for (const key of HEALTH_INT) out[key] = integer(raw[key]);
+    // Units per sensor, if the device describes them: {"temp": "°C"} (short strings only).
+    out.units = {};
+    if (isObject(raw.units)) {
+      for (const [sensor, unit] of Object.entries(raw.units).slice(0, 32)) {
+        const u = text(unit, 16);
+        if (u) out.units[text(sensor, 64)] = u;
+      }
+    }
+    return out;
+  }
+
+  function cleanStatus(raw) {
+    return typeof raw === "string" && raw ? text(raw, 32) : null;
+  }
+
+  // "12 s ago", "5 min ago", "3 h ago", "2 d ago"; "never" for null.
+  function ago(seconds) {
+    if (!seconds) return "never";
+    const s = Math.max(0, Math.round((Date.now() + state.skew) / 1000 - seconds));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    return s < 172800 ? `${Math.round(s / 3600)} h ago` : `${Math.round(s / 86400)} d ago`;
+  }
+
+  // A hub time (Unix seconds) as local date and time, or "—".
+  function when(seconds) {
+    const value = number(seconds);
+    return value === null ? "—" : new Date(value * 1000).toLocaleString();
+  }
+
+  // The hub's clock now, in Unix seconds (the browser's clock may be off).
+  function now() {
+    return (Date.now() + state.skew) / 1000;
+  }
+
   return {
+    cleanHealth, cleanStatus, ago, when, now,
     el, safeHref, text, integer, number, parseJson, isObject,
     api, ApiError, start, onToken, renewNow, wsUrl, logout, showUser, toLogin,
     topicFilter, topicMatcher, mqttOptions,

@@ -1,52 +1,43 @@
-// The fleet dashboard: device list and health from the HTTP API, live updates over the
-// MQTT-over-WebSocket network (MQTT.js) with the session's short-lived token, per-device charts
-// (uPlot) backfilled from history, commands (operators), hub events (admins). Everything a
-// device sends is validated here and shown with textContent: it never becomes markup.
+// The fleet console: one page of the fleet at a time from GET /api/fleet (search, filters, sort
+// and counts are the hub's, so 10,000 devices cost the page no more than 100), live updates over
+// the MQTT-over-WebSocket network applied to the page's rows in memory and drawn at most once per
+// animation frame, only the rows that changed; hub events (admins). Each row links to the
+// device's own page (/devices/{id}). Everything a device sends is validated here and shown with
+// textContent: it never becomes markup.
 "use strict";
 
-const MAX_POINTS = 600;
-const MAX_DEVICES = 10000;
-const MAX_REPLIES = 20;
+const PAGE_SIZE = 100;
 const MAX_EVENTS = 200;
 const MAX_SENSORS = 16;
+const REFRESH_MS = 10000; // counts and the page's membership, from the hub
 const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
 const STATUS_CLASSES = new Set(["online", "offline", "asleep"]);
-// Health fields by type (README, "Topic contract"); anything else a device sends is ignored.
-const HEALTH_TEXT = ["fw", "board", "reset", "boot", "error"];
-const HEALTH_INT = ["up", "heap", "rssi", "reconnects", "queue", "dropped", "seq"];
-const HEALTH_ORDER = ["fw", "board", "reset", "up", "heap", "rssi", "reconnects", "queue",
-  "dropped", "boot", "seq", "error"];
+const STATES = ["online", "offline", "asleep", "never", "alarm"];
 
 const { el } = hub;
 const $ = (selector) => document.querySelector(selector);
 
 const state = {
-  devices: new Map(), // id -> {status, health, tls_policy, enabled, registered, last_seen_at, latest, replies}
-  selected: null,
   role: "viewer",
   client: null,
   matchers: null, // kind -> topic matcher, from /api/hub's templates
-  rows: [], // the selected device's readings: {t, sensor, value, seq}
-  chart: null,
+  rows: new Map(), // id -> the page's device (validated), in the hub's order
+  nodes: new Map(), // id -> its <li>
+  offset: 0,
+  total: 0,
+  loading: null, // the AbortController of the page being fetched
   renderQueued: false,
-  full: true, // the next frame rebuilds the whole list (devices came or went, or a new selection)
-  dirty: new Set(), // otherwise only these devices' rows (and the detail, if selected) change
-  rowNodes: new Map(), // id -> its <li> in the fleet list
+  dirty: new Set(), // rows to redraw at the next frame
+  fallback: false, // the hub has no /api/fleet: the list is /api/devices, filtered here
+  templates: null, // the hub's topic templates the page subscribes to per device
+  subscribed: new Set(), // the MQTT filters of the devices on the page
+  loaded: false, // a page of the fleet has come
 };
+// For tests and the console benchmark: what the page holds, without reading the DOM.
+window.fleetState = state;
 
 function rank() {
   return ROLE_RANK[state.role] ?? 0;
-}
-
-function device(id) {
-  if (!state.devices.has(id)) {
-    if (state.devices.size >= MAX_DEVICES) return null;
-    state.devices.set(id, {
-      status: null, health: null, latest: new Map(), replies: [], registered: false,
-    });
-    state.full = true;
-  }
-  return state.devices.get(id);
 }
 
 function setLink(text, ok) {
@@ -59,128 +50,203 @@ function showError(text) {
   $("#page-error").textContent = text || "";
 }
 
-// --- validation of what devices send --------------------------------------------------------
-function cleanHealth(raw) {
-  if (!hub.isObject(raw)) return null;
-  const out = {};
-  for (const key of HEALTH_TEXT) out[key] = hub.text(raw[key]);
-  for (const key of HEALTH_INT) out[key] = hub.integer(raw[key]);
-  return out;
+function devicePath(id) {
+  return `/devices/${encodeURIComponent(id)}`;
 }
 
-function cleanStatus(raw) {
-  return typeof raw === "string" && raw ? hub.text(raw, 32) : null;
+// --- validation of what the hub lists (it repeats what devices sent) ---------------------------
+function cleanDevice(raw) {
+  if (!hub.isObject(raw) || typeof raw.id !== "string" || !raw.id) return null;
+  const latest = new Map();
+  if (hub.isObject(raw.sensors)) {
+    for (const [name, reading] of Object.entries(raw.sensors).slice(0, MAX_SENSORS)) {
+      const value = hub.isObject(reading) ? hub.number(reading.value) : null;
+      if (value !== null) latest.set(hub.text(name, 64), { value, at: hub.number(reading.at) });
+    }
+  }
+  const health = hub.cleanHealth(raw.health);
+  return {
+    id: raw.id,
+    status: hub.cleanStatus(raw.status) || (raw.online === true ? "online" : null),
+    last_seen: hub.number(raw.last_seen) ?? hub.number(raw.last_seen_at),
+    health,
+    fw: hub.text(raw.fw, 64) || (health && health.fw),
+    board: hub.text(raw.board, 64) || (health && health.board),
+    tls_policy: hub.text(raw.tls_policy, 32),
+    enabled: typeof raw.enabled === "boolean" ? raw.enabled : null,
+    registered: raw.registered === true,
+    alarms: hub.integer(raw.alarms) || 0,
+    latest,
+  };
 }
 
-function parseReading(payload) {
-  const parts = payload.split(",");
-  if (parts.length !== 3) return null;
-  const value = parts[2].trim() === "" ? NaN : Number(parts[2]);
-  const seq = Number(parts[1]);
-  if (!Number.isFinite(value) || !Number.isInteger(seq)) return null;
-  return { boot: hub.text(parts[0], 8), seq, value };
+// --- the page of the fleet, from the hub --------------------------------------------------------
+function query() {
+  return {
+    q: $("#fleet-q").value.trim(),
+    state: $("#fleet-state").value,
+    board: $("#fleet-board").value,
+    tls: $("#fleet-tls").value,
+    fw: $("#fleet-fw").value,
+    sort: $("#fleet-sort").value,
+  };
 }
 
-// A reply is shown field by field: strings as they are (as text), other values as JSON.
-function replyFields(reply) {
-  if (!hub.isObject(reply)) return [["reply", hub.text(String(reply))]];
-  return Object.entries(reply).slice(0, 20).map(([key, value]) => [
-    hub.text(key, 40),
-    typeof value === "string" ? hub.text(value) : hub.text(JSON.stringify(value)),
-  ]);
+function fillMenu(select, values, label) {
+  const chosen = select.value;
+  const clean = [...new Set((Array.isArray(values) ? values : [])
+    .map((v) => hub.text(v, 64)).filter(Boolean))].sort().slice(0, 200);
+  if (chosen && !clean.includes(chosen)) clean.push(chosen);
+  select.replaceChildren(el("option", { value: "", text: label }),
+    ...clean.map((v) => el("option", { value: v, text: v, selected: v === chosen })));
 }
 
-function replyNode(reply, tag = "div") {
-  return el(tag, { className: "fields" },
-    replyFields(reply).map(([key, value]) =>
-      el("span", { className: "field" }, el("b", { text: `${key}: ` }), value)));
+// Until the hub answers GET /api/fleet: the same answer made here from GET /api/devices.
+function emulateFleet(list, q, offset) {
+  const all = (Array.isArray(list) ? list : []).map(cleanDevice).filter((d) => d && d.registered);
+  const stateOf = (d) => (d.status === null ? "never" : d.status);
+  const counts = { all: all.length, alarm: 0, online: 0, offline: 0, asleep: 0, never: 0 };
+  for (const d of all) {
+    counts[stateOf(d)] = (counts[stateOf(d)] || 0) + 1;
+    if (d.alarms) counts.alarm += 1;
+  }
+  let rows = all.filter((d) => (!q.q || d.id.includes(q.q))
+    && (!q.state || (q.state === "alarm" ? d.alarms > 0 : stateOf(d) === q.state))
+    && (!q.board || d.board === q.board) && (!q.tls || d.tls_policy === q.tls)
+    && (!q.fw || d.fw === q.fw));
+  const seen = (d) => d.last_seen || 0;
+  if (q.sort === "-last_seen") rows.sort((a, b) => seen(b) - seen(a) || (a.id < b.id ? -1 : 1));
+  else if (q.sort === "last_seen") rows.sort((a, b) => seen(a) - seen(b) || (a.id < b.id ? -1 : 1));
+  else rows.sort((a, b) => (a.id < b.id ? -1 : 1));
+  const total = rows.length;
+  rows = rows.slice(offset, offset + PAGE_SIZE);
+  return {
+    total, offset, limit: PAGE_SIZE, counts,
+    boards: all.map((d) => d.board), firmware: all.map((d) => d.fw), devices: rows, clean: true,
+  };
 }
 
-// --- HTTP API ---------------------------------------------------------------------------------
-async function loadDevices() {
-  let list;
+async function loadPage() {
+  const q = query();
+  const params = new URLSearchParams({ offset: String(state.offset), limit: String(PAGE_SIZE) });
+  for (const [key, value] of Object.entries(q)) if (value) params.set(key, value);
+  if (state.loading) state.loading.abort();
+  const mine = new AbortController();
+  state.loading = mine;
+  let answer;
   try {
-    list = await hub.api("/api/devices");
+    if (!state.fallback) {
+      try {
+        answer = await hub.api(`/api/fleet?${params}`);
+      } catch (err) {
+        if (err.status !== 404) throw err;
+        state.fallback = true;
+      }
+    }
+    if (state.fallback) answer = emulateFleet(await hub.api("/api/devices"), q, state.offset);
   } catch (err) {
-    showError(`could not list devices: ${err.message}`);
+    if (state.loading === mine) showError(`could not list the fleet: ${err.message}`);
     return;
+  } finally {
+    if (state.loading === mine) state.loading = null;
   }
+  if (mine.signal.aborted || !hub.isObject(answer)) return;
   showError("");
-  const ids = new Set();
-  for (const entry of Array.isArray(list) ? list : []) {
-    if (!hub.isObject(entry) || typeof entry.id !== "string") continue;
-    const dev = device(entry.id);
-    if (!dev) break;
-    ids.add(entry.id);
-    dev.status = cleanStatus(entry.status) || (entry.online === true ? "online" : dev.status);
-    dev.health = cleanHealth(entry.health) || dev.health;
-    dev.tls_policy = hub.text(entry.tls_policy, 32);
-    dev.enabled = typeof entry.enabled === "boolean" ? entry.enabled : null;
-    dev.registered = entry.registered === true;
-    dev.last_seen_at = hub.number(entry.last_seen_at) ?? dev.last_seen_at;
+  accept(answer);
+}
+
+function accept(answer) {
+  const devices = Array.isArray(answer.devices) ? answer.devices : [];
+  const fresh = new Map();
+  for (const raw of devices.slice(0, 500)) {
+    const dev = answer.clean ? raw : cleanDevice(raw);
+    if (dev) fresh.set(dev.id, dev);
   }
-  for (const id of [...state.devices.keys()]) {
-    if (!ids.has(id)) state.devices.delete(id); // removed from the hub
+  // Live values already on a row stay if the hub's answer is older (no flicker back).
+  for (const [id, dev] of fresh) {
+    const old = state.rows.get(id);
+    if (old && (old.last_seen || 0) > (dev.last_seen || 0)) {
+      for (const [name, reading] of old.latest) dev.latest.set(name, reading);
+      dev.last_seen = old.last_seen;
+    }
   }
-  if (state.selected && !state.devices.has(state.selected)) {
-    state.selected = null;
-    $("#detail").hidden = true;
+  state.rows = fresh;
+  state.loaded = true;
+  state.total = hub.integer(answer.total) ?? fresh.size;
+  const counts = hub.isObject(answer.counts) ? answer.counts : {};
+  for (const key of ["all", ...STATES]) {
+    const node = document.querySelector(`#counts [data-count="${key}"]`);
+    if (node) node.textContent = String(hub.integer(counts[key]) ?? 0);
   }
-  scheduleRender();
+  fillMenu($("#fleet-board"), answer.boards, "any board");
+  fillMenu($("#fleet-fw"), answer.firmware, "any firmware");
+  renderList();
+  syncSubscriptions();
+  renderRegistry();
+}
+
+function renderRegistry() {
   if (typeof deviceAdmin !== "undefined" && rank() >= ROLE_RANK.admin) {
-    deviceAdmin.render(state.devices);
+    deviceAdmin.render(new Map([...state.rows].filter(([, d]) => d.registered)));
   }
 }
 
-// --- rendering, at most once per animation frame, only what changed -----------------------------
-// scheduleRender(id): that device changed; scheduleRender(): everything may have.
+function refilter() {
+  state.offset = 0;
+  loadPage();
+}
+
+// --- rendering: the page's rows; live changes redraw only their own row, once per frame ----------
 function scheduleRender(id) {
-  if (id === undefined) state.full = true;
-  else state.dirty.add(id);
+  state.dirty.add(id);
   if (state.renderQueued) return;
   state.renderQueued = true;
   requestAnimationFrame(() => {
     state.renderQueued = false;
-    const detail = state.full || state.dirty.has(state.selected);
-    renderFleet();
-    if (detail) renderDetail();
-    state.full = false;
+    for (const dirty of state.dirty) {
+      const old = state.nodes.get(dirty);
+      const dev = state.rows.get(dirty);
+      if (!old || !dev) continue;
+      const fresh = fleetRow(dev);
+      old.replaceWith(fresh);
+      state.nodes.set(dirty, fresh);
+    }
     state.dirty.clear();
   });
 }
 
-function ago(seconds) {
-  if (!seconds) return "never";
-  const s = Math.max(0, Math.round(Date.now() / 1000 - seconds));
-  if (s < 60) return `${s} s ago`;
-  return s < 3600 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+function fact(value, make) {
+  return value === null || value === undefined ? null : make(value);
 }
 
-function fleetRow(id, dev) {
+function fleetRow(dev) {
   const h = dev.health || {};
-  const status = dev.status || "unknown";
+  const status = dev.status || (dev.last_seen ? "unknown" : "never seen");
   const latest = [...dev.latest.entries()].map(([s, r]) => `${s} ${r.value}`).join(" · ");
   const facts = [
     latest ? el("span", { className: "values", text: latest }) : null,
-    el("span", { text: `seen ${ago(dev.last_seen_at)}` }),
-    h.heap !== null && h.heap !== undefined ? el("span", { text: `heap ${h.heap} B` }) : null,
-    h.rssi !== null && h.rssi !== undefined ? el("span", { text: `RSSI ${h.rssi} dBm` }) : null,
-    h.reconnects !== null && h.reconnects !== undefined
-      ? el("span", { text: `reconnects ${h.reconnects}` }) : null,
-    h.queue !== null && h.queue !== undefined ? el("span", { text: `queue ${h.queue}` }) : null,
-    h.fw ? el("span", { className: "fw", text: `fw ${h.fw}` }) : null,
+    el("span", { className: "seen", text: `seen ${hub.ago(dev.last_seen)}` }),
+    fact(h.heap, (v) => el("span", { text: `heap ${v} B` })),
+    fact(h.rssi, (v) => el("span", { text: `RSSI ${v} dBm` })),
+    fact(h.reconnects, (v) => el("span", { text: `reconnects ${v}` })),
+    fact(h.queue, (v) => el("span", { text: `queue ${v}` })),
+    dev.fw ? el("span", { className: "fw", text: `fw ${dev.fw}` }) : null,
+    dev.board ? el("span", { className: "board", text: dev.board }) : null,
     dev.tls_policy
       ? el("span", { text: dev.tls_policy === "tls-required" ? "TLS" : "plain allowed" }) : null,
     dev.enabled === false ? el("span", { className: "bad", text: "disabled" }) : null,
     h.error ? el("span", { className: "bad error-text", text: `error: ${h.error}` }) : null,
   ];
   return el("li", {
-    className: `device${id === state.selected ? " selected" : ""}`,
-    dataset: { device: id },
+    className: `device${dev.alarms ? " alarmed" : ""}`,
+    dataset: { device: dev.id },
     tabIndex: 0,
   },
   el("div", { className: "row" },
-    el("span", { className: "name", text: id }),
+    el("a", { className: "name", href: devicePath(dev.id), text: dev.id }),
+    dev.alarms
+      ? el("span", { className: "badge alarm", text: `alarm${dev.alarms > 1 ? ` ×${dev.alarms}` : ""}` })
+      : null,
     el("span", {
       className: `badge status ${STATUS_CLASSES.has(status) ? status : "unknown"}`,
       text: status,
@@ -188,114 +254,28 @@ function fleetRow(id, dev) {
   el("div", { className: "facts" }, facts));
 }
 
-function renderFleet() {
-  if (!state.full) {
-    for (const id of state.dirty) {
-      const old = state.rowNodes.get(id);
-      const dev = state.devices.get(id);
-      if (!old || !dev) continue;
-      const fresh = fleetRow(id, dev);
-      old.replaceWith(fresh);
-      state.rowNodes.set(id, fresh);
-    }
-    return;
-  }
-  const ids = [...state.devices.keys()].sort();
-  state.rowNodes = new Map(ids.map((id) => [id, fleetRow(id, state.devices.get(id))]));
-  $("#empty").hidden = ids.length > 0;
-  $("#fleet-count").textContent = ids.length ? `(${ids.length})` : "";
-  $("#fleet").replaceChildren(...state.rowNodes.values());
+function renderList() {
+  state.dirty.clear();
+  state.nodes = new Map([...state.rows.values()].map((dev) => [dev.id, fleetRow(dev)]));
+  $("#fleet").replaceChildren(...state.nodes.values());
+  const last = state.offset + state.rows.size;
+  $("#empty").hidden = state.rows.size > 0;
+  $("#empty").textContent = state.total === 0 && !Object.values(query()).some((v) => v && v !== "id")
+    ? "No devices yet." : "No device matches.";
+  $("#fleet-count").textContent = `(${state.total})`;
+  $("#page-info").textContent = state.rows.size
+    ? `${state.offset + 1}-${last} of ${state.total}` : "";
+  $("#page-prev").disabled = state.offset === 0;
+  $("#page-next").disabled = last >= state.total;
 }
 
-function renderDetail() {
-  const dev = state.devices.get(state.selected);
-  if (!dev) return;
-  $("#latest").textContent = [...dev.latest.entries()].map(([s, r]) => `${s} ${r.value}`).join("   ");
-  const h = dev.health || {};
-  $("#health").replaceChildren(...HEALTH_ORDER.flatMap((key) => [
-    el("dt", { text: key }),
-    el("dd", { dataset: { field: key }, text: h[key] === null || h[key] === undefined ? "—" : h[key] }),
-  ]));
-  $("#replies").replaceChildren(...dev.replies.map((r) => replyNode(r, "li")));
-  drawChart();
-}
-
-// --- the selected device's chart --------------------------------------------------------------
-function chartData() {
-  const sensors = [...new Set(state.rows.map((r) => r.sensor))].sort();
-  const xs = state.rows.map((r) => r.t);
-  const ys = sensors.map((s) => state.rows.map((r) => (r.sensor === s ? r.value : null)));
-  return [sensors, [xs, ...ys]];
-}
-
-function drawChart() {
-  const [sensors, data] = chartData();
-  const holder = $("#chart");
-  holder.dataset.points = String(state.rows.length);
-  const key = sensors.join("\u0000");
-  if (!state.chart || state.chart.key !== key) {
-    if (state.chart) state.chart.plot.destroy();
-    const colours = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"];
-    const opts = {
-      width: Math.max(280, holder.clientWidth || 600),
-      height: 240,
-      series: [{}, ...sensors.map((s, i) => ({
-        label: s, stroke: colours[i % colours.length], spanGaps: true,
-      }))],
-      axes: [{}, {}],
-    };
-    state.chart = { key, plot: new uPlot(opts, data, holder) };
-  } else {
-    state.chart.plot.setData(data);
-  }
-}
-
-async function select(id) {
-  state.selected = id;
-  state.rows = [];
-  $("#detail").hidden = false;
-  $("#device-title").textContent = id;
-  $("#command-reply").hidden = true;
-  $("#csv").setAttribute("href", hub.safeHref(`/api/devices/${encodeURIComponent(id)}/telemetry.csv`));
-  scheduleRender();
-  try {
-    const path = `/api/devices/${encodeURIComponent(id)}/telemetry?limit=${MAX_POINTS}`;
-    const history = await hub.api(path);
-    if (state.selected !== id) return;
-    const live = state.rows; // readings that arrived while the history was loading
-    const rows = (Array.isArray(history) ? history : [])
-      .filter((r) => hub.isObject(r) && hub.number(r.value) !== null && hub.number(r.received_at) !== null)
-      .map((r) => ({ t: r.received_at, sensor: hub.text(r.sensor, 64) || "?", value: r.value, seq: r.seq }));
-    const newest = rows.length ? rows[rows.length - 1].t : 0;
-    state.rows = rows.concat(live.filter((r) => r.t > newest));
-  } catch (err) {
-    showError(`history of ${id}: ${err.message}`);
-  }
-  scheduleRender();
-}
-
-// --- MQTT ---------------------------------------------------------------------------------------
-function onReading(id, sensor, payload) {
-  const reading = parseReading(payload);
-  const dev = device(id);
-  if (!reading || !dev) return;
-  const name = hub.text(sensor, 64);
-  if (!dev.latest.has(name) && dev.latest.size >= MAX_SENSORS) return;
-  const row = { t: Date.now() / 1000, sensor: name, value: reading.value, seq: reading.seq };
-  dev.latest.set(name, row);
-  dev.last_seen_at = row.t;
-  if (id === state.selected) {
-    state.rows.push(row);
-    if (state.rows.length > MAX_POINTS) state.rows.splice(0, state.rows.length - MAX_POINTS);
-  }
-}
-
-function onReply(id, payload) {
-  const dev = device(id);
-  const reply = hub.parseJson(payload);
-  if (!dev || reply === undefined) return;
-  dev.replies.unshift(reply);
-  dev.replies.length = Math.min(dev.replies.length, MAX_REPLIES);
+// --- MQTT: applied to the page's rows only, cheaply (no re-sort, no re-fetch) -------------------
+function parseReading(payload) {
+  const parts = payload.split(",");
+  if (parts.length !== 3) return null;
+  const value = parts[2].trim() === "" ? NaN : Number(parts[2]);
+  if (!Number.isFinite(value) || !Number.isInteger(Number(parts[1]))) return null;
+  return value;
 }
 
 function onEvent(topic, payload) {
@@ -303,13 +283,15 @@ function onEvent(topic, payload) {
   if (!hub.isObject(body)) return;
   const severity = topic.split("/").pop();
   const time = hub.number(body.time);
-  const who = hub.text(body.name, 64) || hub.text(body.client_id, 64) || "?";
+  const who = hub.text(body.name, 64) || hub.text(body.client_id, 64)
+    || hub.text(body.device, 64) || "?";
   const reason = hub.text(body.reason, 64);
   const detail = hub.text(body.detail);
+  const event = hub.text(body.event, 40) || "?";
   const li = el("li", { className: ["info", "warning", "error"].includes(severity) ? severity : "" },
     el("span", { className: "time", text: time ? new Date(time * 1000).toLocaleTimeString() : "" }),
     " ",
-    el("span", { className: "event", text: hub.text(body.event, 40) || "?" }),
+    el("span", { className: "event", text: event }),
     " ",
     el("span", { className: "who", text: who }),
     reason ? ` (${reason})` : "",
@@ -317,47 +299,87 @@ function onEvent(topic, payload) {
   const list = $("#events");
   list.prepend(li);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+  if (event.startsWith("alarm_") && typeof alarmsPanel !== "undefined") alarmsPanel.reload();
 }
 
-function onMessage(topic, message) {
-  const text = new TextDecoder().decode(message);
+function onMessage(topic, message, packet) {
   const m = state.matchers;
-  let match;
-  if ((match = m.events(topic))) return onEvent(topic, text);
-  if (!text) {
-    // An empty retained message clears the topic (the hub does so for a removed device): it
-    // forgets what the device said there and never brings a device into the list.
-    match = m.status(topic) || m.health(topic);
-    const dev = match && state.devices.get(match.device);
+  let match = m.telemetry(topic);
+  if (match) {
+    // The hot path (up to 1,000 messages/s): a device off this page costs one Map look-up.
+    const dev = state.rows.get(match.device);
     if (!dev) return;
-    if (m.status(topic)) dev.status = null;
-    else dev.health = null;
-    return scheduleRender(match.device);
+    const value = parseReading(new TextDecoder().decode(message));
+    const name = hub.text(match.sensor, 64);
+    if (value === null || (!dev.latest.has(name) && dev.latest.size >= MAX_SENSORS)) return;
+    dev.latest.set(name, { value, at: hub.now() });
+    dev.last_seen = hub.now();
+    scheduleRender(dev.id);
+    return;
   }
-  if ((match = m.telemetry(topic))) onReading(match.device, match.sensor, text);
-  else if ((match = m.status(topic))) {
-    const dev = device(match.device);
-    if (dev) dev.status = cleanStatus(text) || "unknown";
-  } else if ((match = m.health(topic))) {
-    const dev = device(match.device);
-    const health = cleanHealth(hub.parseJson(text));
-    if (dev && health) dev.health = health;
-  } else if ((match = m.reply(topic))) onReply(match.device, text);
-  else return;
-  scheduleRender(match.device);
+  if ((match = m.events(topic))) {
+    onEvent(topic, new TextDecoder().decode(message));
+    return;
+  }
+  match = m.status(topic) || m.health(topic);
+  const dev = match && state.rows.get(match.device);
+  if (!dev) return;
+  const text = new TextDecoder().decode(message);
+  const isStatus = Boolean(m.status(topic));
+  // The hub's list is at least as new as a retained message (sent on every subscribe): it wins.
+  if (packet && packet.retain && text && (isStatus ? dev.status : dev.health)) return;
+  if (isStatus) {
+    // An empty retained message clears the topic (the hub does so for a removed device).
+    dev.status = text ? hub.cleanStatus(text) || "unknown" : null;
+  } else {
+    const health = text ? hub.cleanHealth(hub.parseJson(text)) : null;
+    if (text && !health) return;
+    dev.health = health;
+    if (health && health.fw) dev.fw = health.fw;
+  }
+  if (text) dev.last_seen = hub.now();
+  scheduleRender(dev.id);
+}
+
+// The page listens to the devices on it only: 100 devices' topics, not the whole fleet's
+// (10,000 devices' retained status and health on every subscribe, 1,000 readings/s).
+function syncSubscriptions() {
+  const client = state.client;
+  if (!client || !client.connected || !state.templates) return;
+  const wanted = new Set();
+  for (const id of state.rows.keys()) {
+    for (const template of state.templates) {
+      wanted.add(template.split("/").map((level) => (level === "{device}" ? id
+        : /^\{\w+\}$/.test(level) ? "+" : level)).join("/"));
+    }
+  }
+  const gone = [...state.subscribed].filter((f) => !wanted.has(f));
+  const added = [...wanted].filter((f) => !state.subscribed.has(f));
+  if (gone.length) client.unsubscribe(gone);
+  // "live" once the hub has granted the page's subscriptions: from then on nothing is missed.
+  const live = $("#link").textContent.startsWith("live");
+  if (added.length) {
+    client.subscribe(added, { qos: 0 }, (err, granted) => {
+      const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
+      if (err || refused.length) setLink(`live (refused: ${refused.slice(0, 3).join(", ")})`, true);
+      else if (!live && client.connected) setLink("live", true);
+    });
+  } else if (!live && state.loaded) {
+    setLink("live", true);
+  }
+  state.subscribed = wanted;
 }
 
 function connect(info) {
   const topics = hub.isObject(info.topics) ? info.topics : {};
-  const kinds = ["telemetry", "status", "health", "reply", "events"];
+  const kinds = ["telemetry", "status", "health", "events"];
   const missing = kinds.filter((k) => typeof topics[k] !== "string");
   if (missing.length) {
     setLink(`the hub sent no topic template for ${missing.join(", ")}`, false);
     return;
   }
   state.matchers = Object.fromEntries(kinds.map((k) => [k, hub.topicMatcher(topics[k])]));
-  const filters = ["telemetry", "status", "health", "reply"].map((k) => hub.topicFilter(topics[k]));
-  if (rank() >= ROLE_RANK.admin) filters.push(topics.events);
+  state.templates = ["telemetry", "status", "health"].map((k) => topics[k]);
   const client = mqtt.connect(hub.wsUrl(info), hub.mqttOptions({
     reconnectPeriod: 2000,
     // MQTT.js stops for good after a refused CONNECT unless told otherwise; the refusal asks
@@ -369,11 +391,10 @@ function connect(info) {
   }));
   state.client = client;
   client.on("connect", () => {
-    setLink("live", true);
-    client.subscribe(filters, { qos: 0 }, (err, granted) => {
-      const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
-      if (err || refused.length) setLink(`live (refused: ${refused.join(", ")})`, true);
-    });
+    setLink("connected", true);
+    if (rank() >= ROLE_RANK.admin) client.subscribe(topics.events, { qos: 0 });
+    state.subscribed = new Set(); // a new session: every filter again
+    syncSubscriptions();
   });
   client.on("error", (err) => {
     const why = { 4: "refused: bad or expired token", 5: "refused: not authorized" }[err.code];
@@ -381,7 +402,9 @@ function connect(info) {
     if (err.code === 4 || err.code === 5) hub.renewNow();
   });
   client.on("close", () => {
-    if ($("#link").textContent.startsWith("live")) setLink("disconnected", false);
+    if ($("#link").textContent.startsWith("live") || $("#link").textContent === "connected") {
+      setLink("disconnected", false);
+    }
   });
   client.on("message", onMessage);
   hub.onToken((fresh) => {
@@ -389,55 +412,58 @@ function connect(info) {
   });
 }
 
-// --- forms ------------------------------------------------------------------------------------
+// --- controls -----------------------------------------------------------------------------------
 $("#fleet").addEventListener("click", (event) => {
+  if (event.target.closest("a")) return; // the link itself
   const li = event.target.closest("li[data-device]");
-  if (li) select(li.dataset.device);
+  if (li) location.assign(devicePath(li.dataset.device));
 });
 $("#fleet").addEventListener("keydown", (event) => {
   const li = event.target.closest("li[data-device]");
-  if (li && (event.key === "Enter" || event.key === " ")) {
+  if (li && event.target === li && (event.key === "Enter" || event.key === " ")) {
     event.preventDefault();
-    select(li.dataset.device);
+    location.assign(devicePath(li.dataset.device));
   }
 });
-
-$("#command-form").addEventListener("submit", async (event) => {
+let searchTimer = null;
+$("#fleet-q").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(refilter, 250);
+});
+$("#fleet-filter").addEventListener("submit", (event) => {
   event.preventDefault();
-  const reply = $("#command-reply");
-  reply.hidden = false;
-  reply.className = "reply";
-  const id = state.selected;
-  let extra = {};
-  const args = $("#command-args").value.trim();
-  if (args) {
-    extra = hub.parseJson(args);
-    if (!hub.isObject(extra)) {
-      reply.className = "reply error";
-      reply.textContent = "the extra arguments must be a JSON object";
-      return;
-    }
-  }
-  reply.textContent = "sent, waiting for the reply…";
-  try {
-    const answer = await hub.api(`/api/devices/${encodeURIComponent(id)}/commands`, {
-      method: "POST", body: { ...extra, op: $("#command-op").value },
-    });
-    if (state.selected !== id) return;
-    reply.replaceChildren(replyNode(answer));
-    if (!hub.isObject(answer) || answer.ok !== true) reply.className = "reply error";
-  } catch (err) {
-    reply.className = "reply error";
-    reply.textContent = err.message;
-  }
+  refilter();
+});
+for (const id of ["#fleet-state", "#fleet-board", "#fleet-tls", "#fleet-fw", "#fleet-sort"]) {
+  $(id).addEventListener("change", refilter);
+}
+$("#counts").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-state]");
+  if (!button) return;
+  $("#fleet-state").value = button.dataset.state;
+  refilter();
+});
+$("#page-prev").addEventListener("click", () => {
+  state.offset = Math.max(0, state.offset - PAGE_SIZE);
+  loadPage();
+});
+$("#page-next").addEventListener("click", () => {
+  state.offset += PAGE_SIZE;
+  loadPage();
 });
 
-setInterval(scheduleRender, 15000); // keep "seen … ago" honest
-setInterval(loadDevices, 60000); // registry changes (and an ended session: a 401 goes to /login)
+// "seen … ago" stays honest; counts and the page's membership come from the hub now and then.
+setInterval(() => {
+  for (const id of state.rows.keys()) scheduleRender(id);
+}, 15000);
+setInterval(() => {
+  if (!document.hidden && !state.loading) loadPage();
+}, REFRESH_MS);
 
 (async function start() {
   let session;
   let info;
+  const page = loadPage(); // the first rows need neither the session nor the MQTT token
   try {
     ({ session, info } = await hub.start());
   } catch (err) {
@@ -447,16 +473,16 @@ setInterval(loadDevices, 60000); // registry changes (and an ended session: a 40
   state.role = (session && session.role) || info.role || "viewer";
   hub.showUser(session);
   // What a role may not use is removed from the page, not merely hidden.
-  if (rank() >= ROLE_RANK.operator) $("#command-form").hidden = false;
-  else $("#command-form").remove();
   for (const panel of ["#devices-panel", "#users-panel", "#events-panel"]) {
     if (rank() >= ROLE_RANK.admin) $(panel).hidden = false;
     else $(panel).remove();
   }
   if (rank() >= ROLE_RANK.admin) {
-    deviceAdmin.init(loadDevices);
+    deviceAdmin.init(loadPage);
     if (session) userAdmin.init(); // accounts are managed from a session, not the public view
   }
+  renderRegistry();
   connect(info);
-  await loadDevices();
+  alarmsPanel.init(state.role, loadPage);
+  await page;
 })();

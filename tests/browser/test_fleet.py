@@ -1,0 +1,80 @@
+"""The fleet view in a real browser against a real hub with 150 registered devices: counts,
+search, filters, sort, pages, and live rows."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from hub.topics import meta_topic, status_topic, telemetry_topic
+from tests.browser.console import MqttDevice, assert_no_script_ran, health_json, logged_in, ms
+from tests.browser.console import register as register_device
+from tests.support.hubproc import HubProcess
+
+FLEET = [f"fl-{i:03d}" for i in range(150)]
+ONLINE = {"fl-007": "unix-sim", "fl-042": "esp32-c3", "fl-120": "esp32-c3"}
+
+
+def test_fleet_counts_search_filters_and_pages(secure_hub: HubProcess, page: Page) -> None:
+    """With 150 registered devices and 3 online: the counts say so, the list shows pages of 100,
+    search by id, filters by state and board, sort by last seen, and a live reading updates a
+    row on the page."""
+    hub = secure_hub
+    creds = {i: register_device(hub, i) for i in FLEET}
+    devices = [MqttDevice(hub, creds[i]) for i in ONLINE]
+    try:
+        for dev in devices:
+            dev.publish(status_topic(dev.id), "online", retain=True)
+            dev.publish(meta_topic(dev.id), health_json(board=ONLINE[dev.id], fw="2.0.0"),
+                        retain=True)  # fmt: skip
+        # fl-120 is the last one heard from: newest first, it leads the list.
+        devices[2].publish(telemetry_topic("fl-120", "temp"), "1f,1,20.5")
+        logged_in(page, hub, "viewer")
+        expect(page.locator('#counts [data-count="all"]')).to_have_text("150", timeout=ms(10))
+        expect(page.locator('#counts [data-count="online"]')).to_have_text("3", timeout=ms(10))
+        expect(page.locator('#counts [data-count="never"]')).to_have_text("147")
+        rows = page.locator("#fleet li[data-device]")
+        expect(rows).to_have_count(100)
+        expect(rows.first).to_have_attribute("data-device", "fl-000")
+        expect(page.locator("#page-info")).to_have_text("1-100 of 150")
+        page.click("#page-next")
+        expect(rows).to_have_count(50)
+        expect(rows.first).to_have_attribute("data-device", "fl-100")
+        expect(page.locator("#page-next")).to_be_disabled()
+        page.click("#page-prev")
+        expect(rows.first).to_have_attribute("data-device", "fl-000")
+
+        page.fill("#fleet-q", "fl-04")
+        expect(rows).to_have_count(10)
+        expect(page.locator("#fleet-count")).to_have_text("(10)")
+        page.fill("#fleet-q", "")
+        page.select_option("#fleet-state", "online")
+        expect(rows).to_have_count(3)
+        expect(page.locator("#fleet li .status").first).to_have_text("online")
+        page.select_option("#fleet-board", "esp32-c3")
+        expect(rows).to_have_count(2)
+        expect(page.locator('#fleet li[data-device="fl-007"]')).to_have_count(0)
+        page.select_option("#fleet-board", "")
+        page.select_option("#fleet-sort", "-last_seen")
+        expect(rows.first).to_have_attribute("data-device", "fl-120")
+        page.select_option("#fleet-state", "never")
+        expect(page.locator("#fleet-count")).to_have_text("(147)")
+        page.select_option("#fleet-state", "")
+        page.select_option("#fleet-tls", "tls-required")
+        expect(page.locator("#empty")).to_have_text("No device matches.")
+        expect(rows).to_have_count(0)
+        page.select_option("#fleet-tls", "allow-insecure")
+        expect(page.locator("#fleet-count")).to_have_text("(150)")
+
+        # A live reading lands on its row (the row is on the page: fl-042 is online).
+        page.select_option("#fleet-state", "online")
+        devices[1].publish(telemetry_topic("fl-042", "temp"), "1f,2,33.5")
+        expect(page.locator('#fleet li[data-device="fl-042"] .values')).to_have_text(
+            "temp 33.5", timeout=ms(5)
+        )
+        # A click on a row opens the device's page.
+        page.click('#fleet li[data-device="fl-042"] .facts')
+        expect(page).to_have_url(f"{hub.http_url}/devices/fl-042", timeout=ms(10))
+        assert_no_script_ran(page)
+    finally:
+        for dev in devices:
+            dev.close()

@@ -1,0 +1,260 @@
+"""`python -m tools.bench_console` (`make bench-console`): the console in Chromium under load.
+
+For each fleet size: a hub on a fresh copy of the bench's provisioned registry
+(tools/bench/provision.py), a load generator process (tools/bench/loadgen.py, scenario
+"fleet": N raw MQTT devices publishing ``--rate`` readings/s in all) and a headless Chromium
+(Playwright, /usr/bin/chromium) logged in to the console. It prints the time to the first row
+of the fleet list, the page's main-thread lag while the load runs (a setTimeout probe every
+50 ms: how late each tick ran; and the Long Tasks API's longest task) and the page's JS heap
+(CDP Performance.getMetrics). Measurements, not pass/fail; targets: first row under 2 s, p95
+lag under 100 ms at 10,000 devices. Past ~19,000 sockets the load generator needs several
+processes: not done here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from tools.bench import provision
+from tools.bench.brokers import Broker
+from tools.bench.run import drive, raise_fd_limit
+
+CHROMIUM = "/usr/bin/chromium"
+READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)")
+ADMIN, PASSWORD = "bench-admin", "bench-console-password-1"
+PROBE_MS = 50
+# Runs in the page before its scripts: the first row's time and a lag probe.
+PROBE_SCRIPT = """
+window.__bench = {firstRow: null, lags: [], longTasks: []};
+new MutationObserver((_, observer) => {
+  if (document.querySelector("#fleet li")) {
+    window.__bench.firstRow = performance.now();
+    observer.disconnect();
+  }
+}).observe(document, {childList: true, subtree: true});
+(function tick(expected) {
+  setTimeout(() => {
+    const now = performance.now();
+    window.__bench.lags.push(Math.max(0, now - expected));
+    tick(now + PROBE_MS);
+  }, PROBE_MS);
+})(performance.now() + PROBE_MS);
+try {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) window.__bench.longTasks.push(entry.duration);
+  }).observe({entryTypes: ["longtask"]});
+} catch (err) { /* no Long Tasks API */ }
+""".replace("PROBE_MS", str(PROBE_MS))
+
+
+class Hub:
+    """The hub on a fresh data dir holding a copy of the provisioned registry."""
+
+    def __init__(self, registry: Path, work: Path) -> None:
+        data = work / "hub-data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        for name in ("registry.sqlite3", "hub.key"):
+            shutil.copy2(registry / name, data / name)
+        os.chmod(data / "registry.sqlite3", 0o600)
+        add = subprocess.run(
+            [sys.executable, "-m", "hub", "user", "add", ADMIN, "--role", "admin",
+             "--password-stdin", "--data-dir", str(data)],
+            input=PASSWORD + "\n", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if add.returncode != 0:
+            raise SystemExit(f"bench-console: could not add the console account: {add.stderr}")
+        ports = ["--mqtt-port", "0", "--ws-port", "0", "--mqtts-port", "0", "--wss-port", "0"]
+        cmd = [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", *ports]
+        cmd += ["--data-dir", str(data)]
+        with (work / "hub.log").open("a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        match = READY_RE.match(line)
+        if match is None:
+            self.proc.kill()
+            raise SystemExit(
+                f"bench-console: the hub did not start ({line!r}); see {work}/hub.log"
+            )
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.ws_url = f"ws://{match.group(3)}:{match.group(4)}/mqtt"
+        self.http_url = f"http://{match.group(5)}:{match.group(6)}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def measure_page(hub: Hub, loaded: threading.Event, seconds: float) -> dict[str, Any]:
+    """Opens the console once the load runs; first row, lag while it runs, heap at the end."""
+    from playwright.sync_api import sync_playwright  # a test dependency: imported when used
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            login = context.request.post(f"{hub.http_url}/api/login",
+                                         data={"name": ADMIN, "password": PASSWORD})  # fmt: skip
+            if not login.ok:
+                raise SystemExit(f"bench-console: login refused ({login.status})")
+            if not loaded.wait(600):
+                raise SystemExit("bench-console: the load generator did not start")
+            context.add_init_script(PROBE_SCRIPT)
+            page = context.new_page()
+            cdp = context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            page.goto(hub.http_url + "/")
+            page.wait_for_selector("#fleet li", timeout=60000)
+            first_row = page.evaluate("window.__bench.firstRow")
+            page.wait_for_timeout(seconds * 1000)
+            probe = page.evaluate("window.__bench")
+            metrics = {
+                m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]
+            }
+            rows = page.locator("#fleet li").count()
+            live = page.locator("#link").text_content()
+        finally:
+            browser.close()
+    lags = probe["lags"][int(2000 / PROBE_MS) :]  # after the first 2 s (page start-up)
+    return {
+        "first_row_ms": round(first_row, 1) if first_row is not None else None,
+        "lag_p50_ms": percentile(lags, 0.50),
+        "lag_p95_ms": percentile(lags, 0.95),
+        "lag_max_ms": round(max(lags), 1) if lags else None,
+        "long_task_max_ms": round(max(probe["longTasks"]), 1) if probe["longTasks"] else 0.0,
+        "heap_mb": round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1),
+        "rows": rows,
+        "link": live,
+    }
+
+
+def run(devices: int, rate: float, seconds: float, work: Path, cache: Path) -> dict[str, Any]:
+    registry, creds, _ = provision.registry_dir(devices, cache)
+    hub = Hub(registry, work)
+    loaded = threading.Event()
+    load: dict[str, Any] = {}
+
+    def on_mark(message: dict[str, Any]) -> None:
+        if message.get("mark") == "connected":
+            loaded.set()
+
+    def generate() -> None:
+        spec = {"scenario": "fleet", "devices": creds, "period": devices / rate,
+                "seconds": seconds + 15, "token": provision.token(registry)}  # fmt: skip
+        try:
+            target = cast(Broker, _Target(hub))  # drive() uses only these members
+            load.update(drive(target, spec, None, on_mark, timeout=seconds + 900))
+        except Exception as exc:  # reported in the table, the page's figures still count
+            load["error"] = str(exc)
+        loaded.set()
+
+    thread = threading.Thread(target=generate, daemon=True)
+    thread.start()
+    try:
+        page = measure_page(hub, loaded, seconds)
+        thread.join(seconds + 120)
+    finally:
+        hub.stop()
+    return {
+        "devices": devices,
+        "rate": rate,
+        **page,
+        "sent": load.get("sent"),
+        "loadgen_cpu_pct": load.get("loadgen_cpu_pct"),
+        "load_error": load.get("error"),
+    }
+
+
+class _Target:
+    """What tools.bench.run.drive needs of a broker: its address and an idle check."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.host, self.port = hub.host, hub.port
+        self.ws_url = hub.ws_url
+        self._proc = hub.proc
+
+    def cpu(self) -> float:
+        import psutil
+
+        times = psutil.Process(self._proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The figures side by side, one column per fleet size (like tools/bench/report.py)."""
+    measures = [
+        ("time to first row", "first_row_ms", "ms", "< 2000 ms"),
+        ("main-thread lag p50", "lag_p50_ms", "ms", ""),
+        ("main-thread lag p95", "lag_p95_ms", "ms", "< 100 ms at 10,000"),
+        ("main-thread lag max", "lag_max_ms", "ms", ""),
+        ("longest task", "long_task_max_ms", "ms", ""),
+        ("JS heap used", "heap_mb", "MB", ""),
+        ("rows rendered", "rows", "", ""),
+        ("readings sent", "sent", "", ""),
+        ("load generator CPU", "loadgen_cpu_pct", "%", ""),
+    ]
+    header = ["measure", *[f"{r['devices']:,} dev" for r in results], "unit", "target"]
+    lines = [header]
+    for name, key, unit, target in measures:
+        values = ["-" if r.get(key) is None else f"{r[key]:,}" for r in results]
+        lines.append([name, *values, unit, target])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    errors = [f"{r['devices']}: {r['load_error']}" for r in results if r.get("load_error")]
+    return "\n".join(out + [f"load generator error: {e}" for e in errors])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench-console", description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--rate", type=float, default=1000.0, help="readings/s in all")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured load per size")
+    parser.add_argument("--work", type=Path, default=Path("build/bench-console"))
+    parser.add_argument("--cache", type=Path, default=provision.CACHE,
+                        help="the provisioned registry, shared with make bench")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        parser.error(f"{CHROMIUM} is missing: run tools/bootstrap.sh")
+    raise_fd_limit()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in args.devices:
+        print(f"bench-console: {n:,} devices, {args.rate:.0f} readings/s, {args.seconds:.0f} s…",
+              file=sys.stderr, flush=True)  # fmt: skip
+        started = time.monotonic()
+        results.append(run(n, args.rate, args.seconds, args.work, args.cache))
+        print(f"  done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
