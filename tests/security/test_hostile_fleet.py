@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.security.console import Console, Reply
 from tests.security.test_access import token
+from tests.support.console import Console, Reply
 from tests.support.hubproc import HubProcess, provision, start_hub
 
 BAD_READS = [
