@@ -152,8 +152,9 @@ def start_hub(
     if data.exists():
         shutil.rmtree(data)
     data.mkdir(parents=True)
-    for name in ("registry.sqlite3", "hub.key"):
-        shutil.copy2(registry_dir / name, data / name)
+    for name in ("registry.sqlite3", "registry.key", "hub.key"):
+        if (registry_dir / name).exists():  # registry.key: the keyed secret hashes' key
+            shutil.copy2(registry_dir / name, data / name)
     os.chmod(data / "registry.sqlite3", 0o600)
     cmd = [sys.executable]
     if profile is not None:
