@@ -58,6 +58,13 @@ def coerce_health(meta: dict[str, object]) -> dict[str, Any]:
         if isinstance(value, int) and not -(2**53) <= value <= 2**53:
             value = None
         out[name] = value
+    hub = meta.get("hub")  # optional: the address the device is on (firmware with failover)
+    if isinstance(hub, str):
+        out["hub"] = hub[:MAX_TEXT]
+    units = meta.get("units")  # optional: {sensor: unit} for the device page's charts
+    if isinstance(units, dict):
+        pairs = list(units.items())[:32]
+        out["units"] = {str(k)[:MAX_TEXT]: v[:MAX_TEXT] for k, v in pairs if isinstance(v, str)}
     return out
 
 
