@@ -77,7 +77,11 @@ class Device:
         return self.exits[-1] if self.exits else None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What the device printed so far ("" before its process has opened the log)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
 
 def write_board(folder: Path, board: dict[str, Any]) -> None:
