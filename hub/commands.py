@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any
 
 from hub.recorder import Recorder
-from hub.topics import command_topic
+from hub.topics import command_topic, reply_device, reply_topic
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Commands:
     # --- the broker's and the device table's listeners ----------------------------------------
     def on_message(self, topic: str, payload: bytes) -> None:
         """Replies on d/<id>/r, matched by command id (and device)."""
-        if not (topic.startswith("d/") and topic.endswith("/r")) or not self.pending:
+        if not self.pending or reply_device(topic) is None:
             return None
         if len(payload) > MAX_REPLY_BYTES:
             return None
@@ -118,7 +118,7 @@ class Commands:
         if not isinstance(command_id, int) or isinstance(command_id, bool):
             return None
         record = self.pending.get(command_id)
-        if record is None or topic != f"d/{record['device']}/r":
+        if record is None or topic != reply_topic(record["device"]):
             return None
         record.update(status="replied", reply=reply, replied_at=time.time())
         self._finish(record)

@@ -21,6 +21,7 @@ from hub.recorder import Recorder
 from hub.topics import (
     DEVICE_ID_RE,
     META_FIELDS,
+    PREFIX,
     SENSOR_RE,
     ContractError,
     parse_meta,
@@ -143,7 +144,7 @@ class DeviceStates:
     # --- the broker's listeners ---------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes) -> None:
         """Every routed message: a device's telemetry, status, health and replies."""
-        if not topic.startswith("d/"):
+        if not topic.startswith(PREFIX):
             return None
         parts = topic.split("/")
         if len(parts) not in (3, 4) or parts[2] not in ("t", "s", "m", "r"):

@@ -94,6 +94,7 @@ def check_device_id(device: str) -> str:
 PREFIX = f"{ROOT}/"
 STATUS_FILTER = f"{ROOT}/+/s"  # every device's presence (retained)
 COMMAND_FILTER = f"{ROOT}/+/c"  # commands to any device
+TELEMETRY_FILTER = f"{ROOT}/+/t/+"  # every device's readings
 
 
 def telemetry_filter(device: str) -> str:

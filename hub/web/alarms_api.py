@@ -12,14 +12,14 @@ from hub.alarms import MAX_RULES, RuleError, parse_rule
 from hub.alarmservice import AlarmService
 from hub.security import Identity
 from hub.store import SqlHistory
-from hub.topics import command_topic
+from hub.topics import command_topic, telemetry_filter
 from hub.web.auth import principal_of
 from hub.web.fleet_api import check_params
 from hub.web.inputs import error, json_object
 
 
 def _readable(identity: Identity, device: str) -> bool:
-    return identity.may_subscribe(f"d/{device}/t/+")
+    return identity.may_subscribe(telemetry_filter(device))
 
 
 def _whole_id(text: str, what: str) -> int:

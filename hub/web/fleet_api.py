@@ -22,7 +22,13 @@ from hub.history import MAX_SERIES_POINTS
 from hub.registry import Device, Registry
 from hub.security import Identity
 from hub.store import SqlHistory
-from hub.topics import SENSOR_RE, ContractError, check_device_id
+from hub.topics import (
+    SENSOR_RE,
+    TELEMETRY_FILTER,
+    ContractError,
+    check_device_id,
+    telemetry_filter,
+)
 from hub.web.auth import principal_of
 from hub.web.inputs import error, number
 
@@ -125,9 +131,9 @@ class FleetApi:
     async def readable(self, identity: Identity) -> dict[str, Device | None]:
         known = await self.registered()
         ids = set(known) | set(self.states.states)
-        if identity.unrestricted or identity.may_subscribe("d/+/t/+"):
+        if identity.unrestricted or identity.may_subscribe(TELEMETRY_FILTER):
             return {d: known.get(d) for d in ids}
-        return {d: known.get(d) for d in ids if identity.may_subscribe(f"d/{d}/t/+")}
+        return {d: known.get(d) for d in ids if identity.may_subscribe(telemetry_filter(d))}
 
     async def device_id(self, request: web.Request) -> str:
         """The route's device: a valid id the caller may read that the hub knows (404)."""
@@ -136,7 +142,7 @@ class FleetApi:
             check_device_id(device)
         except ContractError as exc:
             raise error(web.HTTPBadRequest, str(exc)) from None
-        if not principal_of(request).identity.may_subscribe(f"d/{device}/t/+"):
+        if not principal_of(request).identity.may_subscribe(telemetry_filter(device)):
             raise error(web.HTTPForbidden, f"this token may not read device {device!r}")
         if device not in self.states.states and device not in await self.registered():
             raise error(web.HTTPNotFound, f"no device {device!r}")
