@@ -95,6 +95,8 @@ PREFIX = f"{ROOT}/"
 STATUS_FILTER = f"{ROOT}/+/s"  # every device's presence (retained)
 COMMAND_FILTER = f"{ROOT}/+/c"  # commands to any device
 TELEMETRY_FILTER = f"{ROOT}/+/t/+"  # every device's readings
+HEALTH_FILTER = f"{ROOT}/+/m"  # every device's health (retained)
+REPLY_FILTER = f"{ROOT}/+/r"  # every device's command replies
 
 
 def telemetry_filter(device: str) -> str:

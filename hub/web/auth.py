@@ -32,11 +32,18 @@ from hub.security import (
     token_identity,
     verify_token,
 )
+from hub.topics import (
+    COMMAND_FILTER,
+    HEALTH_FILTER,
+    REPLY_FILTER,
+    STATUS_FILTER,
+    TELEMETRY_FILTER,
+)
 from hub.web.inputs import error, json_object, text_field
 from hub.web.session import COOKIE, Session, Sessions
 
-VIEWER_SUBSCRIBE = ("d/+/t/+", "d/+/s", "d/+/m", "d/+/r")
-OPERATOR_PUBLISH = ("d/+/c",)
+VIEWER_SUBSCRIBE = (TELEMETRY_FILTER, STATUS_FILTER, HEALTH_FILTER, REPLY_FILTER)
+OPERATOR_PUBLISH = (COMMAND_FILTER,)
 MAX_PENDING_LOGINS = 8
 LOGIN_WORKERS = 2
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
