@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO_DEVICES ?= 3
 
-.PHONY: setup demo test lint bench bench-firmware bench-console clean
+.PHONY: setup demo test lint bench bench-firmware bench-console screenshots clean
 
 setup:
 	@bash tools/bootstrap.sh
@@ -34,6 +34,10 @@ bench-console: setup
 .PHONY: cluster
 cluster: setup
 	@$(PY) -m tools.cluster --nodes $(or $(CLUSTER_NODES),3)
+
+# The README's console screenshots (docs/fleet.png, docs/device.png), taken from the demo.
+screenshots: setup
+	@$(PY) -m tools.screenshots
 
 clean:
 	rm -rf build .venv node_modules

@@ -130,8 +130,10 @@ class HubConfig:
     max_filters_per_subscribe: int = _setting(
         8, "filters granted per SUBSCRIBE", metavar="N", group=_LIMITS
     )
-    max_subscriptions: int = _setting(50, "subscriptions per session", metavar="N",
-                                      group=_LIMITS)  # fmt: skip
+    max_subscriptions: int = _setting(
+        400, "subscriptions per session (a console page of 100 devices takes 301)", metavar="N",
+        group=_LIMITS,
+    )  # fmt: skip
     max_sessions_per_identity: int = _setting(
         10, "persistent sessions per device, token or client; the oldest offline one is "
         "dropped", metavar="N", group=_LIMITS,

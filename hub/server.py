@@ -73,6 +73,14 @@ def broker_settings(config: HubConfig) -> BrokerSettings:
     return BrokerSettings(**{name: getattr(config, name) for name in names})
 
 
+def mqtt_limits(config: HubConfig) -> dict[str, int]:
+    """The subscription quotas the console's pages must fit in (served by /api/hub)."""
+    return {
+        "filters_per_subscribe": config.max_filters_per_subscribe,
+        "subscriptions": config.max_subscriptions,
+    }
+
+
 class ListenError(OSError):
     """A listening socket could not be opened (port taken, bad address)."""
 
@@ -235,7 +243,7 @@ class Hub:
             storage_stats=lambda: asdict(ingest.stats),
         )  # fmt: skip
         self._web_runner = web.AppRunner(
-            build_app(self.broker, auth, api, manage),
+            build_app(self.broker, auth, api, manage, mqtt_limits(cfg)),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE_S,
             **self.guard.handler_args(),

@@ -39,7 +39,7 @@ class BrokerSettings:
     max_retained_bytes_per_client: int = 1024 * 1024
     max_retained_bytes: int = 64 * 1024 * 1024  # the whole hub
     max_filters_per_subscribe: int = 8
-    max_subscriptions: int = 50  # per session
+    max_subscriptions: int = 400  # per session: a console page of 100 devices takes 301
     max_sessions_per_identity: int = 10  # persistent sessions; the oldest offline one goes
     max_connect: int = 64 * 1024  # bytes of a CONNECT packet (before login)
     login_failures: int = 10  # per address and per identity a minute, then refused a minute

@@ -4,6 +4,7 @@ and the /mqtt WebSocket, with one table of routes that says what each one needs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,10 @@ ROUTES = (
 
 
 class Pages:
-    def __init__(self, broker: Broker, auth: Auth) -> None:
+    def __init__(self, broker: Broker, auth: Auth, mqtt_limits: Mapping[str, int]) -> None:
         self.broker = broker
         self.auth = auth
+        self.mqtt_limits = dict(mqtt_limits)
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return _page("index.html")
@@ -142,6 +144,8 @@ class Pages:
                 "role": principal.role,
                 "name": principal.name,
                 "topics": TOPICS,
+                # what one MQTT session may subscribe to: pages size their SUBSCRIBEs by it
+                "limits": self.mqtt_limits,
             }
         )
 
@@ -167,10 +171,12 @@ def _page(name: str) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "no-store"})
 
 
-def build_app(broker: Broker, auth: Auth, api: Api, manage: Manage) -> web.Application:
+def build_app(
+    broker: Broker, auth: Auth, api: Api, manage: Manage, mqtt_limits: Mapping[str, int]
+) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
-    parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,
+    parts: dict[str, Any] = {"pages": Pages(broker, auth, mqtt_limits), "auth": auth, "api": api,
                              "manage": manage, "fleet": api.fleet,
                              "alarms": api.alarms}  # fmt: skip
     for route in ROUTES:

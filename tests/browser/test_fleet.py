@@ -3,12 +3,15 @@ search, filters, sort, pages, and live rows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from playwright.sync_api import Page, expect
 
 from hub.topics import meta_topic, status_topic, telemetry_topic
 from tests.browser.console import MqttDevice, assert_no_script_ran, health_json, logged_in, ms
 from tests.browser.console import register as register_device
-from tests.support.hubproc import HubProcess
+from tests.support.hubproc import HubProcess, start_hub
 
 FLEET = [f"fl-{i:03d}" for i in range(150)]
 ONLINE = {"fl-007": "unix-sim", "fl-042": "esp32-c3", "fl-120": "esp32-c3"}
@@ -78,3 +81,38 @@ def test_fleet_counts_search_filters_and_pages(secure_hub: HubProcess, page: Pag
     finally:
         for dev in devices:
             dev.close()
+
+
+@pytest.mark.parametrize(
+    ("quotas", "expected_filters"),
+    [((), "per device"), (("--max-subscriptions", "20"), "fleet-wide")],
+    ids=["per-device-filters", "wildcards-when-the-quota-is-small"],
+)
+def test_a_full_page_of_rows_stays_live_within_the_subscription_quotas(
+    tmp_path: Path, page: Page, quotas: tuple[str, ...], expected_filters: str
+) -> None:
+    """A page of 100 rows subscribes within the hub's quotas (8 filters per SUBSCRIBE, 400 per
+    session by default: 3 filters a row in SUBSCRIBEs of 8; under a smaller session quota, the
+    fleet-wide filters): the link reads "live" and a reading of the page's last row lands on it."""
+    log_path = tmp_path / "hub.log"
+    with log_path.open("w") as log:
+        hub = start_hub(tmp_path / "hub-data", *quotas, stderr=log, secure=True)
+    try:
+        ids = [f"q-{i:03d}" for i in range(100)]
+        creds = {i: register_device(hub, i) for i in ids}
+        last = MqttDevice(hub, creds["q-099"])
+        try:
+            logged_in(page, hub, "viewer")
+            rows = page.locator("#fleet li[data-device]")
+            expect(rows).to_have_count(100, timeout=ms(10))
+            expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
+            last.publish(telemetry_topic("q-099", "temp"), "1f,1,12.5")
+            expect(page.locator('#fleet li[data-device="q-099"] .values')).to_have_text(
+                "temp 12.5", timeout=ms(5)
+            )
+            assert_no_script_ran(page)
+        finally:
+            last.close()
+    finally:
+        hub.stop()
+    assert "quota_exceeded" not in log_path.read_text(), f"the {expected_filters} filters"

@@ -26,7 +26,7 @@ def test_every_route_of_the_app_is_in_the_table(tmp_path: Path) -> None:
     auth = Auth(b"k" * 32, accounts, sessions, lambda kind, event: None)
     manage = Manage(registry, accounts, sessions, tmp_path, lambda kind, event: None)
     try:
-        app = build_app(broker, auth, Api(broker, registry, store), manage)
+        app = build_app(broker, auth, Api(broker, registry, store), manage, {})
         served = {
             (route.method, route.resource.canonical)
             for route in app.router.routes()

@@ -152,7 +152,7 @@ def test_retained_quotas_per_client_and_for_the_hub(tmp_path: Path) -> None:
 def test_huge_subscribe_is_capped_and_stalls_nobody(tmp_path: Path) -> None:
     """A SUBSCRIBE of 5,000 wildcard filters over 2,000 retained messages gets its first 8
     filters granted and the rest refused (a quota_exceeded event); a connection holds at most
-    50 subscriptions; the canary is served throughout."""
+    --max-subscriptions (50 here); the canary is served throughout."""
 
     async def scenario(hub: object) -> None:
         events = await Events.watch(hub)  # type: ignore[arg-type]
@@ -177,7 +177,7 @@ def test_huge_subscribe_is_capped_and_stalls_nobody(tmp_path: Path) -> None:
         assert granted == [0] * 50 + [0x80] * 6
         await events.expect("quota_exceeded", quota="subscriptions", client_id="many")
 
-    options = ("--max-retained-per-client", "5000")
+    options = ("--max-retained-per-client", "5000", "--max-subscriptions", "50")
     with logged_hub(tmp_path, *options) as hub:
         asyncio.run(scenario(hub))
 

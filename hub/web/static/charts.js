@@ -52,15 +52,20 @@ const charts = (() => {
     return nulls;
   }
 
-  // A readable time axis: the labels' format follows the window's length.
+  // A readable time axis: the labels' format follows the step between ticks (what is drawn,
+  // which may be much shorter than the window asked for), so no two labels read the same.
+  const TICK_FORMATS = [
+    [60, { hour: "2-digit", minute: "2-digit", second: "2-digit" }],
+    [86400, { hour: "2-digit", minute: "2-digit" }],
+    [Infinity, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }],
+  ];
   function timeAxis(span) {
-    const fmt = span > 2 * 86400
-      ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
-      : span > 3600 ? { hour: "2-digit", minute: "2-digit" }
-        : { hour: "2-digit", minute: "2-digit", second: "2-digit" };
     return {
       space: span > 2 * 86400 ? 110 : 80,
-      values: (u, splits) => splits.map((s) => new Date(s * 1000).toLocaleString([], fmt)),
+      values: (u, splits, axis, space, step) => {
+        const fmt = TICK_FORMATS.find(([below]) => step < below)[1];
+        return splits.map((s) => new Date(s * 1000).toLocaleString([], fmt));
+      },
     };
   }
 

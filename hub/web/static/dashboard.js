@@ -30,6 +30,7 @@ const state = {
   dirty: new Set(), // rows to redraw at the next frame
   fallback: false, // the hub has no /api/fleet: the list is /api/devices, filtered here
   templates: null, // the hub's topic templates the page subscribes to per device
+  limits: { filters_per_subscribe: 8, subscriptions: 50 }, // /api/hub's MQTT session quotas
   subscribed: new Set(), // the MQTT filters of the devices on the page
   loaded: false, // a page of the fleet has come
 };
@@ -342,27 +343,55 @@ function onMessage(topic, message, packet) {
 }
 
 // The page listens to the devices on it only: 100 devices' topics, not the whole fleet's
-// (10,000 devices' retained status and health on every subscribe, 1,000 readings/s).
-function syncSubscriptions() {
-  const client = state.client;
-  if (!client || !client.connected || !state.templates) return;
-  const wanted = new Set();
+// (10,000 devices' retained status and health on every subscribe, 1,000 readings/s). A hub
+// whose session quota cannot hold them (/api/hub's limits) gets the fleet-wide filters instead,
+// and onMessage drops what is not on the page.
+function wantedFilters() {
+  const perDevice = new Set();
   for (const id of state.rows.keys()) {
     for (const template of state.templates) {
-      wanted.add(template.split("/").map((level) => (level === "{device}" ? id
+      perDevice.add(template.split("/").map((level) => (level === "{device}" ? id
         : /^\{\w+\}$/.test(level) ? "+" : level)).join("/"));
     }
   }
+  const room = state.limits.subscriptions - (rank() >= ROLE_RANK.admin ? 1 : 0);
+  if (perDevice.size <= room) return perDevice;
+  return new Set(state.templates.map((t) => t.replace(/\{\w+\}/g, "+")));
+}
+
+// Sends SUBSCRIBEs of at most the hub's filters-per-SUBSCRIBE quota; calls done(refused) once
+// every one is answered.
+function subscribeInChunks(client, filters, done) {
+  const size = Math.max(1, state.limits.filters_per_subscribe);
+  const chunks = [];
+  for (let i = 0; i < filters.length; i += size) chunks.push(filters.slice(i, i + size));
+  let waiting = chunks.length;
+  const refused = [];
+  for (const chunk of chunks) {
+    client.subscribe(chunk, { qos: 0 }, (err, granted) => {
+      if (err) refused.push(...chunk);
+      else refused.push(...(granted || []).filter((g) => g.qos === 128).map((g) => g.topic));
+      if (--waiting === 0) done(refused);
+    });
+  }
+}
+
+function syncSubscriptions() {
+  const client = state.client;
+  if (!client || !client.connected || !state.templates) return;
+  const wanted = wantedFilters();
   const gone = [...state.subscribed].filter((f) => !wanted.has(f));
   const added = [...wanted].filter((f) => !state.subscribed.has(f));
   if (gone.length) client.unsubscribe(gone);
   // "live" once the hub has granted the page's subscriptions: from then on nothing is missed.
   const live = $("#link").textContent.startsWith("live");
   if (added.length) {
-    client.subscribe(added, { qos: 0 }, (err, granted) => {
-      const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
-      if (err || refused.length) setLink(`live (refused: ${refused.slice(0, 3).join(", ")})`, true);
-      else if (!live && client.connected) setLink("live", true);
+    subscribeInChunks(client, added, (refused) => {
+      if (refused.length) {
+        setLink(`live (${refused.length} topics refused, e.g. ${refused[0]})`, true);
+      } else if (!live && client.connected) {
+        setLink("live", true);
+      }
     });
   } else if (!live && state.loaded) {
     setLink("live", true);
@@ -380,6 +409,10 @@ function connect(info) {
   }
   state.matchers = Object.fromEntries(kinds.map((k) => [k, hub.topicMatcher(topics[k])]));
   state.templates = ["telemetry", "status", "health"].map((k) => topics[k]);
+  const limits = hub.isObject(info.limits) ? info.limits : {};
+  for (const key of Object.keys(state.limits)) {
+    if (Number.isInteger(limits[key]) && limits[key] > 0) state.limits[key] = limits[key];
+  }
   const client = mqtt.connect(hub.wsUrl(info), hub.mqttOptions({
     reconnectPeriod: 2000,
     // MQTT.js stops for good after a refused CONNECT unless told otherwise; the refusal asks
