@@ -38,12 +38,12 @@ Record = tuple[Any, ...]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS broker_retained (
-    topic TEXT PRIMARY KEY, payload {blob} NOT NULL, qos INTEGER NOT NULL, owner TEXT,
+    topic TEXT NOT NULL PRIMARY KEY, payload {blob} NOT NULL, qos INTEGER NOT NULL, owner TEXT,
     stored_at {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS broker_retained_by_age ON broker_retained (stored_at);
 CREATE TABLE IF NOT EXISTS broker_sessions (
-    client_id TEXT PRIMARY KEY, owner TEXT NOT NULL, offline_since {real}
+    client_id TEXT NOT NULL PRIMARY KEY, owner TEXT NOT NULL, offline_since {real}
 );
 CREATE INDEX IF NOT EXISTS broker_sessions_by_age ON broker_sessions (offline_since);
 CREATE TABLE IF NOT EXISTS broker_subscriptions (
