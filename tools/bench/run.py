@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import provision, report
+from tools.bench import durable, provision, report
 from tools.bench.brokers import BenchError, Broker, start_hub, start_mosquitto
 
 Mark = Callable[[dict[str, Any]], None]
-SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet")
+SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet", "durable")
 
 
 def raise_fd_limit() -> int:
@@ -172,6 +172,9 @@ def run_scenarios(
                 out["latency"]["broker_cpu_pct"] = window.cpu_pct
         finally:
             broker.stop()
+    if "durable" in wanted:  # its own brokers, restarted on their data (tools/bench/durable.py)
+        cpus = {0} if not args.no_pin and (os.cpu_count() or 1) >= 2 else None
+        out["durable"] = durable.run(name, args.work.parent, cpus, args.seconds)
     if "connections" in wanted or "fleet" in wanted:
         broker = start("defaults")
         out["fleet_broker_notes"] = broker.notes
