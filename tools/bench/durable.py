@@ -18,7 +18,10 @@ CPU 0 when pinning is on; the clients run in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +37,7 @@ STORED = 100_000  # messages queued for the offline session, then the restart
 KILLED = 10_000  # messages queued before SIGKILL
 WINDOW = 100  # PUBLISHes in flight
 TOPIC = b"bench/durable"
+LOADED_RE = re.compile(r"broker state loaded in ([0-9.]+) s")
 
 
 class Side:
@@ -84,6 +88,7 @@ class Side:
         cmd = [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--mqtt-port",
                str(self.port), "--ws-port", "0", "--mqtts-port", "0", "--wss-port", "0",
                "--data-dir", str(self.work / "data"), "--allow-anonymous", "--rate-limit", "0",
+               "--log-level", "INFO",
                "--max-queued", str(STORED + KILLED), "--max-queued-bytes", str(2**30)]  # fmt: skip
         proc = self._popen(cmd, self.work / "hub.log")
         assert proc.stdout is not None
@@ -97,6 +102,10 @@ class Side:
     def _start_mosquitto(self) -> Broker:
         if not Path(MOSQUITTO).exists():
             raise BenchError(f"{MOSQUITTO} is missing: run tools/bootstrap.sh")
+        if os.geteuid() == 0:  # Mosquitto drops to its own user: its database is written as it
+            with contextlib.suppress(KeyError):
+                user = pwd.getpwnam("mosquitto")
+                os.chown(self.work, user.pw_uid, user.pw_gid)
         conf = self.work / "mosquitto.conf"
         conf.write_text(
             "per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
@@ -109,6 +118,14 @@ class Side:
         self.notes = [f"persistence true (autosave_interval 1800 s), max_queued_messages "
                       f"{STORED + KILLED}"]  # fmt: skip
         return Broker("mosquitto", proc, "127.0.0.1", self.port, "", self.cpus)
+
+
+def load_s(side: Side) -> float | None:
+    """The hub's last "broker state loaded in S s" (its log), else None."""
+    if side.name != "hub":
+        return None
+    found = LOADED_RE.findall((side.work / "hub.log").read_text(errors="replace"))
+    return float(found[-1]) if found else None
 
 
 async def _connect(port: int, client_id: str, clean: bool) -> Client:
@@ -197,6 +214,7 @@ async def _scenario(side: Side, seconds: float) -> dict[str, Any]:
     out["offline"] = await _publish(port, STORED)  # the persistent session is offline now
     out["stop_s"] = round(side.stop(), 2)
     out["restart_s"] = round(side.start(), 2)
+    out["load_s"] = load_s(side)
     out["after_restart"] = await _drain(port, STORED)
     await _publish(port, KILLED)
     side.stop(signal.SIGKILL)
@@ -211,9 +229,9 @@ def run(name: str, work: Path, cpus: set[int] | None, seconds: float) -> dict[st
     own = os.sched_getaffinity(0)
     if cpus:  # the clients on the other CPU
         os.sched_setaffinity(0, (own - cpus) or own)
-    side.start()
+    first = side.start()
     try:
-        result = asyncio.run(_scenario(side, seconds))
+        result = {"start_empty_s": round(first, 2), **asyncio.run(_scenario(side, seconds))}
     finally:
         os.sched_setaffinity(0, own)
         if side.broker is not None and side.broker.proc.poll() is None:
@@ -231,7 +249,9 @@ def rows() -> list[tuple[str, tuple[str, ...], str]]:
         (f"durable: QoS 1 -> offline session ({STORED:,})", ("durable", "offline",
                                                              "acked_per_s"), "msg/s"),
         ("durable: clean stop with them (s)", ("durable", "stop_s"), "s"),
+        ("durable: start, nothing stored (s)", ("durable", "start_empty_s"), "s"),
         ("durable: restart until listening (s)", ("durable", "restart_s"), "s"),
+        ("durable:   of which the state load (s)", ("durable", "load_s"), "s"),
         ("durable: delivered after restart", ("durable", "after_restart", "delivered"), ""),
         ("durable: drain after restart", ("durable", "after_restart", "per_s"), "msg/s"),
         (f"durable: delivered after SIGKILL (of {KILLED:,})", ("durable", "after_kill",
