@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,13 @@ class Side:
         work.mkdir(parents=True)
         self.port = free_port()
         self.notes: list[str] = []
+        # Mosquitto started as root writes its database as its own user, in a folder it can
+        # reach (the bench's work folder is root's only).
+        self.db_dir = Path(tempfile.mkdtemp(prefix="bench-mosquitto-db-"))
+        if os.geteuid() == 0:
+            with contextlib.suppress(KeyError):
+                user = pwd.getpwnam("mosquitto")
+                os.chown(self.db_dir, user.pw_uid, user.pw_gid)
 
     def start(self) -> float:
         """Starts the broker; the seconds until it listens."""
@@ -102,14 +110,10 @@ class Side:
     def _start_mosquitto(self) -> Broker:
         if not Path(MOSQUITTO).exists():
             raise BenchError(f"{MOSQUITTO} is missing: run tools/bootstrap.sh")
-        if os.geteuid() == 0:  # Mosquitto drops to its own user: its database is written as it
-            with contextlib.suppress(KeyError):
-                user = pwd.getpwnam("mosquitto")
-                os.chown(self.work, user.pw_uid, user.pw_gid)
         conf = self.work / "mosquitto.conf"
         conf.write_text(
             "per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
-            f"persistence true\npersistence_location {self.work}/\n"
+            f"persistence true\npersistence_location {self.db_dir}/\n"
             f"max_queued_messages {STORED + KILLED}\nmax_queued_bytes 0\n"
             f"log_dest stderr\nlog_type error\nlog_type warning\nlistener {self.port} 127.0.0.1\n"
         )
@@ -236,6 +240,7 @@ def run(name: str, work: Path, cpus: set[int] | None, seconds: float) -> dict[st
         os.sched_setaffinity(0, own)
         if side.broker is not None and side.broker.proc.poll() is None:
             side.stop()
+        shutil.rmtree(side.db_dir, ignore_errors=True)
     return {**result, "notes": side.notes}
 
 
