@@ -11,6 +11,7 @@ the broker's state is loaded before ``start`` returns and written as it changes
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -116,7 +117,11 @@ class EmbeddedBroker:
             journal = Journal(self.state, on_failure=self._state_failed,
                               on_recovered=self._state_recovered)  # fmt: skip
             core.journal = journal
-            core.restore(await journal.load())
+            gc.disable()  # what a restart loads lives long: no collector passes over it meanwhile
+            try:
+                core.restore(await journal.load())
+            finally:
+                gc.enable()
         try:
             await amqtt.start()
         except BaseException:

@@ -132,16 +132,19 @@ class Session:
         """The deliveries a restart found stored (oldest first): released QoS 2 ones await
         PUBCOMP (PUBREL goes again on attach), the rest are queued with their ids."""
         queue: deque[tuple[Message, int, bool, int]] = deque()
-        for d in deliveries:
-            message = Message(d.topic, d.payload, d.qos, False)
-            self.seq = max(self.seq, d.seq)
-            if d.released and d.qos == 2:
-                out = _Outgoing(message, 2, d.seq)
+        size = 0
+        for seq, topic, payload, qos, retain, released in deliveries:
+            message = Message(topic, bytes(payload), qos, False)
+            if released and qos == 2:
+                out = _Outgoing(message, 2, seq)
                 out.released = True
-                self.inflight[pid_of(d.seq)] = out
+                self.inflight[pid_of(seq)] = out
             else:
-                queue.append((message, d.qos, d.retain, d.seq))
-                self.queued_bytes += len(message.payload) + len(message.topic_bytes)
+                queue.append((message, qos, bool(retain), seq))
+                size += len(message.payload) + len(message.topic_bytes)
+        if deliveries:
+            self.seq = max(self.seq, deliveries[-1][0])  # oldest first
+        self.queued_bytes += size
         self.queue = queue or None
 
     def next_seq(self) -> int:

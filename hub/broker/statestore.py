@@ -110,14 +110,9 @@ class BrokerStateError(StoreError):
     """The broker's state cannot be opened or read (a clear error at `hub serve`)."""
 
 
-@dataclass
-class Delivery:
-    seq: int
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    released: bool
+# A stored delivery: (seq, topic, payload, qos, retain, released); a plain tuple, since a
+# restart may load 100,000 of them.
+Delivery = tuple[int, str, bytes, int, int, int]
 
 
 @dataclass
@@ -227,15 +222,16 @@ class SqlBrokerState:
                 ).fetchall():
                     if cid in sessions:
                         sessions[cid].subscriptions[topic_filter] = qos
-                for cid, seq, topic, payload, qos, retain, released in db.execute(
+                current: StoredSession | None = None
+                for row in db.execute(
                     "SELECT client_id, seq, topic, payload, qos, retain, released "
                     "FROM broker_deliveries ORDER BY client_id, seq"
                 ).fetchall():
-                    if cid in sessions:
-                        delivery = Delivery(
-                            seq, topic, bytes(payload), qos, bool(retain), bool(released)
-                        )
-                        sessions[cid].deliveries.append(delivery)
+                    if current is None or current.client_id != row[0]:
+                        current = sessions.get(row[0])
+                        if current is None:
+                            continue
+                    current.deliveries.append(row[1:])
                 for cid, pid in db.execute(
                     "SELECT client_id, pid FROM broker_receipts"
                 ).fetchall():

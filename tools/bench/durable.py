@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench.brokers import MOSQUITTO, READY_RE, BenchError, Broker, _wait_port, free_port
-from tools.bench.mqtt import Client, connect_packet, publish_packet, subscribe
+from tools.bench.mqtt import Client, PublishHook, connect_packet, publish_packet, subscribe
 
 STORED = 100_000  # messages queued for the offline session, then the restart (--stored)
 KILLED = 10_000  # messages queued before SIGKILL (--killed)
@@ -136,11 +136,13 @@ def load_s(side: Side) -> float | None:
     return float(found[-1]) if found else None
 
 
-async def _connect(port: int, client_id: str, clean: bool) -> Client:
+async def _connect(
+    port: int, client_id: str, clean: bool, hook: PublishHook | None = None
+) -> Client:
     loop = asyncio.get_running_loop()
     for attempt in range(50):
         try:
-            _, client = await loop.create_connection(Client, "127.0.0.1", port)
+            _, client = await loop.create_connection(lambda: Client(hook), "127.0.0.1", port)
             break
         except OSError:
             if attempt == 49:
@@ -152,13 +154,15 @@ async def _connect(port: int, client_id: str, clean: bool) -> Client:
     return client
 
 
-async def _publish(port: int, count: int, seconds: float | None = None) -> dict[str, Any]:
+async def _publish(
+    port: int, count: int, seconds: float | None = None, tag: bytes = b"m"
+) -> dict[str, Any]:
     """QoS 1 with WINDOW in flight: ``count`` messages, or as many as fit in ``seconds``."""
     pub = await _connect(port, "bench-durable-pub", True)
     pub.acks_only = True
     progress = asyncio.Event()
     pub.on_puback = lambda _n: progress.set()
-    body = b"reading %09d " + b"x" * 40
+    body = tag + b" %09d " + b"x" * 40
     sent = 0
     t0 = time.monotonic()
     deadline = t0 + seconds if seconds else None
@@ -180,19 +184,27 @@ async def _publish(port: int, count: int, seconds: float | None = None) -> dict[
     return {"sent": sent, "seconds": round(took, 2), "acked_per_s": round(sent / took)}
 
 
-async def _drain(port: int, expect: int, quiet_s: float = 2.0) -> dict[str, Any]:
-    """The persistent subscriber resumes its session and takes what was kept for it."""
+async def _drain(port: int, tag: bytes, expect: int, quiet_s: float = 2.0) -> dict[str, Any]:
+    """The persistent subscriber resumes its session and takes what was kept for it; counts
+    the distinct messages of one batch (``tag``) among them."""
     t0 = time.monotonic()
-    sub = await _connect(port, "bench-durable-sub", False)
+    mine: set[bytes] = set()
+    prefix = tag + b" "
+
+    def hook(_topic: bytes, payload: bytes, _at: float) -> None:
+        if payload.startswith(prefix):
+            mine.add(payload[: len(prefix) + 9])
+
+    sub = await _connect(port, "bench-durable-sub", False, hook)
     last, last_change = 0, time.monotonic()
-    while sub.received < expect and time.monotonic() - last_change < quiet_s:
+    while len(mine) < expect and time.monotonic() - last_change < quiet_s:
         await asyncio.sleep(0.05)
         if sub.received != last:
             last, last_change = sub.received, time.monotonic()
     took = time.monotonic() - t0
     sub.write(b"\xe0\x00")
     sub.close()
-    return {"delivered": sub.received, "seconds": round(took, 2),
+    return {"delivered": len(mine), "received": sub.received, "seconds": round(took, 2),
             "per_s": round(sub.received / took) if took else None}  # fmt: skip
 
 
@@ -219,15 +231,16 @@ async def _scenario(side: Side, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out["qos1_clean"] = await _online(port, True, seconds)
     out["qos1_persistent"] = await _online(port, False, seconds)
-    out["offline"] = await _publish(port, side.stored)  # the persistent session is offline now
+    # The persistent session is offline now.
+    out["offline"] = await _publish(port, side.stored, tag=b"stored")
     out["stop_s"] = round(side.stop(), 2)
     out["restart_s"] = round(side.start(), 2)
     out["load_s"] = load_s(side)
-    out["after_restart"] = await _drain(port, side.stored)
-    await _publish(port, side.killed)
+    out["after_restart"] = await _drain(port, b"stored", side.stored)
+    await _publish(port, side.killed, tag=b"killed")
     side.stop(signal.SIGKILL)
     side.start()
-    out["after_kill"] = await _drain(port, side.killed)
+    out["after_kill"] = await _drain(port, b"killed", side.killed)
     return out
 
 
@@ -262,14 +275,13 @@ def rows() -> list[tuple[str, tuple[str, ...], str]]:
          "msg/s"),
         ("durable: QoS 1 -> online persistent", ("durable", "qos1_persistent", "acked_per_s"),
          "msg/s"),
-        ("durable: QoS 1 -> offline session", ("durable", "offline",
-                                                             "acked_per_s"), "msg/s"),
+        ("durable: QoS 1 -> offline session", ("durable", "offline", "acked_per_s"), "msg/s"),
         ("durable: clean stop with them (s)", ("durable", "stop_s"), "s"),
         ("durable: start, nothing stored (s)", ("durable", "start_empty_s"), "s"),
         ("durable: restart until listening (s)", ("durable", "restart_s"), "s"),
         ("durable:   of which the state load (s)", ("durable", "load_s"), "s"),
         ("durable: delivered after restart", ("durable", "after_restart", "delivered"), ""),
         ("durable: drain after restart", ("durable", "after_restart", "per_s"), "msg/s"),
-        ("durable: delivered after SIGKILL", ("durable", "after_kill",
-                                                               "delivered"), ""),
+        ("durable: delivered after SIGKILL", ("durable", "after_kill", "delivered"), ""),
+        ("durable:   messages received then", ("durable", "after_kill", "received"), ""),
     ]  # fmt: skip

@@ -55,7 +55,7 @@ def test_everything_written_is_loaded_back(store: SqlBrokerState) -> None:
     assert session.owner == "client:sub"
     assert session.offline_since == 500.0  # it was online when the hub stopped
     assert session.subscriptions == {"d/+/cmd": 2}
-    assert [(d.seq, d.payload, d.qos, d.retain, d.released) for d in session.deliveries] == [
+    assert [(seq, p, q, bool(r), bool(rel)) for seq, _, p, q, r, rel in session.deliveries] == [
         (1, b"one", 1, True, False),
         (2, b"two", 2, False, True),
     ]
