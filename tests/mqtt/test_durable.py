@@ -21,6 +21,7 @@ from tests.support.mqtt import (
 )
 from tests.support.mqtt import publish_packet as publish_bytes
 from tests.support.networks import QUIET, WAIT, Network
+from tests.support.postgres import fresh_database
 from tests.support.waits import eventually_async
 
 QOS1 = 40  # QoS 1 messages queued for the offline subscriber
@@ -257,3 +258,39 @@ def test_a_clean_session_and_qos0_write_nothing(hub: Hub, tag: str) -> None:
     tables = ("retained", "sessions", "subscriptions", "deliveries", "receipts")
     counts = {t: _rows(hub.data_dir, f"SELECT COUNT(*) FROM broker_{t}") for t in tables}
     assert counts == dict.fromkeys(tables, 0)
+
+
+def test_state_in_postgresql_survives_a_crash(tmp_path: Path, tag: str, postgres_url: str) -> None:
+    """A hub whose store is PostgreSQL keeps the broker's state there: queued messages, the
+    subscription and retained messages survive SIGKILL."""
+    url = fresh_database(postgres_url)
+    hub = Hub(tmp_path / "data", "--store", url)
+    try:
+
+        async def before() -> None:
+            sub = await hub.tcp.client(f"{tag}-sub", clean=False)
+            assert await sub.subscribe([(f"{tag}/q", 1)]) == [1]
+            await sub.disconnect()
+            pub = await hub.tcp.client(f"{tag}-pub")
+            for i in range(10):
+                await pub.publish(f"{tag}/q", b"pg-%d" % i, qos=1, pid=i + 1, timeout=WAIT)
+            await pub.publish(f"{tag}/r", b"kept", qos=1, retain=True, timeout=WAIT)
+            await pub.close()
+
+        async def after() -> None:
+            sub = await hub.tcp.open()
+            assert await sub.connect(f"{tag}-sub", clean=False) == (True, 0)
+            seen = await _collect(sub, {b"pg-%d" % i for i in range(10)}, WAIT)
+            assert set(seen) == {b"pg-%d" % i for i in range(10)}
+            viewer = await hub.tcp.client(f"{tag}-viewer")
+            assert await viewer.subscribe([(f"{tag}/r", 1)]) == [1]
+            assert (await viewer.next_message(WAIT)).payload == b"kept"
+            await viewer.disconnect()
+            await sub.disconnect()
+
+        asyncio.run(before())
+        assert not (hub.data_dir / "broker.sqlite3").exists()
+        hub.restart(signal.SIGKILL)
+        asyncio.run(after())
+    finally:
+        hub.process.stop()
