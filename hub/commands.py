@@ -79,6 +79,11 @@ class Commands:
             self._sent_online.add(record["id"])
         return record
 
+    async def stored(self) -> None:
+        """Waits until what was recorded so far is written (or kept for a retry after a
+        store failure): a command answered 202 survives a crash of the hub."""
+        await self._recorder.flush()
+
     def _publish(self, record: dict[str, Any]) -> None:
         payload = json.dumps({**record["body"], "id": record["id"]}).encode()
         self._broker.publish(command_topic(record["device"]), payload, qos=1)

@@ -144,6 +144,16 @@ class HubConfig:
         10, "failed logins per address or user name a minute before logins from it are "
         "refused for a minute (0: no limit)", metavar="N", group=_LIMITS,
     )  # fmt: skip
+    # Durable broker state (README, "Broker behaviour and limits"): kept in broker.sqlite3 in
+    # the data dir (or the --store PostgreSQL database), checked by hub.broker's BrokerSettings.
+    session_expiry: float = _setting(
+        7 * 86400.0, "seconds an offline persistent MQTT session (its subscriptions and queued "
+        "messages) is kept (0: for ever)", metavar="SECONDS", group=_LIMITS,
+    )  # fmt: skip
+    retained_expiry: float = _setting(
+        0.0, "seconds a retained message is kept after it was published (0: for ever)",
+        metavar="SECONDS", group=_LIMITS,
+    )  # fmt: skip
     max_sensors: int = _setting(32, "sensors per device", metavar="N", group=_LIMITS)
     max_sensor_name: int = _setting(16, "characters of a sensor name, at most 16",
                                     metavar="N", group=_LIMITS)  # fmt: skip

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hub.accounts import Accounts
 from hub.alarmservice import AlarmService
-from hub.broker import Broker, BrokerSettings, EmbeddedBroker
+from hub.broker import Broker, BrokerSettings, EmbeddedBroker, open_broker_state
 from hub.certs import server_context
 from hub.commands import Commands
 from hub.config import HubConfig, prepare_data_dir
@@ -124,10 +124,8 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.broker: Broker = EmbeddedBroker(
-            broker_settings(config),
-            plugins=config.amqtt_plugins,
-        )
+        self._broker = EmbeddedBroker(broker_settings(config), plugins=config.amqtt_plugins)
+        self.broker: Broker = self._broker
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
         self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
@@ -192,6 +190,10 @@ class Hub:
         gatekeeper = Gatekeeper(self._auth_registry, key, allow_anonymous=cfg.allow_anonymous)
         self.broker.set_gatekeeper(gatekeeper)
         self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
+        # The broker's retained messages and persistent sessions, beside the telemetry.
+        self._broker.state = await asyncio.to_thread(
+            open_broker_state, cfg.store_url, cfg.data_dir, sync=cfg.store_sync
+        )
         self.ingest = Ingest(
             self.store,
             cfg.retention_days * 86400 if cfg.retention_days else None,

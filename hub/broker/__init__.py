@@ -28,13 +28,16 @@ from hub.broker.embedded import EmbeddedBroker
 from hub.broker.reporting import EventSink
 from hub.broker.seam import Broker, MessageListener
 from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
+from hub.broker.statestore import BrokerStateError, open_broker_state
 
 __all__ = [
     "Broker",
     "BrokerSettings",
+    "BrokerStateError",
     "EmbeddedBroker",
     "EventSink",
     "MessageListener",
     "PublishCheck",
     "Refusal",
+    "open_broker_state",
 ]

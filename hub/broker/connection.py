@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hub.broker import codec
 from hub.broker.codec import ProtocolError
 from hub.broker.extensions import PUBLISH, SUBSCRIBE
+from hub.broker.journal import joined
 from hub.broker.session import Message, Session
 from hub.broker.throttle import RateLimit
 from hub.broker.transports import Link
@@ -298,7 +299,10 @@ class Connection:
         if kind == codec.PUBACK:
             session.on_puback(codec.parse_pid(p))
         elif kind == codec.PUBREC:
-            session.on_pubrec(codec.parse_pid(p))
+            pid = codec.parse_pid(p)
+            released = session.on_pubrec(pid)
+            if released is not None:  # a durable delivery: PUBREL once its release is stored
+                self._acknowledge(codec.PUBREL, pid, released)
         elif kind == codec.PUBREL:
             if p.flags != 0x02:
                 raise ProtocolError("PUBREL flags must be 0010 [MQTT-3.6.1-1]")
@@ -431,18 +435,22 @@ class Connection:
                 self._received_qos2(pub.pid, None)
             return
         message = Message(pub.topic, pub.payload, pub.qos, pub.retain)
-        if pub.qos == 2:  # PUBREC before the message goes on to subscribers (issue #15)
+        if pub.qos == 2:  # stored, then PUBREC, then on to subscribers (core.py, rule 13)
             self.core.publish_from(self, message, partial(self._received_qos2, pub.pid))
             return
         handle = self.core.publish_from(self, message)
         if pub.qos == 1:
             self._acknowledge(codec.PUBACK, pub.pid, handle)
 
-    def _received_qos2(self, pid: int, handle: Batch | None) -> None:
+    def _received_qos2(self, pid: int, handle: Batch | None) -> Batch | None:
+        """Remembers the packet id (durably for a persistent session: in the batch that holds
+        the message's deliveries) and sends PUBREC once all of it is stored; returns that
+        handle (subscribers get the message once it has committed)."""
         session = self.session
         if session is not None and (handle is None or handle.state != FAILED):
-            session.received_qos2(pid)
+            handle = joined(handle, session.received_qos2(pid))
         self._acknowledge(codec.PUBREC, pid, handle)
+        return handle
 
     # --- acknowledged means stored -------------------------------------------------------------
     # A message a listener stores (a reading) is acknowledged once its commit handle (a batch

@@ -28,6 +28,14 @@ replaces and is covered by tests/mqtt/:
 11. Queues: bounded per session, see hub/broker/session.py.
 12. Take-over: amqtt (and the MQTT 3.1.1 rule [MQTT-3.1.2-8]) closes the older connection
     without DISCONNECT, so its will is published.
+13. Durability: amqtt keeps everything in memory. Here, with a journal (hub/broker/journal.py),
+    retained messages, persistent sessions, their subscriptions, QoS 1/2 deliveries and QoS 2
+    receipts are written in group commits, and what a publish changed is durable before it is
+    acknowledged. A QoS 2 message is stored, then PUBREC goes out, then it is forwarded
+    (method B of the specification's figure 4.3, with the stored packet id and deliveries): a
+    QoS 2 delivery to a persistent session never leaves before its record is durable, so a
+    restart resends it with the same packet id. Offline sessions and retained messages expire
+    (``session_expiry``, ``retained_expiry``).
 
 Every per-client resource has a bound (README, "Broker behaviour and limits"): retained
 messages and bytes per client and for the hub (hub/broker/retained.py), filters per SUBSCRIBE
@@ -45,20 +53,23 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from hub.broker import codec
 from hub.broker.connection import Connection
 from hub.broker.extensions import PUBLISH, SUBSCRIBE, Action, Extensions
+from hub.broker.journal import Journal, after, joined
 from hub.broker.login import THROTTLED, Login
 from hub.broker.reporting import EventReporting, EventSink
 from hub.broker.retained import RetainedStore
 from hub.broker.session import Limits, Message, Queued, Session
 from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
+from hub.broker.statestore import BrokerState
 from hub.broker.throttle import Buckets
 from hub.broker.topictree import TopicTree
 from hub.broker.transports import Link
-from hub.commitlog import Batch
+from hub.commitlog import COMMITTED, FAILED, PENDING, Batch
 from hub.security import Identity, Verdict
 from hub.topicmatch import check_topic_filter
 
@@ -67,8 +78,19 @@ __all__ = ["BrokerCore", "BrokerSettings", "EventSink", "PublishCheck", "Refusal
 
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
 ACL_CACHED_TOPIC_MAX = 128  # longer topics are checked every time (the cache stays small)
+_KEPT = (Queued.SENT, Queued.QUEUED)
 RETAINED_SLICE = 100  # retained messages sent for a new subscription before yielding
 RETAINED_WAIT_S = 0.01  # how often a paused retained delivery looks at the buffers again
+EXPIRY_SWEEP_MAX_S = 60.0  # how often expiry runs: a quarter of the shorter expiry, at most this
+EXPIRY_SWEEP_MIN_S = 0.5
+
+# One QoS 2 delivery planned before its records commit: (session, QoS, sequence number or 0).
+Planned = tuple[Session, int, int]
+
+
+def _worse(state: Batch | None, handle: Batch) -> Batch:
+    """Of two journal handles of one pass (the same open batch, or REFUSED), the one to wait on."""
+    return handle if state is None or handle.state == FAILED else state
 
 
 def _reason_code(close_reason: str, will: bool) -> str:
@@ -120,17 +142,80 @@ class BrokerCore(EventReporting):
         self._all: set[Connection] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self.journal: Journal | None = None  # durable state (set before start), else memory
+        self._expiry: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_keepalive())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep_keepalive())
+        if self.journal is not None:
+            self.journal.start()
+            self._expiry = loop.create_task(self._sweep_expired(self.journal))
 
     async def stop(self) -> None:
         self._stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         for conn in list(self._all):
             conn.kill("hub shutting down", will=False)
+
+    async def close_journal(self) -> None:
+        """Writes what the journal holds and closes its store (after ``stop``)."""
+        if self.journal is not None:
+            await self.journal.stop()
+
+    def restore(self, state: BrokerState) -> None:
+        """The durable state a restart found, before the broker accepts connections."""
+        journal = self.journal
+        for r in state.retained:
+            self.retained.restore(Message(r.topic, r.payload, r.qos, True), r.owner)
+        for stored in state.sessions.values():
+            session = Session(stored.client_id, False, self.limits)
+            session.owner = stored.owner
+            session.journal = journal
+            session.subscriptions.update(stored.subscriptions)
+            for topic_filter, qos in stored.subscriptions.items():
+                self.tree.add(topic_filter, stored.client_id, qos)
+            if stored.receipts:
+                session.receipts = set(stored.receipts)
+            session.restore(stored.deliveries)
+            self.sessions[stored.client_id] = session
+            if stored.owner:
+                self._owned.setdefault(stored.owner, {})[stored.client_id] = None
+
+    async def _sweep_expired(self, journal: Journal) -> None:
+        """Drops offline persistent sessions and retained messages past their expiry."""
+        settings = self.settings
+        spans = [s for s in (settings.session_expiry, settings.retained_expiry) if s]
+        if not spans:
+            return
+        every = min(EXPIRY_SWEEP_MAX_S, max(EXPIRY_SWEEP_MIN_S, min(spans) / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                cids, topics = await journal.expired(
+                    settings.session_expiry, settings.retained_expiry
+                )
+            except Exception as exc:
+                log.warning("could not look for expired sessions and retained messages: %s", exc)
+                continue
+            for cid in cids:
+                session = self.sessions.get(cid)
+                if session is None or session.clean:
+                    journal.drop(cid)  # a leftover
+                elif cid not in self.connections:
+                    log.info("persistent session %s expired (offline for more than %.0f s)",
+                             cid, settings.session_expiry)  # fmt: skip
+                    self._drop_session(session)
+            for topic in topics:
+                clear = Message(topic, b"", 0, True)
+                self.retained.store(clear, None)
+                journal.retain(clear, None)
+            if topics:
+                log.info("%d retained messages expired", len(topics))
 
     def accept(self, link: Link) -> Connection | None:
         """A new network connection; None (refuse it) while the broker stops."""
@@ -277,9 +362,12 @@ class BrokerCore(EventReporting):
                         reason="taken_over", will=will)  # fmt: skip
         self.connections[cid] = conn
         existing = self.sessions.get(cid)
+        journal = self.journal
         if existing is not None and not connect.clean_session and not existing.clean:
             existing.detach()
             self._own(conn, existing)
+            if journal is not None:
+                journal.session(cid, existing.owner)  # online: it does not expire
             return existing, True
         if existing is not None:
             self._drop_session(existing)
@@ -287,6 +375,9 @@ class BrokerCore(EventReporting):
         self.sessions[cid] = session
         if not connect.clean_session:
             self._own(conn, session)
+            if journal is not None:
+                session.journal = journal
+                journal.session(cid, session.owner)
         return session, False
 
     def _own(self, conn: Connection, session: Session) -> None:
@@ -326,6 +417,9 @@ class BrokerCore(EventReporting):
         for topic_filter in session.subscriptions:
             self.tree.remove(topic_filter, session.client_id)
         session.subscriptions.clear()
+        if session.journal is not None:
+            session.journal.drop(session.client_id)  # its deliveries and receipts too
+            session.journal = None
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
@@ -354,6 +448,8 @@ class BrokerCore(EventReporting):
                 session.detach()
             if session.clean:
                 self._drop_session(session)
+            elif session.journal is not None:
+                session.journal.offline(session.client_id)  # its expiry counts from now
         log.info("%s disconnected: %s", conn, reason)
         self.report("disconnected", conn, reason, reason=_reason_code(reason, will), will=will)
 
@@ -389,13 +485,13 @@ class BrokerCore(EventReporting):
         self,
         conn: Connection,
         message: Message,
-        received: Callable[[Batch | None], None] | None = None,
+        received: Callable[[Batch | None], Batch | None] | None = None,
     ) -> Batch | None:
         """A client's message (or will), allowed by the topic rules: the hub's publish check
-        and the retained quotas first, then routed. Returns the commit handle of a listener
-        that stores it (the client is acknowledged once that has committed), else None;
-        ``received(handle)`` runs after the listeners and before any subscriber gets it (QoS 2:
-        PUBREC goes first)."""
+        and the retained quotas first, then routed. Returns the commit handle of what it
+        changed (a reading a listener stores, the broker's durable state; the client is
+        acknowledged once that has committed), else None. For QoS 2, ``received(handle)``
+        acknowledges it (PUBREC once committed) and returns the handle subscribers wait on."""
         check = self.publish_check
         if check is not None:
             refusal = check(conn.identity, message.topic, message.payload, message.retain)
@@ -409,40 +505,100 @@ class BrokerCore(EventReporting):
                 if received is not None:
                     received(None)
                 return None
+        state = None
         if message.retain:
-            quota = self.retained.store(message, conn.key or conn.client_id)
+            owner = conn.key or conn.client_id
+            quota = self.retained.store(message, owner)
             if quota is not None:
                 self.warn("quota_exceeded", conn, f"{quota}: message on {message.topic[:200]} "
                           "routed but not retained", quota=quota)  # fmt: skip
-        return self._route(message, received)
+            elif self.journal is not None:
+                state = self.journal.retain(message, owner)
+        return self._route(message, received, state)
 
     def publish(self, message: Message, sender: Connection | None = None) -> None:
         """The hub's own message (events, commands): routed, retained without quotas."""
+        state = None
         if message.retain:
             self.retained.store(message, None)
-        self._route(message)
+            if self.journal is not None:
+                state = self.journal.retain(message, None)
+        self._route(message, None, state)
 
     def _route(
-        self, message: Message, received: Callable[[Batch | None], None] | None = None
+        self,
+        message: Message,
+        received: Callable[[Batch | None], Batch | None] | None = None,
+        state: Batch | None = None,
     ) -> Batch | None:
+        """Hands the message to the listeners and its subscribers; returns what its sender's
+        acknowledgement waits on. ``state``: the journal's handle of what it changed so far."""
         topic = message.topic
         handle = None
         for listener in self.message_listeners:
             stored = listener(topic, message.payload)
             if stored is not None:
                 handle = stored
-        if received is not None:
-            received(handle)
         qos = message.qos
         sessions = self.sessions
+        if qos == 2 and (received is not None or self.journal is not None):
+            return self._route_qos2(message, received, handle, state)
         for cid, sub_qos in self.tree.match(topic).items():
             session = sessions.get(cid)
-            if session is not None:
-                self._deliver(session, message, sub_qos if sub_qos < qos else qos, False)
-        return handle
+            if session is None:
+                continue
+            sub_qos = sub_qos if sub_qos < qos else qos
+            journal = session.journal
+            if not sub_qos or journal is None:
+                self._deliver(session, message, sub_qos, False)
+                continue
+            seq = session.next_seq()
+            if self._deliver(session, message, sub_qos, False, seq) in _KEPT:
+                state = _worse(state, journal.queue(cid, seq, message, sub_qos, False))
+        return joined(handle, state)
 
-    def _deliver(self, session: Session, message: Message, qos: int, retain: bool) -> None:
-        result = session.enqueue(message, qos, retain)
+    def _route_qos2(
+        self,
+        message: Message,
+        received: Callable[[Batch | None], Batch | None] | None,
+        handle: Batch | None,
+        state: Batch | None,
+    ) -> Batch | None:
+        """A QoS 2 message: stored (its reading, its deliveries to persistent sessions, the
+        receipt), then PUBREC, then forwarded to every subscriber."""
+        plan: list[Planned] = []
+        for cid, sub_qos in self.tree.match(message.topic).items():
+            session = self.sessions.get(cid)
+            if session is None:
+                continue
+            seq = 0
+            if sub_qos and session.journal is not None:
+                seq = session.next_seq()
+                state = _worse(state, session.journal.queue(cid, seq, message, sub_qos, False))
+            plan.append((session, sub_qos, seq))
+        final = joined(handle, state)
+        if received is not None:
+            final = received(final)
+        if final is None or final.state == COMMITTED:
+            self._deliver_planned(message, plan, final)
+        elif final.state == PENDING:
+            after(final, partial(self._deliver_planned, message, plan))
+        return final
+
+    def _deliver_planned(self, message: Message, plan: list[Planned], batch: Batch | None) -> None:
+        if batch is not None and batch.state == FAILED:
+            return  # not acknowledged: its sender sends it again
+        for session, qos, seq in plan:
+            if self.sessions.get(session.client_id) is not session:
+                continue  # dropped meanwhile, its records with it
+            journal = session.journal
+            if self._deliver(session, message, qos, False, seq) not in _KEPT and seq and journal:
+                journal.done(session.client_id, seq)
+
+    def _deliver(
+        self, session: Session, message: Message, qos: int, retain: bool, seq: int = 0
+    ) -> Queued:
+        result = session.enqueue(message, qos, retain, seq)
         if result is Queued.QUEUED:
             link = session.link
             if isinstance(link, Connection):
@@ -460,6 +616,7 @@ class BrokerCore(EventReporting):
             else:
                 detail = f"offline, {bound} queued: messages dropped"
                 self._report_offline("queue_full", session, detail, quota=quota, action="dropped")
+        return result
 
     def subscribe(
         self, conn: Connection, pid: int, filters: list[tuple[str, int]], verdicts: list[bool]
@@ -472,6 +629,7 @@ class BrokerCore(EventReporting):
         settings = self.settings
         subscriptions = session.subscriptions
         cap = settings.max_filters_per_subscribe
+        state: Batch | None = None
         if len(filters) > cap:
             detail = f"filters_per_subscribe: {len(filters)} filters, the first {cap} considered"
             self.warn("quota_exceeded", conn, detail, quota="filters_per_subscribe")
@@ -497,7 +655,31 @@ class BrokerCore(EventReporting):
             subscriptions[topic_filter] = qos
             codes.append(qos)
             granted.append((topic_filter, qos))
+            if session.journal is not None:
+                state = _worse(state, session.journal.subscribe(session.client_id,
+                                                                topic_filter, qos))  # fmt: skip
         codes.extend([codec.SUBACK_FAILURE] * (len(filters) - cap))
+        if state is not None and state.state != COMMITTED:
+            # A persistent session's SUBACK (and the retained messages after it) once its
+            # subscriptions are durable; none if they cannot be stored (the client retries).
+            after(state, partial(self._subscribed, conn, session, pid, codes, granted))
+            return
+        self._subscribed(conn, session, pid, codes, granted, None)
+
+    def _subscribed(
+        self,
+        conn: Connection,
+        session: Session,
+        pid: int,
+        codes: list[int],
+        granted: list[tuple[str, int]],
+        batch: Batch | None,
+    ) -> None:
+        if batch is not None and batch.state == FAILED:
+            log.warning("%s: subscriptions not stored: SUBACK withheld", conn)
+            return
+        if conn.close_reason is not None or session.link is not conn:
+            return
         conn.write(codec.suback(pid, codes))  # SUBACK before any retained message
         if not granted or not len(self.retained):
             return
@@ -508,7 +690,7 @@ class BrokerCore(EventReporting):
                 continue
             message = self.retained.get(topic_filter)
             if message is not None:
-                self._deliver(session, message, min(message.qos, qos), True)
+                self._deliver_retained(session, message, min(message.qos, qos))
         if wild:
             task = asyncio.get_running_loop().create_task(self._send_retained(conn, session, wild))
             self._feeds.add(task)
@@ -528,7 +710,7 @@ class BrokerCore(EventReporting):
                     break  # unsubscribed or resubscribed meanwhile (that sends its own)
                 if session.link is not conn:
                     return
-                self._deliver(session, message, min(message.qos, qos), True)
+                self._deliver_retained(session, message, min(message.qos, qos))
                 sent += 1
                 if sent % RETAINED_SLICE == 0:
                     await asyncio.sleep(0)
@@ -537,9 +719,22 @@ class BrokerCore(EventReporting):
                         return
                     await asyncio.sleep(RETAINED_WAIT_S)
 
+    def _deliver_retained(self, session: Session, message: Message, qos: int) -> None:
+        """A retained message for a new subscription, with RETAIN set; recorded for a
+        persistent session like any QoS 1/2 delivery."""
+        journal = session.journal
+        if not qos or journal is None:
+            self._deliver(session, message, qos, True)
+            return
+        seq = session.next_seq()
+        if self._deliver(session, message, qos, True, seq) in _KEPT:
+            journal.queue(session.client_id, seq, message, qos, True)
+
     def unsubscribe(self, conn: Connection, filters: list[str]) -> None:
         session = conn.session
         assert session is not None
         for topic_filter in filters:
             if session.subscriptions.pop(topic_filter, None) is not None:
                 self.tree.remove(topic_filter, session.client_id)
+                if session.journal is not None:
+                    session.journal.unsubscribe(session.client_id, topic_filter)

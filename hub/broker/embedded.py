@@ -3,12 +3,15 @@
 It implements :class:`hub.broker.seam.Broker`. amqtt's Broker supplies the lifecycle (its
 start and shutdown events reach the plugins) and loads the users' plugins
 (hub/broker/extensions.py); the hub's gatekeeper decides logins first (hub/broker/login.py).
-Connections come from sockets the hub owns.
+Connections come from sockets the hub owns. With a state store (hub/broker/statestore.py)
+the broker's state is loaded before ``start`` returns and written as it changes
+(hub/broker/journal.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +22,11 @@ from amqtt.errors import PluginError, PluginLoadError
 
 from hub.broker.core import BrokerCore, BrokerSettings, EventSink, PublishCheck
 from hub.broker.extensions import Extensions
+from hub.broker.journal import Journal
 from hub.broker.login import Login
 from hub.broker.seam import MessageListener
 from hub.broker.session import Message
+from hub.broker.statestore import SqlBrokerState
 from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
 from hub.config import ConfigError
 from hub.security import Gatekeeper
@@ -54,9 +59,12 @@ class EmbeddedBroker:
         *,
         gatekeeper: Gatekeeper | None = None,
         plugins: dict[str, dict[str, Any]] | None = None,
+        state: SqlBrokerState | None = None,
     ) -> None:
-        """``plugins``: the users' amqtt plugins (dotted path -> config)."""
+        """``plugins``: the users' amqtt plugins (dotted path -> config); ``state``: where the
+        broker keeps what must survive a restart (None: memory only)."""
         self.settings = settings or BrokerSettings()
+        self.state = state
         self.plugins = dict(plugins or {})
         self._gatekeeper = gatekeeper
         self._amqtt: _AmqttBroker | None = None
@@ -105,6 +113,15 @@ class EmbeddedBroker:
         core.event_sinks.extend(self._event_sinks)
         core.message_listeners.extend(self._message_listeners)
         amqtt.core = core
+        if self.state is not None:
+            journal = Journal(self.state, on_failure=self._state_failed,
+                              on_recovered=self._state_recovered)  # fmt: skip
+            core.journal = journal
+            gc.disable()  # what a restart loads lives long: no collector passes over it meanwhile
+            try:
+                core.restore(await journal.load())
+            finally:
+                gc.enable()
         try:
             await amqtt.start()
         except BaseException:
@@ -120,8 +137,17 @@ class EmbeddedBroker:
         self._amqtt = None
         await core.stop()
         await asyncio.sleep(0)  # let aborted connections run their endings
+        await core.close_journal()
         await amqtt.shutdown()
         core.login.close()
+
+    def _state_failed(self, exc: BaseException, first: bool) -> None:
+        if first:
+            log.error("the broker's state cannot be written (publishes that change it go "
+                      "unacknowledged until it can): %s", exc)  # fmt: skip
+
+    def _state_recovered(self) -> None:
+        log.warning("the broker's state is written again")
 
     def kick(self, should_go: Callable[[Any], str | None]) -> int:
         """Disconnects every client whose identity makes should_go return a reason."""

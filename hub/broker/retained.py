@@ -89,6 +89,17 @@ class RetainedStore:
                 return QUOTA_BYTES
             if self.bytes - old_size + size > self.total_bytes:
                 return QUOTA_HUB_BYTES
+        self._keep(message, owner, old)
+        return None
+
+    def restore(self, message: Message, owner: str | None) -> None:
+        """A retained message the broker's state store kept, charged to its publisher
+        whatever the quotas say now (they may have shrunk since it was stored)."""
+        self._keep(message, owner, self.messages.get(message.topic))
+
+    def _keep(self, message: Message, owner: str | None, old: Message | None) -> None:
+        topic = message.topic
+        size = _size(message)
         if old is not None:
             self._forget(topic, old)
         self.messages[topic] = message
@@ -109,7 +120,6 @@ class RetainedStore:
             gc.freeze()
             log.debug("%d retained messages: frozen out of the garbage collector's passes",
                       self._frozen_at)  # fmt: skip
-        return None
 
     def _forget(self, topic: str, old: Message) -> None:
         del self.messages[topic]

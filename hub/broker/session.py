@@ -14,6 +14,12 @@ Delivery policy (README, "Broker behaviour and limits"):
   messages for an offline one. With ``disconnect_slow`` a connected client whose queue is full
   overflows on any message, QoS 0 included.
 - While a persistent session is offline, QoS 1/2 messages are queued and QoS 0 messages dropped.
+
+Durable sessions (hub/broker/journal.py): a persistent session of a hub with a state store
+has a ``journal``. Each QoS 1/2 delivery to it carries a sequence number (``next_seq``) whose
+record the broker wrote; its packet id is derived from it (``pid_of``), so after a restart a
+QoS 2 message goes out again with the id the client may hold. Acknowledgements forget the
+record (lazily), a PUBREC marks it released, and incoming QoS 2 receipts are recorded too.
 """
 
 from __future__ import annotations
@@ -21,9 +27,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hub.broker import codec
+
+if TYPE_CHECKING:
+    from hub.broker.journal import Journal
+    from hub.broker.statestore import Delivery
+    from hub.commitlog import Batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +77,18 @@ class Queued(Enum):
     OVERFLOW = "overflow"  # QoS 1/2 with no room: the session cannot keep its promise
 
 
-class _Outgoing:
-    __slots__ = ("message", "qos", "released")
+def pid_of(seq: int) -> int:
+    """The packet id of a durable delivery: from its sequence number, 1 to 65535."""
+    return (seq - 1) % 65535 + 1
 
-    def __init__(self, message: Message, qos: int) -> None:
+
+class _Outgoing:
+    __slots__ = ("message", "qos", "released", "seq")
+
+    def __init__(self, message: Message, qos: int, seq: int = 0) -> None:
         self.message = message
         self.qos = qos
+        self.seq = seq  # a durable delivery's record, else 0
         self.released = False  # QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 
 
@@ -79,8 +96,8 @@ class Session:
     """The queue and the QoS 2 receipts are made when first needed: most sessions of a fleet
     never use them, and empty ones cost about 1 KB."""
 
-    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "limits", "link", "owner",
-                 "queue", "queued_bytes", "receipts", "subscriptions")  # fmt: skip
+    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "journal", "limits", "link",
+                 "owner", "queue", "queued_bytes", "receipts", "seq", "subscriptions")  # fmt: skip
 
     def __init__(self, client_id: str, clean: bool, limits: Limits) -> None:
         self.client_id = client_id
@@ -88,13 +105,16 @@ class Session:
         self.limits = limits
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, _Outgoing] = {}
-        self.queue: deque[tuple[Message, int, bool]] | None = None
+        # (message, qos, retain, seq of a durable delivery or 0)
+        self.queue: deque[tuple[Message, int, bool, int]] | None = None
         self.queued_bytes = 0  # topics and payloads in the queue
         self.owner = ""  # the identity a persistent session is charged to (the broker's key)
         self.receipts: set[int] | None = None  # QoS 2 packet ids received, PUBREL not yet
         self.link: Link | None = None
         self.dropped = 0
         self._pid = 0
+        self.journal: Journal | None = None  # a persistent session of a hub with a state store
+        self.seq = 0  # the last durable delivery's sequence number
 
     # --- connection ----------------------------------------------------------------------
     def attach(self, link: Link) -> None:
@@ -108,19 +128,46 @@ class Session:
                 link.write(codec.publish(m.topic_bytes, m.payload, out.qos, False, pid, dup=True))
         self.pump()
 
+    def restore(self, deliveries: list[Delivery]) -> None:
+        """The deliveries a restart found stored (oldest first): released QoS 2 ones await
+        PUBCOMP (PUBREL goes again on attach), the rest are queued with their ids."""
+        queue: deque[tuple[Message, int, bool, int]] = deque()
+        size = 0
+        for seq, topic, payload, qos, retain, released in deliveries:
+            message = Message(topic, bytes(payload), qos, False)
+            if released and qos == 2:
+                out = _Outgoing(message, 2, seq)
+                out.released = True
+                self.inflight[pid_of(seq)] = out
+            else:
+                queue.append((message, qos, bool(retain), seq))
+                size += len(message.payload) + len(message.topic_bytes)
+        if deliveries:
+            self.seq = max(self.seq, deliveries[-1][0])  # oldest first
+        self.queued_bytes += size
+        self.queue = queue or None
+
+    def next_seq(self) -> int:
+        """The sequence number of a new durable delivery."""
+        self.seq += 1
+        return self.seq
+
     def detach(self) -> None:
         self.link = None
 
     # --- outgoing ------------------------------------------------------------------------
-    def enqueue(self, message: Message, qos: int, retain: bool = False) -> Queued:
-        """Sends or queues a delivery at the given QoS (already min(publish, subscription))."""
+    def enqueue(self, message: Message, qos: int, retain: bool = False, seq: int = 0) -> Queued:
+        """Sends or queues a delivery at the given QoS (already min(publish, subscription));
+        ``seq``: a durable delivery's (``next_seq``)."""
         link = self.link
         if link is not None and not self.queue and link.buffered() < self.limits.high_water:
             if qos == 0:
                 link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
                 return Queued.SENT
-            if len(self.inflight) < self.limits.max_inflight:
-                self._send(message, qos, retain)
+            if len(self.inflight) < self.limits.max_inflight and (
+                not seq or pid_of(seq) not in self.inflight
+            ):
+                self._send(message, qos, retain, seq)
                 return Queued.SENT
         if link is None and qos == 0:
             self.dropped += 1
@@ -137,7 +184,7 @@ class Session:
             if not self._make_room(queue, size):
                 self.dropped += 1
                 return Queued.DROPPED if qos == 0 else Queued.OVERFLOW
-        queue.append((message, qos, retain))
+        queue.append((message, qos, retain, seq))
         self.queued_bytes += size
         return Queued.QUEUED
 
@@ -147,7 +194,7 @@ class Session:
             return "queued_messages"
         return "queued_bytes"
 
-    def _make_room(self, queue: deque[tuple[Message, int, bool]], size: int) -> bool:
+    def _make_room(self, queue: deque[tuple[Message, int, bool, int]], size: int) -> bool:
         """Drops the oldest QoS 0 messages until ``size`` more bytes and one more message fit;
         False (nothing dropped) when they cannot."""
         limits = self.limits
@@ -156,7 +203,7 @@ class Session:
         if size > limits.max_queued_bytes:
             return False
         victims = []
-        for index, (message, qos, _) in enumerate(queue):
+        for index, (message, qos, _, _) in enumerate(queue):
             if need_count <= 0 and need_bytes <= 0:
                 break
             if qos == 0:
@@ -185,22 +232,25 @@ class Session:
         while queue:
             if link.buffered() >= self.limits.high_water:
                 return False
-            message, qos, retain = queue[0]
-            if qos and len(self.inflight) >= self.limits.max_inflight:
+            message, qos, retain, seq = queue[0]
+            if qos and (
+                len(self.inflight) >= self.limits.max_inflight
+                or (seq and pid_of(seq) in self.inflight)
+            ):
                 return True  # an acknowledgement will call pump again
             queue.popleft()
             self.queued_bytes -= len(message.payload) + len(message.topic_bytes)
             if qos:
-                self._send(message, qos, retain)
+                self._send(message, qos, retain, seq)
             else:
                 link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
         self.queue = None
         self.queued_bytes = 0
         return True
 
-    def _send(self, message: Message, qos: int, retain: bool) -> None:
-        pid = self._next_pid()
-        self.inflight[pid] = _Outgoing(message, qos)
+    def _send(self, message: Message, qos: int, retain: bool, seq: int = 0) -> None:
+        pid = pid_of(seq) if seq else self._next_pid()
+        self.inflight[pid] = _Outgoing(message, qos, seq)
         assert self.link is not None
         self.link.write(codec.publish(message.topic_bytes, message.payload, qos, retain, pid))
 
@@ -217,19 +267,29 @@ class Session:
         out = self.inflight.get(pid)
         if out is not None and out.qos == 1:
             del self.inflight[pid]
+            if out.seq and self.journal is not None:
+                self.journal.done(self.client_id, out.seq)
             self.pump()
 
-    def on_pubrec(self, pid: int) -> None:
+    def on_pubrec(self, pid: int) -> Batch | None:
+        """Marks the message released. Returns the batch its PUBREL waits for (the caller
+        sends it once that has committed), or None: PUBREL was sent."""
         out = self.inflight.get(pid)
         if out is not None and out.qos == 2:
+            if not out.released and out.seq and self.journal is not None:
+                out.released = True
+                return self.journal.release(self.client_id, out.seq)
             out.released = True
         if self.link is not None:
             self.link.write(codec.ack(codec.PUBREL, pid))
+        return None
 
     def on_pubcomp(self, pid: int) -> None:
         out = self.inflight.get(pid)
         if out is not None and out.released:
             del self.inflight[pid]
+            if out.seq and self.journal is not None:
+                self.journal.done(self.client_id, out.seq)
             self.pump()
 
     @property
@@ -242,15 +302,21 @@ class Session:
         """Whether an incoming QoS 2 publish with this id was delivered and not released."""
         return self.receipts is not None and pid in self.receipts
 
-    def received_qos2(self, pid: int) -> None:
-        """Remembers an incoming QoS 2 publish until the client releases it (PUBREL)."""
+    def received_qos2(self, pid: int) -> Batch | None:
+        """Remembers an incoming QoS 2 publish until the client releases it (PUBREL); the
+        batch that records it for a durable session."""
         if self.receipts is None:
             self.receipts = set()
         self.receipts.add(pid)
+        if self.journal is not None:
+            return self.journal.receipt(self.client_id, pid)
+        return None
 
     def released_qos2(self, pid: int) -> None:
         """PUBREL: the client will not send that publish again."""
-        if self.receipts is not None:
+        if self.receipts is not None and pid in self.receipts:
             self.receipts.discard(pid)
             if not self.receipts:
                 self.receipts = None
+            if self.journal is not None:
+                self.journal.unreceipt(self.client_id, pid)

@@ -43,6 +43,10 @@ class BrokerSettings:
     max_sessions_per_identity: int = 10  # persistent sessions; the oldest offline one goes
     max_connect: int = 64 * 1024  # bytes of a CONNECT packet (before login)
     login_failures: int = 10  # per address and per identity a minute, then refused a minute
+    # Durable state (hub/broker/journal.py): seconds an offline persistent session and a
+    # retained message are kept; 0 keeps them for ever.
+    session_expiry: float = 7 * 86400.0
+    retained_expiry: float = 0.0
 
     def __post_init__(self) -> None:
         """Quotas a user set wrong fail at start, naming the setting."""
@@ -57,6 +61,11 @@ class BrokerSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be a whole number of at least {least}, not "
+                                  f"{value!r}")  # fmt: skip
+        for name in ("session_expiry", "retained_expiry"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{name} must be 0 (for ever) or a number of seconds, not "
                                   f"{value!r}")  # fmt: skip
         if self.slow_consumer not in ("drop", "disconnect"):
             raise ConfigError(

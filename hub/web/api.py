@@ -190,6 +190,7 @@ class Api:
         except CommandRefused as exc:
             raise error(web.HTTPTooManyRequests, str(exc)) from None
         if wait == "0":
+            await self.commands.stored()  # pending across a crash of the hub too
             return web.json_response(
                 {"id": record["id"], "status": "pending", "online": online,
                  "expires_at": record["expires_at"]},

@@ -22,6 +22,7 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["--seconds", "1", "--fanout", "3", "--rate", "50", "--connections", "5,5"]
     args += ["--fleet", "10", "--period", "1", "--fleet-seconds", "2", "--no-pin"]
+    args += ["--stored", "200", "--killed", "50"]
     args += ["--cache", str(tmp_path / "cache"), "--json", str(out)]
     run = subprocess.run(
         [sys.executable, "-m", "tools.bench", *args],
@@ -45,5 +46,8 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
         assert all({"seconds", "rss", "bytes_per_conn"} <= set(b) for b in batches)
         assert {"devices", "sent", "received", "p99_ms", "broker_cpu_pct"} <= set(r["fleet"])
         assert r["fleet"]["devices"] == 10
+        durable = r["durable"]
+        assert {"qos1_clean", "qos1_persistent", "offline", "restart_s"} <= set(durable)
+        assert durable["after_restart"]["delivered"] >= 200  # persistence true, a clean stop
     assert isinstance(results["hub"]["fleet"]["stored"], int)
     assert "first_batches" in results["hub"]["connections"]

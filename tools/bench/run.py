@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import provision, report
+from tools.bench import durable, provision, report
 from tools.bench.brokers import BenchError, Broker, start_hub, start_mosquitto
 
 Mark = Callable[[dict[str, Any]], None]
-SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet")
+SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet", "durable")
 
 
 def raise_fd_limit() -> int:
@@ -172,6 +172,11 @@ def run_scenarios(
                 out["latency"]["broker_cpu_pct"] = window.cpu_pct
         finally:
             broker.stop()
+    if "durable" in wanted:  # its own brokers, restarted on their data (tools/bench/durable.py)
+        cpus = {0} if not args.no_pin and (os.cpu_count() or 1) >= 2 else None
+        out["durable"] = durable.run(
+            name, args.work.parent, cpus, args.seconds, args.stored, args.killed
+        )
     if "connections" in wanted or "fleet" in wanted:
         broker = start("defaults")
         out["fleet_broker_notes"] = broker.notes
@@ -273,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", type=int, default=10_000, help="fleet devices (10000)")
     p.add_argument("--period", type=float, default=10.0, help="fleet: s between readings (10)")
     p.add_argument("--fleet-seconds", type=float, default=90.0, help="fleet duration (90)")
+    p.add_argument("--stored", type=int, default=durable.STORED,
+                   help="durable: messages stored for the restart (100000)")  # fmt: skip
+    p.add_argument("--killed", type=int, default=durable.KILLED,
+                   help="durable: messages queued before SIGKILL (10000)")  # fmt: skip
     p.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these scenarios")
     p.add_argument(
         "--brokers", nargs="*", default=["hub", "mosquitto"], choices=["hub", "mosquitto"]

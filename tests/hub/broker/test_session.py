@@ -67,7 +67,7 @@ def test_full_queue_drops_oldest_qos0_then_overflows() -> None:
     assert session.enqueue(msg(2), 1) is Queued.QUEUED
     assert session.enqueue(msg(3), 1) is Queued.QUEUED  # msg 0 (QoS 0) made room
     assert session.queue is not None
-    assert [m.payload for m, _, _ in session.queue] == [b"1", b"2", b"3"]
+    assert [m.payload for m, *_ in session.queue] == [b"1", b"2", b"3"]
     assert session.enqueue(msg(4, 0), 0) is Queued.DROPPED
     assert session.enqueue(msg(5), 1) is Queued.OVERFLOW
     assert session.dropped == 3
@@ -116,14 +116,14 @@ def test_queue_is_bounded_in_bytes_too() -> None:
     assert session.enqueue(big(2, 900), 1) is Queued.QUEUED
     assert session.queued_bytes == 2900 + 9
     assert session.enqueue(big(3, 900), 1) is Queued.QUEUED  # the QoS 0 one made room
-    assert [m.topic for m, _, _ in session.queue or ()] == ["t/1", "t/2", "t/3"]
+    assert [m.topic for m, *_ in session.queue or ()] == ["t/1", "t/2", "t/3"]
     assert session.enqueue(big(4, 900), 1) is Queued.OVERFLOW
     assert session.full_because() == "queued_bytes"
     assert session.enqueue(big(5, 900, 0), 0) is Queued.DROPPED
     wire.backlog = 0
     session.on_puback(0)  # nothing in flight: pump by hand
     session.pump()
-    assert session.queued_bytes == sum(len(m.payload) + 3 for m, _, _ in session.queue or ())
+    assert session.queued_bytes == sum(len(m.payload) + 3 for m, *_ in session.queue or ())
 
 
 def test_disconnect_slow_overflows_on_any_qos() -> None:
