@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ _DATA_DIR = Path("data")
 _LIMITS = "broker limits (see README)"
 _DURABLE = "storage durability and HTTP limits (see README)"
 _CONSOLE = "console (see README)"
+_INTEG = "integrations (see README)"
 
 
 def check_amqtt_plugins(plugins: object) -> None:
@@ -208,6 +210,17 @@ class HubConfig:
         12 * 3600.0, "and this long after its login, used or not", metavar="SECONDS",
         flag="--session-max", group=_CONSOLE,
     )  # fmt: skip
+    # Integrations (README: "Metrics", "Routes", "Home Assistant"); routes come from the
+    # file's [[routes]] tables only (hub/routes/spec.py checks them).
+    metrics_public: bool = _setting(
+        False, "serve /metrics to anyone (default: an admin token or session)", group=_INTEG
+    )
+    hass_discovery: bool = _setting(
+        False, "publish Home Assistant MQTT discovery documents for registered devices",
+        group=_INTEG,
+    )  # fmt: skip
+    hass_prefix: str = _setting("homeassistant", "Home Assistant's discovery prefix",
+                                metavar="PREFIX", group=_INTEG)  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -253,6 +266,9 @@ class HubConfig:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.http_max_connections < 0:
             raise ConfigError("http_max_connections must be 0 (auto) or positive")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.hass_prefix):
+            raise ConfigError(f"hass_prefix must be topic levels of A-Z a-z 0-9 _ -, not "
+                              f"{self.hass_prefix[:40]!r}")  # fmt: skip
 
     @property
     def http_shares_ws_port(self) -> bool:

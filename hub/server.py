@@ -23,6 +23,7 @@ from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.events import HubEvents
 from hub.ingest import Ingest
+from hub.metrics import Metrics
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
 from hub.security import Gatekeeper, load_key
@@ -125,6 +126,9 @@ class Hub:
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
         self.broker.add_event_sink(self.events)
         self.broker.add_event_sink(self._device_seen)
+        self.metrics = Metrics(public=config.metrics_public)  # /metrics (hub/metrics.py)
+        self.broker.add_event_sink(self.metrics.observed.on_event)
+        self.broker.add_message_listener(self.metrics.observed.on_message)
         self.registry: Registry | None = None
         self._api_registry: Registry | None = None  # the HTTP API's own connection
         self._auth_registry: Registry | None = None  # the broker's logins' own connection
@@ -185,7 +189,7 @@ class Hub:
         self.broker.set_gatekeeper(gatekeeper)
         self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
         self.ingest = Ingest(
-            self.store,
+            self.metrics.timed(self.store),  # each commit timed for /metrics
             cfg.retention_days * 86400 if cfg.retention_days else None,
             data_dir=cfg.data_dir,
             report=self.events,
@@ -234,8 +238,13 @@ class Hub:
             self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms,
             storage_stats=lambda: asdict(ingest.stats),
         )  # fmt: skip
+        sources, alarms = self.metrics.sources, self.alarms
+        sources.storage = lambda: asdict(ingest.stats)
+        sources.retained = lambda: len(self.broker.retained_topics("#"))
+        sources.alarms = lambda: sum(alarms.alarms.counts().values())
+        integrations = {"metrics": self.metrics}
         self._web_runner = web.AppRunner(
-            build_app(self.broker, auth, api, manage),
+            build_app(self.broker, auth, api, manage, integrations),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE_S,
             **self.guard.handler_args(),
