@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Settings SIGHUP applies to a running hub; every other one needs a restart.
-RELOADABLE = frozenset({"log_level"})
+RELOADABLE = frozenset({"log_level", "routes"})
 
 
 class ConfigError(ValueError):
@@ -221,6 +221,11 @@ class HubConfig:
     )  # fmt: skip
     hass_prefix: str = _setting("homeassistant", "Home Assistant's discovery prefix",
                                 metavar="PREFIX", group=_INTEG)  # fmt: skip
+    routes: tuple[Any, ...] = field(
+        default=(),
+        metadata={"help": "routes ([[routes]] tables; only in the config file)", "flag": False,
+                  "metavar": None, "group": _INTEG, "choices": None},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -266,6 +271,9 @@ class HubConfig:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.http_max_connections < 0:
             raise ConfigError("http_max_connections must be 0 (auto) or positive")
+        from hub.routes.spec import parse_routes  # it imports ConfigError from here
+
+        object.__setattr__(self, "routes", parse_routes(self.routes))
         if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.hass_prefix):
             raise ConfigError(f"hass_prefix must be topic levels of A-Z a-z 0-9 _ -, not "
                               f"{self.hass_prefix[:40]!r}")  # fmt: skip

@@ -26,6 +26,8 @@ from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
+from hub.routes.api import RoutesApi
+from hub.routes.service import Routes
 from hub.security import Gatekeeper, load_key
 from hub.store import SqlHistory, open_store
 from hub.topics import meta_topic, status_topic
@@ -141,6 +143,7 @@ class Hub:
         self.commands: Commands | None = None
         self.alarms: AlarmService | None = None
         self.ingest: Ingest | None = None
+        self.routes: Routes | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self.guard = Guard(
@@ -196,7 +199,10 @@ class Hub:
             max_pending=cfg.store_queue,
             disk_low=cfg.disk_low,
         )
-        self.broker.add_message_listener(self.ingest.on_message)
+        # Routes (hub/routes/): a message both store is acknowledged once both have.
+        self.routes = Routes(cfg.data_dir, self.broker, self.events)
+        await self.routes.start(cfg.routes)
+        self.broker.add_message_listener(self.routes.joined(self.ingest.on_message))
         self.ingest.start()
         # Each device's last known state, loaded before the hub accepts connections.
         self.recorder = Recorder(self.store)
@@ -242,7 +248,8 @@ class Hub:
         sources.storage = lambda: asdict(ingest.stats)
         sources.retained = lambda: len(self.broker.retained_topics("#"))
         sources.alarms = lambda: sum(alarms.alarms.counts().values())
-        integrations = {"metrics": self.metrics}
+        sources.routes = self.routes.listing
+        integrations = {"metrics": self.metrics, "routes": RoutesApi(self.routes)}
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage, integrations),
             access_log=None,
@@ -315,6 +322,8 @@ class Hub:
             await server.wait_closed()
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.routes is not None:
+            await self.routes.stop()
         if self.commands is not None:
             await self.commands.stop()
         if self.alarms is not None:
