@@ -166,7 +166,7 @@ def sql_tokens(statement: str) -> list[tuple[str, str]]:
         if kind == "dollar":
             raise ConfigError(f"positional parameters ({text}) are not supported: use $topic, "
                               "$payload, ...")  # fmt: skip
-        if kind == "quoted" and statement[match.end() - 1] != text[0]:
+        if kind == "other" and text in ("'", '"'):  # no closing quote matched it
             raise ConfigError("an unterminated quote")
         out.append((kind, text))
     return out
