@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hub import alarmcli, backup, certs, configfile, footprint
+from hub import alarmcli, backup, certs, configfile, footprint, hass
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
@@ -267,6 +267,7 @@ COMMANDS: dict[str, Command] = {
     "token": Command("browser access tokens", _token_arguments, _token),
     "alarm": Command("alarm rules and alarms", alarmcli.add_arguments, alarmcli.run),
     "route": Command("routes: counters and dead letters", routecli.add_arguments, routecli.run),
+    "hass": Command("Home Assistant: its login token", hass.add_arguments, hass.run),
 }
 
 

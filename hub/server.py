@@ -22,6 +22,7 @@ from hub.datalock import DataDirLock
 from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.events import HubEvents
+from hub.hass import HassDiscovery, load_boards
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.recorder import Recorder
@@ -144,6 +145,7 @@ class Hub:
         self.alarms: AlarmService | None = None
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
+        self.hass: HassDiscovery | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self.guard = Guard(
@@ -220,6 +222,12 @@ class Hub:
         await self.alarms.start()
         self.recorder.start()
         await self.broker.start()
+        if cfg.hass_discovery:  # Home Assistant MQTT discovery (hub/hass.py)
+            self.hass = HassDiscovery(self.broker, cfg.hass_prefix,
+                                      await asyncio.to_thread(load_boards))  # fmt: skip
+            self.states.observers.append(self.hass.on_state)
+            self.broker.add_message_listener(self.hass.on_message)
+            self.hass.start(self.states.states)
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
         self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
@@ -324,6 +332,8 @@ class Hub:
             await self.ingest.stop()
         if self.routes is not None:
             await self.routes.stop()
+        if self.hass is not None:
+            await self.hass.stop()
         if self.commands is not None:
             await self.commands.stop()
         if self.alarms is not None:
