@@ -229,7 +229,7 @@ def render(config: HubConfig, *, comments: bool = True, secrets: bool = False) -
     for route in config.routes:  # as the file had it (secrets are read from env or files)
         lines += ["", "[[routes]]"]
         for key, value in route.raw.items():
-            if key == "database" and not secrets:
+            if key in ("database", "url") and not secrets:
                 value = redact_url(value)
             lines.append(f"{_toml_value(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

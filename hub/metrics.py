@@ -67,7 +67,7 @@ def topic_kind(topic: str) -> str:
 class Observed:
     """What the broker reports as it happens, kept for the collector."""
 
-    networks: dict[str, str] = field(default_factory=dict)  # client id -> network
+    networks: dict[str, str] = field(default_factory=dict)  # connection -> network
     connects: dict[str, int] = field(default_factory=dict)  # network -> connections so far
     disconnects: dict[str, int] = field(default_factory=dict)  # reason -> count
     events: dict[str, int] = field(default_factory=dict)  # event name -> count (+ suppressed)
@@ -79,7 +79,8 @@ class Observed:
         count = 1 + int(event.get("suppressed") or 0)
         if kind in self.events or len(self.events) < MAX_EVENT_KINDS:
             self.events[kind] = self.events.get(kind, 0) + count
-        client = str(event.get("client_id") or "")
+        # One connection: its client id and peer address (a takeover's old and new differ).
+        client = f"{event.get('client_id') or ''} {event.get('peer') or ''}"
         if kind == "connected":
             network = str(event.get("network") or "unknown")
             self.networks[client] = network

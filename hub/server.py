@@ -323,6 +323,8 @@ class Hub:
             self._watcher.cancel()
         for server in self._servers:
             server.close()
+        if self.routes is not None:
+            await self.routes.pause()  # no route publishes into a stopped broker
         await self.broker.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()

@@ -143,16 +143,16 @@ class Routes:
             if origin and spec.name in origin.split(","):
                 self._loop_skipped(spec, topic, origin)
                 continue
+            # Queued even while the route's worker restarts (SIGHUP) or has stopped (the hub
+            # stopping): the next worker delivers it.
             worker = self.workers.get(spec.name)
-            if worker is None:
-                continue
-            if worker.counters["queued"] >= spec.max_queue:
+            if worker is not None and worker.counters["queued"] >= spec.max_queue:
                 self._queue_full(spec)
                 handle = REFUSED
                 continue
             row = (spec.name, topic, payload, device, sensor, now, origin, retain)
             got = self.log.append(row, ROW_OVERHEAD + len(topic) + len(payload))
-            if got is not REFUSED:
+            if got is not REFUSED and worker is not None:
                 worker.counters["queued"] += 1
             handle = got if handle is not REFUSED else handle
         return handle
@@ -261,10 +261,15 @@ class Routes:
         await worker.target.close()
         self._saved[worker.spec.name] = dict(worker.counters)
 
-    async def stop(self) -> None:
+    async def pause(self) -> None:
+        """Stops delivering (before the broker stops: an mqtt route must not publish into a
+        stopped broker); what was not delivered waits in the queue for the next start."""
         for worker in list(self.workers.values()):
             await self._stop_worker(worker)
         self.workers = {}
+
+    async def stop(self) -> None:
+        await self.pause()
         await self.log.stop()
         if self.db is not None:
             await asyncio.to_thread(self.db.close)
