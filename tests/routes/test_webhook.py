@@ -32,14 +32,18 @@ def seqs_of(bodies: list[bytes]) -> list[int]:
     return [int(body.split(b",")[1]) for body in bodies]
 
 
-def api_routes(hub: HubProcess) -> list[dict[str, Any]]:
+def api(hub: HubProcess, path: str) -> Any:
     made = hub_cli(hub.data_dir, "token", "create", "--admin")
     request = urllib.request.Request(
-        f"{hub.http_url}/api/routes",
+        f"{hub.http_url}{path}",
         headers={"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"},
     )
     with urllib.request.urlopen(request, timeout=scaled(10)) as response:
-        return list(json.loads(response.read())["routes"])
+        return json.loads(response.read())
+
+
+def api_routes(hub: HubProcess) -> list[dict[str, Any]]:
+    return list(api(hub, "/api/routes")["routes"])
 
 
 def test_retries_keep_each_devices_order_and_send_the_headers(
@@ -87,6 +91,12 @@ def test_retries_keep_each_devices_order_and_send_the_headers(
             await receiver.stop()
         table = route_cli(hub, "list")
         assert table.splitlines()[1].split()[:8] == ["hook", "-", "-", "0", "30", "30", "0", "0"]
+        configured = route_cli(hub, "list", "--config", str(tmp_path / "hub.toml"), "--json")
+        assert json.loads(configured) == {
+            **{k: route[k] for k in ("name", "filter", "target", "url")}, "method": "POST",
+            "secret_headers": ["Authorization"], "queued": 0, "delivered": 30, "retries": 30,
+            "dead": 0, "loops": 0,
+        }  # fmt: skip
         assert "s3cret" not in (tmp_path / "hub.log").read_text()
 
     asyncio.run(run())
@@ -140,6 +150,10 @@ def test_dead_letters_an_event_and_replay(tmp_path: Path) -> None:
             assert [d["payload"] for d in letters] == ["b00f,0,0.5", "b00f,1,1.5", "b00f,2,2.5",
                                                        "bad,1,1"]  # fmt: skip
             assert receiver.accepted == []
+            listed = await asyncio.to_thread(api, hub, "/api/routes/hook/dead-letters")
+            assert [(d["status"], d["attempts"]) for d in listed["dead_letters"]] == [
+                ("503", 3), ("503", 3), ("503", 3), ("400", 1)
+            ]  # fmt: skip
             answer["status"] = 200
             replayed = await asyncio.to_thread(route_cli, hub, "dead-letters", "hook", "--replay")
             assert replayed.startswith("replayed 4 dead letters")
