@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hub.hass import scope
+from hub.hass import documents, scope
 from hub.security import token_identity
 from tests.routes.helpers import write_config
 from tests.support.devices import running_device
@@ -236,3 +236,21 @@ def test_the_token_scope_is_what_home_assistant_needs() -> None:
     assert who.may_publish("d/kitchen/c") and who.may_publish(f"{PREFIX}/status")
     for topic in (f"{PREFIX}/sensor/x/y/config", "d/kitchen/t/temp", "d/kitchen/s", "other"):
         assert not who.may_publish(topic), topic
+
+
+def test_hostile_descriptions_stay_data() -> None:
+    """What a device says about itself (units, board, firmware, sensor names) ends up as JSON
+    strings in the documents, never in a template or a topic: a hostile unit or board name
+    changes no template, a bad sensor name makes no document, and an unknown board has no
+    switches."""
+    state = {"board": '../../etc/passwd"}', "fw": "{{ 7*7 }}",
+             "sensors": {"temp": {}, "Bad/Name": {}, "a" * 40: {}},
+             "health": {"units": {"temp": "{% raw %}°C\"'"}}}  # fmt: skip
+    docs = documents(PREFIX, "dev-x", state, [])
+    assert set(docs) == {f"{PREFIX}/sensor/dev-x/temp/config",
+                         f"{PREFIX}/binary_sensor/dev-x/online/config"}  # fmt: skip
+    sensor = docs[f"{PREFIX}/sensor/dev-x/temp/config"]
+    check_document(f"{PREFIX}/sensor/dev-x/temp/config", json.loads(json.dumps(sensor)))
+    assert sensor["value_template"] == "{{ value.split(',')[2] | float }}"
+    assert sensor["unit_of_measurement"] == "{% raw %}°C\"'" and "device_class" not in sensor
+    assert sensor["device"]["model"] == '../../etc/passwd"}'

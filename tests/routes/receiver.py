@@ -4,6 +4,7 @@ ways: a status, a slow answer (past the route's timeout), or a closed port (refu
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,11 +49,9 @@ class Receiver:
         app.router.add_route("*", "/in", self._handle)
         self.runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sock = socket.create_server(("127.0.0.1", port))
+        await web.SockSite(self.runner, sock).start()
+        self.port = int(sock.getsockname()[1])
         return self
 
     async def stop(self) -> None:
