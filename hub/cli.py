@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hub import alarmcli, backup, certs, configfile, footprint
+from hub import alarmcli, backup, certs, configfile, footprint, hass
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
@@ -23,6 +23,7 @@ from hub.devicecli import device, device_arguments
 from hub.devicepolicy import DevicePolicy
 from hub.registry import RegistryError
 from hub.reload import Reloader, configure_logging
+from hub.routes import cli as routecli
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.serveflags import add_config_flags, overrides
 from hub.server import Hub, ListenError, broker_settings
@@ -71,6 +72,8 @@ async def _run_hub(reloader: Reloader) -> None:
     loop.add_signal_handler(signal.SIGHUP, reloader.on_signal)
     try:
         endpoints = await hub.start()
+        assert hub.routes is not None
+        reloader.apply_routes = hub.routes.apply  # SIGHUP's new [[routes]]
         print(endpoints.ready_line(), flush=True)
         await stop.wait()
     finally:
@@ -263,6 +266,8 @@ COMMANDS: dict[str, Command] = {
     "restore": Command("restore a backup into a data dir", _restore_arguments, _backup_or_restore),
     "token": Command("browser access tokens", _token_arguments, _token),
     "alarm": Command("alarm rules and alarms", alarmcli.add_arguments, alarmcli.run),
+    "route": Command("routes: counters and dead letters", routecli.add_arguments, routecli.run),
+    "hass": Command("Home Assistant: its login token", hass.add_arguments, hass.run),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Settings SIGHUP applies to a running hub; every other one needs a restart.
-RELOADABLE = frozenset({"log_level"})
+RELOADABLE = frozenset({"log_level", "routes"})
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,7 @@ _DATA_DIR = Path("data")
 _LIMITS = "broker limits (see README)"
 _DURABLE = "storage durability and HTTP limits (see README)"
 _CONSOLE = "console (see README)"
+_INTEG = "integrations (see README)"
 
 
 def check_amqtt_plugins(plugins: object) -> None:
@@ -220,6 +222,22 @@ class HubConfig:
         12 * 3600.0, "and this long after its login, used or not", metavar="SECONDS",
         flag="--session-max", group=_CONSOLE,
     )  # fmt: skip
+    # Integrations (README: "Metrics", "Routes", "Home Assistant"); routes come from the
+    # file's [[routes]] tables only (hub/routes/spec.py checks them).
+    metrics_public: bool = _setting(
+        False, "serve /metrics to anyone (default: an admin token or session)", group=_INTEG
+    )
+    hass_discovery: bool = _setting(
+        False, "publish Home Assistant MQTT discovery documents for registered devices",
+        group=_INTEG,
+    )  # fmt: skip
+    hass_prefix: str = _setting("homeassistant", "Home Assistant's discovery prefix",
+                                metavar="PREFIX", group=_INTEG)  # fmt: skip
+    routes: tuple[Any, ...] = field(
+        default=(),
+        metadata={"help": "routes ([[routes]] tables; only in the config file)", "flag": False,
+                  "metavar": None, "group": _INTEG, "choices": None},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -265,6 +283,12 @@ class HubConfig:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.http_max_connections < 0:
             raise ConfigError("http_max_connections must be 0 (auto) or positive")
+        from hub.routes.spec import parse_routes  # it imports ConfigError from here
+
+        object.__setattr__(self, "routes", parse_routes(self.routes))
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.hass_prefix):
+            raise ConfigError(f"hass_prefix must be topic levels of A-Z a-z 0-9 _ -, not "
+                              f"{self.hass_prefix[:40]!r}")  # fmt: skip
 
     @property
     def http_shares_ws_port(self) -> bool:

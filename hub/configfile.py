@@ -79,6 +79,10 @@ def _convert(key: str, value: Any, kind: type) -> Any:
         return Path(value)
     if typing.get_origin(kind) is dict and isinstance(value, dict):
         return value  # amqtt_plugins: HubConfig checks its shape
+    if typing.get_origin(kind) is tuple and isinstance(value, list):
+        return tuple(value)  # [[routes]]: HubConfig checks each (hub/routes/spec.py)
+    if typing.get_origin(kind) is tuple:
+        expected = "[[routes]] tables (an array of tables)"
     shown = json.dumps(value, default=str)
     raise ConfigError(f"{key} must be {expected}, not {shown[:60]}")
 
@@ -148,9 +152,29 @@ def build(
     except ConfigError as exc:
         message = str(exc)
         key = re.match(r"\w+", message)
+        if path is not None and key and key[0] == "routes" and "routes" in file_values:
+            raise ConfigFileError([f"{path}:{_route_line(text, message)}: {message}"]) from None
         if path is not None and key and key[0] in file_values and key[0] not in overrides:
             raise ConfigFileError([f"{_where(path, text, key[0])}: {message}"]) from None
         raise
+
+
+def _route_line(text: str, message: str) -> int:
+    """The line of the [[routes]] table a route error names ("routes: NAME: ..." or
+    "routes: #N: ..."), else of the first one."""
+    tables = [n for n, line in enumerate(text.splitlines(), 1)
+              if re.match(r"^\s*\[\[\s*routes\s*\]\]", line)]  # fmt: skip
+    if not tables:
+        return _line_of(text, "routes") or 1
+    named = re.match(r"routes: (#?)([\w-]+):", message)
+    if named and named[1] and named[2].isdigit() and int(named[2]) <= len(tables):
+        return tables[int(named[2]) - 1]
+    if named:
+        pattern = re.compile(rf"^\s*name\s*=\s*[\"']{re.escape(named[2])}[\"']")
+        for number, line in enumerate(text.splitlines(), 1):
+            if pattern.match(line):
+                return max((t for t in tables if t <= number), default=number)
+    return tables[0]
 
 
 def load(
@@ -192,6 +216,8 @@ def render(config: HubConfig, *, comments: bool = True, secrets: bool = False) -
     lines = []
     for f in dataclasses.fields(HubConfig):
         value = getattr(config, f.name)
+        if f.name == "routes":
+            continue  # tables come after every top-level key (below)
         if f.name == "store_url" and value is not None and not secrets:
             value = redact_url(value)
         if comments:
@@ -200,4 +226,10 @@ def render(config: HubConfig, *, comments: bool = True, secrets: bool = False) -
             lines.append(f"# {f.name} = (unset)")
         else:
             lines.append(f"{f.name} = {_toml_value(value)}")
+    for route in config.routes:  # as the file had it (secrets are read from env or files)
+        lines += ["", "[[routes]]"]
+        for key, value in route.raw.items():
+            if key in ("database", "url") and not secrets:
+                value = redact_url(value)
+            lines.append(f"{_toml_value(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

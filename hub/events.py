@@ -49,6 +49,9 @@ SEVERITY = {
     "alarm_raised": "warning",
     "alarm_cleared": "info",
     "alarm_acknowledged": "info",
+    "route_failure": "error",
+    "route_loop": "warning",
+    "route_queue_full": "warning",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

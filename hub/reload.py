@@ -1,7 +1,7 @@
 """The running hub's settings: the log level, and what SIGHUP reloads from the config file.
 
 SIGHUP re-reads the file (with the same flags on top), applies what can change without
-dropping a connection (today the log level: hub.config.RELOADABLE) and logs which changed
+dropping a connection (the log level and the routes: hub.config.RELOADABLE) and logs which changed
 settings need a restart. A file that has become wrong is logged and changes nothing.
 """
 
@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class Reloader:
         self.overrides = overrides
         self.check = check
         self._tasks: set[asyncio.Task[list[str]]] = set()
+        # The running hub's routes (hub.routes.service.Routes.apply), once it has started.
+        self.apply_routes: Callable[[tuple[Any, ...]], Awaitable[list[str]]] | None = None
 
     def on_signal(self) -> None:
         """The SIGHUP handler: the file is read off the event loop."""
@@ -80,6 +83,14 @@ class Reloader:
         if "log_level" in applied:
             set_log_level(new.log_level)
             log.warning("SIGHUP: log_level is now %s", new.log_level.upper())
+        if "routes" in applied and self.apply_routes is not None:
+            try:
+                names = await self.apply_routes(new.routes)
+            except ConfigError as exc:
+                log.error("SIGHUP: %s; the running routes stay", exc)
+                del applied["routes"]
+            else:
+                log.warning("SIGHUP: routes reloaded: %s", ", ".join(names) or "none changed")
         later = [name for name in changed if name not in RELOADABLE]
         if later:
             log.warning("SIGHUP: %s changed in %s: takes effect after a restart",

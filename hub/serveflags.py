@@ -48,6 +48,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     groups: dict[str, Any] = {}
     for f in dataclasses.fields(HubConfig):
         meta = f.metadata
+        if meta.get("flag") is False:  # only in the config file (routes)
+            continue
         group_name = meta.get("group")
         target: Any = parser
         if group_name:

@@ -22,9 +22,13 @@ from hub.datalock import DataDirLock
 from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.events import HubEvents
+from hub.hass import HassDiscovery, load_boards
 from hub.ingest import Ingest
+from hub.metrics import Metrics
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
+from hub.routes.api import RoutesApi
+from hub.routes.service import Routes
 from hub.security import Gatekeeper, load_key
 from hub.store import SqlHistory, open_store
 from hub.topics import meta_topic, status_topic
@@ -131,6 +135,9 @@ class Hub:
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
         self.broker.add_event_sink(self.events)
         self.broker.add_event_sink(self._device_seen)
+        self.metrics = Metrics(public=config.metrics_public)  # /metrics (hub/metrics.py)
+        self.broker.add_event_sink(self.metrics.observed.on_event)
+        self.broker.add_message_listener(self.metrics.observed.on_message)
         self.registry: Registry | None = None
         self._api_registry: Registry | None = None  # the HTTP API's own connection
         self._auth_registry: Registry | None = None  # the broker's logins' own connection
@@ -143,6 +150,8 @@ class Hub:
         self.commands: Commands | None = None
         self.alarms: AlarmService | None = None
         self.ingest: Ingest | None = None
+        self.routes: Routes | None = None
+        self.hass: HassDiscovery | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self.guard = Guard(
@@ -195,14 +204,17 @@ class Hub:
             open_broker_state, cfg.store_url, cfg.data_dir, sync=cfg.store_sync
         )
         self.ingest = Ingest(
-            self.store,
+            self.metrics.timed(self.store),  # each commit timed for /metrics
             cfg.retention_days * 86400 if cfg.retention_days else None,
             data_dir=cfg.data_dir,
             report=self.events,
             max_pending=cfg.store_queue,
             disk_low=cfg.disk_low,
         )
-        self.broker.add_message_listener(self.ingest.on_message)
+        # Routes (hub/routes/): a message both store is acknowledged once both have.
+        self.routes = Routes(cfg.data_dir, self.broker, self.events)
+        await self.routes.start(cfg.routes)
+        self.broker.add_message_listener(self.routes.joined(self.ingest.on_message))
         self.ingest.start()
         # Each device's last known state, loaded before the hub accepts connections.
         self.recorder = Recorder(self.store)
@@ -220,6 +232,12 @@ class Hub:
         await self.alarms.start()
         self.recorder.start()
         await self.broker.start()
+        if cfg.hass_discovery:  # Home Assistant MQTT discovery (hub/hass.py)
+            self.hass = HassDiscovery(self.broker, cfg.hass_prefix,
+                                      await asyncio.to_thread(load_boards))  # fmt: skip
+            self.states.observers.append(self.hass.on_state)
+            self.broker.add_message_listener(self.hass.on_message)
+            self.hass.start(self.states.states)
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
         self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
@@ -244,8 +262,14 @@ class Hub:
             self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms,
             storage_stats=lambda: asdict(ingest.stats),
         )  # fmt: skip
+        sources, alarms = self.metrics.sources, self.alarms
+        sources.storage = lambda: asdict(ingest.stats)
+        sources.retained = lambda: len(self.broker.retained_topics("#"))
+        sources.alarms = lambda: sum(alarms.alarms.counts().values())
+        sources.routes = self.routes.listing
+        integrations = {"metrics": self.metrics, "routes": RoutesApi(self.routes)}
         self._web_runner = web.AppRunner(
-            build_app(self.broker, auth, api, manage, mqtt_limits(cfg)),
+            build_app(self.broker, auth, api, manage, mqtt_limits(cfg), integrations),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE_S,
             **self.guard.handler_args(),
@@ -309,6 +333,8 @@ class Hub:
             self._watcher.cancel()
         for server in self._servers:
             server.close()
+        if self.routes is not None:
+            await self.routes.pause()  # no route publishes into a stopped broker
         await self.broker.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
@@ -316,6 +342,10 @@ class Hub:
             await server.wait_closed()
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.routes is not None:
+            await self.routes.stop()
+        if self.hass is not None:
+            await self.hass.stop()
         if self.commands is not None:
             await self.commands.stop()
         if self.alarms is not None:

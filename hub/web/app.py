@@ -94,6 +94,11 @@ ROUTES = (
     Route("POST", "/api/users/{name}/disable", A.ADMIN, "manage.disable_user"),
     Route("POST", "/api/users/{name}/enable", A.ADMIN, "manage.enable_user"),
     Route("DELETE", "/api/users/{name}", A.ADMIN, "manage.remove_user"),
+    # Integrations: metrics (open to anyone with metrics_public), routes (hub/routes/).
+    Route("GET", "/metrics", A.ADMIN, "metrics.scrape"),
+    Route("GET", "/api/routes", A.ADMIN, "routes.listing"),
+    Route("GET", "/api/routes/{name}/dead-letters", A.ADMIN, "routes.dead_letters"),
+    Route("POST", "/api/routes/{name}/dead-letters/replay", A.ADMIN, "routes.replay"),
 )
 
 
@@ -171,17 +176,33 @@ def _page(name: str) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "no-store"})
 
 
+async def _not_running(request: web.Request) -> web.StreamResponse:
+    raise error(web.HTTPServiceUnavailable, "not available: this part of the hub is not running")
+
+
 def build_app(
-    broker: Broker, auth: Auth, api: Api, manage: Manage, mqtt_limits: Mapping[str, int]
+    broker: Broker,
+    auth: Auth,
+    api: Api,
+    manage: Manage,
+    mqtt_limits: Mapping[str, int],
+    integrations: dict[str, Any] | None = None,
 ) -> web.Application:
+    """``integrations``: the "metrics" (hub.metrics.Metrics) and "routes" (hub.routes.api)
+    parts; a route of a part that is missing answers 503."""
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
     parts: dict[str, Any] = {"pages": Pages(broker, auth, mqtt_limits), "auth": auth, "api": api,
                              "manage": manage, "fleet": api.fleet,
-                             "alarms": api.alarms}  # fmt: skip
+                             "alarms": api.alarms, **(integrations or {})}  # fmt: skip
+    metrics = parts.get("metrics")
     for route in ROUTES:
         part, method = route.handler.split(".")
-        handler = auth.guard(route.access, getattr(parts[part], method))
+        access = route.access
+        if part == "metrics" and getattr(metrics, "public", False):
+            access = A.OPEN  # metrics_public: Prometheus scrapes without a token
+        target = getattr(parts[part], method) if part in parts else _not_running
+        handler = auth.guard(access, target)
         app.router.add_route(route.method, route.path, handler)
     app.router.add_static("/static/", STATIC_DIR)
 

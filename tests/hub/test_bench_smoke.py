@@ -23,6 +23,7 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
     args = ["--seconds", "1", "--fanout", "3", "--rate", "50", "--connections", "5,5"]
     args += ["--fleet", "10", "--period", "1", "--fleet-seconds", "2", "--no-pin"]
     args += ["--stored", "200", "--killed", "50"]
+    args += ["--route-messages", "100"]
     args += ["--cache", str(tmp_path / "cache"), "--json", str(out)]
     run = subprocess.run(
         [sys.executable, "-m", "tools.bench", *args],
@@ -51,3 +52,5 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
         assert durable["after_restart"]["delivered"] >= 200  # persistence true, a clean stop
     assert isinstance(results["hub"]["fleet"]["stored"], int)
     assert "first_batches" in results["hub"]["connections"]
+    assert {"delivered_per_s", "lost", "published"} <= set(results["hub"]["routes"])
+    assert "routes" not in results["mosquitto"]

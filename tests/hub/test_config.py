@@ -35,6 +35,36 @@ OTHER: dict[str, Any] = {
     "disk_low": "100MB",
     "max_sensor_name": 12,
     "amqtt_plugins": {"amqtt.contrib.http.UserAuthHttpPlugin": {"host": "127.0.0.1", "port": 9}},
+    "hass_prefix": "ha/discovery",
+    "routes": [
+        {
+            "name": "hook",
+            "filter": "d/+/t/+",
+            "target": "webhook",
+            "url": "http://x.example/in",
+            "headers": {"X-Source": "hub"},
+            "headers_from_env": {"Authorization": "HOOK_AUTH"},
+            "max_attempts": 3,
+            "backoff_s": 0.25,
+            "device": "kitchen",
+        },
+        {
+            "name": "db",
+            "filter": "d/#",
+            "target": "database",
+            "database": "sqlite:copy.db",
+            "statement": "INSERT INTO t (topic, v) VALUES ($topic, $value)",
+            "batch": 10,
+        },
+        {
+            "name": "copy",
+            "filter": "d/+/t/temp",
+            "target": "mqtt",
+            "topic": "x/{device}",
+            "qos": 0,
+            "retain": True,
+        },
+    ],
 }
 
 
@@ -106,7 +136,7 @@ def test_unknown_keys_sections_and_wrong_types_name_key_and_line(tmp_path: Path)
         "allow_anonymous = 1\n"
         "max_payload = true\n"
         "\n"
-        "[routes]\n"
+        "[metrics]\n"
         "x = 1\n"
     )
     result = _hub("config", "check", str(path))
@@ -116,7 +146,7 @@ def test_unknown_keys_sections_and_wrong_types_name_key_and_line(tmp_path: Path)
         f'hub: error: {path}:4: rate_limit must be a number, not "fast"',
         f"hub: error: {path}:5: allow_anonymous must be true or false, not 1",
         f"hub: error: {path}:6: max_payload must be a whole number, not true",
-        f"hub: error: {path}:8: unknown section [routes]",
+        f"hub: error: {path}:8: unknown section [metrics]",
     ]
 
 

@@ -115,6 +115,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
             "<= 5 KB",
             scale=1 / 1024,
         )
+    if _get(r, "hub", "routes") is not None:  # hub only (tools/bench/routes.py)
+        add("route throughput, webhook", ("routes", "delivered_per_s"), "msg/s", "0 lost")
+        add("  route messages lost", ("routes", "lost"), "msgs", "0")
     n = _get(r, "hub", "fleet", "devices") or _get(r, "mosquitto", "fleet", "devices")
     if n:
         add(

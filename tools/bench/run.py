@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import durable, provision, report
+from tools.bench import durable, provision, report, routes
 from tools.bench.brokers import BenchError, Broker, start_hub, start_mosquitto
 
 Mark = Callable[[dict[str, Any]], None]
-SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet", "durable")
+SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet", "durable", "routes")
 
 
 def raise_fd_limit() -> int:
@@ -177,6 +177,9 @@ def run_scenarios(
         out["durable"] = durable.run(
             name, args.work.parent, cpus, args.seconds, args.stored, args.killed
         )
+    if "routes" in wanted and name == "hub":  # tools/bench/routes.py; Mosquitto has none
+        out["routes"] = routes.run(lambda cfg: start(f"config={cfg}"), args.work / "routes",
+                                   creds, args.route_messages)  # fmt: skip
     if "connections" in wanted or "fleet" in wanted:
         broker = start("defaults")
         out["fleet_broker_notes"] = broker.notes
@@ -282,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="durable: messages stored for the restart (100000)")  # fmt: skip
     p.add_argument("--killed", type=int, default=durable.KILLED,
                    help="durable: messages queued before SIGKILL (10000)")  # fmt: skip
+    p.add_argument("--route-messages", type=int, default=20_000,
+                   help="routes: readings through a webhook route (20000)")  # fmt: skip
     p.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these scenarios")
     p.add_argument(
         "--brokers", nargs="*", default=["hub", "mosquitto"], choices=["hub", "mosquitto"]
@@ -332,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "mosquitto":
                     return start_mosquitto(work / "mosquitto", broker_cpus)
                 extra = ["--rate-limit", "0"] if kind == "throughput" else []
+                if kind.startswith("config="):  # the routes scenario's config file
+                    extra = ["--rate-limit", "0", "--config", kind.removeprefix("config=")]
                 profile = args.profile if kind == "throughput" or args.only else None
                 return start_hub(
                     registry.resolve(),

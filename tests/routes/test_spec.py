@@ -1,0 +1,112 @@
+"""Route tables as the config file gives them: every mistake and hostile value is a clear
+error naming the route and the key (and the file's line); secrets are never in a message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.config import ConfigError, HubConfig
+from hub.routes.spec import parse_route, secret_headers
+
+HOOK = {"name": "hook", "filter": "d/+/t/+", "target": "webhook", "url": "http://h.example/in"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "Bad Name"}, "routes: #1: name must be"),
+        ({"target": "ftp"}, "routes: hook: target must be one of webhook, database, mqtt"),
+        ({"filter": "d/#/x"}, "routes: hook: filter 'd/#/x' is not a topic filter"),
+        ({"colour": "red"}, "routes: hook: unknown key 'colour' for a webhook route"),
+        ({"url": "file:///etc/passwd"}, "routes: hook: url must be an http:// or https:// URL"),
+        ({"method": "DELETE"}, "routes: hook: method must be POST or PUT"),
+        ({"max_attempts": 0}, "routes: hook: max_attempts must be a whole number from 1"),
+        ({"timeout_s": float("nan")}, "routes: hook: timeout_s must be a number"),
+        ({"headers": {"X-A": "one\r\nX-Injected: yes"}}, "routes: hook: headers: 'X-A' must"),
+        ({"headers": {"Bad Header": "v"}}, "routes: hook: headers: 'Bad Header' must"),
+        ({"sensor": "../x"}, "routes: hook: sensor '../x' is not a sensor name"),
+    ],
+)
+def test_bad_webhook_tables_name_route_and_key(change: dict[str, Any], message: str) -> None:
+    """Each mistake in a webhook table is a ConfigError that names the route and key."""
+    with pytest.raises(ConfigError) as caught:
+        parse_route({**HOOK, **change}, 0)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"topic": "d/{device}/t/x"}, "topic must not be under d/ (devices) or $"),
+        ({"topic": "$hub/events/x"}, "topic must not be under d/ (devices) or $"),
+        ({"topic": "out/{device.__class__}"}, "topic may use {device} and {sensor} only"),
+        ({"topic": "out/{device!r}"}, "topic may use {device} and {sensor} only"),
+        ({"topic": "out/+/{device}"}, "topic must not hold a wildcard"),
+        ({"topic": "out/{"}, "topic: "),
+    ],
+)
+def test_bad_republish_templates(table: dict[str, Any], message: str) -> None:
+    """Templates cannot reach attributes, hold wildcards or publish as devices or the hub."""
+    with pytest.raises(ConfigError, match="routes: copy: ") as caught:
+        parse_route({"name": "copy", "filter": "#", "target": "mqtt", **table}, 0)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("INSERT INTO t VALUES ($nope)", "unknown parameter $nope"),
+        ("INSERT INTO t VALUES ($1)", "positional parameters ($1) are not supported"),
+        ("SELECT $body$ x $body$", "dollar-quoted strings"),
+        ("INSERT INTO t VALUES ('open", "an unterminated quote"),
+    ],
+)
+def test_bad_statements(statement: str, message: str) -> None:
+    """A statement's parameters are only the known $names, outside quotes."""
+    table = {"name": "db", "filter": "#", "target": "database", "database": "sqlite:x.db",
+             "statement": statement}  # fmt: skip
+    with pytest.raises(ConfigError, match="routes: db: statement: ") as caught:
+        parse_route(table, 0)
+    assert message in str(caught.value)
+
+
+def test_names_must_differ() -> None:
+    """Two routes with one name are refused."""
+    with pytest.raises(ConfigError, match="routes: hook: two routes have this name"):
+        HubConfig(routes=(HOOK, HOOK))
+
+
+def test_secret_headers_never_appear_in_errors(tmp_path: Path, monkeypatch: Any) -> None:
+    """Header values come from the environment and files; a missing one names the variable
+    or file, and a value with a line break is refused without being shown."""
+    spec = parse_route({**HOOK, "headers_from_env": {"Authorization": "HOOK_AUTH"}}, 0)
+    monkeypatch.delenv("HOOK_AUTH", raising=False)
+    with pytest.raises(ConfigError, match="environment variable HOOK_AUTH is not set"):
+        secret_headers(spec)
+    monkeypatch.setenv("HOOK_AUTH", "Bearer t0ken\n")
+    assert secret_headers(spec) == {"Authorization": "Bearer t0ken"}
+    secret = tmp_path / "token"
+    secret.write_text("line1\nsecret-line2\n")
+    spec = parse_route({**HOOK, "headers_from_file": {"Authorization": str(secret)}}, 0)
+    with pytest.raises(ConfigError) as caught:
+        secret_headers(spec)
+    assert "must be one line" in str(caught.value) and "secret-line2" not in str(caught.value)
+
+
+def test_config_check_names_the_routes_line(tmp_path: Path) -> None:
+    """`hub config check` reports a bad route at the line of its [[routes]] table."""
+    path = tmp_path / "hub.toml"
+    path.write_text(
+        'log_level = "INFO"\n\n[[routes]]\nname = "good"\nfilter = "#"\ntarget = "mqtt"\n'
+        'topic = "copy/{device}"\n\n[[routes]]\nname = "bad"\nfilter = "#"\n'
+        'target = "mqtt"\ntopic = "d/{device}"\n'
+    )
+    result = subprocess.run([sys.executable, "-m", "hub", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"hub: error: {path}:9: routes: bad: topic must not")
