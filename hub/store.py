@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -38,6 +39,10 @@ _INSERT = (
     "INSERT OR IGNORE INTO readings (device, sensor, boot, seq, value, received_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# A batch goes in as INSERTs of CHUNK rows each (then one row at a time): a quarter less CPU per
+# row than one row per statement, and one release of the GIL per CHUNK rows instead of per row.
+CHUNK = 50
+_INSERT_CHUNK = _INSERT + ", (?, ?, ?, ?, ?, ?)" * (CHUNK - 1)
 # How long a write waits for another process's lock before it fails. Ingest then stops
 # acknowledging readings and retries (hub/ingest.py), rather than holding them unacknowledged.
 BUSY_TIMEOUT_S = 2.0
@@ -218,7 +223,14 @@ class SqliteStore(SqlHistory):
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(_INSERT, rows)  # a row is the tuple of _INSERT's columns
+                # A row is the tuple of _INSERT's columns.
+                whole = len(rows) - len(rows) % CHUNK
+                if whole:
+                    chunks = (tuple(chain.from_iterable(rows[i : i + CHUNK]))
+                              for i in range(0, whole, CHUNK))  # fmt: skip
+                    self._db.executemany(_INSERT_CHUNK, chunks)
+                if whole < len(rows):
+                    self._db.executemany(_INSERT, rows[whole:])
                 self._db.execute("COMMIT")
             except BaseException:
                 # SQLite may have rolled back already (a full disk, an I/O error).
