@@ -7,6 +7,10 @@ commit ends: under load a batch grows to what arrived during one commit, and an 
 commits a lone record at once. Knows nothing of devices or MQTT: ingest uses it for readings,
 and the broker's durable state can use it for its own records.
 
+With ``quiet_s``, a batch nobody waits on (QoS 0 readings: no acknowledgement) is left open
+up to ``quiet_s`` or ``quiet_rows`` records before it is written, so it costs one commit where
+back-to-back commits would cost many; the first waiter makes it go at once.
+
 Pending records are bounded (rows and bytes). When the bound is reached, or while the store
 fails, ``append`` returns :data:`REFUSED` and the sender is not acknowledged (it resends).
 A failed batch is kept and written again with backoff until the store takes it; its waiters
@@ -23,6 +27,7 @@ acknowledged), so the others resend and their duplicates are acknowledged on the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,17 +51,20 @@ class Waiter(Protocol):
 class Batch:
     """The commit handle of every record appended while it was open."""
 
-    __slots__ = ("seq", "state", "waiters")
+    __slots__ = ("seq", "state", "urgent", "waiters")
 
     def __init__(self, seq: int, state: int = PENDING) -> None:
         self.seq = seq
         self.state = state
         self.waiters: list[Waiter] = []
+        self.urgent: asyncio.Event | None = None  # set by a waiter: the log writes at once
 
     def wait(self, waiter: Waiter) -> None:
         """``waiter.batch_done(self)`` once the batch is committed or failed (at once if it is)."""
         if self.state == PENDING:
             self.waiters.append(waiter)
+            if self.urgent is not None:
+                self.urgent.set()
         else:
             waiter.batch_done(self)
 
@@ -97,6 +105,8 @@ class CommitLog(Generic[R]):
         rejects: Callable[[BaseException], bool] | None = None,
         on_rejected: Callable[[R, Exception], None] | None = None,
         probe: Callable[[], object] | None = None,
+        quiet_s: float = 0.0,
+        quiet_rows: int = 4096,
         name: str = "commitlog",
     ) -> None:
         self._write = write
@@ -109,6 +119,9 @@ class CommitLog(Generic[R]):
         self._rejects = rejects
         self._on_rejected = on_rejected
         self._probe = probe
+        self.quiet_s = quiet_s
+        self._quiet_rows = quiet_rows if quiet_s > 0 else 0
+        self._urgent: asyncio.Event | None = None
         self._name = name
         self._open = Batch(0)
         self._records: list[R] = []
@@ -143,9 +156,17 @@ class CommitLog(Generic[R]):
         wake = self._wake
         if wake is not None and not wake.is_set():
             wake.set()
+        if (
+            self._quiet_rows
+            and len(self._records) >= self._quiet_rows
+            and self._urgent is not None
+        ):
+            self._urgent.set()
         return self._open
 
     def start(self) -> None:
+        if self.quiet_s > 0:
+            self._urgent = self._open.urgent = asyncio.Event()
         self._wake = asyncio.Event()
         if self._records:
             self._wake.set()
@@ -173,6 +194,7 @@ class CommitLog(Generic[R]):
     def _take(self) -> tuple[Batch, list[R]]:
         batch, records = self._open, self._records
         self._open = Batch(batch.seq + 1)
+        self._open.urgent = self._urgent
         self._records = []
         return batch, records
 
@@ -189,6 +211,8 @@ class CommitLog(Generic[R]):
             wake.clear()
             if not self._records:
                 continue
+            if self._urgent is not None:
+                await self._quiet(self._urgent)
             size = self._open_bytes
             self._open_bytes = 0
             batch, records = self._take()
@@ -213,6 +237,14 @@ class CommitLog(Generic[R]):
             self._rows -= len(records)
             self._bytes -= size
             batch.finish(COMMITTED)
+
+    async def _quiet(self, urgent: asyncio.Event) -> None:
+        """Leaves a batch nobody waits on open for up to quiet_s (or quiet_rows records)."""
+        urgent.clear()  # before looking: a waiter that comes after sets it again
+        if self._open.waiters or len(self._records) >= self._quiet_rows:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(urgent.wait(), self.quiet_s)
 
     def _may_isolate(self, exc: BaseException) -> bool:
         return self._rejects is not None and self._rejects(exc)

@@ -30,6 +30,9 @@ TOPIC_CACHE = 100_000  # telemetry topics whose parse is remembered
 ROW_OVERHEAD = 200  # bytes a pending row costs beyond its strings (tuple, float, ints)
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 FAILURE_EVENT_EVERY_S = 60.0
+# Readings nobody waits on (QoS 0: no acknowledgement) are committed together, up to this long
+# after they arrive; a QoS 1/2 reading's commit starts at once (hub/commitlog.py, quiet_s).
+QUIET_COMMIT_S = 0.1
 DISK_CHECK_S = 5.0
 DISK_EVENT_EVERY_S = 600.0
 HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
@@ -105,6 +108,7 @@ class Ingest:
             rejects=lambda exc: row_error(store, exc),
             on_rejected=self._rejected_row,
             probe=getattr(store, "probe", None),
+            quiet_s=QUIET_COMMIT_S,
             name="ingest",
         )
         self.on_reading: OnReading | None = None  # the device state (hub/devicestate.py)

@@ -268,3 +268,50 @@ def test_errors_that_are_not_a_record_s_fault_are_never_isolated() -> None:
         assert store.batches == [[1, 2, 3]] and not rejected and store.probes == 0
 
     asyncio.run(scenario())
+
+
+def test_a_batch_nobody_waits_on_stays_open_until_a_waiter_comes() -> None:
+    """With quiet_s, records without a waiter (QoS 0) are not written at once: records of
+    later loop passes join the same batch, and the first waiter makes it go."""
+
+    async def scenario() -> None:
+        write = Recorder()
+        log: CommitLog[int] = CommitLog(write, max_rows=100, max_bytes=10**6, quiet_s=60.0)
+        log.start()
+        first = log.append(1, 10)
+        for _ in range(5):
+            await asyncio.sleep(0)  # the writer runs, and keeps the batch open
+        assert log.append(2, 10) is first and first.state == PENDING
+
+        class Waiter:
+            def batch_done(self, batch: Batch) -> None:
+                pass
+
+        first.wait(Waiter())
+        await _until(lambda: first.state == COMMITTED, "the commit a waiter asks for")
+        assert write.batches == [[1, 2]]
+        await log.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_quiet_batch_goes_when_it_is_full_or_its_time_is_up() -> None:
+    """A batch nobody waits on is written once it holds quiet_rows records, and otherwise
+    after quiet_s."""
+
+    async def scenario() -> None:
+        write = Recorder()
+        log: CommitLog[int] = CommitLog(
+            write, max_rows=100, max_bytes=10**6, quiet_s=60.0, quiet_rows=4
+        )
+        log.start()
+        handles = [log.append(n, 10) for n in range(4)]
+        await _until(lambda: handles[0].state == COMMITTED, "the full batch")
+        assert write.batches == [[0, 1, 2, 3]]
+        log.quiet_s = 0.05
+        late = log.append(9, 10)
+        await _until(lambda: late.state == COMMITTED, "the batch whose time is up")
+        assert write.batches == [[0, 1, 2, 3], [9]]
+        await log.stop()
+
+    asyncio.run(scenario())
