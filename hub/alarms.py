@@ -116,6 +116,7 @@ class Alarms:
         self._reconnects: dict[str, deque[tuple[float, str, int]]] = {}
         self._next_id = 1
         self._watching: dict[str, list[dict[str, Any]]] = {}
+        self._reading_sensors: frozenset[str] = frozenset()  # sensors an enabled rule watches
 
     # --- loading ------------------------------------------------------------------------------
     def set_rules(self, rules: list[dict[str, Any]]) -> None:
@@ -136,6 +137,9 @@ class Alarms:
                 )
                 what += one["sensor"] if what == "reading:" else ""
                 self._watching.setdefault(what, []).append(one)
+        self._reading_sensors = frozenset(
+            what[len("reading:") :] for what in self._watching if what.startswith("reading:")
+        )
         now = time.time()
         for key, alarm in list(self.active.items()):
             rule = self.rules.get(key[0])
@@ -181,6 +185,12 @@ class Alarms:
         return self.cleared.get(alarm_id)
 
     # --- evaluating ---------------------------------------------------------------------------
+    def on_reading(self, device: str, sensor: str, state: Mapping[str, Any]) -> None:
+        """A device's reading (on every reading the hub takes): nothing to do unless a rule
+        watches the sensor or the device may have an offline alarm to clear."""
+        if sensor in self._reading_sensors or (self.active and "status" in self._watching):
+            self.on_state(device, "reading:" + sensor, state)
+
     def on_state(self, device: str, what: str, state: Mapping[str, Any]) -> None:
         """A device's reading, health or status changed."""
         now = time.time()

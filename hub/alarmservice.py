@@ -46,6 +46,7 @@ class AlarmService:
         self.alarms.set_rules(await asyncio.to_thread(self._store.alarm_rules))
         self.alarms.load(await asyncio.to_thread(self._store.alarms))
         self._states.observers.append(self.alarms.on_state)
+        self._states.reading_observers.append(self.alarms.on_reading)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def refresh(self) -> None:

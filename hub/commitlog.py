@@ -7,15 +7,27 @@ commit ends: under load a batch grows to what arrived during one commit, and an 
 commits a lone record at once. Knows nothing of devices or MQTT: ingest uses it for readings,
 and the broker's durable state can use it for its own records.
 
+With ``quiet_s``, a batch nobody waits on (QoS 0 readings: no acknowledgement) is left open
+up to ``quiet_s`` or ``quiet_rows`` records before it is written, so it costs one commit where
+back-to-back commits would cost many; the first waiter makes it go at once.
+
 Pending records are bounded (rows and bytes). When the bound is reached, or while the store
 fails, ``append`` returns :data:`REFUSED` and the sender is not acknowledged (it resends).
 A failed batch is kept and written again with backoff until the store takes it; its waiters
 are told it failed at once, so their senders resend instead of waiting for the outage to end.
+
+A record the store refuses on its own (``rejects(exc)``: a constraint, a value the driver
+cannot bind) must not hold the log for ever: the failed batch is written again in halves, down
+to single records, so every good record is stored; a record that fails alone while the store
+takes others (or answers ``probe()``) is dropped and handed to ``on_rejected``. The batch's
+waiters are told it failed (one handle per batch: the rejected record's sender must not be
+acknowledged), so the others resend and their duplicates are acknowledged on the next commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,17 +51,20 @@ class Waiter(Protocol):
 class Batch:
     """The commit handle of every record appended while it was open."""
 
-    __slots__ = ("seq", "state", "waiters")
+    __slots__ = ("seq", "state", "urgent", "waiters")
 
     def __init__(self, seq: int, state: int = PENDING) -> None:
         self.seq = seq
         self.state = state
         self.waiters: list[Waiter] = []
+        self.urgent: asyncio.Event | None = None  # set by a waiter: the log writes at once
 
     def wait(self, waiter: Waiter) -> None:
         """``waiter.batch_done(self)`` once the batch is committed or failed (at once if it is)."""
         if self.state == PENDING:
             self.waiters.append(waiter)
+            if self.urgent is not None:
+                self.urgent.set()
         else:
             waiter.batch_done(self)
 
@@ -87,6 +102,11 @@ class CommitLog(Generic[R]):
         retry_max_s: float = 5.0,
         on_failure: Callable[[BaseException, bool], None] | None = None,
         on_recovered: Callable[[], None] | None = None,
+        rejects: Callable[[BaseException], bool] | None = None,
+        on_rejected: Callable[[R, Exception], None] | None = None,
+        probe: Callable[[], object] | None = None,
+        quiet_s: float = 0.0,
+        quiet_rows: int = 4096,
         name: str = "commitlog",
     ) -> None:
         self._write = write
@@ -96,6 +116,12 @@ class CommitLog(Generic[R]):
         self.retry_max_s = retry_max_s
         self._on_failure = on_failure
         self._on_recovered = on_recovered
+        self._rejects = rejects
+        self._on_rejected = on_rejected
+        self._probe = probe
+        self.quiet_s = quiet_s
+        self._quiet_rows = quiet_rows if quiet_s > 0 else 0
+        self._urgent: asyncio.Event | None = None
         self._name = name
         self._open = Batch(0)
         self._records: list[R] = []
@@ -104,6 +130,7 @@ class CommitLog(Generic[R]):
         self._open_bytes = 0
         self.failing = False
         self.refused = 0
+        self.rejected = 0
         self.commits = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -129,9 +156,17 @@ class CommitLog(Generic[R]):
         wake = self._wake
         if wake is not None and not wake.is_set():
             wake.set()
+        if (
+            self._quiet_rows
+            and len(self._records) >= self._quiet_rows
+            and self._urgent is not None
+        ):
+            self._urgent.set()
         return self._open
 
     def start(self) -> None:
+        if self.quiet_s > 0:
+            self._urgent = self._open.urgent = asyncio.Event()
         self._wake = asyncio.Event()
         if self._records:
             self._wake.set()
@@ -159,6 +194,7 @@ class CommitLog(Generic[R]):
     def _take(self) -> tuple[Batch, list[R]]:
         batch, records = self._open, self._records
         self._open = Batch(batch.seq + 1)
+        self._open.urgent = self._urgent
         self._records = []
         return batch, records
 
@@ -175,6 +211,8 @@ class CommitLog(Generic[R]):
             wake.clear()
             if not self._records:
                 continue
+            if self._urgent is not None:
+                await self._quiet(self._urgent)
             size = self._open_bytes
             self._open_bytes = 0
             batch, records = self._take()
@@ -186,11 +224,91 @@ class CommitLog(Generic[R]):
                 batch.finish(FAILED)
                 raise
             except Exception as exc:
-                await self._outage(batch, records, size, exc)
+                if not self._may_isolate(exc):
+                    await self._outage(batch, records, size, exc)
+                    continue
+                rest, again, rejected = await self._isolate(batch, records, size, exc)
+                if again is not None:
+                    await self._outage(batch, rest, size, again)
+                    continue
+                self._bytes -= size
+                batch.finish(FAILED if rejected else COMMITTED)
                 continue
             self._rows -= len(records)
             self._bytes -= size
             batch.finish(COMMITTED)
+
+    async def _quiet(self, urgent: asyncio.Event) -> None:
+        """Leaves a batch nobody waits on open for up to quiet_s (or quiet_rows records)."""
+        urgent.clear()  # before looking: a waiter that comes after sets it again
+        if self._open.waiters or len(self._records) >= self._quiet_rows:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(urgent.wait(), self.quiet_s)
+
+    def _may_isolate(self, exc: BaseException) -> bool:
+        return self._rejects is not None and self._rejects(exc)
+
+    async def _isolate(
+        self, batch: Batch, records: list[R], size: int, exc: Exception
+    ) -> tuple[list[R], Exception | None, int]:
+        """Writes records that failed with a record's error in halves, down to single records:
+        the good ones are stored, those failing alone while the store works are rejected.
+        Returns what is left unwritten (an outage began meanwhile) with the outage's error,
+        and how many records were rejected; the pending rows count no longer holds the rest."""
+        chunks = [records[len(records) // 2 :], records[: len(records) // 2]]
+        suspects: list[tuple[R, Exception]] = []
+        if len(records) == 1:
+            chunks, suspects = [], [(records[0], exc)]
+        works = False  # a chunk was written (or the store answered the probe)
+        chunk: list[R] = []
+        try:
+            while chunks:
+                chunk = chunks.pop()
+                if not chunk:
+                    continue
+                try:
+                    await self._commit(chunk)
+                except Exception as again:
+                    if not self._may_isolate(again):
+                        rest = [r for c in (chunk, *chunks) for r in c] + [r for r, _ in suspects]
+                        self._rows -= len(records) - len(rest)
+                        return rest, again, 0
+                    if len(chunk) == 1:
+                        suspects.append((chunk[0], again))
+                    else:  # the first half is written first
+                        chunks += [chunk[len(chunk) // 2 :], chunk[: len(chunk) // 2]]
+                    chunk = []
+                    continue
+                works = True
+                chunk = []
+            if suspects and not works and self._probe is not None:
+                # Nothing else to write: does the store take anything at all?
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._probe)
+                works = True
+        except asyncio.CancelledError:  # stop() tries once more what is not written yet
+            back = [r for c in (chunk, *chunks) for r in c] + [r for r, _ in suspects]
+            self._records[:0] = back
+            self._rows -= len(records) - len(back)
+            self._open_bytes += size
+            batch.finish(FAILED)
+            raise
+        except Exception as again:  # the probe failed: the store is down, not the record
+            rest = [r for r, _ in suspects]
+            self._rows -= len(records) - len(rest)
+            return rest, again, 0
+        if suspects and not works:  # nothing to tell a bad record from a store that fails
+            self._rows -= len(records) - len(suspects)
+            return [r for r, _ in suspects], suspects[0][1], 0
+        self._rows -= len(records)
+        for record, error in suspects:
+            self.rejected += 1
+            if self._on_rejected is not None:
+                try:
+                    self._on_rejected(record, error)
+                except Exception:
+                    log.exception("%s: rejection callback failed", self._name)
+        return [], None, len(suspects)
 
     async def _outage(self, batch: Batch, records: list[R], size: int, exc: Exception) -> None:
         """Refuses new records and writes the failed ones (and those that arrived meanwhile)
@@ -214,6 +332,11 @@ class CommitLog(Generic[R]):
                 self._open_bytes += size
                 raise
             except Exception as again:
+                if self._may_isolate(again):  # the store is back, and a record it rejects
+                    records, outage, _ = await self._isolate(batch, records, size, again)
+                    if outage is None:
+                        break
+                    again = outage
                 self._report(again, False)
                 delay = min(delay * 2, self.retry_max_s)
         self._rows -= len(records)

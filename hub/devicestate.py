@@ -1,12 +1,17 @@
 """Each device's last known state, kept by the hub: status, health, last message, boot,
 firmware and board, and the latest reading per sensor.
 
-An in-memory table fed by a broker message listener (every message a device sends) and an
-event sink (connects, disconnects, refusals), written in batches by hub/recorder.py and loaded
-from the store at start, before the hub accepts connections: after a restart the API serves
-the last known state until the device speaks again. ``last_seen`` is the device's last
-message of any kind. The broker validates status and health payloads; what is kept is coerced
-anyway (the contract's fields only, strings cut short).
+An in-memory table fed by ingest (``on_reading``: each reading as ingest parsed it, so a
+reading is parsed once), a broker message listener (status, health, replies) and an event sink
+(connects, disconnects, refusals), written in batches by hub/recorder.py and loaded from the
+store at start, before the hub accepts connections: after a restart the API serves the last
+known state until the device speaks again. ``last_seen`` is the device's last message of any
+kind but a malformed reading. The broker validates status and health payloads; what is kept is
+coerced anyway (the contract's fields only, strings cut short).
+
+Observers hear of status and health changes (``observers``); readings go only to
+``reading_observers``, which skip them unless a rule watches (hub/alarms.py): a reading costs
+a few dictionary writes here.
 """
 
 from __future__ import annotations
@@ -18,15 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.recorder import Recorder
-from hub.topics import (
-    DEVICE_ID_RE,
-    META_FIELDS,
-    PREFIX,
-    SENSOR_RE,
-    ContractError,
-    parse_meta,
-    parse_reading,
-)
+from hub.topics import DEVICE_ID_RE, META_FIELDS, PREFIX, SENSOR_RE, ContractError, parse_meta
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +37,7 @@ EVENT_DETAIL_KEYS = ("reason", "detail", "network", "peer", "will", "by", "value
                      "rule_name", "alarm")  # fmt: skip
 
 Observer = Callable[[str, str, dict[str, Any]], None]  # (device, what changed, state)
+ReadingObserver = Callable[[str, str, dict[str, Any]], None]  # (device, sensor, state)
 
 
 def empty_state() -> dict[str, Any]:
@@ -99,6 +97,7 @@ class DeviceStates:
         self._recorder = recorder
         self.states: dict[str, dict[str, Any]] = {}
         self.observers: list[Observer] = []
+        self.reading_observers: list[ReadingObserver] = []
         self._full_warned = False
         self._event_budget: dict[str, tuple[float, int]] = {}  # device -> (minute, count)
         self._health_row_at: dict[str, float] = {}
@@ -141,13 +140,33 @@ class DeviceStates:
             except Exception:
                 log.exception("device state observer failed on %s", what)
 
-    # --- the broker's listeners ---------------------------------------------------------------
+    # --- ingest's feed and the broker's listeners --------------------------------------------
+    def on_reading(self, device: str, sensor: str, boot: str, value: float, now: float) -> None:
+        """A reading ingest took (``Ingest.on_reading``): device and sensor are checked."""
+        state = self.states.get(device)
+        if state is None:
+            state = self._state(device)
+            if state is None:
+                return
+        state["last_seen"] = now
+        sensors = state["sensors"]
+        if sensor in sensors or (len(sensors) < MAX_SENSORS and SENSOR_RE.match(sensor)):
+            sensors[sensor] = {"value": value, "at": now}
+            state["boot"] = boot
+            for observer in self.reading_observers:
+                try:
+                    observer(device, sensor, state)
+                except Exception:
+                    log.exception("device state observer failed on a reading of %s", sensor)
+        self._recorder.state(device, state)
+
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Every routed message: a device's telemetry, status, health and replies."""
-        if not topic.startswith(PREFIX):
+        """Every routed message: a device's status, health and replies (its readings come from
+        ingest, already parsed)."""
+        if not topic.startswith(PREFIX) or "/t/" in topic:
             return None
         parts = topic.split("/")
-        if len(parts) not in (3, 4) or parts[2] not in ("t", "s", "m", "r"):
+        if len(parts) != 3 or parts[2] not in ("s", "m", "r"):
             return None
         kind = parts[2]
         device = parts[1]
@@ -155,16 +174,12 @@ class DeviceStates:
             if kind == "s":
                 self.forget(device)
             return None
-        if (kind == "t") != (len(parts) == 4):
-            return None
         state = self._state(device)
         if state is None:
             return None
         now = time.time()
         state["last_seen"] = now
-        if kind == "t":
-            self._reading(device, state, parts[3], payload, now)
-        elif kind == "s":
+        if kind == "s":
             status = payload.decode("ascii", "replace")
             if status in STATUSES:
                 state["status"], state["status_at"] = status, now
@@ -173,20 +188,6 @@ class DeviceStates:
             self._health(device, state, payload, now)
         self._recorder.state(device, state)
         return None
-
-    def _reading(
-        self, device: str, state: dict[str, Any], sensor: str, payload: bytes, now: float
-    ) -> None:
-        try:
-            reading = parse_reading(payload)
-        except ContractError:
-            return
-        sensors = state["sensors"]
-        if sensor not in sensors and (len(sensors) >= MAX_SENSORS or not SENSOR_RE.match(sensor)):
-            return
-        sensors[sensor] = {"value": reading.value, "at": now}
-        state["boot"] = reading.boot
-        self._notify(device, "reading:" + sensor, state)
 
     def _health(self, device: str, state: dict[str, Any], payload: bytes, now: float) -> None:
         try:

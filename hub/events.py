@@ -44,6 +44,7 @@ SEVERITY = {
     "user_enabled": "info",
     "store_failure": "error",
     "store_recovered": "info",
+    "store_rejected": "warning",
     "disk_low": "warning",
     "quota_exceeded": "warning",
     "alarm_raised": "warning",

@@ -20,21 +20,27 @@ from pathlib import Path
 from typing import Any
 
 from hub.commitlog import REFUSED, Batch, CommitLog
-from hub.store import Row, Store
+from hub.store import RowTuple, Store, row_error
 from hub.topics import ContractError, Kind, maybe_telemetry, parse_reading, parse_topic
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
 TOPIC_CACHE = 100_000  # telemetry topics whose parse is remembered
-ROW_OVERHEAD = 200  # bytes a pending Row costs beyond its strings (tuple, float, ints)
+ROW_OVERHEAD = 200  # bytes a pending row costs beyond its strings (tuple, float, ints)
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 FAILURE_EVENT_EVERY_S = 60.0
+# Readings nobody waits on (QoS 0: no acknowledgement) are committed together, up to this long
+# after they arrive; a QoS 1/2 reading's commit starts at once (hub/commitlog.py, quiet_s).
+QUIET_COMMIT_S = 0.1
 DISK_CHECK_S = 5.0
 DISK_EVENT_EVERY_S = 600.0
 HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
 
+REJECTED_MEMORY = 10_000  # readings the store rejected, refused at once when they come again
 Report = Callable[[str, dict[str, Any]], None]
+# (device, sensor, boot, value, received_at) of every reading taken: the device state's feed.
+OnReading = Callable[[str, str, str, float, float], None]
 
 
 @dataclass
@@ -44,6 +50,7 @@ class IngestStats:
     duplicates: int = 0
     malformed: int = 0
     refused: int = 0  # readings not taken (store failing, or the pending bound reached)
+    rejected: int = 0  # readings the store refused on their own (dropped, never acknowledged)
     pending: int = 0
     store_failing: bool = False
     store_failures: int = 0  # outages so far
@@ -91,15 +98,20 @@ class Ingest:
         self.stats = IngestStats()
         self._report = report
         self._disk_fraction, self._disk_bytes = parse_disk_threshold(disk_low)
-        self.log: CommitLog[Row] = CommitLog(
+        self.log: CommitLog[RowTuple] = CommitLog(
             self._write,
             max_rows=max_pending,
             max_bytes=MAX_PENDING_BYTES,
             retry_max_s=retry_max_s,
             on_failure=self._store_failed,
             on_recovered=self._store_recovered,
+            rejects=lambda exc: row_error(store, exc),
+            on_rejected=self._rejected_row,
+            probe=getattr(store, "probe", None),
+            quiet_s=QUIET_COMMIT_S,
             name="ingest",
         )
+        self.on_reading: OnReading | None = None  # the device state (hub/devicestate.py)
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._last_warning = 0.0
@@ -109,10 +121,14 @@ class Ingest:
         self._disk_reported = -DISK_EVENT_EVERY_S
         self._disk_check: asyncio.Task[None] | None = None
         self._topics: dict[str, tuple[str, str]] = {}  # telemetry topic -> (device, sensor)
+        self._rejected: dict[tuple[str, str, int], None] = {}  # (device, boot, seq), oldest first
+        self._rejected_reported = -FAILURE_EVENT_EVERY_S
+        self._rejected_unreported = 0
 
     def on_message(self, topic: str, payload: bytes) -> Batch | None:
         """Called by the broker for every routed message; cheap, never blocks. Returns the
-        commit handle of a reading to store (REFUSED if it cannot be taken now), else None."""
+        commit handle of a reading to store (REFUSED if it cannot be taken now), else None.
+        The reading, parsed once here, also goes to ``on_reading`` (the device state)."""
         key = self._topics.get(topic)
         if key is None:
             if not maybe_telemetry(topic):
@@ -128,15 +144,24 @@ class Ingest:
                 self._topics.clear()
             key = self._topics[topic] = (parsed.device, parsed.sensor)
         try:
-            reading = parse_reading(payload)
+            boot, seq, value = parse_reading(payload)
         except ContractError as exc:
             self._malformed(topic, exc)
             return None
         self.stats.received += 1
-        row = Row(key[0], key[1], reading.boot, reading.seq, reading.value, time.time())
-        handle = self.log.append(row, ROW_OVERHEAD + len(topic) + len(payload))
-        if handle is REFUSED and not self.log.failing:
-            self._queue_full()
+        device, sensor = key
+        now = time.time()
+        if self._rejected and (device, boot, seq) in self._rejected:
+            handle = REFUSED  # the store rejected this reading before: it is not acknowledged
+        else:
+            handle = self.log.append(
+                (device, sensor, boot, seq, value, now), ROW_OVERHEAD + len(topic) + len(payload)
+            )
+            if handle is REFUSED and not self.log.failing:
+                self._queue_full()
+        on_reading = self.on_reading
+        if on_reading is not None:
+            on_reading(device, sensor, boot, value, now)
         return handle
 
     def _queue_full(self) -> None:
@@ -154,11 +179,32 @@ class Ingest:
             self._last_warning = now
             log.warning("reading on %s not stored: %s", topic, exc)
 
-    def _write(self, rows: list[Row]) -> None:
+    def _write(self, rows: list[RowTuple]) -> None:
         """On the log's thread: one transaction per batch."""
         new = self.store.add(rows)
         self.stats.stored += new
         self.stats.duplicates += len(rows) - new
+
+    def _rejected_row(self, row: RowTuple, exc: Exception) -> None:
+        """The store refused this one reading (the rest of its batch is stored): it is dropped,
+        never acknowledged, and refused at once when its device sends it again. A
+        ``store_rejected`` event (and log line) at most every FAILURE_EVENT_EVERY_S."""
+        self.stats.rejected += 1
+        self._rejected[row[0], row[2], row[3]] = None
+        if len(self._rejected) > REJECTED_MEMORY:
+            del self._rejected[next(iter(self._rejected))]
+        self._rejected_unreported += 1
+        now = time.monotonic()
+        if now - self._rejected_reported < FAILURE_EVENT_EVERY_S:
+            return
+        self._rejected_reported = now
+        count, self._rejected_unreported = self._rejected_unreported, 0
+        text = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {text[0][:200] if text else 'no message'}"
+        detail = f"reading {row[2]},{row[3]} of {row[0]}/{row[1]} rejected by the store ({why})"
+        log.warning("%s: dropped, not acknowledged (%d readings rejected since the last "
+                    "report)", detail, count)  # fmt: skip
+        self._emit("store_rejected", detail, device=row[0], sensor=row[1], count=count)
 
     # --- store failures and disk space ------------------------------------------------------
     def _emit(self, kind: str, detail: str, **extra: Any) -> None:

@@ -220,6 +220,7 @@ class Hub:
         self.recorder = Recorder(self.store)
         self.states = DeviceStates(self.recorder)
         self.states.load(await asyncio.to_thread(self.store.load_states))
+        self.ingest.on_reading = self.states.on_reading  # readings, parsed once by ingest
         self.broker.add_message_listener(self.states.on_message)
         self.broker.add_event_sink(self.states.on_event)
         top = await asyncio.to_thread(self.store.max_command_id)

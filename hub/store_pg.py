@@ -7,11 +7,12 @@ Selected with ``hub serve --store postgresql://USER@HOST:PORT/DB``. The same exa
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import psycopg
 
 from hub.history import SCHEMA as RECORDS_SCHEMA
-from hub.store import BUSY_TIMEOUT_S, Row, SqlHistory, StoreError
+from hub.store import BUSY_TIMEOUT_S, RowTuple, SqlHistory, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -37,6 +38,8 @@ ON CONFLICT DO NOTHING
 class PostgresStore(SqlHistory):
     _MARK = "%s"
     _DB_ERRORS = (psycopg.Error,)
+    # One row's own fault (hub/store.py row_error): a constraint, a value out of range, NUL.
+    ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError, TypeError)
     _BUCKET = "FLOOR({})"
     _BEGIN = "BEGIN"
 
@@ -57,13 +60,20 @@ class PostgresStore(SqlHistory):
             raise StoreError(f"cannot use the PostgreSQL store: {str(exc).strip()}") from exc
         return db
 
-    def add(self, rows: list[Row]) -> int:
+    def probe(self) -> None:
+        """Raises unless the server answers (a broken connection is opened again)."""
+        with self._lock:
+            if self._db.closed or self._db.broken:
+                self._db = self._connect()
+            self._db.execute("SELECT 1")
+
+    def add(self, rows: Sequence[RowTuple]) -> int:
         """One INSERT, committed when it returns (autocommit). A connection the server or the
         network broke is opened again on the next call, so a restarted server is picked up."""
         if not rows:
             return 0
-        columns = list(zip(*((r.device, r.boot, r.seq, r.sensor, r.value, r.received_at)
-                             for r in rows), strict=True))  # fmt: skip
+        # A row is (device, sensor, boot, seq, value, received_at); the arrays follow _INSERT.
+        columns = list(zip(*((r[0], r[2], r[3], r[1], r[4], r[5]) for r in rows), strict=True))
         with self._lock:
             if self._db.closed or self._db.broken:
                 self._db = self._connect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -30,8 +31,7 @@ class ProtocolError(Exception):
     """The peer broke MQTT 3.1.1; the connection must be closed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
+class Packet(NamedTuple):  # a tuple: one per packet received (a frozen dataclass costs 3x)
     kind: int
     flags: int
     body: bytes
@@ -51,8 +51,7 @@ class Connect:
     protocol_ok: bool  # False: answer CONNACK 1 (unacceptable protocol version) and close
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(NamedTuple):  # a tuple: one per PUBLISH received
     topic: str
     payload: bytes
     qos: int
@@ -351,9 +350,17 @@ def connack(session_present: bool, code: int) -> bytes:
 def publish(
     topic: bytes, payload: bytes, qos: int, retain: bool, pid: int = 0, dup: bool = False
 ) -> bytes:
-    first = 0x30 | (dup << 3) | (qos << 1) | int(retain)
-    variable = _U16.pack(len(topic)) + topic + (_U16.pack(pid) if qos else b"")
-    return bytes((first,)) + _length(len(variable) + len(payload)) + variable + payload
+    # Sent for every delivery: a small packet's fixed header and topic length are one bytes().
+    size = len(topic)
+    remaining = 2 + size + len(payload) + (2 if qos else 0)
+    first = 0x30 | (dup << 3) | (qos << 1) | retain
+    if remaining < 128:
+        head = bytes((first, remaining, size >> 8, size & 0xFF))
+    else:
+        head = bytes((first,)) + _length(remaining) + _U16.pack(size)
+    if qos:
+        return b"".join((head, topic, _U16.pack(pid), payload))
+    return head + topic + payload
 
 
 def ack(kind: int, pid: int) -> bytes:

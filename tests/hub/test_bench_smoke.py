@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tools.bench.brokers import MOSQUITTO
+from tools.bench.run import median_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +41,10 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
         r = results[broker]
         for scenario in ("qos0", "qos1", "fanout"):
             assert {"delivered_per_s", "published_per_s", "loadgen_cpu_pct"} <= set(r[scenario])
+        for scenario in ("qos0", "qos1"):  # the median of three runs, each one's figures kept
+            assert len(r[scenario]["runs"]) == 3
+            assert r[scenario]["delivered_per_s"] == sorted(r[scenario]["runs"])[1]
+            assert "broker_cpu_us_per_msg" in r[scenario]
         for net in ("tcp", "ws"):
             assert {"received", "p50_ms", "p99_ms"} <= set(r["latency"][net])
         batches = r["connections"]["batches"]
@@ -54,3 +59,18 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
     assert "first_batches" in results["hub"]["connections"]
     assert {"delivered_per_s", "lost", "published"} <= set(results["hub"]["routes"])
     assert "routes" not in results["mosquitto"]
+
+
+def test_the_median_run_is_reported_with_every_run_beside_it() -> None:
+    """median_of picks the run with the middle msg/s (the lower middle of an even count) and
+    keeps every run's msg/s and CPU per message, in the order they ran."""
+    runs = [
+        {"delivered_per_s": 300.0, "broker_cpu_us_per_msg": 10.0, "seconds": 1},
+        {"delivered_per_s": 100.0, "broker_cpu_us_per_msg": 30.0, "seconds": 2},
+        {"delivered_per_s": 200.0, "broker_cpu_us_per_msg": 20.0, "seconds": 3},
+    ]
+    median = median_of(runs)
+    assert median["delivered_per_s"] == 200.0 and median["seconds"] == 3
+    assert median["runs"] == [300.0, 100.0, 200.0]
+    assert median["runs_cpu_us_per_msg"] == [10.0, 30.0, 20.0]
+    assert median_of(runs[:2])["delivered_per_s"] == 100.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hub.commitlog import REFUSED
+from hub.commitlog import COMMITTED, FAILED, PENDING, REFUSED
 from hub.config import ConfigError, HubConfig
 from hub.ingest import Ingest, parse_disk_threshold
 from hub.store import SqliteStore, open_store
@@ -26,7 +26,7 @@ from tests.support.mqtt import (
     publish_packet,
 )
 from tests.support.postgres import fresh_database
-from tests.support.waits import eventually
+from tests.support.waits import eventually, eventually_async
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -248,3 +248,44 @@ def test_a_full_queue_refuses_readings_and_says_so_once(
     with caplog.at_level(logging.WARNING, logger="hub.ingest"):
         asyncio.run(scenario())
     assert sum("wait for a commit" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_reading_the_store_rejects_is_dropped_and_never_blocks_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reading a constraint of the database refuses (here a trigger) is found in its batch
+    and dropped with one store_rejected event: the other readings are stored, nothing of that
+    batch is acknowledged, the rejected reading is refused when it comes again, and readings
+    after it are stored and acknowledged as usual."""
+
+    async def scenario() -> tuple[list[tuple[str, dict[str, object]]], SqliteStore]:
+        store = SqliteStore(tmp_path)
+        db = sqlite3.connect(tmp_path / SqliteStore.FILE, isolation_level=None)
+        db.execute("CREATE TRIGGER no_huge BEFORE INSERT ON readings WHEN NEW.value > 1000 "
+                   "BEGIN SELECT RAISE(ABORT, 'value out of range'); END")  # fmt: skip
+        db.close()
+        events: list[tuple[str, dict[str, object]]] = []
+        ingest = Ingest(store, report=lambda kind, event: events.append((kind, event)))
+        ingest.start()
+        payloads = [b"ab,1,1.0", b"ab,2,2.0", b"ab,3,5000.0", b"ab,4,4.0", b"ab,5,5.0"]
+        handles = [ingest.on_message("d/p-1/t/temp", p) for p in payloads]
+        batch = handles[0]
+        assert batch is not None and all(h is batch for h in handles)
+        await eventually_async(lambda: batch.state != PENDING, scaled(10), "the batch")
+        assert batch.state == FAILED  # the rejected reading's sender is not acknowledged
+        assert [r.seq for r in store.query("p-1")] == [1, 2, 4, 5]
+        assert ingest.stats.rejected == 1 and not ingest.log.failing
+        assert ingest.on_message("d/p-1/t/temp", b"ab,3,5000.0") is REFUSED  # sent again
+        again = [ingest.on_message("d/p-1/t/temp", p) for p in (b"ab,2,2.0", b"ab,6,6.0")]
+        await eventually_async(lambda: again[0] is not None and again[0].state == COMMITTED,
+                               scaled(10), "the resend and a new reading")  # fmt: skip
+        assert [r.seq for r in store.query("p-1")] == [1, 2, 4, 5, 6]
+        await ingest.stop()
+        return events, store
+
+    with caplog.at_level(logging.WARNING, logger="hub.ingest"):
+        events, store = asyncio.run(scenario())
+    store.close()
+    assert [kind for kind, _ in events] == ["store_rejected"]
+    assert events[0][1]["device"] == "p-1" and "value out of range" in str(events[0][1]["detail"])
+    assert sum("rejected by the store" in r.getMessage() for r in caplog.records) == 1

@@ -35,6 +35,23 @@ def test_duplicates_are_dropped(store: Store) -> None:
     assert stored == [("aa", s) for s in range(8)] + [("bb", 0), ("bb", 1)]
 
 
+def test_a_big_batch_of_plain_tuples_is_stored_whole_with_its_duplicates_counted(
+    store: Store,
+) -> None:
+    """A batch of more rows than one INSERT takes (SQLite: CHUNK), as the plain tuples ingest
+    hands over and with duplicates inside and against stored rows, is stored field for field
+    and only its new rows are counted."""
+    assert store.add([tuple(r) for r in rows("d2", "aa", range(10))]) == 10  # type: ignore[misc]
+    more = rows("d2", "aa", range(5, 128)) + rows("d2", "aa", range(120, 125))
+    batch = [(r.device, r.sensor, r.boot, r.seq, r.value, r.received_at) for r in more]
+    assert store.add(batch) == 128 - 10
+    stored = store.query("d2", limit=1000)
+    assert [(r.seq, r.value, r.received_at) for r in stored] == [
+        (s, 20.0 + s / 10, 1000.0 + s) for s in range(128)
+    ]
+    assert {(r.device, r.sensor, r.boot) for r in stored} == {("d2", "temp", "aa")}
+
+
 def test_query_filters_and_limit(store: Store) -> None:
     """Sensor, time window and limit select the newest readings, returned oldest first."""
     store.add(rows("d1", "aa", range(10)) + rows("d1", "aa", range(10, 12), sensor="hum"))
