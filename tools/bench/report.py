@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tools.bench import storm
+
 Row = tuple[str, float | None, float | None, str, str, str]  # name, hub, mosq, unit, target, lg
 
 
@@ -129,6 +131,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
         add("fleet: connect+subscribe all (s)", ("fleet", "connect_and_subscribe_s"), "s")
         add("fleet: broker CPU", ("fleet", "broker_cpu_pct"), "%")
         add("fleet: broker RSS", ("fleet", "rss_done"), "MB", scale=1 / 2**20)
+    out += storm.rows(r)  # connection storms and the biggest fleet (tools/bench/storm.py)
     return out
 
 

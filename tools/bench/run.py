@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import provision, report
+from tools.bench import provision, report, storm
 from tools.bench.brokers import BenchError, Broker, start_hub, start_mosquitto
 
 Mark = Callable[[dict[str, Any]], None]
-SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet")
+SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet", *storm.SCENARIOS)
 
 
 def raise_fd_limit() -> int:
@@ -182,6 +182,9 @@ def run_scenarios(
                 out["fleet"] = _fleet(broker, base, lg, args)
         finally:
             broker.stop()
+    for scenario in storm.SCENARIOS:  # each on a fresh broker, which it stops
+        if scenario in wanted:
+            out[scenario] = storm.run(scenario, start("defaults"), base, lg, args)
     return out
 
 
@@ -274,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=10.0, help="fleet: s between readings (10)")
     p.add_argument("--fleet-seconds", type=float, default=90.0, help="fleet duration (90)")
     p.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these scenarios")
+    storm.add_arguments(p)
     p.add_argument(
         "--brokers", nargs="*", default=["hub", "mosquitto"], choices=["hub", "mosquitto"]
     )
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = not args.no_pin and cpus >= 2
     broker_cpus = {0} if pinned else None
     lg_cpus = {1} if pinned else None
-    need = max(10, sum(args.connections), args.fleet)
+    need = max(10, sum(args.connections), args.fleet, storm.devices_needed(args))
     if need + 100 > fd_limit:
         raise SystemExit(f"bench: error: open-file hard limit {fd_limit} < {need + 100}")
     registry, creds, provision_s = provision.registry_dir(need, args.cache)
