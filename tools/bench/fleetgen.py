@@ -62,6 +62,8 @@ class Device(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.online = False
         self.online_at = 0.0
+        self.back = False  # online again since the fleet's ``since``
+        self.backlog_seq = -1  # readings below this seq are the backlog being watched
         self.step = fleet.backoff_min
         self.attempts = 0  # connect attempts that failed
         self.resent = 0
@@ -105,6 +107,8 @@ class Device(asyncio.Protocol):
             if kind == 4 and length == 2:  # PUBACK
                 if self.pending.pop(buf[i] << 8 | buf[i + 1], None) is not None:
                     self.fleet.acked += 1
+                    if self.backlog_seq >= 0:
+                        self._check_backlog()
             elif kind == 2 and length == 2:  # CONNACK
                 self._answer(buf[i + 1])
             elif kind == 9 and length >= 3:  # SUBACK
@@ -118,6 +122,14 @@ class Device(asyncio.Protocol):
             pos = i + length
         if pos:
             del buf[:pos]
+
+    def _check_backlog(self) -> None:
+        """Counts the device once every reading below ``backlog_seq`` is acknowledged
+        (``pending`` keeps send order, so its first entry is the oldest)."""
+        pending = self.pending
+        if not pending or next(iter(pending.values()))[0] >= self.backlog_seq:
+            self.backlog_seq = -1
+            self.fleet.drained += 1
 
     def _answer(self, code: int) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -156,6 +168,10 @@ class Device(asyncio.Protocol):
         self.online = True
         self.online_at = time.monotonic()
         self.step = fleet.backoff_min
+        fleet.online += 1
+        if not self.back and self.online_at >= fleet.since:
+            self.back = True
+            fleet.back += 1
         if self.pending:  # unacknowledged readings go again, oldest first, with DUP
             self.resent += len(self.pending)
             self.write(b"".join(bytes((p[0] | 0x08,)) + p[1:] for _, p in self.pending.values()))
@@ -180,7 +196,9 @@ class Device(asyncio.Protocol):
             was_online = self._lost is not None
             if self.transport is not None:
                 self.transport.abort()
-            self.online = False
+            if self.online:
+                self.online = False
+                fleet.online -= 1
             if fleet.stopping:
                 return
             step = self.step
@@ -228,6 +246,10 @@ class Fleet:
         self.spec = spec
         self.stopping = False
         self.publishing = False
+        self.online = 0  # devices online now
+        self.since = float("inf")  # watch: devices online again since then are counted
+        self.back = 0
+        self.drained = 0  # watch: devices whose backlog is acknowledged
         self.sent = 0
         self.acked = 0
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -262,7 +284,7 @@ class Fleet:
             task = asyncio.get_running_loop().create_task(device.run(gate))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        while not all(d.online for d in self.devices):
+        while self.online < len(self.devices):
             await asyncio.sleep(0.05)
         return time.monotonic() - t0
 
@@ -284,25 +306,38 @@ class Fleet:
             rounds += 1
 
     async def watch(self, since: float, limit: float) -> dict[str, Any]:
-        """Waits until every device is online again and its readings taken before ``since``
-        are acknowledged; the times each happened (None if not within ``limit`` seconds)."""
-        marks = {d: d.seq for d in self.devices}  # readings taken so far are the backlog
-        backlog = sum(len(d.pending) for d in self.devices)
+        """Waits until every device is online again (connected after ``since``) and its
+        readings taken so far are acknowledged; when each happened, or how far it got
+        within ``limit`` seconds."""
+        self.since = since
+        backlog = 0
+        for d in self.devices:
+            if d.online and d.online_at >= since and not d.back:
+                d.back = True
+                self.back += 1
+            backlog += len(d.pending)
+            d.backlog_seq = d.seq
+            if not d.pending:
+                d._check_backlog()
+        n = len(self.devices)
         online_at = backlog_at = None
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if online_at is None and all(d.online and d.online_at >= since for d in self.devices):
+            if online_at is None and self.back >= n:
                 online_at = max(d.online_at for d in self.devices)
-            if backlog_at is None and all(
-                not d.pending or min(s for s, _ in d.pending.values()) >= marks[d]
-                for d in self.devices
-            ):
+            if backlog_at is None and self.drained >= n:
                 backlog_at = now
             if online_at is not None and backlog_at is not None:
                 break
             await asyncio.sleep(0.02)
-        return {"online_at": online_at, "backlog_at": backlog_at, "backlog": backlog}
+        return {
+            "online_at": online_at,
+            "backlog_at": backlog_at,
+            "backlog": backlog,
+            "back": self.back,
+            "drained": self.drained,
+        }
 
     async def stop(self, drain_s: float) -> dict[str, Any]:
         self.publishing = False

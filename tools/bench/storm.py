@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--big-fleet", type=int, default=19_000, help="fleet19k: devices (19000)")
     p.add_argument("--big-fleet-seconds", type=float, default=60.0, help="fleet19k: s (60)")
     p.add_argument("--per-worker", type=int, default=5_000, help="devices per load generator")
+    p.add_argument("--storm-limit", type=float, default=300.0, help="restart: s to wait (300)")
     p.add_argument("--storm-period", type=float, default=10.0, help="s between readings (10)")
 
 
@@ -247,8 +248,8 @@ def restart(
         broker.proc.wait()
         relaunch(broker)
         ready = time.monotonic()
-        workers.command(cmd="watch", since=killed, limit=300)
-        recovered = workers.collect("recovered", 330)
+        workers.command(cmd="watch", since=killed, limit=args.storm_limit)
+        recovered = workers.collect("recovered", args.storm_limit + 180)
         workers.command(cmd="stop", drain_s=120)
         results = [m["result"] for m in workers.collect("result", 200)]
     finally:
@@ -263,6 +264,8 @@ def restart(
         "kill_to_online_s": round(max(online) - killed, 3) if None not in online else None,
         "backlog_s": round(max(drained) - ready, 3) if None not in drained else None,
         "backlog": sum(m["backlog"] for m in recovered),
+        "back_by_limit": sum(m["back"] for m in recovered),  # online again within the limit
+        "drained_by_limit": sum(m["drained"] for m in recovered),
         "sent": sum(r["sent"] for r in results),
         "acked": sum(r["acked"] for r in results),
         "pending": sum(r["pending"] for r in results),
