@@ -350,7 +350,11 @@ class Fleet:
                 device.transport.write(b"\xe0\x00")
                 device.transport.close()
         return {
-            "devices": [[d.ident, d.boot, d.seq] for d in self.devices],
+            # Readings taken, and those still queued (not lost: they wait for a PUBACK).
+            "devices": [
+                [d.ident, d.boot, d.seq, [seq for seq, _ in d.pending.values()]]
+                for d in self.devices
+            ],
             "sent": self.sent,
             "acked": self.acked,
             "pending": sum(len(d.pending) for d in self.devices),

@@ -205,9 +205,12 @@ def relaunch(broker: Broker) -> None:
     broker.proc = proc
 
 
-def stored_readings(broker: Broker, generated: dict[tuple[str, str], int]) -> dict[str, int]:
-    """The stopped hub's SQLite against what the devices took: readings lost (taken, never
-    stored), duplicated (stored more than once) and stored."""
+def stored_readings(
+    broker: Broker, generated: dict[tuple[str, str], tuple[int, list[int]]]
+) -> dict[str, int]:
+    """The stopped hub's SQLite against what the devices took: readings lost (taken, neither
+    stored nor still queued on the device for a PUBACK), duplicated (stored more than once),
+    stored, and still queued on the devices when the run ended."""
     args = [str(a) for a in broker.proc.args]  # type: ignore[union-attr]
     data = Path(_option(args, "--data-dir") or "data")
     db = sqlite3.connect(data / "telemetry.sqlite3")
@@ -219,14 +222,16 @@ def stored_readings(broker: Broker, generated: dict[tuple[str, str], int]) -> di
     for device, boot, seq in rows:
         seen.setdefault((device, boot), set()).add(seq)
     distinct = sum(len(seqs) for seqs in seen.values())
-    lost = unknown = 0
-    for key, taken in generated.items():
+    lost = unknown = queued = 0
+    for key, (taken, pending) in generated.items():
         seqs = seen.pop(key, set())
-        lost += sum(1 for seq in range(taken) if seq not in seqs)
+        waiting = set(pending) - seqs
+        queued += len(waiting)
+        lost += sum(1 for seq in range(taken) if seq not in seqs and seq not in waiting)
         unknown += sum(1 for seq in seqs if seq >= taken)
     unknown += sum(len(seqs) for seqs in seen.values())  # a device or boot nobody ran
     return {"stored": len(rows), "lost": lost, "duplicated": len(rows) - distinct,
-            "unknown": unknown}  # fmt: skip
+            "queued_on_devices": queued, "unknown": unknown}  # fmt: skip
 
 
 def restart(
@@ -277,7 +282,7 @@ def restart(
     }
     broker.stop()
     if broker.name == "hub":
-        generated = {(d, b): n for r in results for d, b, n in r["devices"]}
+        generated = {(d, b): (n, q) for r in results for d, b, n, q in r["devices"]}
         out.update(stored_readings(broker, generated))
     return out
 
@@ -378,8 +383,10 @@ def rows(r: dict[str, Any]) -> list[Row]:
         add("restart: listening -> all online", ("restart", "online_s"), "s", "<= 5 s")
         add("restart: listening -> backlog stored/acked", ("restart", "backlog_s"), "s")
         add("restart: backlog (readings queued)", ("restart", "backlog"), "")
+        add("restart: online again within the limit", ("restart", "back_by_limit"), "")
         add("restart: readings lost", ("restart", "lost"), "", "0")
         add("restart: readings duplicated in storage", ("restart", "duplicated"), "", "0")
+        add("restart: readings still queued on devices", ("restart", "queued_on_devices"), "")
         add("restart: readings resent (DUP)", ("restart", "resent"), "")
         add("restart: failed connect attempts", ("restart", "failed_attempts"), "")
     n = _get(r, "hub", "fleet19k", "devices") or _get(r, "mosquitto", "fleet19k", "devices")
