@@ -140,13 +140,14 @@ class Device(asyncio.Protocol):
             self.transport.write(data)
 
     # --- session ---------------------------------------------------------------------------
-    async def _request(self, packet: bytes) -> int:
+    async def _request(self, packet: bytes, timeout: float) -> int:
         self._waiter = asyncio.get_running_loop().create_future()
         self.write(packet)
-        return await asyncio.wait_for(self._waiter, self.fleet.io_timeout)
+        return await asyncio.wait_for(self._waiter, timeout)
 
-    async def connect(self) -> None:
-        """Connects, subscribes and resends what is queued; returns once online."""
+    async def connect(self, timeout: float) -> None:
+        """Connects, subscribes and resends what is queued; returns once online. Each step
+        (TCP connect, CONNACK, SUBACK) may take ``timeout`` seconds."""
         fleet = self.fleet
         loop = asyncio.get_running_loop()
         self._buf.clear()
@@ -154,15 +155,17 @@ class Device(asyncio.Protocol):
             loop.create_connection(
                 lambda: self, fleet.host, fleet.port, local_addr=(fleet.source, 0)
             ),
-            fleet.io_timeout,
+            timeout,
         )
         user, password = (None, None) if fleet.anonymous else (self.ident, self.secret)
-        code = await self._request(connect_packet(self.ident, user, password, fleet.keepalive))
+        code = await self._request(
+            connect_packet(self.ident, user, password, fleet.keepalive), timeout
+        )
         if code != 0:
             raise ConnectionError(f"CONNACK {code}")
         sub = subscribe_packet(self._next_pid(), [(f"d/{self.ident}/c", 1)])
         lost = loop.create_future()
-        if await self._request(sub) != 0:
+        if await self._request(sub, timeout) != 0:
             raise ConnectionError("subscription refused")
         self._lost = lost
         self.online = True
@@ -183,12 +186,12 @@ class Device(asyncio.Protocol):
         while not fleet.stopping:
             self._lost = None
             try:
-                if gate is not None:
+                if gate is not None:  # the fleet's start: patient, not part of a storm
                     async with gate:
-                        await self.connect()
+                        await self.connect(fleet.setup_timeout)
                     gate = None
                 else:
-                    await self.connect()
+                    await self.connect(fleet.io_timeout)
                 assert self._lost is not None
                 await self._lost
             except (OSError, ConnectionError, TimeoutError):
@@ -239,7 +242,8 @@ class Fleet:
         self.source: str = spec.get("source", "127.0.0.1")
         self.anonymous: bool = spec.get("anonymous", False)
         self.keepalive: int = spec.get("keepalive", 60)
-        self.io_timeout: float = spec.get("io_timeout", 5.0)
+        self.io_timeout: float = spec.get("io_timeout", 5.0)  # the firmware's default
+        self.setup_timeout: float = spec.get("setup_timeout", 120.0)  # the first connect
         self.backoff_min: float = spec.get("backoff_min", 1.0)
         self.backoff_max: float = spec.get("backoff_max", 60.0)
         self.period: float = spec.get("period", 10.0)
