@@ -62,6 +62,7 @@ class Device(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.online = False
         self.online_at = 0.0
+        self.last_tx = 0.0  # PINGREQ when idle for half the keepalive, as the firmware does
         self.back = False  # online again since the fleet's ``since``
         self.backlog_seq = -1  # readings below this seq are the backlog being watched
         self.step = fleet.backoff_min
@@ -138,6 +139,7 @@ class Device(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
+            self.last_tx = time.monotonic()
 
     # --- session ---------------------------------------------------------------------------
     async def _request(self, packet: bytes, timeout: float) -> int:
@@ -283,7 +285,7 @@ class Fleet:
 
     async def connect(self) -> float:
         t0 = time.monotonic()
-        gate = asyncio.Semaphore(self.spec.get("concurrency", 250))
+        gate = asyncio.Semaphore(self.spec.get("concurrency", 100))
         for device in self.devices:
             task = asyncio.get_running_loop().create_task(device.run(gate))
             self.tasks.add(task)
@@ -291,6 +293,16 @@ class Fleet:
         while self.online < len(self.devices):
             await asyncio.sleep(0.05)
         return time.monotonic() - t0
+
+    async def ping(self) -> None:
+        """A PINGREQ from each online device idle for half its keepalive (firmware/node/
+        link.py does the same), so a slow start or a long period never looks like silence."""
+        while not self.stopping:
+            await asyncio.sleep(min(5.0, self.keepalive / 4))
+            idle = time.monotonic() - self.keepalive / 2
+            for device in self.devices:
+                if device.online and device.last_tx < idle:
+                    device.write(b"\xc0\x00")
 
     async def publish(self) -> None:
         """One reading per device per period, at random phases, until stopped."""
@@ -375,6 +387,7 @@ async def _main() -> None:
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     fleet = Fleet(json.loads(await reader.readline()))
+    pinger = loop.create_task(fleet.ping())
     browser = await fleet.open_browser() if fleet.spec.get("browser") else None
     cpu0 = _cpu()
     publisher: asyncio.Task[None] | None = None
@@ -398,6 +411,7 @@ async def _main() -> None:
             result = await fleet.stop(command.get("drain_s", 60.0))
             if publisher is not None:
                 publisher.cancel()
+            pinger.cancel()
             if browser is not None:
                 await browser.close()
             answer({"result": {**result, "cpu_s": round(_cpu() - cpu0, 2)}})
