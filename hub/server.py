@@ -83,6 +83,11 @@ def mqtt_limits(config: HubConfig) -> dict[str, int]:
         "filters_per_subscribe": config.max_filters_per_subscribe,
         "subscriptions": config.max_subscriptions,
     }
+# Connections the kernel completes and queues before the hub accepts them: a fleet reconnecting
+# at once after a restart arrives faster than one event loop accepts. The kernel caps it at
+# net.core.somaxconn (4,096 on current kernels); past a full queue a client's SYN is dropped and
+# retried only a second or more later (a storm of reconnects then takes seconds longer).
+LISTEN_BACKLOG = 65535
 
 
 class ListenError(OSError):
@@ -113,7 +118,9 @@ class Endpoints:
 def _listen(host: str, port: int, what: str) -> socket.socket:
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, reuse_port=False, backlog=1024)
+        return socket.create_server(
+            (host, port), family=family, reuse_port=False, backlog=LISTEN_BACKLOG
+        )
     except OSError as exc:
         raise ListenError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from exc
 

@@ -6,8 +6,9 @@ called directly. amqtt's session and delivery engine is replaced here because it
 3.1.1 in ways an IoT hub cannot live with; each rule below names the amqtt behaviour it
 replaces and is covered by tests/mqtt/:
 
-1. Keepalive: amqtt's read-timeout handler is a no-op (Yakifo/amqtt#308). Here a sweeper closes
-   connections silent for 1.5 x keepalive and their wills are published.
+1. Keepalive: amqtt's read-timeout handler is a no-op (Yakifo/amqtt#308). Here connections
+   silent for 1.5 x keepalive are closed and their wills published; a timer wheel
+   (hub/broker/deadlines.py) looks only at those whose deadline came due.
 2. Redelivery: amqtt drops unacknowledged QoS 1/2 messages on disconnect (#401/#402). Here they
    stay in the session and are resent with DUP on reconnect.
 3. Persistent sessions: amqtt throws away sessions of clients its auth marked anonymous and lets
@@ -58,6 +59,7 @@ from typing import Any
 
 from hub.broker import codec
 from hub.broker.connection import Connection
+from hub.broker.deadlines import DeadlineWheel
 from hub.broker.extensions import PUBLISH, SUBSCRIBE, Action, Extensions
 from hub.broker.journal import Journal, after, joined
 from hub.broker.login import THROTTLED, Login
@@ -140,6 +142,10 @@ class BrokerCore(EventReporting):
         self.init_reporting()
         self._feeds: set[asyncio.Task[None]] = set()  # retained deliveries under way
         self._all: set[Connection] = set()
+        # Keepalive deadlines of logged-in connections, looked at only when due.
+        self._deadlines: DeadlineWheel[Connection] = DeadlineWheel(
+            settings.keepalive_sweep, self._deadline_of
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self.journal: Journal | None = None  # durable state (set before start), else memory
@@ -225,15 +231,28 @@ class BrokerCore(EventReporting):
         self._all.add(conn)
         return conn
 
+    def _deadline_of(self, conn: Connection) -> float | None:
+        """When a connection's keepalive runs out (1.5 x its keepalive after the last byte it
+        sent); None once it is closed or asked for no keepalive."""
+        if conn not in self._all or conn.close_reason is not None:
+            return None
+        limit = conn.keepalive_limit
+        return None if limit is None else conn.last_rx + limit
+
+    def sweep_keepalive(self, now: float) -> int:
+        """Closes the connections silent past their keepalive (their wills go out); only those
+        whose deadline came due are looked at (hub/broker/deadlines.py). Returns how many."""
+        closed = 0
+        for conn in self._deadlines.due(now):
+            log.info("%s silent for %.1f s: keepalive timeout", conn, now - conn.last_rx)
+            conn.kill("keepalive timeout")
+            closed += 1
+        return closed
+
     async def _sweep_keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.settings.keepalive_sweep)
-            now = time.monotonic()
-            for conn in list(self.connections.values()):
-                limit = conn.keepalive_limit
-                if limit is not None and now - conn.last_rx > limit:
-                    log.info("%s silent for %.1f s: keepalive timeout", conn, now - conn.last_rx)
-                    conn.kill("keepalive timeout")
+            self.sweep_keepalive(time.monotonic())
 
     def kick(self, should_go: Callable[[Connection], str | None]) -> int:
         """Disconnects every client for which should_go returns a reason; returns how many."""
@@ -424,6 +443,7 @@ class BrokerCore(EventReporting):
             del self.sessions[session.client_id]
 
     def connection_started(self, conn: Connection) -> None:
+        self._deadlines.add(conn)  # its keepalive, if it asked for one
         log.info(
             "%s connected (keepalive %s)", conn, conn.connect.keepalive if conn.connect else 0
         )
@@ -431,6 +451,7 @@ class BrokerCore(EventReporting):
 
     def connection_lost(self, conn: Connection) -> None:
         self._all.discard(conn)
+        self._deadlines.discard(conn)
         if conn.session is None:
             return  # it never got past CONNECT
         reason = conn.close_reason or "connection lost"

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="Debian's mosquitto is not installed")
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
     """Every scenario runs against the hub and Mosquitto and lands in the JSON and the table;
     only the structure is checked, never a figure."""
@@ -25,13 +25,15 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
     args += ["--fleet", "10", "--period", "1", "--fleet-seconds", "2", "--no-pin"]
     args += ["--stored", "200", "--killed", "50"]
     args += ["--route-messages", "100"]
+    args += ["--storm-fleet", "6", "--storm-warmup", "1.5", "--storm-period", "0.5"]
+    args += ["--big-fleet", "6", "--big-fleet-seconds", "1", "--per-worker", "3"]
     args += ["--cache", str(tmp_path / "cache"), "--json", str(out)]
     run = subprocess.run(
         [sys.executable, "-m", "tools.bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=460,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "hub/mosq" in run.stdout and "QoS 1 throughput" in run.stdout
@@ -55,7 +57,18 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
         durable = r["durable"]
         assert {"qos1_clean", "qos1_persistent", "offline", "restart_s"} <= set(durable)
         assert durable["after_restart"]["delivered"] >= 200  # persistence true, a clean stop
+        restart = r["restart"]
+        assert restart["devices"] == 6 and restart["workers"] == 2
+        assert {"down_s", "online_s", "backlog_s", "backlog", "resent"} <= set(restart)
+        big = r["fleet19k"]
+        assert big["devices"] == 6 and big["workers"] == 2
+        assert {"bytes_per_conn", "p99_ms", "broker_cpu_pct", "received"} <= set(big)
     assert isinstance(results["hub"]["fleet"]["stored"], int)
+    # Correctness, not a figure: a hub killed mid-publish loses and duplicates no reading.
+    assert results["hub"]["restart"]["lost"] == 0
+    assert results["hub"]["restart"]["duplicated"] == 0
+    assert results["hub"]["restart"]["stored"] >= results["hub"]["restart"]["backlog"] > 0
+    assert "restart: listening -> all online" in run.stdout
     assert "first_batches" in results["hub"]["connections"]
     assert {"delivered_per_s", "lost", "published"} <= set(results["hub"]["routes"])
     assert "routes" not in results["mosquitto"]

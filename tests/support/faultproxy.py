@@ -3,11 +3,12 @@
 Faults: `drop()` resets every open connection; `blackhole` swallows bytes both ways while
 keeping connections open (a half-open link: writes succeed, nothing ever comes back; a new
 connection's CONNECT is never answered); `puback_delay` holds the hub's PUBACKs back;
-`upstream = None` refuses devices as a hub that is down would (accept, then close); `connack`
-answers every CONNECT with that CONNACK return code (3: server unavailable) and closes, as a
-broker that is up but cannot serve does. Hub-to-device bytes are parsed into MQTT packets so
-single packet types can be delayed. `accepted_at` records every device connection, whatever
-became of it, so tests can time reconnect attempts.
+`connack_delay` holds the hub's CONNACKs back (a hub slow to log devices in, as in a reconnect
+storm); `upstream = None` refuses devices as a hub that is down would (accept, then close);
+`connack` answers every CONNECT with that CONNACK return code (3: server unavailable) and
+closes, as a broker that is up but cannot serve does. Hub-to-device bytes are parsed into MQTT
+packets so single packet types can be delayed. `accepted_at` records every device connection,
+whatever became of it, so tests can time reconnect attempts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 PUBACK = 0x40
+CONNACK = 0x20
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FaultProxy:
         self.port = port  # 0: a free one, set once listening
         self.blackhole = False
         self.puback_delay = 0.0
+        self.connack_delay = 0.0
         self.connack: int | None = None  # refuse every CONNECT with this return code
         self.accepted_at: list[float] = []  # time.monotonic() of every device connection
         self.refused = 0  # CONNECTs answered with `connack`
@@ -170,6 +173,10 @@ class FaultProxy:
                     if packet[0] == PUBACK and self.puback_delay > 0:
                         self.pubacks_delayed += 1
                         loop.call_later(self.puback_delay, self._late_write, writer, packet)
+                    elif packet[0] == CONNACK and self.connack_delay > 0:
+                        # What follows the CONNACK waits behind it, in order.
+                        await asyncio.sleep(self.connack_delay)
+                        writer.write(packet)
                     else:
                         writer.write(packet)
                 await writer.drain()

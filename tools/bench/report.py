@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tools.bench import storm
 from tools.bench.durable import rows as durable_rows
 
 Row = tuple[str, float | None, float | None, str, str, str]  # name, hub, mosq, unit, target, lg
@@ -133,6 +134,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
         add("fleet: broker RSS", ("fleet", "rss_done"), "MB", scale=1 / 2**20)
     for name, path, unit in durable_rows():  # tools/bench/durable.py
         add(name, path, unit)
+    out += storm.rows(r)  # connection storms and the biggest fleet (tools/bench/storm.py)
     return out
 
 

@@ -24,11 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import durable, provision, report, routes
+from tools.bench import durable, provision, report, routes, storm
 from tools.bench.brokers import BenchError, Broker, start_hub, start_mosquitto
 
 Mark = Callable[[dict[str, Any]], None]
-SCENARIOS = ("qos0", "qos1", "fanout", "latency", "connections", "fleet", "durable", "routes")
+SCENARIOS = (
+    "qos0",
+    "qos1",
+    "fanout",
+    "latency",
+    "connections",
+    "fleet",
+    "durable",
+    "routes",
+    *storm.SCENARIOS,
+)
 
 
 def raise_fd_limit() -> int:
@@ -219,6 +229,9 @@ def run_scenarios(
                 out["fleet"] = _fleet(broker, base, lg, args)
         finally:
             broker.stop()
+    for scenario in storm.SCENARIOS:  # each on a fresh broker, which it stops
+        if scenario in wanted:
+            out[scenario] = storm.run(scenario, start("defaults"), base, lg, args)
     return out
 
 
@@ -320,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--route-messages", type=int, default=20_000,
                    help="routes: readings through a webhook route (20000)")  # fmt: skip
     p.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these scenarios")
+    storm.add_arguments(p)
     p.add_argument(
         "--brokers", nargs="*", default=["hub", "mosquitto"], choices=["hub", "mosquitto"]
     )
@@ -353,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = not args.no_pin and cpus >= 2
     broker_cpus = {0} if pinned else None
     lg_cpus = {1} if pinned else None
-    need = max(10, sum(args.connections), args.fleet)
+    need = max(10, sum(args.connections), args.fleet, storm.devices_needed(args))
     if need + 100 > fd_limit:
         raise SystemExit(f"bench: error: open-file hard limit {fd_limit} < {need + 100}")
     registry, creds, provision_s = provision.registry_dir(need, args.cache)
