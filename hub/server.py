@@ -83,6 +83,8 @@ def mqtt_limits(config: HubConfig) -> dict[str, int]:
         "filters_per_subscribe": config.max_filters_per_subscribe,
         "subscriptions": config.max_subscriptions,
     }
+
+
 # Connections the kernel completes and queues before the hub accepts them: a fleet reconnecting
 # at once after a restart arrives faster than one event loop accepts. The kernel caps it at
 # net.core.somaxconn (4,096 on current kernels); past a full queue a client's SYN is dropped and
