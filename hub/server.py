@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hub.accounts import Accounts
 from hub.alarmservice import AlarmService
-from hub.broker import Broker, BrokerSettings, EmbeddedBroker
+from hub.broker import Broker, BrokerSettings, EmbeddedBroker, RabbitBroker, RabbitSettings
 from hub.certs import server_context
 from hub.commands import Commands
 from hub.config import HubConfig, prepare_data_dir
@@ -27,13 +27,21 @@ from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
 from hub.security import Gatekeeper, load_key
 from hub.store import SqlHistory, open_store
-from hub.topics import meta_topic, status_topic
+from hub.topics import (
+    HEALTH_FILTER,
+    REPLY_FILTER,
+    STATUS_FILTER,
+    TELEMETRY_FILTER,
+    meta_topic,
+    status_topic,
+)
 from hub.web.api import Api
 from hub.web.app import build_app
 from hub.web.auth import Auth
 from hub.web.fleet_api import FleetApi
 from hub.web.guard import Acceptor, Guard, GuardedSite, GuardSettings
 from hub.web.manage import Manage
+from hub.web.rabbitauth import AuthBackend
 from hub.web.session import Sessions
 
 log = logging.getLogger(__name__)
@@ -71,6 +79,19 @@ def broker_settings(config: HubConfig) -> BrokerSettings:
     comes from it, so the two never disagree (tests/hub/test_config.py checks)."""
     names = {f.name for f in fields(BrokerSettings)} - BROKER_CONSTANTS
     return BrokerSettings(**{name: getattr(config, name) for name in names})
+
+
+def make_broker(config: HubConfig) -> Broker:
+    """The broker behind the seam: the embedded one, or a RabbitMQ cluster (cluster mode),
+    told which topics to store (consumed by the hubs together) and which every hub sees."""
+    if config.broker == "rabbitmq":
+        return RabbitBroker(
+            RabbitSettings.from_config(config),
+            ingest_filters=(TELEMETRY_FILTER,),
+            state_filters=(STATUS_FILTER, HEALTH_FILTER, REPLY_FILTER),
+            login_failures=config.login_failures,
+        )
+    return EmbeddedBroker(broker_settings(config), plugins=config.amqtt_plugins)
 
 
 class ListenError(OSError):
@@ -116,10 +137,9 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.broker: Broker = EmbeddedBroker(
-            broker_settings(config),
-            plugins=config.amqtt_plugins,
-        )
+        self.broker: Broker = make_broker(config)
+        self._auth_backend: AuthBackend | None = None  # cluster mode: RabbitMQ asks it
+        self.auth_address: tuple[str, int] | None = None
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
         self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
@@ -158,17 +178,20 @@ class Hub:
         # One hub per data dir (DataDirBusy otherwise); `hub restore` checks the same lock.
         prepare_data_dir(cfg.data_dir)
         self._lock.acquire()
-        sockets = [_listen(cfg.host, cfg.mqtt_port, "MQTT"), _listen(cfg.host, cfg.ws_port, "WS")]
+        # Cluster mode: devices connect to the RabbitMQ nodes; the hub binds no MQTT port.
+        cluster = isinstance(self.broker, RabbitBroker)
+        mqtt_sock = None if cluster else _listen(cfg.host, cfg.mqtt_port, "MQTT")
+        sockets = [_listen(cfg.host, cfg.ws_port, "WS")]
         if not cfg.http_shares_ws_port:
             assert cfg.http_port is not None
             sockets.append(_listen(cfg.host, cfg.http_port, "HTTP"))
-        mqtt_sock, ws_sock, *http_socks = sockets
+        ws_sock, *http_socks = sockets
         ws_address = _address(ws_sock)
         http_address = _address(http_socks[0]) if http_socks else ws_address
         tls = server_context(cfg.data_dir)
         tls_devices = server_context(cfg.data_dir, client_certs=True)
-        tls_socks = []
-        if tls is not None:
+        tls_socks: list[socket.socket] = []
+        if tls is not None and not cluster:
             tls_socks = [
                 _listen(cfg.host, cfg.mqtts_port, "MQTT over TLS"),
                 _listen(cfg.host, cfg.wss_port, "WSS"),
@@ -210,9 +233,15 @@ class Hub:
         await self.alarms.start()
         self.recorder.start()
         await self.broker.start()
+        if isinstance(self.broker, RabbitBroker) and self.broker.authorizer is not None:
+            self._auth_backend = AuthBackend(self.broker.authorizer,
+                                             cfg.auth_http_allow.split(","))  # fmt: skip
+            self.auth_address = await self._auth_backend.start(cfg.auth_http_host,
+                                                               cfg.auth_http_port)  # fmt: skip
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
-        self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
+        if mqtt_sock is not None:
+            self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
         if tls_socks:
             self._servers.append(
                 Acceptor(self.broker.tcp_protocol, tls_socks[0], ssl_context=tls_devices)
@@ -245,8 +274,14 @@ class Hub:
             await GuardedSite(self._web_runner, sock, self.guard).start()
         if tls_socks:
             await GuardedSite(self._web_runner, tls_socks[1], self.guard, ssl_context=tls).start()
+        if isinstance(self.broker, RabbitBroker):  # the cluster's first node, for clients
+            mqtt_address, ws_address = self.broker.listeners["mqtt"][0], \
+                self.broker.listeners["ws"][0]  # fmt: skip
+        else:
+            assert mqtt_sock is not None
+            mqtt_address = _address(mqtt_sock)
         self.endpoints = Endpoints(
-            _address(mqtt_sock),
+            mqtt_address,
             ws_address,
             http_address,
             *([_address(tls_socks[0]), _address(tls_socks[1])] if tls_socks else []),
@@ -300,6 +335,8 @@ class Hub:
         for server in self._servers:
             server.close()
         await self.broker.stop()
+        if self._auth_backend is not None:
+            await self._auth_backend.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
         for server in self._servers:
