@@ -58,6 +58,18 @@ REQUEUE_DELAY_S = 1.0  # a reading the store could not take goes back after this
 KICK_RETRY_S = 0.25  # a connection the management API does not list yet is closed again
 KICK_GIVE_UP_S = 15.0
 MAX_RETAINED = 200_000
+# RabbitMQ 3.10 keeps an MQTT client's QoS 1 subscription in a durable classic queue, clean
+# session or not, on the node it connected to: once that node crashes, the queue can be neither
+# declared nor deleted elsewhere, and the client's SUBSCRIBE closes its connection on every
+# other node until the node is back. Mirroring those queues on a second node lets a client
+# that fails over subscribe again at once (a mirror is promoted).
+SUBSCRIPTION_POLICY = "mpy-hub-mqtt-subscriptions"
+SUBSCRIPTION_POLICY_BODY = {
+    "pattern": "^mqtt-subscription-",
+    "apply-to": "queues",
+    "priority": 0,
+    "definition": {"ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic"},
+}
 
 
 class _Settle:
@@ -132,6 +144,10 @@ class RabbitBroker:
         try:
             await asyncio.wait_for(self.link.connected.wait(), START_TIMEOUT_S)
             self.listeners = await self._find_listeners()
+            if not self.listeners["mqtt"] or not self.listeners["ws"]:
+                raise ManagementError("the cluster has no MQTT or no Web MQTT listener")
+            await self.mgmt.ensure_policy(self.settings.vhost, SUBSCRIPTION_POLICY,
+                                          SUBSCRIPTION_POLICY_BODY)  # fmt: skip
         except (TimeoutError, ManagementError) as exc:
             await self.stop()
             what = exc if isinstance(exc, ManagementError) else "no node answered"

@@ -61,6 +61,13 @@ class Management:
             raise ManagementError(f"GET /api/overview answered {status}")
         return [x for x in body.get("listeners", []) if isinstance(x, dict)]
 
+    async def ensure_policy(self, vhost: str, name: str, body: dict[str, Any]) -> None:
+        """Creates or updates a policy (PUT /api/policies/VHOST/NAME)."""
+        path = f"/api/policies/{quote(vhost, safe='')}/{quote(name, safe='')}"
+        status, answer = await self._request("PUT", path, json=body)
+        if status not in (200, 201, 204):
+            raise ManagementError(f"PUT policy {name} answered {status}: {str(answer)[:200]}")
+
     async def close_connection(self, name: str, reason: str) -> bool:
         """Closes a client's connection by its name; False when the cluster does not know it
         (yet: connections reach the management API's statistics after a few seconds)."""
