@@ -50,7 +50,7 @@ class Authorizer:
         self._answers: OrderedDict[tuple[str, str, str], tuple[float, str]] = OrderedDict()
         # (username, client id) -> the identity its last admitted login got.
         self.identities: OrderedDict[tuple[str, str], Identity] = OrderedDict()
-        self._throttle: Throttle[tuple[str, str]] = Throttle()
+        self._throttle: Throttle[tuple[str, str, str]] = Throttle()
         self.asked = 0  # questions answered without the cache (for tests and stats)
 
     def forget_answers(self) -> None:
@@ -137,7 +137,7 @@ class Authorizer:
         self, kind: str, client_id: str, username: str, reason: str,
         identity: Identity | None = None,
     ) -> None:  # fmt: skip
-        held = self._throttle.allow((client_id, kind))
+        held = self._throttle.allow((client_id, kind, reason[:80]))  # one per reason per 10 s
         if held is None:
             return
         log.warning("cluster client %r: %s: %s", client_id[:64], kind, reason)
