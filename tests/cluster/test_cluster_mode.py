@@ -102,7 +102,8 @@ def test_ready_line_names_the_cluster_and_no_mqtt_port_of_the_hub(env: Env) -> N
 
 def test_device_on_node_1_reaches_a_browser_on_node_3_and_the_store(env: Env) -> None:
     """A device's reading published on node 1 reaches a token's Web MQTT client on node 3
-    (`/ws`), and the hub stores it in PostgreSQL."""
+    (`/ws`) and one on the hub's own `/mqtt` (relayed to a node, as the console's pages
+    connect), and the hub stores it in PostgreSQL."""
 
     async def body() -> None:
         token = env.token("--subscribe", "d/+/t/+")
@@ -111,12 +112,18 @@ def test_device_on_node_1_reaches_a_browser_on_node_3_and_the_store(env: Env) ->
         assert await browser.connect("browser-1", username="token", password=token) == (
             False, 0)  # fmt: skip
         assert await browser.subscribe([("d/+/t/+", 1)]) == [1]
+        host, port = env.hub.endpoints.http
+        page = await RawClient.websocket(f"ws://{host}:{port}/mqtt")
+        assert await page.connect("page-1", username="token", password=token) == (False, 0)
+        assert await page.subscribe([("d/dev-a/t/+", 1)]) == [1]
         device = await env.device("dev-a", 0)
         await device.publish("d/dev-a/t/temp", b"a1,0,21.5", qos=1, timeout=scaled(10))
-        message = await browser.next_message(timeout=scaled(10))
-        assert (message.topic, message.payload) == ("d/dev-a/t/temp", b"a1,0,21.5")
+        for client in (browser, page):
+            message = await client.next_message(timeout=scaled(10))
+            assert (message.topic, message.payload) == ("d/dev-a/t/temp", b"a1,0,21.5")
         await device.disconnect()
         await browser.disconnect()
+        await page.disconnect()
 
     asyncio.run(body())
     eventually(lambda: stored(env.store, "dev-a") == {"a1": [0]} or None, scaled(15),
@@ -125,8 +132,8 @@ def test_device_on_node_1_reaches_a_browser_on_node_3_and_the_store(env: Env) ->
 
 def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
     """A wrong secret and a disabled device are refused at CONNECT; a publish outside the
-    device's rules and a subscription outside a token's scope close the connection; each is
-    a hub event."""
+    device's rules and a subscription outside a token's scope close the connection; a reading
+    that cannot be stored is dead-lettered; each is a hub event."""
 
     async def body() -> None:
         events = await Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-events")
@@ -141,6 +148,8 @@ def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
         assert code in (4, 5)
         await events.wait_for("auth_failure", client_id="dev-off", detail="disabled")
         device = await env.device("dev-b", 0)
+        await device.publish("d/dev-b/t/temp", b"<script>", qos=1, timeout=scaled(10))
+        await events.wait_for("malformed", topic="d/dev-b/t/temp", detail="dead-lettered")
         await device.send(publish_packet("d/dev-a/t/temp", b"a1,0,1.0", qos=1, pid=7))
         await device.expect_closed(timeout=scaled(10))
         await events.wait_for("filter_violation", name="dev-b", detail="d/dev-a/t/temp")
@@ -206,10 +215,16 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
     """Firmware devices on node 1, two hubs consuming: node 1 SIGKILLed, the devices fail
     over and a command reaches one after it reconnected elsewhere; then one hub SIGKILLed,
     the other keeps consuming. Every reading is stored exactly once: 0 missing, 0 duplicated
-    by (device, boot, seq)."""
+    by (device, boot, seq). A client of node 1 that does not reconnect is reported lost
+    (`node_lost`): a crashed node sends no will and no close event."""
     second = ClusterHub(env.cluster, env.data_b, 0, env.store, env.tmp / "hub-b.log")
     env.others.append(second)
     devices: list[Device] = []
+    loop = asyncio.new_event_loop()
+    events = loop.run_until_complete(
+        Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-failover")
+    )
+    quiet = loop.run_until_complete(env.device("dev-a", 0))  # stays down once node 1 dies
     try:
         for device_id in FIRMWARE:
             devices.append(start_firmware(env.tmp / "fw", device_id, env.secrets[device_id],
@@ -225,6 +240,9 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
         reply = env.hub.api("POST", "/api/devices/fw-1/commands?timeout=20", env.admin,
                             {"op": "ping"})  # fmt: skip
         assert reply["ok"] is True
+        loop.run_until_complete(events.wait_for("disconnected", name="dev-a", reason="node_lost"))
+        assert not [e for e in events.seen if e.get("reason") == "node_lost"
+                    and e.get("name") in FIRMWARE]  # fmt: skip
         second.stop(signal.SIGKILL)
         after = {d: _progress(env, d) for d in FIRMWARE}
         for device_id in FIRMWARE:
@@ -233,6 +251,9 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
     finally:
         for device in devices:
             device.kill()
+        loop.run_until_complete(quiet.close())
+        loop.run_until_complete(events.close())
+        loop.close()
     eventually(lambda: _queue(env) == {"messages": 0, "messages_unacknowledged": 0} or None,
                scaled(30), "the readings queue drained")  # fmt: skip
     for device_id in FIRMWARE:

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
@@ -38,6 +39,7 @@ from hub.broker.rabbitmq.keys import mqtt_topic, routing_key
 from hub.broker.rabbitmq.mgmt import Management, ManagementError
 from hub.broker.rabbitmq.presence import Conn, Presence, connection
 from hub.broker.rabbitmq.settings import RabbitSettings
+from hub.broker.rabbitmq.wsproxy import relay
 from hub.broker.reporting import EventSink
 from hub.broker.seam import MessageListener
 from hub.broker.settings import PublishCheck, Refusal
@@ -117,6 +119,7 @@ class RabbitBroker:
         self.listeners: dict[str, list[tuple[str, int]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._ws_session: aiohttp.ClientSession | None = None
         self.dead_lettered = 0
 
     # --- wiring ---------------------------------------------------------------------------
@@ -167,6 +170,8 @@ class RabbitBroker:
         for task in list(self._tasks):
             task.cancel()
         await self.mgmt.close()
+        if self._ws_session is not None:
+            await self._ws_session.close()
         if self._login is not None:
             self._login.close()
 
@@ -252,8 +257,13 @@ class RabbitBroker:
         raise RuntimeError("in cluster mode devices connect to the RabbitMQ nodes, not the hub")
 
     async def serve_websocket(self, ws: web.WebSocketResponse, request: web.Request) -> None:
-        """Refused: browsers connect to a node's Web MQTT listener (``/ws``)."""
-        await ws.close(code=1008, message=b"MQTT is served by the cluster's nodes (/ws)")
+        """Relayed to a node's Web MQTT listener, so pages on the hub's origin work as they
+        do with the embedded broker (browsers may also connect to a node's ``/ws``)."""
+        if self._ws_session is None:
+            self._ws_session = aiohttp.ClientSession()
+        nodes = self.listeners.get("ws", [])
+        urls = [f"ws://{h}:{p}{self.settings.ws_path}" for h, p in nodes]
+        await relay(ws, self._ws_session, urls)
 
     # --- AMQP -----------------------------------------------------------------------------
     async def _setup(self, amqp: AbstractConnection) -> None:
@@ -364,7 +374,7 @@ class RabbitBroker:
             self._client_event("connected", conn)
         elif message.routing_key == "connection.closed":
             pid = str(headers.get("pid") or "")
-            gone = self.presence.closed(pid)
+            gone = self.presence.closed(pid, str(headers.get("name") or ""))
             reason = self._kicked.pop(pid, "closed")
             if gone is not None:
                 self._client_event("disconnected", gone, reason=reason)
@@ -387,8 +397,28 @@ class RabbitBroker:
             except ManagementError as exc:
                 log.debug("node health: %s", exc)
                 continue
-            for conn in self.presence.lost(time.monotonic(), self.settings.node_lost_grace):
-                self._client_event("disconnected", conn, reason="node_lost")
+            lost = self.presence.lost(time.monotonic(), self.settings.node_lost_grace)
+            if lost:
+                await self._report_lost(lost)
+
+    async def _report_lost(self, lost: list[Conn]) -> None:
+        """Reports the clients of a dead node lost, unless the management API lists them on
+        another node (their connection.created can be missed: the hub's own link may have
+        been on the dead node)."""
+        try:
+            listed = {c["client_id"]: c for c in await self.mgmt.connections()}
+        except ManagementError as exc:
+            log.warning("node health: cannot list connections (%s): reporting %d clients "
+                        "lost", exc, len(lost))  # fmt: skip
+            listed = {}
+        for conn in lost:
+            now = listed.get(conn.client_id)
+            if now is not None and now["node"] != conn.node and self.presence.running(now["node"]):
+                network = "ws" if "Web" in now["protocol"] else "mqtt"
+                self.presence.created(Conn(conn.client_id, now["user"], now["name"], "",
+                                           now["node"], network, conn.peer))  # fmt: skip
+                continue
+            self._client_event("disconnected", conn, reason="node_lost")
 
     # --- helpers --------------------------------------------------------------------------
     def _emit(self, kind: str, event: dict[str, Any]) -> None:

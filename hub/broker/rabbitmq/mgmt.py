@@ -61,6 +61,21 @@ class Management:
             raise ManagementError(f"GET /api/overview answered {status}")
         return [x for x in body.get("listeners", []) if isinstance(x, dict)]
 
+    async def connections(self) -> list[dict[str, Any]]:
+        """Every client connection the cluster lists: name, node, user and client id."""
+        path = "/api/connections?columns=name,node,user,client_properties,protocol"
+        status, body = await self._request("GET", path)
+        if status != 200 or not isinstance(body, list):
+            raise ManagementError(f"GET /api/connections answered {status}")
+        out = []
+        for c in body:
+            props = c.get("client_properties") if isinstance(c, dict) else None
+            if isinstance(props, dict) and isinstance(props.get("client_id"), str):
+                out.append({"name": str(c.get("name")), "node": str(c.get("node")),
+                            "user": str(c.get("user")), "client_id": props["client_id"],
+                            "protocol": str(c.get("protocol"))})  # fmt: skip
+        return out
+
     async def ensure_policy(self, vhost: str, name: str, body: dict[str, Any]) -> None:
         """Creates or updates a policy (PUT /api/policies/VHOST/NAME)."""
         path = f"/api/policies/{quote(vhost, safe='')}/{quote(name, safe='')}"

@@ -72,6 +72,7 @@ class Presence:
     def __init__(self) -> None:
         self.by_client: dict[str, Conn] = {}
         self._by_pid: OrderedDict[str, Conn] = OrderedDict()
+        self._by_name: dict[str, Conn] = {}  # a connection learnt from the management API
         self._down: dict[str, float] = {}  # node -> when it was first seen down
 
     def created(self, conn: Conn) -> Conn | None:
@@ -80,18 +81,23 @@ class Presence:
         old = self.by_client.get(conn.client_id)
         if old is not None:
             self._by_pid.pop(old.pid, None)
+            self._by_name.pop(old.name, None)
         self.by_client[conn.client_id] = conn
-        self._by_pid[conn.pid] = conn
+        if conn.pid:
+            self._by_pid[conn.pid] = conn
+        else:
+            self._by_name[conn.name] = conn
         while len(self._by_pid) > MAX_CONNECTIONS:
             _, gone = self._by_pid.popitem(last=False)
             if self.by_client.get(gone.client_id) is gone:
                 del self.by_client[gone.client_id]
         return old
 
-    def closed(self, pid: str) -> Conn | None:
-        """The client whose current connection this was, removed; None for a connection that
-        was replaced already or is not an MQTT client's."""
-        conn = self._by_pid.pop(pid, None)
+    def closed(self, pid: str, name: str = "") -> Conn | None:
+        """The client whose current connection this was (by pid, or by name for one learnt
+        from the management API), removed; None for a connection that was replaced already or
+        is not an MQTT client's."""
+        conn = self._by_pid.pop(pid, None) or self._by_name.pop(name, None)
         if conn is None or self.by_client.get(conn.client_id) is not conn:
             return None
         del self.by_client[conn.client_id]
@@ -115,4 +121,8 @@ class Presence:
         for conn in gone:
             del self.by_client[conn.client_id]
             self._by_pid.pop(conn.pid, None)
+            self._by_name.pop(conn.name, None)
         return gone
+
+    def running(self, node: str) -> bool:
+        return node not in self._down

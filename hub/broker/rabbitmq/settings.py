@@ -26,6 +26,7 @@ class RabbitSettings:
     node_lost_grace: float = 3.0  # seconds a dead node's devices have to reconnect elsewhere
     node_poll: float = 1.0  # seconds between node-health checks
     auth_cache_s: float = 2.0  # seconds an auth backend answer is reused
+    ws_path: str = "/ws"  # the nodes' Web MQTT path (web_mqtt.ws_path, RabbitMQ's default)
 
     @classmethod
     def from_config(cls, config: HubConfig) -> RabbitSettings:
