@@ -60,6 +60,7 @@ REQUEUE_DELAY_S = 1.0  # a reading the store could not take goes back after this
 KICK_RETRY_S = 0.25  # a connection the management API does not list yet is closed again
 KICK_GIVE_UP_S = 15.0
 MAX_RETAINED = 200_000
+MAX_KICKED = 10_000  # kicks waiting for their close event (a dead node sends none)
 # RabbitMQ 3.10 keeps an MQTT client's QoS 1 subscription in a durable classic queue, clean
 # session or not, on the node it connected to: once that node crashes, the queue can be neither
 # declared nor deleted elsewhere, and the client's SUBSCRIBE closes its connection on every
@@ -112,7 +113,8 @@ class RabbitBroker:
         self._login: Login | None = None
         self.presence = Presence()
         self._retained: OrderedDict[str, bytes] = OrderedDict()
-        self._kicked: dict[str, str] = {}  # pid -> the reason it was closed for
+        # pid (or name) of a connection closed by kick -> the reason, for its close event.
+        self._kicked: OrderedDict[str, str] = OrderedDict()
         self.mgmt = Management(settings.mgmt_urls, settings.user, settings.password)
         self.link = AmqpLink(settings.amqp_urls, settings.user, settings.password,
                              settings.vhost, self._setup)  # fmt: skip
@@ -234,7 +236,9 @@ class RabbitBroker:
             reason = should_go(self._identity(conn))
             if reason:
                 count += 1
-                self._kicked[conn.pid] = reason
+                self._kicked[conn.pid or conn.name] = reason
+                while len(self._kicked) > MAX_KICKED:
+                    self._kicked.popitem(last=False)
                 self._spawn(self._close(conn, reason))
         return count
 
@@ -373,9 +377,9 @@ class RabbitBroker:
             self.presence.created(conn)
             self._client_event("connected", conn)
         elif message.routing_key == "connection.closed":
-            pid = str(headers.get("pid") or "")
-            gone = self.presence.closed(pid, str(headers.get("name") or ""))
-            reason = self._kicked.pop(pid, "closed")
+            pid, name = str(headers.get("pid") or ""), str(headers.get("name") or "")
+            gone = self.presence.closed(pid, name)
+            reason = self._kicked.pop(pid, None) or self._kicked.pop(name, "closed")
             if gone is not None:
                 self._client_event("disconnected", gone, reason=reason)
 
