@@ -35,15 +35,15 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from hub.broker.login import Login
 from hub.broker.rabbitmq.amqp import AmqpLink
 from hub.broker.rabbitmq.authz import Authorizer
-from hub.broker.rabbitmq.keys import mqtt_topic, routing_key
+from hub.broker.rabbitmq.consumers import Consumers
+from hub.broker.rabbitmq.keys import routing_key
 from hub.broker.rabbitmq.mgmt import Management, ManagementError
 from hub.broker.rabbitmq.presence import Conn, Presence, connection
 from hub.broker.rabbitmq.settings import RabbitSettings
 from hub.broker.rabbitmq.wsproxy import relay
 from hub.broker.reporting import EventSink
 from hub.broker.seam import MessageListener
-from hub.broker.settings import PublishCheck, Refusal
-from hub.commitlog import COMMITTED, Batch
+from hub.broker.settings import PublishCheck
 from hub.config import ConfigError
 from hub.security import Gatekeeper, Identity
 from hub.topicmatch import filter_matches
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 EVENT_EXCHANGE = "amq.rabbitmq.event"
 EVENT_KEYS = ("connection.created", "connection.closed")
 START_TIMEOUT_S = 30.0
-REQUEUE_DELAY_S = 1.0  # a reading the store could not take goes back after this long
 KICK_RETRY_S = 0.25  # a connection the management API does not list yet is closed again
 KICK_GIVE_UP_S = 15.0
 MAX_RETAINED = 200_000
@@ -73,21 +72,6 @@ SUBSCRIPTION_POLICY_BODY = {
     "priority": 0,
     "definition": {"ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic"},
 }
-
-
-class _Settle:
-    """Acknowledges one reading once each listener's commit handle has committed."""
-
-    __slots__ = ("broker", "failed", "message", "pending")
-
-    def __init__(self, broker: RabbitBroker, message: AbstractIncomingMessage, n: int) -> None:
-        self.broker, self.message, self.pending, self.failed = broker, message, n, False
-
-    def batch_done(self, batch: Batch) -> None:
-        self.pending -= 1
-        self.failed = self.failed or batch.state != COMMITTED
-        if self.pending == 0:
-            self.broker._settle(self.message, stored=not self.failed)
 
 
 class RabbitBroker:
@@ -108,7 +92,7 @@ class RabbitBroker:
         self._gatekeeper: Gatekeeper | None = None
         self.publish_check: PublishCheck | None = None
         self._event_sinks: list[EventSink] = []
-        self._listeners: list[MessageListener] = []
+        self.message_listeners: list[MessageListener] = []
         self.authorizer: Authorizer | None = None
         self._login: Login | None = None
         self.presence = Presence()
@@ -122,7 +106,7 @@ class RabbitBroker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._ws_session: aiohttp.ClientSession | None = None
-        self.dead_lettered = 0
+        self.consumers = Consumers(self)
 
     # --- wiring ---------------------------------------------------------------------------
     def set_gatekeeper(self, gatekeeper: Gatekeeper) -> None:
@@ -135,14 +119,14 @@ class RabbitBroker:
         self._event_sinks.append(sink)
 
     def add_message_listener(self, listener: MessageListener) -> None:
-        self._listeners.append(listener)
+        self.message_listeners.append(listener)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         if self._gatekeeper is None:
             raise RuntimeError("the broker needs a gatekeeper (set_gatekeeper) to start")
         self._login = Login(self._gatekeeper, self.login_failures)
-        self.authorizer = Authorizer(self._login, self._emit, hub_user=self.settings.user,
+        self.authorizer = Authorizer(self._login, self.emit, hub_user=self.settings.user,
                                      vhost=self.settings.vhost,
                                      ttl=self.settings.auth_cache_s)  # fmt: skip
         self.link.start()
@@ -197,7 +181,7 @@ class RabbitBroker:
         """Publishes as the hub on ``amq.topic`` (QoS 2 is 1 in RabbitMQ). RabbitMQ keeps no
         retained message for AMQP publishes: the hub remembers it for its look-ups."""
         if retain:
-            self._remember(topic, payload)
+            self.remember(topic, payload)
         self.link.publish(routing_key(topic), payload, qos)
 
     def retained(self, topic: str) -> bytes | None:
@@ -206,7 +190,7 @@ class RabbitBroker:
     def retained_topics(self, topic_filter: str) -> list[str]:
         return [t for t in self._retained if filter_matches(topic_filter, t)]
 
-    def _remember(self, topic: str, payload: bytes) -> None:
+    def remember(self, topic: str, payload: bytes) -> None:
         if not payload:
             self._retained.pop(topic, None)
             return
@@ -239,7 +223,7 @@ class RabbitBroker:
                 self._kicked[conn.pid or conn.name] = reason
                 while len(self._kicked) > MAX_KICKED:
                     self._kicked.popitem(last=False)
-                self._spawn(self._close(conn, reason))
+                self.spawn(self._close(conn, reason))
         return count
 
     async def _close(self, conn: Conn, reason: str) -> None:
@@ -293,80 +277,8 @@ class RabbitBroker:
         for key in EVENT_KEYS:
             await events.bind(EVENT_EXCHANGE, key)
         await events.consume(self._on_event, no_ack=True)
-        await state.consume(self._on_state, no_ack=True)
-        await ingest.consume(self._on_reading)
-
-    def _check(self, topic: str, payload: bytes) -> Refusal | None:
-        return self.publish_check(None, topic, payload, False) if self.publish_check else None
-
-    async def _on_state(self, message: AbstractIncomingMessage) -> None:
-        """Status, health and replies: every hub sees each (no acknowledgement needed)."""
-        topic, payload = mqtt_topic(message.routing_key or ""), message.body
-        refusal = self._check(topic, payload)
-        if refusal is not None:
-            self._refused(refusal, topic)
-            return
-        if any(filter_matches(f, topic) for f in self.state_filters[:2]):
-            self._remember(topic, payload)  # status and health, retained by the contract
-        self._deliver(topic, payload)
-
-    def _deliver(self, topic: str, payload: bytes) -> list[Batch]:
-        handles = []
-        for listener in self._listeners:
-            try:
-                handle = listener(topic, payload)
-            except Exception:
-                log.exception("message listener failed on %s", topic)
-                continue
-            if handle is not None:
-                handles.append(handle)
-        return handles
-
-    async def _on_reading(self, message: AbstractIncomingMessage) -> None:
-        topic, payload = mqtt_topic(message.routing_key or ""), message.body
-        refusal = self._check(topic, payload)
-        if refusal is not None:
-            self._refused(refusal, topic)
-            self._dead_letter(message, topic, refusal.detail, refusal.device)
-            return
-        handles = self._deliver(topic, payload)
-        if not handles:
-            self._dead_letter(message, topic, "not a reading the store can take", None)
-            return
-        waiter = _Settle(self, message, len(handles))
-        for handle in handles:
-            handle.wait(waiter)
-
-    def _settle(self, message: AbstractIncomingMessage, *, stored: bool) -> None:
-        if stored:
-            self._spawn(message.ack())
-        else:  # the store cannot take it now: back to the queue, after a pause
-            self._spawn(self._requeue(message))
-
-    async def _requeue(self, message: AbstractIncomingMessage) -> None:
-        await asyncio.sleep(REQUEUE_DELAY_S)
-        await message.nack(requeue=True)
-
-    def _dead_letter(
-        self, message: AbstractIncomingMessage, topic: str, why: str, device: str | None
-    ) -> None:
-        self.dead_lettered += 1
-        self._spawn(message.reject(requeue=False))
-        self._emit("malformed", {
-            "kind": "malformed", "client_id": device, "identity": "device" if device else None,
-            "name": device, "network": "cluster", "peer": None,
-            "detail": f"dead-lettered to {self.settings.dead_letters}: {why}",
-            "topic": topic[:200], "device": device,
-        })  # fmt: skip
-
-    def _refused(self, refusal: Refusal, topic: str) -> None:
-        event = {"kind": refusal.event, "client_id": refusal.device,
-                 "identity": "device" if refusal.device else None, "name": refusal.device,
-                 "network": "cluster", "peer": None, "detail": refusal.detail,
-                 "device": refusal.device}  # fmt: skip
-        if refusal.quota:
-            event["quota"] = refusal.quota
-        self._emit(refusal.event, event)
+        await state.consume(self.consumers.on_state, no_ack=True)
+        await ingest.consume(self.consumers.on_reading)
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers or {})
@@ -385,7 +297,7 @@ class RabbitBroker:
 
     def _client_event(self, kind: str, conn: Conn, **extra: Any) -> None:
         identity = self._identity(conn)
-        self._emit(kind, {
+        self.emit(kind, {
             "kind": kind, "client_id": conn.client_id, "identity": identity.kind,
             "name": identity.name, "network": conn.network, "peer": conn.peer, "detail": "",
             "node": conn.node, **extra,
@@ -425,14 +337,14 @@ class RabbitBroker:
             self._client_event("disconnected", conn, reason="node_lost")
 
     # --- helpers --------------------------------------------------------------------------
-    def _emit(self, kind: str, event: dict[str, Any]) -> None:
+    def emit(self, kind: str, event: dict[str, Any]) -> None:
         for sink in self._event_sinks:
             try:
                 sink(kind, event)
             except Exception:
                 log.exception("event sink failed on %s", kind)
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
