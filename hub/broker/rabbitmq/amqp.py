@@ -17,6 +17,16 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 log = logging.getLogger(__name__)
 
+
+def _quiet_aiormq(record: logging.LogRecord) -> bool:
+    """aiormq logs every failed connect at ERROR and a lost node with a traceback; the link
+    says both once, in its own words (below)."""
+    text = record.getMessage()
+    return not ("error when creating transport" in text or "reader exited abnormally" in text)
+
+
+logging.getLogger("aiormq.connection").addFilter(_quiet_aiormq)
+
 OUTBOX = 10_000  # messages the hub may have waiting to be published
 BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 CONNECT_TIMEOUT_S = 5.0
@@ -82,7 +92,8 @@ class AmqpLink:
             try:
                 connection = await self._connect(url)
             except Exception as exc:
-                log.debug("cannot reach %s: %s", url, exc)
+                (log.warning if attempt % len(self.urls) == 0 and attempt % 50 == 0
+                 else log.debug)("cannot reach the cluster at %s: %s", url, exc)  # fmt: skip
                 await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 attempt += 1
                 continue
