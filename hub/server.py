@@ -179,7 +179,7 @@ class Hub:
         prepare_data_dir(cfg.data_dir)
         self._lock.acquire()
         # Cluster mode: devices connect to the RabbitMQ nodes; the hub binds no MQTT port.
-        cluster = isinstance(self.broker, RabbitBroker)
+        cluster = self.broker.client_listeners() is not None
         mqtt_sock = None if cluster else _listen(cfg.host, cfg.mqtt_port, "MQTT")
         sockets = [_listen(cfg.host, cfg.ws_port, "WS")]
         if not cfg.http_shares_ws_port:
@@ -274,9 +274,8 @@ class Hub:
             await GuardedSite(self._web_runner, sock, self.guard).start()
         if tls_socks:
             await GuardedSite(self._web_runner, tls_socks[1], self.guard, ssl_context=tls).start()
-        if isinstance(self.broker, RabbitBroker):  # the cluster's first node, for clients
-            mqtt_address, ws_address = self.broker.listeners["mqtt"][0], \
-                self.broker.listeners["ws"][0]  # fmt: skip
+        if (nodes := self.broker.client_listeners()) is not None:  # the cluster's first node
+            mqtt_address, ws_address = nodes["mqtt"][0], nodes["ws"][0]
         else:
             assert mqtt_sock is not None
             mqtt_address = _address(mqtt_sock)

@@ -241,6 +241,10 @@ class RabbitBroker:
                     KICK_GIVE_UP_S)  # fmt: skip
 
     # --- networks -------------------------------------------------------------------------
+    def client_listeners(self) -> dict[str, list[tuple[str, int]]]:
+        """The nodes' MQTT and Web MQTT listeners (from the management API once started)."""
+        return self.listeners
+
     def tcp_protocol(self) -> asyncio.Protocol:
         raise RuntimeError("in cluster mode devices connect to the RabbitMQ nodes, not the hub")
 
