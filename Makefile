@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO_DEVICES ?= 3
 
-.PHONY: setup demo test lint bench bench-firmware bench-console screenshots clean
+.PHONY: setup demo demo-cluster test lint bench bench-firmware bench-console screenshots clean
 
 setup:
 	@bash tools/bootstrap.sh
@@ -12,6 +12,11 @@ setup:
 demo: setup
 	@if [ -t 0 ]; then bash -mc 'bash tools/demo.sh $(DEMO_DEVICES); exit $$?'; \
 	else bash tools/demo.sh $(DEMO_DEVICES); fi
+
+# Cluster mode: a local RabbitMQ cluster, a hub against it and a simulated fleet on its nodes.
+demo-cluster: setup
+	@if [ -t 0 ]; then bash -mc 'bash tools/demo-cluster.sh $(DEMO_DEVICES); exit $$?'; \
+	else bash tools/demo-cluster.sh $(DEMO_DEVICES); fi
 
 test: setup lint
 	@$(PY) -m pytest

@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hub.ingest import parse_disk_threshold
 
@@ -54,6 +55,7 @@ _LIMITS = "broker limits (see README)"
 _DURABLE = "storage durability and HTTP limits (see README)"
 _CONSOLE = "console (see README)"
 _INTEG = "integrations (see README)"
+_CLUSTER = "cluster mode (see README)"
 
 
 def check_amqtt_plugins(plugins: object) -> None:
@@ -70,6 +72,34 @@ def check_amqtt_plugins(plugins: object) -> None:
             raise ConfigError(f"amqtt_plugins: {name!r} is not a dotted path (module.Class)")
         if not isinstance(config, dict):
             raise ConfigError(f"amqtt_plugins: {name}'s config must be an object")
+
+
+def _urls(name: str, text: str | None, schemes: tuple[str, ...]) -> list[str]:
+    urls = [u.strip() for u in (text or "").split(",") if u.strip()]
+    if not urls:
+        raise ConfigError(f"{name} must list at least one URL when broker is rabbitmq")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{name}: {url!r} is not a {' or '.join(schemes)} URL")
+        if parts.username or parts.password:
+            raise ConfigError(f"{name}: {url!r} holds credentials: use rabbitmq_credentials")
+    return urls
+
+
+def check_cluster(config: HubConfig) -> None:
+    """The cluster-mode settings: required, and well formed, once broker is rabbitmq."""
+    if config.broker not in ("embedded", "rabbitmq"):
+        raise ConfigError(f"broker must be embedded or rabbitmq, not {config.broker!r}")
+    _check_port("auth_http_port", config.auth_http_port)
+    if config.broker != "rabbitmq":
+        return
+    _urls("rabbitmq_amqp", config.rabbitmq_amqp, ("amqp", "amqps"))
+    _urls("rabbitmq_mgmt", config.rabbitmq_mgmt, ("http", "https"))
+    if not config.rabbitmq_vhost:
+        raise ConfigError("rabbitmq_vhost must not be empty")
+    if not config.auth_http_host:
+        raise ConfigError("auth_http_host must not be empty")
 
 
 @dataclass(frozen=True)
@@ -238,6 +268,37 @@ class HubConfig:
         metadata={"help": "routes ([[routes]] tables; only in the config file)", "flag": False,
                   "metavar": None, "group": _INTEG, "choices": None},
     )  # fmt: skip
+    # Cluster mode (README, "Cluster mode"): devices and browsers connect to a RabbitMQ
+    # cluster; the hub consumes it over AMQP and answers its HTTP auth backend.
+    broker: str = _setting(
+        "embedded", "embedded: the hub's own MQTT broker; rabbitmq: a RabbitMQ cluster (the "
+        "hub binds no MQTT port)", group=_CLUSTER, choices=("embedded", "rabbitmq"),
+    )  # fmt: skip
+    rabbitmq_amqp: str | None = _setting(
+        None, "the nodes' AMQP URLs, comma-separated (amqp://HOST:PORT, no credentials)",
+        metavar="URLS", group=_CLUSTER,
+    )  # fmt: skip
+    rabbitmq_mgmt: str | None = _setting(
+        None, "the nodes' management API URLs, comma-separated (http://HOST:PORT)",
+        metavar="URLS", group=_CLUSTER,
+    )  # fmt: skip
+    rabbitmq_vhost: str = _setting("/", "the cluster's virtual host", metavar="VHOST",
+                                   group=_CLUSTER)  # fmt: skip
+    rabbitmq_credentials: Path | None = _setting(  # noqa: RUF009
+        None, "a JSON file with the hub's RabbitMQ user and password ({\"user\", "
+        "\"password\"}); unset: the environment's MPY_HUB_RABBITMQ_USER and "
+        "MPY_HUB_RABBITMQ_PASSWORD", metavar="FILE", group=_CLUSTER,
+    )  # fmt: skip
+    auth_http_host: str = _setting(
+        "127.0.0.1", "address of the listener RabbitMQ's HTTP auth backend asks (only the "
+        "cluster should reach it)", metavar="ADDRESS", group=_CLUSTER,
+    )  # fmt: skip
+    auth_http_port: int = _setting(8082, "port of that listener (0: free)", metavar="PORT",
+                                   group=_CLUSTER)  # fmt: skip
+    auth_http_allow: str = _setting(
+        "", "comma-separated addresses besides loopback that may call the auth listener "
+        "(the nodes' own)", metavar="ADDRESSES", group=_CLUSTER,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -289,6 +350,7 @@ class HubConfig:
         if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.hass_prefix):
             raise ConfigError(f"hass_prefix must be topic levels of A-Z a-z 0-9 _ -, not "
                               f"{self.hass_prefix[:40]!r}")  # fmt: skip
+        check_cluster(self)
 
     @property
     def http_shares_ws_port(self) -> bool:

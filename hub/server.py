@@ -14,7 +14,14 @@ from aiohttp import web
 
 from hub.accounts import Accounts
 from hub.alarmservice import AlarmService
-from hub.broker import Broker, BrokerSettings, EmbeddedBroker, open_broker_state
+from hub.broker import (
+    Broker,
+    BrokerSettings,
+    EmbeddedBroker,
+    RabbitBroker,
+    RabbitSettings,
+    open_broker_state,
+)
 from hub.certs import server_context
 from hub.commands import Commands
 from hub.config import HubConfig, prepare_data_dir
@@ -31,13 +38,21 @@ from hub.routes.api import RoutesApi
 from hub.routes.service import Routes
 from hub.security import Gatekeeper, load_key
 from hub.store import SqlHistory, open_store
-from hub.topics import meta_topic, status_topic
+from hub.topics import (
+    HEALTH_FILTER,
+    REPLY_FILTER,
+    STATUS_FILTER,
+    TELEMETRY_FILTER,
+    meta_topic,
+    status_topic,
+)
 from hub.web.api import Api
 from hub.web.app import build_app
 from hub.web.auth import Auth
 from hub.web.fleet_api import FleetApi
 from hub.web.guard import Acceptor, Guard, GuardedSite, GuardSettings
 from hub.web.manage import Manage
+from hub.web.rabbitauth import AuthBackend
 from hub.web.session import Sessions
 
 log = logging.getLogger(__name__)
@@ -92,6 +107,19 @@ def mqtt_limits(config: HubConfig) -> dict[str, int]:
 LISTEN_BACKLOG = 65535
 
 
+def make_broker(config: HubConfig) -> Broker:
+    """The broker behind the seam: the embedded one, or a RabbitMQ cluster (cluster mode),
+    told which topics to store (consumed by the hubs together) and which every hub sees."""
+    if config.broker == "rabbitmq":
+        return RabbitBroker(
+            RabbitSettings.from_config(config),
+            ingest_filters=(TELEMETRY_FILTER,),
+            state_filters=(STATUS_FILTER, HEALTH_FILTER, REPLY_FILTER),
+            login_failures=config.login_failures,
+        )
+    return EmbeddedBroker(broker_settings(config), plugins=config.amqtt_plugins)
+
+
 class ListenError(OSError):
     """A listening socket could not be opened (port taken, bad address)."""
 
@@ -137,8 +165,9 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self._broker = EmbeddedBroker(broker_settings(config), plugins=config.amqtt_plugins)
-        self.broker: Broker = self._broker
+        self.broker: Broker = make_broker(config)
+        self._auth_backend: AuthBackend | None = None  # cluster mode: RabbitMQ asks it
+        self.auth_address: tuple[str, int] | None = None
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
         self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
@@ -182,17 +211,20 @@ class Hub:
         # One hub per data dir (DataDirBusy otherwise); `hub restore` checks the same lock.
         prepare_data_dir(cfg.data_dir)
         self._lock.acquire()
-        sockets = [_listen(cfg.host, cfg.mqtt_port, "MQTT"), _listen(cfg.host, cfg.ws_port, "WS")]
+        # Cluster mode: devices connect to the RabbitMQ nodes; the hub binds no MQTT port.
+        cluster = self.broker.client_listeners() is not None
+        mqtt_sock = None if cluster else _listen(cfg.host, cfg.mqtt_port, "MQTT")
+        sockets = [_listen(cfg.host, cfg.ws_port, "WS")]
         if not cfg.http_shares_ws_port:
             assert cfg.http_port is not None
             sockets.append(_listen(cfg.host, cfg.http_port, "HTTP"))
-        mqtt_sock, ws_sock, *http_socks = sockets
+        ws_sock, *http_socks = sockets
         ws_address = _address(ws_sock)
         http_address = _address(http_socks[0]) if http_socks else ws_address
         tls = server_context(cfg.data_dir)
         tls_devices = server_context(cfg.data_dir, client_certs=True)
-        tls_socks = []
-        if tls is not None:
+        tls_socks: list[socket.socket] = []
+        if tls is not None and not cluster:
             tls_socks = [
                 _listen(cfg.host, cfg.mqtts_port, "MQTT over TLS"),
                 _listen(cfg.host, cfg.wss_port, "WSS"),
@@ -209,9 +241,10 @@ class Hub:
         self.broker.set_gatekeeper(gatekeeper)
         self.store = open_store(cfg.store_url, cfg.data_dir, sync=cfg.store_sync)
         # The broker's retained messages and persistent sessions, beside the telemetry.
-        self._broker.state = await asyncio.to_thread(
-            open_broker_state, cfg.store_url, cfg.data_dir, sync=cfg.store_sync
-        )
+        if isinstance(self.broker, EmbeddedBroker):  # a cluster keeps its own
+            self.broker.state = await asyncio.to_thread(
+                open_broker_state, cfg.store_url, cfg.data_dir, sync=cfg.store_sync
+            )
         self.ingest = Ingest(
             self.metrics.timed(self.store),  # each commit timed for /metrics
             cfg.retention_days * 86400 if cfg.retention_days else None,
@@ -248,9 +281,15 @@ class Hub:
             self.states.observers.append(self.hass.on_state)
             self.broker.add_message_listener(self.hass.on_message)
             self.hass.start(self.states.states)
+        if isinstance(self.broker, RabbitBroker) and self.broker.authorizer is not None:
+            self._auth_backend = AuthBackend(self.broker.authorizer,
+                                             cfg.auth_http_allow.split(","))  # fmt: skip
+            self.auth_address = await self._auth_backend.start(cfg.auth_http_host,
+                                                               cfg.auth_http_port)  # fmt: skip
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
-        self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
+        if mqtt_sock is not None:
+            self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
         if tls_socks:
             self._servers.append(
                 Acceptor(self.broker.tcp_protocol, tls_socks[0], ssl_context=tls_devices)
@@ -289,8 +328,13 @@ class Hub:
             await GuardedSite(self._web_runner, sock, self.guard).start()
         if tls_socks:
             await GuardedSite(self._web_runner, tls_socks[1], self.guard, ssl_context=tls).start()
+        if (nodes := self.broker.client_listeners()) is not None:  # the cluster's first node
+            mqtt_address, ws_address = nodes["mqtt"][0], nodes["ws"][0]
+        else:
+            assert mqtt_sock is not None
+            mqtt_address = _address(mqtt_sock)
         self.endpoints = Endpoints(
-            _address(mqtt_sock),
+            mqtt_address,
             ws_address,
             http_address,
             *([_address(tls_socks[0]), _address(tls_socks[1])] if tls_socks else []),
@@ -346,6 +390,8 @@ class Hub:
         if self.routes is not None:
             await self.routes.pause()  # no route publishes into a stopped broker
         await self.broker.stop()
+        if self._auth_backend is not None:
+            await self._auth_backend.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
         for server in self._servers:

@@ -22,15 +22,21 @@ What it keeps of amqtt, and why:
 
 The hub's own logins (hub/broker/login.py) and topic rules (``Identity`` in hub/security.py)
 are called directly: synchronous, and cached per connection for publishes.
+
+:class:`RabbitBroker` (hub/broker/rabbitmq/) implements the same protocol over a RabbitMQ
+cluster (cluster mode); :class:`Authorizer` answers the nodes' HTTP auth backend from the
+hub's gatekeeper.
 """
 
 from hub.broker.embedded import EmbeddedBroker
+from hub.broker.rabbitmq import Authorizer, RabbitBroker, RabbitSettings
 from hub.broker.reporting import EventSink
 from hub.broker.seam import Broker, MessageListener
 from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
 from hub.broker.statestore import BrokerStateError, open_broker_state
 
 __all__ = [
+    "Authorizer",
     "Broker",
     "BrokerSettings",
     "BrokerStateError",
@@ -38,6 +44,8 @@ __all__ = [
     "EventSink",
     "MessageListener",
     "PublishCheck",
+    "RabbitBroker",
+    "RabbitSettings",
     "Refusal",
     "open_broker_state",
 ]

@@ -182,6 +182,10 @@ class EmbeddedBroker:
     def _accept(self, link: Link) -> Receiver | None:
         return self._core.accept(link) if self._core is not None else None
 
+    def client_listeners(self) -> None:
+        """None: clients connect through the hub's own sockets."""
+        return None
+
     def tcp_protocol(self) -> asyncio.Protocol:
         """A protocol for one MQTT-over-TCP connection (``loop.create_server``'s factory)."""
         return TcpLink(self._accept)

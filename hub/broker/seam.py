@@ -1,6 +1,7 @@
 """What the hub needs from a broker: the one protocol the rest of the hub, the tests and the
-bench use. :class:`hub.broker.EmbeddedBroker` implements it; a clustered broker (issue #16)
-will implement it too, so it speaks of messages, clients and networks, never of amqtt.
+bench use. :class:`hub.broker.EmbeddedBroker` implements it, and so does
+:class:`hub.broker.RabbitBroker` over a RabbitMQ cluster, so it speaks of messages, clients and
+networks, never of amqtt or AMQP.
 
 The broker knows no device-topic grammar: callers ask for retained messages by topic or by
 filter (``hub.topics.STATUS_FILTER`` for "which devices have a status").
@@ -66,6 +67,11 @@ class Broker(Protocol):
         how many."""
 
     # --- networks (the hub owns the sockets) -----------------------------------------------
+    def client_listeners(self) -> dict[str, list[tuple[str, int]]] | None:
+        """None when clients connect through the hub's own sockets (``tcp_protocol``,
+        ``serve_websocket``); otherwise the broker's nodes serve them (cluster mode) and this
+        says where, once started: ``{"mqtt": [(host, port), ...], "ws": [...]}``."""
+
     def tcp_protocol(self) -> asyncio.Protocol:
         """A protocol for one MQTT-over-TCP(-TLS) connection (``loop.create_server``)."""
 

@@ -65,6 +65,13 @@ OTHER: dict[str, Any] = {
             "retain": True,
         },
     ],
+    "broker": "rabbitmq",
+    "rabbitmq_amqp": "amqp://127.0.0.1:5672,amqp://[::1]:5673",
+    "rabbitmq_mgmt": "http://127.0.0.1:15672",
+    "rabbitmq_vhost": "hub vhost",
+    "rabbitmq_credentials": Path('cre"ds.json'),
+    "auth_http_host": "::1",
+    "auth_http_allow": "10.0.0.2,10.0.0.3",
 }
 
 

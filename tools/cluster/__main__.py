@@ -1,10 +1,6 @@
-"""`python -m tools.cluster [--nodes 3] [--dir DIR] [--timeout 120]`: start a local RabbitMQ
-cluster, print one ready line, and stop every node and epmd on SIGINT or SIGTERM (exit 0).
-
-Where `--hub --data-dir D` will go (once the hub has a cluster mode): choose the hub's HTTP
-port first, give the cluster `auth_url` on it (the nodes ask it only when someone logs in, so
-the hub may start after them), start the hub against `cluster` (its credentials.json, AMQP and
-management ports) inside the `with`, and print `cluster.ready_line(http="HOST:PORT")`.
+"""`python -m tools.cluster [--nodes 3] [--dir DIR] [--timeout 120] [--auth-url URL]
+[--hub --data-dir D]`: start a local RabbitMQ cluster (and a hub in cluster mode against it),
+print one ready line, and stop the hub, every node and epmd on SIGINT or SIGTERM (exit 0).
 """
 
 from __future__ import annotations
@@ -17,6 +13,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from tools.cluster.hubrun import HubRun, auth_port, auth_url
 from tools.cluster.launcher import Cluster
 from tools.cluster.nodes import ClusterError
 
@@ -51,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=120.0,
         help="seconds to wait for a node to start, and for the cluster to form (default 120)",
     )  # fmt: skip
+    parser.add_argument(
+        "--auth-url", default=None, metavar="URL",
+        help="the base URL of an HTTP auth service the nodes ask first (URL/user, /vhost, "
+        "/resource, /topic), before their internal users",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hub", action="store_true",
+        help="also start a hub in cluster mode against the nodes (its auth listener is the "
+        "nodes' auth backend) and add http=HOST:PORT, its console, to the ready line",
+    )  # fmt: skip
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the hub's data dir (with --hub; required)")  # fmt: skip
     return parser
 
 
@@ -67,14 +76,28 @@ def _serve(cluster: Cluster) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.hub and args.data_dir is None:
+        parser.error("--hub needs --data-dir D")
+    if args.hub and args.auth_url is not None:
+        parser.error("--hub answers the nodes' auth backend itself: leave out --auth-url")
+    port = auth_port() if args.hub else 0
     logging.basicConfig(level=logging.WARNING, format="cluster: %(message)s")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     try:
-        with Cluster(nodes=args.nodes, base=args.dir, start_timeout=args.timeout) as cluster:
-            print(cluster.ready_line(), flush=True)
-            _serve(cluster)
+        url = auth_url(port) if args.hub else args.auth_url
+        with Cluster(
+            nodes=args.nodes, base=args.dir, auth_url=url, start_timeout=args.timeout
+        ) as cluster:
+            hub = HubRun(cluster, args.data_dir, port) if args.hub else None
+            try:
+                print(cluster.ready_line(http=hub.http if hub else None), flush=True)
+                _serve(cluster)
+            finally:
+                if hub is not None:
+                    hub.stop()
     except _Interrupted:
         return 0
     except (ClusterError, OSError) as e:  # OSError: say, a --dir that cannot be made

@@ -58,15 +58,39 @@ class Credentials:
         return cls(user, secrets.token_urlsafe(24))
 
 
+# Ports below the kernel's ephemeral range (32768-60999 by default): a port picked by bind(0)
+# can still be the local port of client connections in TIME_WAIT (a connection storm leaves
+# thousands), and Erlang's check of its distribution port (a listen on every address with
+# SO_REUSEADDR) then fails under gVisor, the sandbox CI runs in, with dist_port_already_used.
+PORT_RANGE = (20000, 32000)
+
+
+def _bindable(port: int) -> socket.socket | None:
+    """A socket bound to the port on 127.0.0.1 once a listen on every address worked too."""
+    try:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("0.0.0.0", port))
+            probe.listen(1)
+        s = socket.socket()
+        s.bind((HOST, port))
+        return s
+    except OSError:
+        return None
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel calls free right now (all held open together, so all distinct). Another
-    process may still take one before the node binds it: the launcher retries then."""
+    """Ports free right now, outside the ephemeral range (all held open together, so all
+    distinct). Another process may still take one before the node binds it: the launcher
+    retries then."""
     with contextlib.ExitStack() as stack:
-        held = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket())
-            s.bind((HOST, 0))
-            held.append(int(s.getsockname()[1]))
+        held: list[int] = []
+        while len(held) < count:
+            port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
+            if port in held or (s := _bindable(port)) is None:
+                continue
+            stack.enter_context(s)
+            held.append(port)
         return held
 
 
@@ -153,6 +177,9 @@ class Node:
             "default_permissions.configure = .*",
             "default_permissions.read = .*",
             "default_permissions.write = .*",
+            # Connections reach the management API's statistics (and so can be closed by
+            # name: the hub's kick) within a second rather than five.
+            "collect_statistics_interval = 1000",
             "log.console = false",
             "log.file.level = info",
         ]

@@ -1,0 +1,263 @@
+"""Cluster mode end to end: hubs (`hub serve --broker rabbitmq`) against a real 3-node RabbitMQ
+cluster, real firmware on the unix port, raw MQTT and Web MQTT clients, real PostgreSQL.
+
+One cluster serves the module (it takes 25-45 s to start here); the tests that kill a node or a
+hub run last."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.support import ClusterHub, Events, start_firmware, stored
+from tests.support.devices import Device
+from tests.support.hubproc import hub_cli, scaled
+from tests.support.mqtt import RawClient, publish_packet, subscribe_packet
+from tests.support.postgres import fresh_database, postgres_server
+from tests.support.waits import eventually, eventually_async
+from tools.cluster import Cluster
+from tools.cluster.hubrun import auth_port, auth_url
+from tools.cluster.mgmt import get as mgmt_get
+from tools.cluster.nodes import RABBITMQ_BIN
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (RABBITMQ_BIN / "rabbitmq-server").exists(),
+        reason="rabbitmq-server is not installed (tools/bootstrap.sh installs it)",
+    ),
+    pytest.mark.timeout(scaled(300)),
+]
+
+RAW_DEVICES = ("dev-a", "dev-b", "dev-off")
+FIRMWARE = ("fw-1", "fw-2")
+
+
+@dataclass
+class Env:
+    cluster: Cluster
+    hub: ClusterHub  # serves the nodes' auth backend
+    store: str
+    tmp: Path
+    data_b: Path
+    secrets: dict[str, str]
+    admin: str  # an admin token
+    others: list[ClusterHub] = field(default_factory=list)
+
+    def token(self, *args: str) -> str:
+        result = hub_cli(self.hub.data_dir, "token", "create", *args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    async def device(self, device_id: str, node: int) -> RawClient:
+        client = await RawClient.tcp("127.0.0.1", self.cluster.mqtt_ports[node])
+        code = await client.connect(device_id, username=device_id,
+                                    password=self.secrets[device_id])  # fmt: skip
+        assert code == (False, 0), f"{device_id} refused: {code}"
+        return client
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("cluster-mode")
+    data_a, data_b = tmp / "hub-a", tmp / "hub-b"
+    secrets = {}
+    for device_id in RAW_DEVICES + FIRMWARE:
+        result = hub_cli(data_a, "device", "add", device_id, "--allow-insecure")
+        assert result.returncode == 0, result.stderr
+        secrets[device_id] = json.loads(result.stdout)["password"]
+    assert hub_cli(data_a, "device", "disable", "dev-off").returncode == 0
+    shutil.copytree(data_a, data_b)  # a second hub: the same registry and keys, its own dir
+    port = auth_port()
+    with (
+        Cluster(nodes=3, base=tmp / "rabbit", auth_url=auth_url(port)) as cluster,
+        postgres_server() as server,
+    ):
+        store = fresh_database(server)
+        hub = ClusterHub(cluster, data_a, port, store, tmp / "hub-a.log")
+        env = Env(cluster, hub, store, tmp, data_b, secrets, "")
+        env.admin = env.token("--subscribe", "#", "--admin")
+        try:
+            yield env
+        finally:
+            for one in [hub, *env.others]:
+                one.stop()
+
+
+def test_ready_line_names_the_cluster_and_no_mqtt_port_of_the_hub(env: Env) -> None:
+    """In cluster mode the hub's ready line names node 1's MQTT and Web MQTT listeners (the
+    hub binds no MQTT port) and the hub's own console."""
+    ends = env.hub.endpoints
+    assert ends.mqtt == ("127.0.0.1", env.cluster.mqtt_ports[0])
+    assert ends.ws == ("127.0.0.1", env.cluster.ws_ports[0])
+    assert ends.http[1] not in env.cluster.mqtt_ports + env.cluster.ws_ports
+
+
+def test_device_on_node_1_reaches_a_browser_on_node_3_and_the_store(env: Env) -> None:
+    """A device's reading published on node 1 reaches a token's Web MQTT client on node 3
+    (`/ws`) and one on the hub's own `/mqtt` (relayed to a node, as the console's pages
+    connect), and the hub stores it in PostgreSQL."""
+
+    async def body() -> None:
+        token = env.token("--subscribe", "d/+/t/+")
+        url = f"ws://127.0.0.1:{env.cluster.ws_ports[2]}{env.cluster.ws_path}"
+        browser = await RawClient.websocket(url)
+        assert await browser.connect("browser-1", username="token", password=token) == (
+            False, 0)  # fmt: skip
+        assert await browser.subscribe([("d/+/t/+", 1)]) == [1]
+        host, port = env.hub.endpoints.http
+        page = await RawClient.websocket(f"ws://{host}:{port}/mqtt")
+        assert await page.connect("page-1", username="token", password=token) == (False, 0)
+        assert await page.subscribe([("d/dev-a/t/+", 1)]) == [1]
+        device = await env.device("dev-a", 0)
+        await device.publish("d/dev-a/t/temp", b"a1,0,21.5", qos=1, timeout=scaled(10))
+        for client in (browser, page):
+            message = await client.next_message(timeout=scaled(10))
+            assert (message.topic, message.payload) == ("d/dev-a/t/temp", b"a1,0,21.5")
+        await device.disconnect()
+        await browser.disconnect()
+        await page.disconnect()
+
+    asyncio.run(body())
+    eventually(lambda: stored(env.store, "dev-a") == {"a1": [0]} or None, scaled(15),
+               "the reading in PostgreSQL")  # fmt: skip
+
+
+def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
+    """A wrong secret and a disabled device are refused at CONNECT; a publish outside the
+    device's rules and a subscription outside a token's scope close the connection; a reading
+    that cannot be stored is dead-lettered; each is a hub event."""
+
+    async def body() -> None:
+        events = await Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-events")
+        node = env.cluster.mqtt_ports[0]
+        wrong = await RawClient.tcp("127.0.0.1", node)
+        _, code = await wrong.connect("dev-b", username="dev-b", password="not-the-secret")
+        assert code in (4, 5)
+        await events.wait_for("auth_failure", client_id="dev-b", detail="wrong secret")
+        off = await RawClient.tcp("127.0.0.1", node)
+        _, code = await off.connect("dev-off", username="dev-off",
+                                    password=env.secrets["dev-off"])  # fmt: skip
+        assert code in (4, 5)
+        await events.wait_for("auth_failure", client_id="dev-off", detail="disabled")
+        device = await env.device("dev-b", 0)
+        await device.publish("d/dev-b/t/temp", b"<script>", qos=1, timeout=scaled(10))
+        await events.wait_for("malformed", topic="d/dev-b/t/temp", detail="dead-lettered")
+        await device.send(publish_packet("d/dev-a/t/temp", b"a1,0,1.0", qos=1, pid=7))
+        await device.expect_closed(timeout=scaled(10))
+        await events.wait_for("filter_violation", name="dev-b", detail="d/dev-a/t/temp")
+        token = env.token("--subscribe", "d/dev-a/t/+")
+        browser = await RawClient.tcp("127.0.0.1", env.cluster.mqtt_ports[2])
+        assert await browser.connect("scoped-1", username="token", password=token) == (
+            False, 0)  # fmt: skip
+        await browser.send(subscribe_packet(3, [("d/+/t/+", 0)]))
+        await browser.expect_closed(timeout=scaled(10))
+        await events.wait_for("filter_violation", client_id="scoped-1", detail="d/+/t/+")
+        await events.close()
+
+    asyncio.run(body())
+
+
+def _listed(env: Env, client_id: str) -> bool:
+    creds = env.cluster.credentials
+    conns = mgmt_get(env.cluster.mgmt_ports[1], "/api/connections?columns=client_properties",
+                     creds)  # fmt: skip
+    assert isinstance(conns, list)
+    return any((c.get("client_properties") or {}).get("client_id") == client_id for c in conns)
+
+
+def test_disabling_a_device_closes_its_connection_within_a_second(env: Env) -> None:
+    """`hub device disable` closes the device's connection on a node through the management
+    API within a second, and its next CONNECT is refused."""
+
+    async def body() -> None:
+        device = await env.device("dev-b", 1)
+        await eventually_async(lambda: _listed(env, "dev-b") or None, scaled(15),
+                               "the connection in the management API")  # fmt: skip
+        result = await asyncio.to_thread(hub_cli, env.hub.data_dir, "device", "disable", "dev-b")
+        assert result.returncode == 0, result.stderr
+        disabled_at = time.monotonic()
+        await device.expect_closed(timeout=scaled(5))
+        assert time.monotonic() - disabled_at < scaled(1.0)
+        again = await RawClient.tcp("127.0.0.1", env.cluster.mqtt_ports[1])
+        _, code = await again.connect("dev-b", username="dev-b", password=env.secrets["dev-b"])
+        assert code in (4, 5)
+
+    asyncio.run(body())
+
+
+def _progress(env: Env, device: str) -> int:
+    """How many readings of the device's current boot are stored."""
+    boots = stored(env.store, device)
+    return max((len(seqs) for seqs in boots.values()), default=0)
+
+
+def _queue(env: Env) -> dict[str, int]:
+    creds = env.cluster.credentials
+    for port in env.cluster.mgmt_ports[1:]:
+        try:
+            queue = mgmt_get(port, "/api/queues/%2F/hub.readings", creds)
+        except OSError:
+            continue
+        assert isinstance(queue, dict)
+        return {k: int(queue.get(k) or 0) for k in ("messages", "messages_unacknowledged")}
+    raise AssertionError("no management API answered")
+
+
+def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> None:
+    """Firmware devices on node 1, two hubs consuming: node 1 SIGKILLed, the devices fail
+    over and a command reaches one after it reconnected elsewhere; then one hub SIGKILLed,
+    the other keeps consuming. Every reading is stored exactly once: 0 missing, 0 duplicated
+    by (device, boot, seq). A client of node 1 that does not reconnect is reported lost
+    (`node_lost`): a crashed node sends no will and no close event."""
+    second = ClusterHub(env.cluster, env.data_b, 0, env.store, env.tmp / "hub-b.log")
+    env.others.append(second)
+    devices: list[Device] = []
+    loop = asyncio.new_event_loop()
+    events = loop.run_until_complete(
+        Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-failover")
+    )
+    quiet = loop.run_until_complete(env.device("dev-a", 0))  # stays down once node 1 dies
+    try:
+        for device_id in FIRMWARE:
+            devices.append(start_firmware(env.tmp / "fw", device_id, env.secrets[device_id],
+                                          env.cluster.mqtt_ports))  # fmt: skip
+        for device_id in FIRMWARE:
+            eventually(lambda d=device_id: _progress(env, d) >= 3 or None, scaled(60),
+                       f"{device_id}'s first readings stored")  # fmt: skip
+        before = {d: _progress(env, d) for d in FIRMWARE}
+        env.cluster.kill(0)
+        for device_id in FIRMWARE:
+            eventually(lambda d=device_id: _progress(env, d) >= before[d] + 4 or None,
+                       scaled(60), f"{device_id}'s readings after node 1 died")  # fmt: skip
+        reply = env.hub.api("POST", "/api/devices/fw-1/commands?timeout=20", env.admin,
+                            {"op": "ping"})  # fmt: skip
+        assert reply["ok"] is True
+        loop.run_until_complete(events.wait_for("disconnected", name="dev-a", reason="node_lost"))
+        assert not [e for e in events.seen if e.get("reason") == "node_lost"
+                    and e.get("name") in FIRMWARE]  # fmt: skip
+        second.stop(signal.SIGKILL)
+        after = {d: _progress(env, d) for d in FIRMWARE}
+        for device_id in FIRMWARE:
+            eventually(lambda d=device_id: _progress(env, d) >= after[d] + 4 or None,
+                       scaled(60), f"{device_id}'s readings after a hub died")  # fmt: skip
+    finally:
+        for device in devices:
+            device.kill()
+        loop.run_until_complete(quiet.close())
+        loop.run_until_complete(events.close())
+        loop.close()
+    eventually(lambda: _queue(env) == {"messages": 0, "messages_unacknowledged": 0} or None,
+               scaled(30), "the readings queue drained")  # fmt: skip
+    for device_id in FIRMWARE:
+        boots = stored(env.store, device_id)
+        assert boots, f"{device_id} stored nothing"
+        for boot, seqs in boots.items():
+            assert seqs == list(range(len(seqs))), f"{device_id} boot {boot}: gaps in {seqs}"
