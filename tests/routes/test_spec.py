@@ -12,6 +12,8 @@ import pytest
 
 from hub.config import ConfigError, HubConfig
 from hub.routes.spec import parse_route, secret_headers
+from tests.routes.helpers import write_config
+from tests.support.hubproc import serve_refused
 
 HOOK = {"name": "hook", "filter": "d/+/t/+", "target": "webhook", "url": "http://h.example/in"}
 
@@ -110,3 +112,19 @@ def test_config_check_names_the_routes_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith(f"hub: error: {path}:9: routes: bad: topic must not")
+
+
+def test_a_route_whose_secret_is_missing_stops_the_hub_with_a_clear_error(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`hub serve` with a route whose header's environment variable is unset exits 2 with
+    one line naming the route, the header and the variable."""
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    route = {**HOOK, "headers_from_env": {"Authorization": "NOT_SET_HERE"}}
+    config = write_config(tmp_path / "hub.toml", [route])
+    result = serve_refused(tmp_path / "data", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "hub: error: routes: hook: header Authorization: environment variable NOT_SET_HERE "
+        "is not set"
+    )
