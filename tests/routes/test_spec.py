@@ -128,3 +128,13 @@ def test_a_route_whose_secret_is_missing_stops_the_hub_with_a_clear_error(
         "hub: error: routes: hook: header Authorization: environment variable NOT_SET_HERE "
         "is not set"
     )
+
+
+def test_webhook_errors_never_carry_the_urls_password_or_query() -> None:
+    """An HTTP client error that quotes the URL is reported without its password and query."""
+    from hub.routes.targets import Webhook
+
+    url = "http://user:pw123@h.example/in?key=k3y"
+    hook = Webhook(parse_route({**HOOK, "url": url}, 0), {})
+    scrubbed = hook._scrub(f"InvalidURL: {url}")
+    assert "pw123" not in scrubbed and "k3y" not in scrubbed and "user:" in scrubbed
