@@ -138,3 +138,22 @@ def test_webhook_errors_never_carry_the_urls_password_or_query() -> None:
     hook = Webhook(parse_route({**HOOK, "url": url}, 0), {})
     scrubbed = hook._scrub(f"InvalidURL: {url}")
     assert "pw123" not in scrubbed and "k3y" not in scrubbed and "user:" in scrubbed
+
+
+def test_the_readme_routes_example_is_a_valid_config(tmp_path: Path) -> None:
+    """README's [[routes]] example reads as three routes, one of each target, and renders
+    back to the same settings."""
+    from hub import configfile
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Routes") :]
+    block = section[section.index("```toml\n") + 8 :]
+    path = tmp_path / "hub.toml"
+    path.write_text(block[: block.index("```")])
+    config = configfile.load(path)
+    assert [(r.name, r.target) for r in config.routes] == [
+        ("ingest", "webhook"), ("archive", "database"), ("to-ha", "mqtt")
+    ]  # fmt: skip
+    again = tmp_path / "again.toml"
+    again.write_text(configfile.render(config, secrets=True))
+    assert configfile.load(again) == config  # `hub config show` writes them back as they were
