@@ -83,7 +83,10 @@ class Reloader:
         if "log_level" in applied:
             set_log_level(new.log_level)
             log.warning("SIGHUP: log_level is now %s", new.log_level.upper())
-        if "routes" in applied and self.apply_routes is not None:
+        if "routes" in applied and self.apply_routes is None:  # the hub is still starting
+            log.error("SIGHUP: the hub is starting: routes not reloaded; send SIGHUP again")
+            del applied["routes"]
+        elif "routes" in applied and self.apply_routes is not None:
             try:
                 names = await self.apply_routes(new.routes)
             except ConfigError as exc:

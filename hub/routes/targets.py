@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -141,7 +141,16 @@ class Webhook:
         except aiohttp.ClientConnectorError as exc:
             raise Retryable("refused", f"cannot connect: {exc.os_error}"[:MAX_ERROR]) from None
         except aiohttp.ClientError as exc:
-            raise Retryable("error", f"{type(exc).__name__}: {exc}"[:MAX_ERROR]) from None
+            text = self._scrub(f"{type(exc).__name__}: {exc}")
+            raise Retryable("error", text[:MAX_ERROR]) from None
+
+    def _scrub(self, text: str) -> str:
+        """An error without the URL's password or query (they may hold credentials)."""
+        parts = urlsplit(self.spec.url)
+        for secret in (parts.password, parts.query):
+            if secret:
+                text = text.replace(secret, "REDACTED")
+        return text
 
     async def deliver(self, batch: list[Queued]) -> Outcome:
         outcome = Outcome()

@@ -22,28 +22,36 @@ async def collect(one: RawClient, seen: list[tuple[str, bytes]]) -> None:
 
 
 def test_republish_and_a_loop_stopped(tmp_path: Path) -> None:
-    """A route copies readings to out/{device}/{sensor}; a route that republishes into its
-    own filter delivers once, then skips its own output with one route_loop event, and the
-    hub keeps serving."""
+    """A route copies readings to out/{device}/{sensor}, one narrowed to a device and a
+    sensor copies only theirs; a route that republishes into its own filter delivers once,
+    then skips its own output with one route_loop event, and the hub keeps serving."""
     routes = [
         {"name": "copy", "filter": "d/+/t/+", "target": "mqtt", "topic": "out/{device}/{sensor}"},
         {"name": "echo", "filter": "loop/#", "target": "mqtt", "topic": "loop/again"},
-    ]
+        {"name": "only-b", "filter": "d/+/t/+", "device": "dev-b", "sensor": "hum",
+         "target": "mqtt", "topic": "onlyb/{sensor}"},
+    ]  # fmt: skip
 
     async def run() -> None:
         hub = await asyncio.to_thread(hub_with_routes, tmp_path, routes)
         try:
             watcher = await client(hub, "watcher")
-            await watcher.subscribe([("out/#", 1), ("loop/#", 1), ("$hub/events/#", 0)])
+            await watcher.subscribe(
+                [("out/#", 1), ("loop/#", 1), ("onlyb/#", 1), ("$hub/events/#", 0)]
+            )
             seen: list[tuple[str, bytes]] = []
             task = asyncio.get_running_loop().create_task(collect(watcher, seen))
             await publish_readings(hub, "dev-a", range(3))
+            await publish_readings(hub, "dev-b", range(2), sensor="temp")
+            await publish_readings(hub, "dev-b", range(2, 3), sensor="hum", pid_base=2)
             sender = await client(hub, "sender")
             await sender.publish("loop/start", b"ping", qos=1)
 
             def settled() -> bool:
                 copies = [p for t, p in seen if t == "out/dev-a/temp"]
                 assert copies == [b"b00f,0,0.5", b"b00f,1,1.5", b"b00f,2,2.5"], seen
+                only = [(t, p) for t, p in seen if t.startswith("onlyb/")]
+                assert only == [("onlyb/hum", b"b00f,2,2.5")], seen  # one device, one sensor
                 loops = [json.loads(p) for t, p in seen if t.startswith("$hub/events/")
                          and json.loads(p)["event"] == "route_loop"]  # fmt: skip
                 assert len(loops) == 1 and loops[0]["route"] == "echo", seen

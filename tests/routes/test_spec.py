@@ -12,6 +12,8 @@ import pytest
 
 from hub.config import ConfigError, HubConfig
 from hub.routes.spec import parse_route, secret_headers
+from tests.routes.helpers import write_config
+from tests.support.hubproc import serve_refused
 
 HOOK = {"name": "hook", "filter": "d/+/t/+", "target": "webhook", "url": "http://h.example/in"}
 
@@ -110,3 +112,48 @@ def test_config_check_names_the_routes_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith(f"hub: error: {path}:9: routes: bad: topic must not")
+
+
+def test_a_route_whose_secret_is_missing_stops_the_hub_with_a_clear_error(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`hub serve` with a route whose header's environment variable is unset exits 2 with
+    one line naming the route, the header and the variable."""
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    route = {**HOOK, "headers_from_env": {"Authorization": "NOT_SET_HERE"}}
+    config = write_config(tmp_path / "hub.toml", [route])
+    result = serve_refused(tmp_path / "data", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "hub: error: routes: hook: header Authorization: environment variable NOT_SET_HERE "
+        "is not set"
+    )
+
+
+def test_webhook_errors_never_carry_the_urls_password_or_query() -> None:
+    """An HTTP client error that quotes the URL is reported without its password and query."""
+    from hub.routes.targets import Webhook
+
+    url = "http://user:pw123@h.example/in?key=k3y"
+    hook = Webhook(parse_route({**HOOK, "url": url}, 0), {})
+    scrubbed = hook._scrub(f"InvalidURL: {url}")
+    assert "pw123" not in scrubbed and "k3y" not in scrubbed and "user:" in scrubbed
+
+
+def test_the_readme_routes_example_is_a_valid_config(tmp_path: Path) -> None:
+    """README's [[routes]] example reads as three routes, one of each target, and renders
+    back to the same settings."""
+    from hub import configfile
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Routes") :]
+    block = section[section.index("```toml\n") + 8 :]
+    path = tmp_path / "hub.toml"
+    path.write_text(block[: block.index("```")])
+    config = configfile.load(path)
+    assert [(r.name, r.target) for r in config.routes] == [
+        ("ingest", "webhook"), ("archive", "database"), ("to-ha", "mqtt")
+    ]  # fmt: skip
+    again = tmp_path / "again.toml"
+    again.write_text(configfile.render(config, secrets=True))
+    assert configfile.load(again) == config  # `hub config show` writes them back as they were
