@@ -118,11 +118,19 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
         try:
+            # Both listeners: Mosquitto opens the TCP one first and exits if the WebSocket one
+            # cannot bind (a port taken since free_port(), or held in TIME_WAIT by a storm).
             _wait_port("127.0.0.1", port, proc, "mosquitto")
-            break
+            _wait_port("127.0.0.1", ws_port, proc, "mosquitto")
+            if proc.poll() is None:
+                break
+            raise BenchError(f"mosquitto exited (code {proc.returncode}) after it listened")
         except BenchError as exc:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
             said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            if attempt == 2 or (ws_port != port and "in use" not in " ".join(said)):
+            if attempt == 2:
                 raise BenchError(f"{exc}: {' / '.join(said) or 'no output'}") from None
     version = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout
     first = version.splitlines()[0] if version else "mosquitto"
