@@ -99,7 +99,7 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
     if not Path(MOSQUITTO).exists():
         raise BenchError(f"{MOSQUITTO} is missing: run tools/bootstrap.sh (Debian's mosquitto)")
     work.mkdir(parents=True, exist_ok=True)
-    for attempt in range(3):  # a free port can be taken by another program before we bind it
+    for attempt in range(5):  # a free port can be taken by another program before we bind it
         port, ws_port = free_port(), free_port()
         conf = work / "mosquitto.conf"
         conf.write_text(
@@ -119,10 +119,19 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
             )
         try:
             _wait_port("127.0.0.1", port, proc, "mosquitto")
+            _wait_port("127.0.0.1", ws_port, proc, "mosquitto")
+            time.sleep(0.1)  # a listener that failed after the first one ends the process
+            if proc.poll() is not None:
+                raise BenchError(f"mosquitto exited with {proc.returncode} at start")
             break
         except BenchError as exc:
+            proc.kill()
+            proc.wait()
             said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            if attempt == 2 or (ws_port != port and "in use" not in " ".join(said)):
+            # A port free on 127.0.0.1 may be taken on another loopback address (a load
+            # generator spread over 127.0.0.0/8), which the WebSocket listener refuses.
+            taken = any(w in " ".join(said) for w in ("in use", "Unable to create"))
+            if attempt == 4 or not taken:
                 raise BenchError(f"{exc}: {' / '.join(said) or 'no output'}") from None
     version = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout
     first = version.splitlines()[0] if version else "mosquitto"
