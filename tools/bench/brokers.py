@@ -99,8 +99,10 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
     if not Path(MOSQUITTO).exists():
         raise BenchError(f"{MOSQUITTO} is missing: run tools/bootstrap.sh (Debian's mosquitto)")
     work.mkdir(parents=True, exist_ok=True)
-    for attempt in range(5):  # a free port can be taken by another program before we bind it
-        port, ws_port = free_port(), free_port()
+    for attempt in range(10):  # a free port can be taken by another program before we bind it
+        # Free on every address: its WebSocket listener refuses a port another program has on
+        # another loopback address (a load generator spread over 127.0.0.0/8).
+        port, ws_port = free_port(""), free_port("")
         conf = work / "mosquitto.conf"
         conf.write_text(
             f"per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
@@ -128,10 +130,8 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
             proc.kill()
             proc.wait()
             said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            # A port free on 127.0.0.1 may be taken on another loopback address (a load
-            # generator spread over 127.0.0.0/8), which the WebSocket listener refuses.
             taken = any(w in " ".join(said) for w in ("in use", "Unable to create"))
-            if attempt == 4 or not taken:
+            if attempt == 9 or not taken:
                 raise BenchError(f"{exc}: {' / '.join(said) or 'no output'}") from None
     version = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout
     first = version.splitlines()[0] if version else "mosquitto"
