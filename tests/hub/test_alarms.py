@@ -160,3 +160,17 @@ def test_acknowledge_once_and_removed_rules_clear() -> None:
         alarms.acknowledge(999, "ada")
     alarms.set_rules([])
     assert seen.kinds()[-1] == "alarm_cleared" and alarms.listing(False) == []
+
+
+def test_readings_reach_only_the_rules_that_watch_their_sensor() -> None:
+    """on_reading (every reading the hub takes) moves the rules on its sensor as on_state
+    does, skips sensors no rule watches, and still clears an offline alarm by a reading."""
+    alarms, seen = engine({"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30},
+                          {"name": "gone", "kind": "offline", "threshold": 10})  # fmt: skip
+    alarms.on_reading("d1", "hum", state(sensors={"hum": {"value": 99, "at": 0}}))
+    alarms.on_reading("d1", "temp", temp(31))
+    assert seen.kinds() == ["alarm_raised"] and seen.events[0][1]["rule_name"] == "hot"
+    alarms.tick({"d2": state(status="offline", last_seen=1000.0)}, now=1000.0 + 11 * 60)
+    assert seen.kinds() == ["alarm_raised"] * 2 and seen.events[1][1]["device"] == "d2"
+    alarms.on_reading("d2", "hum", state(status="asleep", last_seen=time.time()))
+    assert seen.kinds() == ["alarm_raised", "alarm_raised", "alarm_cleared"]

@@ -99,8 +99,10 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
     if not Path(MOSQUITTO).exists():
         raise BenchError(f"{MOSQUITTO} is missing: run tools/bootstrap.sh (Debian's mosquitto)")
     work.mkdir(parents=True, exist_ok=True)
-    for attempt in range(3):  # a free port can be taken by another program before we bind it
-        port, ws_port = free_port(), free_port()
+    for attempt in range(10):  # a free port can be taken by another program before we bind it
+        # Free on every address: its WebSocket listener refuses a port another program has on
+        # another loopback address (a load generator spread over 127.0.0.0/8).
+        port, ws_port = free_port(""), free_port("")
         conf = work / "mosquitto.conf"
         conf.write_text(
             f"per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
@@ -118,19 +120,18 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
         try:
-            # Both listeners: Mosquitto opens the TCP one first and exits if the WebSocket one
-            # cannot bind (a port taken since free_port(), or held in TIME_WAIT by a storm).
             _wait_port("127.0.0.1", port, proc, "mosquitto")
             _wait_port("127.0.0.1", ws_port, proc, "mosquitto")
-            if proc.poll() is None:
-                break
-            raise BenchError(f"mosquitto exited (code {proc.returncode}) after it listened")
+            time.sleep(0.1)  # a listener that failed after the first one ends the process
+            if proc.poll() is not None:
+                raise BenchError(f"mosquitto exited with {proc.returncode} at start")
+            break
         except BenchError as exc:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            proc.kill()
+            proc.wait()
             said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            if attempt == 2:
+            taken = any(w in " ".join(said) for w in ("in use", "Unable to create"))
+            if attempt == 9 or not taken:
                 raise BenchError(f"{exc}: {' / '.join(said) or 'no output'}") from None
     version = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout
     first = version.splitlines()[0] if version else "mosquitto"
