@@ -19,9 +19,13 @@ are told it failed at once, so their senders resend instead of waiting for the o
 A record the store refuses on its own (``rejects(exc)``: a constraint, a value the driver
 cannot bind) must not hold the log for ever: the failed batch is written again in halves, down
 to single records, so every good record is stored; a record that fails alone while the store
-takes others (or answers ``probe()``) is dropped and handed to ``on_rejected``. The batch's
-waiters are told it failed (one handle per batch: the rejected record's sender must not be
-acknowledged), so the others resend and their duplicates are acknowledged on the next commit.
+takes others (or answers ``probe()``) is handed to ``dead_letter`` (on the log's thread: a
+store of its own for what the main store refuses) and to ``on_rejected``. Once the dead letters
+are written the batch counts as committed: every record of it is stored somewhere, and its
+senders are acknowledged. Without ``dead_letter``, or when it fails, the rejected record is
+dropped and the batch's waiters are told it failed (one handle per batch: the rejected
+record's sender must not be acknowledged), so the others resend and their duplicates are
+acknowledged on the next commit.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class CommitLog(Generic[R]):
         on_recovered: Callable[[], None] | None = None,
         rejects: Callable[[BaseException], bool] | None = None,
         on_rejected: Callable[[R, Exception], None] | None = None,
+        dead_letter: Callable[[list[tuple[R, Exception]]], object] | None = None,
         probe: Callable[[], object] | None = None,
         quiet_s: float = 0.0,
         quiet_rows: int = 4096,
@@ -118,6 +123,7 @@ class CommitLog(Generic[R]):
         self._on_recovered = on_recovered
         self._rejects = rejects
         self._on_rejected = on_rejected
+        self._dead_letter = dead_letter
         self._probe = probe
         self.quiet_s = quiet_s
         self._quiet_rows = quiet_rows if quiet_s > 0 else 0
@@ -301,6 +307,14 @@ class CommitLog(Generic[R]):
             self._rows -= len(records) - len(suspects)
             return [r for r, _ in suspects], suspects[0][1], 0
         self._rows -= len(records)
+        kept = False
+        if suspects and self._dead_letter is not None:
+            try:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._dead_letter, suspects)
+                kept = True
+            except Exception:
+                log.exception("%s: the dead letters could not be written", self._name)
         for record, error in suspects:
             self.rejected += 1
             if self._on_rejected is not None:
@@ -308,7 +322,7 @@ class CommitLog(Generic[R]):
                     self._on_rejected(record, error)
                 except Exception:
                     log.exception("%s: rejection callback failed", self._name)
-        return [], None, len(suspects)
+        return [], None, 0 if kept else len(suspects)
 
     async def _outage(self, batch: Batch, records: list[R], size: int, exc: Exception) -> None:
         """Refuses new records and writes the failed ones (and those that arrived meanwhile)

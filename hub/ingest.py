@@ -11,7 +11,9 @@ checked every DISK_CHECK_S; below the threshold a ``disk_low`` event warns befor
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -37,7 +39,9 @@ DISK_CHECK_S = 5.0
 DISK_EVENT_EVERY_S = 600.0
 HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
 
-REJECTED_MEMORY = 10_000  # readings the store rejected, refused at once when they come again
+REJECTED_MEMORY = 10_000  # readings the store rejected, answered at once when they come again
+DEAD_LETTERS = "rejected-readings.jsonl"  # in the data dir: readings the store refused
+MAX_DEAD_LETTER_BYTES = 16 * 1024 * 1024  # past it, rejected readings are not acknowledged
 Report = Callable[[str, dict[str, Any]], None]
 # (device, sensor, boot, value, received_at) of every reading taken: the device state's feed.
 OnReading = Callable[[str, str, str, float, float], None]
@@ -107,6 +111,7 @@ class Ingest:
             on_recovered=self._store_recovered,
             rejects=lambda exc: row_error(store, exc),
             on_rejected=self._rejected_row,
+            dead_letter=self._write_dead_letters if data_dir is not None else None,
             probe=getattr(store, "probe", None),
             quiet_s=QUIET_COMMIT_S,
             name="ingest",
@@ -121,7 +126,9 @@ class Ingest:
         self._disk_reported = -DISK_EVENT_EVERY_S
         self._disk_check: asyncio.Task[None] | None = None
         self._topics: dict[str, tuple[str, str]] = {}  # telemetry topic -> (device, sensor)
-        self._rejected: dict[tuple[str, str, int], None] = {}  # (device, boot, seq), oldest first
+        # (device, boot, seq) -> kept in the dead letters, oldest first
+        self._rejected: dict[tuple[str, str, int], bool] = {}
+        self._kept: set[tuple[str, str, int]] = set()  # what the last dead-letter write kept
         self._rejected_reported = -FAILURE_EVENT_EVERY_S
         self._rejected_unreported = 0
 
@@ -151,8 +158,9 @@ class Ingest:
         self.stats.received += 1
         device, sensor = key
         now = time.time()
-        if self._rejected and (device, boot, seq) in self._rejected:
-            handle = REFUSED  # the store rejected this reading before: it is not acknowledged
+        rejected = self._rejected.get((device, boot, seq)) if self._rejected else None
+        if rejected is not None:  # the store rejected it before: kept (acknowledged) or not
+            handle = None if rejected else REFUSED
         else:
             handle = self.log.append(
                 (device, sensor, boot, seq, value, now), ROW_OVERHEAD + len(topic) + len(payload)
@@ -185,12 +193,40 @@ class Ingest:
         self.stats.stored += new
         self.stats.duplicates += len(rows) - new
 
+    def _write_dead_letters(self, rejected: list[tuple[RowTuple, Exception]]) -> None:
+        """On the log's thread: appends the readings the store refused to DEAD_LETTERS (one
+        JSON line each, synced), so they are kept and may be acknowledged. Raises when the file
+        is past MAX_DEAD_LETTER_BYTES: then they are dropped and not acknowledged."""
+        assert self.data_dir is not None
+        path = self.data_dir / DEAD_LETTERS
+        if path.exists() and path.stat().st_size >= MAX_DEAD_LETTER_BYTES:
+            raise OSError(f"{path} holds {MAX_DEAD_LETTER_BYTES} bytes: move it away to keep "
+                          "more rejected readings")  # fmt: skip
+        lines = []
+        for (device, sensor, boot, seq, value, received_at), exc in rejected:
+            why = (str(exc).strip().splitlines() or ["no message"])[0][:200]
+            lines.append(json.dumps({
+                "device": device, "sensor": sensor, "boot": boot, "seq": seq,
+                "value": value, "received_at": received_at,
+                "error": f"{type(exc).__name__}: {why}",
+            }) + "\n")  # fmt: skip
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, "".join(lines).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._kept = {(row[0], row[2], row[3]) for row, _ in rejected}
+
     def _rejected_row(self, row: RowTuple, exc: Exception) -> None:
-        """The store refused this one reading (the rest of its batch is stored): it is dropped,
-        never acknowledged, and refused at once when its device sends it again. A
-        ``store_rejected`` event (and log line) at most every FAILURE_EVENT_EVERY_S."""
+        """The store refused this one reading (the rest of its batch is stored). Kept in the
+        data dir's DEAD_LETTERS, it is acknowledged (and so is a resend of it); otherwise it
+        is dropped and never acknowledged. A ``store_rejected`` event (and log line) at most
+        every FAILURE_EVENT_EVERY_S."""
         self.stats.rejected += 1
-        self._rejected[row[0], row[2], row[3]] = None
+        key = (row[0], row[2], row[3])
+        kept = key in self._kept
+        self._rejected[key] = kept
         if len(self._rejected) > REJECTED_MEMORY:
             del self._rejected[next(iter(self._rejected))]
         self._rejected_unreported += 1
@@ -202,9 +238,10 @@ class Ingest:
         text = str(exc).strip().splitlines()
         why = f"{type(exc).__name__}: {text[0][:200] if text else 'no message'}"
         detail = f"reading {row[2]},{row[3]} of {row[0]}/{row[1]} rejected by the store ({why})"
-        log.warning("%s: dropped, not acknowledged (%d readings rejected since the last "
-                    "report)", detail, count)  # fmt: skip
-        self._emit("store_rejected", detail, device=row[0], sensor=row[1], count=count)
+        fate = f"kept in {DEAD_LETTERS}" if kept else "dropped, not acknowledged"
+        log.warning("%s: %s (%d readings rejected since the last report)", detail, fate, count)
+        self._emit("store_rejected", f"{detail}: {fate}", device=row[0], sensor=row[1],
+                   count=count, kept=kept)  # fmt: skip
 
     # --- store failures and disk space ------------------------------------------------------
     def _emit(self, kind: str, detail: str, **extra: Any) -> None:

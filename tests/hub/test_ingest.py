@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from hub import ingest as ingest_module
 from hub.commitlog import COMMITTED, FAILED, PENDING, REFUSED
 from hub.config import ConfigError, HubConfig
 from hub.ingest import Ingest, parse_disk_threshold
@@ -250,20 +252,71 @@ def test_a_full_queue_refuses_readings_and_says_so_once(
     assert sum("wait for a commit" in r.getMessage() for r in caplog.records) == 1
 
 
+def _refusing_store(tmp_path: Path) -> SqliteStore:
+    """A SQLite store whose trigger refuses readings above 1,000."""
+    store = SqliteStore(tmp_path)
+    db = sqlite3.connect(tmp_path / SqliteStore.FILE, isolation_level=None)
+    db.execute("CREATE TRIGGER no_huge BEFORE INSERT ON readings WHEN NEW.value > 1000 "
+               "BEGIN SELECT RAISE(ABORT, 'value out of range'); END")  # fmt: skip
+    db.close()
+    return store
+
+
+@pytest.mark.parametrize("room", ["room", "full"])
+def test_a_reading_the_store_rejects_is_kept_as_a_dead_letter_and_acknowledged(
+    tmp_path: Path, room: str
+) -> None:
+    """With a data dir, a reading the store refuses is written to rejected-readings.jsonl and
+    its batch counts as committed (every reading of it is kept somewhere), so its device moves
+    on; a resend of it is acknowledged at once. When that file is full, the reading is dropped
+    and its batch is not acknowledged, as without a data dir."""
+
+    async def scenario() -> list[tuple[str, dict[str, object]]]:
+        store = _refusing_store(tmp_path)
+        dead = tmp_path / ingest_module.DEAD_LETTERS
+        if room == "full":
+            dead.write_bytes(b"x" * ingest_module.MAX_DEAD_LETTER_BYTES)
+        events: list[tuple[str, dict[str, object]]] = []
+        ingest = Ingest(store, data_dir=tmp_path,
+                        report=lambda kind, event: events.append((kind, event)))  # fmt: skip
+        ingest.start()
+        handles = [ingest.on_message("d/k-1/t/temp", p)
+                   for p in (b"ab,1,1.0", b"ab,2,5000.0", b"ab,3,3.0")]  # fmt: skip
+        batch = handles[0]
+        assert batch is not None and all(h is batch for h in handles)
+        await eventually_async(lambda: batch.state != PENDING, scaled(10), "the batch")
+        assert [r.seq for r in store.query("k-1")] == [1, 3]
+        again = ingest.on_message("d/k-1/t/temp", b"ab,2,5000.0")
+        if room == "room":
+            assert batch.state == COMMITTED
+            assert again is None  # kept: acknowledged at once
+            (line,) = dead.read_text().splitlines()
+            kept = json.loads(line)
+            assert (kept["device"], kept["boot"], kept["seq"], kept["value"]) == (
+                "k-1", "ab", 2, 5000.0)  # fmt: skip
+            assert "value out of range" in kept["error"]
+        else:
+            assert batch.state == FAILED and again is REFUSED
+            assert dead.stat().st_size == ingest_module.MAX_DEAD_LETTER_BYTES
+        await ingest.stop()
+        store.close()
+        return events
+
+    events = asyncio.run(scenario())
+    assert [kind for kind, _ in events] == ["store_rejected"]
+    assert events[0][1]["kept"] is (room == "room")
+
+
 def test_a_reading_the_store_rejects_is_dropped_and_never_blocks_the_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A reading a constraint of the database refuses (here a trigger) is found in its batch
-    and dropped with one store_rejected event: the other readings are stored, nothing of that
-    batch is acknowledged, the rejected reading is refused when it comes again, and readings
-    after it are stored and acknowledged as usual."""
+    """Without a data dir for dead letters, a reading a constraint of the database refuses
+    (here a trigger) is found in its batch and dropped with one store_rejected event: the
+    other readings are stored, nothing of that batch is acknowledged, the rejected reading is
+    refused when it comes again, and readings after it are stored and acknowledged as usual."""
 
     async def scenario() -> tuple[list[tuple[str, dict[str, object]]], SqliteStore]:
-        store = SqliteStore(tmp_path)
-        db = sqlite3.connect(tmp_path / SqliteStore.FILE, isolation_level=None)
-        db.execute("CREATE TRIGGER no_huge BEFORE INSERT ON readings WHEN NEW.value > 1000 "
-                   "BEGIN SELECT RAISE(ABORT, 'value out of range'); END")  # fmt: skip
-        db.close()
+        store = _refusing_store(tmp_path)
         events: list[tuple[str, dict[str, object]]] = []
         ingest = Ingest(store, report=lambda kind, event: events.append((kind, event)))
         ingest.start()
