@@ -117,11 +117,14 @@ class EmbeddedBroker:
             journal = Journal(self.state, on_failure=self._state_failed,
                               on_recovered=self._state_recovered)  # fmt: skip
             core.journal = journal
-            gc.disable()  # what a restart loads lives long: no collector passes over it meanwhile
+            # What a restart loads lives long: no collector pass over it while it loads, and
+            # none after (gc.freeze, as hub/broker/retained.py does for retained messages).
+            gc.disable()
             try:
                 core.restore(await journal.load())
             finally:
                 gc.enable()
+            gc.freeze()
         try:
             await amqtt.start()
         except BaseException:
