@@ -117,11 +117,14 @@ class EmbeddedBroker:
             journal = Journal(self.state, on_failure=self._state_failed,
                               on_recovered=self._state_recovered)  # fmt: skip
             core.journal = journal
-            gc.disable()  # what a restart loads lives long: no collector passes over it meanwhile
+            # What a restart loads lives long: no collector pass over it while it loads, and
+            # none after (gc.freeze, as hub/broker/retained.py does for retained messages).
+            gc.disable()
             try:
                 core.restore(await journal.load())
             finally:
                 gc.enable()
+            gc.freeze()
         try:
             await amqtt.start()
         except BaseException:
@@ -142,12 +145,24 @@ class EmbeddedBroker:
         core.login.close()
 
     def _state_failed(self, exc: BaseException, first: bool) -> None:
+        """The first failure of an outage: logged, and a ``store_failure`` hub event (with
+        ``store: broker``) as ingest raises for readings."""
         if first:
+            text = str(exc).strip().splitlines()
+            detail = f"{type(exc).__name__}: {text[0][:300] if text else 'no message'}"
             log.error("the broker's state cannot be written (publishes that change it go "
-                      "unacknowledged until it can): %s", exc)  # fmt: skip
+                      "unacknowledged until it can): %s", detail)  # fmt: skip
+            self._hub_event("store_failure", detail)
 
     def _state_recovered(self) -> None:
         log.warning("the broker's state is written again")
+        self._hub_event("store_recovered", "the broker's state is written again")
+
+    def _hub_event(self, kind: str, detail: str) -> None:
+        if self._core is not None:
+            event = {"kind": kind, "client_id": "hub", "identity": None, "name": None,
+                     "detail": detail, "store": "broker"}  # fmt: skip
+            self._core._emit(kind, event)
 
     def kick(self, should_go: Callable[[Any], str | None]) -> int:
         """Disconnects every client whose identity makes should_go return a reason."""

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.durable import Events
 from tests.support.hubproc import HubProcess, start_hub
 from tests.support.mqtt import (
+    PUBACK,
     PUBCOMP,
     PUBLISH,
     PUBREC,
@@ -294,3 +296,37 @@ def test_state_in_postgresql_survives_a_crash(tmp_path: Path, tag: str, postgres
         asyncio.run(after())
     finally:
         hub.process.stop()
+
+
+def test_a_failing_broker_store_withholds_acks_and_says_so(hub: Hub, tag: str) -> None:
+    """While the broker's store cannot be written (its table dropped from outside), a retained
+    publish is not acknowledged and a store_failure hub event names the broker's store; once
+    the table is back, store_recovered follows and publishes are acknowledged again."""
+
+    async def scenario() -> None:
+        events = await Events.watch(hub.process.host, hub.process.mqtt_port)
+        pub = await hub.tcp.client(f"{tag}-pub")
+        await pub.publish(f"{tag}/r", b"before", qos=1, retain=True, timeout=WAIT)
+        db = sqlite3.connect(hub.data_dir / "broker.sqlite3")
+        db.execute("ALTER TABLE broker_retained RENAME TO broker_retained_away")
+        db.commit()
+        await pub.send(publish_bytes(f"{tag}/r", b"during", qos=1, retain=True, pid=2))
+        failure = await events.wait_for("store_failure", WAIT)
+        assert failure["store"] == "broker"
+        with pytest.raises(TimeoutError):
+            await pub.expect_reply(PUBACK, 2, QUIET)
+        db.execute("ALTER TABLE broker_retained_away RENAME TO broker_retained")
+        db.commit()
+        db.close()
+        await events.wait_for("store_recovered", WAIT * 2)
+        await pub.publish(f"{tag}/r", b"after", qos=1, retain=True, pid=3, timeout=WAIT)
+        await pub.disconnect()
+        await events.close()
+
+    asyncio.run(scenario())
+    stored = sqlite3.connect(f"file:{hub.data_dir / 'broker.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = stored.execute("SELECT payload FROM broker_retained").fetchall()
+    finally:
+        stored.close()
+    assert rows == [(b"after",)]
