@@ -21,6 +21,7 @@ from hub.config import ConfigError, HubConfig
 from hub.datalock import DataDirBusy
 from hub.devicecli import device, device_arguments
 from hub.devicepolicy import DevicePolicy
+from hub.ota import cli as appcli
 from hub.registry import RegistryError
 from hub.reload import Reloader, configure_logging
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
@@ -263,6 +264,7 @@ COMMANDS: dict[str, Command] = {
     "restore": Command("restore a backup into a data dir", _restore_arguments, _backup_or_restore),
     "token": Command("browser access tokens", _token_arguments, _token),
     "alarm": Command("alarm rules and alarms", alarmcli.add_arguments, alarmcli.run),
+    "app": Command("app bundles and over-the-air updates", appcli.add_arguments, appcli.run),
 }
 
 
@@ -291,6 +293,7 @@ ERRORS = (
     AccountError,
     DataDirBusy,
     alarmcli.AlarmCliError,
+    appcli.AppCliError,
 )
 
 

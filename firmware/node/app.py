@@ -3,6 +3,8 @@
 # Connecting, and reconnecting with backoff, is node/session.py.
 import gc
 import json
+import os
+import sys
 import time
 
 from micropython import const
@@ -79,6 +81,21 @@ class App:
         self.trial = config.read_json(config.TRIAL_FILE)  # a settings update on trial
         self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
         self.reboot_at = None
+        self.ota = None  # an app update downloading, on trial or to report (node/ota.py)
+        self.ota_msg = None  # an update offer, handled by step() after a gc (node/otaoffer.py)
+        try:
+            os.stat("ota")  # never updated over the air: nothing to load
+        except OSError:
+            return
+        import node
+        from node import otaresume
+
+        self.ota = otaresume.resume()
+        del sys.modules["node.otaresume"]  # the download needs node/ota.py only
+        del node.otaresume
+        if self.ota is None:  # nothing to do: none of it stays loaded
+            del sys.modules["node.ota"]
+            del node.ota
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -139,9 +156,31 @@ class App:
     # --- commands and health -----------------------------------------------------------
     def on_message(self, topic, msg):
         if topic == self.command_topic:
+            if msg[:1] == b"\x01":  # a chunk of an app update: bytes, not JSON
+                from node import ota
+
+                ota.on_chunk(self, msg)
+                return
+            if b'"ota"' in msg:  # an update offer: handled in step(), once the heap is clean
+                self.ota_msg = msg
+                return
             from node import commands
 
             commands.handle(self, msg)
+
+    def offered(self):
+        import node
+
+        msg = self.ota_msg
+        self.ota_msg = None
+        gc.collect()
+        from node import otaoffer
+
+        try:
+            otaoffer.handle(self, msg)
+        finally:  # the download needs node/ota.py only
+            del sys.modules["node.otaoffer"]
+            del node.otaoffer
 
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id
@@ -169,6 +208,12 @@ class App:
             self.collect_acks()
             if time.ticks_diff(now, self.meta_at) >= 0:
                 self.publish_meta()
+        if self.ota_msg is not None:
+            self.offered()
+        if self.ota is not None:
+            from node import ota
+
+            ota.step(self)
         self.ring.sync()
         if self.reboot_at is not None and (
                 not link.pending(self.reboot_pid) or time.ticks_diff(now, self.reboot_at) >= 0):
