@@ -91,11 +91,7 @@ class App:
         from node import otaresume
 
         self.ota = otaresume.resume()
-        del sys.modules["node.otaresume"]  # the download needs node/ota.py only
-        del node.otaresume
-        if self.ota is None:  # nothing to do: none of it stays loaded
-            del sys.modules["node.ota"]
-            del node.ota
+        del sys.modules["node.otaresume"], node.otaresume  # a download needs node/ota.py only
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -210,7 +206,7 @@ class App:
                 self.publish_meta()
         if self.ota_msg is not None:
             self.offered()
-        if self.ota is not None:
+        if self.ota is not None and (link.connected or self.ota["mode"] == "trial"):
             from node import ota
 
             ota.step(self)

@@ -79,9 +79,21 @@ def step(app):
     # Called by the app loop while app.ota is set.
     u = app.ota
     if u["mode"] != "download":
-        from node import otatrial
+        if u["mode"] == "trial" and app.up_ms > app.cfg["ota_trial_s"] * 1000:
+            import otaboot
 
-        otatrial.step(app, u)
+            otaboot.failed("no healthy report within %d s" % app.cfg["ota_trial_s"])
+            app.reboot()
+        if app.link.connected and (u["connects"] != app.connects or u["pid"]):
+            import sys
+
+            import node
+            from node import otatrial
+
+            otatrial.step(app, u)
+            del sys.modules["node.otatrial"], node.otatrial
+            if app.ota is None:  # reported: none of it need stay loaded
+                del sys.modules["node.ota"], node.ota
         return
     if not app.link.connected:
         return

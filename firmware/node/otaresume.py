@@ -1,38 +1,44 @@
 # What a boot finds left of an app update (node/ota.py): a download to resume, an app on trial,
-# or a rollback to report. Imported once by node/app.py at start, then unloaded.
+# or a result to report (rolled back, refused). Imported once by node/app.py at start, then
+# unloaded; node/ota.py is loaded only for a download.
 import json
 import os
 
 import otaboot
-from node.ota import OFFER, STAGE, drop_stage, state
+
+_OFFER = "ota/stage.json"
+_STAGE = "ota/stage.bin"
 
 
 def resume():
-    # The update's state, or None.
+    # The update's state (app.ota), or None.
     p = otaboot.read()
     try:
-        with open(OFFER) as f:
+        with open(_OFFER) as f:
             offer = json.load(f)
     except (OSError, ValueError):
         offer = None
-        drop_stage()
     if offer is not None and offer.get("tag") == p.get("tag"):
-        drop_stage()  # installed and switched; power went before the clean-up
-        offer = None
-    if p.get("trial"):
-        return state(p, "trial")
-    if p.get("result"):
-        u = state({"v": p.get("rv"), "tag": p.get("tag"), "why": p.get("why")}, "report")
-        u["result"] = p["result"]
-        return u
+        offer = None  # installed and switched; power went before the clean-up
+    if offer is None:
+        for path in (_STAGE, _OFFER):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    if p.get("trial") or p.get("result"):
+        trial = bool(p.get("trial"))
+        return {"mode": "trial" if trial else "report", "connects": -1, "pid": 0,
+                "v": p.get("v") if trial else p.get("rv"), "tag": p.get("tag"),
+                "result": p.get("result"), "why": p.get("why")}
     if offer is None:
         return None
     try:
-        size = os.stat(STAGE)[6]
+        size = os.stat(_STAGE)[6]
     except OSError:
         size = 0
+    from node.ota import state
+
     u = state(offer)
     u["n"] = min(size // u["chunk"], u["of"])
     return u
-
-

@@ -1,4 +1,4 @@
-# A new app on trial (node/ota.py): kept once it has reached the hub and its "trial" report was
+# A new app on trial (node/ota.py; loaded while connected only): kept once it has reached the hub and its "trial" report was
 # acknowledged (after the connect's online and health), within ota_trial_s; otherwise back to
 # the previous app (otaboot.py) with a reboot. Also reports a rollback, or an install that was
 # refused, once the app is connected.
@@ -6,13 +6,7 @@ from node.ota import report
 
 
 def step(app, u):
-    if u["mode"] == "trial" and app.up_ms > app.cfg["ota_trial_s"] * 1000:
-        import otaboot
-
-        otaboot.failed("no healthy report within %d s" % app.cfg["ota_trial_s"])
-        app.reboot()
-    if not app.link.connected:
-        return
+    # Connected: report the trial (or the result), and once the hub has it, keep the new app.
     if u["connects"] != app.connects:
         u["connects"] = app.connects
         if u["mode"] == "trial":
@@ -31,3 +25,5 @@ def step(app, u):
         if u["mode"] == "trial":
             report(app, "updated", u)
         app.ota = None
+    elif u["pid"] == 0:  # not sent: the link went; again on the next connect
+        u["connects"] = -1
