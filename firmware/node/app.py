@@ -90,8 +90,9 @@ class App:
         import node
         from node import otaresume
 
-        self.ota = otaresume.resume()
+        self.ota = otaresume.resume(self)
         del sys.modules["node.otaresume"], node.otaresume  # a download needs node/ota.py only
+        sys.modules.pop("otaboot", None)  # the pointer's code: needed again only at the end
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -152,7 +153,7 @@ class App:
     # --- commands and health -----------------------------------------------------------
     def on_message(self, topic, msg):
         if topic == self.command_topic:
-            if msg[:1] == b"\x01":  # a chunk of an app update: bytes, not JSON
+            if msg and msg[0] == 1:  # a chunk of an app update: bytes, not JSON
                 from node import ota
 
                 ota.on_chunk(self, msg)

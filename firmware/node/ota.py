@@ -9,6 +9,7 @@
 # app.ota: {"mode": "download"|"trial"|"report", "v", "tag", ...} while there is work; the
 # modules are imported only then (and this one is kept small: it stays for the download).
 import binascii
+import gc
 import json
 import os
 import struct
@@ -62,7 +63,7 @@ def report(app, what, u, error=None, n=None):
 def on_chunk(app, msg):
     # 0x01 | tag (4 bytes) | n (4 bytes, big-endian) | data: written at n * chunk.
     u = app.ota
-    if u is None or u["mode"] != "download" or len(msg) < 9 or msg[1:5] != u["tagb"]:
+    if u is None or u["mode"] != "download" or len(msg) < 9 or bytes(msg[1:5]) != u["tagb"]:
         return
     n = struct.unpack_from(">I", msg, 5)[0]
     chunk = u["chunk"]
@@ -70,7 +71,7 @@ def on_chunk(app, msg):
         return  # a resend of an older chunk, or not the one asked for
     with open(STAGE, "r+b") as f:
         f.seek(n * chunk)
-        f.write(memoryview(msg)[9:])
+        f.write(msg[9:])
     u["n"] = n + 1
     u["at"] = None
 
@@ -92,16 +93,26 @@ def step(app):
 
             otatrial.step(app, u)
             del sys.modules["node.otatrial"], node.otatrial
+            sys.modules.pop("otaboot", None)
             if app.ota is None:  # reported: none of it need stay loaded
                 del sys.modules["node.ota"], node.ota
         return
     if not app.link.connected:
         return
+    if getattr(app.link, "rx", None) is None:
+        # Chunks are read into one buffer (node/wire.py), made before the first is asked for,
+        # after a collection, so no chunk needs a fresh kilobyte of heap.
+        gc.collect()
+        try:
+            app.link.rx = bytearray(u["chunk"] + 9)
+        except MemoryError:
+            return  # the next loop tries again
     fresh = u["connects"] != app.connects
     u["connects"] = app.connects
     now = time.ticks_ms()
     if u["n"] >= u["of"]:  # complete: main.py installs it at the next boot (node/otainst.py)
         app.ota = None
+        app.link.rx = None
         app.reboot_soon(report(app, "installing", u))
     elif fresh or u["at"] is None or time.ticks_diff(now, u["at"]) > _ASK_MS:
         report(app, "downloading", u, None, u["n"])

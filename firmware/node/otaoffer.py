@@ -62,6 +62,7 @@ def handle(app, msg):
         if u is not None and u["mode"] == "download" and u["tag"] == tag:
             drop_stage()
             app.ota = None
+            app.link.rx = None
         return
     if u is not None and u["mode"] != "download":
         return  # a trial or a report first; the hub offers again later

@@ -10,7 +10,7 @@ _OFFER = "ota/stage.json"
 _STAGE = "ota/stage.bin"
 
 
-def resume():
+def resume(app):
     # The update's state (app.ota), or None.
     p = otaboot.read()
     try:
@@ -37,6 +37,7 @@ def resume():
         size = os.stat(_STAGE)[6]
     except OSError:
         size = 0
+    app.link.rx = bytearray(offer["chunk"] + 9)  # before node/ota.py: its kilobyte in one piece
     from node.ota import state
 
     u = state(offer)

@@ -37,8 +37,11 @@ OFFER_AGAIN_S = 10.0  # at most one offer per device this often
 SAVE_EVERY = 16  # progress is stored every this many chunks (and at every state change)
 MAX_REPORT = 512  # bytes of a device's report
 # Offered (again) only before the device has the whole download: once it installs, it reports
-# by itself (trial, then updated; or rolled_back, failed).
+# by itself (trial, then updated; or rolled_back, failed). A device that is downloading asks for
+# its next chunk on every connect by itself; it is offered again only after SILENT_S without a
+# request (its staging lost), as an offer costs a device's heap more than a request.
 OFFER_STATES = ("offered", "downloading")
+SILENT_S = 60.0
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -93,6 +96,7 @@ class Transfer:
         self.store: OtaStore | None = None
         self.rows: dict[str, dict[str, Any]] = {}
         self._offered: dict[str, float] = {}
+        self._asked: dict[str, float] = {}  # device -> when it last asked for a chunk
         self._serving: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -101,6 +105,8 @@ class Transfer:
     async def start(self) -> None:
         self.store = await asyncio.to_thread(OtaStore, self._data_dir)
         self.rows = {r["device"]: r for r in await asyncio.to_thread(self.store.all)}
+        now = time.monotonic()  # a device that was downloading asks again when it reconnects
+        self._asked = {d: now for d, r in self.rows.items() if r["state"] == "downloading"}
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:
@@ -155,6 +161,8 @@ class Transfer:
         now = time.monotonic()
         if now - self._offered.get(device, -OFFER_AGAIN_S) < OFFER_AGAIN_S:
             return
+        if row["state"] == "downloading" and now - self._asked.get(device, -SILENT_S) < SILENT_S:
+            return
         try:
             bundle = self._bundles.get(row["version"])
         except BundleError as exc:
@@ -173,7 +181,7 @@ class Transfer:
         """DeviceStates observer: a device's health (sent on every connect) brings the offer."""
         if what in ("health", "status") and device in self.rows:
             if what == "status":
-                self._offered.pop(device, None)  # a new connection: offer again
+                self._offered.pop(device, None)  # a new connection: offer again (if due)
             self._maybe_offer(device)
 
     # --- the device's reports ---------------------------------------------------------------
@@ -220,6 +228,7 @@ class Transfer:
                       f"{device} is {report['board']}")  # fmt: skip
             self._cancel(device, row["tag"])
             return
+        self._asked[device] = time.monotonic()
         count = (bundle.download_size + CHUNK - 1) // CHUNK
         n = report["n"]
         if n >= count:
