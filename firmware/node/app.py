@@ -4,7 +4,6 @@
 import gc
 import json
 import os
-import sys
 import time
 
 from micropython import const
@@ -81,18 +80,14 @@ class App:
         self.trial = config.read_json(config.TRIAL_FILE)  # a settings update on trial
         self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
         self.reboot_at = None
-        self.ota = None  # an app update downloading, on trial or to report (node/ota.py)
-        self.ota_msg = None  # an update offer, handled by step() after a gc (node/otaoffer.py)
+        self.ota = self.ota_msg = None  # an app update (node/ota.py); an offer to handle
         try:
             os.stat("ota")  # never updated over the air: nothing to load
-        except OSError:
-            return
-        import node
-        from node import otaresume
+            from node import otaresume
 
-        self.ota = otaresume.resume(self)
-        del sys.modules["node.otaresume"], node.otaresume  # a download needs node/ota.py only
-        sys.modules.pop("otaboot", None)  # the pointer's code: needed again only at the end
+            otaresume.start(self)
+        except OSError:
+            pass
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -165,20 +160,6 @@ class App:
 
             commands.handle(self, msg)
 
-    def offered(self):
-        import node
-
-        msg = self.ota_msg
-        self.ota_msg = None
-        gc.collect()
-        from node import otaoffer
-
-        try:
-            otaoffer.handle(self, msg)
-        finally:  # the download needs node/ota.py only
-            del sys.modules["node.otaoffer"]
-            del node.otaoffer
-
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id
         fields["ok"] = ok
@@ -205,9 +186,8 @@ class App:
             self.collect_acks()
             if time.ticks_diff(now, self.meta_at) >= 0:
                 self.publish_meta()
-        if self.ota_msg is not None:
-            self.offered()
-        if self.ota is not None and (link.connected or self.ota["mode"] == "trial"):
+        u = self.ota  # an update on trial runs its clock; the rest waits for the hub
+        if self.ota_msg is not None or u is not None and (link.connected or u["mode"] == "trial"):
             from node import ota
 
             ota.step(self)

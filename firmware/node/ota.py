@@ -76,9 +76,29 @@ def on_chunk(app, msg):
     u["at"] = None
 
 
+def _offered(app):
+    import sys
+
+    import node
+
+    msg = app.ota_msg
+    app.ota_msg = None
+    gc.collect()
+    from node import otaoffer
+
+    try:
+        otaoffer.handle(app, msg)
+    finally:  # the download needs this module only
+        del sys.modules["node.otaoffer"], node.otaoffer
+
+
 def step(app):
-    # Called by the app loop while app.ota is set.
+    # Called by the app loop while app.ota or app.ota_msg is set.
+    if app.ota_msg is not None:
+        _offered(app)
     u = app.ota
+    if u is None:
+        return
     if u["mode"] != "download":
         if u["mode"] == "trial" and app.up_ms > app.cfg["ota_trial_s"] * 1000:
             import otaboot

@@ -10,8 +10,19 @@ _OFFER = "ota/stage.json"
 _STAGE = "ota/stage.bin"
 
 
+def start(app):
+    # From node/app.py at start: app.ota, then this module and the pointer's code go.
+    import sys
+
+    import node
+
+    app.ota = resume(app)
+    del sys.modules["node.otaresume"], node.otaresume
+    sys.modules.pop("otaboot", None)  # needed again only at the end of an update
+
+
 def resume(app):
-    # The update's state (app.ota), or None.
+    # The update's state, or None.
     p = otaboot.read()
     try:
         with open(_OFFER) as f:
