@@ -26,7 +26,7 @@ from typing import Any
 
 from hub.ota.bundles import Bundle, BundleError, Bundles, read_chunk
 from hub.ota.store import STATES, TERMINAL, OtaStore
-from hub.topics import DEVICE_ID_RE, command_topic, reply_device
+from hub.topics import command_topic, reply_device
 
 log = logging.getLogger(__name__)
 
@@ -187,21 +187,15 @@ class Transfer:
     # --- the device's reports ---------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes) -> None:
         device = reply_device(topic)
-        if device is None or device not in self.rows:
+        if device is None:
             return None
         report = parse_report(payload)
         if report is None:
             return None
-        row = self.rows[device]
-        if report["tag"] != row["tag"]:
-            if row["state"] in TERMINAL or report["state"] == "downloading":
-                self._broker.publish(
-                    command_topic(device),
-                    json.dumps(
-                        {"id": 0, "op": "ota", "cancel": True, "tag": report["tag"]}
-                    ).encode(),
-                    qos=1,
-                )
+        row = self.rows.get(device)
+        if row is None or report["tag"] != row["tag"]:
+            if report["state"] == "downloading":  # an update the hub no longer serves
+                self._cancel(device, report["tag"])
             return None
         if row["state"] in TERMINAL:
             return None
@@ -290,7 +284,3 @@ class Transfer:
 
     def status(self) -> list[dict[str, Any]]:
         return [dict(r) for r in sorted(self.rows.values(), key=lambda r: r["device"])]
-
-
-def valid_device(device: str) -> bool:
-    return bool(DEVICE_ID_RE.match(device))
