@@ -9,6 +9,7 @@ from tests.ota.conftest import assign, chunks_sent, firmware_version, ota_report
 from tests.support.devices import running_device
 from tests.support.firmware import Subscriber
 from tests.support.hubproc import HubProcess, scaled
+from tests.support.mqtt import PUBACK, RawClient, publish_packet
 
 TRIAL_S = 8  # ota_trial_s of the test devices: a new app must report healthy within this
 
@@ -145,5 +146,30 @@ def test_corrupted_chunk_is_refused_by_the_device(ota_hub: HubProcess, tmp_path:
             assert not (device.folder / "ota" / "stage.bin").exists()
         await sub.stop()
         assert "trial" not in states(sub) and firmware_version(sub) == "0.1.0"
+
+    asyncio.run(scenario())
+
+
+def test_only_the_hub_sends_updates_on_a_real_hub(ota_hub: HubProcess) -> None:
+    """A client (here anonymous, in development mode, which may publish anywhere) publishing an
+    `ota` offer or a chunk on a device's command topic: acknowledged, never delivered, while
+    its ordinary command is."""
+
+    async def scenario() -> None:
+        sub = await Subscriber.start(ota_hub, "guard-1")
+        client = await RawClient.tcp(ota_hub.host, ota_hub.mqtt_port)
+        assert await client.connect("intruder") == (False, 0)
+        topic = "d/guard-1/c"
+        for i, payload in enumerate(
+            [b'{"id": 0, "op": "ota", "v": "6.6.6", "tag": "00000000"}',
+             b"\x01\x00\x00\x00\x00\x00\x00\x00\x00evil", b'{"id": 7, "op": "ping"}'],
+            start=1,
+        ):  # fmt: skip
+            await client.send(publish_packet(topic, payload, qos=1, pid=i))
+            await client.expect(PUBACK)  # refused messages are acknowledged too
+        await sub.wait_until(lambda: sub.on(topic), scaled(10), "the ping delivered")
+        await client.close()
+        await sub.stop()
+        assert [m.payload for m in sub.on(topic)] == [b'{"id": 7, "op": "ping"}']
 
     asyncio.run(scenario())
