@@ -277,9 +277,16 @@ class Fleet:
         self.latencies.append(lat)
 
     async def open_browser(self) -> WsClient:
-        ws = WsClient(self._browser_hook)
         user, token = (None, None) if self.anonymous else ("token", self.spec.get("token"))
-        await ws.open(self.spec["ws_url"], f"bench-browser-{os.getpid()}", user, token)
+        for attempt in range(50):  # Mosquitto's WebSocket listener can start after its TCP one
+            ws = WsClient(self._browser_hook)
+            try:
+                await ws.open(self.spec["ws_url"], f"bench-browser-{os.getpid()}", user, token)
+                break
+            except ConnectionRefusedError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.2)
         await ws.subscribe([("d/+/t/+", 0)])
         return ws
 
