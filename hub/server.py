@@ -102,11 +102,14 @@ def mqtt_limits(config: HubConfig) -> dict[str, int]:
     }
 
 
-# Connections the kernel completes and queues before the hub accepts them: a fleet reconnecting
-# at once after a restart arrives faster than one event loop accepts. The kernel caps it at
-# net.core.somaxconn (4,096 on current kernels); past a full queue a client's SYN is dropped and
-# retried only a second or more later (a storm of reconnects then takes seconds longer).
-LISTEN_BACKLOG = 65535
+# Connections the kernel completes and queues before the hub accepts them. Longer is not
+# better: a device gives up on a CONNECT after its I/O timeout (5 s), so a queue longer than
+# the hub drains in that time holds only connections whose device has left, and the hub spends
+# a reconnect storm on dead ones (congestion collapse). Measured (BENCHMARKS.md, session 4):
+# 10,000 devices after a SIGKILL on a loaded machine were all back within 300 s with 1,024,
+# 1,608 of them with the kernel's 4,096. Past a full queue a SYN is dropped and the device's
+# kernel sends it again a second later: the hub's backpressure.
+LISTEN_BACKLOG = 1024
 
 
 def make_broker(config: HubConfig) -> Broker:

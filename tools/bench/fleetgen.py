@@ -10,17 +10,20 @@ commands, one JSON line each, and answers each with one JSON line:
 - ``publish``: each device takes a QoS 1 reading every ``period`` (random phases) and sends it
   while online; until its PUBACK it stays queued, as in the firmware's flash ring, and goes
   again (DUP) after a reconnect. No answer.
-- ``watch`` (``since``: a time.monotonic() after a broker restart): answers once every device
-  is online again and has its readings taken before ``since`` acknowledged ->
-  ``{"mark": "recovered", "online_at": ..., "backlog_at": ..., "backlog": ...}``.
+- ``watch`` (``since``: when the broker was killed; ``limit``: seconds): answers once every
+  device has connected again after ``since`` and the readings it had taken when the command
+  came are acknowledged, or at the limit with how far it got -> ``{"mark": "recovered",
+  "online_at": ..., "backlog_at": ..., "backlog": ..., "back": ..., "drained": ...}``.
 - ``stop``: publishing stops, the queues drain (bounded wait) -> ``{"result": ...}``.
 
 Devices behave as firmware/node/session.py does: a lost link waits 0 to all of the backoff
 step, a failed connect (refused, reset, no CONNACK within ``io_timeout``) half to all of it,
 and the step doubles from ``backoff_min`` to ``backoff_max``; a working session resets it.
-They never give up. Every time is ``time.monotonic()``, which all processes share. The
-optional browser (MQTT over WebSocket on ``d/+/t/+``) times each reading from device to
-browser: a reading's value is the time it was sent (monotonic seconds modulo 10^6).
+They never give up, and ping when idle for half their keepalive. The fleet's first connects
+(before any measurement) wait up to ``setup_timeout`` per step instead. Every time is
+``time.monotonic()``, which all processes share. The optional browser (MQTT over WebSocket
+on ``d/+/t/+``) times each reading from device to browser: a reading's value is the time it
+was sent (monotonic seconds modulo 10^6).
 """
 
 from __future__ import annotations
@@ -277,9 +280,16 @@ class Fleet:
         self.latencies.append(lat)
 
     async def open_browser(self) -> WsClient:
-        ws = WsClient(self._browser_hook)
         user, token = (None, None) if self.anonymous else ("token", self.spec.get("token"))
-        await ws.open(self.spec["ws_url"], f"bench-browser-{os.getpid()}", user, token)
+        for attempt in range(50):  # Mosquitto's WebSocket listener can start after its TCP one
+            ws = WsClient(self._browser_hook)
+            try:
+                await ws.open(self.spec["ws_url"], f"bench-browser-{os.getpid()}", user, token)
+                break
+            except ConnectionRefusedError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.2)
         await ws.subscribe([("d/+/t/+", 0)])
         return ws
 

@@ -176,9 +176,9 @@ def _listening(host: str, port: int, proc: subprocess.Popen[str], limit: float =
     raise BenchError(f"the broker did not listen again on {host}:{port}")
 
 
-def relaunch(broker: Broker) -> None:
-    """Starts a killed broker again with its own command line, port and data; returns once it
-    listens (the hub: its ready line)."""
+def relaunch(broker: Broker, cwd: str | None = None) -> None:
+    """Starts a killed broker again with its own command line, port, data and working
+    directory (``--hub-src``); returns once it listens (the hub: its ready line)."""
     args = [str(a) for a in broker.proc.args]  # type: ignore[union-attr]
     cpus = broker.cpus
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
@@ -187,7 +187,7 @@ def relaunch(broker: Broker) -> None:
         data = Path(_option(args, "--data-dir") or "data")
         with (data.parent / "hub.log").open("a") as log:
             proc = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=pin
+                args, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=pin, cwd=cwd
             )
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -248,10 +248,11 @@ def restart(
         connected = workers.collect_after("connect", "connected", 600)
         workers.command(cmd="publish")
         time.sleep(args.storm_warmup)  # on purpose: the fleet publishes a while first
+        cwd = os.readlink(f"/proc/{broker.proc.pid}/cwd")  # --hub-src: the same code again
         killed = time.monotonic()
         broker.proc.kill()
         broker.proc.wait()
-        relaunch(broker)
+        relaunch(broker, cwd)
         ready = time.monotonic()
         workers.command(cmd="watch", since=killed, limit=args.storm_limit)
         recovered = workers.collect("recovered", args.storm_limit + 180)
@@ -344,6 +345,9 @@ def run(
     """One of SCENARIOS against a freshly started broker, which it stops."""
     try:
         return (restart if scenario == "restart" else fleet19k)(broker, base, lg, args)
+    except (BenchError, OSError) as exc:  # the other broker's run and the rest still count
+        print(f"bench: {scenario} on {broker.name} failed: {exc}", file=sys.stderr, flush=True)
+        return {"error": str(exc)}
     finally:
         broker.stop()
 
