@@ -231,7 +231,12 @@ async def _scenario(side: Side, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out["qos1_clean"] = await _online(port, True, seconds)
     out["qos1_persistent"] = await _online(port, False, seconds)
-    # The persistent session is offline now.
+    # A fresh persistent session, offline: what the last row left queued in it (a broker whose
+    # subscriber fell behind keeps up to its queue bound) must not fill the queue first.
+    (await _connect(port, "bench-durable-sub", True)).close()
+    sub = await _subscribe(port, False)
+    sub.write(b"\xe0\x00")
+    sub.close()
     out["offline"] = await _publish(port, side.stored, tag=b"stored")
     out["stop_s"] = round(side.stop(), 2)
     out["restart_s"] = round(side.start(), 2)
