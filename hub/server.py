@@ -18,7 +18,6 @@ from hub.broker import (
     Broker,
     BrokerSettings,
     EmbeddedBroker,
-    RabbitBroker,
     RabbitSettings,
     open_broker_state,
 )
@@ -116,6 +115,8 @@ def make_broker(config: HubConfig) -> Broker:
     """The broker behind the seam: the embedded one, or a RabbitMQ cluster (cluster mode),
     told which topics to store (consumed by the hubs together) and which every hub sees."""
     if config.broker == "rabbitmq":
+        from hub.broker import RabbitBroker  # aio-pika only where it is used
+
         return RabbitBroker(
             RabbitSettings.from_config(config),
             ingest_filters=(TELEMETRY_FILTER,),
@@ -296,8 +297,9 @@ class Hub:
             self.states.observers.append(self.hass.on_state)
             self.broker.add_message_listener(self.hass.on_message)
             self.hass.start(self.states.states)
-        if isinstance(self.broker, RabbitBroker) and self.broker.authorizer is not None:
-            self._auth_backend = AuthBackend(self.broker.authorizer,
+        authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's
+        if authorizer is not None:
+            self._auth_backend = AuthBackend(authorizer,
                                              cfg.auth_http_allow.split(","))  # fmt: skip
             self.auth_address = await self._auth_backend.start(cfg.auth_http_host,
                                                                cfg.auth_http_port)  # fmt: skip

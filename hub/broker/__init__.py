@@ -28,12 +28,29 @@ cluster (cluster mode); :class:`Authorizer` answers the nodes' HTTP auth backend
 hub's gatekeeper.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hub.broker.embedded import EmbeddedBroker
-from hub.broker.rabbitmq import Authorizer, RabbitBroker, RabbitSettings
+from hub.broker.rabbitmq.authz import Authorizer
+from hub.broker.rabbitmq.settings import RabbitSettings
 from hub.broker.reporting import EventSink
 from hub.broker.seam import Broker, MessageListener
 from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
 from hub.broker.statestore import BrokerStateError, open_broker_state
+
+if TYPE_CHECKING:
+    from hub.broker.rabbitmq.broker import RabbitBroker
+
+
+def __getattr__(name: str) -> Any:
+    """RabbitBroker is imported on first use: its AMQP client (aio-pika) costs an embedded hub
+    a fifth of a second at every start."""
+    if name == "RabbitBroker":
+        from hub.broker.rabbitmq.broker import RabbitBroker
+
+        return RabbitBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Authorizer",
