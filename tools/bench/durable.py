@@ -37,6 +37,7 @@ from tools.bench.mqtt import Client, PublishHook, connect_packet, publish_packet
 STORED = 100_000  # messages queued for the offline session, then the restart (--stored)
 KILLED = 10_000  # messages queued before SIGKILL (--killed)
 WINDOW = 100  # PUBLISHes in flight
+IN_TRANSIT = 500  # published to an online subscriber and not yet delivered to it
 TOPIC = b"bench/durable"
 LOADED_RE = re.compile(r"broker state loaded in ([0-9.]+) s")
 
@@ -50,6 +51,8 @@ class Side:
         self.name = name
         self.stored = stored
         self.killed = killed
+        # Room for the batches, and never below the brokers' default (the online rows need it).
+        self.queue_bound = max(stored + killed, 1000)
         self.work = work
         self.cpus = cpus
         self.broker: Broker | None = None
@@ -100,7 +103,7 @@ class Side:
         cmd = [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--mqtt-port",
                str(self.port), "--ws-port", "0", "--mqtts-port", "0", "--wss-port", "0",
                "--data-dir", str(self.work / "data"), "--allow-anonymous", "--rate-limit", "0",
-               "--log-level", "INFO", "--max-queued", str(self.stored + self.killed),
+               "--log-level", "INFO", "--max-queued", str(self.queue_bound),
                "--max-queued-bytes", str(2**30)]  # fmt: skip
         proc = self._popen(cmd, self.work / "hub.log")
         assert proc.stdout is not None
@@ -108,7 +111,7 @@ class Side:
         if READY_RE.match(line) is None:
             proc.kill()
             raise BenchError(f"the hub did not start ({line!r}); see {self.work / 'hub.log'}")
-        self.notes = [f"development mode, max_queued {self.stored + self.killed}, store_sync full"]
+        self.notes = [f"development mode, max_queued {self.queue_bound}, store_sync full"]
         return Broker("hub", proc, "127.0.0.1", self.port, "", self.cpus)
 
     def _start_mosquitto(self) -> Broker:
@@ -118,13 +121,13 @@ class Side:
         conf.write_text(
             "per_listener_settings false\nallow_anonymous true\nmax_connections -1\n"
             f"persistence true\npersistence_location {self.db_dir}/\n"
-            f"max_queued_messages {self.stored + self.killed}\nmax_queued_bytes 0\n"
+            f"max_queued_messages {self.queue_bound}\nmax_queued_bytes 0\n"
             f"log_dest stderr\nlog_type error\nlog_type warning\nlistener {self.port} 127.0.0.1\n"
         )
         proc = self._popen([MOSQUITTO, "-c", str(conf)], self.work / "mosquitto.log")
         _wait_port("127.0.0.1", self.port, proc, "mosquitto")
         self.notes = [f"persistence true (autosave_interval 1800 s), max_queued_messages "
-                      f"{self.stored + self.killed}"]  # fmt: skip
+                      f"{self.queue_bound}"]  # fmt: skip
         return Broker("mosquitto", proc, "127.0.0.1", self.port, "", self.cpus)
 
 
@@ -155,19 +158,29 @@ async def _connect(
 
 
 async def _publish(
-    port: int, count: int, seconds: float | None = None, tag: bytes = b"m"
+    port: int,
+    count: int,
+    seconds: float | None = None,
+    tag: bytes = b"m",
+    sub: Client | None = None,
 ) -> dict[str, Any]:
-    """QoS 1 with WINDOW in flight: ``count`` messages, or as many as fit in ``seconds``."""
+    """QoS 1 with WINDOW in flight: ``count`` messages, or as many as fit in ``seconds``; with
+    an online ``sub``, at most IN_TRANSIT published and not yet delivered to it (a closed loop:
+    no queue overflows, the row measures the flow)."""
     pub = await _connect(port, "bench-durable-pub", True)
     pub.acks_only = True
     progress = asyncio.Event()
     pub.on_puback = lambda _n: progress.set()
+    if sub is not None:
+        sub.on_received = progress.set
     body = tag + b" %09d " + b"x" * 40
     sent = 0
     t0 = time.monotonic()
     deadline = t0 + seconds if seconds else None
     while sent < count and (deadline is None or time.monotonic() < deadline):
-        while sent - pub.pubacks >= WINDOW:
+        while sent - pub.pubacks >= WINDOW or (
+            sub is not None and sent - sub.received >= IN_TRANSIT
+        ):
             progress.clear()
             await asyncio.wait_for(progress.wait(), 60)
         batch = min(WINDOW - (sent - pub.pubacks), count - sent)
@@ -217,7 +230,7 @@ async def _subscribe(port: int, clean: bool) -> Client:
 async def _online(port: int, clean: bool, seconds: float) -> dict[str, Any]:
     """QoS 1 to an online subscriber whose session is clean or persistent."""
     sub = await _subscribe(port, clean)
-    result = await _publish(port, 10**9, seconds)
+    result = await _publish(port, 10**9, seconds, sub=sub)
     end = time.monotonic() + 10
     while sub.received < result["sent"] and time.monotonic() < end:
         await asyncio.sleep(0.01)
