@@ -108,6 +108,7 @@ class Sources:
     alarms: Callable[[], int] | None = None  # active alarms
     commands: Callable[[], int] | None = None  # commands waiting for a reply
     routes: Callable[[], list[dict[str, Any]]] | None = None  # hub.routes counters
+    broker: Callable[[], dict[str, Any]] | None = None  # Broker.stats(): traffic, sessions
     extra: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
 
 
@@ -160,6 +161,7 @@ class HubCollector(Collector):
                                   value=seen.events.get("filter_violation", 0))  # fmt: skip
         yield _counter("hub_events", "hub events by name", "event", seen.events)
         yield from self._storage()
+        yield from self._broker()
         src = self.sources
         if src.retained is not None:
             yield _gauge("hub_retained_messages", "retained messages held", src.retained())
@@ -170,6 +172,34 @@ class HubCollector(Collector):
         yield from _route_metrics(src.routes() if src.routes is not None else [])
         for more in src.extra:
             yield from more()
+
+    def _broker(self) -> Iterator[Metric]:
+        stats = self.sources.broker() if self.sources.broker is not None else {}
+        for key, name, doc in (
+            ("messages_received", "hub_mqtt_messages_received", "PUBLISHes from clients, by QoS"),
+            ("messages_sent", "hub_mqtt_messages_sent", "deliveries to sessions, by QoS"),
+        ):
+            if key in stats:
+                yield _counter(name, doc, "qos", {str(q): n for q, n in stats[key].items()})
+        for key, name, doc in (
+            ("bytes_received", "hub_mqtt_received_bytes", "MQTT bytes read from clients"),
+            ("bytes_sent", "hub_mqtt_sent_bytes", "MQTT bytes written to clients"),
+        ):
+            if key in stats:
+                yield CounterMetricFamily(name, doc, value=stats[key])
+        if "sessions_persistent" in stats:
+            sessions = GaugeMetricFamily("hub_mqtt_sessions", "MQTT sessions held, by kind",
+                                         labels=["kind"])  # fmt: skip
+            sessions.add_metric(["persistent"], stats["sessions_persistent"])
+            sessions.add_metric(["clean"], stats["sessions_clean"])
+            yield sessions
+        for key, name, doc in (
+            ("queued_messages", "hub_mqtt_queued_messages", "messages queued for sessions"),
+            ("inflight_messages", "hub_mqtt_inflight_messages", "QoS 1/2 deliveries not yet "
+             "acknowledged"),
+        ):  # fmt: skip
+            if key in stats:
+                yield _gauge(name, doc, stats[key])
 
     def _storage(self) -> Iterator[Metric]:
         if self.sources.storage is None:

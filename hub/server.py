@@ -331,6 +331,7 @@ class Hub:
         sources, alarms = self.metrics.sources, self.alarms
         sources.storage = lambda: asdict(ingest.stats)
         sources.retained = lambda: len(self.broker.retained_topics("#"))
+        sources.broker = self.broker.stats
         sources.alarms = lambda: sum(alarms.alarms.counts().values())
         sources.routes = self.routes.listing
         integrations = {"metrics": self.metrics, "routes": RoutesApi(self.routes)}

@@ -116,7 +116,9 @@ class Connection:
         if out is not None:
             self._out = None
             self._out_bytes = 0
-            self.link.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.core.traffic.bytes_out += len(data)
+            self.link.write(data)
 
     def buffered(self) -> int:
         return self._out_bytes + self.link.buffered()
@@ -156,6 +158,7 @@ class Connection:
     # --- what the link calls -----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
+        self.core.traffic.bytes_in += len(data)
         waiting = self._waiting
         if waiting is not None:
             # Reading goes on while a step waits, so a client that leaves is noticed at once.

@@ -70,6 +70,7 @@ from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
 from hub.broker.statestore import BrokerState
 from hub.broker.throttle import Buckets
 from hub.broker.topictree import TopicTree
+from hub.broker.traffic import Traffic
 from hub.broker.transports import Link
 from hub.commitlog import COMMITTED, FAILED, PENDING, Batch
 from hub.security import Identity, Verdict
@@ -129,6 +130,7 @@ class BrokerCore(EventReporting):
         self.extensions = extensions  # the users' amqtt plugins
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}
+        self.traffic = Traffic()
         self.tree = TopicTree()
         self.retained = RetainedStore(
             settings.max_retained_per_client,
@@ -513,6 +515,7 @@ class BrokerCore(EventReporting):
         changed (a reading a listener stores, the broker's durable state; the client is
         acknowledged once that has committed), else None. For QoS 2, ``received(handle)``
         acknowledges it (PUBREC once committed) and returns the handle subscribers wait on."""
+        self.traffic.received[message.qos] += 1
         check = self.publish_check
         if check is not None:
             refusal = check(conn.identity, message.topic, message.payload, message.retain)
@@ -620,6 +623,8 @@ class BrokerCore(EventReporting):
         self, session: Session, message: Message, qos: int, retain: bool, seq: int = 0
     ) -> Queued:
         result = session.enqueue(message, qos, retain, seq)
+        if result in _KEPT:
+            self.traffic.sent[qos] += 1
         if result is Queued.QUEUED:
             link = session.link
             if isinstance(link, Connection):

@@ -27,6 +27,7 @@ from hub.broker.login import Login
 from hub.broker.seam import MessageListener
 from hub.broker.session import Message
 from hub.broker.statestore import SqlBrokerState
+from hub.broker.traffic import session_stats
 from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
 from hub.config import ConfigError
 from hub.security import Gatekeeper
@@ -182,6 +183,20 @@ class EmbeddedBroker:
         if self._core is None:
             return []
         return [m.topic for m in self._core.retained.matching(topic_filter)]
+
+    def stats(self) -> dict[str, Any]:
+        """Traffic and sessions for the metrics endpoint (a pass over the sessions)."""
+        core = self._core
+        if core is None:
+            return {}
+        traffic = core.traffic
+        return {
+            "messages_received": dict(enumerate(traffic.received)),
+            "messages_sent": dict(enumerate(traffic.sent)),
+            "bytes_received": traffic.bytes_in,
+            "bytes_sent": traffic.bytes_out,
+            **session_stats(core.sessions.values()),
+        }
 
     def clients(self) -> dict[str, Any]:
         """Connected clients: client id -> identity."""

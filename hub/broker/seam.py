@@ -58,6 +58,12 @@ class Broker(Protocol):
     def retained_topics(self, topic_filter: str) -> list[str]:
         """The topics with a retained message that the filter matches."""
 
+    def stats(self) -> dict[str, Any]:
+        """What the broker moved and holds, for the metrics endpoint; keys it cannot tell are
+        left out: ``messages_received`` and ``messages_sent`` (QoS -> count),
+        ``bytes_received``, ``bytes_sent``, ``sessions_persistent``, ``sessions_clean``,
+        ``queued_messages``, ``inflight_messages``."""
+
     # --- clients ---------------------------------------------------------------------------
     def clients(self) -> dict[str, Any]:
         """Connected clients: client id -> identity (hub.security.Identity)."""

@@ -96,6 +96,22 @@ async def traffic_and_scrapes(hub: HubProcess, password: str, admin: str,
     assert value(after, "hub_store_write_seconds_count") > value(
         before, "hub_store_write_seconds_count"
     )
+    # The broker's own counters: 25 QoS 1 PUBLISHes in, at least their bytes (and the
+    # PUBACKs out), one clean session held.
+    received = value(after, "hub_mqtt_messages_received_total", qos="1") - value(
+        before, "hub_mqtt_messages_received_total", qos="1"
+    )
+    assert received == 25
+    bytes_in = value(after, "hub_mqtt_received_bytes_total") - value(
+        before, "hub_mqtt_received_bytes_total"
+    )
+    assert bytes_in >= sum(len(b"d/m-1/t/tempb00f,%d,21.5" % seq) + 6 for seq in range(25))
+    bytes_out = value(after, "hub_mqtt_sent_bytes_total") - value(
+        before, "hub_mqtt_sent_bytes_total"
+    )
+    assert bytes_out >= 25 * 4  # the PUBACKs
+    assert value(after, "hub_mqtt_sessions", kind="clean") == 1
+    assert value(after, "hub_mqtt_sessions", kind="persistent") == 0
     await client.disconnect()
 
     async def gone() -> bool:
@@ -120,6 +136,7 @@ def test_counters_move_with_the_traffic(tmp_path: Path) -> None:
         before = samples(before_text)
         for name in ("hub_readings_stored_total", "hub_store_queue_depth",
                      "hub_retained_messages", "hub_alarms_active",
+                     "hub_mqtt_queued_messages", "hub_mqtt_inflight_messages",
                      "process_resident_memory_bytes"):  # fmt: skip
             assert any(key[0] == name for key in before), name
 

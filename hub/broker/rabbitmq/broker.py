@@ -207,6 +207,11 @@ class RabbitBroker:
         # Connected before this hub started: named by its user (a device's is its id).
         return Identity("token" if conn.user == "token" else "device", conn.user)
 
+    def stats(self) -> dict[str, Any]:
+        """The nodes count traffic and sessions themselves (their management API and
+        Prometheus plugin); the hub knows only who is connected."""
+        return {}
+
     def clients(self) -> dict[str, Any]:
         return {cid: self._identity(c) for cid, c in self.presence.by_client.items()}
 
