@@ -36,12 +36,17 @@ from hub.device_secrets import (
     keyed_hash,
     load_registry_key,
 )
-from hub.topics import DEVICE_ID_RE
+from hub.topics import (
+    DEVICE_ID_RE,
+    DEVICE_PUBLISH_TEMPLATES,
+    DEVICE_SUBSCRIBE_TEMPLATES,
+    fill_template,
+)
 
 TLS_REQUIRED = "tls-required"
 ALLOW_INSECURE = "allow-insecure"
-DEFAULT_PUBLISH = ("d/{device}/t/+", "d/{device}/s", "d/{device}/m", "d/{device}/r")
-DEFAULT_SUBSCRIBE = ("d/{device}/c",)
+DEFAULT_PUBLISH = DEVICE_PUBLISH_TEMPLATES  # the topic grammar lives in hub/topics.py
+DEFAULT_SUBSCRIBE = DEVICE_SUBSCRIBE_TEMPLATES
 NO_SECRET = "none"  # a secret hash no secret matches (neither scheme reads it)
 
 log = logging.getLogger(__name__)
@@ -105,10 +110,10 @@ class Device:
     cert_fingerprint: str | None = None  # SHA-256 of its client certificate, if it has one
 
     def publish_filters(self) -> list[str]:
-        return [f.replace("{device}", self.id) for f in self.publish]
+        return [fill_template(f, self.id) for f in self.publish]
 
     def subscribe_filters(self) -> list[str]:
-        return [f.replace("{device}", self.id) for f in self.subscribe]
+        return [fill_template(f, self.id) for f in self.subscribe]
 
     def public(self) -> dict[str, object]:
         """Everything about the device except its secret hash."""
