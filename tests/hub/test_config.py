@@ -18,7 +18,7 @@ import pytest
 from hub import configfile
 from hub.broker import BrokerSettings
 from hub.cli import build_parser, check_config
-from hub.config import HubConfig
+from hub.config import ConfigError, HubConfig, parse_disk_threshold
 from hub.serveflags import overrides
 from hub.server import BROKER_CONSTANTS, broker_settings
 from tests.support.hubproc import scaled, start_hub
@@ -275,3 +275,16 @@ def test_the_readme_example_is_complete_and_at_the_defaults() -> None:
     }
     named = {line.lstrip("# ").split(" ", 1)[0] for line in block.splitlines()}
     assert named == {f.name for f in dataclasses.fields(HubConfig)}
+
+
+def test_disk_thresholds_parse_and_bad_ones_are_refused() -> None:
+    """--disk-low takes a percentage or a size; anything else is a clear error at start."""
+    assert parse_disk_threshold("5%") == (0.05, 0)
+    assert parse_disk_threshold("100MB") == (0.0, 100 * 1024**2)
+    assert parse_disk_threshold("2gb") == (0.0, 2 * 1024**3)
+    assert parse_disk_threshold("4096") == (0.0, 4096)
+    for bad in ("", "abc", "100%", "-5%", "-5MB", "5 %%", "1e999GB"):
+        with pytest.raises(ValueError, match="not a disk threshold"):
+            parse_disk_threshold(bad)
+    with pytest.raises(ConfigError, match="disk_low"):
+        HubConfig(disk_low="lots")
