@@ -14,6 +14,10 @@ _READY_RE = re.compile(
 )
 
 
+class ListenError(OSError):
+    """A listening socket could not be opened (port taken, bad address)."""
+
+
 class ReadyLineError(ValueError):
     """A line that is not a hub ready line (an error message, a traceback, a bad port)."""
 

@@ -21,7 +21,7 @@ from hub.config import HubConfig, prepare_data_dir
 from hub.datalock import DataDirLock
 from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
-from hub.endpoints import Endpoints
+from hub.endpoints import Endpoints, ListenError
 from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.recorder import Recorder
@@ -72,10 +72,6 @@ def broker_settings(config: HubConfig) -> BrokerSettings:
     comes from it, so the two never disagree (tests/hub/test_config.py checks)."""
     names = {f.name for f in fields(BrokerSettings)} - BROKER_CONSTANTS
     return BrokerSettings(**{name: getattr(config, name) for name in names})
-
-
-class ListenError(OSError):
-    """A listening socket could not be opened (port taken, bad address)."""
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
