@@ -119,10 +119,9 @@ def test_token_cannot_take_a_devices_client_id(tmp_path: Path) -> None:
         creds = provision(hub, "dev-k")
         events = await Events.watch(hub)
         device = await _client(hub, "dev-k", username="dev-k", password=creds["password"])
+        stolen = token(hub, "--subscribe", "d/+/s")  # before the connection: connect_timeout
         thief = await _open(hub, "ws")
-        _, code = await thief.connect(
-            "dev-k", username="token", password=token(hub, "--subscribe", "d/+/s")
-        )
+        _, code = await thief.connect("dev-k", username="token", password=stolen)
         assert code == 5
         body = await events.expect("auth_failure", client_id="dev-k")
         assert "device" in body["detail"]

@@ -127,8 +127,11 @@ class Events:
 
     @classmethod
     async def watch(cls, hub: HubProcess, client_id: str = "admin-ui") -> Events:
+        # The token first: `hub token create` is a process of its own, and a connection left
+        # without a CONNECT for that long is one the hub may close (connect_timeout).
+        admin = token(hub, "--admin")
         client = await RawClient.tcp(hub.host, hub.mqtt_port)
-        _, code = await client.connect(client_id, username="token", password=token(hub, "--admin"))
+        _, code = await client.connect(client_id, username="token", password=admin)
         assert code == 0
         assert await client.subscribe([("$hub/events/#", 0)]) == [0]
         return cls(client)
