@@ -103,8 +103,13 @@ def new_password() -> str:
 
 
 def _row_to_account(row: sqlite3.Row) -> Account:
-    return Account(row["name"], row["role"], bool(row["enabled"]), row["created_at"],
-                   row["password_changed_at"])  # fmt: skip
+    return Account(
+        row["name"],
+        row["role"],
+        bool(row["enabled"]),
+        row["created_at"],
+        row["password_changed_at"],
+    )
 
 
 class Accounts:

@@ -259,8 +259,11 @@ class Registry:
         if not stored.startswith(SCRYPT_PREFIX):  # upgraded or rotated meanwhile
             again = self.verify_fast(device_id, secret)
             return None if isinstance(again, Slow) else again
-        memo = hmac.new(self._key, b"memo\0" + secret.encode(errors="surrogateescape") + b"\0"
-                        + stored.encode(), hashlib.sha256).digest()  # fmt: skip
+        memo = hmac.new(
+            self._key,
+            b"memo\0" + secret.encode(errors="surrogateescape") + b"\0" + stored.encode(),
+            hashlib.sha256,
+        ).digest()
         cached = self._verified.get(device_id)
         if cached is not None and hmac.compare_digest(cached, memo):
             return _row_to_device(row)
@@ -302,9 +305,15 @@ class Registry:
             self._db.write(
                 "INSERT INTO devices (id, secret_hash, enabled, tls_policy, publish, subscribe,"
                 " created_at) VALUES (?, ?, 1, ?, ?, ?, ?)",
-                (device_id, keyed_hash(self._key, device_id, secret), _policy(allow_insecure),
-                 json.dumps(DEFAULT_PUBLISH), json.dumps(DEFAULT_SUBSCRIBE), time.time()),
-            )  # fmt: skip
+                (
+                    device_id,
+                    keyed_hash(self._key, device_id, secret),
+                    _policy(allow_insecure),
+                    json.dumps(DEFAULT_PUBLISH),
+                    json.dumps(DEFAULT_SUBSCRIBE),
+                    time.time(),
+                ),
+            )
         except sqlite3.IntegrityError:
             raise RegistryError(f"device {device_id!r} already exists") from None
         return secret

@@ -170,9 +170,14 @@ def _page(name: str) -> web.StreamResponse:
 def build_app(broker: Broker, auth: Auth, api: Api, manage: Manage) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
-    parts: dict[str, Any] = {"pages": Pages(broker, auth), "auth": auth, "api": api,
-                             "manage": manage, "fleet": api.fleet,
-                             "alarms": api.alarms}  # fmt: skip
+    parts: dict[str, Any] = {
+        "pages": Pages(broker, auth),
+        "auth": auth,
+        "api": api,
+        "manage": manage,
+        "fleet": api.fleet,
+        "alarms": api.alarms,
+    }
     for route in ROUTES:
         part, method = route.handler.split(".")
         handler = auth.guard(route.access, getattr(parts[part], method))

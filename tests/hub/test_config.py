@@ -63,9 +63,11 @@ def _other_config() -> HubConfig:
 
 def _hub(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "hub", *args],
+        capture_output=True,
+        text=True,
         timeout=scaled(30),
-    )  # fmt: skip
+    )
 
 
 def test_every_field_round_trips_through_toml(tmp_path: Path) -> None:
@@ -161,7 +163,10 @@ def test_config_check_says_ok_and_show_prints_the_effective_config(tmp_path: Pat
     assert shown.returncode == 0
     effective = tomllib.loads(shown.stdout)
     assert (effective["mqtt_port"], effective["data_dir"], effective["rate_limit"]) == (
-        1884, "/var/lib/hub", 10.0)  # fmt: skip
+        1884,
+        "/var/lib/hub",
+        10.0,
+    )
     assert effective["ws_port"] == HubConfig.ws_port
     assert "http_port" not in effective  # unset: a comment
 
@@ -215,15 +220,40 @@ def test_defaults_have_one_source() -> None:
 def test_every_old_flag_still_parses() -> None:
     """The flags the README and the tests use keep their names and reach their fields."""
     args = build_parser().parse_args(
-        ["serve", "--store", "postgresql://h/db", "--session-idle", "60", "--session-max",
-         "120", "--allow-anonymous", "--public-view", "--http-port", "0", "--rate-limit", "0",
-         "--max-sensor-name", "8", "--slow-consumer", "disconnect", "--disk-low", "1GB"]
-    )  # fmt: skip
+        [
+            "serve",
+            "--store",
+            "postgresql://h/db",
+            "--session-idle",
+            "60",
+            "--session-max",
+            "120",
+            "--allow-anonymous",
+            "--public-view",
+            "--http-port",
+            "0",
+            "--rate-limit",
+            "0",
+            "--max-sensor-name",
+            "8",
+            "--slow-consumer",
+            "disconnect",
+            "--disk-low",
+            "1GB",
+        ]
+    )
     assert overrides(args) == {
-        "store_url": "postgresql://h/db", "session_idle_s": 60.0, "session_max_s": 120.0,
-        "allow_anonymous": True, "public_view": True, "http_port": 0, "rate_limit": 0.0,
-        "max_sensor_name": 8, "slow_consumer": "disconnect", "disk_low": "1GB",
-    }  # fmt: skip
+        "store_url": "postgresql://h/db",
+        "session_idle_s": 60.0,
+        "session_max_s": 120.0,
+        "allow_anonymous": True,
+        "public_view": True,
+        "http_port": 0,
+        "rate_limit": 0.0,
+        "max_sensor_name": 8,
+        "slow_consumer": "disconnect",
+        "disk_low": "1GB",
+    }
     assert build_parser().parse_args(["--log-level", "INFO", "serve"]).log_level == "INFO"
 
 

@@ -85,16 +85,30 @@ def test_safe_ids_are_kept_as_they_are() -> None:
 
 def test_body_is_compact_json_with_time_and_kind_without_empty_fields() -> None:
     """The body holds the time, the kind and every non-empty field but the internal `kind`."""
-    event = {"kind": "auth_failure", "identity": "device", "name": "dev-1", "client_id": "dev-1",
-             "peer": "10.0.0.9:5000", "detail": "", "network": None, "suppressed": 3}  # fmt: skip
+    event = {
+        "kind": "auth_failure",
+        "identity": "device",
+        "name": "dev-1",
+        "client_id": "dev-1",
+        "peer": "10.0.0.9:5000",
+        "detail": "",
+        "network": None,
+        "suppressed": 3,
+    }
     sent: list[bytes] = []
     HubEvents(lambda _topic, payload: sent.append(payload))("auth_failure", event)
     (payload,) = sent
     assert b" " not in payload  # compact separators
     body = json.loads(payload)
     assert isinstance(body.pop("time"), float)
-    assert body == {"event": "auth_failure", "identity": "device", "name": "dev-1",
-                    "client_id": "dev-1", "peer": "10.0.0.9:5000", "suppressed": 3}  # fmt: skip
+    assert body == {
+        "event": "auth_failure",
+        "identity": "device",
+        "name": "dev-1",
+        "client_id": "dev-1",
+        "peer": "10.0.0.9:5000",
+        "suppressed": 3,
+    }
 
 
 def test_events_as_the_broker_and_console_make_them_carry_no_secret() -> None:

@@ -35,8 +35,11 @@ def every_endpoints() -> list[Endpoints]:
             )
         )
     # Networks on different hosts (e.g. the devices' network on every interface).
-    out.append(Endpoints(("0.0.0.0", 1883), ("127.0.0.1", 8080), ("::1", 80), ("::", 8883),
-                         ("10.0.0.1", 8443)))  # fmt: skip
+    out.append(
+        Endpoints(
+            ("0.0.0.0", 1883), ("127.0.0.1", 8080), ("::1", 80), ("::", 8883), ("10.0.0.1", 8443)
+        )
+    )
     return out
 
 

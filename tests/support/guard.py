@@ -56,8 +56,9 @@ class Canary:
     """A client that publishes QoS 1 to its own topic every ``period`` seconds and records
     each PUBACK's latency, in a thread, until stopped."""
 
-    def __init__(self, hub: HubProcess, client_id: str = "canary", period: float = 0.05,
-                 **connect: object) -> None:  # fmt: skip
+    def __init__(
+        self, hub: HubProcess, client_id: str = "canary", period: float = 0.05, **connect: object
+    ) -> None:
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()

@@ -41,8 +41,10 @@ def serve_refused(
     data dir) and returns its result."""
     return subprocess.run(
         serve_command(data_dir, *extra, secure=secure),
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
 
 
 @dataclass
@@ -102,17 +104,27 @@ def start_hub(
         proc.wait()
         raise AssertionError(f"hub did not print a ready line, got {line!r}") from None
     return HubProcess(
-        proc, ends.mqtt[0], ends.mqtt[1], ends.ws[1], ends.http[1], line, data_dir,
-        ends.mqtts[1] if ends.mqtts else None, ends.wss[1] if ends.wss else None, ends,
-    )  # fmt: skip
+        proc,
+        ends.mqtt[0],
+        ends.mqtt[1],
+        ends.ws[1],
+        ends.http[1],
+        line,
+        data_dir,
+        ends.mqtts[1] if ends.mqtts else None,
+        ends.wss[1] if ends.wss else None,
+        ends,
+    )
 
 
 def hub_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Runs `python -m hub ARGS --data-dir DATA_DIR` (device and token commands)."""
     return subprocess.run(
         [sys.executable, "-m", "hub", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
 
 
 def add_account(
@@ -126,8 +138,10 @@ def add_account(
     result = subprocess.run(
         [sys.executable, "-m", "hub", *args, "--data-dir", str(data_dir)],
         input=None if password is None else password + "\n",
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
     assert result.returncode == 0, result.stderr
     if password is not None:
         return password

@@ -66,7 +66,7 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(
             [*run_as, _bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             capture_output=True,
-        )  # fmt: skip
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -34,11 +34,22 @@ def test_parser_refuses_five_byte_remaining_length() -> None:
 
 def test_parse_connect_fields() -> None:
     """CONNECT flags, will and credentials are decoded."""
-    raw = connect_packet("dev", clean=False, keepalive=30, will=("d/dev/s", b"offline", 1, True),
-                         username="u", password="p")  # fmt: skip
+    raw = connect_packet(
+        "dev",
+        clean=False,
+        keepalive=30,
+        will=("d/dev/s", b"offline", 1, True),
+        username="u",
+        password="p",
+    )
     c = codec.parse_connect(codec.Parser(1000).feed(raw)[0])
     assert (c.client_id, c.clean_session, c.keepalive, c.username, c.password) == (
-        "dev", False, 30, "u", b"p")  # fmt: skip
+        "dev",
+        False,
+        30,
+        "u",
+        b"p",
+    )
     assert (c.will_topic, c.will_payload, c.will_qos, c.will_retain) == (
         "d/dev/s",
         b"offline",
@@ -97,7 +108,13 @@ def test_encoders_round_trip_through_the_parser() -> None:
     (p,) = parser.feed(codec.publish(b"t/1", big, 2, True, pid=65535, dup=True))
     pub = codec.parse_publish(p, max_payload=1_000_000)
     assert (pub.topic, pub.payload, pub.qos, pub.retain, pub.dup, pub.pid) == (
-        "t/1", big, 2, True, True, 65535)  # fmt: skip
+        "t/1",
+        big,
+        2,
+        True,
+        True,
+        65535,
+    )
     assert codec.suback(7, [0, 1, 0x80]) == b"\x90\x05\x00\x07\x00\x01\x80"
     assert codec.ack(codec.PUBREL, 3) == b"\x62\x02\x00\x03"
     assert codec.connack(True, 0) == b"\x20\x02\x01\x00"
