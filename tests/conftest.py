@@ -15,17 +15,21 @@ from tests.support.postgres import postgres_server
 LONGEST_FIRST = (
     "tests/tools/test_deploy.py",
     "tests/hub/test_api.py",
-    "tests/hub/test_bench_smoke.py",
-    "tests/hub/test_cli.py",
     "tests/tools/test_sim.py",
-    "tests/tools/test_cluster.py",
-    "tests/security/test_mtls.py",
-    "tests/security/test_access.py",
+    "tests/hub/test_cli.py",
     "tests/security/test_console.py",
-    "tests/firmware/test_failover.py",
-    "tests/hub/test_backup.py",
+    "tests/security/test_access.py",
+    "tests/tools/test_cluster.py",
+    "tests/security/test_floods.py",
     "tests/browser/test_session.py",
+    "tests/hub/test_backup.py",
+    "tests/browser/test_hostile.py",
     "tests/firmware/test_memory.py",
+    "tests/security/test_hostile_http.py",
+    "tests/firmware/test_faults.py",
+    "tests/firmware/test_failover.py",
+    "tests/firmware/test_link.py",
+    "tests/hub/test_bench_smoke.py",
 )
 
 
