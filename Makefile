@@ -1,6 +1,9 @@
 # Thin wrapper: every target first runs the idempotent set-up (tools/bootstrap.sh).
 PY := .venv/bin/python
 DEMO_DEVICES ?= 3
+# The suite waits on hubs, devices and browsers far more than it computes: more workers than
+# cores pays off (make test TEST_WORKERS=0 runs it in one process).
+TEST_WORKERS ?= 4
 
 .PHONY: setup demo demo-cluster test lint bench bench-firmware bench-console screenshots clean
 
@@ -19,7 +22,7 @@ demo-cluster: setup
 	else bash tools/demo-cluster.sh $(DEMO_DEVICES); fi
 
 test: setup lint
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: setup
 	@.venv/bin/ruff check hub tools tests

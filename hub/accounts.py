@@ -18,7 +18,6 @@ import functools
 import re
 import secrets
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from hub.config import create_private_file, prepare_data_dir
+from hub.config import prepare_data_dir
+from hub.sqlitefile import SqliteFile
 
 ROLES = ("viewer", "operator", "admin")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -103,8 +103,13 @@ def new_password() -> str:
 
 
 def _row_to_account(row: sqlite3.Row) -> Account:
-    return Account(row["name"], row["role"], bool(row["enabled"]), row["created_at"],
-                   row["password_changed_at"])  # fmt: skip
+    return Account(
+        row["name"],
+        row["role"],
+        bool(row["enabled"]),
+        row["created_at"],
+        row["password_changed_at"],
+    )
 
 
 class Accounts:
@@ -115,32 +120,16 @@ class Accounts:
         prepare_data_dir(data_dir, create=create)
         self.path = data_dir / FILE
         try:
-            create_private_file(self.path)
-            self._db = sqlite3.connect(
-                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
+            self._db = SqliteFile(self.path, SCHEMA)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise AccountError(f"cannot open the account store {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, params).rowcount
+        self._db.close()
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, name: str) -> Account | None:
-        rows = self._rows("SELECT * FROM accounts WHERE name = ?", (name,))
+        rows = self._db.rows("SELECT * FROM accounts WHERE name = ?", (name,))
         return _row_to_account(rows[0]) if rows else None
 
     def require(self, name: str) -> Account:
@@ -150,15 +139,15 @@ class Accounts:
         return account
 
     def list(self) -> list[Account]:
-        return [_row_to_account(r) for r in self._rows("SELECT * FROM accounts ORDER BY name")]
+        return [_row_to_account(r) for r in self._db.rows("SELECT * FROM accounts ORDER BY name")]
 
     def count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM accounts")[0][0])
+        return int(self._db.rows("SELECT COUNT(*) FROM accounts")[0][0])
 
     def verify(self, name: str, password: str) -> Account | None:
         """The account if it exists, is enabled and the password is right; None otherwise.
         Slow on purpose (argon2id), and as slow for an unknown name."""
-        rows = self._rows("SELECT * FROM accounts WHERE name = ?", (name,)) if name else []
+        rows = self._db.rows("SELECT * FROM accounts WHERE name = ?", (name,)) if name else []
         stored = rows[0]["password_hash"] if rows else _dummy_hash()
         try:
             _HASHER.verify(stored, password)
@@ -178,7 +167,7 @@ class Accounts:
         hashed = _HASHER.hash(password)
         now = time.time()
         try:
-            self._write(
+            self._db.write(
                 "INSERT INTO accounts (name, password_hash, role, enabled, created_at,"
                 " password_changed_at) VALUES (?, ?, ?, 1, ?, ?)",
                 (name, hashed, role, now, now),
@@ -191,7 +180,7 @@ class Accounts:
         """A new password (generated unless given); the account's older sessions end."""
         password = check_password(password) if password is not None else new_password()
         hashed = _HASHER.hash(password)
-        changed = self._write(
+        changed = self._db.write(
             "UPDATE accounts SET password_hash = ?, password_changed_at = ? WHERE name = ?",
             (hashed, time.time(), name),
         )
@@ -208,11 +197,11 @@ class Accounts:
         return self.require(name)
 
     def remove(self, name: str) -> None:
-        if self._write("DELETE FROM accounts WHERE name = ?", (name,)) == 0:
+        if self._db.write("DELETE FROM accounts WHERE name = ?", (name,)) == 0:
             raise AccountError(f"no account {name[:40]!r}")
 
     def _update(self, name: str, assignment: str, value: object) -> None:
-        if self._write(f"UPDATE accounts SET {assignment} WHERE name = ?", (value, name)) == 0:
+        if self._db.write(f"UPDATE accounts SET {assignment} WHERE name = ?", (value, name)) == 0:
             raise AccountError(f"no account {name[:40]!r}")
 
 

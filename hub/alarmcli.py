@@ -46,7 +46,7 @@ def add_arguments(alarm: argparse.ArgumentParser) -> None:
         help="how long the condition must hold before the alarm",
     )
     add.add_argument("--hysteresis", type=float, default=0.0, help="clear_hysteresis")
-    add.add_argument("--disabled", action="store_true")  # fmt: skip
+    add.add_argument("--disabled", action="store_true")
     listing = rule_actions.add_parser("list", help="every rule, one JSON object a line")
     remove = rule_actions.add_parser("remove", help="delete a rule (its alarms clear)")
     remove.add_argument("id", type=int)
@@ -74,10 +74,18 @@ def run(args: argparse.Namespace) -> None:
             elif args.board:
                 scope = {"board": args.board}
             try:
-                rule = parse_rule({"name": args.name, "kind": args.kind, "scope": scope,
-                                   "sensor": args.sensor, "threshold": args.threshold,
-                                   "for_s": args.for_s, "clear_hysteresis": args.hysteresis,
-                                   "enabled": not args.disabled})  # fmt: skip
+                rule = parse_rule(
+                    {
+                        "name": args.name,
+                        "kind": args.kind,
+                        "scope": scope,
+                        "sensor": args.sensor,
+                        "threshold": args.threshold,
+                        "for_s": args.for_s,
+                        "clear_hysteresis": args.hysteresis,
+                        "enabled": not args.disabled,
+                    }
+                )
             except RuleError as exc:
                 raise AlarmCliError(str(exc)) from None
             print(json.dumps(store.save_alarm_rule(rule)))
@@ -95,7 +103,8 @@ def run(args: argparse.Namespace) -> None:
             by = args.by or getpass.getuser()
             if not store.acknowledge_alarm(args.id, by[:64], time.time()):
                 known = any(a["id"] == args.id for a in store.alarms())
-                raise AlarmCliError(f"alarm {args.id} is already acknowledged" if known
-                                    else f"no alarm {args.id}")  # fmt: skip
+                raise AlarmCliError(
+                    f"alarm {args.id} is already acknowledged" if known else f"no alarm {args.id}"
+                )
     finally:
         store.close()

@@ -23,9 +23,13 @@ Report = Any  # HubEvents: (kind, event) -> None
 
 class AlarmService:
     def __init__(
-        self, store: SqlHistory, recorder: Recorder, states: DeviceStates, report: Report,
+        self,
+        store: SqlHistory,
+        recorder: Recorder,
+        states: DeviceStates,
+        report: Report,
         tick_s: float = TICK_S,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._store = store
         self._states = states
         self._report = report
@@ -35,10 +39,18 @@ class AlarmService:
 
     def _emit(self, kind: str, alarm: dict[str, Any]) -> None:
         device = alarm["device"]
-        event = {"kind": kind, "identity": "device", "name": device, "client_id": device,
-                 "alarm": alarm["id"], "rule": alarm["rule"], "rule_name": alarm["rule_name"],
-                 "value": alarm["value"], "by": alarm.get("by"),
-                 "detail": f"{alarm['kind']} {alarm['rule_name']}"}  # fmt: skip
+        event = {
+            "kind": kind,
+            "identity": "device",
+            "name": device,
+            "client_id": device,
+            "alarm": alarm["id"],
+            "rule": alarm["rule"],
+            "rule_name": alarm["rule_name"],
+            "value": alarm["value"],
+            "by": alarm.get("by"),
+            "detail": f"{alarm['kind']} {alarm['rule_name']}",
+        }
         self._report(kind, event)
         self._states.record_event(device, kind, event, time.time())
 

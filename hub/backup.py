@@ -184,8 +184,14 @@ def _stage(data_dir: Path, staging: Path, notes: list[str]) -> list[dict[str, An
                     shutil.copyfile(source, target)
             except (sqlite3.Error, OSError) as exc:
                 raise BackupError(f"cannot copy {source}: {exc}") from exc
-            entries.append({"path": str(relative), "kind": kind,
-                            "size": target.stat().st_size, "sha256": _sha256(target)})  # fmt: skip
+            entries.append(
+                {
+                    "path": str(relative),
+                    "kind": kind,
+                    "size": target.stat().st_size,
+                    "sha256": _sha256(target),
+                }
+            )
     return entries
 
 
@@ -207,8 +213,13 @@ def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
 # --- restore ---------------------------------------------------------------------------------
 def _safe_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if (not name or name.startswith("/") or "\\" in name or "\0" in name
-            or any(part in ("..", ".", "") for part in name.split("/"))):  # fmt: skip
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or any(part in ("..", ".", "") for part in name.split("/"))
+    ):
         raise BackupError(f"refused: the archive has an unsafe path {name!r}")
     return path
 
@@ -226,8 +237,12 @@ def _read_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
         manifest = json.loads(f.read())
         files = manifest["files"]
         ok = manifest.get("format") == FORMAT and isinstance(files, list)
-        ok = ok and all(isinstance(e["path"], str) and isinstance(e["sha256"], str)
-                        and isinstance(e["size"], int) for e in files)  # fmt: skip
+        ok = ok and all(
+            isinstance(e["path"], str)
+            and isinstance(e["sha256"], str)
+            and isinstance(e["size"], int)
+            for e in files
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise BackupError(f"not a hub backup: bad {MANIFEST} ({exc})") from None
     if not ok:
@@ -262,8 +277,9 @@ def _extract(tar: tarfile.TarFile, manifest: dict[str, Any], target: Path) -> in
         if entry is None or name in seen:
             raise BackupError(f"refused: {name!r} in the archive is not in its manifest once")
         if info.size != entry["size"]:
-            raise BackupError(f"refused: {name!r} has {info.size} bytes, the manifest says "
-                              f"{entry['size']}")  # fmt: skip
+            raise BackupError(
+                f"refused: {name!r} has {info.size} bytes, the manifest says {entry['size']}"
+            )
         seen.add(name)
         _write_member(tar, info, target / name, entry["sha256"])
     missing = sorted(set(expected) - seen)

@@ -237,8 +237,9 @@ def issue_device_cert(data_dir: Path, device_id: str) -> DeviceCert:
     folder = paths.folder / "devices"
     folder.mkdir(mode=0o700, exist_ok=True)
     der = cert.public_bytes(DER)
-    issued = DeviceCert(folder / f"{device_id}.cert.der", folder / f"{device_id}.key.der",
-                        fingerprint(der))  # fmt: skip
+    issued = DeviceCert(
+        folder / f"{device_id}.cert.der", folder / f"{device_id}.key.der", fingerprint(der)
+    )
     _write_key(issued.key, key, DER)
     issued.cert.write_bytes(der)
     return issued

@@ -20,14 +20,13 @@ from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
 from hub.datalock import DataDirBusy
 from hub.devicecli import device, device_arguments
-from hub.devicepolicy import DevicePolicy
+from hub.endpoints import ListenError
 from hub.ota import cli as appcli
 from hub.registry import RegistryError
 from hub.reload import Reloader, configure_logging
 from hub.routes import cli as routecli
 from hub.security import MAX_TTL_S, TokenClaims, TokenError, create_token, load_key
 from hub.serveflags import add_config_flags, overrides
-from hub.server import Hub, ListenError, broker_settings
 from hub.store import StoreError
 
 log = logging.getLogger("hub")
@@ -43,6 +42,11 @@ class Command(NamedTuple):
 def check_config(config: HubConfig) -> None:
     """Builds what the hub derives from its config, so `hub config check` refuses what
     `hub serve` would (ConfigError naming the setting)."""
+    # The broker and the web application load only for `serve` and `config`: the other
+    # commands start in a fraction of the time.
+    from hub.devicepolicy import DevicePolicy
+    from hub.server import broker_settings
+
     broker_settings(config)
     DevicePolicy(config.max_sensors, config.max_sensor_name)
 
@@ -65,6 +69,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 async def _run_hub(reloader: Reloader) -> None:
+    from hub.server import Hub
+
     hub = Hub(reloader.config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -68,9 +68,17 @@ class Commands:
         now = time.time()
         body = {k: v for k, v in command.items() if k != "id"}
         record: dict[str, Any] = {
-                  "id": self._next_id, "device": device, "by": by, "op": str(body["op"]),
-                  "body": body, "sent_at": now, "status": "pending", "reply": None,
-                  "replied_at": None, "expires_at": now + ttl_s}  # fmt: skip
+            "id": self._next_id,
+            "device": device,
+            "by": by,
+            "op": str(body["op"]),
+            "body": body,
+            "sent_at": now,
+            "status": "pending",
+            "reply": None,
+            "replied_at": None,
+            "expires_at": now + ttl_s,
+        }
         self._next_id += 1
         self.pending[record["id"]] = record
         self._recorder.command(record)
@@ -138,8 +146,11 @@ class Commands:
             return
         now = time.time()
         for record in sorted(self.pending.values(), key=lambda c: c["id"]):
-            if (record["device"] == device and record["expires_at"] > now
-                    and record["id"] not in self._sent_online):  # fmt: skip
+            if (
+                record["device"] == device
+                and record["expires_at"] > now
+                and record["id"] not in self._sent_online
+            ):
                 self._publish(record)
                 self._sent_online.add(record["id"])
 

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hub.ingest import parse_disk_threshold
-
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -33,6 +31,28 @@ class ConfigError(ValueError):
 def _check_port(name: str, value: int | None) -> None:
     if value is not None and not 0 <= value <= 65535:
         raise ConfigError(f"{name} must be a port number from 0 to 65535, not {value}")
+
+
+def parse_disk_threshold(text: str) -> tuple[float, int]:
+    """``5%`` or ``100MB`` (KB, MB, GB, or plain bytes) -> (fraction, bytes); one is 0."""
+    value = text.strip().upper()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 <= percent < 100:
+                raise ValueError
+            return percent / 100, 0
+        for unit, scale in (("KB", 1024), ("MB", 1024**2), ("GB", 1024**3), ("B", 1)):
+            if value.endswith(unit):
+                size = int(float(value[: -len(unit)]) * scale)
+                break
+        else:
+            size = int(value)
+        if size < 0:
+            raise ValueError
+        return 0.0, size
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a disk threshold: {text!r} (say 5% or 100MB)") from None
 
 
 def _setting(

@@ -64,8 +64,13 @@ def _where(path: Path, text: str, key: str, *, section: bool = False) -> str:
 
 def _convert(key: str, value: Any, kind: type) -> Any:
     """value as kind, or a ConfigError naming the expected type."""
-    names = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
-             Path: "a path (a string)"}  # fmt: skip
+    names = {
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        Path: "a path (a string)",
+    }
     expected = names.get(kind, "a table")
     if kind is bool and isinstance(value, bool):
         return value

@@ -75,9 +75,13 @@ def check_scrypt(secret: str, stored: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(
-            secret.encode(errors="surrogateescape"), salt=base64.b64decode(salt),
-            n=int(n), r=int(r), p=int(p), dklen=len(expected),
-        )  # fmt: skip
+            secret.encode(errors="surrogateescape"),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)

@@ -20,8 +20,7 @@ def _device_list(registry: Registry, args: argparse.Namespace) -> None:
     rows = [("ID", "ENABLED", "TLS", "CERTIFICATE", "LAST SEEN (UTC)")]
     for d in devices:
         cert = d.cert_fingerprint[:16] if d.cert_fingerprint else "none"
-        rows.append((d.id, "yes" if d.enabled else "no", d.tls_policy, cert,
-                     when(d.last_seen_at)))  # fmt: skip
+        rows.append((d.id, "yes" if d.enabled else "no", d.tls_policy, cert, when(d.last_seen_at)))
     print_table(rows)
     if len(rows) == 1:
         print("(no devices: add one with `hub device add ID`)")
@@ -57,9 +56,17 @@ def _device_cert(registry: Registry, args: argparse.Namespace) -> None:
     registry.set_cert(args.id, issued.fingerprint)  # the previous certificate stops working
     if args.no_secret:
         registry.drop_secret(args.id)
-    print(json.dumps({"id": args.id, "cert": str(issued.cert), "key": str(issued.key),
-                      "fingerprint": issued.fingerprint,
-                      "secret": "dropped" if args.no_secret else "kept"}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "id": args.id,
+                "cert": str(issued.cert),
+                "key": str(issued.key),
+                "fingerprint": issued.fingerprint,
+                "secret": "dropped" if args.no_secret else "kept",
+            }
+        )
+    )
 
 
 def _device_remove(registry: Registry, args: argparse.Namespace) -> None:
@@ -97,9 +104,10 @@ def device_arguments(parser: argparse.ArgumentParser) -> None:
         one = actions.add_parser(name, help=action.help)
         if name == "add":
             one.add_argument(
-                "--allow-insecure", action="store_true",
+                "--allow-insecure",
+                action="store_true",
                 help="let it connect without TLS (default: TLS required)",
-            )  # fmt: skip
+            )
         if name == "list":
             one.add_argument("--json", action="store_true", help="JSON instead of a table")
         if name == "cert":
@@ -107,9 +115,10 @@ def device_arguments(parser: argparse.ArgumentParser) -> None:
                 "--revoke", action="store_true", help="shut its current certificate out"
             )
             one.add_argument(
-                "--no-secret", action="store_true",
+                "--no-secret",
+                action="store_true",
                 help="its secret stops working: only the certificate logs it in (until rotate)",
-            )  # fmt: skip
+            )
         if name != "list":
             one.add_argument("id")
         data_dir_arg(one)

@@ -70,8 +70,11 @@ class DevicePolicy:
         if kind == _STATUS and len(parts) == 3:
             if payload in STATUSES or not payload:  # empty: clears the retained status
                 return None
-            return Refusal("malformed", f"status of {device} must be online, offline or "
-                           f"asleep, not {payload[:40]!r}", device)  # fmt: skip
+            return Refusal(
+                "malformed",
+                f"status of {device} must be online, offline or asleep, not {payload[:40]!r}",
+                device,
+            )
         if kind == _META and len(parts) == 3:
             return self._health(device, payload)
         return None
@@ -88,13 +91,21 @@ class DevicePolicy:
         sensors = self._sensors.get(device)
         if sensors is None:
             if len(self._sensors) >= MAX_DEVICES:
-                return Refusal("quota_exceeded", f"more than {MAX_DEVICES} devices publish "
-                               "telemetry", device, "devices")  # fmt: skip
+                return Refusal(
+                    "quota_exceeded",
+                    f"more than {MAX_DEVICES} devices publish telemetry",
+                    device,
+                    "devices",
+                )
             sensors = self._sensors[device] = set()
         if sensor not in sensors:
             if len(sensors) >= self.max_sensors:
-                return Refusal("quota_exceeded", f"{device} has {self.max_sensors} sensors "
-                               f"already: {sensor!r} refused", device, "sensors")  # fmt: skip
+                return Refusal(
+                    "quota_exceeded",
+                    f"{device} has {self.max_sensors} sensors already: {sensor!r} refused",
+                    device,
+                    "sensors",
+                )
             sensors.add(sensor)
         if len(self._known) >= KNOWN_TOPICS:
             self._known.clear()
@@ -104,8 +115,11 @@ class DevicePolicy:
     @staticmethod
     def _health(device: str, payload: bytes) -> Refusal | None:
         if len(payload) > MAX_HEALTH:
-            return Refusal("malformed", f"health of {device} is {len(payload)} bytes, more "
-                           f"than {MAX_HEALTH}", device)  # fmt: skip
+            return Refusal(
+                "malformed",
+                f"health of {device} is {len(payload)} bytes, more than {MAX_HEALTH}",
+                device,
+            )
         if not payload:
             return None  # clears the retained health [MQTT-3.3.1-10]
         try:

@@ -6,15 +6,27 @@ reports a failed login with the name tried and the peer address, never the passw
 
 Sources: ``device`` and ``token`` (MQTT identities), ``account`` (the console's people: logins
 and what an account did, e.g. ``device_added`` with ``by``) and ``client`` (anyone else).
+
+Much of what an event carries comes from clients (client ids, user names, topics in details),
+so the sink checks every event before it publishes it: the kind is a short lowercase name
+(anything else is the caller's bug: ValueError); a field is kept only if its name is a short
+lowercase name that does not name a secret (password, secret, token, key, cookie, csrf,
+credential, authorization) and its value is null, a boolean, a finite number or a string,
+cut to MAX_TEXT characters (integers within MAX_INT); at most MAX_FIELDS fields; ``time`` and
+``event`` are the sink's own. What is dropped is logged by name, never by value.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import time
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 ROOT = "$hub/events"
 SEVERITY = {
@@ -56,7 +68,25 @@ SEVERITY = {
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length
+MAX_TEXT = 300  # characters of one string field (a detail quotes at most 200 of a topic)
+MAX_FIELDS = 24
 _UNSAFE = re.compile(r"[/+#\x00]")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")  # an event kind or field name
+MAX_INT = 2**63  # beyond any count or id the hub reports
+_SECRET_WORDS = frozenset(  # a field named with one of these words is never published
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "key",
+        "cookie",
+        "csrf",
+        "credential",
+        "credentials",
+        "authorization",
+    ]
+)
 
 Publish = Callable[[str, bytes], None]
 
@@ -72,13 +102,58 @@ def event_topic(kind: str, event: dict[str, Any]) -> str:
     return f"{ROOT}/{source}/{ident}/{severity}"
 
 
+def check_kind(kind: object) -> str:
+    """The kind of an event, which callers name in code: ValueError unless a short name."""
+    if not isinstance(kind, str) or not _NAME.match(kind):
+        raise ValueError(f"bad event kind {str(kind)[:40]!r}: 1 to 32 of a-z, 0-9 and '_'")
+    return kind
+
+
+def _secret(name: str) -> bool:
+    return not _SECRET_WORDS.isdisjoint(name.split("_"))
+
+
+def _value(value: object) -> tuple[bool, object]:
+    """(kept, value): the value as published, cut to size, or (False, None) to drop it."""
+    if value is None or isinstance(value, bool):
+        return True, value
+    if isinstance(value, int):
+        return (True, value) if -MAX_INT < value < MAX_INT else (False, None)
+    if isinstance(value, float):
+        return (True, value) if math.isfinite(value) else (False, None)
+    if isinstance(value, str):
+        return True, value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 3] + "..."
+    return False, None
+
+
+def event_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The body published for an event: its time and kind, then each non-empty field that
+    passes the checks above (the module docstring); dropped fields are logged by name."""
+    body: dict[str, Any] = {"time": round(time.time(), 3), "event": check_kind(kind)}
+    dropped = []
+    for name, value in event.items():
+        if name == "kind" or value is None or value == "":
+            continue
+        kept, clean = _value(value)
+        good_name = isinstance(name, str) and _NAME.match(name) and not _secret(name)
+        if good_name and kept and name not in body and len(body) - 2 < MAX_FIELDS:
+            body[name] = clean
+        else:
+            dropped.append(str(name)[:40])
+    if dropped:
+        names = ", ".join(repr(n) for n in dropped[:8])
+        log.warning(
+            "event %s: fields dropped (bad name, secret, type or too many): %s", kind, names
+        )
+    return body
+
+
 class HubEvents:
-    """An event sink for the broker that publishes each event through ``publish``."""
+    """An event sink for the broker that checks each event and publishes it via ``publish``."""
 
     def __init__(self, publish: Publish) -> None:
         self._publish = publish
 
     def __call__(self, kind: str, event: dict[str, Any]) -> None:
-        body = {"time": round(time.time(), 3), "event": kind}
-        body.update({k: v for k, v in event.items() if k != "kind" and v not in (None, "")})
+        body = event_body(kind, event)
         self._publish(event_topic(kind, event), json.dumps(body, separators=(",", ":")).encode())

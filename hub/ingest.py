@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.commitlog import REFUSED, Batch, CommitLog
+from hub.config import parse_disk_threshold
 from hub.store import RowTuple, Store, row_error
 from hub.topics import ContractError, Kind, maybe_telemetry, parse_reading, parse_topic
 
@@ -60,28 +61,6 @@ class IngestStats:
     store_failures: int = 0  # outages so far
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
-
-
-def parse_disk_threshold(text: str) -> tuple[float, int]:
-    """``5%`` or ``100MB`` (KB, MB, GB, or plain bytes) -> (fraction, bytes); one is 0."""
-    value = text.strip().upper()
-    try:
-        if value.endswith("%"):
-            percent = float(value[:-1])
-            if not 0 <= percent < 100:
-                raise ValueError
-            return percent / 100, 0
-        for unit, scale in (("KB", 1024), ("MB", 1024**2), ("GB", 1024**3), ("B", 1)):
-            if value.endswith(unit):
-                size = int(float(value[: -len(unit)]) * scale)
-                break
-        else:
-            size = int(value)
-        if size < 0:
-            raise ValueError
-        return 0.0, size
-    except (ValueError, OverflowError):
-        raise ValueError(f"not a disk threshold: {text!r} (say 5% or 100MB)") from None
 
 
 class Ingest:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from hub.config import DataDirError, create_private_file, prepare_data_dir
+from hub.config import DataDirError, prepare_data_dir
 from hub.device_secrets import (
     SCRYPT_PREFIX,
     KeyFileError,
@@ -36,12 +36,18 @@ from hub.device_secrets import (
     keyed_hash,
     load_registry_key,
 )
-from hub.topics import DEVICE_ID_RE
+from hub.sqlitefile import SqliteFile
+from hub.topics import (
+    DEVICE_ID_RE,
+    DEVICE_PUBLISH_TEMPLATES,
+    DEVICE_SUBSCRIBE_TEMPLATES,
+    fill_template,
+)
 
 TLS_REQUIRED = "tls-required"
 ALLOW_INSECURE = "allow-insecure"
-DEFAULT_PUBLISH = ("d/{device}/t/+", "d/{device}/s", "d/{device}/m", "d/{device}/r")
-DEFAULT_SUBSCRIBE = ("d/{device}/c",)
+DEFAULT_PUBLISH = DEVICE_PUBLISH_TEMPLATES  # the topic grammar lives in hub/topics.py
+DEFAULT_SUBSCRIBE = DEVICE_SUBSCRIBE_TEMPLATES
 NO_SECRET = "none"  # a secret hash no secret matches (neither scheme reads it)
 
 log = logging.getLogger(__name__)
@@ -105,10 +111,10 @@ class Device:
     cert_fingerprint: str | None = None  # SHA-256 of its client certificate, if it has one
 
     def publish_filters(self) -> list[str]:
-        return [f.replace("{device}", self.id) for f in self.publish]
+        return [fill_template(f, self.id) for f in self.publish]
 
     def subscribe_filters(self) -> list[str]:
-        return [f.replace("{device}", self.id) for f in self.subscribe]
+        return [fill_template(f, self.id) for f in self.subscribe]
 
     def public(self) -> dict[str, object]:
         """Everything about the device except its secret hash."""
@@ -151,34 +157,25 @@ class Registry:
             raise RegistryError(str(exc)) from None
         self.path = data_dir / self.FILE
         try:
-            create_private_file(self.path)  # before SQLite: its -wal and -shm take its mode
             # Secret checks run on the event loop (verify_fast) and in executor threads
-            # (verify): one connection, serialised by a lock that is held only for a read,
-            # never while scrypt runs or while a write waits for SQLite's lock.
-            self._db = sqlite3.connect(
-                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
-            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(devices)")}
+            # (verify): one connection whose lock is held only for a statement, never while
+            # scrypt runs or while a write waits for SQLite's lock (hub/sqlitefile.py).
+            self._db = SqliteFile(self.path, SCHEMA)
+            columns = {r["name"] for r in self._db.rows("PRAGMA table_info(devices)")}
             for column, statement in MIGRATIONS.items():
                 if column not in columns:
-                    self._db.execute(statement)
-            self._key = load_registry_key(data_dir, self._db)
+                    self._db.write(statement)
+            self._key = load_registry_key(data_dir, self._db.conn)
             # Devices whose hash is still scrypt: only their first check needs a thread.
-            self._legacy = {
-                r["id"]
-                for r in self._db.execute(
-                    "SELECT id FROM devices WHERE secret_hash LIKE ?", (SCRYPT_PREFIX + "%",)
-                )
-            }
+            legacy = self._db.rows(
+                "SELECT id FROM devices WHERE secret_hash LIKE ?", (SCRYPT_PREFIX + "%",)
+            )
+            self._legacy = {r["id"] for r in legacy}
         except KeyFileError as exc:
             self._db.close()
             raise RegistryError(str(exc)) from None
         except (sqlite3.DatabaseError, OSError) as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
         # Legacy devices whose checked scrypt hash could not be upgraded (say, a locked
         # database): device id -> keyed digest of the secret and its hash, so scrypt runs once.
         self._verified: dict[str, bytes] = {}
@@ -192,25 +189,15 @@ class Registry:
             if self._upgrader is not None:
                 self._upgrader.close()
                 self._upgrader = None
-        with self._lock:
-            self._db.close()
-
-    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
-        """Runs a statement; returns how many rows it changed."""
-        with self._lock:
-            return self._db.execute(sql, params).rowcount
+        self._db.close()
 
     def data_version(self) -> int:
         """Changes whenever another connection (the CLI) commits to the registry."""
-        return int(self._rows("PRAGMA data_version")[0][0])
+        return int(self._db.rows("PRAGMA data_version")[0][0])
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, device_id: str) -> Device | None:
-        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+        rows = self._db.rows("SELECT * FROM devices WHERE id = ?", (device_id,))
         return _row_to_device(rows[0]) if rows else None
 
     def require(self, device_id: str) -> Device:
@@ -220,10 +207,10 @@ class Registry:
         return device
 
     def list(self) -> list[Device]:
-        return [_row_to_device(r) for r in self._rows("SELECT * FROM devices ORDER BY id")]
+        return [_row_to_device(r) for r in self._db.rows("SELECT * FROM devices ORDER BY id")]
 
     def fingerprints(self) -> dict[str, Fingerprint]:
-        rows = self._rows(
+        rows = self._db.rows(
             "SELECT id, enabled, secret_serial, tls_policy, cert_fingerprint FROM devices"
         )
         return {
@@ -248,7 +235,7 @@ class Registry:
         only ``verify`` (scrypt, in a worker thread) can tell. Never hashes with scrypt: one
         primary-key read of the registry (WAL: writers never block it) and one HMAC. A wrong
         secret for an unknown device costs the same as for a known one."""
-        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+        rows = self._db.rows("SELECT * FROM devices WHERE id = ?", (device_id,))
         stored = rows[0]["secret_hash"] if rows else NO_SECRET
         if stored.startswith(SCRYPT_PREFIX):
             self._legacy.add(device_id)
@@ -264,7 +251,7 @@ class Registry:
         answer = self.verify_fast(device_id, secret)
         if not isinstance(answer, Slow):
             return answer
-        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+        rows = self._db.rows("SELECT * FROM devices WHERE id = ?", (device_id,))
         if not rows:
             return None
         row = rows[0]
@@ -272,8 +259,11 @@ class Registry:
         if not stored.startswith(SCRYPT_PREFIX):  # upgraded or rotated meanwhile
             again = self.verify_fast(device_id, secret)
             return None if isinstance(again, Slow) else again
-        memo = hmac.new(self._key, b"memo\0" + secret.encode(errors="surrogateescape") + b"\0"
-                        + stored.encode(), hashlib.sha256).digest()  # fmt: skip
+        memo = hmac.new(
+            self._key,
+            b"memo\0" + secret.encode(errors="surrogateescape") + b"\0" + stored.encode(),
+            hashlib.sha256,
+        ).digest()
         cached = self._verified.get(device_id)
         if cached is not None and hmac.compare_digest(cached, memo):
             return _row_to_device(row)
@@ -312,12 +302,18 @@ class Registry:
             )
         secret = secrets.token_urlsafe(16)
         try:
-            self._write(
+            self._db.write(
                 "INSERT INTO devices (id, secret_hash, enabled, tls_policy, publish, subscribe,"
                 " created_at) VALUES (?, ?, 1, ?, ?, ?, ?)",
-                (device_id, keyed_hash(self._key, device_id, secret), _policy(allow_insecure),
-                 json.dumps(DEFAULT_PUBLISH), json.dumps(DEFAULT_SUBSCRIBE), time.time()),
-            )  # fmt: skip
+                (
+                    device_id,
+                    keyed_hash(self._key, device_id, secret),
+                    _policy(allow_insecure),
+                    json.dumps(DEFAULT_PUBLISH),
+                    json.dumps(DEFAULT_SUBSCRIBE),
+                    time.time(),
+                ),
+            )
         except sqlite3.IntegrityError:
             raise RegistryError(f"device {device_id!r} already exists") from None
         return secret
@@ -354,7 +350,7 @@ class Registry:
         self._legacy.discard(device_id)
 
     def remove(self, device_id: str) -> None:
-        if self._write("DELETE FROM devices WHERE id = ?", (device_id,)) == 0:
+        if self._db.write("DELETE FROM devices WHERE id = ?", (device_id,)) == 0:
             raise RegistryError(f"no device {device_id!r} in the registry")
         self._verified.pop(device_id, None)
         self._legacy.discard(device_id)
@@ -363,19 +359,14 @@ class Registry:
         """Records when devices were last seen (device id -> time), in one transaction."""
         if not seen:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "UPDATE devices SET last_seen_at = ? WHERE id = ?",
-                    [(when, device_id) for device_id, when in seen.items()],
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._db.write_many(
+            "UPDATE devices SET last_seen_at = ? WHERE id = ?",
+            [(when, device_id) for device_id, when in seen.items()],
+        )
 
     def _update(self, device_id: str, assignment: str, value: object) -> None:
-        changed = self._write(f"UPDATE devices SET {assignment} WHERE id = ?", (value, device_id))
+        changed = self._db.write(
+            f"UPDATE devices SET {assignment} WHERE id = ?", (value, device_id)
+        )
         if changed == 0:
             raise RegistryError(f"no device {device_id!r} in the registry")

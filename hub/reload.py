@@ -96,8 +96,11 @@ class Reloader:
                 log.warning("SIGHUP: routes reloaded: %s", ", ".join(names) or "none changed")
         later = [name for name in changed if name not in RELOADABLE]
         if later:
-            log.warning("SIGHUP: %s changed in %s: takes effect after a restart",
-                        ", ".join(later), self.path)  # fmt: skip
+            log.warning(
+                "SIGHUP: %s changed in %s: takes effect after a restart",
+                ", ".join(later),
+                self.path,
+            )
         if not changed:
             log.warning("SIGHUP: %s: no setting changed", self.path)
         self.config = dataclasses.replace(old, **applied)

@@ -122,9 +122,12 @@ def verify_token(key: bytes, token: str, now: float | None = None) -> TokenClaim
             raise TokenError("token signature does not match")
         body = json.loads(_unb64(payload))
         claims = TokenClaims(
-            subscribe=tuple(body["sub"]), publish=tuple(body["pub"]), admin=bool(body["adm"]),
-            expires=float(body["exp"]), token_id=str(body["jti"]),
-        )  # fmt: skip
+            subscribe=tuple(body["sub"]),
+            publish=tuple(body["pub"]),
+            admin=bool(body["adm"]),
+            expires=float(body["exp"]),
+            token_id=str(body["jti"]),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         if isinstance(exc, TokenError):
             raise
@@ -232,9 +235,11 @@ class Gatekeeper:
             return Verdict(None, "auth_failure", "client certificate names no device", True)
         if username is not None and username != device_id:
             return Verdict(
-                None, "auth_failure",
-                f"client certificate is for {device_id!r}, user name says {username!r}", True,
-            )  # fmt: skip
+                None,
+                "auth_failure",
+                f"client certificate is for {device_id!r}, user name says {username!r}",
+                True,
+            )
         device = self.registry.get(device_id)
         if device is None or device.cert_fingerprint != fingerprint(cert_der):
             return Verdict(

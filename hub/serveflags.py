@@ -71,10 +71,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 kwargs["metavar"] = meta["metavar"]
         target.add_argument(flag_name(f), **kwargs)
     parser.add_argument(
-        "--config", type=Path, default=None, metavar="FILE",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
         help="read settings from this TOML file (keys: the settings' names, e.g. mqtt_port); "
         "flags override it",
-    )  # fmt: skip
+    )
 
 
 def amqtt_plugins(values: list[str]) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ import logging
 import socket
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from functools import partial
 
 from aiohttp import web
@@ -27,6 +27,7 @@ from hub.config import HubConfig, prepare_data_dir
 from hub.datalock import DataDirLock
 from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
+from hub.endpoints import Endpoints, ListenError
 from hub.events import HubEvents
 from hub.hass import HassDiscovery, load_boards
 from hub.ingest import Ingest
@@ -124,31 +125,6 @@ def make_broker(config: HubConfig) -> Broker:
             login_failures=config.login_failures,
         )
     return EmbeddedBroker(broker_settings(config), plugins=config.amqtt_plugins)
-
-
-class ListenError(OSError):
-    """A listening socket could not be opened (port taken, bad address)."""
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """The addresses the hub really listens on (port 0 resolved)."""
-
-    mqtt: tuple[str, int]
-    ws: tuple[str, int]
-    http: tuple[str, int]
-    mqtts: tuple[str, int] | None = None  # TLS networks, once `hub certs init` has run
-    wss: tuple[str, int] | None = None
-
-    def ready_line(self) -> str:
-        def fmt(address: tuple[str, int]) -> str:
-            host, port = address
-            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-        line = f"ready mqtt={fmt(self.mqtt)} ws={fmt(self.ws)} http={fmt(self.http)}"
-        if self.mqtts is not None and self.wss is not None:
-            line += f" mqtts={fmt(self.mqtts)} wss={fmt(self.wss)}"
-        return line
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:

@@ -99,6 +99,25 @@ HEALTH_FILTER = f"{ROOT}/+/m"  # every device's health (retained)
 REPLY_FILTER = f"{ROOT}/+/r"  # every device's command replies
 
 
+# A device's own rights, as templates in which DEVICE_PLACEHOLDER stands for its id (the
+# registry stores them per device and fills them in): it publishes readings, presence, health
+# and replies, and subscribes to its commands.
+DEVICE_PLACEHOLDER = "{device}"
+_OWN = f"{ROOT}/{DEVICE_PLACEHOLDER}"
+DEVICE_PUBLISH_TEMPLATES = (
+    f"{_OWN}/{Kind.TELEMETRY.value}/+",
+    f"{_OWN}/{Kind.STATUS.value}",
+    f"{_OWN}/{Kind.META.value}",
+    f"{_OWN}/{Kind.REPLY.value}",
+)
+DEVICE_SUBSCRIBE_TEMPLATES = (f"{_OWN}/{Kind.COMMAND.value}",)
+
+
+def fill_template(template: str, device: str) -> str:
+    """A device's topic filter from one of its rights' templates."""
+    return template.replace(DEVICE_PLACEHOLDER, device)
+
+
 def telemetry_filter(device: str) -> str:
     """Every reading of one device."""
     return f"{ROOT}/{check_device_id(device)}/t/+"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from hub.endpoints import Endpoints, ReadyLineError
 from tools.bench import provision
 from tools.bench.brokers import Broker
 from tools.bench.run import drive, raise_fd_limit
 
 CHROMIUM = "/usr/bin/chromium"
-READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=(\S+):(\d+)")
 ADMIN, PASSWORD = "bench-admin", "bench-console-password-1"
 PROBE_MS = 50
 # Runs in the page before its scripts: the first row's time and a lag probe.
@@ -81,15 +80,16 @@ class Hub:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
-        match = READY_RE.match(line)
-        if match is None:
+        try:
+            ends = Endpoints.parse(line)
+        except ReadyLineError:
             self.proc.kill()
             raise SystemExit(
                 f"bench-console: the hub did not start ({line!r}); see {work}/hub.log"
-            )
-        self.host, self.port = match.group(1), int(match.group(2))
-        self.ws_url = f"ws://{match.group(3)}:{match.group(4)}/mqtt"
-        self.http_url = f"http://{match.group(5)}:{match.group(6)}"
+            ) from None
+        self.host, self.port = ends.mqtt
+        self.ws_url = f"ws://{ends.ws[0]}:{ends.ws[1]}/mqtt"
+        self.http_url = f"http://{ends.http[0]}:{ends.http[1]}"
 
     def stop(self) -> None:
         self.proc.terminate()

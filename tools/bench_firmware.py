@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from hub.endpoints import Endpoints, ReadyLineError
 from tools import mpunix
-
-READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ")
 
 
 def start_hub(data_dir: Path) -> tuple[subprocess.Popen[str], str, int]:
@@ -29,11 +27,12 @@ def start_hub(data_dir: Path) -> tuple[subprocess.Popen[str], str, int]:
     proc = subprocess.Popen([*cmd, "--data-dir", str(data_dir)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
-    match = READY_RE.match(line)
-    if match is None:
+    try:
+        host, port = Endpoints.parse(line).mqtt
+    except ReadyLineError:
         proc.kill()
-        raise SystemExit(f"bench: error: the hub did not start ({line!r})")
-    return proc, match.group(1), int(match.group(2))
+        raise SystemExit(f"bench: error: the hub did not start ({line!r})") from None
+    return proc, host, port
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ recurses on client input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 
 class _Node:
@@ -52,23 +52,12 @@ class TopicTree:
 
     def remove(self, topic_filter: str, client_id: str) -> bool:
         """Removes a subscription, pruning empty branches; True when it existed."""
-        path: list[tuple[_Node, str]] = []
-        node = self._root
-        for level in topic_filter.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                return False
-            path.append((node, level))
-            node = child
-        if node.subscribers.pop(client_id, None) is None:
+        path = _path_to(self._root, topic_filter)
+        if path is None or _end(path).subscribers.pop(client_id, None) is None:
             return False
         self._matches.clear()
         self._count -= 1
-        for parent, level in reversed(path):
-            child = parent.children[level]
-            if child.subscribers or child.children:
-                break
-            del parent.children[level]
+        _prune(path, lambda node: bool(node.subscribers))
         return True
 
     def match(self, topic: str) -> dict[str, int]:
@@ -135,6 +124,39 @@ class _Leaf(Generic[T]):
         self.value: T | None = None
 
 
+# The two tries' nodes, for the walks they share.
+_N = TypeVar("_N", _Node, "_Leaf[Any]")
+
+
+def _path_to(root: _N, topic: str) -> list[tuple[_N, str]] | None:
+    """(parent, level) from the root down to the node of a topic or filter; None if the trie
+    has no such node."""
+    path = []
+    node = root
+    for level in topic.split("/"):
+        child = node.children.get(level)
+        if child is None:
+            return None
+        path.append((node, level))
+        node = child
+    return path
+
+
+def _end(path: list[tuple[_N, str]]) -> _N:
+    parent, level = path[-1]
+    return parent.children[level]
+
+
+def _prune(path: list[tuple[_N, str]], in_use: Callable[[_N], bool]) -> None:
+    """Removes the nodes along the path, deepest first, while they are empty: not in use and
+    without children."""
+    for parent, level in reversed(path):
+        child = parent.children[level]
+        if in_use(child) or child.children:
+            break
+        del parent.children[level]
+
+
 class RetainedTree(Generic[T]):
     """Retained messages (any value) keyed by topic level; ``matching`` walks a filter's
     wildcards through it lazily, so a subscription to '#' over many messages can be delivered
@@ -170,23 +192,15 @@ class RetainedTree(Generic[T]):
 
     def pop(self, topic: str) -> T | None:
         """Removes the topic's value, pruning empty branches; returns it."""
-        path: list[tuple[_Leaf[T], str]] = []
-        node = self._root
-        for level in topic.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                return None
-            path.append((node, level))
-            node = child
+        path = _path_to(self._root, topic)
+        if path is None:
+            return None
+        node = _end(path)
         old, node.value = node.value, None
         if old is None:
             return None
         self._count -= 1
-        for parent, level in reversed(path):
-            child = parent.children[level]
-            if child.value is not None or child.children:
-                break
-            del parent.children[level]
+        _prune(path, lambda leaf: leaf.value is not None)
         return old
 
     def matching(self, topic_filter: str) -> Iterator[T]:

@@ -144,9 +144,15 @@ class Auth:
             principal = self._bearer(header)
         else:
             principal = await self.session_principal(request)
-            if principal is None and self.public_view and access in (
-                Access.PUBLIC_PAGE, Access.PUBLIC_USER,
-            ):  # fmt: skip
+            if (
+                principal is None
+                and self.public_view
+                and access
+                in (
+                    Access.PUBLIC_PAGE,
+                    Access.PUBLIC_USER,
+                )
+            ):
                 principal = _public()
             if principal is None:
                 if page:
@@ -189,8 +195,9 @@ class Auth:
             self.sessions.end(request.cookies.get(COOKIE))
             return None
         session.role = account.role
-        return Principal(account.name, account.role, "session", _role_identity(account),
-                         session=session)  # fmt: skip
+        return Principal(
+            account.name, account.role, "session", _role_identity(account), session=session
+        )
 
     def https_url(self, request: web.Request) -> str:
         host = request.url.host or "localhost"

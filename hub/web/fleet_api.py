@@ -201,14 +201,20 @@ class FleetApi:
         if sort.endswith("id"):
             rows.sort(reverse=sort.startswith("-"))
         else:  # never seen last, whichever way
-            seen = sorted(((t, d) for d, t in rows if t is not None),
-                          reverse=sort.startswith("-"))  # fmt: skip
+            seen = sorted(((t, d) for d, t in rows if t is not None), reverse=sort.startswith("-"))
             rows = [(d, t) for t, d in seen] + sorted((d, t) for d, t in rows if t is None)
         page = [self.device_view(d, readable[d], alarms) for d, _ in rows[offset : offset + limit]]
-        return web.json_response({
-            "total": len(rows), "offset": offset, "limit": limit, "counts": counts,
-            "boards": sorted(boards), "firmware": sorted(firmware), "devices": page,
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "total": len(rows),
+                "offset": offset,
+                "limit": limit,
+                "counts": counts,
+                "boards": sorted(boards),
+                "firmware": sorted(firmware),
+                "devices": page,
+            }
+        )
 
     async def device(self, request: web.Request) -> web.Response:
         check_params(request.query, set())

@@ -107,8 +107,12 @@ class Guard:
         held = stats.by_address.get(address, 0)
         if held >= self.settings.max_per_address:
             stats.refused_address += 1
-            self.warn("address", "HTTP/WebSocket connection from %s refused: %d open (the cap)",
-                      address, held)  # fmt: skip
+            self.warn(
+                "address",
+                "HTTP/WebSocket connection from %s refused: %d open (the cap)",
+                address,
+                held,
+            )
             return "too many connections from your address"
         stats.by_address[address] = held + 1
         stats.open += 1
@@ -220,9 +224,11 @@ class GuardedProtocol(asyncio.Protocol):
                 end = self._head.find(_HEADER_END, max(0, before - 3))
                 if end < 0:
                     if len(self._head) > settings.max_header_bytes:
-                        return self._refuse(431, "Request Header Fields Too Large",
-                                            f"request headers over {settings.max_header_bytes} "
-                                            "bytes")  # fmt: skip
+                        return self._refuse(
+                            431,
+                            "Request Header Fields Too Large",
+                            f"request headers over {settings.max_header_bytes} bytes",
+                        )
                     return True
                 pos += end + 4 - before
                 head = bytes(self._head[: end + 2])
@@ -286,8 +292,12 @@ class GuardedProtocol(asyncio.Protocol):
         else:
             stats.header_timeouts += 1
             what = "request headers"
-        self._guard.warn("timeout", "closing an HTTP connection from %s: %s not complete in "
-                         "time", self._address, what)  # fmt: skip
+        self._guard.warn(
+            "timeout",
+            "closing an HTTP connection from %s: %s not complete in time",
+            self._address,
+            what,
+        )
         self._state = _CLOSED
         if self._transport is not None:
             self._transport.abort()
@@ -359,9 +369,14 @@ class Acceptor(asyncio.AbstractServer):
         if now - self._logged >= ERROR_LOG_EVERY_S:
             self._logged = now
             hint = " (out of file descriptors?)" if exc.errno in _OUT_OF_RESOURCES else ""
-            log.error("cannot accept connections on %s: %s%s; %d accept errors so far, pausing "
-                      "%.1f s", self._name, exc.strerror or exc, hint, self._errors,
-                      ACCEPT_PAUSE_S)  # fmt: skip
+            log.error(
+                "cannot accept connections on %s: %s%s; %d accept errors so far, pausing %.1f s",
+                self._name,
+                exc.strerror or exc,
+                hint,
+                self._errors,
+                ACCEPT_PAUSE_S,
+            )
         self._loop.remove_reader(self._sock.fileno())
         self._resume = self._loop.call_later(ACCEPT_PAUSE_S, self._start_again)
 

@@ -61,8 +61,9 @@ class Manage:
         self.events = events
 
     def _event(self, kind: str, by: Principal, **details: Any) -> None:
-        self.events(kind, {"identity": by.event_identity, "name": by.name, "by": by.name,
-                           **details})  # fmt: skip
+        self.events(
+            kind, {"identity": by.event_identity, "name": by.name, "by": by.name, **details}
+        )
 
     # --- devices ---------------------------------------------------------------------------
     async def add_device(self, request: web.Request) -> web.Response:
@@ -103,8 +104,9 @@ class Manage:
         device = request.match_info["id"]
         policy = text_field(await json_object(request), "tls_policy", 32)
         if policy not in TLS_POLICIES:
-            raise error(web.HTTPBadRequest, f'"tls_policy" must be {TLS_REQUIRED!r} or '
-                        f"{ALLOW_INSECURE!r}")  # fmt: skip
+            raise error(
+                web.HTTPBadRequest, f'"tls_policy" must be {TLS_REQUIRED!r} or {ALLOW_INSECURE!r}'
+            )
         record = await _off_loop(self.registry.set_tls_policy, device, TLS_POLICIES[policy])
         self._event("device_tls_policy", by, device=device, tls_policy=record.tls_policy)
         return web.json_response(record.public())
@@ -117,8 +119,9 @@ class Manage:
             issued = await asyncio.to_thread(certs.issue_device_cert, self.data_dir, device)
         except certs.CertError as exc:
             raise error(web.HTTPConflict, str(exc)) from None
-        cert, key = await asyncio.to_thread(lambda: (issued.cert.read_bytes(),
-                                                     issued.key.read_bytes()))  # fmt: skip
+        cert, key = await asyncio.to_thread(
+            lambda: (issued.cert.read_bytes(), issued.key.read_bytes())
+        )
         await _off_loop(self.registry.set_cert, device, issued.fingerprint)
         self._event("device_cert_issued", by, device=device, fingerprint=issued.fingerprint)
         return web.json_response(

@@ -43,10 +43,24 @@ def add_user(hub: HubProcess, name: str, role: str, password: str | None = None)
     password."""
     password = password or f"pw-{name}-correct-horse-battery"
     result = subprocess.run(
-        [sys.executable, "-m", "hub", "user", "add", name, "--role", role, "--password-stdin",
-         "--data-dir", str(hub.data_dir)],
-        input=password + "\n", capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "hub",
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data-dir",
+            str(hub.data_dir),
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
     assert result.returncode == 0, result.stderr
     return password
 
@@ -79,11 +93,14 @@ def hub_api(hub: HubProcess, method: str, path: str, body: object = None) -> tup
         assert result.returncode == 0, result.stderr
         _ADMIN_TOKENS[hub.data_dir] = result.stdout.strip().splitlines()[-1]
     request = urllib.request.Request(
-        hub.http_url + path, method=method,
+        hub.http_url + path,
+        method=method,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {_ADMIN_TOKENS[hub.data_dir]}",
-                 "Content-Type": "application/json"},
-    )  # fmt: skip
+        headers={
+            "Authorization": f"Bearer {_ADMIN_TOKENS[hub.data_dir]}",
+            "Content-Type": "application/json",
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=scaled(10)) as response:
             data = response.read()
@@ -131,8 +148,9 @@ class MqttDevice:
             self.close()
             raise AssertionError(f"device {self.id} could not connect: {self._refused}")
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:  # fmt: skip
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if reason.is_failure:
             self._refused.append(reason)
         else:
@@ -182,9 +200,18 @@ def assert_no_script_ran(page: Page) -> None:
 def health_json(**fields: object) -> str:
     """A health message as the topic contract has it, with some fields replaced."""
     health: dict[str, object] = {
-        "fw": "0.1.0", "board": "unix-sim", "reset": "power-on", "up": 5, "heap": 30000,
-        "rssi": None, "reconnects": 0, "queue": 0, "dropped": 0, "boot": "1f", "seq": 1,
+        "fw": "0.1.0",
+        "board": "unix-sim",
+        "reset": "power-on",
+        "up": 5,
+        "heap": 30000,
+        "rssi": None,
+        "reconnects": 0,
+        "queue": 0,
+        "dropped": 0,
+        "boot": "1f",
+        "seq": 1,
         "error": None,
-    }  # fmt: skip
+    }
     health.update(fields)
     return json.dumps(health)

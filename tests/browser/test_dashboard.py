@@ -35,8 +35,15 @@ def test_operator_sees_the_fleet_live_and_commands_a_device(
     expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
     expect(page.locator("#devices-panel")).to_have_count(0)
     expect(page.locator("#events-panel")).to_have_count(0)
-    with running_device(tmp_path, hub, "dash-1", period_s=30, meta_s=1,
-                        username="dash-1", password=creds["password"]) as device:  # fmt: skip
+    with running_device(
+        tmp_path,
+        hub,
+        "dash-1",
+        period_s=30,
+        meta_s=1,
+        username="dash-1",
+        password=creds["password"],
+    ) as device:
         row = page.locator('#fleet li[data-device="dash-1"]')
         expect(row.locator(".status")).to_have_text("online", timeout=ms(10))
         expect(row.locator(".facts")).to_contain_text("heap", timeout=ms(10))

@@ -27,8 +27,9 @@ def test_fleet_counts_search_filters_and_pages(secure_hub: HubProcess, page: Pag
     try:
         for dev in devices:
             dev.publish(status_topic(dev.id), "online", retain=True)
-            dev.publish(meta_topic(dev.id), health_json(board=ONLINE[dev.id], fw="2.0.0"),
-                        retain=True)  # fmt: skip
+            dev.publish(
+                meta_topic(dev.id), health_json(board=ONLINE[dev.id], fw="2.0.0"), retain=True
+            )
         # fl-120 is the last one heard from: newest first, it leads the list.
         devices[2].publish(telemetry_topic("fl-120", "temp"), "1f,1,20.5")
         logged_in(page, hub, "viewer")

@@ -81,9 +81,10 @@ def test_kill_9_loses_no_acknowledged_reading(tmp_path: Path) -> None:
                         task = asyncio.create_task(publisher.run(hub.host, hub.mqtt_port))
                         before = len(publisher.acked)
                         await _until(
-                            lambda n=before + 100: len(publisher.acked) > n, 10,
+                            lambda n=before + 100: len(publisher.acked) > n,
+                            10,
                             "100 more acknowledged readings before the kill",
-                        )  # fmt: skip
+                        )
                         hub.proc.send_signal(signal.SIGKILL)
                         hub.proc.wait(timeout=scaled(10))
                         await asyncio.wait_for(task, scaled(5))  # it saw the connection die

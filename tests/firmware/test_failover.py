@@ -229,7 +229,7 @@ def test_a_fleet_whose_hub_vanishes_does_not_reconnect_in_lock_step(
                     stack.enter_context(
                         running_device(
                             tmp_path, hub, f"herd-{i}", port=p.port, period_s=5, **settings
-                        )  # fmt: skip
+                        )
                     )
                     for i, p in enumerate(proxies)
                 ]
@@ -240,9 +240,11 @@ def test_a_fleet_whose_hub_vanishes_does_not_reconnect_in_lock_step(
                 for proxy in proxies:
                     proxy.drop()  # the hub vanishes for all of them at once
                 await eventually_async(
-                    lambda: all(len(p.accepted_at) >= 2 for p in proxies), 10,
-                    "the fleet back", poll=0.01,
-                )  # fmt: skip
+                    lambda: all(len(p.accepted_at) >= 2 for p in proxies),
+                    10,
+                    "the fleet back",
+                    poll=0.01,
+                )
                 for device in devices:
                     assert_alive(device)
                 return [p.accepted_at[1] - dropped for p in proxies]

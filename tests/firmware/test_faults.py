@@ -67,9 +67,10 @@ def test_black_holed_connection(hub: HubProcess, tmp_path: Path) -> None:
                 seen = proxy.connections
                 proxy.blackhole = True
                 await sub.wait_until(  # readings pile up in the ring meanwhile
-                    lambda: "link down (OSError(110,))" in device.log(), SILENCE_S + 2,
+                    lambda: "link down (OSError(110,))" in device.log(),
+                    SILENCE_S + 2,
                     "keepalive to notice the black hole",
-                )  # fmt: skip
+                )
                 proxy.blackhole = False
                 proxy.drop()  # the hole's swallowed connections go away with it
                 # An attempt may be stuck in the hole: its CONNACK wait ends after io_timeout.

@@ -55,10 +55,26 @@ def test_provision_a_real_board_and_see_its_readings(
     """The documented command brings a real ESP32 online; its readings reach the hub; a second
     run copies nothing."""
     port, board, host, ssid = real_board
-    args = ["provision", "--board", board, "--port", port, "--id", "hil-1",
-            "--hub", f"mqtt://{host}:{lan_hub.mqtt_port}", "--allow-insecure",
-            "--data-dir", str(lan_hub.data_dir), "--api", f"http://127.0.0.1:{lan_hub.http_port}",
-            "--wifi-ssid", ssid, "--timeout", str(scaled(90))]  # fmt: skip
+    args = [
+        "provision",
+        "--board",
+        board,
+        "--port",
+        port,
+        "--id",
+        "hil-1",
+        "--hub",
+        f"mqtt://{host}:{lan_hub.mqtt_port}",
+        "--allow-insecure",
+        "--data-dir",
+        str(lan_hub.data_dir),
+        "--api",
+        f"http://127.0.0.1:{lan_hub.http_port}",
+        "--wifi-ssid",
+        ssid,
+        "--timeout",
+        str(scaled(90)),
+    ]
     first = tools(*args, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "hil-1 is online" in first.stdout

@@ -15,9 +15,20 @@ __all__ = ["admin_token", "call", "get", "health", "raw_device", "token", "until
 
 
 def health(**changes: Any) -> bytes:
-    body = {"fw": "0.1.0", "board": "esp32-devkitc", "reset": "power-on", "up": 5,
-            "heap": 50000, "rssi": -60, "reconnects": 0, "queue": 0, "dropped": 0,
-            "boot": "9fdacacc", "seq": 0, "error": None}  # fmt: skip
+    body = {
+        "fw": "0.1.0",
+        "board": "esp32-devkitc",
+        "reset": "power-on",
+        "up": 5,
+        "heap": 50000,
+        "rssi": -60,
+        "reconnects": 0,
+        "queue": 0,
+        "dropped": 0,
+        "boot": "9fdacacc",
+        "seq": 0,
+        "error": None,
+    }
     body.update(changes)
     return json.dumps(body).encode()
 
@@ -33,9 +44,13 @@ def get(hub: HubProcess, path: str, tok: str) -> Any:
 
 
 async def raw_device(
-    hub: HubProcess, device: str, *, status: bytes = b"online", meta: bytes | None = None,
+    hub: HubProcess,
+    device: str,
+    *,
+    status: bytes = b"online",
+    meta: bytes | None = None,
     **connect: Any,
-) -> RawClient:  # fmt: skip
+) -> RawClient:
     """A device over raw MQTT: connects with its will, publishes its status and health."""
     client = await RawClient.tcp(hub.host, hub.mqtt_port)
     _, code = await client.connect(device, will=(f"d/{device}/s", b"offline", 1, True), **connect)

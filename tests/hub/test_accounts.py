@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -32,7 +34,8 @@ def test_add_verify_and_stored_hash(accounts: Accounts) -> None:
     assert accounts.verify("bob", generated) is None
     assert accounts.verify("nobody", PASSWORD) is None
     assert accounts.verify("", PASSWORD) is None
-    hashes = [r[0] for r in accounts._rows("SELECT password_hash FROM accounts")]
+    with contextlib.closing(sqlite3.connect(accounts.path)) as db:
+        hashes = [r[0] for r in db.execute("SELECT password_hash FROM accounts")]
     assert all(h.startswith("$argon2id$") for h in hashes) and len(hashes) == 2
     on_disk = b"".join(p.read_bytes() for p in accounts.path.parent.glob("accounts.*"))
     assert PASSWORD.encode() not in on_disk and generated.encode() not in on_disk

@@ -17,8 +17,12 @@ from tests.support.mqtt import RawClient
 
 def send(hub: HubProcess, method: str, path: str, tok: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(hub.http_url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {tok}", "Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        hub.http_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=scaled(30)) as response:
             raw = response.read()
@@ -27,8 +31,14 @@ def send(hub: HubProcess, method: str, path: str, tok: str, body: Any = None) ->
         return err.code, json.loads(err.read() or b"null")
 
 
-RULE = {"name": "too hot", "scope": {"device": "oven-1"}, "kind": "above", "sensor": "temp",
-        "threshold": 30, "clear_hysteresis": 2}  # fmt: skip
+RULE = {
+    "name": "too hot",
+    "scope": {"device": "oven-1"},
+    "kind": "above",
+    "sensor": "temp",
+    "threshold": 30,
+    "clear_hysteresis": 2,
+}
 
 
 def test_alarm_raised_cleared_with_hysteresis_and_acknowledged(tmp_path: Path) -> None:

@@ -21,13 +21,35 @@ def test_offline_rule_from_the_cli_raises_clears_and_is_acknowledged(tmp_path: P
     hub = start_hub(tmp_path / "data")
     try:
         admin = admin_token(hub)
-        added = hub_cli(hub.data_dir, "alarm", "rule", "add", "--name", "gone", "--kind",
-                        "offline", "--device", "far-1", "--threshold", "0.02")  # fmt: skip
+        added = hub_cli(
+            hub.data_dir,
+            "alarm",
+            "rule",
+            "add",
+            "--name",
+            "gone",
+            "--kind",
+            "offline",
+            "--device",
+            "far-1",
+            "--threshold",
+            "0.02",
+        )
         assert added.returncode == 0, added.stderr
         rule = json.loads(added.stdout)
         assert rule["scope"] == {"device": "far-1"} and rule["threshold"] == 0.02
-        bad = hub_cli(hub.data_dir, "alarm", "rule", "add", "--name", "x", "--kind", "above",
-                      "--threshold", "1")  # fmt: skip
+        bad = hub_cli(
+            hub.data_dir,
+            "alarm",
+            "rule",
+            "add",
+            "--name",
+            "x",
+            "--kind",
+            "above",
+            "--threshold",
+            "1",
+        )
         assert bad.returncode == 2 and '"sensor"' in bad.stderr
         listed = hub_cli(hub.data_dir, "alarm", "rule", "list")
         assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [rule["id"]]

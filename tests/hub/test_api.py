@@ -40,8 +40,9 @@ def call(
 @pytest.fixture
 def device_on_hub(secure_hub: HubProcess, tmp_path: Path):
     creds = provision(secure_hub, "api-1")
-    with running_device(tmp_path, secure_hub, "api-1", period_s=1, username="api-1",
-                        password=creds["password"]) as device:  # fmt: skip
+    with running_device(
+        tmp_path, secure_hub, "api-1", period_s=1, username="api-1", password=creds["password"]
+    ) as device:
         yield secure_hub, device
 
 

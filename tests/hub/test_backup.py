@@ -50,8 +50,9 @@ async def publish_readings(hub: HubProcess, creds: dict[str, str], seqs: range) 
     _, code = await client.connect("bk-1", username="bk-1", password=creds["password"])
     assert code == 0
     for seq in seqs:
-        await client.publish("d/bk-1/t/temp", b"b00f,%d,21.5" % seq, qos=1, pid=seq % 60000 + 1,
-                             timeout=scaled(5))  # fmt: skip
+        await client.publish(
+            "d/bk-1/t/temp", b"b00f,%d,21.5" % seq, qos=1, pid=seq % 60000 + 1, timeout=scaled(5)
+        )
     await client.disconnect()
 
 

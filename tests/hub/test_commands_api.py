@@ -30,8 +30,9 @@ def test_offline_device_gets_its_pending_command_when_it_comes_online(tmp_path: 
             first = await raw_device(hub, "late-1")
             await first.close()  # the will: offline
             await poll(lambda: get(hub, "/api/devices/late-1", admin)["status"] == "offline")
-            status, sent = post(hub, "/api/devices/late-1/commands?wait=0", admin,
-                                {"op": "ping", "id": 999})  # fmt: skip
+            status, sent = post(
+                hub, "/api/devices/late-1/commands?wait=0", admin, {"op": "ping", "id": 999}
+            )
             assert status == 202 and sent["status"] == "pending" and sent["online"] is False
             assert sent["expires_at"] > 0 and sent["id"] != 999
             path = f"/api/devices/late-1/commands/{sent['id']}"
@@ -42,8 +43,11 @@ def test_offline_device_gets_its_pending_command_when_it_comes_online(tmp_path: 
             message = await device.next_message(timeout=10)
             command = json.loads(message.payload)
             assert command == {"op": "ping", "id": sent["id"]}
-            await device.publish("d/late-1/r", json.dumps(
-                {"id": sent["id"], "ok": True, "version": "0.1"}).encode(), qos=1)  # fmt: skip
+            await device.publish(
+                "d/late-1/r",
+                json.dumps({"id": sent["id"], "ok": True, "version": "0.1"}).encode(),
+                qos=1,
+            )
             done = await poll(lambda: (c := get(hub, path, admin))["status"] == "replied" and c)
             assert done["reply"] == {"id": sent["id"], "ok": True, "version": "0.1"}
             assert done["by"].startswith("token-") and done["op"] == "ping"
@@ -51,8 +55,11 @@ def test_offline_device_gets_its_pending_command_when_it_comes_online(tmp_path: 
 
             def recorded() -> object:
                 history = get(hub, "/api/devices/late-1/history", admin)
-                return history if history["commands"][:1] and history["commands"][0][
-                    "status"] == "replied" else None  # fmt: skip
+                return (
+                    history
+                    if history["commands"][:1] and history["commands"][0]["status"] == "replied"
+                    else None
+                )
 
             history = await poll(recorded, what="the command in the history")
             assert history["commands"][0]["id"] == sent["id"]
@@ -80,17 +87,20 @@ def test_pending_command_expires(tmp_path: Path) -> None:
 
         async def scenario() -> None:
             device = await raw_device(hub, "mute-1")
-            status, sent = post(hub, "/api/devices/mute-1/commands?wait=0&ttl=1", admin,
-                                {"op": "read"})  # fmt: skip
+            status, sent = post(
+                hub, "/api/devices/mute-1/commands?wait=0&ttl=1", admin, {"op": "read"}
+            )
             assert status == 202 and sent["online"] is True
             path = f"/api/devices/mute-1/commands/{sent['id']}"
             await poll(lambda: get(hub, path, admin)["status"] == "expired", what="expiry")
-            await device.publish("d/mute-1/r", json.dumps({"id": sent["id"], "ok": True})
-                                 .encode(), qos=1)  # fmt: skip
+            await device.publish(
+                "d/mute-1/r", json.dumps({"id": sent["id"], "ok": True}).encode(), qos=1
+            )
             # A later command's reply, on the same connection, comes after the late one.
             _, second = post(hub, "/api/devices/mute-1/commands?wait=0", admin, {"op": "ping"})
-            await device.publish("d/mute-1/r", json.dumps({"id": second["id"], "ok": True})
-                                 .encode(), qos=1, pid=2)  # fmt: skip
+            await device.publish(
+                "d/mute-1/r", json.dumps({"id": second["id"], "ok": True}).encode(), qos=1, pid=2
+            )
             later = f"/api/devices/mute-1/commands/{second['id']}"
             await poll(lambda: get(hub, later, admin)["status"] == "replied")
             assert get(hub, path, admin)["status"] == "expired"

@@ -18,7 +18,7 @@ import pytest
 from hub import configfile
 from hub.broker import BrokerSettings
 from hub.cli import build_parser, check_config
-from hub.config import HubConfig
+from hub.config import ConfigError, HubConfig, parse_disk_threshold
 from hub.serveflags import overrides
 from hub.server import BROKER_CONSTANTS, broker_settings
 from tests.support.hubproc import scaled, start_hub
@@ -100,9 +100,11 @@ def _other_config() -> HubConfig:
 
 def _hub(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "hub", *args],
+        capture_output=True,
+        text=True,
         timeout=scaled(30),
-    )  # fmt: skip
+    )
 
 
 def test_every_field_round_trips_through_toml(tmp_path: Path) -> None:
@@ -198,7 +200,10 @@ def test_config_check_says_ok_and_show_prints_the_effective_config(tmp_path: Pat
     assert shown.returncode == 0
     effective = tomllib.loads(shown.stdout)
     assert (effective["mqtt_port"], effective["data_dir"], effective["rate_limit"]) == (
-        1884, "/var/lib/hub", 10.0)  # fmt: skip
+        1884,
+        "/var/lib/hub",
+        10.0,
+    )
     assert effective["ws_port"] == HubConfig.ws_port
     assert "http_port" not in effective  # unset: a comment
 
@@ -252,15 +257,40 @@ def test_defaults_have_one_source() -> None:
 def test_every_old_flag_still_parses() -> None:
     """The flags the README and the tests use keep their names and reach their fields."""
     args = build_parser().parse_args(
-        ["serve", "--store", "postgresql://h/db", "--session-idle", "60", "--session-max",
-         "120", "--allow-anonymous", "--public-view", "--http-port", "0", "--rate-limit", "0",
-         "--max-sensor-name", "8", "--slow-consumer", "disconnect", "--disk-low", "1GB"]
-    )  # fmt: skip
+        [
+            "serve",
+            "--store",
+            "postgresql://h/db",
+            "--session-idle",
+            "60",
+            "--session-max",
+            "120",
+            "--allow-anonymous",
+            "--public-view",
+            "--http-port",
+            "0",
+            "--rate-limit",
+            "0",
+            "--max-sensor-name",
+            "8",
+            "--slow-consumer",
+            "disconnect",
+            "--disk-low",
+            "1GB",
+        ]
+    )
     assert overrides(args) == {
-        "store_url": "postgresql://h/db", "session_idle_s": 60.0, "session_max_s": 120.0,
-        "allow_anonymous": True, "public_view": True, "http_port": 0, "rate_limit": 0.0,
-        "max_sensor_name": 8, "slow_consumer": "disconnect", "disk_low": "1GB",
-    }  # fmt: skip
+        "store_url": "postgresql://h/db",
+        "session_idle_s": 60.0,
+        "session_max_s": 120.0,
+        "allow_anonymous": True,
+        "public_view": True,
+        "http_port": 0,
+        "rate_limit": 0.0,
+        "max_sensor_name": 8,
+        "slow_consumer": "disconnect",
+        "disk_low": "1GB",
+    }
     assert build_parser().parse_args(["--log-level", "INFO", "serve"]).log_level == "INFO"
 
 
@@ -312,3 +342,16 @@ def test_the_readme_example_is_complete_and_at_the_defaults() -> None:
     }
     named = {line.lstrip("# ").split(" ", 1)[0] for line in block.splitlines()}
     assert named == {f.name for f in dataclasses.fields(HubConfig)}
+
+
+def test_disk_thresholds_parse_and_bad_ones_are_refused() -> None:
+    """--disk-low takes a percentage or a size; anything else is a clear error at start."""
+    assert parse_disk_threshold("5%") == (0.05, 0)
+    assert parse_disk_threshold("100MB") == (0.0, 100 * 1024**2)
+    assert parse_disk_threshold("2gb") == (0.0, 2 * 1024**3)
+    assert parse_disk_threshold("4096") == (0.0, 4096)
+    for bad in ("", "abc", "100%", "-5%", "-5MB", "5 %%", "1e999GB"):
+        with pytest.raises(ValueError, match="not a disk threshold"):
+            parse_disk_threshold(bad)
+    with pytest.raises(ConfigError, match="disk_low"):
+        HubConfig(disk_low="lots")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hub.events import MAX_ID, ROOT, SEVERITY, HubEvents, event_topic
+from hub.events import MAX_FIELDS, MAX_ID, MAX_TEXT, ROOT, SEVERITY, HubEvents, event_topic
 
 
 def publish_one(kind: str, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -85,16 +85,30 @@ def test_safe_ids_are_kept_as_they_are() -> None:
 
 def test_body_is_compact_json_with_time_and_kind_without_empty_fields() -> None:
     """The body holds the time, the kind and every non-empty field but the internal `kind`."""
-    event = {"kind": "auth_failure", "identity": "device", "name": "dev-1", "client_id": "dev-1",
-             "peer": "10.0.0.9:5000", "detail": "", "network": None, "suppressed": 3}  # fmt: skip
+    event = {
+        "kind": "auth_failure",
+        "identity": "device",
+        "name": "dev-1",
+        "client_id": "dev-1",
+        "peer": "10.0.0.9:5000",
+        "detail": "",
+        "network": None,
+        "suppressed": 3,
+    }
     sent: list[bytes] = []
     HubEvents(lambda _topic, payload: sent.append(payload))("auth_failure", event)
     (payload,) = sent
     assert b" " not in payload  # compact separators
     body = json.loads(payload)
     assert isinstance(body.pop("time"), float)
-    assert body == {"event": "auth_failure", "identity": "device", "name": "dev-1",
-                    "client_id": "dev-1", "peer": "10.0.0.9:5000", "suppressed": 3}  # fmt: skip
+    assert body == {
+        "event": "auth_failure",
+        "identity": "device",
+        "name": "dev-1",
+        "client_id": "dev-1",
+        "peer": "10.0.0.9:5000",
+        "suppressed": 3,
+    }
 
 
 def test_events_as_the_broker_and_console_make_them_carry_no_secret() -> None:
@@ -115,14 +129,61 @@ def test_events_as_the_broker_and_console_make_them_carry_no_secret() -> None:
         assert not {"password", "secret", "token"} & set(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub/events.py publishes every field it is given; keeping secrets out is left to the "
-    "callers (the broker and the console), with no check of its own",
-)
 def test_a_secret_field_handed_to_the_sink_is_never_published() -> None:
     """An event that wrongly carries a password, secret or token field does not publish it."""
     secret = "s3cret-Pa55word"
-    for field in ("password", "secret", "token"):
+    for field in ("password", "secret", "token", "api_key", "session_cookie", "csrf"):
         topic, body = publish_one("auth_failure", {"client_id": "c-1", field: secret})
         assert secret not in topic + json.dumps(body)
+        assert body["client_id"] == "c-1"
+
+
+@pytest.mark.parametrize(
+    "kind", ["", "Connected", "a/b", "x" * 33, "auth failure", "1st", "kind\n", None, 7]
+)
+def test_a_bad_kind_is_refused(kind: Any) -> None:
+    """An event kind that is not a short lowercase name is the caller's bug: ValueError, and
+    nothing is published."""
+    sent: list[bytes] = []
+    with pytest.raises(ValueError, match="bad event kind"):
+        HubEvents(lambda _topic, payload: sent.append(payload))(kind, {"client_id": "c-1"})
+    assert sent == []
+
+
+def test_hostile_values_are_cut_or_dropped() -> None:
+    """A device-controlled string is cut to MAX_TEXT characters; values that are not null,
+    booleans, finite numbers or strings (lists, dicts, bytes, NaN, huge integers) and fields
+    with bad names are dropped; the sink's own time and event cannot be overwritten."""
+    event: dict[Any, Any] = {
+        "client_id": "c" * 100_000,
+        "detail": "é" * 5000,
+        "topics": ["a"] * 1000,
+        "nested": {"a": {"b": 1}},
+        "raw": b"\x00" * 10,
+        "value": float("nan"),
+        "peak": float("inf"),
+        "big": 10**400,
+        "count": 3,
+        "ratio": 0.5,
+        "will": False,
+        "Upper": 1,
+        "a/b": 1,
+        7: 1,
+        "x" * 33: 1,
+        "time": 0,
+        "event": "forged",
+    }
+    topic, body = publish_one("malformed", event)
+    assert len(body.pop("client_id")) == len(body.pop("detail")) == MAX_TEXT
+    assert isinstance(body.pop("time"), float)
+    assert body == {"event": "malformed", "count": 3, "ratio": 0.5, "will": False}
+    assert len(topic.split("/")[3]) == MAX_ID
+
+
+def test_an_event_has_at_most_max_fields() -> None:
+    """However many fields a caller hands over, the body holds MAX_FIELDS of them at most,
+    so one event's size is bounded."""
+    event = {f"f{i}": "v" * MAX_TEXT for i in range(MAX_FIELDS * 4)}
+    _topic, body = publish_one("connected", event)
+    assert len(body) == MAX_FIELDS + 2  # with time and event
+    assert len(json.dumps(body)) < (MAX_FIELDS + 2) * (MAX_TEXT + 40)

@@ -28,16 +28,18 @@ def _violations(path: Path, exported: set[str]) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         where = f"{path}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
-            found += [f"{where}: import {a.name}" for a in node.names
-                      if a.name.startswith("hub.broker")]  # fmt: skip
+            found += [
+                f"{where}: import {a.name}" for a in node.names if a.name.startswith("hub.broker")
+            ]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module.startswith("hub.broker."):
                 found.append(f"{where}: from {node.module} import ...")
             elif node.module == "hub.broker":
                 found += [f"{where}: {a.name}" for a in node.names if a.name not in exported]
             elif node.module == "hub":
-                found += [f"{where}: from hub import broker" for a in node.names
-                          if a.name == "broker"]  # fmt: skip
+                found += [
+                    f"{where}: from hub import broker" for a in node.names if a.name == "broker"
+                ]
     return found
 
 

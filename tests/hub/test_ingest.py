@@ -13,8 +13,7 @@ import pytest
 
 from hub import ingest as ingest_module
 from hub.commitlog import COMMITTED, FAILED, PENDING, REFUSED
-from hub.config import ConfigError, HubConfig
-from hub.ingest import Ingest, parse_disk_threshold
+from hub.ingest import Ingest
 from hub.store import SqliteStore, open_store
 from tests.support.devices import running_device
 from tests.support.durable import Events
@@ -191,19 +190,6 @@ def test_postgresql_going_away_is_survived(tmp_path: Path, postgres_url: str) ->
         assert [(r.seq, r.value) for r in store.query("pg-gone-1")] == [(0, 1.0), (1, 1.1)]
     finally:
         store.close()
-
-
-def test_disk_thresholds_parse_and_bad_ones_are_refused() -> None:
-    """--disk-low takes a percentage or a size; anything else is a clear error at start."""
-    assert parse_disk_threshold("5%") == (0.05, 0)
-    assert parse_disk_threshold("100MB") == (0.0, 100 * 1024**2)
-    assert parse_disk_threshold("2gb") == (0.0, 2 * 1024**3)
-    assert parse_disk_threshold("4096") == (0.0, 4096)
-    for bad in ("", "abc", "100%", "-5%", "-5MB", "5 %%", "1e999GB"):
-        with pytest.raises(ValueError, match="not a disk threshold"):
-            parse_disk_threshold(bad)
-    with pytest.raises(ConfigError, match="disk_low"):
-        HubConfig(disk_low="lots")
 
 
 def test_disk_low_is_reported_once_while_it_lasts(tmp_path: Path) -> None:

@@ -25,9 +25,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlHistory
 
 
 def command(cid: int, status: str = "pending", sent_at: float = 100.0) -> dict[str, object]:
-    return {"id": cid, "device": "d1", "by": "ada", "op": "ping", "body": {"op": "ping"},
-            "sent_at": sent_at, "status": status, "reply": None, "replied_at": None,
-            "expires_at": sent_at + 60}  # fmt: skip
+    return {
+        "id": cid,
+        "device": "d1",
+        "by": "ada",
+        "op": "ping",
+        "body": {"op": "ping"},
+        "sent_at": sent_at,
+        "status": status,
+        "reply": None,
+        "replied_at": None,
+        "expires_at": sent_at + 60,
+    }
 
 
 def test_state_commands_and_history_round_trip(store: SqlHistory) -> None:
@@ -43,10 +52,15 @@ def test_state_commands_and_history_round_trip(store: SqlHistory) -> None:
             ],
         )
     )
-    replied = {**command(1), "status": "replied", "reply": {"id": 1, "ok": True},
-               "replied_at": 101.0}  # fmt: skip
-    store.save_records(Records(states={"d2": None, "d1": {"status": "offline"}},
-                               commands={1: replied}))  # fmt: skip
+    replied = {
+        **command(1),
+        "status": "replied",
+        "reply": {"id": 1, "ok": True},
+        "replied_at": 101.0,
+    }
+    store.save_records(
+        Records(states={"d2": None, "d1": {"status": "offline"}}, commands={1: replied})
+    )
     assert store.load_states() == {"d1": {"status": "offline"}}
     assert store.command(1) == replied and store.command(3) is None
     assert [c["id"] for c in store.pending_commands()] == [2]
@@ -71,8 +85,14 @@ def test_alarm_rules_and_acknowledgements(store: SqlHistory) -> None:
     assert (first["id"], second["id"]) == (1, 2)
     assert store.remove_alarm_rule(1) and not store.remove_alarm_rule(1)
     assert [r["name"] for r in store.alarm_rules()] == ["b"]
-    alarm = {"id": 7, "rule": 2, "device": "d1", "state": "active", "acknowledged_by": None,
-             "acknowledged_at": None}  # fmt: skip
+    alarm = {
+        "id": 7,
+        "rule": 2,
+        "device": "d1",
+        "state": "active",
+        "acknowledged_by": None,
+        "acknowledged_at": None,
+    }
     store.save_records(Records(alarms={7: alarm}))
     assert store.alarm_acks([7]) == []
     assert store.acknowledge_alarm(7, "ada", 50.0)
@@ -81,7 +101,10 @@ def test_alarm_rules_and_acknowledgements(store: SqlHistory) -> None:
     store.save_records(Records(alarms={7: {**alarm, "state": "cleared"}}))  # the hub's update
     (kept,) = store.alarms()
     assert (kept["state"], kept["acknowledged_by"], kept["acknowledged_at"]) == (
-        "cleared", "ada", 50.0)  # fmt: skip
+        "cleared",
+        "ada",
+        50.0,
+    )
     active = {**alarm, "id": 8}
     store.save_records(Records(alarms={7: {**kept, "cleared_at": 90.0}, 8: active}))
     store.prune_records(100.0)  # cleared alarms before it go; active ones stay

@@ -74,3 +74,23 @@ def test_reading_with_a_trailing_newline_is_refused() -> None:
     """A reading's fields are checked to their very end."""
     with pytest.raises(ContractError):
         topics.parse_reading(b"a1,5,19.25\n")
+
+
+def test_device_rights_templates_cover_its_own_topics_only() -> None:
+    """A device's default rights (the registry's templates) let it publish its readings,
+    presence, health and replies and receive its commands, and nothing of another device."""
+    publish = [topics.fill_template(t, "dev-1") for t in topics.DEVICE_PUBLISH_TEMPLATES]
+    subscribe = [topics.fill_template(t, "dev-1") for t in topics.DEVICE_SUBSCRIBE_TEMPLATES]
+    own = {
+        topics.telemetry_topic("dev-1", "temp"): "pub",
+        topics.status_topic("dev-1"): "pub",
+        topics.meta_topic("dev-1"): "pub",
+        topics.reply_topic("dev-1"): "pub",
+        topics.command_topic("dev-1"): "sub",
+    }
+    for topic, right in own.items():
+        assert any(topics.filter_matches(f, topic) for f in publish) is (right == "pub"), topic
+        assert any(topics.filter_matches(f, topic) for f in subscribe) is (right == "sub"), topic
+    for topic in own:
+        other = topic.replace("dev-1", "dev-2")
+        assert not any(topics.filter_matches(f, other) for f in publish + subscribe), other

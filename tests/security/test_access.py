@@ -23,8 +23,9 @@ def token(hub: HubProcess, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-async def connect(hub: HubProcess, client_id: str, user: str | None, password: str | None,
-                  ws: bool = False) -> tuple[RawClient, int]:  # fmt: skip
+async def connect(
+    hub: HubProcess, client_id: str, user: str | None, password: str | None, ws: bool = False
+) -> tuple[RawClient, int]:
     client = await (
         RawClient.websocket(hub.ws_url) if ws else RawClient.tcp(hub.host, hub.mqtt_port)
     )

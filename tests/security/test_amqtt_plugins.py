@@ -88,15 +88,19 @@ def test_amqtt_http_plugins_admit_scope_and_refuse_a_browser_client(tmp_path: Pa
             await client.send(publish_packet("rooms/alice/chat", b"hello", qos=0))
             message = await client.next_message(timeout=scaled(5))
             assert (message.topic, message.payload) == ("rooms/alice/chat", b"hello")
-            assert ("user", {"username": "alice", "password": "wonderland",
-                             "client_id": "alice-browser"}) in service.asked  # fmt: skip
+            assert (
+                "user",
+                {"username": "alice", "password": "wonderland", "client_id": "alice-browser"},
+            ) in service.asked
 
             intruder = await RawClient.websocket(hub.ws_url)
             _, code = await intruder.connect("mallory", username="alice", password="guess")
             assert code in (4, 5)
             await intruder.expect_closed(timeout=scaled(5))
-            assert ("user", {"username": "alice", "password": "guess",
-                             "client_id": "mallory"}) in service.asked  # fmt: skip
+            assert (
+                "user",
+                {"username": "alice", "password": "guess", "client_id": "mallory"},
+            ) in service.asked
         finally:
             if hub is not None:
                 await asyncio.to_thread(hub.stop)
@@ -108,14 +112,35 @@ def test_amqtt_http_plugins_admit_scope_and_refuse_a_browser_client(tmp_path: Pa
 def test_a_plugin_that_cannot_load_stops_the_hub_with_a_clear_error(tmp_path: Path) -> None:
     """An --amqtt-plugin that is no module, or whose config the plugin rejects, is a
     `hub: error:` line and exit code 2."""
-    for flag in ("no.such.Plugin={}", "amqtt.contrib.http.UserAuthHttpPlugin={\"hots\": 1}",
-                 "amqtt.contrib.http.UserAuthHttpPlugin=[1]", "NoDots={}"):  # fmt: skip
+    for flag in (
+        "no.such.Plugin={}",
+        'amqtt.contrib.http.UserAuthHttpPlugin={"hots": 1}',
+        "amqtt.contrib.http.UserAuthHttpPlugin=[1]",
+        "NoDots={}",
+    ):
         result = subprocess.run(
-            [sys.executable, "-m", "hub", "serve", "--mqtt-port", "0", "--ws-port", "0",
-             "--mqtts-port", "0", "--wss-port", "0", "--data-dir", str(tmp_path / "data"),
-             "--amqtt-plugin", flag],
-            capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "serve",
+                "--mqtt-port",
+                "0",
+                "--ws-port",
+                "0",
+                "--mqtts-port",
+                "0",
+                "--wss-port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--amqtt-plugin",
+                flag,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+        )
         assert result.returncode == 2, (flag, result.stderr[-2000:])
         assert "hub: error: " in result.stderr and "amqtt" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

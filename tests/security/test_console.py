@@ -81,8 +81,9 @@ def test_login_refuses_another_sites_origin(console_hub: HubProcess) -> None:
             "POST", "/api/login", body, headers={"Origin": "http://evil.example"}
         )
         assert foreign.status == 403 and "another site" in foreign.error
-        own = await browser.request("POST", "/api/login", body,
-                                    headers={"Origin": console_hub.http_url})  # fmt: skip
+        own = await browser.request(
+            "POST", "/api/login", body, headers={"Origin": console_hub.http_url}
+        )
         assert own.status == 200
 
     run(scenario())
@@ -98,8 +99,9 @@ def test_csrf_token_is_required_for_cookie_changes(console_hub: HubProcess) -> N
         body = {"id": "csrf-dev", "allow_insecure": True}
         missing = await admin.request("POST", "/api/devices", body, csrf=False)
         assert missing.status == 403 and "X-CSRF-Token" in missing.error
-        wrong = await admin.request("POST", "/api/devices", body, csrf=False,
-                                    headers={"X-CSRF-Token": "x" * 43})  # fmt: skip
+        wrong = await admin.request(
+            "POST", "/api/devices", body, csrf=False, headers={"X-CSRF-Token": "x" * 43}
+        )
         assert wrong.status == 403
         right = await admin.request("POST", "/api/devices", body)
         assert right.status == 201 and right.json()["id"] == "csrf-dev"
@@ -151,15 +153,20 @@ def test_each_roles_mqtt_token(console_hub: HubProcess, name: str) -> None:
         assert (await browser.login(name)).status == 200
         info = (await browser.request("GET", "/api/hub")).json()
         assert (info["ws_path"], info["username"], info["role"], info["name"]) == (
-            "/mqtt", "token", role, name)  # fmt: skip
+            "/mqtt",
+            "token",
+            role,
+            name,
+        )
         assert "ws_port" not in info and info["topics"]["command"] == "d/{device}/c"
         assert time.time() + 500 < info["token_expires"] <= time.time() + 601
         spy, code = await _mqtt(console_hub, "spy", token(console_hub, "--admin"))
         assert code == 0 and await spy.subscribe([("d/+/c", 1)]) == [1]
         client, code = await _mqtt(console_hub, f"console-{name}", info["token"])
         assert code == 0
-        granted = await client.subscribe([("d/+/t/+", 0), ("d/+/s", 0), ("d/+/m", 0),
-                                          ("d/+/r", 0), ("$hub/events/#", 0)])  # fmt: skip
+        granted = await client.subscribe(
+            [("d/+/t/+", 0), ("d/+/s", 0), ("d/+/m", 0), ("d/+/r", 0), ("$hub/events/#", 0)]
+        )
         assert granted == [0, 0, 0, 0, 0 if role == "admin" else 0x80]
         await client.publish("d/tgt/c", b'{"op":"ping"}', qos=1)
         if role == "viewer":
@@ -217,8 +224,18 @@ def test_security_headers_on_every_page(console_hub: HubProcess) -> None:
     async def scenario() -> None:
         browser = Console.http(console_hub)
         assert (await browser.login("vera")).status == 200
-        paths = ["/", "/client", "/login", "/static/dashboard.js", "/vendor/mqtt.min.js",
-                 "/api/devices", "/api/hub", "/api/session", "/nope", "/mqtt"]  # fmt: skip
+        paths = [
+            "/",
+            "/client",
+            "/login",
+            "/static/dashboard.js",
+            "/vendor/mqtt.min.js",
+            "/api/devices",
+            "/api/hub",
+            "/api/session",
+            "/nope",
+            "/mqtt",
+        ]
         for path in paths:
             reply = await browser.request("GET", path)
             assert reply.headers["Content-Security-Policy"] == csp, path
@@ -276,8 +293,9 @@ def test_wrong_passwords_are_throttled_and_reported(throttled_hub: HubProcess) -
 
 @pytest.fixture
 def short_sessions_hub(tmp_path: Path) -> Iterator[HubProcess]:
-    process = start_hub(with_accounts(tmp_path / "data"), "--session-idle", "1",
-                        "--session-max", "3", secure=True)  # fmt: skip
+    process = start_hub(
+        with_accounts(tmp_path / "data"), "--session-idle", "1", "--session-max", "3", secure=True
+    )
     yield process
     process.stop()
 
@@ -326,9 +344,13 @@ def test_public_view_only_when_configured(tmp_path: Path) -> None:
             assert (await anonymous.request("GET", "/api/devices")).status == 200
             history = await anonymous.request("GET", "/api/devices/pub-1/telemetry")
             assert history.status == 200
-            for method, path in [("GET", "/client"), ("GET", "/api/session"),
-                                 ("GET", "/api/users"), ("POST", "/api/devices/pub-1/commands"),
-                                 ("POST", "/api/devices/pub-1/disable")]:  # fmt: skip
+            for method, path in [
+                ("GET", "/client"),
+                ("GET", "/api/session"),
+                ("GET", "/api/users"),
+                ("POST", "/api/devices/pub-1/commands"),
+                ("POST", "/api/devices/pub-1/disable"),
+            ]:
                 reply = await anonymous.request(method, path, {"op": "ping"})
                 assert reply.status in (303, 401), (path, reply.status)
 
@@ -363,9 +385,10 @@ def test_the_session_cookie_opens_nothing_on_mqtt(console_hub: HubProcess) -> No
         assert (await admin.login("ada")).status == 200
         client = RawClient()
         client._ws = await websockets.connect(
-            console_hub.ws_url, subprotocols=[websockets.Subprotocol("mqtt")],
+            console_hub.ws_url,
+            subprotocols=[websockets.Subprotocol("mqtt")],
             additional_headers={"Cookie": f"hub_session={admin.cookie}"},
-        )  # fmt: skip
+        )
         _, code = await client.connect("cookie-only")
         assert code == 4
         await client.close()

@@ -50,11 +50,14 @@ def test_the_page_token_logs_in_on_wss_of_the_same_origin(console_tls_hub: HubPr
         info = (await browser.request("GET", "/api/hub")).json()
         client = RawClient()
         client._ws = await websockets.connect(
-            f"wss://localhost:{hub.wss_port}{info['ws_path']}", ssl=https_context(hub),
+            f"wss://localhost:{hub.wss_port}{info['ws_path']}",
+            ssl=https_context(hub),
             subprotocols=[websockets.Subprotocol("mqtt")],
-        )  # fmt: skip
+        )
         assert await client.connect("page-1", username="token", password=info["token"]) == (
-            False, 0)  # fmt: skip
+            False,
+            0,
+        )
         await client.close()
 
     asyncio.run(scenario())

@@ -83,23 +83,28 @@ def test_log_and_event_floods_are_summarised(tmp_path: Path) -> None:
             client = await _client(hub, f"off-{n}", clean=False)
             assert await client.subscribe([("flood/#", 1)]) == [1]
             await client.disconnect()
-        admin = await _client(hub, "admin-off", clean=False, username="token",
-                              password=token(hub, "--admin"))  # fmt: skip
+        admin = await _client(
+            hub, "admin-off", clean=False, username="token", password=token(hub, "--admin")
+        )
         assert await admin.subscribe([("$hub/events/#", 1)]) == [1]
         await admin.disconnect()
         lines_before = len(log_lines(tmp_path))
         pub = await _client(hub, "flooder")
         for i in range(0, 1000, 100):
-            await pub.send(b"".join(
-                publish_packet("flood/x", b"%d" % n, qos=1, pid=n + 1) for n in range(i, i + 100)
-            ))  # fmt: skip
+            await pub.send(
+                b"".join(
+                    publish_packet("flood/x", b"%d" % n, qos=1, pid=n + 1)
+                    for n in range(i, i + 100)
+                )
+            )
             for n in range(i, i + 100):
                 await pub.expect_reply(PUBACK, n + 1, WAIT)
         added = log_lines(tmp_path)[lines_before:]
         assert len(added) <= 2 * (sessions + 1) + 20, f"{len(added)} lines: {added[:5]}"
         assert not [line for line in added if "Traceback" in line or "Recursion" in line]
-        admin = await _client(hub, "admin-off", clean=False, username="token",
-                              password=token(hub, "--admin"))  # fmt: skip
+        admin = await _client(
+            hub, "admin-off", clean=False, username="token", password=token(hub, "--admin")
+        )
         kinds = set()
         with contextlib.suppress(TimeoutError):
             while True:
@@ -119,10 +124,9 @@ def test_token_cannot_take_a_devices_client_id(tmp_path: Path) -> None:
         creds = provision(hub, "dev-k")
         events = await Events.watch(hub)
         device = await _client(hub, "dev-k", username="dev-k", password=creds["password"])
+        stolen = token(hub, "--subscribe", "d/+/s")  # before the connection: connect_timeout
         thief = await _open(hub, "ws")
-        _, code = await thief.connect(
-            "dev-k", username="token", password=token(hub, "--subscribe", "d/+/s")
-        )
+        _, code = await thief.connect("dev-k", username="token", password=stolen)
         assert code == 5
         body = await events.expect("auth_failure", client_id="dev-k")
         assert "device" in body["detail"]
@@ -186,9 +190,12 @@ def test_refused_publish_flood_is_rate_limited(tmp_path: Path) -> None:
         assert "$SYS/x" in body["detail"]
         lines_before = len(log_lines(tmp_path))
         start = time.monotonic()
-        await device.send(b"".join(
-            publish_packet("d/other/t/temp", b"ab,0,1.0", qos=1, pid=n + 2) for n in range(2000)
-        ))  # fmt: skip
+        await device.send(
+            b"".join(
+                publish_packet("d/other/t/temp", b"ab,0,1.0", qos=1, pid=n + 2)
+                for n in range(2000)
+            )
+        )
         acks = 0
         with contextlib.suppress(TimeoutError):
             while True:

@@ -120,11 +120,19 @@ def test_public_view_shows_state_and_charts_but_no_history_or_alarms(tmp_path: P
 
         async def scenario() -> None:
             anonymous = Console.http(hub)
-            for path in ("/api/fleet", "/api/devices/pub-2", "/api/devices/pub-2/series",
-                         "/api/devices/pub-2/health"):  # fmt: skip
+            for path in (
+                "/api/fleet",
+                "/api/devices/pub-2",
+                "/api/devices/pub-2/series",
+                "/api/devices/pub-2/health",
+            ):
                 assert (await anonymous.request("GET", path)).status == 200, path
-            for path in ("/api/devices/pub-2/history", "/api/devices/pub-2/commands/1",
-                         "/api/alarms", "/api/alarms/rules"):  # fmt: skip
+            for path in (
+                "/api/devices/pub-2/history",
+                "/api/devices/pub-2/commands/1",
+                "/api/alarms",
+                "/api/alarms/rules",
+            ):
                 assert (await anonymous.request("GET", path)).status == 401, path
 
         asyncio.run(scenario())

@@ -43,7 +43,10 @@ def _check(reply: Reply, what: str) -> None:
     # 503 only for a page or library the set-up step has not installed (login.html comes
     # with the console pages); an input never causes a 5xx.
     assert reply.status < 500 or (reply.status == 503 and "not installed" in reply.error), (
-        what, reply.status, reply.body[:200])  # fmt: skip
+        what,
+        reply.status,
+        reply.body[:200],
+    )
     if reply.status >= 400:
         assert reply.headers["Content-Type"].startswith("application/json"), what
         assert reply.error, what
@@ -77,9 +80,12 @@ def test_no_route_answers_hostile_input_with_a_500(console_hub: HubProcess) -> N
                     what = f"{route.method} {path} body {raw[:20]!r} {ctype}"
                     for browser, bearer in ((client, admin), (session, None)):
                         reply = await browser.request(
-                            route.method, path, raw=raw, token=bearer,
+                            route.method,
+                            path,
+                            raw=raw,
+                            token=bearer,
                             headers={"Content-Type": ctype},
-                        )  # fmt: skip
+                        )
                         _check(reply, what)
                         if route.path != "/api/logout":
                             continue
@@ -118,9 +124,12 @@ def test_each_malformed_body_gets_its_own_message(console_hub: HubProcess) -> No
         client = Console.http(console_hub)
         for raw, ctype, status, *message in cases:
             reply = await client.request(
-                "POST", "/api/devices/msgs/commands?timeout=nan", raw=raw, token=admin,
+                "POST",
+                "/api/devices/msgs/commands?timeout=nan",
+                raw=raw,
+                token=admin,
                 headers={"Content-Type": ctype},
-            )  # fmt: skip
+            )
             assert reply.status == status, (raw[:10], reply.body)
             assert not message or message[0] in reply.error
         reply = await client.request("GET", "/api/devices/msgs/telemetry?limit=inf", token=admin)

@@ -30,16 +30,23 @@ def _limited_hub(tmp_path: Path, timeout: float, *extra: str) -> HubProcess:
     logs = (tmp_path / "hub.log").open("w")
     process = start_hub(
         tmp_path / "data",
-        "--http-port", "0",
-        "--http-header-timeout", str(timeout),
-        "--http-body-timeout", str(timeout),
-        "--http-idle-timeout", str(timeout),
-        "--http-max-per-address", str(PER_ADDRESS),
-        "--http-max-body", "1000",
-        "--log-level", "INFO",
+        "--http-port",
+        "0",
+        "--http-header-timeout",
+        str(timeout),
+        "--http-body-timeout",
+        str(timeout),
+        "--http-idle-timeout",
+        str(timeout),
+        "--http-max-per-address",
+        str(PER_ADDRESS),
+        "--http-max-body",
+        "1000",
+        "--log-level",
+        "INFO",
         *extra,
         stderr=logs,
-    )  # fmt: skip
+    )
     assert process.http_port != process.ws_port
     return process
 

@@ -55,8 +55,9 @@ def test_device_lifecycle_with_events(console_hub: HubProcess) -> None:
         device, code = await connect(hub, "m-1", "m-1", rotated.json()["password"])
         assert code == 0
         await device.close()
-        policy = await admin.request("PUT", "/api/devices/m-1/tls_policy",
-                                     {"tls_policy": "tls-required"})  # fmt: skip
+        policy = await admin.request(
+            "PUT", "/api/devices/m-1/tls_policy", {"tls_policy": "tls-required"}
+        )
         assert policy.status == 200 and policy.json()["tls_policy"] == "tls-required"
         _, body = await events.expect("device_tls_policy")
         assert body["tls_policy"] == "tls-required"
@@ -100,8 +101,9 @@ def test_cert_is_issued_once_over_the_api(console_tls_hub: HubProcess) -> None:
 
 async def _retained(hub: HubProcess, device: str) -> list[str]:
     """The retained topics a new subscriber to the device's topics receives."""
-    watcher, code = await connect(hub, f"w-{time.monotonic_ns()}", "token",
-                                  token(hub, "--subscribe", "d/#"))  # fmt: skip
+    watcher, code = await connect(
+        hub, f"w-{time.monotonic_ns()}", "token", token(hub, "--subscribe", "d/#")
+    )
     assert code == 0
     await watcher.subscribe([(f"d/{device}/#", 0)])
     topics = []
@@ -125,9 +127,22 @@ async def _until_no_retained(hub: HubProcess, device: str) -> None:
 
 
 # A health message that follows the topic contract (anything else is dropped, not retained).
-HEALTH = json.dumps({"fw": "1.0", "board": "unix-sim", "reset": "power", "up": 5, "heap": 1,
-                     "rssi": None, "reconnects": 0, "queue": 0, "dropped": 0, "boot": "ab",
-                     "seq": 3, "error": None}).encode()  # fmt: skip
+HEALTH = json.dumps(
+    {
+        "fw": "1.0",
+        "board": "unix-sim",
+        "reset": "power",
+        "up": 5,
+        "heap": 1,
+        "rssi": None,
+        "reconnects": 0,
+        "queue": 0,
+        "dropped": 0,
+        "boot": "ab",
+        "seq": 3,
+        "error": None,
+    }
+).encode()
 
 
 async def _device_with_retained(hub: HubProcess, device: str, password: str) -> None:
@@ -210,10 +225,22 @@ def test_a_new_password_ends_older_sessions(console_hub: HubProcess) -> None:
         assert (await browser.login("pia", password)).status == 200
         assert (await browser.request("GET", "/api/session")).status == 200
         result = subprocess.run(
-            [sys.executable, "-m", "hub", "user", "passwd", "pia", "--password-stdin",
-             "--data-dir", str(hub.data_dir)],
-            input="the second password\n", capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "user",
+                "passwd",
+                "pia",
+                "--password-stdin",
+                "--data-dir",
+                str(hub.data_dir),
+            ],
+            input="the second password\n",
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+        )
         assert result.returncode == 0, result.stderr
         assert (await browser.request("GET", "/api/session")).status == 401
         assert (await browser.login("pia", "the second password")).status == 200

@@ -24,9 +24,20 @@ from tests.support.mqtt import (
 
 WAIT = scaled(5)
 QUIET = scaled(0.25)
-HEALTH = {"fw": "1.0", "board": "unix-sim", "reset": "power", "up": 5, "heap": 30000,
-          "rssi": None, "reconnects": 0, "queue": 0, "dropped": 0, "boot": "ab", "seq": 3,
-          "error": None}  # fmt: skip
+HEALTH = {
+    "fw": "1.0",
+    "board": "unix-sim",
+    "reset": "power",
+    "up": 5,
+    "heap": 30000,
+    "rssi": None,
+    "reconnects": 0,
+    "queue": 0,
+    "dropped": 0,
+    "boot": "ab",
+    "seq": 3,
+    "error": None,
+}
 
 
 async def _client(hub: object, client_id: str, **connect: object) -> RawClient:
@@ -125,9 +136,9 @@ def test_retained_quotas_per_client_and_for_the_hub(tmp_path: Path) -> None:
         e = await _client(hub, "ret-e")  # 5,000 small retained messages: 5 are kept
         before = rss_kb(hub)  # type: ignore[arg-type]
         with Canary(hub) as canary:  # type: ignore[arg-type]
-            await e.send(b"".join(
-                publish_packet(f"q/e/{i}", b"%d" % i, retain=True) for i in range(5000)
-            ))  # fmt: skip
+            await e.send(
+                b"".join(publish_packet(f"q/e/{i}", b"%d" % i, retain=True) for i in range(5000))
+            )
             await e.ping(WAIT)
         canary.check()
         assert rss_kb(hub) - before < 20_000  # type: ignore[arg-type]
@@ -143,8 +154,14 @@ def test_retained_quotas_per_client_and_for_the_hub(tmp_path: Path) -> None:
             [f"q/a/{i}" for i in range(5)] + ["q/c/1", "q/c/2"] + [f"q/e/{i}" for i in range(5)]
         )
 
-    options = ("--max-retained-per-client", "5", "--max-retained-bytes-per-client", "20000",
-               "--max-retained-bytes", "25000")  # fmt: skip
+    options = (
+        "--max-retained-per-client",
+        "5",
+        "--max-retained-bytes-per-client",
+        "20000",
+        "--max-retained-bytes",
+        "25000",
+    )
     with logged_hub(tmp_path, *options) as hub:
         asyncio.run(scenario(hub))
 
@@ -190,10 +207,12 @@ def test_subscribing_to_everything_over_100000_retained_messages(tmp_path: Path)
     async def scenario(hub: object) -> None:
         loaders = [await _client(hub, f"loader-{n}") for n in range(4)]
         for n, loader in enumerate(loaders):
-            await loader.send(b"".join(
-                publish_packet(f"r/{n}/{i // 100}/{i}", b"%d" % i, retain=True)
-                for i in range(n, count, 4)
-            ))  # fmt: skip
+            await loader.send(
+                b"".join(
+                    publish_packet(f"r/{n}/{i // 100}/{i}", b"%d" % i, retain=True)
+                    for i in range(n, count, 4)
+                )
+            )
         for loader in loaders:
             await loader.ping(scaled(30))
         everything = await _client(hub, "everything")
@@ -205,8 +224,12 @@ def test_subscribing_to_everything_over_100000_retained_messages(tmp_path: Path)
         canary.check()
         assert got == count
 
-    options = ("--max-retained-per-client", "100000", "--max-retained-bytes-per-client",
-               str(64 * 1024 * 1024))  # fmt: skip
+    options = (
+        "--max-retained-per-client",
+        "100000",
+        "--max-retained-bytes-per-client",
+        str(64 * 1024 * 1024),
+    )
     with logged_hub(tmp_path, *options) as hub:
         asyncio.run(scenario(hub))
 
@@ -220,9 +243,11 @@ def test_long_topic_names_do_not_pin_memory(tmp_path: Path) -> None:
         with Canary(hub) as canary:  # type: ignore[arg-type]
             for n in range(20):
                 client = await _client(hub, f"long-{n}")
-                await client.send(b"".join(
-                    publish_packet(f"long/{n}/{i}/" + "x" * 40_000, b"v") for i in range(64)
-                ))  # fmt: skip
+                await client.send(
+                    b"".join(
+                        publish_packet(f"long/{n}/{i}/" + "x" * 40_000, b"v") for i in range(64)
+                    )
+                )
                 await client.ping(WAIT)
                 await client.disconnect()
         canary.check()

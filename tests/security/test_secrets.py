@@ -24,8 +24,9 @@ from tests.support.waits import eventually_async
 def stored_hash(data: Path, device_id: str) -> str:
     db = sqlite3.connect(data / Registry.FILE)
     try:
-        return str(db.execute("SELECT secret_hash FROM devices WHERE id = ?", (device_id,))
-                   .fetchone()[0])  # fmt: skip
+        return str(
+            db.execute("SELECT secret_hash FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
+        )
     finally:
         db.close()
 
@@ -97,8 +98,10 @@ def test_a_hash_copied_to_another_device_logs_nobody_in(tmp_path: Path) -> None:
     registry.add("dev-2")
     db = sqlite3.connect(tmp_path / Registry.FILE)
     with db:
-        db.execute("UPDATE devices SET secret_hash = ? WHERE id = 'dev-2'",
-                   (stored_hash(tmp_path, "dev-1"),))  # fmt: skip
+        db.execute(
+            "UPDATE devices SET secret_hash = ? WHERE id = 'dev-2'",
+            (stored_hash(tmp_path, "dev-1"),),
+        )
     db.close()
     assert registry.verify("dev-2", secret) is None
     registry.close()
@@ -162,8 +165,12 @@ def test_checks_compare_in_constant_time_for_known_and_unknown_devices(
         return real(a, b)
 
     monkeypatch.setattr(device_secrets.hmac, "compare_digest", spy)
-    for device_id, given in [("dev-1", secret), ("dev-1", "wrong"), ("ghost", "wrong"),
-                             ("dev-2", secret)]:  # fmt: skip
+    for device_id, given in [
+        ("dev-1", secret),
+        ("dev-1", "wrong"),
+        ("ghost", "wrong"),
+        ("dev-2", secret),
+    ]:
         calls.clear()
         registry.verify_fast(device_id, given)
         assert calls == [(32, 32)], (device_id, calls)
@@ -215,9 +222,10 @@ def test_a_hub_admits_a_device_of_an_old_registry_and_upgrades_it_in_place(
             _, code = await client.connect("old-1", username="old-1", password=secret)
             assert code == 0
             await eventually_async(
-                lambda: stored_hash(data, "old-1").startswith(KEYED_PREFIX), 10,
+                lambda: stored_hash(data, "old-1").startswith(KEYED_PREFIX),
+                10,
                 "the hash to be upgraded",
-            )  # fmt: skip
+            )
             await client.recv_nothing(scaled(1.5))  # three registry polls: no kick
             await client.ping()
             wrong = await RawClient.tcp(hub.host, hub.mqtt_port)

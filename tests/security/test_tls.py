@@ -51,7 +51,9 @@ def test_tls_required_device_connects_over_mqtts(tls_hub: HubProcess) -> None:
         events = await Events.watch(tls_hub)
         device = await mqtts(tls_hub)
         assert await device.connect("tls-1", username="tls-1", password=creds["password"]) == (
-            False, 0)  # fmt: skip
+            False,
+            0,
+        )
         _, body = await events.expect("connected", name="tls-1")
         assert body["network"] == "mqtt"
         await device.close()
@@ -66,9 +68,11 @@ def test_client_that_does_not_trust_the_hub_ca_fails_the_handshake(tls_hub: HubP
         assert tls_hub.mqtts_port is not None
         with pytest.raises(ssl.SSLCertVerificationError):
             await asyncio.open_connection(
-                tls_hub.host, tls_hub.mqtts_port, ssl=ssl.create_default_context(),
+                tls_hub.host,
+                tls_hub.mqtts_port,
+                ssl=ssl.create_default_context(),
                 server_hostname="localhost",
-            )  # fmt: skip
+            )
 
     asyncio.run(scenario())
 

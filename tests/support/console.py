@@ -88,7 +88,7 @@ class Console:
                 headers=sent,
                 allow_redirects=False,
                 ssl=self.ssl_context if self.ssl_context is not None else False,
-            ) as response,  # fmt: skip
+            ) as response,
         ):
             self.set_cookie = response.headers.getall("Set-Cookie", [])
             return Reply(response.status, response.headers, await response.read())

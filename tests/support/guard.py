@@ -56,8 +56,9 @@ class Canary:
     """A client that publishes QoS 1 to its own topic every ``period`` seconds and records
     each PUBACK's latency, in a thread, until stopped."""
 
-    def __init__(self, hub: HubProcess, client_id: str = "canary", period: float = 0.05,
-                 **connect: object) -> None:  # fmt: skip
+    def __init__(
+        self, hub: HubProcess, client_id: str = "canary", period: float = 0.05, **connect: object
+    ) -> None:
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -127,8 +128,11 @@ class Events:
 
     @classmethod
     async def watch(cls, hub: HubProcess, client_id: str = "admin-ui") -> Events:
+        # The token first: `hub token create` is a process of its own, and a connection left
+        # without a CONNECT for that long is one the hub may close (connect_timeout).
+        admin = token(hub, "--admin")
         client = await RawClient.tcp(hub.host, hub.mqtt_port)
-        _, code = await client.connect(client_id, username="token", password=token(hub, "--admin"))
+        _, code = await client.connect(client_id, username="token", password=admin)
         assert code == 0
         assert await client.subscribe([("$hub/events/#", 0)]) == [0]
         return cls(client)

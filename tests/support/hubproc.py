@@ -1,11 +1,10 @@
 """Runs the real hub (`python -m hub serve`) as a subprocess on free ports: the suite's one hub
-launcher and its one ready-line parser."""
+launcher (the ready line is read with hub/endpoints.py's parser, the benches' too)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,38 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from hub.server import Endpoints
+from hub.endpoints import Endpoints, ReadyLineError
 
-# The hub's ready line, as hub/server.py's Endpoints.ready_line() prints it: an IPv6 host in
-# brackets; the TLS networks both or neither (tests/hub/test_ready_line.py checks every form).
-_ADDRESS = r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})"
-READY_RE = re.compile(
-    rf"^ready mqtt={_ADDRESS} ws={_ADDRESS} http={_ADDRESS}(?: mqtts={_ADDRESS} wss={_ADDRESS})?$"
-)
 # One factor scales every wait in the suite (slow CI machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
 
 
 def scaled(seconds: float) -> float:
     return seconds * TIMEOUT_FACTOR
-
-
-def parse_ready_line(line: str) -> Endpoints:
-    """The endpoints a hub's ready line names; AssertionError for anything else."""
-    match = READY_RE.fullmatch(line)
-    assert match is not None, f"not a hub ready line: {line!r}"
-    groups = match.groups()
-    addresses: list[tuple[str, int] | None] = []
-    for i in range(0, len(groups), 2):
-        host, port = groups[i], groups[i + 1]
-        if host is None:
-            addresses.append(None)
-            continue
-        assert 0 <= int(port) <= 65535, f"bad port in ready line: {line!r}"
-        addresses.append((host.removeprefix("[").removesuffix("]"), int(port)))
-    mqtt, ws, http, mqtts, wss = addresses
-    assert mqtt is not None and ws is not None and http is not None
-    return Endpoints(mqtt, ws, http, mqtts, wss)
 
 
 def serve_command(data_dir: Path, *extra: str, secure: bool = False) -> list[str]:
@@ -66,8 +41,10 @@ def serve_refused(
     data dir) and returns its result."""
     return subprocess.run(
         serve_command(data_dir, *extra, secure=secure),
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
 
 
 @dataclass
@@ -121,23 +98,33 @@ def start_hub(
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()  # the hub prints exactly one line when it listens
     try:
-        ends = parse_ready_line(line)
-    except AssertionError:
+        ends = Endpoints.parse(line)
+    except ReadyLineError:
         proc.kill()
         proc.wait()
         raise AssertionError(f"hub did not print a ready line, got {line!r}") from None
     return HubProcess(
-        proc, ends.mqtt[0], ends.mqtt[1], ends.ws[1], ends.http[1], line, data_dir,
-        ends.mqtts[1] if ends.mqtts else None, ends.wss[1] if ends.wss else None, ends,
-    )  # fmt: skip
+        proc,
+        ends.mqtt[0],
+        ends.mqtt[1],
+        ends.ws[1],
+        ends.http[1],
+        line,
+        data_dir,
+        ends.mqtts[1] if ends.mqtts else None,
+        ends.wss[1] if ends.wss else None,
+        ends,
+    )
 
 
 def hub_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Runs `python -m hub ARGS --data-dir DATA_DIR` (device and token commands)."""
     return subprocess.run(
         [sys.executable, "-m", "hub", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
 
 
 def add_account(
@@ -151,8 +138,10 @@ def add_account(
     result = subprocess.run(
         [sys.executable, "-m", "hub", *args, "--data-dir", str(data_dir)],
         input=None if password is None else password + "\n",
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
     assert result.returncode == 0, result.stderr
     if password is not None:
         return password

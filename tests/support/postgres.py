@@ -47,18 +47,26 @@ def postgres_server() -> Iterator[str]:
         os.chown(folder, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
-    port = _free_port()
     _run([*run_as, _bin("initdb"), "-D", str(data), "-A", "trust", "-U", "hub", "--no-sync"])
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    _run([*run_as, _bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
-          "-w", "-t", "30", "start"])  # fmt: skip
+    for attempt in range(3):
+        # A port free a moment ago may be taken by another test worker before the server
+        # binds it: then the server does not start, and a new port is tried.
+        port = _free_port()
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = [*run_as, _bin("pg_ctl"), "-D", str(data), "-o", options]
+        try:
+            _run([*start, "-l", str(folder / "log"), "-w", "-t", "30", "start"])
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
     try:
         yield f"postgresql://hub@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [*run_as, _bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             capture_output=True,
-        )  # fmt: skip
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -53,8 +53,19 @@ class Vboard:
 def start_vboard(tmp: Path, *extra: str) -> Vboard:
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "console.log"
-    cmd = [sys.executable, "-m", "tools", "vboard", "--dir", str(tmp / "fs"),
-           "--port-link", str(tmp / "ttyVB0"), "--log", str(log), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools",
+        "vboard",
+        "--dir",
+        str(tmp / "fs"),
+        "--port-link",
+        str(tmp / "ttyVB0"),
+        "--log",
+        str(log),
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], scaled(30))
@@ -69,8 +80,10 @@ def start_vboard(tmp: Path, *extra: str) -> Vboard:
 def mpremote(port: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(MPREMOTE), "connect", port, *args],
-        capture_output=True, text=True, timeout=scaled(timeout),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout),
+    )
 
 
 class Host:

@@ -32,15 +32,30 @@ def board(tmp_path: Path) -> Iterator[Vboard]:
 def tools(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tools", *args],
-        capture_output=True, text=True, timeout=scaled(timeout), cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout),
+        cwd=ROOT,
+    )
 
 
 def deploy_args(hub: HubProcess, board: Vboard, device: str) -> list[str]:
     return [
-        "--board", "unix-sim", "--port", board.port, "--hub", hub.mqtt_url, "--device", device,
-        "--data-dir", str(hub.data_dir), "--api", hub.http_url, "--timeout", str(scaled(20)),
-    ]  # fmt: skip
+        "--board",
+        "unix-sim",
+        "--port",
+        board.port,
+        "--hub",
+        hub.mqtt_url,
+        "--device",
+        device,
+        "--data-dir",
+        str(hub.data_dir),
+        "--api",
+        hub.http_url,
+        "--timeout",
+        str(scaled(20)),
+    ]
 
 
 def online(hub: HubProcess, device: str) -> dict[str, object]:
@@ -158,8 +173,13 @@ def test_deploy_to_an_unreachable_hub_says_so(
 )
 def test_deploy_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
     """Bad arguments give `tools: error: ...` and exit code 2 before anything is touched."""
-    base = {"--board": "unix-sim", "--port": str(tmp_path), "--device": "dev-1",
-            "--hub": "mqtt://127.0.0.1:1883", "--no-wait": None}  # fmt: skip
+    base = {
+        "--board": "unix-sim",
+        "--port": str(tmp_path),
+        "--device": "dev-1",
+        "--hub": "mqtt://127.0.0.1:1883",
+        "--no-wait": None,
+    }
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     argv = [x for k, v in base.items() for x in ((k,) if v is None else (k, v))]
     result = tools("deploy", *argv)
@@ -193,10 +213,20 @@ def test_provision_refuses_before_registering_when_the_api_is_unreachable(
     """provision checks the hub's HTTP API answers before it registers anything, and names
     --api in its error; the registry is left as it was."""
     args = [
-        "--board", "unix-sim", "--port", str(tmp_path), "--id", "dev-5",
-        "--hub", secure_hub.mqtt_url, "--data-dir", str(secure_hub.data_dir),
-        "--allow-insecure", "--api", "http://127.0.0.1:9",
-    ]  # fmt: skip
+        "--board",
+        "unix-sim",
+        "--port",
+        str(tmp_path),
+        "--id",
+        "dev-5",
+        "--hub",
+        secure_hub.mqtt_url,
+        "--data-dir",
+        str(secure_hub.data_dir),
+        "--allow-insecure",
+        "--api",
+        "http://127.0.0.1:9",
+    ]
     result = tools("provision", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(
@@ -214,9 +244,19 @@ def test_provision_with_two_plain_addresses_needs_allow_insecure(
     (naming them) before it registers anything."""
     both = f"mqtt://127.0.0.1:9,{secure_hub.mqtt_url}"
     args = [
-        "--board", "unix-sim", "--port", str(tmp_path), "--id", "dev-7", "--hub", both,
-        "--data-dir", str(secure_hub.data_dir), "--api", secure_hub.http_url,
-    ]  # fmt: skip
+        "--board",
+        "unix-sim",
+        "--port",
+        str(tmp_path),
+        "--id",
+        "dev-7",
+        "--hub",
+        both,
+        "--data-dir",
+        str(secure_hub.data_dir),
+        "--api",
+        secure_hub.http_url,
+    ]
     result = tools("provision", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"tools: error: --hub {both} is plain MQTT" in result.stderr
@@ -240,12 +280,28 @@ def test_tls_provision_with_a_client_certificate_puts_no_secret_on_the_board(
     board = start_vboard(tmp_path / "vboard", "--heap", "192K")
     try:
         args = [
-            "--board", "unix-sim", "--port", board.port, "--data-dir", str(data),
-            "--api", hub.http_url, "--timeout", str(scaled(30)),
-        ]  # fmt: skip
+            "--board",
+            "unix-sim",
+            "--port",
+            board.port,
+            "--data-dir",
+            str(data),
+            "--api",
+            hub.http_url,
+            "--timeout",
+            str(scaled(30)),
+        ]
         mqtts = ["--hub", f"mqtts://localhost:{hub.mqtts_port}"]
-        plain = tools("provision", *args, "--id", "tls-dev", "--hub", hub.mqtt_url, "--cert",
-                      "--allow-insecure")  # fmt: skip
+        plain = tools(
+            "provision",
+            *args,
+            "--id",
+            "tls-dev",
+            "--hub",
+            hub.mqtt_url,
+            "--cert",
+            "--allow-insecure",
+        )
         assert plain.returncode == 2 and "--cert needs TLS" in plain.stderr
         first = tools("provision", *args, *mqtts, "--id", "tls-dev", "--cert")
         assert first.returncode == 0, first.stdout + first.stderr

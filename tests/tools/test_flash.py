@@ -29,8 +29,17 @@ def test_flash_against_the_virtual_board_cannot_sync(tmp_path: Path) -> None:
     vb = start_vboard(tmp_path / "vb")
     try:
         fw = image(tmp_path, 0)
-        result = tools("flash", "--board", "esp32-devkitc", "--port", vb.port,
-                       "--firmware", str(fw), "--connect-attempts", "1")  # fmt: skip
+        result = tools(
+            "flash",
+            "--board",
+            "esp32-devkitc",
+            "--port",
+            vb.port,
+            "--firmware",
+            str(fw),
+            "--connect-attempts",
+            "1",
+        )
     finally:
         vb.stop()
     assert result.returncode == 2, result.stdout + result.stderr
@@ -49,8 +58,17 @@ def test_flash_s3_at_offset_zero_on_a_silent_pty(tmp_path: Path) -> None:
     tty.setraw(slave)
     try:
         fw = image(tmp_path, 9)
-        result = tools("flash", "--board", "esp32-s3-bme280", "--port", os.ttyname(slave),
-                       "--firmware", str(fw), "--connect-attempts", "1")  # fmt: skip
+        result = tools(
+            "flash",
+            "--board",
+            "esp32-s3-bme280",
+            "--port",
+            os.ttyname(slave),
+            "--firmware",
+            str(fw),
+            "--connect-attempts",
+            "1",
+        )
     finally:
         os.close(master)
         os.close(slave)
@@ -80,8 +98,9 @@ def test_flash_bad_input_is_a_clear_error(
         fw = tmp_path / "missing.bin"
     else:
         fw = image(tmp_path, chip_id)
-    result = tools("flash", "--board", board, "--port", port or sys.executable,
-                   "--firmware", str(fw))  # fmt: skip
+    result = tools(
+        "flash", "--board", board, "--port", port or sys.executable, "--firmware", str(fw)
+    )
     assert result.returncode == 2 and result.stderr.startswith("tools: error: "), result.stderr
     assert message in result.stderr
     assert "esptool" not in result.stdout

@@ -131,17 +131,39 @@ def test_bad_count_or_period_is_a_clear_error(args: list[str], message: str) -> 
 
 def test_sim_provisions_its_devices_on_a_secure_hub(secure_hub: HubProcess) -> None:
     """With --data-dir the sim registers its devices (allowed without TLS) and they get in."""
-    cmd = [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, "--count", "2",
-           "--seconds", "2", "--data-dir", str(secure_hub.data_dir)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools",
+        "sim",
+        "--hub",
+        secure_hub.mqtt_url,
+        "--count",
+        "2",
+        "--seconds",
+        "2",
+        "--data-dir",
+        str(secure_hub.data_dir),
+    ]
     for _ in range(2):  # a later run rotates the secrets of the devices a sim registered before
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "[sim-001] connected" in result.stdout and "[sim-002] connected" in result.stdout
     listed = subprocess.run(
-        [sys.executable, "-m", "hub", "device", "list", "--json", "--data-dir",
-         str(secure_hub.data_dir)],
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "hub",
+            "device",
+            "list",
+            "--json",
+            "--data-dir",
+            str(secure_hub.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
     assert [d["id"] for d in json.loads(listed.stdout)] == ["sim-001", "sim-002"]
 
 
@@ -182,8 +204,10 @@ def test_sim_beside_a_running_sim_refuses_to_rotate_its_secrets(
         settings = json.loads((tmp_path / "work" / "sim-001" / "settings.json").read_text())
         second = subprocess.run(
             [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, *data],
-            capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+        )
         assert second.returncode == 2, second.stdout + second.stderr
         assert "tools: error: another sim is running devices sim-NNN on" in second.stderr
         assert "give another --prefix" in second.stderr and "[sim-" not in second.stdout
@@ -193,10 +217,25 @@ def test_sim_beside_a_running_sim_refuses_to_rotate_its_secrets(
         finally:
             registry.close()
         other = subprocess.run(
-            [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, *data,
-             "--prefix", "other", "--count", "1", "--seconds", "2"],
-            capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tools",
+                "sim",
+                "--hub",
+                secure_hub.mqtt_url,
+                *data,
+                "--prefix",
+                "other",
+                "--count",
+                "1",
+                "--seconds",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+        )
         assert other.returncode == 0, other.stdout + other.stderr
         assert "[other-001] connected" in other.stdout
     finally:
@@ -212,8 +251,20 @@ def test_sim_refuses_to_rotate_a_device_it_did_not_register(
     """A registered device that must use TLS is not a sim's: the sim refuses to rotate its
     secret unless --force, and the refusal changes nothing in the registry."""
     creds = provision(secure_hub, "sim-002", allow_insecure=False)
-    cmd = [sys.executable, "-m", "tools", "sim", "--hub", secure_hub.mqtt_url, "--count", "2",
-           "--seconds", "2", "--data-dir", str(secure_hub.data_dir)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools",
+        "sim",
+        "--hub",
+        secure_hub.mqtt_url,
+        "--count",
+        "2",
+        "--seconds",
+        "2",
+        "--data-dir",
+        str(secure_hub.data_dir),
+    ]
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "tools: error: sim-002 registered on this hub for TLS, not by a sim" in refused.stderr
@@ -221,8 +272,9 @@ def test_sim_refuses_to_rotate_a_device_it_did_not_register(
     try:
         assert registry.get("sim-001") is None  # refused before anything was registered
         assert registry.verify("sim-002", creds["password"]) is not None
-        forced = subprocess.run([*cmd, "--force"], capture_output=True, text=True,
-                                timeout=scaled(30))  # fmt: skip
+        forced = subprocess.run(
+            [*cmd, "--force"], capture_output=True, text=True, timeout=scaled(30)
+        )
         assert forced.returncode == 0, forced.stdout + forced.stderr
         assert "[sim-002] connected" in forced.stdout
         assert registry.verify("sim-002", creds["password"]) is None  # rotated, as forced
@@ -260,8 +312,18 @@ def test_sim_with_two_hub_addresses_fails_over_to_the_second(hub: HubProcess) ->
 
 def test_no_device_connected_is_an_error() -> None:
     """A sim whose devices never reach the hub exits with code 2 and says so."""
-    cmd = [sys.executable, "-m", "tools", "sim", "--hub", "mqtt://127.0.0.1:9", "--count", "1",
-           "--seconds", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools",
+        "sim",
+        "--hub",
+        "mqtt://127.0.0.1:9",
+        "--count",
+        "1",
+        "--seconds",
+        "2",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(30))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "[sim-001] link down" in result.stdout

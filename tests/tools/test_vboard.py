@@ -110,11 +110,31 @@ def test_filesystem_is_the_board_folder(board: Vboard, tmp_path: Path) -> None:
     (tmp_path / "hello.py").write_text("print('hello from', __name__)\n")
     (tmp_path / "data.txt").write_text("payload")
     result = mpremote(
-        board.port, "fs", "mkdir", ":lib", "+", "fs", "cp", str(tmp_path / "data.txt"),
-        ":/lib/data.txt", "+", "fs", "cp", str(tmp_path / "hello.py"), ":hello.py", "+",
-        "fs", "ls", ":lib", "+", "run", str(tmp_path / "hello.py"), "+",
-        "exec", "import os; print(sorted(os.listdir('/')), os.getcwd())",
-    )  # fmt: skip
+        board.port,
+        "fs",
+        "mkdir",
+        ":lib",
+        "+",
+        "fs",
+        "cp",
+        str(tmp_path / "data.txt"),
+        ":/lib/data.txt",
+        "+",
+        "fs",
+        "cp",
+        str(tmp_path / "hello.py"),
+        ":hello.py",
+        "+",
+        "fs",
+        "ls",
+        ":lib",
+        "+",
+        "run",
+        str(tmp_path / "hello.py"),
+        "+",
+        "exec",
+        "import os; print(sorted(os.listdir('/')), os.getcwd())",
+    )
     assert result.returncode == 0, result.stderr
     assert " data.txt" in result.stdout and "hello from __main__" in result.stdout
     assert "['hello.py', 'lib'] /" in result.stdout

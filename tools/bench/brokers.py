@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -24,8 +23,9 @@ from pathlib import Path
 
 import psutil
 
+from hub.endpoints import Endpoints, ReadyLineError
+
 MOSQUITTO = "/usr/sbin/mosquitto"
-READY_RE = re.compile(r"^ready mqtt=(\S+):(\d+) ws=(\S+):(\d+) http=\S+")
 
 
 class BenchError(Exception):
@@ -182,17 +182,18 @@ def start_hub(
     log.close()
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
-    match = READY_RE.match(line)
-    if match is None:
+    try:
+        ends = Endpoints.parse(line)
+    except ReadyLineError:
         proc.kill()
-        raise BenchError(f"the hub did not start ({line!r}); see {work / 'hub.log'}")
-    ws_host, ws_port = match.group(3), int(match.group(4))
+        raise BenchError(f"the hub did not start ({line!r}); see {work / 'hub.log'}") from None
+    (host, port), (ws_host, ws_port) = ends.mqtt, ends.ws
     notes = [" ".join(extra) or "defaults"] + ([f"hub code from {source}"] if source else [])
     return Broker(
         "hub",
         proc,
-        match.group(1),
-        int(match.group(2)),
+        host,
+        port,
         f"ws://{ws_host}:{ws_port}/mqtt",
         cpus,
         notes,

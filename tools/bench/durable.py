@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.bench.brokers import MOSQUITTO, READY_RE, BenchError, Broker, _wait_port, free_port
+from hub.endpoints import Endpoints, ReadyLineError
+from tools.bench.brokers import MOSQUITTO, BenchError, Broker, _wait_port, free_port
 from tools.bench.mqtt import Client, PublishHook, connect_packet, publish_packet, subscribe
 
 STORED = 100_000  # messages queued for the offline session, then the restart (--stored)
@@ -108,9 +109,13 @@ class Side:
         proc = self._popen(cmd, self.work / "hub.log")
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
-        if READY_RE.match(line) is None:
+        try:
+            Endpoints.parse(line)
+        except ReadyLineError:
             proc.kill()
-            raise BenchError(f"the hub did not start ({line!r}); see {self.work / 'hub.log'}")
+            raise BenchError(
+                f"the hub did not start ({line!r}); see {self.work / 'hub.log'}"
+            ) from None
         self.notes = [f"development mode, max_queued {self.queue_bound}, store_sync full"]
         return Broker("hub", proc, "127.0.0.1", self.port, "", self.cpus)
 

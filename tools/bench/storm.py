@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.bench.brokers import READY_RE, BenchError, Broker
+from hub.endpoints import Endpoints, ReadyLineError
+from tools.bench.brokers import BenchError, Broker
 
 SCENARIOS = ("restart", "fleet19k")
 Row = tuple[str, float | None, float | None, str, str, str]
@@ -191,11 +192,14 @@ def relaunch(broker: Broker, cwd: str | None = None) -> None:
             )
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
-        match = READY_RE.match(line)
-        if match is None or int(match.group(2)) != broker.port:
+        try:
+            ends = Endpoints.parse(line)
+        except ReadyLineError:
+            ends = None
+        if ends is None or ends.mqtt[1] != broker.port:
             proc.kill()
             raise BenchError(f"the hub did not start again ({line!r})")
-        broker.ws_url = f"ws://{match.group(3)}:{match.group(4)}/mqtt"
+        broker.ws_url = f"ws://{ends.ws[0]}:{ends.ws[1]}/mqtt"
     else:
         proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,

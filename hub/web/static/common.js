@@ -299,6 +299,58 @@ const hub = (() => {
     return value === null ? "—" : new Date(value * 1000).toLocaleString();
   }
 
+  // --- admin lists (devices.js, users.js) -----------------------------------------------------
+  // An admin panel's actions: each clears the panel's error line, runs, shows what went wrong
+  // as text, then reloads the list.
+  function adminPanel(errorSelector, reload) {
+    const showError = (message) => {
+      const box = document.querySelector(errorSelector);
+      box.hidden = !message;
+      box.textContent = message || "";
+    };
+    async function act(work) {
+      showError("");
+      try {
+        await work();
+      } catch (err) {
+        showError(err.message);
+      }
+      await reload();
+    }
+    return { showError, act };
+  }
+
+  function button(label, className, handler) {
+    return el("button", { type: "button", className, text: label, on: { click: handler } });
+  }
+
+  // A list row's name and its enabled/disabled badge (extra spans between them).
+  function enabledRow(name, enabled, ...extra) {
+    return el("div", { className: "row" },
+      el("span", { className: "name", text: name }), ...extra,
+      el("span", {
+        className: `badge state ${enabled ? "online" : "offline"}`,
+        text: enabled ? "enabled" : "disabled",
+      }));
+  }
+
+  // The actions of a row whose removal waits for a confirmation.
+  function confirmRemove(name, remove, cancel) {
+    return [
+      el("span", { className: "bad", text: `remove ${name} for good?` }),
+      button("yes, remove", "confirm-remove danger", remove),
+      button("cancel", "cancel-remove", cancel),
+    ];
+  }
+
+  // [[key, value], ...] -> <dt>key</dt><dd data-field=key>value</dd>... (a one-time secret).
+  function fieldList(fields) {
+    return fields.flatMap(([key, value]) => [
+      el("dt", { text: key }),
+      el("dd", { dataset: { field: key }, text: value }),
+    ]);
+  }
+
   // The hub's clock now, in Unix seconds (the browser's clock may be off).
   function now() {
     return (Date.now() + state.skew) / 1000;
@@ -309,6 +361,7 @@ const hub = (() => {
     el, safeHref, text, integer, number, parseJson, isObject,
     api, ApiError, start, onToken, renewNow, wsUrl, logout, showUser, toLogin,
     topicFilter, topicMatcher, mqttOptions,
+    adminPanel, button, enabledRow, confirmRemove, fieldList,
     get session() { return state.session; },
     get info() { return state.info; },
   };

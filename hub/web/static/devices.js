@@ -4,29 +4,15 @@
 "use strict";
 
 const deviceAdmin = (() => {
-  const { el } = hub;
+  const { el, button } = hub;
   const $ = (selector) => document.querySelector(selector);
   const POLICIES = ["tls-required", "allow-insecure"]; // the registry's names
   let reload = async () => {};
+  const { act } = hub.adminPanel("#manage-error", () => reload());
   let confirming = null; // the id whose removal waits for a confirmation
   let copyText = "";
   let blobUrls = [];
   let devices = new Map();
-
-  function showError(text) {
-    $("#manage-error").hidden = !text;
-    $("#manage-error").textContent = text || "";
-  }
-
-  async function act(work) {
-    showError("");
-    try {
-      await work();
-    } catch (err) {
-      showError(err.message);
-    }
-    await reload();
-  }
 
   const path = (id, tail = "") => `/api/devices/${encodeURIComponent(id)}${tail}`;
 
@@ -52,10 +38,7 @@ const deviceAdmin = (() => {
     closeSecret();
     const files = makeFiles();
     $("#secret-title").textContent = title;
-    $("#secret-fields").replaceChildren(...fields.flatMap(([key, value]) => [
-      el("dt", { text: key }),
-      el("dd", { dataset: { field: key }, text: value }),
-    ]));
+    $("#secret-fields").replaceChildren(...hub.fieldList(fields));
     $("#secret-files").replaceChildren(...files);
     copyText = JSON.stringify(Object.fromEntries(fields));
     $("#secret-copy").hidden = files.length > 0;
@@ -138,20 +121,12 @@ const deviceAdmin = (() => {
   }
 
   // --- the registry list --------------------------------------------------------------------------
-  function button(text, className, handler) {
-    return el("button", { type: "button", className, text, on: { click: handler } });
-  }
-
   function row(id, dev) {
     const policy = el("select", { className: "tls-policy", title: "TLS policy" },
       POLICIES.map((p) => el("option", { value: p, text: p, selected: dev.tls_policy === p })));
     policy.addEventListener("change", () => setPolicy(id, policy.value));
     const actions = confirming === id
-      ? [
-        el("span", { className: "bad", text: `remove ${id} for good?` }),
-        button("yes, remove", "confirm-remove danger", () => remove(id)),
-        button("cancel", "cancel-remove", () => { confirming = null; render(devices); }),
-      ]
+      ? hub.confirmRemove(id, () => remove(id), () => { confirming = null; render(devices); })
       : [
         dev.enabled === false
           ? button("enable", "enable", () => setEnabled(id, true))
@@ -161,12 +136,7 @@ const deviceAdmin = (() => {
         button("remove", "remove danger", () => { confirming = id; render(devices); }),
       ];
     return el("li", { dataset: { device: id } },
-      el("div", { className: "row" },
-        el("span", { className: "name", text: id }),
-        el("span", {
-          className: `badge state ${dev.enabled === false ? "offline" : "online"}`,
-          text: dev.enabled === false ? "disabled" : "enabled",
-        })),
+      hub.enabledRow(id, dev.enabled !== false),
       el("div", { className: "actions" }, policy, actions));
   }
 

@@ -3,15 +3,11 @@
 "use strict";
 
 const userAdmin = (() => {
-  const { el } = hub;
+  const { el, button } = hub;
   const $ = (selector) => document.querySelector(selector);
   let confirming = null; // the account whose removal waits for a confirmation
   let accounts = [];
-
-  function showError(text) {
-    $("#users-error").hidden = !text;
-    $("#users-error").textContent = text || "";
-  }
+  const { showError, act } = hub.adminPanel("#users-error", () => load());
 
   async function load() {
     try {
@@ -22,16 +18,6 @@ const userAdmin = (() => {
       showError(`could not list accounts: ${err.message}`);
     }
     render();
-  }
-
-  async function act(work) {
-    showError("");
-    try {
-      await work();
-    } catch (err) {
-      showError(err.message);
-    }
-    await load();
   }
 
   const path = (name, tail = "") => `/api/users/${encodeURIComponent(name)}${tail}`;
@@ -53,17 +39,11 @@ const userAdmin = (() => {
         throw new Error("the hub's answer holds no password");
       }
       $("#user-secret-title").textContent = `Account ${name} added`;
-      $("#user-secret-fields").replaceChildren(
-        ...[["name", name], ["role", hub.text(answer.role, 16) || ""], ["password", answer.password]]
-          .flatMap(([key, value]) => [el("dt", { text: key }),
-            el("dd", { dataset: { field: key }, text: value })]));
+      $("#user-secret-fields").replaceChildren(...hub.fieldList(
+        [["name", name], ["role", hub.text(answer.role, 16) || ""], ["password", answer.password]]));
       $("#user-secret").hidden = false;
       $("#add-user-name").value = "";
     });
-  }
-
-  function button(text, className, handler) {
-    return el("button", { type: "button", className, text, on: { click: handler } });
   }
 
   function row(account) {
@@ -75,14 +55,10 @@ const userAdmin = (() => {
     if (self) {
       actions = [el("span", { className: "muted", text: "you" })];
     } else if (confirming === name) {
-      actions = [
-        el("span", { className: "bad", text: `remove ${name} for good?` }),
-        button("yes, remove", "confirm-remove danger", () => {
-          confirming = null;
-          act(() => hub.api(path(name), { method: "DELETE" }));
-        }),
-        button("cancel", "cancel-remove", () => { confirming = null; render(); }),
-      ];
+      actions = hub.confirmRemove(name, () => {
+        confirming = null;
+        act(() => hub.api(path(name), { method: "DELETE" }));
+      }, () => { confirming = null; render(); });
     } else {
       actions = [
         enabled
@@ -92,13 +68,7 @@ const userAdmin = (() => {
       ];
     }
     return el("li", { dataset: { user: name } },
-      el("div", { className: "row" },
-        el("span", { className: "name", text: name }),
-        el("span", { className: "role muted", text: role }),
-        el("span", {
-          className: `badge state ${enabled ? "online" : "offline"}`,
-          text: enabled ? "enabled" : "disabled",
-        })),
+      hub.enabledRow(name, enabled, el("span", { className: "role muted", text: role })),
       el("div", { className: "actions" }, actions));
   }
 

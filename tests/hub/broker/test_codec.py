@@ -34,11 +34,22 @@ def test_parser_refuses_five_byte_remaining_length() -> None:
 
 def test_parse_connect_fields() -> None:
     """CONNECT flags, will and credentials are decoded."""
-    raw = connect_packet("dev", clean=False, keepalive=30, will=("d/dev/s", b"offline", 1, True),
-                         username="u", password="p")  # fmt: skip
+    raw = connect_packet(
+        "dev",
+        clean=False,
+        keepalive=30,
+        will=("d/dev/s", b"offline", 1, True),
+        username="u",
+        password="p",
+    )
     c = codec.parse_connect(codec.Parser(1000).feed(raw)[0])
     assert (c.client_id, c.clean_session, c.keepalive, c.username, c.password) == (
-        "dev", False, 30, "u", b"p")  # fmt: skip
+        "dev",
+        False,
+        30,
+        "u",
+        b"p",
+    )
     assert (c.will_topic, c.will_payload, c.will_qos, c.will_retain) == (
         "d/dev/s",
         b"offline",
