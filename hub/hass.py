@@ -195,12 +195,16 @@ class HassDiscovery:
 
     # --- the device table's observer and the broker's listener --------------------------------
     def on_state(self, device: str, what: str, state: dict[str, Any]) -> None:
-        if what.startswith("reading:"):
-            known = self._described.get(device)
-            if known is not None and what[8:] in known[3]:
-                return  # a reading of a sensor already described: the common case
-        elif what != "health":
-            return
+        """Status and health changes: a new description may change the documents."""
+        if what == "health":
+            self.describe(device, state)
+
+    def on_reading(self, device: str, sensor: str, state: dict[str, Any]) -> None:
+        """Every reading (the device table's reading observers): a sensor not described yet
+        gets its document."""
+        known = self._described.get(device)
+        if known is not None and sensor in known[3]:
+            return  # a reading of a sensor already described: the common case
         self.describe(device, state)
 
     def on_message(self, topic: str, payload: bytes) -> None:

@@ -271,6 +271,7 @@ class Hub:
             self.hass = HassDiscovery(self.broker, cfg.hass_prefix,
                                       await asyncio.to_thread(load_boards))  # fmt: skip
             self.states.observers.append(self.hass.on_state)
+            self.states.reading_observers.append(self.hass.on_reading)
             self.broker.add_message_listener(self.hass.on_message)
             self.hass.start(self.states.states)
         authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's

@@ -14,9 +14,10 @@ from typing import Any
 
 import psycopg
 
+from hub.endpoints import Endpoints
 from tests.support.devices import Device
 from tests.support.firmware import FAST
-from tests.support.hubproc import parse_ready_line, scaled
+from tests.support.hubproc import scaled
 from tests.support.mqtt import RawClient
 from tests.support.waits import eventually_async
 from tools import mpunix
@@ -43,7 +44,7 @@ class ClusterHub:
         if not self.ready_line:
             self.proc.kill()
             raise AssertionError(f"the hub did not start: {log.read_text()[-2000:]}")
-        self.endpoints = parse_ready_line(self.ready_line)
+        self.endpoints = Endpoints.parse(self.ready_line)
         self.http_url = f"http://{self.endpoints.http[0]}:{self.endpoints.http[1]}"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
