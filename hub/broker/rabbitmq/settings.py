@@ -23,7 +23,7 @@ class RabbitSettings:
     ingest_queue: str = "hub.readings"  # durable quorum queue the hubs consume together
     dead_letters: str = "hub.dead"  # exchange and queue for what cannot be stored
     prefetch: int = 2000  # unacknowledged readings a hub holds at once
-    node_lost_grace: float = 3.0  # seconds a dead node's devices have to reconnect elsewhere
+    node_lost_grace: float = 10.0  # seconds a dead node's devices have to reconnect elsewhere
     node_poll: float = 1.0  # seconds between node-health checks
     auth_cache_s: float = 2.0  # seconds an auth backend answer is reused
     ws_path: str = "/ws"  # the nodes' Web MQTT path (web_mqtt.ws_path, RabbitMQ's default)
