@@ -1,5 +1,4 @@
-# Runs the firmware on the MicroPython unix port: fakes for the hardware modules, then boot.py
-# (which picks the app folder) and main.py, as a board does.
+# Runs the firmware on the MicroPython unix port: fakes for the hardware modules, then main.py.
 # Started by tools/mpunix.py with the device folder as the working directory.
 import sys
 
@@ -9,5 +8,4 @@ import fake_network
 sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
 
-import boot  # noqa: E402,F401  (firmware/boot.py)
 import main  # noqa: E402,F401  (firmware/main.py, found through MICROPYPATH)
