@@ -3,20 +3,25 @@
 # Every reading goes into the ring first and leaves it only when its PUBACK has arrived, so a
 # reboot or a dead link never loses one; the ring is sent oldest-first. Readings are absolute
 # indexes: slot = index % capacity. The file is a 20-byte header then `capacity` records of
-# _REC bytes: marker, channel, payload length, 0, the reading's index (u32), the payload.
-# The header's `next` is only a hint (records carry their index, so a reboot finds the true
-# end by scanning) and its `first` is written lazily: a stale `first` resends readings the
-# hub already has, which it drops by (boot, seq). A full ring overwrites its oldest reading
-# and counts it in `dropped`.
+# _REC bytes: marker, channel, payload length, 0, the reading's index (u32), a CRC32 of those
+# 8 bytes and the payload (u32), the payload. A record torn by a power cut or with a damaged
+# byte fails its check: get() refuses it (None, the app skips it) and the readings around it
+# are kept. The header's `next` is only a hint (records carry their index, so a reboot finds
+# the true end by scanning) and its `first` is written lazily: a stale `first` resends
+# readings the hub already has, which it drops by (boot, seq). A full ring overwrites its
+# oldest reading and counts it in `dropped`. A ring written before records had a checksum
+# (magic RQ1) is migrated by node/ringold.py, imported only then.
 import struct
 import time
+from binascii import crc32  # in every port the boards run (ESP32, ESP32-S3, unix)
 
 from micropython import const
 
-_MAGIC = b"RQ1"
+_MAGIC = b"RQ2"
 _HEAD = const(20)
-_REC = const(48)
-_MAX_PAYLOAD = const(40)  # _REC - 8
+_REC = const(52)
+_DATA = const(12)  # the payload's offset in a record
+_MAX_PAYLOAD = const(40)
 _MARK = const(0xA5)
 _SYNC_MS = const(2000)
 
@@ -42,15 +47,24 @@ class Ring:
     def _load(self, capacity):
         f = self._f
         f.seek(0)
-        if f.readinto(self._head) != _HEAD or self._head[:3] != _MAGIC:
+        if f.readinto(self._head) != _HEAD:
+            return False
+        if self._head[:3] == b"RQ1":
+            from node.ringold import migrate
+
+            migrate(self.path, f, self._head, capacity, Ring)
+            self._f = f = open(self.path, "r+b")
+            f.readinto(self._head)
+        if self._head[:3] != _MAGIC:
             return False
         cap, self.first, self.next, self.dropped = struct.unpack_from("<HxxIII", self._head, 4)
         self.capacity = cap
-        # Readings written after the last header write: follow the records' own indexes.
-        for _ in range(cap):
-            if self._read(self.next) is None:
-                break
-            self.next += 1
+        # Readings written after the last header write: the newest record whose own index
+        # follows the hint, within one lap (a damaged record on the way is skipped, not an end).
+        start = self.next
+        for i in range(start, start + cap):
+            if self._read(i) is not None:
+                self.next = i + 1
         if self.next - self.first > cap:
             self.first = self.next - cap
         if cap != capacity and self.first == self.next:
@@ -79,6 +93,11 @@ class Ring:
     def __len__(self):
         return self.next - self.first
 
+    def _check(self, n):
+        # The CRC32 of a record's first 8 bytes and its n-byte payload.
+        mv = self._mv
+        return crc32(mv[_DATA:_DATA + n], crc32(mv[:8]))
+
     def push(self, channel, payload):
         n = len(payload)
         if n > _MAX_PAYLOAD:
@@ -93,22 +112,26 @@ class Ring:
         b[2] = n
         b[3] = 0
         struct.pack_into("<I", b, 4, self.next)
-        b[8:8 + n] = payload
+        b[_DATA:_DATA + n] = payload
+        struct.pack_into("<I", b, 8, self._check(n))
         f = self._f
         f.seek(_HEAD + (self.next % self.capacity) * _REC)
-        f.write(self._mv[:8 + n])
+        f.write(self._mv[:_DATA + n])
         f.flush()
         self.next += 1
         self._dirty = True
         return self.next - 1
 
     def _read(self, index):
+        # The channel of reading `index` if its slot holds that reading intact, else None.
         f = self._f
         f.seek(_HEAD + (index % self.capacity) * _REC)
         b = self._buf
-        if f.readinto(b) != _REC or b[0] != _MARK:
+        if f.readinto(b) != _REC or b[0] != _MARK or b[2] > _MAX_PAYLOAD:
             return None
         if struct.unpack_from("<I", b, 4)[0] != index & 0xFFFFFFFF:
+            return None
+        if struct.unpack_from("<I", b, 8)[0] != self._check(b[2]):
             return None
         return b[1]
 
@@ -119,7 +142,7 @@ class Ring:
         channel = self._read(index)
         if channel is None:
             return None
-        return channel, bytes(self._mv[8:8 + self._buf[2]])
+        return channel, bytes(self._mv[_DATA:_DATA + self._buf[2]])
 
     def ack(self, index):
         # Readings are acknowledged in order: everything up to index has been delivered.

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tests.support.mqtt import (
 from tests.support.waits import eventually_async
 
 RING_HEAD = 20
-RING_RECORD = 48
+RING_RECORD = 52  # marker, channel, length, 0, index, CRC32, payload
 
 
 @dataclass
@@ -52,14 +53,16 @@ class Ring:
 
 def read_ring(folder: Path) -> Ring:
     data = (folder / "queue.bin").read_bytes()
-    assert data[:3] == b"RQ1", "not a ring file"
+    assert data[:3] == b"RQ2", "not a ring file"
     capacity, first, nxt, dropped = struct.unpack_from("<HxxIII", data, 4)
     payloads: dict[int, bytes] = {}
     for slot in range(capacity):
         rec = data[RING_HEAD + slot * RING_RECORD : RING_HEAD + (slot + 1) * RING_RECORD]
         if len(rec) == RING_RECORD and rec[0] == 0xA5:
-            (index,) = struct.unpack_from("<I", rec, 4)
-            payloads[index] = bytes(rec[8 : 8 + rec[2]])
+            index, crc = struct.unpack_from("<II", rec, 4)
+            payload = bytes(rec[12 : 12 + rec[2]])
+            if crc == zlib.crc32(payload, zlib.crc32(rec[:8])):
+                payloads[index] = payload
     nxt = max([nxt, *(i + 1 for i in payloads)])  # the header's next is only a hint
     return Ring(first, nxt, dropped, payloads)
 

@@ -53,4 +53,4 @@ gc.collect()
 print(json.dumps({"readings": app.seq, "heap_total": gc.mem_alloc() + gc.mem_free(),
                   "heap_base": base, "heap_high": high, "heap_free_end": gc.mem_free(),
                   "dropped": app.ring.dropped, "reconnects": app.reconnects,
-                  "publish_bytes_per_reading": wire / app.seq, "puback_bytes": 4, "flash_bytes_per_reading": 48}))
+                  "publish_bytes_per_reading": wire / app.seq, "puback_bytes": 4, "flash_bytes_per_reading": 52}))
