@@ -14,6 +14,9 @@ from tests.support.guard import Canary, Events, log_lines, logged_hub, rss_kb, t
 from tests.support.hubproc import HubProcess, provision, scaled
 from tests.support.mqtt import PUBACK, RawClient, publish_packet
 
+# A canary's PUBACK latency is measured against a budget: run alone (Makefile, `make test`).
+pytestmark = pytest.mark.alone
+
 WAIT = scaled(5)
 QUIET = scaled(0.3)
 
