@@ -16,9 +16,10 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from hub.config import ConfigError
+from hub.configfile import redact_url
 from hub.topics import SENSOR_RE, check_topic_filter
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
@@ -75,25 +76,14 @@ class RouteSpec:
         if self.sensor:
             shown["sensor"] = self.sensor
         if self.target == "webhook":
-            shown.update(url=redact(self.url), method=self.method,
+            shown.update(url=redact_url(self.url), method=self.method,
                          secret_headers=sorted(h for h, _ in self.headers_from_env
                                                + self.headers_from_file))  # fmt: skip
         elif self.target == "database":
-            shown.update(database=redact(self.database), statement=self.statement)
+            shown.update(database=redact_url(self.database), statement=self.statement)
         else:
             shown.update(topic=self.topic, qos=self.qos, retain=self.retain)
         return shown
-
-
-def redact(url: str) -> str:
-    """A URL without its password or query string."""
-    parts = urlsplit(url)
-    if parts.password is None and not parts.query:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    if parts.username is not None:
-        netloc = f"{parts.username}:REDACTED@{netloc}"
-    return urlunsplit(parts._replace(netloc=netloc, query="REDACTED" if parts.query else ""))
 
 
 def _text(route: str, table: dict[str, Any], key: str, default: str | None = None) -> str:
