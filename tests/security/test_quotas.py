@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.devices import HEALTH
 from tests.support.guard import Canary, Events, count_publishes, logged_hub, rss_kb, token
 from tests.support.hubproc import scaled
 from tests.support.mqtt import (
@@ -29,20 +30,6 @@ pytestmark = pytest.mark.alone
 
 WAIT = scaled(5)
 QUIET = scaled(0.25)
-HEALTH = {
-    "fw": "1.0",
-    "board": "unix-sim",
-    "reset": "power",
-    "up": 5,
-    "heap": 30000,
-    "rssi": None,
-    "reconnects": 0,
-    "queue": 0,
-    "dropped": 0,
-    "boot": "ab",
-    "seq": 3,
-    "error": None,
-}
 
 
 async def _client(hub: object, client_id: str, **connect: object) -> RawClient:

@@ -13,6 +13,22 @@ from typing import Any
 from tests.support.hubproc import HubProcess
 from tools import mpunix
 
+# A health message (topic d/<id>/m) as the firmware sends it: every field of the contract.
+HEALTH = {
+    "fw": "1.0",
+    "board": "unix-sim",
+    "reset": "power",
+    "up": 5,
+    "heap": 30000,
+    "rssi": None,
+    "reconnects": 0,
+    "queue": 0,
+    "dropped": 0,
+    "boot": "ab",
+    "seq": 3,
+    "error": None,
+}
+
 SOFT_RESET = 5  # machine.SOFT_RESET: what fake_machine reports after machine.reset()
 
 

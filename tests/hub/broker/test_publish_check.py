@@ -7,21 +7,7 @@ import pytest
 
 from hub.config import ConfigError
 from hub.devicepolicy import MAX_HEALTH, DevicePolicy
-
-HEALTH = {
-    "fw": "1.0",
-    "board": "unix-sim",
-    "reset": "power",
-    "up": 5,
-    "heap": 30000,
-    "rssi": None,
-    "reconnects": 0,
-    "queue": 0,
-    "dropped": 0,
-    "boot": "ab",
-    "seq": 3,
-    "error": None,
-}
+from tests.support.devices import HEALTH
 
 
 def test_sensors_per_device_are_counted_and_bounded() -> None:
