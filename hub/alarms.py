@@ -53,8 +53,17 @@ def _number(body: Mapping[str, Any], name: str, default: float | None, low: floa
 
 def parse_rule(body: Mapping[str, Any]) -> dict[str, Any]:
     """A rule from JSON (the API's and the CLI's), checked field by field; no id yet."""
-    unknown = set(body) - {"id", "name", "scope", "kind", "sensor", "threshold", "for_s",
-                           "clear_hysteresis", "enabled"}  # fmt: skip
+    unknown = set(body) - {
+        "id",
+        "name",
+        "scope",
+        "kind",
+        "sensor",
+        "threshold",
+        "for_s",
+        "clear_hysteresis",
+        "enabled",
+    }
     if unknown:
         raise RuleError(f"unknown field {sorted(unknown)[0][:40]!r}")
     name = body.get("name")
@@ -82,11 +91,15 @@ def parse_rule(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(enabled, bool):
         raise RuleError('"enabled" must be true or false')
     return {
-        "name": name, "scope": {key: value}, "kind": kind, "sensor": sensor,
+        "name": name,
+        "scope": {key: value},
+        "kind": kind,
+        "sensor": sensor,
         "threshold": _number(body, "threshold", None, low),
         "for_s": _for_s(body),
-        "clear_hysteresis": _number(body, "clear_hysteresis", 0, 0.0), "enabled": enabled,
-    }  # fmt: skip
+        "clear_hysteresis": _number(body, "clear_hysteresis", 0, 0.0),
+        "enabled": enabled,
+    }
 
 
 def _for_s(body: Mapping[str, Any]) -> float:
@@ -194,8 +207,9 @@ class Alarms:
     def on_state(self, device: str, what: str, state: Mapping[str, Any]) -> None:
         """A device's reading, health or status changed."""
         now = time.time()
-        if what == "health" and any(r["kind"] == "reconnects_above"
-                                    for r in self._watching.get("health", ())):  # fmt: skip
+        if what == "health" and any(
+            r["kind"] == "reconnects_above" for r in self._watching.get("health", ())
+        ):
             self._note_reconnects(device, state, now)
         for rule in self._watching.get(what, ()):
             if applies(rule, device, state):
@@ -228,8 +242,9 @@ class Alarms:
         while samples and samples[0][0] < now - RECONNECT_WINDOW_S:
             samples.popleft()
 
-    def _value(self, rule: dict[str, Any], device: str, state: Mapping[str, Any],
-               now: float) -> float | None:  # fmt: skip
+    def _value(
+        self, rule: dict[str, Any], device: str, state: Mapping[str, Any], now: float
+    ) -> float | None:
         kind = rule["kind"]
         if kind in ("above", "below"):
             reading = (state.get("sensors") or {}).get(rule["sensor"])
@@ -248,8 +263,9 @@ class Alarms:
             return 0.0
         return (now - float(last)) / 60
 
-    def _evaluate(self, rule: dict[str, Any], device: str, state: Mapping[str, Any],
-                  now: float) -> None:  # fmt: skip
+    def _evaluate(
+        self, rule: dict[str, Any], device: str, state: Mapping[str, Any], now: float
+    ) -> None:
         value = self._value(rule, device, state, now)
         if value is None:
             return
@@ -278,16 +294,26 @@ class Alarms:
     def _raise(self, rule: dict[str, Any], device: str, value: float, now: float) -> None:
         key = (rule["id"], device)
         self._since.pop(key, None)
-        alarm = {"id": self._next_id, "rule": rule["id"], "rule_name": rule["name"],
-                 "device": device, "kind": rule["kind"], "raised_at": now, "cleared_at": None,
-                 "acknowledged_by": None, "acknowledged_at": None, "value": value,
-                 "state": "active"}  # fmt: skip
+        alarm = {
+            "id": self._next_id,
+            "rule": rule["id"],
+            "rule_name": rule["name"],
+            "device": device,
+            "kind": rule["kind"],
+            "raised_at": now,
+            "cleared_at": None,
+            "acknowledged_by": None,
+            "acknowledged_at": None,
+            "value": value,
+            "state": "active",
+        }
         self._next_id += 1
         self.active[key] = alarm
         self._changed("alarm_raised", alarm)
 
-    def _clear(self, key: tuple[int, str], alarm: dict[str, Any], now: float,
-               value: float) -> None:  # fmt: skip
+    def _clear(
+        self, key: tuple[int, str], alarm: dict[str, Any], now: float, value: float
+    ) -> None:
         del self.active[key]
         alarm.update(state="cleared", cleared_at=now)
         self._remember(alarm)
@@ -299,8 +325,9 @@ class Alarms:
         if alarm is None:
             raise KeyError(alarm_id)
         if alarm["acknowledged_by"] is None:
-            alarm.update(acknowledged_by=by[:MAX_NAME],
-                         acknowledged_at=time.time() if at is None else at)  # fmt: skip
+            alarm.update(
+                acknowledged_by=by[:MAX_NAME], acknowledged_at=time.time() if at is None else at
+            )
             self._changed("alarm_acknowledged", alarm, by=alarm["acknowledged_by"])
         return alarm
 

@@ -91,8 +91,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     check = actions.add_parser("check", help="validate a config file without starting the hub")
     check.add_argument("file", type=Path, help="the TOML file")
     show = actions.add_parser("show", help="print the effective config as TOML")
-    show.add_argument("--config", type=Path, default=None, metavar="FILE",
-                      help="the TOML file (default: none, the built-in defaults)")  # fmt: skip
+    show.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the TOML file (default: none, the built-in defaults)",
+    )
 
 
 def _config(args: argparse.Namespace) -> None:
@@ -108,9 +113,12 @@ def _certs_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     init = actions.add_parser("init", help="create a hub CA and server certificate")
     init.add_argument(
-        "--host", action="append", default=[], metavar="NAME_OR_IP",
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
         help="a name or address devices use for the hub (repeatable)",
-    )  # fmt: skip
+    )
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     data_dir_arg(init)
 
@@ -118,8 +126,11 @@ def _certs_arguments(parser: argparse.ArgumentParser) -> None:
 def _certs(args: argparse.Namespace) -> None:
     paths = certs.init(args.data_dir, args.host + certs.default_hosts(), force=args.force)
     load_key(args.data_dir)  # `hub token create` works from here on
-    print(json.dumps({"ca": str(paths.ca_pem), "ca_der": str(paths.ca_der),
-                      "server": str(paths.server_pem)}))  # fmt: skip
+    print(
+        json.dumps(
+            {"ca": str(paths.ca_pem), "ca_der": str(paths.ca_der), "server": str(paths.server_pem)}
+        )
+    )
 
 
 def _token_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,9 +211,10 @@ def _user_arguments(parser: argparse.ArgumentParser) -> None:
             one.add_argument("--role", choices=ROLES, required=True)
         if name in ("add", "passwd"):
             one.add_argument(
-                "--password-stdin", action="store_true",
+                "--password-stdin",
+                action="store_true",
                 help="read the password from stdin instead of generating one",
-            )  # fmt: skip
+            )
         data_dir_arg(one)
 
 
@@ -211,18 +223,21 @@ def _backup_arguments(one: argparse.ArgumentParser) -> None:
     one.add_argument("file", type=Path, help="the backup to write (a tar.gz, owner-only)")
     data_dir_arg(one)
     one.add_argument(
-        "--store", default=None, metavar="URL",
+        "--store",
+        default=None,
+        metavar="URL",
         help="the hub's --store, if readings are in PostgreSQL (noted; use pg_dump for them)",
-    )  # fmt: skip
+    )
 
 
 def _restore_arguments(two: argparse.ArgumentParser) -> None:
     two.add_argument("file", type=Path, help="a backup from `hub backup`")
     data_dir_arg(two)
     two.add_argument(
-        "--force", action="store_true",
+        "--force",
+        action="store_true",
         help="replace a data dir with files (moved aside to DATA_DIR.old-TIME, not deleted)",
-    )  # fmt: skip
+    )
 
 
 def _backup_or_restore(args: argparse.Namespace) -> None:
@@ -282,9 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hub", description="Self-hosted IoT hub for MicroPython."
     )
     parser.add_argument(
-        "--log-level", dest="log_level", default=None, metavar="LEVEL",
+        "--log-level",
+        dest="log_level",
+        default=None,
+        metavar="LEVEL",
         help="DEBUG, INFO, WARNING (default), ERROR",
-    )  # fmt: skip
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         command.add_arguments(commands.add_parser(name, help=command.help))

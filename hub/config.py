@@ -141,16 +141,21 @@ class HubConfig:
         8443, "MQTT over secure WebSocket (443 in production; 0: free)", metavar="PORT"
     )
     data_dir: Path = _setting(_DATA_DIR, "hub state folder", metavar="DIR")  # noqa: RUF009
-    log_level: str = _setting("WARNING", "DEBUG, INFO, WARNING, ERROR (SIGHUP reloads it)",
-                              metavar="LEVEL")  # fmt: skip
+    log_level: str = _setting(
+        "WARNING", "DEBUG, INFO, WARNING, ERROR (SIGHUP reloads it)", metavar="LEVEL"
+    )
     max_payload: int = _setting(
-        256 * 1024, "largest PUBLISH payload; a larger one closes the connection",
-        metavar="BYTES", group=_LIMITS,
-    )  # fmt: skip
+        256 * 1024,
+        "largest PUBLISH payload; a larger one closes the connection",
+        metavar="BYTES",
+        group=_LIMITS,
+    )
     max_queued: int = _setting(
-        1000, "messages queued per session before the overflow policy applies",
-        metavar="N", group=_LIMITS,
-    )  # fmt: skip
+        1000,
+        "messages queued per session before the overflow policy applies",
+        metavar="N",
+        group=_LIMITS,
+    )
     max_inflight: int = _setting(
         20, "unacknowledged QoS 1/2 messages per session", metavar="N", group=_LIMITS
     )
@@ -163,13 +168,17 @@ class HubConfig:
         8 * 1024 * 1024, "bytes queued per session", metavar="BYTES", group=_LIMITS
     )
     max_buffered: int = _setting(
-        256 * 1024, "bytes in one connection's write buffer before messages queue",
-        metavar="BYTES", group=_LIMITS,
-    )  # fmt: skip
+        256 * 1024,
+        "bytes in one connection's write buffer before messages queue",
+        metavar="BYTES",
+        group=_LIMITS,
+    )
     slow_consumer: str = _setting(
-        "drop", "a connected client whose queue is full: drop QoS 0 or disconnect it",
-        group=_LIMITS, choices=("drop", "disconnect"),
-    )  # fmt: skip
+        "drop",
+        "a connected client whose queue is full: drop QoS 0 or disconnect it",
+        group=_LIMITS,
+        choices=("drop", "disconnect"),
+    )
     max_retained_per_client: int = _setting(
         100, "retained messages per client", metavar="N", group=_LIMITS
     )
@@ -183,32 +192,46 @@ class HubConfig:
         8, "filters granted per SUBSCRIBE", metavar="N", group=_LIMITS
     )
     max_subscriptions: int = _setting(
-        400, "subscriptions per session (a console page of 100 devices takes 301)", metavar="N",
+        400,
+        "subscriptions per session (a console page of 100 devices takes 301)",
+        metavar="N",
         group=_LIMITS,
-    )  # fmt: skip
+    )
     max_sessions_per_identity: int = _setting(
-        10, "persistent sessions per device, token or client; the oldest offline one is "
-        "dropped", metavar="N", group=_LIMITS,
-    )  # fmt: skip
-    max_connect: int = _setting(64 * 1024, "largest CONNECT packet", metavar="BYTES",
-                                group=_LIMITS)  # fmt: skip
+        10,
+        "persistent sessions per device, token or client; the oldest offline one is dropped",
+        metavar="N",
+        group=_LIMITS,
+    )
+    max_connect: int = _setting(
+        64 * 1024, "largest CONNECT packet", metavar="BYTES", group=_LIMITS
+    )
     login_failures: int = _setting(
-        10, "failed logins per address or user name a minute before logins from it are "
-        "refused for a minute (0: no limit)", metavar="N", group=_LIMITS,
-    )  # fmt: skip
+        10,
+        "failed logins per address or user name a minute before logins from it are "
+        "refused for a minute (0: no limit)",
+        metavar="N",
+        group=_LIMITS,
+    )
     # Durable broker state (README, "Broker behaviour and limits"): kept in broker.sqlite3 in
     # the data dir (or the --store PostgreSQL database), checked by hub.broker's BrokerSettings.
     session_expiry: float = _setting(
-        7 * 86400.0, "seconds an offline persistent MQTT session (its subscriptions and queued "
-        "messages) is kept (0: for ever)", metavar="SECONDS", group=_LIMITS,
-    )  # fmt: skip
+        7 * 86400.0,
+        "seconds an offline persistent MQTT session (its subscriptions and queued "
+        "messages) is kept (0: for ever)",
+        metavar="SECONDS",
+        group=_LIMITS,
+    )
     retained_expiry: float = _setting(
-        0.0, "seconds a retained message is kept after it was published (0: for ever)",
-        metavar="SECONDS", group=_LIMITS,
-    )  # fmt: skip
+        0.0,
+        "seconds a retained message is kept after it was published (0: for ever)",
+        metavar="SECONDS",
+        group=_LIMITS,
+    )
     max_sensors: int = _setting(32, "sensors per device", metavar="N", group=_LIMITS)
-    max_sensor_name: int = _setting(16, "characters of a sensor name, at most 16",
-                                    metavar="N", group=_LIMITS)  # fmt: skip
+    max_sensor_name: int = _setting(
+        16, "characters of a sensor name, at most 16", metavar="N", group=_LIMITS
+    )
     # Users' amqtt plugins (dotted path -> its config), run after the hub's own registry and
     # rules (README, "amqtt plugins"; hub/broker/extensions.py). In the file, a table:
     # [amqtt_plugins."amqtt.contrib.http.UserAuthHttpPlugin"] with the plugin's keys.
@@ -217,108 +240,157 @@ class HubConfig:
         metadata={
             "help": "an amqtt authentication or topic plugin run after the hub's own checks: "
             "its dotted path and JSON config, or @FILE holding the JSON (repeatable)",
-            "metavar": "NAME=JSON", "flag": "--amqtt-plugin", "group": None, "choices": None,
+            "metavar": "NAME=JSON",
+            "flag": "--amqtt-plugin",
+            "group": None,
+            "choices": None,
         },
-    )  # fmt: skip
+    )
     store_url: str | None = _setting(
-        None, "telemetry database: unset for SQLite in the data dir, or postgresql://...",
-        metavar="URL", flag="--store",
-    )  # fmt: skip
-    retention_days: float = _setting(30.0, "keep readings this long (0: forever)",
-                                     metavar="DAYS")  # fmt: skip
+        None,
+        "telemetry database: unset for SQLite in the data dir, or postgresql://...",
+        metavar="URL",
+        flag="--store",
+    )
+    retention_days: float = _setting(30.0, "keep readings this long (0: forever)", metavar="DAYS")
     # Storage durability and HTTP limits (README: "Acknowledged means stored", "HTTP limits").
     store_queue: int = _setting(
-        100_000, "readings waiting for a commit before new ones go unacknowledged",
-        metavar="N", group=_DURABLE,
-    )  # fmt: skip
-    store_sync: str = _setting(
-        "full", "SQLite: full (a reading is on disk when acknowledged) or normal (no fsync "
-        "per commit: survives a crash of the hub, not a power loss)",
-        group=_DURABLE, choices=("full", "normal"),
-    )  # fmt: skip
-    disk_low: str = _setting(
-        "5%", "a disk_low hub event when the data dir's free space is below this",
-        metavar="5%|100MB", group=_DURABLE,
-    )  # fmt: skip
-    http_header_timeout: float = _setting(10.0, "seconds to send a request's headers",
-                                          metavar="S", group=_DURABLE)  # fmt: skip
-    http_body_timeout: float = _setting(30.0, "seconds to send a request's body",
-                                        metavar="S", group=_DURABLE)  # fmt: skip
-    http_idle_timeout: float = _setting(60.0, "seconds a keep-alive connection may idle",
-                                        metavar="S", group=_DURABLE)  # fmt: skip
-    http_max_body: int = _setting(
-        1024 * 1024, "largest HTTP request body; a larger one gets 413", metavar="BYTES",
+        100_000,
+        "readings waiting for a commit before new ones go unacknowledged",
+        metavar="N",
         group=_DURABLE,
-    )  # fmt: skip
+    )
+    store_sync: str = _setting(
+        "full",
+        "SQLite: full (a reading is on disk when acknowledged) or normal (no fsync "
+        "per commit: survives a crash of the hub, not a power loss)",
+        group=_DURABLE,
+        choices=("full", "normal"),
+    )
+    disk_low: str = _setting(
+        "5%",
+        "a disk_low hub event when the data dir's free space is below this",
+        metavar="5%|100MB",
+        group=_DURABLE,
+    )
+    http_header_timeout: float = _setting(
+        10.0, "seconds to send a request's headers", metavar="S", group=_DURABLE
+    )
+    http_body_timeout: float = _setting(
+        30.0, "seconds to send a request's body", metavar="S", group=_DURABLE
+    )
+    http_idle_timeout: float = _setting(
+        60.0, "seconds a keep-alive connection may idle", metavar="S", group=_DURABLE
+    )
+    http_max_body: int = _setting(
+        1024 * 1024,
+        "largest HTTP request body; a larger one gets 413",
+        metavar="BYTES",
+        group=_DURABLE,
+    )
     http_max_per_address: int = _setting(
         64, "HTTP/WebSocket connections at once from one address", metavar="N", group=_DURABLE
     )
     http_max_connections: int = _setting(
-        0, "HTTP/WebSocket connections at once (0: a quarter of the open-file limit)",
-        metavar="N", group=_DURABLE,
-    )  # fmt: skip
+        0,
+        "HTTP/WebSocket connections at once (0: a quarter of the open-file limit)",
+        metavar="N",
+        group=_DURABLE,
+    )
     allow_anonymous: bool = _setting(
         False, "DEVELOPMENT ONLY: admit clients without credentials, full access"
     )
     public_view: bool = _setting(
-        False, "show the read-only console (fleet, telemetry, health) without a login",
+        False,
+        "show the read-only console (fleet, telemetry, health) without a login",
         group=_CONSOLE,
-    )  # fmt: skip
+    )
     session_idle_s: float = _setting(
-        30 * 60.0, "a console session ends after this long unused", metavar="SECONDS",
-        flag="--session-idle", group=_CONSOLE,
-    )  # fmt: skip
+        30 * 60.0,
+        "a console session ends after this long unused",
+        metavar="SECONDS",
+        flag="--session-idle",
+        group=_CONSOLE,
+    )
     session_max_s: float = _setting(
-        12 * 3600.0, "and this long after its login, used or not", metavar="SECONDS",
-        flag="--session-max", group=_CONSOLE,
-    )  # fmt: skip
+        12 * 3600.0,
+        "and this long after its login, used or not",
+        metavar="SECONDS",
+        flag="--session-max",
+        group=_CONSOLE,
+    )
     # Integrations (README: "Metrics", "Routes", "Home Assistant"); routes come from the
     # file's [[routes]] tables only (hub/routes/spec.py checks them).
     metrics_public: bool = _setting(
         False, "serve /metrics to anyone (default: an admin token or session)", group=_INTEG
     )
     hass_discovery: bool = _setting(
-        False, "publish Home Assistant MQTT discovery documents for registered devices",
+        False,
+        "publish Home Assistant MQTT discovery documents for registered devices",
         group=_INTEG,
-    )  # fmt: skip
-    hass_prefix: str = _setting("homeassistant", "Home Assistant's discovery prefix",
-                                metavar="PREFIX", group=_INTEG)  # fmt: skip
+    )
+    hass_prefix: str = _setting(
+        "homeassistant", "Home Assistant's discovery prefix", metavar="PREFIX", group=_INTEG
+    )
     routes: tuple[Any, ...] = field(
         default=(),
-        metadata={"help": "routes ([[routes]] tables; only in the config file)", "flag": False,
-                  "metavar": None, "group": _INTEG, "choices": None},
-    )  # fmt: skip
+        metadata={
+            "help": "routes ([[routes]] tables; only in the config file)",
+            "flag": False,
+            "metavar": None,
+            "group": _INTEG,
+            "choices": None,
+        },
+    )
     # Cluster mode (README, "Cluster mode"): devices and browsers connect to a RabbitMQ
     # cluster; the hub consumes it over AMQP and answers its HTTP auth backend.
     broker: str = _setting(
-        "embedded", "embedded: the hub's own MQTT broker; rabbitmq: a RabbitMQ cluster (the "
-        "hub binds no MQTT port)", group=_CLUSTER, choices=("embedded", "rabbitmq"),
-    )  # fmt: skip
+        "embedded",
+        "embedded: the hub's own MQTT broker; rabbitmq: a RabbitMQ cluster (the "
+        "hub binds no MQTT port)",
+        group=_CLUSTER,
+        choices=("embedded", "rabbitmq"),
+    )
     rabbitmq_amqp: str | None = _setting(
-        None, "the nodes' AMQP URLs, comma-separated (amqp://HOST:PORT, no credentials)",
-        metavar="URLS", group=_CLUSTER,
-    )  # fmt: skip
+        None,
+        "the nodes' AMQP URLs, comma-separated (amqp://HOST:PORT, no credentials)",
+        metavar="URLS",
+        group=_CLUSTER,
+    )
     rabbitmq_mgmt: str | None = _setting(
-        None, "the nodes' management API URLs, comma-separated (http://HOST:PORT)",
-        metavar="URLS", group=_CLUSTER,
-    )  # fmt: skip
-    rabbitmq_vhost: str = _setting("/", "the cluster's virtual host", metavar="VHOST",
-                                   group=_CLUSTER)  # fmt: skip
+        None,
+        "the nodes' management API URLs, comma-separated (http://HOST:PORT)",
+        metavar="URLS",
+        group=_CLUSTER,
+    )
+    rabbitmq_vhost: str = _setting(
+        "/", "the cluster's virtual host", metavar="VHOST", group=_CLUSTER
+    )
     rabbitmq_credentials: Path | None = _setting(  # noqa: RUF009
-        None, "a JSON file with the hub's RabbitMQ user and password ({\"user\", "
-        "\"password\"}); unset: the environment's MPY_HUB_RABBITMQ_USER and "
-        "MPY_HUB_RABBITMQ_PASSWORD", metavar="FILE", group=_CLUSTER,
-    )  # fmt: skip
+        None,
+        'a JSON file with the hub\'s RabbitMQ user and password ({"user", '
+        '"password"}); unset: the environment\'s MPY_HUB_RABBITMQ_USER and '
+        "MPY_HUB_RABBITMQ_PASSWORD",
+        metavar="FILE",
+        group=_CLUSTER,
+    )
     auth_http_host: str = _setting(
-        "127.0.0.1", "address of the listener RabbitMQ's HTTP auth backend asks (only the "
-        "cluster should reach it)", metavar="ADDRESS", group=_CLUSTER,
-    )  # fmt: skip
-    auth_http_port: int = _setting(8082, "port of that listener (0: free)", metavar="PORT",
-                                   group=_CLUSTER)  # fmt: skip
+        "127.0.0.1",
+        "address of the listener RabbitMQ's HTTP auth backend asks (only the "
+        "cluster should reach it)",
+        metavar="ADDRESS",
+        group=_CLUSTER,
+    )
+    auth_http_port: int = _setting(
+        8082, "port of that listener (0: free)", metavar="PORT", group=_CLUSTER
+    )
     auth_http_allow: str = _setting(
-        "", "comma-separated addresses besides loopback that may call the auth listener "
-        "(the nodes' own)", metavar="ADDRESSES", group=_CLUSTER,
-    )  # fmt: skip
+        "",
+        "comma-separated addresses besides loopback that may call the auth listener "
+        "(the nodes' own)",
+        metavar="ADDRESSES",
+        group=_CLUSTER,
+    )
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -358,8 +430,13 @@ class HubConfig:
             parse_disk_threshold(self.disk_low)
         except ValueError as exc:
             raise ConfigError(f"disk_low: {exc}") from None
-        for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout",
-                     "http_max_body", "http_max_per_address"):  # fmt: skip
+        for name in (
+            "http_header_timeout",
+            "http_body_timeout",
+            "http_idle_timeout",
+            "http_max_body",
+            "http_max_per_address",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.http_max_connections < 0:
@@ -368,8 +445,10 @@ class HubConfig:
 
         object.__setattr__(self, "routes", parse_routes(self.routes))
         if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.hass_prefix):
-            raise ConfigError(f"hass_prefix must be topic levels of A-Z a-z 0-9 _ -, not "
-                              f"{self.hass_prefix[:40]!r}")  # fmt: skip
+            raise ConfigError(
+                f"hass_prefix must be topic levels of A-Z a-z 0-9 _ -, not "
+                f"{self.hass_prefix[:40]!r}"
+            )
         check_cluster(self)
 
     @property
@@ -398,11 +477,19 @@ def prepare_data_dir(data_dir: Path, *, create: bool = True) -> None:
         try:
             os.chmod(data_dir, mode & 0o700)
         except OSError as exc:
-            log.warning("data dir %s is open to others (%o) and cannot be tightened: %s",
-                        data_dir, mode, exc)  # fmt: skip
+            log.warning(
+                "data dir %s is open to others (%o) and cannot be tightened: %s",
+                data_dir,
+                mode,
+                exc,
+            )
         else:
-            log.warning("data dir %s was open to others (%o): tightened to %o",
-                        data_dir, mode, mode & 0o700)  # fmt: skip
+            log.warning(
+                "data dir %s was open to others (%o): tightened to %o",
+                data_dir,
+                mode,
+                mode & 0o700,
+            )
 
 
 def create_private_file(path: Path) -> None:

@@ -167,8 +167,11 @@ def build(
 def _route_line(text: str, message: str) -> int:
     """The line of the [[routes]] table a route error names ("routes: NAME: ..." or
     "routes: #N: ..."), else of the first one."""
-    tables = [n for n, line in enumerate(text.splitlines(), 1)
-              if re.match(r"^\s*\[\[\s*routes\s*\]\]", line)]  # fmt: skip
+    tables = [
+        n
+        for n, line in enumerate(text.splitlines(), 1)
+        if re.match(r"^\s*\[\[\s*routes\s*\]\]", line)
+    ]
     if not tables:
         return _line_of(text, "routes") or 1
     named = re.match(r"routes: (#?)([\w-]+):", message)

@@ -33,16 +33,35 @@ MAX_SENSORS = 32  # per device
 MAX_TEXT = 200
 EVENTS_PER_MINUTE = 60  # per device, into its history (a device's refusals can come fast)
 HEALTH_ROW_EVERY_S = 1.0  # at most one health history row a second per device
-EVENT_DETAIL_KEYS = ("reason", "detail", "network", "peer", "will", "by", "value", "rule",
-                     "rule_name", "alarm")  # fmt: skip
+EVENT_DETAIL_KEYS = (
+    "reason",
+    "detail",
+    "network",
+    "peer",
+    "will",
+    "by",
+    "value",
+    "rule",
+    "rule_name",
+    "alarm",
+)
 
 Observer = Callable[[str, str, dict[str, Any]], None]  # (device, what changed, state)
 ReadingObserver = Callable[[str, str, dict[str, Any]], None]  # (device, sensor, state)
 
 
 def empty_state() -> dict[str, Any]:
-    return {"status": None, "status_at": None, "last_seen": None, "boot": None, "fw": None,
-            "board": None, "health": None, "health_at": None, "sensors": {}}  # fmt: skip
+    return {
+        "status": None,
+        "status_at": None,
+        "last_seen": None,
+        "boot": None,
+        "fw": None,
+        "board": None,
+        "health": None,
+        "health_at": None,
+        "sensors": {},
+    }
 
 
 def coerce_health(meta: dict[str, object]) -> dict[str, Any]:
@@ -85,9 +104,13 @@ def coerce_state(raw: Any) -> dict[str, Any] | None:
     sensors = raw.get("sensors")
     if isinstance(sensors, dict):
         for name, reading in list(sensors.items())[:MAX_SENSORS]:
-            if (isinstance(name, str) and SENSOR_RE.match(name) and isinstance(reading, dict)
-                    and isinstance(reading.get("value"), (int, float))
-                    and isinstance(reading.get("at"), (int, float))):  # fmt: skip
+            if (
+                isinstance(name, str)
+                and SENSOR_RE.match(name)
+                and isinstance(reading, dict)
+                and isinstance(reading.get("value"), (int, float))
+                and isinstance(reading.get("at"), (int, float))
+            ):
                 state["sensors"][name] = {"value": reading["value"], "at": reading["at"]}
     return state
 
@@ -194,12 +217,25 @@ class DeviceStates:
             health = coerce_health(parse_meta(payload))
         except (ContractError, RecursionError):
             return
-        state.update(health=health, health_at=now, fw=health["fw"], board=health["board"],
-                     boot=health["boot"])  # fmt: skip
+        state.update(
+            health=health,
+            health_at=now,
+            fw=health["fw"],
+            board=health["board"],
+            boot=health["boot"],
+        )
         if now - self._health_row_at.get(device, 0.0) >= HEALTH_ROW_EVERY_S:
             self._health_row_at[device] = now
-            self._recorder.health((device, now, health["heap"], health["rssi"],
-                                   health["reconnects"], health["queue"]))  # fmt: skip
+            self._recorder.health(
+                (
+                    device,
+                    now,
+                    health["heap"],
+                    health["rssi"],
+                    health["reconnects"],
+                    health["queue"],
+                )
+            )
         self._notify(device, "health", state)
 
     def on_event(self, kind: str, event: dict[str, Any]) -> None:

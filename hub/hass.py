@@ -55,10 +55,21 @@ MAX_OUTPUTS = 16
 REPUBLISH_SLICE = 200  # documents published before the event loop gets a turn
 ORIGIN = {"name": "mpy-iot-hub", "sw_version": __version__}
 # A unit a device names -> the Home Assistant device class it fits (others: none).
-DEVICE_CLASSES = {"°C": "temperature", "°F": "temperature", "K": "temperature",
-                  "hPa": "pressure", "Pa": "pressure", "kPa": "pressure", "mbar": "pressure",
-                  "lx": "illuminance", "V": "voltage", "mV": "voltage", "A": "current",
-                  "W": "power", "ppm": "carbon_dioxide"}  # fmt: skip
+DEVICE_CLASSES = {
+    "°C": "temperature",
+    "°F": "temperature",
+    "K": "temperature",
+    "hPa": "pressure",
+    "Pa": "pressure",
+    "kPa": "pressure",
+    "mbar": "pressure",
+    "lx": "illuminance",
+    "V": "voltage",
+    "mV": "voltage",
+    "A": "current",
+    "W": "power",
+    "ppm": "carbon_dioxide",
+}
 _OFF, _ON = STATUS_OFFLINE.decode(), STATUS_ONLINE.decode()
 AVAILABLE = f"{{{{ '{_OFF}' if value == '{_OFF}' else '{_ON}' }}}}"  # asleep: available
 
@@ -87,8 +98,11 @@ def load_boards(folder: Path = BOARDS_DIR) -> dict[str, list[str]]:
 
 
 def _device_block(device: str, state: dict[str, Any]) -> dict[str, Any]:
-    block: dict[str, Any] = {"identifiers": [f"mpyhub_{device}"], "name": device,
-                             "manufacturer": "MicroPython IoT hub"}  # fmt: skip
+    block: dict[str, Any] = {
+        "identifiers": [f"mpyhub_{device}"],
+        "name": device,
+        "manufacturer": "MicroPython IoT hub",
+    }
     if state.get("board"):
         block["model"] = str(state["board"])
     if state.get("fw"):
@@ -97,12 +111,17 @@ def _device_block(device: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _availability(device: str) -> dict[str, Any]:
-    return {"availability_topic": status_topic(device), "availability_template": AVAILABLE,
-            "payload_available": _ON, "payload_not_available": _OFF}  # fmt: skip
+    return {
+        "availability_topic": status_topic(device),
+        "availability_template": AVAILABLE,
+        "payload_available": _ON,
+        "payload_not_available": _OFF,
+    }
 
 
-def documents(prefix: str, device: str, state: dict[str, Any],
-              outputs: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def documents(
+    prefix: str, device: str, state: dict[str, Any], outputs: list[str]
+) -> dict[str, dict[str, Any]]:
     """Every discovery document of one device, by config topic."""
     block = _device_block(device, state)
     health = state.get("health") or {}
@@ -112,12 +131,15 @@ def documents(prefix: str, device: str, state: dict[str, Any],
         if not SENSOR_RE.match(sensor):
             continue
         doc: dict[str, Any] = {
-            "name": sensor, "unique_id": f"mpyhub_{device}_{sensor}",
+            "name": sensor,
+            "unique_id": f"mpyhub_{device}_{sensor}",
             "state_topic": telemetry_topic(device, sensor),
             "value_template": "{{ value.split(',')[2] | float }}",
-            "state_class": "measurement", **_availability(device),
-            "device": block, "origin": ORIGIN,
-        }  # fmt: skip
+            "state_class": "measurement",
+            **_availability(device),
+            "device": block,
+            "origin": ORIGIN,
+        }
         unit = units.get(sensor)
         if isinstance(unit, str) and unit:
             doc["unit_of_measurement"] = unit
@@ -129,7 +151,8 @@ def documents(prefix: str, device: str, state: dict[str, Any],
         docs[f"{prefix}/sensor/{device}/{sensor}/config"] = doc
     for name in outputs:
         docs[f"{prefix}/switch/{device}/{name}/config"] = {
-            "name": name, "unique_id": f"mpyhub_{device}_out_{name}",
+            "name": name,
+            "unique_id": f"mpyhub_{device}_out_{name}",
             "command_topic": command_topic(device),
             # The firmware's "out" command (firmware/node/commands.py); id 0 is never one of
             # the hub's own commands (they count from 1), so the hub leaves its reply alone.
@@ -137,16 +160,28 @@ def documents(prefix: str, device: str, state: dict[str, Any],
             "payload_off": json.dumps({"id": 0, "op": "out", "name": name, "v": 0}),
             "state_topic": reply_topic(device),
             "value_template": "{% if value_json.name is defined and value_json.name == '"
-            + name + "' and value_json.ok %}{{ value_json.v }}{% endif %}",
-            "state_on": "1", "state_off": "0", "optimistic": False, "qos": 1, "retain": False,
-            **_availability(device), "device": block, "origin": ORIGIN,
-        }  # fmt: skip
+            + name
+            + "' and value_json.ok %}{{ value_json.v }}{% endif %}",
+            "state_on": "1",
+            "state_off": "0",
+            "optimistic": False,
+            "qos": 1,
+            "retain": False,
+            **_availability(device),
+            "device": block,
+            "origin": ORIGIN,
+        }
     docs[f"{prefix}/binary_sensor/{device}/online/config"] = {
-        "name": "online", "unique_id": f"mpyhub_{device}_online",
-        "state_topic": status_topic(device), "device_class": "connectivity",
+        "name": "online",
+        "unique_id": f"mpyhub_{device}_online",
+        "state_topic": status_topic(device),
+        "device_class": "connectivity",
         "value_template": "{{ 'ON' if value == 'online' else 'OFF' }}",
-        "payload_on": "ON", "payload_off": "OFF", "device": block, "origin": ORIGIN,
-    }  # fmt: skip
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "device": block,
+        "origin": ORIGIN,
+    }
     return docs
 
 
@@ -165,8 +200,12 @@ class HassDiscovery:
 
     def _signature(self, state: dict[str, Any]) -> tuple[Any, ...]:
         units = (state.get("health") or {}).get("units") or {}
-        return (state.get("board"), state.get("fw"), tuple(sorted(units.items())),
-                tuple(sorted(state.get("sensors") or {})))  # fmt: skip
+        return (
+            state.get("board"),
+            state.get("fw"),
+            tuple(sorted(units.items())),
+            tuple(sorted(state.get("sensors") or {})),
+        )
 
     def describe(self, device: str, state: dict[str, Any]) -> None:
         """Publishes what changed in a device's documents (and clears those it no longer
@@ -227,8 +266,11 @@ class HassDiscovery:
                 count += 1
                 if count % REPUBLISH_SLICE == 0:
                     await asyncio.sleep(0)
-        log.info("Home Assistant is online: %d discovery documents published again in %.2f s",
-                 count, time.monotonic() - started)  # fmt: skip
+        log.info(
+            "Home Assistant is online: %d discovery documents published again in %.2f s",
+            count,
+            time.monotonic() - started,
+        )
 
     def start(self, states: dict[str, dict[str, Any]]) -> None:
         """The documents of every device the hub knows (their retained copies may be gone)."""
@@ -248,8 +290,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     token.add_argument(
         "--prefix", default="homeassistant", help="Home Assistant's discovery prefix"
     )
-    token.add_argument("--ttl", type=int, default=MAX_TTL_S, metavar="SECONDS",
-                       help=f"how long it is valid (at most {MAX_TTL_S}, 30 days)")  # fmt: skip
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=MAX_TTL_S,
+        metavar="SECONDS",
+        help=f"how long it is valid (at most {MAX_TTL_S}, 30 days)",
+    )
     token.add_argument("--data-dir", type=Path, default=Path("data"), help="hub state folder")
 
 

@@ -100,9 +100,14 @@ def bucket_for(since: float, until: float, points: int) -> float:
 
 
 def series_query(
-    mark: str, floor: str, device: str, sensors: list[str], since: float, until: float,
+    mark: str,
+    floor: str,
+    device: str,
+    sensors: list[str],
+    since: float,
+    until: float,
     bucket: float,
-) -> tuple[str, list[object]]:  # fmt: skip
+) -> tuple[str, list[object]]:
     """Min, max, mean and count per sensor and bucket of [since, until); bucket 0 means the
     raw readings. Buckets without readings are absent."""
     where = f"device = {mark} AND received_at >= {mark} AND received_at < {mark}"
@@ -175,30 +180,70 @@ class RecordsSql:
     def save_records(self, records: Records) -> None:
         """Writes one batch of console records in one transaction."""
         m = self._MARK
-        now_states = [(d, json.dumps(s), s.get("last_seen") or 0.0)
-                      for d, s in records.states.items() if s is not None]  # fmt: skip
+        now_states = [
+            (d, json.dumps(s), s.get("last_seen") or 0.0)
+            for d, s in records.states.items()
+            if s is not None
+        ]
         gone = [(d,) for d, s in records.states.items() if s is None]
         commands = [
-            (c["id"], c["device"], c["by"], c["op"], json.dumps(c["body"]), c["sent_at"],
-             c["status"], None if c["reply"] is None else json.dumps(c["reply"]),
-             c["replied_at"], c["expires_at"])
+            (
+                c["id"],
+                c["device"],
+                c["by"],
+                c["op"],
+                json.dumps(c["body"]),
+                c["sent_at"],
+                c["status"],
+                None if c["reply"] is None else json.dumps(c["reply"]),
+                c["replied_at"],
+                c["expires_at"],
+            )
             for c in records.commands.values()
-        ]  # fmt: skip
-        alarms = [(a["id"], a["rule"], a["device"], json.dumps(a), a.get("cleared_at"))
-                  for a in records.alarms.values()]  # fmt: skip
+        ]
+        alarms = [
+            (a["id"], a["rule"], a["device"], json.dumps(a), a.get("cleared_at"))
+            for a in records.alarms.values()
+        ]
         with self._lock:
-            self._transaction([
-                (self._upsert("device_state", "device", ["state", "updated_at"]), now_states),
-                (f"DELETE FROM device_state WHERE device = {m}", gone),
-                (f"INSERT INTO health (device, at, heap, rssi, reconnects, queue)"
-                 f" VALUES ({m}, {m}, {m}, {m}, {m}, {m})", list(records.health)),
-                (f"INSERT INTO device_events (device, at, event, detail)"
-                 f" VALUES ({m}, {m}, {m}, {m})", list(records.events)),
-                (self._upsert("commands", "id", ["device", "by_name", "op", "body", "sent_at",
-                              "status", "reply", "replied_at", "expires_at"]), commands),
-                (self._upsert("alarms", "id", ["rule_id", "device", "alarm", "cleared_at"]),
-                 alarms),
-            ])  # fmt: skip
+            self._transaction(
+                [
+                    (self._upsert("device_state", "device", ["state", "updated_at"]), now_states),
+                    (f"DELETE FROM device_state WHERE device = {m}", gone),
+                    (
+                        f"INSERT INTO health (device, at, heap, rssi, reconnects, queue)"
+                        f" VALUES ({m}, {m}, {m}, {m}, {m}, {m})",
+                        list(records.health),
+                    ),
+                    (
+                        f"INSERT INTO device_events (device, at, event, detail)"
+                        f" VALUES ({m}, {m}, {m}, {m})",
+                        list(records.events),
+                    ),
+                    (
+                        self._upsert(
+                            "commands",
+                            "id",
+                            [
+                                "device",
+                                "by_name",
+                                "op",
+                                "body",
+                                "sent_at",
+                                "status",
+                                "reply",
+                                "replied_at",
+                                "expires_at",
+                            ],
+                        ),
+                        commands,
+                    ),
+                    (
+                        self._upsert("alarms", "id", ["rule_id", "device", "alarm", "cleared_at"]),
+                        alarms,
+                    ),
+                ]
+            )
 
     def load_states(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -266,9 +311,10 @@ class RecordsSql:
             ).fetchall()
         return {
             "commands": [command_row(device, r) for r in commands],
-            "events": [{**json.loads(detail), "time": at, "event": event}
-                       for at, event, detail in events],
-        }  # fmt: skip
+            "events": [
+                {**json.loads(detail), "time": at, "event": event} for at, event, detail in events
+            ],
+        }
 
     def command(self, command_id: int) -> dict[str, Any] | None:
         m = self._MARK
@@ -296,13 +342,17 @@ class RecordsSql:
     def prune_records(self, cutoff: float) -> None:
         m = self._MARK
         with self._lock:
-            self._transaction([
-                (f"DELETE FROM health WHERE at < {m}", [(cutoff,)]),
-                (f"DELETE FROM device_events WHERE at < {m}", [(cutoff,)]),
-                (f"DELETE FROM commands WHERE sent_at < {m} AND status <> 'pending'",
-                 [(cutoff,)]),
-                (f"DELETE FROM alarms WHERE cleared_at < {m}", [(cutoff,)]),
-            ])  # fmt: skip
+            self._transaction(
+                [
+                    (f"DELETE FROM health WHERE at < {m}", [(cutoff,)]),
+                    (f"DELETE FROM device_events WHERE at < {m}", [(cutoff,)]),
+                    (
+                        f"DELETE FROM commands WHERE sent_at < {m} AND status <> 'pending'",
+                        [(cutoff,)],
+                    ),
+                    (f"DELETE FROM alarms WHERE cleared_at < {m}", [(cutoff,)]),
+                ]
+            )
 
     # --- alarm rules and alarms (the CLI writes rules too) -----------------------------------
     def alarm_rules(self) -> list[dict[str, Any]]:
@@ -330,8 +380,9 @@ class RecordsSql:
 
     def remove_alarm_rule(self, rule_id: int) -> bool:
         with self._lock:
-            cursor = self._db.execute(f"DELETE FROM alarm_rules WHERE id = {self._MARK}",
-                                      [rule_id])  # fmt: skip
+            cursor = self._db.execute(
+                f"DELETE FROM alarm_rules WHERE id = {self._MARK}", [rule_id]
+            )
             return bool(cursor.rowcount)
 
     def alarms(self) -> list[dict[str, Any]]:
@@ -376,8 +427,14 @@ class RecordsSql:
 def command_row(device: str, row: Any) -> dict[str, Any]:
     cid, by, op, body, sent_at, status, reply, replied_at, expires_at = row
     return {
-        "id": int(cid), "device": device, "by": by, "op": op, "body": json.loads(body),
-        "sent_at": sent_at, "status": status,
+        "id": int(cid),
+        "device": device,
+        "by": by,
+        "op": op,
+        "body": json.loads(body),
+        "sent_at": sent_at,
+        "status": status,
         "reply": None if reply is None else json.loads(reply),
-        "replied_at": replied_at, "expires_at": expires_at,
-    }  # fmt: skip
+        "replied_at": replied_at,
+        "expires_at": expires_at,
+    }

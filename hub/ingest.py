@@ -155,9 +155,11 @@ class Ingest:
         now = time.monotonic()
         if now - self._last_full_warning >= FAILURE_EVENT_EVERY_S:
             self._last_full_warning = now
-            log.warning("%d readings wait for a commit (the --store-queue bound): new readings "
-                        "are not acknowledged until the store catches up",
-                        self.log.pending_rows)  # fmt: skip
+            log.warning(
+                "%d readings wait for a commit (the --store-queue bound): new readings "
+                "are not acknowledged until the store catches up",
+                self.log.pending_rows,
+            )
 
     def _malformed(self, topic: str, exc: ContractError) -> None:
         self.stats.malformed += 1
@@ -179,16 +181,27 @@ class Ingest:
         assert self.data_dir is not None
         path = self.data_dir / DEAD_LETTERS
         if path.exists() and path.stat().st_size >= MAX_DEAD_LETTER_BYTES:
-            raise OSError(f"{path} holds {MAX_DEAD_LETTER_BYTES} bytes: move it away to keep "
-                          "more rejected readings")  # fmt: skip
+            raise OSError(
+                f"{path} holds {MAX_DEAD_LETTER_BYTES} bytes: move it away to keep "
+                "more rejected readings"
+            )
         lines = []
         for (device, sensor, boot, seq, value, received_at), exc in rejected:
             why = (str(exc).strip().splitlines() or ["no message"])[0][:200]
-            lines.append(json.dumps({
-                "device": device, "sensor": sensor, "boot": boot, "seq": seq,
-                "value": value, "received_at": received_at,
-                "error": f"{type(exc).__name__}: {why}",
-            }) + "\n")  # fmt: skip
+            lines.append(
+                json.dumps(
+                    {
+                        "device": device,
+                        "sensor": sensor,
+                        "boot": boot,
+                        "seq": seq,
+                        "value": value,
+                        "received_at": received_at,
+                        "error": f"{type(exc).__name__}: {why}",
+                    }
+                )
+                + "\n"
+            )
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, "".join(lines).encode())
@@ -219,15 +232,27 @@ class Ingest:
         detail = f"reading {row[2]},{row[3]} of {row[0]}/{row[1]} rejected by the store ({why})"
         fate = f"kept in {DEAD_LETTERS}" if kept else "dropped, not acknowledged"
         log.warning("%s: %s (%d readings rejected since the last report)", detail, fate, count)
-        self._emit("store_rejected", f"{detail}: {fate}", device=row[0], sensor=row[1],
-                   count=count, kept=kept)  # fmt: skip
+        self._emit(
+            "store_rejected",
+            f"{detail}: {fate}",
+            device=row[0],
+            sensor=row[1],
+            count=count,
+            kept=kept,
+        )
 
     # --- store failures and disk space ------------------------------------------------------
     def _emit(self, kind: str, detail: str, **extra: Any) -> None:
         if self._report is None:
             return
-        event = {"kind": kind, "client_id": HUB_ID, "identity": None, "name": None,
-                 "detail": detail, **extra}  # fmt: skip
+        event = {
+            "kind": kind,
+            "client_id": HUB_ID,
+            "identity": None,
+            "name": None,
+            "detail": detail,
+            **extra,
+        }
         try:
             self._report(kind, event)
         except Exception:
@@ -246,10 +271,15 @@ class Ingest:
             return
         self._failure_reported = now
         pending = self.log.pending_rows
-        log.error("telemetry store failing (%s): readings are not acknowledged until it "
-                  "recovers; %d readings held for a retry", detail, pending)  # fmt: skip
-        self._emit("store_failure", detail, pending=pending,
-                   seconds=round(now - self._failed_since, 1))  # fmt: skip
+        log.error(
+            "telemetry store failing (%s): readings are not acknowledged until it "
+            "recovers; %d readings held for a retry",
+            detail,
+            pending,
+        )
+        self._emit(
+            "store_failure", detail, pending=pending, seconds=round(now - self._failed_since, 1)
+        )
 
     def _store_recovered(self) -> None:
         took = time.monotonic() - self._failed_since
@@ -306,6 +336,10 @@ class Ingest:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.log.stop()
         self.refresh_stats()
-        log.info("%d readings stored (%d duplicates) in %d commits; %d refused",
-                 self.stats.stored, self.stats.duplicates, self.log.commits,
-                 self.stats.refused)  # fmt: skip
+        log.info(
+            "%d readings stored (%d duplicates) in %d commits; %d refused",
+            self.stats.stored,
+            self.stats.duplicates,
+            self.log.commits,
+            self.stats.refused,
+        )

@@ -39,15 +39,29 @@ from hub.topics import PREFIX, Kind
 log = logging.getLogger(__name__)
 
 # Hub events that refuse or drop something a client sent, as the broker and console name them.
-REFUSALS = frozenset({
-    "auth_failure", "tls_violation", "filter_violation", "malformed", "payload_too_large",
-    "rate_limit", "queue_full", "refused", "quota_exceeded", "login_failure",
-})  # fmt: skip
+REFUSALS = frozenset(
+    {
+        "auth_failure",
+        "tls_violation",
+        "filter_violation",
+        "malformed",
+        "payload_too_large",
+        "rate_limit",
+        "queue_full",
+        "refused",
+        "quota_exceeded",
+        "login_failure",
+    }
+)
 AUTH_FAILURES = {"auth_failure": "mqtt", "login_failure": "console"}
 MAX_EVENT_KINDS = 200  # distinct event names counted (they are the hub's own words)
-KIND_NAMES = {Kind.TELEMETRY.value: "telemetry", Kind.STATUS.value: "status",
-              Kind.META.value: "health", Kind.COMMAND.value: "command",
-              Kind.REPLY.value: "reply"}  # fmt: skip
+KIND_NAMES = {
+    Kind.TELEMETRY.value: "telemetry",
+    Kind.STATUS.value: "status",
+    Kind.META.value: "health",
+    Kind.COMMAND.value: "command",
+    Kind.REPLY.value: "reply",
+}
 # Store commits: most take milliseconds; a slow disk or a far PostgreSQL shows in the tail.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -136,29 +150,47 @@ class HubCollector(Collector):
         for network in seen.networks.values():
             by_network[network] = by_network.get(network, 0) + 1
         connections = GaugeMetricFamily(
-            "hub_mqtt_connections", "MQTT connections by network and state",
+            "hub_mqtt_connections",
+            "MQTT connections by network and state",
             labels=["network", "state"],
-        )  # fmt: skip
+        )
         for network, count in sorted(by_network.items()):
             connections.add_metric([network, "connected"], count)
         yield connections
-        yield _counter("hub_mqtt_connects", "MQTT logins accepted, by network", "network",
-                       seen.connects)  # fmt: skip
-        yield _counter("hub_mqtt_disconnects", "MQTT disconnections by reason", "reason",
-                       seen.disconnects)  # fmt: skip
-        yield _counter("hub_messages_routed", "messages the broker routed, by topic kind",
-                       "kind", seen.messages)  # fmt: skip
-        yield _counter("hub_message_payload_bytes", "payload bytes the broker routed, by topic "
-                       "kind", "kind", seen.payload_bytes)  # fmt: skip
+        yield _counter(
+            "hub_mqtt_connects", "MQTT logins accepted, by network", "network", seen.connects
+        )
+        yield _counter(
+            "hub_mqtt_disconnects", "MQTT disconnections by reason", "reason", seen.disconnects
+        )
+        yield _counter(
+            "hub_messages_routed",
+            "messages the broker routed, by topic kind",
+            "kind",
+            seen.messages,
+        )
+        yield _counter(
+            "hub_message_payload_bytes",
+            "payload bytes the broker routed, by topic kind",
+            "kind",
+            seen.payload_bytes,
+        )
         refused = {k: v for k, v in seen.events.items() if k in REFUSALS}
-        yield _counter("hub_refused_messages", "messages, logins and subscriptions refused or "
-                       "dropped, by reason", "reason", refused)  # fmt: skip
+        yield _counter(
+            "hub_refused_messages",
+            "messages, logins and subscriptions refused or dropped, by reason",
+            "reason",
+            refused,
+        )
         auth = {AUTH_FAILURES[k]: v for k, v in seen.events.items() if k in AUTH_FAILURES}
-        yield _counter("hub_auth_failures", "failed logins by where they came from", "source",
-                       auth)  # fmt: skip
-        yield CounterMetricFamily("hub_filter_violations", "publishes and subscriptions outside "
-                                  "an identity's topic rules",
-                                  value=seen.events.get("filter_violation", 0))  # fmt: skip
+        yield _counter(
+            "hub_auth_failures", "failed logins by where they came from", "source", auth
+        )
+        yield CounterMetricFamily(
+            "hub_filter_violations",
+            "publishes and subscriptions outside an identity's topic rules",
+            value=seen.events.get("filter_violation", 0),
+        )
         yield _counter("hub_events", "hub events by name", "event", seen.events)
         yield from self._storage()
         yield from self._broker()
@@ -188,16 +220,20 @@ class HubCollector(Collector):
             if key in stats:
                 yield CounterMetricFamily(name, doc, value=stats[key])
         if "sessions_persistent" in stats:
-            sessions = GaugeMetricFamily("hub_mqtt_sessions", "MQTT sessions held, by kind",
-                                         labels=["kind"])  # fmt: skip
+            sessions = GaugeMetricFamily(
+                "hub_mqtt_sessions", "MQTT sessions held, by kind", labels=["kind"]
+            )
             sessions.add_metric(["persistent"], stats["sessions_persistent"])
             sessions.add_metric(["clean"], stats["sessions_clean"])
             yield sessions
         for key, name, doc in (
             ("queued_messages", "hub_mqtt_queued_messages", "messages queued for sessions"),
-            ("inflight_messages", "hub_mqtt_inflight_messages", "QoS 1/2 deliveries not yet "
-             "acknowledged"),
-        ):  # fmt: skip
+            (
+                "inflight_messages",
+                "hub_mqtt_inflight_messages",
+                "QoS 1/2 deliveries not yet acknowledged",
+            ),
+        ):
             if key in stats:
                 yield _gauge(name, doc, stats[key])
 
@@ -218,30 +254,52 @@ class HubCollector(Collector):
             ("store_failures", "hub_store_outages", "times the store started failing"),
         ):
             yield CounterMetricFamily(name, doc, value=int(stats.get(key) or 0))
-        yield _gauge("hub_store_queue_depth", "readings waiting for a commit",
-                     int(stats.get("pending") or 0))  # fmt: skip
-        yield _gauge("hub_store_failing", "1 while the store refuses writes",
-                     1 if stats.get("store_failing") else 0)  # fmt: skip
+        yield _gauge(
+            "hub_store_queue_depth",
+            "readings waiting for a commit",
+            int(stats.get("pending") or 0),
+        )
+        yield _gauge(
+            "hub_store_failing",
+            "1 while the store refuses writes",
+            1 if stats.get("store_failing") else 0,
+        )
         if stats.get("disk_free_bytes") is not None:
-            yield _gauge("hub_data_dir_free_bytes", "free space of the data dir's filesystem",
-                         stats["disk_free_bytes"])  # fmt: skip
+            yield _gauge(
+                "hub_data_dir_free_bytes",
+                "free space of the data dir's filesystem",
+                stats["disk_free_bytes"],
+            )
 
 
 def _route_metrics(routes: list[dict[str, Any]]) -> Iterator[Metric]:
     """Per route (routes are few, named in the config file): deliveries, retries, dead
     letters, skipped loops and the durable queue's depth."""
     families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
-        "delivered": CounterMetricFamily("hub_route_deliveries", "messages a route delivered",
-                                         labels=["route"]),
-        "retries": CounterMetricFamily("hub_route_retries", "delivery attempts that failed and "
-                                       "were tried again", labels=["route"]),
-        "dead": CounterMetricFamily("hub_route_dead_letters", "messages a route gave up on "
-                                    "(kept in its dead-letter store)", labels=["route"]),
-        "loops": CounterMetricFamily("hub_route_loops_skipped", "messages a route skipped "
-                                     "because a route produced them", labels=["route"]),
-        "queued": GaugeMetricFamily("hub_route_queue_depth", "messages waiting in a route's "
-                                    "durable queue", labels=["route"]),
-    }  # fmt: skip
+        "delivered": CounterMetricFamily(
+            "hub_route_deliveries", "messages a route delivered", labels=["route"]
+        ),
+        "retries": CounterMetricFamily(
+            "hub_route_retries",
+            "delivery attempts that failed and were tried again",
+            labels=["route"],
+        ),
+        "dead": CounterMetricFamily(
+            "hub_route_dead_letters",
+            "messages a route gave up on (kept in its dead-letter store)",
+            labels=["route"],
+        ),
+        "loops": CounterMetricFamily(
+            "hub_route_loops_skipped",
+            "messages a route skipped because a route produced them",
+            labels=["route"],
+        ),
+        "queued": GaugeMetricFamily(
+            "hub_route_queue_depth",
+            "messages waiting in a route's durable queue",
+            labels=["route"],
+        ),
+    }
     for route in routes:
         for key, family in families.items():
             family.add_metric([str(route["name"])], float(route.get(key) or 0))
@@ -278,9 +336,11 @@ class Metrics:
         self.sources = sources or Sources()
         self.registry.register(HubCollector(self.observed, self.sources))
         self.store_latency = Histogram(
-            "hub_store_write_seconds", "time to commit one batch of readings to the store",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "hub_store_write_seconds",
+            "time to commit one batch of readings to the store",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.process)
         PlatformCollector(registry=self.process)

@@ -84,8 +84,10 @@ class Recorder:
             now = time.monotonic()
             if now - self._warned >= WARN_EVERY_S:
                 self._warned = now
-                log.warning("could not write device state and history (kept for a retry): %s",
-                            str(exc).strip()[:300])  # fmt: skip
+                log.warning(
+                    "could not write device state and history (kept for a retry): %s",
+                    str(exc).strip()[:300],
+                )
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -256,18 +256,19 @@ class Hub:
         self.recorder.start()
         await self.broker.start()
         if cfg.hass_discovery:  # Home Assistant MQTT discovery (hub/hass.py)
-            self.hass = HassDiscovery(self.broker, cfg.hass_prefix,
-                                      await asyncio.to_thread(load_boards))  # fmt: skip
+            self.hass = HassDiscovery(
+                self.broker, cfg.hass_prefix, await asyncio.to_thread(load_boards)
+            )
             self.states.observers.append(self.hass.on_state)
             self.states.reading_observers.append(self.hass.on_reading)
             self.broker.add_message_listener(self.hass.on_message)
             self.hass.start(self.states.states)
         authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's
         if authorizer is not None:
-            self._auth_backend = AuthBackend(authorizer,
-                                             cfg.auth_http_allow.split(","))  # fmt: skip
-            self.auth_address = await self._auth_backend.start(cfg.auth_http_host,
-                                                               cfg.auth_http_port)  # fmt: skip
+            self._auth_backend = AuthBackend(authorizer, cfg.auth_http_allow.split(","))
+            self.auth_address = await self._auth_backend.start(
+                cfg.auth_http_host, cfg.auth_http_port
+            )
         self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
         # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
         if mqtt_sock is not None:
@@ -283,16 +284,25 @@ class Hub:
             )
         sessions = Sessions(cfg.session_idle_s, cfg.session_max_s)
         auth = Auth(
-            key, self.accounts, sessions, self.events, public_view=cfg.public_view,
+            key,
+            self.accounts,
+            sessions,
+            self.events,
+            public_view=cfg.public_view,
             tls_port=_address(tls_socks[1])[1] if tls_socks else None,
-        )  # fmt: skip
+        )
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
         ingest = self.ingest
         fleet = FleetApi(self._fleet_registry, self.store, self.states, self.alarms.alarms.counts)
         api = Api(
-            self.broker, self._api_registry, self.store, fleet, self.commands, self.alarms,
+            self.broker,
+            self._api_registry,
+            self.store,
+            fleet,
+            self.commands,
+            self.alarms,
             storage_stats=lambda: asdict(ingest.stats),
-        )  # fmt: skip
+        )
         sources, alarms = self.metrics.sources, self.alarms
         sources.storage = lambda: asdict(ingest.stats)
         sources.retained = lambda: len(self.broker.retained_topics("#"))
@@ -355,8 +365,9 @@ class Hub:
             now = await asyncio.to_thread(registry.fingerprints)
             changed = {d: why for d in known if (why := _what_changed(known[d], now.get(d)))}
             # Added and disabled within one poll: it may have connected in between.
-            changed.update({d: "disabled" for d in now.keys() - known.keys()
-                            if not now[d].enabled})  # fmt: skip
+            changed.update(
+                {d: "disabled" for d in now.keys() - known.keys() if not now[d].enabled}
+            )
             removed = [d for d in known if d not in now]
             known = now
             if changed:

@@ -66,9 +66,14 @@ RowTuple = tuple[str, str, str, int, float, float]
 # Errors that one row can cause on its own (a constraint, a value the driver cannot bind):
 # ingest writes a batch failing with one of these in halves to find the row and drop it.
 _ROW_ERRORS: tuple[type[BaseException], ...] = (
-    sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-    sqlite3.DataError, OverflowError, ValueError, TypeError,
-)  # fmt: skip
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
 
 
 def row_error(store: object, exc: BaseException) -> bool:
@@ -226,8 +231,10 @@ class SqliteStore(SqlHistory):
                 # A row is the tuple of _INSERT's columns.
                 whole = len(rows) - len(rows) % CHUNK
                 if whole:
-                    chunks = (tuple(chain.from_iterable(rows[i : i + CHUNK]))
-                              for i in range(0, whole, CHUNK))  # fmt: skip
+                    chunks = (
+                        tuple(chain.from_iterable(rows[i : i + CHUNK]))
+                        for i in range(0, whole, CHUNK)
+                    )
                     self._db.executemany(_INSERT_CHUNK, chunks)
                 if whole < len(rows):
                     self._db.executemany(_INSERT, rows[whole:])

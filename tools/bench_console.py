@@ -67,10 +67,24 @@ class Hub:
             shutil.copy2(registry / name, data / name)
         os.chmod(data / "registry.sqlite3", 0o600)
         add = subprocess.run(
-            [sys.executable, "-m", "hub", "user", "add", ADMIN, "--role", "admin",
-             "--password-stdin", "--data-dir", str(data)],
-            input=PASSWORD + "\n", capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "user",
+                "add",
+                ADMIN,
+                "--role",
+                "admin",
+                "--password-stdin",
+                "--data-dir",
+                str(data),
+            ],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if add.returncode != 0:
             raise SystemExit(f"bench-console: could not add the console account: {add.stderr}")
         ports = ["--mqtt-port", "0", "--ws-port", "0", "--mqtts-port", "0", "--wss-port", "0"]
@@ -117,8 +131,9 @@ def measure_page(hub: Hub, loaded: threading.Event, seconds: float) -> dict[str,
         )
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
-            login = context.request.post(f"{hub.http_url}/api/login",
-                                         data={"name": ADMIN, "password": PASSWORD})  # fmt: skip
+            login = context.request.post(
+                f"{hub.http_url}/api/login", data={"name": ADMIN, "password": PASSWORD}
+            )
             if not login.ok:
                 raise SystemExit(f"bench-console: login refused ({login.status})")
             if not loaded.wait(600):
@@ -163,8 +178,13 @@ def run(devices: int, rate: float, seconds: float, work: Path, cache: Path) -> d
             loaded.set()
 
     def generate() -> None:
-        spec = {"scenario": "fleet", "devices": creds, "period": devices / rate,
-                "seconds": seconds + 15, "token": provision.token(registry)}  # fmt: skip
+        spec = {
+            "scenario": "fleet",
+            "devices": creds,
+            "period": devices / rate,
+            "seconds": seconds + 15,
+            "token": provision.token(registry),
+        }
         try:
             target = cast(Broker, _Target(hub))  # drive() uses only these members
             load.update(drive(target, spec, None, on_mark, timeout=seconds + 900))
@@ -235,8 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="readings/s in all")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured load per size")
     parser.add_argument("--work", type=Path, default=Path("build/bench-console"))
-    parser.add_argument("--cache", type=Path, default=provision.CACHE,
-                        help="the provisioned registry, shared with make bench")  # fmt: skip
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=provision.CACHE,
+        help="the provisioned registry, shared with make bench",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -245,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.devices:
-        print(f"bench-console: {n:,} devices, {args.rate:.0f} readings/s, {args.seconds:.0f} s…",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"bench-console: {n:,} devices, {args.rate:.0f} readings/s, {args.seconds:.0f} s…",
+            file=sys.stderr,
+            flush=True,
+        )
         started = time.monotonic()
         results.append(run(n, args.rate, args.seconds, args.work, args.cache))
         print(f"  done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)

@@ -75,8 +75,12 @@ def take(devices: int, wait: float, out: Path) -> list[Path]:
         env = dict(os.environ, DATA_DIR=data)
         demo = subprocess.Popen(
             ["bash", str(ROOT / "tools" / "demo.sh"), str(devices)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             url, name, password = _read_demo(demo, timeout=60)
             time.sleep(wait)  # readings accumulate for the device page's chart
@@ -94,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder (docs/)")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
-        print(f"screenshots: {CHROMIUM} is missing (tools/bootstrap.sh installs it)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"screenshots: {CHROMIUM} is missing (tools/bootstrap.sh installs it)", file=sys.stderr
+        )
         return 1
     try:
         for path in take(args.devices, args.wait, args.out):

@@ -212,9 +212,17 @@ def parse_connect(p: Packet) -> Connect:
     if pos != len(body):
         raise ProtocolError("CONNECT has bytes after its payload")
     return Connect(
-        client_id, bool(flags & 0x02), keepalive, username, password, will_topic, will_payload,
-        will_qos, will_retain, protocol_ok,
-    )  # fmt: skip
+        client_id,
+        bool(flags & 0x02),
+        keepalive,
+        username,
+        password,
+        will_topic,
+        will_payload,
+        will_qos,
+        will_retain,
+        protocol_ok,
+    )
 
 
 TOPIC_CACHE = 4096  # topic names whose checks are remembered, by their bytes

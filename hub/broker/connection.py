@@ -52,12 +52,35 @@ class Connection:
     """Acts on the packets its link delivers; the session's link while connected."""
 
     __slots__ = (
-        "_ack_batch", "_acks", "_draining", "_ended", "_out", "_out_bytes", "_parser", "_pings",
-        "_read_paused", "_timer", "_waiting",
-        "acl", "client_id", "close_reason", "connect", "core", "identity", "keepalive_limit",
-        "key", "last_rx", "link", "plugin_session", "publish_will", "rate", "session",
-        "taken_over", "username", "verdict",
-    )  # fmt: skip
+        "_ack_batch",
+        "_acks",
+        "_draining",
+        "_ended",
+        "_out",
+        "_out_bytes",
+        "_parser",
+        "_pings",
+        "_read_paused",
+        "_timer",
+        "_waiting",
+        "acl",
+        "client_id",
+        "close_reason",
+        "connect",
+        "core",
+        "identity",
+        "keepalive_limit",
+        "key",
+        "last_rx",
+        "link",
+        "plugin_session",
+        "publish_will",
+        "rate",
+        "session",
+        "taken_over",
+        "username",
+        "verdict",
+    )
 
     def __init__(self, core: BrokerCore, link: Link) -> None:
         self.core = core
@@ -430,8 +453,9 @@ class Connection:
             self.core.warn("rate_limit", self, f"over {self.rate.rate} messages/s: refused")
             return
         if not allowed:
-            self.core.warn("filter_violation", self, f"publish to {pub.topic[:200]}: dropped",
-                           logging.INFO)  # fmt: skip
+            self.core.warn(
+                "filter_violation", self, f"publish to {pub.topic[:200]}: dropped", logging.INFO
+            )
             if pub.qos == 1:
                 self._acknowledge(codec.PUBACK, pub.pid, None)
             elif pub.qos == 2:

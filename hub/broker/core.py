@@ -215,8 +215,11 @@ class BrokerCore(EventReporting):
                 if session is None or session.clean:
                     journal.drop(cid)  # a leftover
                 elif cid not in self.connections:
-                    log.info("persistent session %s expired (offline for more than %.0f s)",
-                             cid, settings.session_expiry)  # fmt: skip
+                    log.info(
+                        "persistent session %s expired (offline for more than %.0f s)",
+                        cid,
+                        settings.session_expiry,
+                    )
                     self._drop_session(session)
             for topic in topics:
                 clear = Message(topic, b"", 0, True)
@@ -379,8 +382,13 @@ class BrokerCore(EventReporting):
             if old.session is not None and old.session.link is old:
                 old.session.detach()
             log.info("%s disconnected: taken over", old)
-            self.report("disconnected", old, "taken over by a new connection",
-                        reason="taken_over", will=will)  # fmt: skip
+            self.report(
+                "disconnected",
+                old,
+                "taken over by a new connection",
+                reason="taken_over",
+                will=will,
+            )
         self.connections[cid] = conn
         existing = self.sessions.get(cid)
         journal = self.journal
@@ -534,8 +542,12 @@ class BrokerCore(EventReporting):
             owner = conn.key or conn.client_id
             quota = self.retained.store(message, owner)
             if quota is not None:
-                self.warn("quota_exceeded", conn, f"{quota}: message on {message.topic[:200]} "
-                          "routed but not retained", quota=quota)  # fmt: skip
+                self.warn(
+                    "quota_exceeded",
+                    conn,
+                    f"{quota}: message on {message.topic[:200]} routed but not retained",
+                    quota=quota,
+                )
             elif self.journal is not None:
                 state = self.journal.retain(message, owner)
         return self._route(message, received, state)
@@ -633,11 +645,19 @@ class BrokerCore(EventReporting):
             conn = self.connections.get(session.client_id)
             quota = session.full_because()
             limits = self.limits
-            bound = (f"{limits.max_queued} messages" if quota == "queued_messages"
-                     else f"{limits.max_queued_bytes} bytes")  # fmt: skip
+            bound = (
+                f"{limits.max_queued} messages"
+                if quota == "queued_messages"
+                else f"{limits.max_queued_bytes} bytes"
+            )
             if conn is not None and session.link is conn:
-                self.warn("queue_full", conn, f"{bound} queued: disconnected (slow consumer)",
-                          quota=quota, action="disconnected")  # fmt: skip
+                self.warn(
+                    "queue_full",
+                    conn,
+                    f"{bound} queued: disconnected (slow consumer)",
+                    quota=quota,
+                    action="disconnected",
+                )
                 conn.kill(f"slow consumer: {bound} queued")
             else:
                 detail = f"offline, {bound} queued: messages dropped"
@@ -672,8 +692,9 @@ class BrokerCore(EventReporting):
                 codes.append(codec.SUBACK_FAILURE)
                 continue
             if not allowed:
-                self.warn("filter_violation", conn, f"subscribe to {topic_filter[:200]}",
-                          logging.INFO)  # fmt: skip
+                self.warn(
+                    "filter_violation", conn, f"subscribe to {topic_filter[:200]}", logging.INFO
+                )
                 codes.append(codec.SUBACK_FAILURE)
                 continue
             qos = min(qos, settings.max_qos)
@@ -682,8 +703,9 @@ class BrokerCore(EventReporting):
             codes.append(qos)
             granted.append((topic_filter, qos))
             if session.journal is not None:
-                state = _worse(state, session.journal.subscribe(session.client_id,
-                                                                topic_filter, qos))  # fmt: skip
+                state = _worse(
+                    state, session.journal.subscribe(session.client_id, topic_filter, qos)
+                )
         codes.extend([codec.SUBACK_FAILURE] * (len(filters) - cap))
         if state is not None and state.state != COMMITTED:
             # A persistent session's SUBACK (and the retained messages after it) once its

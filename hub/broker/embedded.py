@@ -115,8 +115,9 @@ class EmbeddedBroker:
         core.message_listeners.extend(self._message_listeners)
         amqtt.core = core
         if self.state is not None:
-            journal = Journal(self.state, on_failure=self._state_failed,
-                              on_recovered=self._state_recovered)  # fmt: skip
+            journal = Journal(
+                self.state, on_failure=self._state_failed, on_recovered=self._state_recovered
+            )
             core.journal = journal
             # What a restart loads lives long: no collector pass over it while it loads, and
             # none after (gc.freeze, as hub/broker/retained.py does for retained messages).
@@ -151,8 +152,11 @@ class EmbeddedBroker:
         if first:
             text = str(exc).strip().splitlines()
             detail = f"{type(exc).__name__}: {text[0][:300] if text else 'no message'}"
-            log.error("the broker's state cannot be written (publishes that change it go "
-                      "unacknowledged until it can): %s", detail)  # fmt: skip
+            log.error(
+                "the broker's state cannot be written (publishes that change it go "
+                "unacknowledged until it can): %s",
+                detail,
+            )
             self._hub_event("store_failure", detail)
 
     def _state_recovered(self) -> None:
@@ -161,8 +165,14 @@ class EmbeddedBroker:
 
     def _hub_event(self, kind: str, detail: str) -> None:
         if self._core is not None:
-            event = {"kind": kind, "client_id": "hub", "identity": None, "name": None,
-                     "detail": detail, "store": "broker"}  # fmt: skip
+            event = {
+                "kind": kind,
+                "client_id": "hub",
+                "identity": None,
+                "name": None,
+                "detail": detail,
+                "store": "broker",
+            }
             self._core._emit(kind, event)
 
     def kick(self, should_go: Callable[[Any], str | None]) -> int:

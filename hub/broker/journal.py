@@ -97,9 +97,13 @@ class Journal:
         """What the store holds (before the broker accepts connections)."""
         started = time.monotonic()
         state = await asyncio.to_thread(self.store.load, time.time())
-        log.info("broker state loaded in %.2f s: %d retained, %d sessions, %d deliveries",
-                 time.monotonic() - started, len(state.retained), len(state.sessions),
-                 state.deliveries)  # fmt: skip
+        log.info(
+            "broker state loaded in %.2f s: %d retained, %d sessions, %d deliveries",
+            time.monotonic() - started,
+            len(state.retained),
+            len(state.sessions),
+            state.deliveries,
+        )
         return state
 
     def start(self) -> None:

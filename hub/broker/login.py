@@ -20,8 +20,9 @@ from hub.security import TOKEN_USERNAME, Gatekeeper, Verdict
 
 log = logging.getLogger(__name__)
 
-THROTTLED = Verdict(None, "auth_failure", "too many failed logins: try again later",
-                    bad_credentials=True)  # fmt: skip
+THROTTLED = Verdict(
+    None, "auth_failure", "too many failed logins: try again later", bad_credentials=True
+)
 
 
 class Login:

@@ -84,8 +84,16 @@ class EventReporting:
         log.warning(
             "offline session %s: %s: %s%s", session.client_id, kind, detail, self._more(held)
         )
-        event = {"kind": kind, "client_id": session.client_id, "identity": None, "name": None,
-                 "network": None, "peer": None, "detail": detail, **extra}  # fmt: skip
+        event = {
+            "kind": kind,
+            "client_id": session.client_id,
+            "identity": None,
+            "name": None,
+            "network": None,
+            "peer": None,
+            "detail": detail,
+            **extra,
+        }
         if held:
             event["suppressed"] = held
         self._emit(kind, event)

@@ -118,8 +118,10 @@ class RetainedStore:
         ):
             self._frozen_at = len(self.messages)
             gc.freeze()
-            log.debug("%d retained messages: frozen out of the garbage collector's passes",
-                      self._frozen_at)  # fmt: skip
+            log.debug(
+                "%d retained messages: frozen out of the garbage collector's passes",
+                self._frozen_at,
+            )
 
     def _forget(self, topic: str, old: Message) -> None:
         del self.messages[topic]

@@ -96,8 +96,22 @@ class Session:
     """The queue and the QoS 2 receipts are made when first needed: most sessions of a fleet
     never use them, and empty ones cost about 1 KB."""
 
-    __slots__ = ("_pid", "clean", "client_id", "dropped", "inflight", "journal", "limits", "link",
-                 "owner", "queue", "queued_bytes", "receipts", "seq", "subscriptions")  # fmt: skip
+    __slots__ = (
+        "_pid",
+        "clean",
+        "client_id",
+        "dropped",
+        "inflight",
+        "journal",
+        "limits",
+        "link",
+        "owner",
+        "queue",
+        "queued_bytes",
+        "receipts",
+        "seq",
+        "subscriptions",
+    )
 
     def __init__(self, client_id: str, clean: bool, limits: Limits) -> None:
         self.client_id = client_id

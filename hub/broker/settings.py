@@ -51,22 +51,29 @@ class BrokerSettings:
     def __post_init__(self) -> None:
         """Quotas a user set wrong fail at start, naming the setting."""
         at_least = {
-            "max_queued_bytes": 1024, "max_buffered": 1024, "max_retained_per_client": 0,
-            "max_retained_bytes_per_client": 0, "max_retained_bytes": 0,
-            "max_filters_per_subscribe": 1, "max_subscriptions": 1, "max_connect": 128,
+            "max_queued_bytes": 1024,
+            "max_buffered": 1024,
+            "max_retained_per_client": 0,
+            "max_retained_bytes_per_client": 0,
+            "max_retained_bytes": 0,
+            "max_filters_per_subscribe": 1,
+            "max_subscriptions": 1,
+            "max_connect": 128,
             "max_sessions_per_identity": 1,
             "login_failures": 0,
-        }  # fmt: skip
+        }
         for name, least in at_least.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < least:
-                raise ConfigError(f"{name} must be a whole number of at least {least}, not "
-                                  f"{value!r}")  # fmt: skip
+                raise ConfigError(
+                    f"{name} must be a whole number of at least {least}, not {value!r}"
+                )
         for name in ("session_expiry", "retained_expiry"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{name} must be 0 (for ever) or a number of seconds, not "
-                                  f"{value!r}")  # fmt: skip
+                raise ConfigError(
+                    f"{name} must be 0 (for ever) or a number of seconds, not {value!r}"
+                )
         if self.slow_consumer not in ("drop", "disconnect"):
             raise ConfigError(
                 f"slow_consumer must be 'drop' or 'disconnect', not {self.slow_consumer!r}"

@@ -320,8 +320,9 @@ class PostgresBrokerState(SqlBrokerState):
             for statement in self._schema():
                 self._db.execute(statement)
         except psycopg.Error as exc:  # the message names the server, never the password
-            raise BrokerStateError(f"cannot use PostgreSQL for the broker's state: "
-                                   f"{str(exc).strip()}") from exc  # fmt: skip
+            raise BrokerStateError(
+                f"cannot use PostgreSQL for the broker's state: {str(exc).strip()}"
+            ) from exc
         self._lock = threading.Lock()
 
     def write(self, records: list[Record]) -> None:

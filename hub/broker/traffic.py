@@ -28,5 +28,9 @@ def session_stats(sessions: Any) -> dict[str, int]:
         if session.queue:
             queued += len(session.queue)
         inflight += len(session.inflight)
-    return {"sessions_persistent": persistent, "sessions_clean": total - persistent,
-            "queued_messages": queued, "inflight_messages": inflight}  # fmt: skip
+    return {
+        "sessions_persistent": persistent,
+        "sessions_clean": total - persistent,
+        "queued_messages": queued,
+        "inflight_messages": inflight,
+    }

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON object a line")
     dead = actions.add_parser("dead-letters", help="a route's dead letters (JSON, one a line)")
     dead.add_argument("name")
-    dead.add_argument("--replay", action="store_true",
-                      help="put them back into the route's queue for delivery")  # fmt: skip
+    dead.add_argument(
+        "--replay", action="store_true", help="put them back into the route's queue for delivery"
+    )
     dead.add_argument("--limit", type=int, default=1000)
     for one in (listing, dead):
         data_dir_arg(one)
@@ -64,8 +65,9 @@ def run(args: argparse.Namespace) -> None:
             db.close()
 
 
-def _print_list(configured: dict[str, dict[str, object]],
-                counters: dict[str, dict[str, int]], *, as_json: bool) -> None:  # fmt: skip
+def _print_list(
+    configured: dict[str, dict[str, object]], counters: dict[str, dict[str, int]], *, as_json: bool
+) -> None:
     names = list(configured) + sorted(n for n in counters if n not in configured)
     rows: list[tuple[str, ...]] = [
         ("NAME", "TARGET", "FILTER", "QUEUED", "DELIVERED", "RETRIES", "DEAD", "LOOPS")

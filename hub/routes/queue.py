@@ -130,8 +130,9 @@ class RouteDb:
                 "FROM queue WHERE route = ? ORDER BY id LIMIT ?",
                 (route, limit),
             ).fetchall()
-        return [Queued(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7], bool(r[8]))
-                for r in rows]  # fmt: skip
+        return [
+            Queued(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7], bool(r[8])) for r in rows
+        ]
 
     def depth(self, route: str) -> int:
         with self._lock:
@@ -161,10 +162,24 @@ class RouteDb:
                     "INSERT INTO dead (route, topic, payload, device, sensor, time, origin, "
                     "retain, attempts, status, error, failed_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [(q.route, q.topic, q.payload, q.device, q.sensor, q.time, q.origin,
-                      q.retain, f.attempts, f.status[:64], f.error[:500], now)
-                     for q, f in dead],
-                )  # fmt: skip
+                    [
+                        (
+                            q.route,
+                            q.topic,
+                            q.payload,
+                            q.device,
+                            q.sensor,
+                            q.time,
+                            q.origin,
+                            q.retain,
+                            f.attempts,
+                            f.status[:64],
+                            f.error[:500],
+                            now,
+                        )
+                        for q, f in dead
+                    ],
+                )
                 self._count(
                     route, delivered=len(delivered), retries=retries, dead=len(dead), loops=loops
                 )
@@ -210,8 +225,18 @@ class RouteDb:
                 "failed_at FROM dead WHERE route = ? ORDER BY id LIMIT ?",
                 (route, limit),
             ).fetchall()
-        keys = ("id", "topic", "payload", "device", "sensor", "time", "attempts", "status",
-                "error", "failed_at")  # fmt: skip
+        keys = (
+            "id",
+            "topic",
+            "payload",
+            "device",
+            "sensor",
+            "time",
+            "attempts",
+            "status",
+            "error",
+            "failed_at",
+        )
         out = []
         for row in rows:
             letter = dict(zip(keys, row, strict=True))

@@ -127,8 +127,11 @@ class Routes:
         found = self._selected.get(topic)
         if found is None:
             device, sensor = _device_of(topic)
-            chosen = tuple(s for s in self.specs if filter_matches(s.filter, topic)
-                           and selects(s, topic, device, sensor))  # fmt: skip
+            chosen = tuple(
+                s
+                for s in self.specs
+                if filter_matches(s.filter, topic) and selects(s, topic, device, sensor)
+            )
             if len(self._selected) >= TOPIC_CACHE:
                 self._selected.clear()
             found = self._selected[topic] = (chosen, device, sensor)
@@ -172,8 +175,14 @@ class Routes:
 
     # --- events -----------------------------------------------------------------------------
     def _event(self, kind: str, detail: str, **extra: Any) -> None:
-        event = {"kind": kind, "client_id": HUB_ID, "identity": None, "name": None,
-                 "detail": detail, **extra}  # fmt: skip
+        event = {
+            "kind": kind,
+            "client_id": HUB_ID,
+            "identity": None,
+            "name": None,
+            "detail": detail,
+            **extra,
+        }
         self._quiet = True  # never routed, whatever a route's filter says
         try:
             self._report(kind, event)
@@ -224,10 +233,14 @@ class Routes:
         """Runs exactly these routes: unchanged ones go on, changed ones restart, removed ones
         stop (their queued messages wait in the queue should they come back). Returns the
         names of the routes that changed."""
-        targets = {s.name: await self._target(s) for s in specs
-                   if s.name not in self.workers or self.workers[s.name].spec != s}  # fmt: skip
-        changed = sorted(set(targets) | {n for n in self.workers if n not in
-                                         {s.name for s in specs}})  # fmt: skip
+        targets = {
+            s.name: await self._target(s)
+            for s in specs
+            if s.name not in self.workers or self.workers[s.name].spec != s
+        }
+        changed = sorted(
+            set(targets) | {n for n in self.workers if n not in {s.name for s in specs}}
+        )
         for name in changed:
             old = self.workers.pop(name, None)
             if old is not None:
@@ -297,11 +310,11 @@ class Routes:
             outcome = await worker.target.deliver(batch)
             loops, worker.loops_unsaved = worker.loops_unsaved, 0
             try:
-                await asyncio.to_thread(db.finish, spec.name, outcome.delivered, outcome.dead,
-                                        outcome.retries, loops)  # fmt: skip
+                await asyncio.to_thread(
+                    db.finish, spec.name, outcome.delivered, outcome.dead, outcome.retries, loops
+                )
             except Exception as exc:  # delivered again later: at least once
-                log.error("route %s: cannot record %d deliveries: %s", spec.name, len(batch),
-                          exc)  # fmt: skip
+                log.error("route %s: cannot record %d deliveries: %s", spec.name, len(batch), exc)
                 worker.loops_unsaved += loops
                 await asyncio.sleep(FAILED_WRITE_WAIT_S)
                 continue
@@ -316,9 +329,16 @@ class Routes:
                     f"{failure.attempts} attempts: {failure.status}: {failure.error}"
                 )
                 log.warning("%s", detail)
-                self._event("route_failure", detail, route=spec.name, status=failure.status,
-                            error=failure.error, topic=queued.topic[:200],
-                            device=queued.device, attempts=failure.attempts)  # fmt: skip
+                self._event(
+                    "route_failure",
+                    detail,
+                    route=spec.name,
+                    status=failure.status,
+                    error=failure.error,
+                    topic=queued.topic[:200],
+                    device=queued.device,
+                    attempts=failure.attempts,
+                )
 
     # --- reading ----------------------------------------------------------------------------
     def listing(self) -> list[dict[str, Any]]:

@@ -28,14 +28,31 @@ TARGETS = ("webhook", "database", "mqtt")
 PARAMS = ("topic", "payload", "device", "sensor", "value", "time")
 MAX_ROUTES = 64
 MAX_SECRET_BYTES = 8192
-COMMON = {"name", "filter", "device", "sensor", "target", "max_attempts", "backoff_s",
-          "backoff_max_s", "max_queue"}  # fmt: skip
+COMMON = {
+    "name",
+    "filter",
+    "device",
+    "sensor",
+    "target",
+    "max_attempts",
+    "backoff_s",
+    "backoff_max_s",
+    "max_queue",
+}
 KEYS = {
-    "webhook": COMMON | {"url", "method", "headers", "headers_from_env", "headers_from_file",
-                         "timeout_s", "concurrency"},
+    "webhook": COMMON
+    | {
+        "url",
+        "method",
+        "headers",
+        "headers_from_env",
+        "headers_from_file",
+        "timeout_s",
+        "concurrency",
+    },
     "database": COMMON | {"database", "statement", "batch"},
     "mqtt": COMMON | {"topic", "qos", "retain"},
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -69,16 +86,19 @@ class RouteSpec:
 
     def describe(self) -> dict[str, Any]:
         """The route as the API and `hub route list` show it: no secret, no password."""
-        shown: dict[str, Any] = {"name": self.name, "filter": self.filter,
-                                 "target": self.target}  # fmt: skip
+        shown: dict[str, Any] = {"name": self.name, "filter": self.filter, "target": self.target}
         if self.device:
             shown["device"] = self.device
         if self.sensor:
             shown["sensor"] = self.sensor
         if self.target == "webhook":
-            shown.update(url=redact_url(self.url), method=self.method,
-                         secret_headers=sorted(h for h, _ in self.headers_from_env
-                                               + self.headers_from_file))  # fmt: skip
+            shown.update(
+                url=redact_url(self.url),
+                method=self.method,
+                secret_headers=sorted(
+                    h for h, _ in self.headers_from_env + self.headers_from_file
+                ),
+            )
         elif self.target == "database":
             shown.update(database=redact_url(self.database), statement=self.statement)
         else:
@@ -93,13 +113,24 @@ def _text(route: str, table: dict[str, Any], key: str, default: str | None = Non
     return value
 
 
-def _number(route: str, table: dict[str, Any], key: str, default: float, low: float,
-            high: float, *, whole: bool = False) -> Any:  # fmt: skip
+def _number(
+    route: str,
+    table: dict[str, Any],
+    key: str,
+    default: float,
+    low: float,
+    high: float,
+    *,
+    whole: bool = False,
+) -> Any:
     value = table.get(key, default)
     kind_ok = isinstance(value, int) if whole else isinstance(value, int | float)
-    if isinstance(value, bool) or not kind_ok or not low <= value <= high or (
-        isinstance(value, float) and not math.isfinite(value)
-    ):  # fmt: skip
+    if (
+        isinstance(value, bool)
+        or not kind_ok
+        or not low <= value <= high
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         what = "a whole number" if whole else "a number"
         raise ConfigError(f"routes: {route}: {key} must be {what} from {low} to {high}")
     return int(value) if whole else float(value)
@@ -111,11 +142,16 @@ def _headers(route: str, table: dict[str, Any], key: str) -> tuple[tuple[str, st
         raise ConfigError(f"routes: {route}: {key} must be a table of header = string")
     out = []
     for header, text in value.items():
-        if not HEADER_RE.match(header) or not isinstance(text, str) or "\n" in text or (
-            "\r" in text
-        ):  # fmt: skip
-            raise ConfigError(f"routes: {route}: {key}: {header[:64]!r} must be a header name "
-                              "with a one-line string")  # fmt: skip
+        if (
+            not HEADER_RE.match(header)
+            or not isinstance(text, str)
+            or "\n" in text
+            or ("\r" in text)
+        ):
+            raise ConfigError(
+                f"routes: {route}: {key}: {header[:64]!r} must be a header name "
+                "with a one-line string"
+            )
         out.append((header, text))
     return tuple(out)
 
@@ -154,8 +190,9 @@ def sql_tokens(statement: str) -> list[tuple[str, str]]:
         if kind == "param" and text.endswith("$"):
             raise ConfigError("dollar-quoted strings ($tag$...$tag$) are not supported")
         if kind == "dollar":
-            raise ConfigError(f"positional parameters ({text}) are not supported: use $topic, "
-                              "$payload, ...")  # fmt: skip
+            raise ConfigError(
+                f"positional parameters ({text}) are not supported: use $topic, $payload, ..."
+            )
         if kind == "other" and text in ("'", '"'):  # no closing quote matched it
             raise ConfigError("an unterminated quote")
         out.append((kind, text))
@@ -195,15 +232,20 @@ def parse_route(table: object, index: int) -> RouteSpec:
     topic_filter = _text(name, table, "filter")
     if not check_topic_filter(topic_filter) or len(topic_filter) > 256:
         raise ConfigError(f"routes: {name}: filter {topic_filter[:60]!r} is not a topic filter")
-    values: dict[str, Any] = {"name": name, "filter": topic_filter, "target": target,
-                              "raw": dict(table)}  # fmt: skip
+    values: dict[str, Any] = {
+        "name": name,
+        "filter": topic_filter,
+        "target": target,
+        "raw": dict(table),
+    }
     if "device" in table:
         values["device"] = _text(name, table, "device")
     if "sensor" in table:
         values["sensor"] = _text(name, table, "sensor")
         if not SENSOR_RE.match(values["sensor"]):
-            raise ConfigError(f"routes: {name}: sensor {values['sensor'][:20]!r} is not a "
-                              "sensor name")  # fmt: skip
+            raise ConfigError(
+                f"routes: {name}: sensor {values['sensor'][:20]!r} is not a sensor name"
+            )
     values["max_attempts"] = _number(name, table, "max_attempts", 5, 1, 100, whole=True)
     values["backoff_s"] = _number(name, table, "backoff_s", 0.5, 0.001, 3600)
     values["backoff_max_s"] = _number(name, table, "backoff_max_s", 30.0, 0.001, 86400)
@@ -225,8 +267,7 @@ def parse_route(table: object, index: int) -> RouteSpec:
     elif target == "database":
         database = _text(name, table, "database")
         if not database.startswith(("postgresql://", "postgres://", "sqlite:")):
-            raise ConfigError(f"routes: {name}: database must be postgresql://... or "
-                              "sqlite:PATH")  # fmt: skip
+            raise ConfigError(f"routes: {name}: database must be postgresql://... or sqlite:PATH")
         values["database"] = database
         statement = _text(name, table, "statement")
         try:
@@ -270,23 +311,24 @@ def secret_headers(spec: RouteSpec) -> dict[str, str]:
     for header, variable in spec.headers_from_env:
         value = os.environ.get(variable)
         if value is None:
-            raise ConfigError(f"routes: {spec.name}: header {header}: environment variable "
-                              f"{variable} is not set")  # fmt: skip
+            raise ConfigError(
+                f"routes: {spec.name}: header {header}: environment variable {variable} is not set"
+            )
         out[header] = value.strip()
     for header, path in spec.headers_from_file:
         try:
             with Path(path).open("rb") as file:
                 raw = file.read(MAX_SECRET_BYTES + 1)
         except OSError as exc:
-            raise ConfigError(f"routes: {spec.name}: header {header}: cannot read {path}: "
-                              f"{exc.strerror}") from None  # fmt: skip
+            raise ConfigError(
+                f"routes: {spec.name}: header {header}: cannot read {path}: {exc.strerror}"
+            ) from None
         if len(raw) > MAX_SECRET_BYTES:
             raise ConfigError(f"routes: {spec.name}: header {header}: {path} is too large")
         out[header] = raw.decode("utf-8", "replace").strip()
     for header, value in out.items():
         if "\n" in value or "\r" in value:
-            raise ConfigError(f"routes: {spec.name}: header {header}: the value must be one "
-                              "line")  # fmt: skip
+            raise ConfigError(f"routes: {spec.name}: header {header}: the value must be one line")
     return out
 
 

@@ -80,8 +80,13 @@ async def attempts(spec: RouteSpec, once: Callable[[], Any], outcome: Outcome) -
             if attempt >= spec.max_attempts:
                 return Failure(attempt, exc.status, exc.error)
             outcome.retries += 1
-            log.info("route %s: attempt %d failed (%s: %s); retrying", spec.name, attempt,
-                     exc.status, exc.error)  # fmt: skip
+            log.info(
+                "route %s: attempt %d failed (%s: %s); retrying",
+                spec.name,
+                attempt,
+                exc.status,
+                exc.error,
+            )
             await asyncio.sleep(backoff(spec, attempt))
 
 
@@ -127,9 +132,12 @@ class Webhook:
     async def _post(self, queued: Queued) -> None:
         try:
             async with self._client().request(
-                self.spec.method, self.spec.url, data=queued.payload,
-                headers=self.headers(queued), allow_redirects=False,
-            ) as response:  # fmt: skip
+                self.spec.method,
+                self.spec.url,
+                data=queued.payload,
+                headers=self.headers(queued),
+                allow_redirects=False,
+            ) as response:
                 if 200 <= response.status < 300:
                     return
                 text = (await response.content.read(MAX_ERROR)).decode("utf-8", "replace")
@@ -223,8 +231,9 @@ class Database:
     def _connect(self) -> Any:
         if self.style == "sqlite":
             assert self._path is not None
-            return sqlite3.connect(self._path, timeout=5.0, isolation_level=None,
-                                   check_same_thread=False)  # fmt: skip
+            return sqlite3.connect(
+                self._path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
         import psycopg
 
         return psycopg.connect(self.spec.database, connect_timeout=5)

@@ -114,10 +114,15 @@ class Api:
             log.warning("history of %s not served: %s", device, exc)
             raise error(web.HTTPServiceUnavailable, str(exc)) from None
         return [
-            {"sensor": r.sensor, "boot": r.boot, "seq": r.seq, "value": r.value,
-             "received_at": r.received_at}
+            {
+                "sensor": r.sensor,
+                "boot": r.boot,
+                "seq": r.seq,
+                "value": r.value,
+                "received_at": r.received_at,
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
 
     # --- endpoints -------------------------------------------------------------------------
     async def devices(self, request: web.Request) -> web.Response:
@@ -192,17 +197,21 @@ class Api:
         if wait == "0":
             await self.commands.stored()  # pending across a crash of the hub too
             return web.json_response(
-                {"id": record["id"], "status": "pending", "online": online,
-                 "expires_at": record["expires_at"]},
+                {
+                    "id": record["id"],
+                    "status": "pending",
+                    "online": online,
+                    "expires_at": record["expires_at"],
+                },
                 status=202,
-            )  # fmt: skip
+            )
         try:
             reply = await self.commands.wait(record["id"], timeout)
         except TimeoutError:
             raise error(
-                web.HTTPGatewayTimeout, f"no reply from {device!r} on {reply_topic(device)} "
-                f"within {timeout:g} s",
-            ) from None  # fmt: skip
+                web.HTTPGatewayTimeout,
+                f"no reply from {device!r} on {reply_topic(device)} within {timeout:g} s",
+            ) from None
         return web.json_response(reply)
 
     async def command_status(self, request: web.Request) -> web.Response:

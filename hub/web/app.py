@@ -192,9 +192,15 @@ def build_app(
     parts; a route of a part that is missing answers 503."""
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
-    parts: dict[str, Any] = {"pages": Pages(broker, auth, mqtt_limits), "auth": auth, "api": api,
-                             "manage": manage, "fleet": api.fleet,
-                             "alarms": api.alarms, **(integrations or {})}  # fmt: skip
+    parts: dict[str, Any] = {
+        "pages": Pages(broker, auth, mqtt_limits),
+        "auth": auth,
+        "api": api,
+        "manage": manage,
+        "fleet": api.fleet,
+        "alarms": api.alarms,
+        **(integrations or {}),
+    }
     metrics = parts.get("metrics")
     for route in ROUTES:
         part, method = route.handler.split(".")

@@ -41,8 +41,12 @@ class AuthBackend:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._only_the_cluster])
-        for path, handler in (("/user", self._user), ("/vhost", self._vhost),
-                              ("/resource", self._resource), ("/topic", self._topic)):  # fmt: skip
+        for path, handler in (
+            ("/user", self._user),
+            ("/vhost", self._vhost),
+            ("/resource", self._resource),
+            ("/topic", self._topic),
+        ):
             app.router.add_route("POST", path, handler)
             app.router.add_route("GET", path, handler)
         return app
@@ -71,8 +75,11 @@ class AuthBackend:
         if peer is None or not (peer.is_loopback or peer in self.allowed):
             self.refused_callers += 1
             if self.refused_callers in (1, 10, 100) or self.refused_callers % 1000 == 0:
-                log.warning("auth listener: refused a caller that is not the cluster (%s; %d "
-                            "so far)", request.remote, self.refused_callers)  # fmt: skip
+                log.warning(
+                    "auth listener: refused a caller that is not the cluster (%s; %d so far)",
+                    request.remote,
+                    self.refused_callers,
+                )
             return web.Response(status=403, text="deny")
         return await handler(request)
 
@@ -91,16 +98,18 @@ class AuthBackend:
         p = await self._params(request)
         if p is None or not p.get("username"):
             return web.Response(text="deny")
-        answer = await self.authorizer.user(p["username"], p.get("password", ""),
-                                            p.get("client_id", ""))  # fmt: skip
+        answer = await self.authorizer.user(
+            p["username"], p.get("password", ""), p.get("client_id", "")
+        )
         return web.Response(text=answer)
 
     async def _vhost(self, request: web.Request) -> web.Response:
         p = await self._params(request)
         if p is None:
             return web.Response(text="deny")
-        answer = self.authorizer.vhost(p.get("username", ""), p.get("vhost", ""),
-                                       p.get("client_id", ""))  # fmt: skip
+        answer = self.authorizer.vhost(
+            p.get("username", ""), p.get("vhost", ""), p.get("client_id", "")
+        )
         return web.Response(text=answer)
 
     async def _resource(self, request: web.Request) -> web.Response:
@@ -108,9 +117,13 @@ class AuthBackend:
         if p is None:
             return web.Response(text="deny")
         answer = self.authorizer.resource(
-            p.get("username", ""), p.get("vhost", ""), p.get("resource", ""), p.get("name", ""),
-            p.get("permission", ""), p.get("client_id", ""),
-        )  # fmt: skip
+            p.get("username", ""),
+            p.get("vhost", ""),
+            p.get("resource", ""),
+            p.get("name", ""),
+            p.get("permission", ""),
+            p.get("client_id", ""),
+        )
         return web.Response(text=answer)
 
     async def _topic(self, request: web.Request) -> web.Response:
@@ -119,7 +132,11 @@ class AuthBackend:
             return web.Response(text="deny")
         client_id = p.get("variable_map.client_id") or p.get("client_id", "")
         answer = self.authorizer.topic(
-            p.get("username", ""), p.get("vhost", ""), p.get("name", ""),
-            p.get("permission", ""), p.get("routing_key", ""), client_id,
-        )  # fmt: skip
+            p.get("username", ""),
+            p.get("vhost", ""),
+            p.get("name", ""),
+            p.get("permission", ""),
+            p.get("routing_key", ""),
+            client_id,
+        )
         return web.Response(text=answer)

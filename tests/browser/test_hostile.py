@@ -57,9 +57,14 @@ def payloads(phase: str) -> dict[str, str]:
 
 # Numbers that are strings (the contract says integers): shown as nothing, never as markup.
 NUMBERS_AS_STRINGS = {
-    "up": trap("up"), "heap": trap("heap"), "rssi": "<b>-40</b>", "reconnects": "1e9",
-    "queue": trap("queue"), "dropped": "javascript:__pwned.push('dropped')", "seq": "7",
-}  # fmt: skip
+    "up": trap("up"),
+    "heap": trap("heap"),
+    "rssi": "<b>-40</b>",
+    "reconnects": "1e9",
+    "queue": trap("queue"),
+    "dropped": "javascript:__pwned.push('dropped')",
+    "seq": "7",
+}
 HOSTILE_SENSORS = [trap("sensor"), "javascript:__pwned.push('sensor-href')"]
 REPLY_TEXT = trap("reply")
 REPLY_KEY = "<svg onload=__pwned.push(9)>"  # the page shows keys up to 40 characters
@@ -88,8 +93,9 @@ def publish_retained(dev: MqttDevice) -> None:
     dev.attempt(status_topic(DEVICE), trap("status"), retain=True)
     dev.attempt(meta_topic(DEVICE), health_json(**NUMBERS_AS_STRINGS), retain=True)
     dev.publish(meta_topic(DEVICE), health_json(**payloads("retained")), retain=True)
-    dev.attempt(reply_topic(DEVICE), json.dumps({"id": 1, "ok": True, "x": trap("old-reply")}),
-                retain=True)  # fmt: skip
+    dev.attempt(
+        reply_topic(DEVICE), json.dumps({"id": 1, "ok": True, "x": trap("old-reply")}), retain=True
+    )
 
 
 def publish_live(dev: MqttDevice) -> None:
@@ -108,8 +114,12 @@ def publish_live(dev: MqttDevice) -> None:
 def login_status(hub: HubProcess, name: str, password: str) -> int:
     """POST /api/login from outside the browser; returns the status."""
     body = json.dumps({"name": name, "password": password}).encode()
-    request = urllib.request.Request(hub.http_url + "/api/login", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        hub.http_url + "/api/login",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=scaled(10)) as response:
             return int(response.status)

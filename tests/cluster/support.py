@@ -35,8 +35,17 @@ class ClusterHub:
     ) -> None:
         self.data_dir = data_dir
         self.log = log
-        cmd = hub_command(cluster, data_dir, auth_port, "--store", store, "--rate-limit", "0",
-                          "--log-level", "INFO")  # fmt: skip
+        cmd = hub_command(
+            cluster,
+            data_dir,
+            auth_port,
+            "--store",
+            store,
+            "--rate-limit",
+            "0",
+            "--log-level",
+            "INFO",
+        )
         with log.open("a") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
@@ -59,9 +68,11 @@ class ClusterHub:
     def api(self, method: str, path: str, token: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.http_url + path, data=data, method=method,
+            self.http_url + path,
+            data=data,
+            method=method,
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=scaled(30)) as response:
             return json.load(response)
 
@@ -69,11 +80,18 @@ class ClusterHub:
 def start_firmware(folder: Path, device_id: str, secret: str, mqtt_ports: list[int]) -> Device:
     """A firmware device on the unix port that knows every node (it tries them in order)."""
     settings = mpunix.DeviceSettings(
-        id=device_id, hub_host="127.0.0.1", hub_port=mqtt_ports[0], username=device_id,
-        password=secret, period_s=1, keepalive_s=FAST["keepalive_s"],
-        io_timeout_s=FAST["io_timeout_s"], ack_timeout_s=FAST["ack_timeout_s"],
-        backoff_min_ms=FAST["backoff_min_ms"], backoff_max_ms=FAST["backoff_max_ms"],
-    )  # fmt: skip
+        id=device_id,
+        hub_host="127.0.0.1",
+        hub_port=mqtt_ports[0],
+        username=device_id,
+        password=secret,
+        period_s=1,
+        keepalive_s=FAST["keepalive_s"],
+        io_timeout_s=FAST["io_timeout_s"],
+        ack_timeout_s=FAST["ack_timeout_s"],
+        backoff_min_ms=FAST["backoff_min_ms"],
+        backoff_max_ms=FAST["backoff_max_ms"],
+    )
     root = mpunix.prepare_device_dir(folder / device_id, settings)
     hubs = [HubAddress("127.0.0.1", port, False) for port in mqtt_ports]
     (root / "settings.json").write_text(json.dumps(with_hubs(settings, hubs)))

@@ -43,10 +43,24 @@ def test_cli_hub_serves_the_cluster_and_stops_with_it(tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     secret = json.loads(added.stdout)["password"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder), "--hub",
-         "--data-dir", str(data), "--timeout", str(scaled(90))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tools.cluster",
+            "--nodes",
+            "1",
+            "--dir",
+            str(folder),
+            "--hub",
+            "--data-dir",
+            str(data),
+            "--timeout",
+            str(scaled(90)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -60,8 +74,7 @@ def test_cli_hub_serves_the_cluster_and_stops_with_it(tmp_path: Path) -> None:
         async def login(password: str) -> int:
             client = await RawClient.tcp("127.0.0.1", mqtt_port)
             try:
-                return (await client.connect("cli-dev", username="cli-dev",
-                                             password=password))[1]  # fmt: skip
+                return (await client.connect("cli-dev", username="cli-dev", password=password))[1]
             finally:
                 await client.close()
 

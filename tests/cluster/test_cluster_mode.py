@@ -58,8 +58,9 @@ class Env:
 
     async def device(self, device_id: str, node: int) -> RawClient:
         client = await RawClient.tcp("127.0.0.1", self.cluster.mqtt_ports[node])
-        code = await client.connect(device_id, username=device_id,
-                                    password=self.secrets[device_id])  # fmt: skip
+        code = await client.connect(
+            device_id, username=device_id, password=self.secrets[device_id]
+        )
         assert code == (False, 0), f"{device_id} refused: {code}"
         return client
 
@@ -109,8 +110,7 @@ def test_device_on_node_1_reaches_a_browser_on_node_3_and_the_store(env: Env) ->
         token = env.token("--subscribe", "d/+/t/+")
         url = f"ws://127.0.0.1:{env.cluster.ws_ports[2]}{env.cluster.ws_path}"
         browser = await RawClient.websocket(url)
-        assert await browser.connect("browser-1", username="token", password=token) == (
-            False, 0)  # fmt: skip
+        assert await browser.connect("browser-1", username="token", password=token) == (False, 0)
         assert await browser.subscribe([("d/+/t/+", 1)]) == [1]
         host, port = env.hub.endpoints.http
         page = await RawClient.websocket(f"ws://{host}:{port}/mqtt")
@@ -126,8 +126,11 @@ def test_device_on_node_1_reaches_a_browser_on_node_3_and_the_store(env: Env) ->
         await page.disconnect()
 
     asyncio.run(body())
-    eventually(lambda: stored(env.store, "dev-a") == {"a1": [0]} or None, scaled(15),
-               "the reading in PostgreSQL")  # fmt: skip
+    eventually(
+        lambda: stored(env.store, "dev-a") == {"a1": [0]} or None,
+        scaled(15),
+        "the reading in PostgreSQL",
+    )
 
 
 def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
@@ -143,8 +146,7 @@ def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
         assert code in (4, 5)
         await events.wait_for("auth_failure", client_id="dev-b", detail="wrong secret")
         off = await RawClient.tcp("127.0.0.1", node)
-        _, code = await off.connect("dev-off", username="dev-off",
-                                    password=env.secrets["dev-off"])  # fmt: skip
+        _, code = await off.connect("dev-off", username="dev-off", password=env.secrets["dev-off"])
         assert code in (4, 5)
         await events.wait_for("auth_failure", client_id="dev-off", detail="disabled")
         device = await env.device("dev-b", 0)
@@ -155,8 +157,7 @@ def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
         await events.wait_for("filter_violation", name="dev-b", detail="d/dev-a/t/temp")
         token = env.token("--subscribe", "d/dev-a/t/+")
         browser = await RawClient.tcp("127.0.0.1", env.cluster.mqtt_ports[2])
-        assert await browser.connect("scoped-1", username="token", password=token) == (
-            False, 0)  # fmt: skip
+        assert await browser.connect("scoped-1", username="token", password=token) == (False, 0)
         await browser.send(subscribe_packet(3, [("d/+/t/+", 0)]))
         await browser.expect_closed(timeout=scaled(10))
         await events.wait_for("filter_violation", client_id="scoped-1", detail="d/+/t/+")
@@ -167,8 +168,9 @@ def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
 
 def _listed(env: Env, client_id: str) -> bool:
     creds = env.cluster.credentials
-    conns = mgmt_get(env.cluster.mgmt_ports[1], "/api/connections?columns=client_properties",
-                     creds)  # fmt: skip
+    conns = mgmt_get(
+        env.cluster.mgmt_ports[1], "/api/connections?columns=client_properties", creds
+    )
     assert isinstance(conns, list)
     return any((c.get("client_properties") or {}).get("client_id") == client_id for c in conns)
 
@@ -179,8 +181,11 @@ def test_disabling_a_device_closes_its_connection_within_a_second(env: Env) -> N
 
     async def body() -> None:
         device = await env.device("dev-b", 1)
-        await eventually_async(lambda: _listed(env, "dev-b") or None, scaled(15),
-                               "the connection in the management API")  # fmt: skip
+        await eventually_async(
+            lambda: _listed(env, "dev-b") or None,
+            scaled(15),
+            "the connection in the management API",
+        )
         result = await asyncio.to_thread(hub_cli, env.hub.data_dir, "device", "disable", "dev-b")
         assert result.returncode == 0, result.stderr
         disabled_at = time.monotonic()
@@ -227,35 +232,52 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
     quiet = loop.run_until_complete(env.device("dev-a", 0))  # stays down once node 1 dies
     try:
         for device_id in FIRMWARE:
-            devices.append(start_firmware(env.tmp / "fw", device_id, env.secrets[device_id],
-                                          env.cluster.mqtt_ports))  # fmt: skip
+            devices.append(
+                start_firmware(
+                    env.tmp / "fw", device_id, env.secrets[device_id], env.cluster.mqtt_ports
+                )
+            )
         for device_id in FIRMWARE:
-            eventually(lambda d=device_id: _progress(env, d) >= 3 or None, scaled(60),
-                       f"{device_id}'s first readings stored")  # fmt: skip
+            eventually(
+                lambda d=device_id: _progress(env, d) >= 3 or None,
+                scaled(60),
+                f"{device_id}'s first readings stored",
+            )
         before = {d: _progress(env, d) for d in FIRMWARE}
         env.cluster.kill(0)
         for device_id in FIRMWARE:
-            eventually(lambda d=device_id: _progress(env, d) >= before[d] + 4 or None,
-                       scaled(60), f"{device_id}'s readings after node 1 died")  # fmt: skip
-        reply = env.hub.api("POST", "/api/devices/fw-1/commands?timeout=20", env.admin,
-                            {"op": "ping"})  # fmt: skip
+            eventually(
+                lambda d=device_id: _progress(env, d) >= before[d] + 4 or None,
+                scaled(60),
+                f"{device_id}'s readings after node 1 died",
+            )
+        reply = env.hub.api(
+            "POST", "/api/devices/fw-1/commands?timeout=20", env.admin, {"op": "ping"}
+        )
         assert reply["ok"] is True
         loop.run_until_complete(events.wait_for("disconnected", name="dev-a", reason="node_lost"))
-        assert not [e for e in events.seen if e.get("reason") == "node_lost"
-                    and e.get("name") in FIRMWARE]  # fmt: skip
+        assert not [
+            e for e in events.seen if e.get("reason") == "node_lost" and e.get("name") in FIRMWARE
+        ]
         second.stop(signal.SIGKILL)
         after = {d: _progress(env, d) for d in FIRMWARE}
         for device_id in FIRMWARE:
-            eventually(lambda d=device_id: _progress(env, d) >= after[d] + 4 or None,
-                       scaled(60), f"{device_id}'s readings after a hub died")  # fmt: skip
+            eventually(
+                lambda d=device_id: _progress(env, d) >= after[d] + 4 or None,
+                scaled(60),
+                f"{device_id}'s readings after a hub died",
+            )
     finally:
         for device in devices:
             device.kill()
         loop.run_until_complete(quiet.close())
         loop.run_until_complete(events.close())
         loop.close()
-    eventually(lambda: _queue(env) == {"messages": 0, "messages_unacknowledged": 0} or None,
-               scaled(30), "the readings queue drained")  # fmt: skip
+    eventually(
+        lambda: _queue(env) == {"messages": 0, "messages_unacknowledged": 0} or None,
+        scaled(30),
+        "the readings queue drained",
+    )
     for device_id in FIRMWARE:
         boots = stored(env.store, device_id)
         assert boots, f"{device_id} stored nothing"

@@ -32,7 +32,7 @@ NOT_AN_ADDRESS = [
     "h :1883", " h:1883", "h\n:1883", "h\x00:1883", "a/b:1883", "user@h:1883", "mqtt://h:1883",
     "::1:1883", "[h]:1883", "[::1:1883", "h:1883:", "é.example:1883", "h;rm -rf:1", "[]:1",
     "a" * 300 + ":1", 1883, None, ["h", 1883], True,
-]  # fmt: skip
+]
 
 
 def _check(cases: list[dict[str, Any]], tmp_path: Path) -> list[list[Any]]:

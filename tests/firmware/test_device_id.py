@@ -13,7 +13,7 @@ CASES = [
     "", "-a", "_a", "-", "a" * 33, "Kitchen", "A", "kitchen 1", " a", "a ", "a/b", "a+b",
     "a#", "a.b", "a:b", "$a", "é", "kitchén", "\uff53im", "a\n", "\na", "a\r", "a\t", "a\x00",
     "+", "#", "d/x", "a" * 31 + "-", "-" + "a" * 31,
-]  # fmt: skip
+]
 
 
 def test_firmware_and_hub_agree_on_device_ids(tmp_path: Path) -> None:

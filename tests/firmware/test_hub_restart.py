@@ -86,7 +86,7 @@ def test_command_status_and_health_survive_a_hub_crash(tmp_path: Path) -> None:
                 done = await poll(
                     lambda: (c := get(hub, f"{path}/commands/{command}", admin))["status"]
                     == "replied" and c, 30, "the command's reply",
-                )  # fmt: skip
+                )
             assert done["reply"]["ok"] is True and done["reply"]["id"] == command
 
         asyncio.run(after())

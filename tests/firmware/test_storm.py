@@ -86,7 +86,7 @@ def test_a_fleet_refused_in_a_storm_spreads_its_retries_and_never_gives_up(
                     await sub.wait_until(
                         lambda sub=sub: len(sub.online()) >= 2, scaled(BACKOFF_MAX_S + 3),
                         "online again",
-                    )  # fmt: skip
+                    )
                 for sub in subs:
                     # The readings of the refused time waited in flash: all arrive.
                     await sub.wait_readings(attempts + 3, 15)

@@ -28,8 +28,13 @@ def engine(*rules: dict[str, Any]) -> tuple[Alarms, Recorded]:
 
 
 def state(**values: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"status": "online", "last_seen": 0.0, "board": "esp32",
-                            "health": None, "sensors": {}}  # fmt: skip
+    base: dict[str, Any] = {
+        "status": "online",
+        "last_seen": 0.0,
+        "board": "esp32",
+        "health": None,
+        "sensors": {},
+    }
     base.update(values)
     return base
 
@@ -64,8 +69,9 @@ def test_bad_rules_are_refused_by_field(rule: dict[str, Any], message: str) -> N
 
 def test_above_raises_and_clears_only_past_the_hysteresis() -> None:
     """Above 30 raises once; 29 keeps it (within 2 of the threshold); 27.9 clears it."""
-    alarms, seen = engine({"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30,
-                           "clear_hysteresis": 2})  # fmt: skip
+    alarms, seen = engine(
+        {"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30, "clear_hysteresis": 2}
+    )
     for value in (25, 31, 35, 29, 28):
         alarms.on_state("d1", "reading:temp", temp(value))
     assert seen.kinds() == ["alarm_raised"] and alarms.count("d1") == 1
@@ -81,7 +87,7 @@ def test_below_and_heap_clear_above_threshold_plus_hysteresis() -> None:
     alarms, seen = engine(
         {"name": "cold", "kind": "below", "sensor": "temp", "threshold": 5, "clear_hysteresis": 1},
         {"name": "heap", "kind": "heap_below", "threshold": 20000, "clear_hysteresis": 5000},
-    )  # fmt: skip
+    )
     for value in (4, 5.5, 6.5):
         alarms.on_state("d1", "reading:temp", temp(value))
     for heap in (10000, 24000, 26000):
@@ -92,13 +98,15 @@ def test_below_and_heap_clear_above_threshold_plus_hysteresis() -> None:
 
 def test_for_s_waits_and_the_tick_raises() -> None:
     """A condition must hold for for_s: a dip back resets it; the tick raises once it has."""
-    alarms, seen = engine({"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30,
-                           "for_s": 60})  # fmt: skip
+    alarms, seen = engine(
+        {"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30, "for_s": 60}
+    )
     alarms.on_state("d1", "reading:temp", temp(31))
     alarms.tick({}, now=1e12)  # long after: raised by the tick
     assert seen.kinds() == ["alarm_raised"]
-    alarms2, seen2 = engine({"name": "hot", "kind": "above", "sensor": "temp",
-                             "threshold": 30, "for_s": 3600})  # fmt: skip
+    alarms2, seen2 = engine(
+        {"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30, "for_s": 3600}
+    )
     alarms2.on_state("d1", "reading:temp", temp(31))
     alarms2.on_state("d1", "reading:temp", temp(20))  # condition ended: nothing pending
     alarms2.tick({}, now=1e12)
@@ -108,13 +116,28 @@ def test_for_s_waits_and_the_tick_raises() -> None:
 def test_scopes_device_board_fleet() -> None:
     """A device rule watches one device, a board rule that board's devices, fleet all."""
     alarms, seen = engine(
-        {"name": "one", "kind": "above", "sensor": "temp", "threshold": 1,
-         "scope": {"device": "d2"}},
-        {"name": "board", "kind": "above", "sensor": "temp", "threshold": 1,
-         "scope": {"board": "lolin"}},
-        {"name": "all", "kind": "above", "sensor": "temp", "threshold": 1,
-         "scope": {"fleet": True}},
-    )  # fmt: skip
+        {
+            "name": "one",
+            "kind": "above",
+            "sensor": "temp",
+            "threshold": 1,
+            "scope": {"device": "d2"},
+        },
+        {
+            "name": "board",
+            "kind": "above",
+            "sensor": "temp",
+            "threshold": 1,
+            "scope": {"board": "lolin"},
+        },
+        {
+            "name": "all",
+            "kind": "above",
+            "sensor": "temp",
+            "threshold": 1,
+            "scope": {"fleet": True},
+        },
+    )
     alarms.on_state("d1", "reading:temp", temp(5))
     alarms.on_state("d3", "reading:temp", {**temp(5), "board": "lolin"})
     names = sorted(e["rule_name"] + ":" + e["device"] for _, e in seen.events)
@@ -124,8 +147,10 @@ def test_scopes_device_board_fleet() -> None:
 def test_offline_minutes_on_the_tick_and_clear_on_return() -> None:
     """Offline for the threshold's minutes raises on the tick (not before); online clears."""
     alarms, seen = engine({"name": "gone", "kind": "offline", "threshold": 10})
-    away = {"d1": state(status="offline", last_seen=1000.0),
-            "d2": state(status=None, last_seen=None)}  # fmt: skip
+    away = {
+        "d1": state(status="offline", last_seen=1000.0),
+        "d2": state(status=None, last_seen=None),
+    }
     alarms.tick(away, now=1000.0 + 9 * 60)
     assert seen.kinds() == []
     alarms.tick(away, now=1000.0 + 11 * 60)
@@ -165,8 +190,10 @@ def test_acknowledge_once_and_removed_rules_clear() -> None:
 def test_readings_reach_only_the_rules_that_watch_their_sensor() -> None:
     """on_reading (every reading the hub takes) moves the rules on its sensor as on_state
     does, skips sensors no rule watches, and still clears an offline alarm by a reading."""
-    alarms, seen = engine({"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30},
-                          {"name": "gone", "kind": "offline", "threshold": 10})  # fmt: skip
+    alarms, seen = engine(
+        {"name": "hot", "kind": "above", "sensor": "temp", "threshold": 30},
+        {"name": "gone", "kind": "offline", "threshold": 10},
+    )
     alarms.on_reading("d1", "hum", state(sensors={"hum": {"value": 99, "at": 0}}))
     alarms.on_reading("d1", "temp", temp(31))
     assert seen.kinds() == ["alarm_raised"] and seen.events[0][1]["rule_name"] == "hot"

@@ -94,8 +94,11 @@ def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
 def _user(data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hub", "user", *args, "--data-dir", str(data)],
-        input=stdin, capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
 
 
 def test_user_commands_say_what_they_did(tmp_path: Path) -> None:
@@ -105,14 +108,17 @@ def test_user_commands_say_what_they_did(tmp_path: Path) -> None:
     added = _user(data, "add", "ada", "--role", "admin")
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("added admin 'ada'\none-time password: ")
-    piped = _user(data, "add", "otto", "--role", "operator", "--password-stdin",
-                  stdin="a chosen password\n")  # fmt: skip
+    piped = _user(
+        data, "add", "otto", "--role", "operator", "--password-stdin", stdin="a chosen password\n"
+    )
     assert piped.returncode == 0 and piped.stdout == "added operator 'otto'\n"
     listed = _user(data, "list")
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["NAME", "ROLE", "ENABLED", "CREATED"]
     assert [line.split()[:3] for line in lines[1:]] == [
-        ["ada", "admin", "yes"], ["otto", "operator", "yes"]]  # fmt: skip
+        ["ada", "admin", "yes"],
+        ["otto", "operator", "yes"],
+    ]
     passwd = _user(data, "passwd", "otto")
     assert passwd.stdout.startswith("new password for 'otto'\none-time password: ")
     assert _user(data, "disable", "otto").stdout == "disabled 'otto'\n"
@@ -158,8 +164,10 @@ def test_bad_session_limits_are_refused(tmp_path: Path) -> None:
 def _device(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hub", "device", *args, "--data-dir", str(data)],
-        capture_output=True, text=True, timeout=scaled(30),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
 
 
 def test_device_list_is_a_table_and_json_on_request(tmp_path: Path) -> None:
@@ -188,7 +196,9 @@ def test_device_list_is_a_table_and_json_on_request(tmp_path: Path) -> None:
     ]
     as_json = json.loads(_device(data, "list", "--json").stdout)
     assert [(d["id"], d["last_seen_at"]) for d in as_json] == [
-        ("d-1", None), ("d-2", 1_767_225_600.0)]  # fmt: skip
+        ("d-1", None),
+        ("d-2", 1_767_225_600.0),
+    ]
     assert "secret" not in json.dumps(as_json)
 
 
@@ -201,9 +211,11 @@ def test_device_commands_say_what_they_did(tmp_path: Path) -> None:
     assert _device(data, "list").stdout.splitlines()[1].split()[:2] == ["d-3", "no"]
     assert _device(data, "enable", "d-3").stdout == "enabled 'd-3'\n"
     assert _device(data, "cert", "d-3", "--revoke").stdout == (
-        "revoked the certificate of 'd-3'\n")  # fmt: skip
+        "revoked the certificate of 'd-3'\n"
+    )
     assert _device(data, "remove", "d-3").stdout == "removed 'd-3'\n"
     assert _device(data, "list").stdout.splitlines()[1] == (
-        "(no devices: add one with `hub device add ID`)")  # fmt: skip
+        "(no devices: add one with `hub device add ID`)"
+    )
     missing = _device(data, "remove", "d-3")
     assert missing.returncode == 2 and missing.stderr.startswith("hub: error: ")

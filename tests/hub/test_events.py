@@ -48,9 +48,15 @@ def test_every_kind_has_its_severity() -> None:
 
 @pytest.mark.parametrize(
     ("reason", "severity"),
-    [("clean", "info"), ("shutdown", "info"), ("keepalive", "warning"), (None, "warning"),
-     ("lost", "warning"), ("taken_over", "warning")],
-)  # fmt: skip
+    [
+        ("clean", "info"),
+        ("shutdown", "info"),
+        ("keepalive", "warning"),
+        (None, "warning"),
+        ("lost", "warning"),
+        ("taken_over", "warning"),
+    ],
+)
 def test_a_disconnect_is_a_warning_unless_clean(reason: str | None, severity: str) -> None:
     """A clean DISCONNECT or the hub's shutdown is info; any other disconnect a warning."""
     event = {"identity": "device", "name": "dev-1", "reason": reason}
@@ -58,9 +64,23 @@ def test_a_disconnect_is_a_warning_unless_clean(reason: str | None, severity: st
 
 
 HOSTILE_IDS = [
-    "a/b", "+", "#", "a/+/#", "x\x00y", "../..", "$SYS", "/", "a" * 1000, "é/#" * 40,
-    "<script>alert(1)</script>", "", " ", "\n", 12345, ["a/b"],
-]  # fmt: skip
+    "a/b",
+    "+",
+    "#",
+    "a/+/#",
+    "x\x00y",
+    "../..",
+    "$SYS",
+    "/",
+    "a" * 1000,
+    "é/#" * 40,
+    "<script>alert(1)</script>",
+    "",
+    " ",
+    "\n",
+    12345,
+    ["a/b"],
+]
 
 
 @pytest.mark.parametrize("ident", HOSTILE_IDS)
@@ -116,13 +136,22 @@ def test_events_as_the_broker_and_console_make_them_carry_no_secret() -> None:
     identities, addresses and reasons: a login's password appears in no topic or body."""
     secret = "s3cret-Pa55word"
     shapes = [
-        ("auth_failure", {"kind": "auth_failure", "client_id": "dev-1", "identity": None,
-                          "name": "dev-1", "network": "tcp", "peer": "127.0.0.1:4000",
-                          "detail": "bad credentials"}),
+        (
+            "auth_failure",
+            {
+                "kind": "auth_failure",
+                "client_id": "dev-1",
+                "identity": None,
+                "name": "dev-1",
+                "network": "tcp",
+                "peer": "127.0.0.1:4000",
+                "detail": "bad credentials",
+            },
+        ),
         ("login_failure", {"identity": "account", "name": "ada", "peer": "127.0.0.1"}),
         ("login", {"identity": "account", "name": "ada", "peer": "127.0.0.1"}),
         ("device_added", {"identity": "account", "name": "ada", "by": "ada", "device": "d"}),
-    ]  # fmt: skip
+    ]
     for kind, event in shapes:
         topic, body = publish_one(kind, event)
         assert secret not in topic + json.dumps(body)

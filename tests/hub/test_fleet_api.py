@@ -20,15 +20,21 @@ def test_fleet_pages_counts_searches_filters_and_sorts(tmp_path: Path) -> None:
     try:
         admin = admin_token(hub)
         for device in ("reg-never", "reg-b"):
-            args = ["device", "add", device, "--allow-insecure"] if device == "reg-b" else [
-                "device", "add", device]  # fmt: skip
+            args = (
+                ["device", "add", device, "--allow-insecure"]
+                if device == "reg-b"
+                else ["device", "add", device]
+            )
             assert hub_cli(hub.data_dir, *args).returncode == 0
 
         async def scenario() -> None:
-            online = [await raw_device(hub, f"kitchen-{i}", meta=health(fw=f"0.{i % 2}"))
-                      for i in range(5)]  # fmt: skip
-            sleeper = await raw_device(hub, "garden-1", status=b"asleep",
-                                       meta=health(board="lolin-d32"))  # fmt: skip
+            online = [
+                await raw_device(hub, f"kitchen-{i}", meta=health(fw=f"0.{i % 2}"))
+                for i in range(5)
+            ]
+            sleeper = await raw_device(
+                hub, "garden-1", status=b"asleep", meta=health(board="lolin-d32")
+            )
             await sleeper.disconnect()
             gone = await raw_device(hub, "shed-1")
             await gone.close()  # no DISCONNECT: the will says offline
@@ -39,10 +45,17 @@ def test_fleet_pages_counts_searches_filters_and_sorts(tmp_path: Path) -> None:
 
             fleet = await poll(settled, what="shed-1 offline")
             await online[3].publish("d/kitchen-3/t/temp", b"aa,1,21.5", qos=1)
-            assert fleet["counts"] == {"online": 5, "offline": 1, "asleep": 1, "never": 2,
-                                       "alarm": 0, "all": 9}  # fmt: skip
+            assert fleet["counts"] == {
+                "online": 5,
+                "offline": 1,
+                "asleep": 1,
+                "never": 2,
+                "alarm": 0,
+                "all": 9,
+            }
             assert fleet["total"] == 9 and [d["id"] for d in fleet["devices"]] == sorted(
-                d["id"] for d in fleet["devices"])  # fmt: skip
+                d["id"] for d in fleet["devices"]
+            )
             assert fleet["boards"] == ["esp32-devkitc", "lolin-d32"]
             assert fleet["firmware"] == ["0.0", "0.1", "0.1.0"]
             page = get(hub, "/api/fleet?offset=2&limit=3", admin)
@@ -53,7 +66,9 @@ def test_fleet_pages_counts_searches_filters_and_sorts(tmp_path: Path) -> None:
             assert kitchen["counts"]["all"] == 9 and kitchen["total"] == 2
             never = get(hub, "/api/fleet?state=never", admin)["devices"]
             assert [(d["id"], d["status"], d["last_seen"]) for d in never] == [
-                ("reg-b", None, None), ("reg-never", None, None)]  # fmt: skip
+                ("reg-b", None, None),
+                ("reg-never", None, None),
+            ]
             insecure = get(hub, "/api/fleet?tls=allow-insecure", admin)["devices"]
             assert [d["id"] for d in insecure] == ["reg-b"]
             board = get(hub, "/api/fleet?board=lolin-d32", admin)["devices"]
@@ -67,8 +82,15 @@ def test_fleet_pages_counts_searches_filters_and_sorts(tmp_path: Path) -> None:
             assert one == next(d for d in fleet["devices"] if d["id"] == "kitchen-1")
             assert one["health"]["fw"] == "0.1" and one["alarms"] == 0
             assert call(hub, "/api/devices/ghost", admin)[0] == 404
-            for bad in ("state=lost", "sort=name", "limit=501", "offset=-1", "tls=maybe",
-                        "colour=red", "limit=2.5"):  # fmt: skip
+            for bad in (
+                "state=lost",
+                "sort=name",
+                "limit=501",
+                "offset=-1",
+                "tls=maybe",
+                "colour=red",
+                "limit=2.5",
+            ):
                 assert call(hub, "/api/fleet?" + bad, admin)[0] == 400, bad
             for client in online:
                 await client.close()
@@ -109,7 +131,10 @@ def test_state_survives_a_restart(
     try:
         after = get(hub, "/api/devices/awake-1", admin)
         assert (after["fw"], after["board"], after["health"]["heap"]) == (
-            "1.2.3", "esp32-devkitc", 1234)  # fmt: skip
+            "1.2.3",
+            "esp32-devkitc",
+            1234,
+        )
         assert after["sensors"] == seen["sensors"] and after["boot"] == "b0"
         assert after["last_seen"] >= seen["last_seen"]
         # It was online when the hub stopped; the hub cannot know it still is.
@@ -129,15 +154,19 @@ def test_device_events_and_last_seen_of_a_registered_device(secure_hub: HubProce
     admin = admin_token(secure_hub)
 
     async def scenario() -> None:
-        device = await raw_device(secure_hub, "reg-1", username="reg-1",
-                                  password=creds["password"])  # fmt: skip
+        device = await raw_device(
+            secure_hub, "reg-1", username="reg-1", password=creds["password"]
+        )
         await device.publish("d/reg-1/t/temp", b"c1,0,1.5", qos=1)
         await device.disconnect()
 
         def history() -> object:
             events = get(secure_hub, "/api/devices/reg-1/history", admin)["events"]
-            return events if [e["event"] for e in events][:2] == [
-                "disconnected", "connected"] else None  # fmt: skip
+            return (
+                events
+                if [e["event"] for e in events][:2] == ["disconnected", "connected"]
+                else None
+            )
 
         events = await poll(history, what="connect and disconnect in the history")
         assert events[0]["reason"] == "clean" and events[0]["time"] >= events[1]["time"]

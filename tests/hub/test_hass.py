@@ -25,26 +25,73 @@ PREFIX = "homeassistant"
 # variables of sensor.mqtt, switch.mqtt and binary_sensor.mqtt, and the shared ones) with
 # their types; a discovery document with another key or type is refused by Home Assistant.
 COMMON = {
-    "name": str, "unique_id": str, "device": dict, "origin": dict, "availability_topic": str,
-    "availability_template": str, "payload_available": str, "payload_not_available": str,
-    "qos": int, "icon": str, "entity_category": str, "enabled_by_default": bool,
-}  # fmt: skip
+    "name": str,
+    "unique_id": str,
+    "device": dict,
+    "origin": dict,
+    "availability_topic": str,
+    "availability_template": str,
+    "payload_available": str,
+    "payload_not_available": str,
+    "qos": int,
+    "icon": str,
+    "entity_category": str,
+    "enabled_by_default": bool,
+}
 SCHEMA: dict[str, dict[str, Any]] = {
-    "sensor": {**COMMON, "state_topic": str, "value_template": str, "unit_of_measurement": str,
-               "device_class": str, "state_class": str, "expire_after": int,
-               "force_update": bool, "suggested_display_precision": int},
-    "switch": {**COMMON, "command_topic": str, "payload_on": str, "payload_off": str,
-               "state_topic": str, "state_on": str, "state_off": str, "value_template": str,
-               "optimistic": bool, "retain": bool, "device_class": str},
-    "binary_sensor": {**COMMON, "state_topic": str, "payload_on": str, "payload_off": str,
-                      "value_template": str, "device_class": str, "expire_after": int,
-                      "off_delay": int, "force_update": bool},
-}  # fmt: skip
-REQUIRED = {"sensor": {"state_topic"}, "switch": {"command_topic"},
-            "binary_sensor": {"state_topic"}}  # fmt: skip
-DEVICE_KEYS = {"identifiers": list, "name": str, "manufacturer": str, "model": str,
-               "sw_version": str, "hw_version": str, "connections": list,
-               "configuration_url": str, "suggested_area": str, "via_device": str}  # fmt: skip
+    "sensor": {
+        **COMMON,
+        "state_topic": str,
+        "value_template": str,
+        "unit_of_measurement": str,
+        "device_class": str,
+        "state_class": str,
+        "expire_after": int,
+        "force_update": bool,
+        "suggested_display_precision": int,
+    },
+    "switch": {
+        **COMMON,
+        "command_topic": str,
+        "payload_on": str,
+        "payload_off": str,
+        "state_topic": str,
+        "state_on": str,
+        "state_off": str,
+        "value_template": str,
+        "optimistic": bool,
+        "retain": bool,
+        "device_class": str,
+    },
+    "binary_sensor": {
+        **COMMON,
+        "state_topic": str,
+        "payload_on": str,
+        "payload_off": str,
+        "value_template": str,
+        "device_class": str,
+        "expire_after": int,
+        "off_delay": int,
+        "force_update": bool,
+    },
+}
+REQUIRED = {
+    "sensor": {"state_topic"},
+    "switch": {"command_topic"},
+    "binary_sensor": {"state_topic"},
+}
+DEVICE_KEYS = {
+    "identifiers": list,
+    "name": str,
+    "manufacturer": str,
+    "model": str,
+    "sw_version": str,
+    "hw_version": str,
+    "connections": list,
+    "configuration_url": str,
+    "suggested_area": str,
+    "via_device": str,
+}
 STATE_CLASSES = {"measurement", "total", "total_increasing"}
 TOPIC_RE = re.compile(
     rf"^{PREFIX}/(sensor|switch|binary_sensor)/([a-zA-Z0-9_-]+)/([a-zA-Z0-9_-]+)/config$"
@@ -79,8 +126,7 @@ async def home_assistant(hub: HubProcess) -> tuple[RawClient, list[Any], Any]:
     made = hub_cli(hub.data_dir, "hass", "token")
     assert made.returncode == 0, made.stderr
     ha = await RawClient.tcp(hub.host, hub.mqtt_port)
-    _, code = await ha.connect("home-assistant", username="token",
-                               password=made.stdout.strip())  # fmt: skip
+    _, code = await ha.connect("home-assistant", username="token", password=made.stdout.strip())
     assert code == 0
     granted = await ha.subscribe([(f"{PREFIX}/#", 1), ("d/+/r", 1), ("$hub/events/#", 0)])
     assert granted == [1, 1, 0x80]  # hub events are not Home Assistant's
@@ -112,8 +158,9 @@ def test_a_device_appears_its_switch_works_and_it_is_removed(tmp_path: Path) -> 
 
     async def run() -> None:
         ha, seen, task = await home_assistant(hub)
-        with running_device(tmp_path, hub, "ha-1", username="ha-1",
-                            password=creds["password"], **FAST):  # fmt: skip
+        with running_device(
+            tmp_path, hub, "ha-1", username="ha-1", password=creds["password"], **FAST
+        ):
 
             def described() -> dict[str, bytes]:
                 docs = latest(seen)
@@ -143,8 +190,11 @@ def test_a_device_appears_its_switch_works_and_it_is_removed(tmp_path: Path) -> 
                 await ha.send(publish_packet(switch["command_topic"], switch[payload].encode()))
 
                 def answered(before: int = before) -> dict[str, Any]:
-                    replies = [json.loads(m.payload) for m in seen[before:]
-                               if m.topic == switch["state_topic"]]  # fmt: skip
+                    replies = [
+                        json.loads(m.payload)
+                        for m in seen[before:]
+                        if m.topic == switch["state_topic"]
+                    ]
                     assert replies, "no reply yet"
                     return replies[-1]
 
@@ -155,13 +205,18 @@ def test_a_device_appears_its_switch_works_and_it_is_removed(tmp_path: Path) -> 
             fresh = len([m for m in seen if m.topic.startswith(PREFIX) and not m.retain])
             await ha.send(publish_packet(f"{PREFIX}/status", b"online"))
             await eventually_async(
-                lambda: len([m for m in seen if m.topic.startswith(PREFIX) and not m.retain])
-                >= fresh + 3, 10, "the documents published again",
-            )  # fmt: skip
+                lambda: (
+                    len([m for m in seen if m.topic.startswith(PREFIX) and not m.retain])
+                    >= fresh + 3
+                ),
+                10,
+                "the documents published again",
+            )
         removed = hub_cli(hub.data_dir, "device", "remove", "ha-1")
         assert removed.returncode == 0, removed.stderr
-        await eventually_async(lambda: all(p == b"" for p in latest(seen).values()), 10,
-                               "every document cleared")  # fmt: skip
+        await eventually_async(
+            lambda: all(p == b"" for p in latest(seen).values()), 10, "every document cleared"
+        )
         task.cancel()
 
     try:
@@ -171,9 +226,21 @@ def test_a_device_appears_its_switch_works_and_it_is_removed(tmp_path: Path) -> 
 
 
 def health(fw: str, units: dict[str, str]) -> bytes:
-    meta = {"fw": fw, "board": "esp32-devkitc", "reset": "power-on", "up": 1, "heap": 1000,
-            "rssi": None, "reconnects": 0, "queue": 0, "dropped": 0, "boot": "ab", "seq": 0,
-            "error": None, "units": units}  # fmt: skip
+    meta = {
+        "fw": fw,
+        "board": "esp32-devkitc",
+        "reset": "power-on",
+        "up": 1,
+        "heap": 1000,
+        "rssi": None,
+        "reconnects": 0,
+        "queue": 0,
+        "dropped": 0,
+        "boot": "ab",
+        "seq": 0,
+        "error": None,
+        "units": units,
+    }
     return json.dumps(meta).encode()
 
 
@@ -201,10 +268,13 @@ def test_documents_follow_a_description_change(tmp_path: Path) -> None:
         first = await eventually_async(lambda: sw("1.0"), 10, "the first documents")
         assert "unit_of_measurement" not in first
         switches = {t for t in latest(seen) if "/switch/ha-2/" in t}
-        assert switches == {f"{PREFIX}/switch/ha-2/relay/config",
-                            f"{PREFIX}/switch/ha-2/led/config"}  # fmt: skip
-        await dev.publish("d/ha-2/m", health("1.1", {"temp": "°C", "hum": "%"}), qos=1, pid=3,
-                          retain=True)  # fmt: skip
+        assert switches == {
+            f"{PREFIX}/switch/ha-2/relay/config",
+            f"{PREFIX}/switch/ha-2/led/config",
+        }
+        await dev.publish(
+            "d/ha-2/m", health("1.1", {"temp": "°C", "hum": "%"}), qos=1, pid=3, retain=True
+        )
         await dev.publish("d/ha-2/t/hum", b"ab,2,40.0", qos=1, pid=4)
         second = await eventually_async(lambda: sw("1.1"), 10, "the updated documents")
         assert second["unit_of_measurement"] == "°C" and second["device_class"] == "temperature"
@@ -214,8 +284,10 @@ def test_documents_follow_a_description_change(tmp_path: Path) -> None:
             assert doc.get("device_class") == "humidity", doc
             return doc
 
-        check_document(f"{PREFIX}/sensor/ha-2/hum/config",
-                       await eventually_async(humidity, 10, "the new sensor"))  # fmt: skip
+        check_document(
+            f"{PREFIX}/sensor/ha-2/hum/config",
+            await eventually_async(humidity, 10, "the new sensor"),
+        )
         task.cancel()
 
     try:
@@ -243,12 +315,17 @@ def test_hostile_descriptions_stay_data() -> None:
     strings in the documents, never in a template or a topic: a hostile unit or board name
     changes no template, a bad sensor name makes no document, and an unknown board has no
     switches."""
-    state = {"board": '../../etc/passwd"}', "fw": "{{ 7*7 }}",
-             "sensors": {"temp": {}, "Bad/Name": {}, "a" * 40: {}},
-             "health": {"units": {"temp": "{% raw %}°C\"'"}}}  # fmt: skip
+    state = {
+        "board": '../../etc/passwd"}',
+        "fw": "{{ 7*7 }}",
+        "sensors": {"temp": {}, "Bad/Name": {}, "a" * 40: {}},
+        "health": {"units": {"temp": "{% raw %}°C\"'"}},
+    }
     docs = documents(PREFIX, "dev-x", state, [])
-    assert set(docs) == {f"{PREFIX}/sensor/dev-x/temp/config",
-                         f"{PREFIX}/binary_sensor/dev-x/online/config"}  # fmt: skip
+    assert set(docs) == {
+        f"{PREFIX}/sensor/dev-x/temp/config",
+        f"{PREFIX}/binary_sensor/dev-x/online/config",
+    }
     sensor = docs[f"{PREFIX}/sensor/dev-x/temp/config"]
     check_document(f"{PREFIX}/sensor/dev-x/temp/config", json.loads(json.dumps(sensor)))
     assert sensor["value_template"] == "{{ value.split(',')[2] | float }}"

@@ -46,9 +46,12 @@ def test_readings_are_stored_once_and_bad_ones_skipped(
             dev = await RawClient.tcp(hub.host, hub.mqtt_port)
             await dev.connect("ingest-1")
             for pid, payload, dup in [
-                (1, b"ab,0,20.5", False), (2, b"ab,1,20.6", False), (2, b"ab,1,20.6", True),
-                (3, b"ab,2,oops", False), (4, b"ab,2,20.7", False),
-            ]:  # fmt: skip
+                (1, b"ab,0,20.5", False),
+                (2, b"ab,1,20.6", False),
+                (2, b"ab,1,20.6", True),
+                (3, b"ab,2,oops", False),
+                (4, b"ab,2,20.7", False),
+            ]:
                 await dev.send(
                     publish_packet("d/ingest-1/t/temp", payload, qos=1, pid=pid, dup=dup)
                 )
@@ -60,7 +63,10 @@ def test_readings_are_stored_once_and_bad_ones_skipped(
         assert hub.stop() < scaled(5)
     stored = open_store(url, hub.data_dir).query("ingest-1")
     assert [(r.sensor, r.boot, r.seq, r.value) for r in stored] == [
-        ("temp", "ab", 0, 20.5), ("temp", "ab", 1, 20.6), ("temp", "ab", 2, 20.7)]  # fmt: skip
+        ("temp", "ab", 0, 20.5),
+        ("temp", "ab", 1, 20.6),
+        ("temp", "ab", 2, 20.7),
+    ]
 
 
 def test_firmware_readings_reach_storage(tmp_path: Path) -> None:
@@ -242,8 +248,10 @@ def _refusing_store(tmp_path: Path) -> SqliteStore:
     """A SQLite store whose trigger refuses readings above 1,000."""
     store = SqliteStore(tmp_path)
     db = sqlite3.connect(tmp_path / SqliteStore.FILE, isolation_level=None)
-    db.execute("CREATE TRIGGER no_huge BEFORE INSERT ON readings WHEN NEW.value > 1000 "
-               "BEGIN SELECT RAISE(ABORT, 'value out of range'); END")  # fmt: skip
+    db.execute(
+        "CREATE TRIGGER no_huge BEFORE INSERT ON readings WHEN NEW.value > 1000 "
+        "BEGIN SELECT RAISE(ABORT, 'value out of range'); END"
+    )
     db.close()
     return store
 
@@ -263,11 +271,14 @@ def test_a_reading_the_store_rejects_is_kept_as_a_dead_letter_and_acknowledged(
         if room == "full":
             dead.write_bytes(b"x" * ingest_module.MAX_DEAD_LETTER_BYTES)
         events: list[tuple[str, dict[str, object]]] = []
-        ingest = Ingest(store, data_dir=tmp_path,
-                        report=lambda kind, event: events.append((kind, event)))  # fmt: skip
+        ingest = Ingest(
+            store, data_dir=tmp_path, report=lambda kind, event: events.append((kind, event))
+        )
         ingest.start()
-        handles = [ingest.on_message("d/k-1/t/temp", p)
-                   for p in (b"ab,1,1.0", b"ab,2,5000.0", b"ab,3,3.0")]  # fmt: skip
+        handles = [
+            ingest.on_message("d/k-1/t/temp", p)
+            for p in (b"ab,1,1.0", b"ab,2,5000.0", b"ab,3,3.0")
+        ]
         batch = handles[0]
         assert batch is not None and all(h is batch for h in handles)
         await eventually_async(lambda: batch.state != PENDING, scaled(10), "the batch")
@@ -279,7 +290,11 @@ def test_a_reading_the_store_rejects_is_kept_as_a_dead_letter_and_acknowledged(
             (line,) = dead.read_text().splitlines()
             kept = json.loads(line)
             assert (kept["device"], kept["boot"], kept["seq"], kept["value"]) == (
-                "k-1", "ab", 2, 5000.0)  # fmt: skip
+                "k-1",
+                "ab",
+                2,
+                5000.0,
+            )
             assert "value out of range" in kept["error"]
         else:
             assert batch.state == FAILED and again is REFUSED
@@ -316,8 +331,11 @@ def test_a_reading_the_store_rejects_is_dropped_and_never_blocks_the_others(
         assert ingest.stats.rejected == 1 and not ingest.log.failing
         assert ingest.on_message("d/p-1/t/temp", b"ab,3,5000.0") is REFUSED  # sent again
         again = [ingest.on_message("d/p-1/t/temp", p) for p in (b"ab,2,2.0", b"ab,6,6.0")]
-        await eventually_async(lambda: again[0] is not None and again[0].state == COMMITTED,
-                               scaled(10), "the resend and a new reading")  # fmt: skip
+        await eventually_async(
+            lambda: again[0] is not None and again[0].state == COMMITTED,
+            scaled(10),
+            "the resend and a new reading",
+        )
         assert [r.seq for r in store.query("p-1")] == [1, 2, 4, 5, 6]
         await ingest.stop()
         return events, store

@@ -56,8 +56,13 @@ async def publish(hub: HubProcess, device: str, password: str, seqs: range) -> R
     _, code = await client.connect(device, username=device, password=password)
     assert code == 0
     for seq in seqs:
-        await client.publish(f"d/{device}/t/temp", b"b00f,%d,21.5" % seq, qos=1,
-                             pid=seq % 60000 + 1, timeout=scaled(5))  # fmt: skip
+        await client.publish(
+            f"d/{device}/t/temp",
+            b"b00f,%d,21.5" % seq,
+            qos=1,
+            pid=seq % 60000 + 1,
+            timeout=scaled(5),
+        )
     return client
 
 
@@ -68,8 +73,7 @@ async def bad_login(hub: HubProcess) -> None:
     await client.close()
 
 
-async def traffic_and_scrapes(hub: HubProcess, password: str, admin: str,
-                              before: Samples) -> None:  # fmt: skip
+async def traffic_and_scrapes(hub: HubProcess, password: str, admin: str, before: Samples) -> None:
     client = await publish(hub, "m-1", password, range(25))
     await bad_login(hub)
 
@@ -134,10 +138,15 @@ def test_counters_move_with_the_traffic(tmp_path: Path) -> None:
         assert status == 200, before_text
         assert ctype.startswith("text/plain") and "version=" in ctype
         before = samples(before_text)
-        for name in ("hub_readings_stored_total", "hub_store_queue_depth",
-                     "hub_retained_messages", "hub_alarms_active",
-                     "hub_mqtt_queued_messages", "hub_mqtt_inflight_messages",
-                     "process_resident_memory_bytes"):  # fmt: skip
+        for name in (
+            "hub_readings_stored_total",
+            "hub_store_queue_depth",
+            "hub_retained_messages",
+            "hub_alarms_active",
+            "hub_mqtt_queued_messages",
+            "hub_mqtt_inflight_messages",
+            "process_resident_memory_bytes",
+        ):
             assert any(key[0] == name for key in before), name
 
         asyncio.run(traffic_and_scrapes(hub, creds["password"], admin, before))

@@ -20,8 +20,9 @@ def write_config(path: Path, routes: list[dict[str, Any]], **settings: Any) -> P
     return path
 
 
-def hub_with_routes(tmp_path: Path, routes: list[dict[str, Any]], *extra: str,
-                    log_name: str = "hub.log") -> HubProcess:  # fmt: skip
+def hub_with_routes(
+    tmp_path: Path, routes: list[dict[str, Any]], *extra: str, log_name: str = "hub.log"
+) -> HubProcess:
     """A hub (development mode: anonymous clients) reading routes from a config file."""
     config = write_config(tmp_path / "hub.toml", routes)
     with (tmp_path / log_name).open("a") as log:
@@ -35,13 +36,15 @@ async def client(hub: HubProcess, client_id: str) -> RawClient:
     return one
 
 
-async def publish_readings(hub: HubProcess, device: str, seqs: range, sensor: str = "temp",
-                           pid_base: int = 1) -> None:  # fmt: skip
+async def publish_readings(
+    hub: HubProcess, device: str, seqs: range, sensor: str = "temp", pid_base: int = 1
+) -> None:
     """Publishes readings as a device would (QoS 1, each acknowledged)."""
     one = await client(hub, f"pub-{device}-{pid_base}")
     for seq in seqs:
-        await one.publish(f"d/{device}/t/{sensor}", b"b00f,%d,%d.5" % (seq, seq), qos=1,
-                          pid=seq % 60000 + 1)  # fmt: skip
+        await one.publish(
+            f"d/{device}/t/{sensor}", b"b00f,%d,%d.5" % (seq, seq), qos=1, pid=seq % 60000 + 1
+        )
     await one.disconnect()
 
 

@@ -61,5 +61,8 @@ class Receiver:
 
     def bodies(self, device: str | None = None) -> list[bytes]:
         """The accepted bodies (of one device), in the order they arrived."""
-        return [d.body for d in self.accepted
-                if device is None or d.headers.get("X-Hub-Device") == device]  # fmt: skip
+        return [
+            d.body
+            for d in self.accepted
+            if device is None or d.headers.get("X-Hub-Device") == device
+        ]

@@ -18,16 +18,27 @@ from tests.support.postgres import fresh_database
 from tests.support.waits import eventually
 
 HOSTILE = b"x'); DROP TABLE copies; --"
-STATEMENT = ("INSERT INTO copies (topic, payload, device, sensor, value, at) "
-             "VALUES ($topic, $payload, $device, $sensor, $value, $time)")  # fmt: skip
-TABLE = ("CREATE TABLE copies (topic TEXT, payload TEXT, device TEXT, sensor TEXT, "
-         "value DOUBLE PRECISION, at DOUBLE PRECISION)")  # fmt: skip
+STATEMENT = (
+    "INSERT INTO copies (topic, payload, device, sensor, value, at) "
+    "VALUES ($topic, $payload, $device, $sensor, $value, $time)"
+)
+TABLE = (
+    "CREATE TABLE copies (topic TEXT, payload TEXT, device TEXT, sensor TEXT, "
+    "value DOUBLE PRECISION, at DOUBLE PRECISION)"
+)
 
 
 def route(database: str) -> dict[str, Any]:
-    return {"name": "copy", "filter": "d/#", "target": "database", "database": database,
-            "statement": STATEMENT, "batch": 50, "backoff_s": 0.05,
-            "backoff_max_s": 0.2}  # fmt: skip
+    return {
+        "name": "copy",
+        "filter": "d/#",
+        "target": "database",
+        "database": database,
+        "statement": STATEMENT,
+        "batch": 50,
+        "backoff_s": 0.05,
+        "backoff_max_s": 0.2,
+    }
 
 
 async def traffic(hub: Any) -> None:

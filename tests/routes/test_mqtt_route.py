@@ -28,9 +28,15 @@ def test_republish_and_a_loop_stopped(tmp_path: Path) -> None:
     routes = [
         {"name": "copy", "filter": "d/+/t/+", "target": "mqtt", "topic": "out/{device}/{sensor}"},
         {"name": "echo", "filter": "loop/#", "target": "mqtt", "topic": "loop/again"},
-        {"name": "only-b", "filter": "d/+/t/+", "device": "dev-b", "sensor": "hum",
-         "target": "mqtt", "topic": "onlyb/{sensor}"},
-    ]  # fmt: skip
+        {
+            "name": "only-b",
+            "filter": "d/+/t/+",
+            "device": "dev-b",
+            "sensor": "hum",
+            "target": "mqtt",
+            "topic": "onlyb/{sensor}",
+        },
+    ]
 
     async def run() -> None:
         hub = await asyncio.to_thread(hub_with_routes, tmp_path, routes)
@@ -52,8 +58,11 @@ def test_republish_and_a_loop_stopped(tmp_path: Path) -> None:
                 assert copies == [b"b00f,0,0.5", b"b00f,1,1.5", b"b00f,2,2.5"], seen
                 only = [(t, p) for t, p in seen if t.startswith("onlyb/")]
                 assert only == [("onlyb/hum", b"b00f,2,2.5")], seen  # one device, one sensor
-                loops = [json.loads(p) for t, p in seen if t.startswith("$hub/events/")
-                         and json.loads(p)["event"] == "route_loop"]  # fmt: skip
+                loops = [
+                    json.loads(p)
+                    for t, p in seen
+                    if t.startswith("$hub/events/") and json.loads(p)["event"] == "route_loop"
+                ]
                 assert len(loops) == 1 and loops[0]["route"] == "echo", seen
                 return True
 
@@ -61,7 +70,7 @@ def test_republish_and_a_loop_stopped(tmp_path: Path) -> None:
             await sender.publish("loop/start", b"ping", qos=1)  # again: no second warning
             await eventually_async(
                 lambda: [t for t, _ in seen].count("loop/again") == 2, 20, "a second echo"
-            )  # fmt: skip
+            )
             await sender.ping()  # the hub still answers
             echoes = [t for t, _ in seen].count("loop/again")
             loop_events = [p for t, p in seen if b'"route_loop"' in p]
@@ -89,19 +98,31 @@ def test_sighup_reloads_a_route_without_dropping_connections(tmp_path: Path) -> 
             task = asyncio.get_running_loop().create_task(collect(watcher, seen))
             await publish_readings(hub, "dev-a", range(1))
             await eventually_async(lambda: ("one/dev-a", b"b00f,0,0.5") in seen, 20, "one/")
-            write_config(tmp_path / "hub.toml", [
-                {**first[0], "topic": "two/{device}"},
-                {"name": "more", "filter": "d/+/t/+", "target": "mqtt", "topic": "three/{sensor}"},
-            ])  # fmt: skip
+            write_config(
+                tmp_path / "hub.toml",
+                [
+                    {**first[0], "topic": "two/{device}"},
+                    {
+                        "name": "more",
+                        "filter": "d/+/t/+",
+                        "target": "mqtt",
+                        "topic": "three/{sensor}",
+                    },
+                ],
+            )
             hub.proc.send_signal(signal.SIGHUP)
             log = tmp_path / "hub.log"
-            await eventually_async(lambda: "SIGHUP: routes reloaded: copy, more" in
-                                   log.read_text(), 20, "the reload logged")  # fmt: skip
+            await eventually_async(
+                lambda: "SIGHUP: routes reloaded: copy, more" in log.read_text(),
+                20,
+                "the reload logged",
+            )
             await publish_readings(hub, "dev-a", range(1, 2), pid_base=2)
             await eventually_async(
-                lambda: {("two/dev-a", b"b00f,1,1.5"), ("three/temp", b"b00f,1,1.5")}
-                <= set(seen), 20, "the new template and the new route",
-            )  # fmt: skip
+                lambda: {("two/dev-a", b"b00f,1,1.5"), ("three/temp", b"b00f,1,1.5")} <= set(seen),
+                20,
+                "the new template and the new route",
+            )
             assert ("one/dev-a", b"b00f,1,1.5") not in seen
             assert not task.done()  # the same subscriber connection, never dropped
             task.cancel()

@@ -70,8 +70,13 @@ def test_bad_republish_templates(table: dict[str, Any], message: str) -> None:
 )
 def test_bad_statements(statement: str, message: str) -> None:
     """A statement's parameters are only the known $names, outside quotes."""
-    table = {"name": "db", "filter": "#", "target": "database", "database": "sqlite:x.db",
-             "statement": statement}  # fmt: skip
+    table = {
+        "name": "db",
+        "filter": "#",
+        "target": "database",
+        "database": "sqlite:x.db",
+        "statement": statement,
+    }
     with pytest.raises(ConfigError, match="routes: db: statement: ") as caught:
         parse_route(table, 0)
     assert message in str(caught.value)
@@ -108,8 +113,12 @@ def test_config_check_names_the_routes_line(tmp_path: Path) -> None:
         'topic = "copy/{device}"\n\n[[routes]]\nname = "bad"\nfilter = "#"\n'
         'target = "mqtt"\ntopic = "d/{device}"\n'
     )
-    result = subprocess.run([sys.executable, "-m", "hub", "config", "check", str(path)],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"hub: error: {path}:9: routes: bad: topic must not")
 
@@ -152,8 +161,10 @@ def test_the_readme_routes_example_is_a_valid_config(tmp_path: Path) -> None:
     path.write_text(block[: block.index("```")])
     config = configfile.load(path)
     assert [(r.name, r.target) for r in config.routes] == [
-        ("ingest", "webhook"), ("archive", "database"), ("to-ha", "mqtt")
-    ]  # fmt: skip
+        ("ingest", "webhook"),
+        ("archive", "database"),
+        ("to-ha", "mqtt"),
+    ]
     again = tmp_path / "again.toml"
     again.write_text(configfile.render(config, secrets=True))
     assert configfile.load(again) == config  # `hub config show` writes them back as they were

@@ -23,8 +23,15 @@ SECRET = "Bearer s3cret-never-logged"
 
 
 def webhook(url: str, **extra: Any) -> dict[str, Any]:
-    route = {"name": "hook", "filter": "d/+/t/+", "target": "webhook", "url": url,
-             "backoff_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 2.0}  # fmt: skip
+    route = {
+        "name": "hook",
+        "filter": "d/+/t/+",
+        "target": "webhook",
+        "url": url,
+        "backoff_s": 0.05,
+        "backoff_max_s": 0.2,
+        "timeout_s": 2.0,
+    }
     return {**route, **extra}
 
 
@@ -61,12 +68,17 @@ def test_retries_keep_each_devices_order_and_send_the_headers(
 
     async def run() -> None:
         receiver = await Receiver(first_fails).start()
-        route = webhook(receiver.url, headers_from_env={"Authorization": "HOOK_AUTH"},
-                        headers={"X-Source": "hub"})  # fmt: skip
+        route = webhook(
+            receiver.url,
+            headers_from_env={"Authorization": "HOOK_AUTH"},
+            headers={"X-Source": "hub"},
+        )
         hub = await asyncio.to_thread(hub_with_routes, tmp_path, [route])
         try:
-            await asyncio.gather(publish_readings(hub, "dev-a", range(15)),
-                                 publish_readings(hub, "dev-b", range(15)))  # fmt: skip
+            await asyncio.gather(
+                publish_readings(hub, "dev-a", range(15)),
+                publish_readings(hub, "dev-b", range(15)),
+            )
 
             def all_in() -> bool:
                 return len(receiver.accepted) == 30
@@ -93,10 +105,15 @@ def test_retries_keep_each_devices_order_and_send_the_headers(
         assert table.splitlines()[1].split()[:8] == ["hook", "-", "-", "0", "30", "30", "0", "0"]
         configured = route_cli(hub, "list", "--config", str(tmp_path / "hub.toml"), "--json")
         assert json.loads(configured) == {
-            **{k: route[k] for k in ("name", "filter", "target", "url")}, "method": "POST",
-            "secret_headers": ["Authorization"], "queued": 0, "delivered": 30, "retries": 30,
-            "dead": 0, "loops": 0,
-        }  # fmt: skip
+            **{k: route[k] for k in ("name", "filter", "target", "url")},
+            "method": "POST",
+            "secret_headers": ["Authorization"],
+            "queued": 0,
+            "delivered": 30,
+            "retries": 30,
+            "dead": 0,
+            "loops": 0,
+        }
         assert "s3cret" not in (tmp_path / "hub.log").read_text()
 
     asyncio.run(run())
@@ -143,17 +160,25 @@ def test_dead_letters_an_event_and_replay(tmp_path: Path) -> None:
 
             failures = await eventually_async(four_dead, 20, "4 route_failure events")
             assert {(f["route"], f["status"], f["attempts"]) for f in failures} == {
-                ("hook", "503", 3), ("hook", "400", 1)
-            }  # fmt: skip
+                ("hook", "503", 3),
+                ("hook", "400", 1),
+            }
             assert all("HTTP 503" in f["error"] for f in failures if f["status"] == "503")
             letters = await asyncio.to_thread(dead_letters, hub, "hook")
-            assert [d["payload"] for d in letters] == ["b00f,0,0.5", "b00f,1,1.5", "b00f,2,2.5",
-                                                       "bad,1,1"]  # fmt: skip
+            assert [d["payload"] for d in letters] == [
+                "b00f,0,0.5",
+                "b00f,1,1.5",
+                "b00f,2,2.5",
+                "bad,1,1",
+            ]
             assert receiver.accepted == []
             listed = await asyncio.to_thread(api, hub, "/api/routes/hook/dead-letters")
             assert [(d["status"], d["attempts"]) for d in listed["dead_letters"]] == [
-                ("503", 3), ("503", 3), ("503", 3), ("400", 1)
-            ]  # fmt: skip
+                ("503", 3),
+                ("503", 3),
+                ("503", 3),
+                ("400", 1),
+            ]
             answer["status"] = 200
             replayed = await asyncio.to_thread(route_cli, hub, "dead-letters", "hook", "--replay")
             assert replayed.startswith("replayed 4 dead letters")
@@ -165,8 +190,9 @@ def test_dead_letters_an_event_and_replay(tmp_path: Path) -> None:
             assert seqs_of(receiver.bodies()) == [0, 1, 2]
             await eventually_async(
                 lambda: [d["payload"] for d in dead_letters(hub, "hook")] == ["bad,1,1"],
-                20, "the 400 back among the dead letters",
-            )  # fmt: skip
+                20,
+                "the 400 back among the dead letters",
+            )
             task.cancel()
         finally:
             await asyncio.to_thread(hub.stop)

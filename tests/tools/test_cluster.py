@@ -93,14 +93,19 @@ def test_bad_arguments_are_one_error_line(tmp_path: Path) -> None:
     once with `cluster: error:` and exit 2, touching nothing in the folder."""
     (tmp_path / "keep.txt").write_text("mine")
     bad = (
-        ["--nodes", "0"], ["--nodes", "abc"], ["--timeout", "0"],
-        ["--nodes", "1", "--dir", str(tmp_path)], ["--nodes", "1", "--dir", "/proc/no/such"],
-    )  # fmt: skip
+        ["--nodes", "0"],
+        ["--nodes", "abc"],
+        ["--timeout", "0"],
+        ["--nodes", "1", "--dir", str(tmp_path)],
+        ["--nodes", "1", "--dir", "/proc/no/such"],
+    )
     for args in bad:
         done = subprocess.run(
             [sys.executable, "-m", "tools.cluster", *args],
-            capture_output=True, text=True, timeout=scaled(30),
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+        )
         assert done.returncode == 2, done.stderr
         assert done.stdout == ""
         assert done.stderr.splitlines()[-1].startswith("cluster: error: "), done.stderr
@@ -114,9 +119,11 @@ def test_missing_erlang_is_one_error_line(tmp_path: Path) -> None:
     nothing."""
     done = subprocess.run(
         [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(tmp_path / "c")],
-        capture_output=True, text=True, timeout=scaled(30),
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
         env={**os.environ, "PATH": "/nonexistent"},
-    )  # fmt: skip
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("cluster: error: Erlang's epmd is not on PATH"), done.stderr
     assert len(done.stderr.splitlines()) == 1
@@ -157,10 +164,21 @@ def test_node_that_does_not_start_in_time_is_an_error(tmp_path: Path) -> None:
     nothing of the cluster left running."""
     folder = tmp_path / "cluster"
     done = subprocess.run(
-        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder),
-         "--timeout", "0.5"],
-        capture_output=True, text=True, timeout=scaled(60),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tools.cluster",
+            "--nodes",
+            "1",
+            "--dir",
+            str(folder),
+            "--timeout",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+    )
     assert done.returncode == 2, done.stderr
     first = done.stderr.splitlines()[0]
     expected = "cluster: error: node rabbit1@localhost did not start in 0.5 s; "
@@ -175,10 +193,21 @@ def test_cli_prints_ready_and_stops_everything_on_sigterm(tmp_path: Path) -> Non
     ends every process it started (nodes, the VMs' helpers, epmd) with exit code 0."""
     folder = tmp_path / "cluster"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cluster", "--nodes", "1", "--dir", str(folder),
-         "--timeout", str(scaled(60))],  # it gives up by itself: readline() cannot hang
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tools.cluster",
+            "--nodes",
+            "1",
+            "--dir",
+            str(folder),
+            "--timeout",
+            str(scaled(60)),
+        ],  # it gives up by itself: readline() cannot hang
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -325,8 +354,10 @@ def test_the_rabbitmqctl_script_reaches_every_node(cluster: Cluster) -> None:
     """DIR/rabbitmqctl (the cluster's cookie and epmd) asks node 3, which lists all three."""
     done = subprocess.run(
         [str(cluster.ctl), "-n", cluster.node_names[2], "cluster_status", "--formatter", "json"],
-        capture_output=True, text=True, timeout=scaled(60),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     status = json.loads(done.stdout)
     assert sorted(status["running_nodes"]) == sorted(cluster.node_names)
@@ -340,8 +371,9 @@ def test_a_persistent_mqtt_session_is_a_quorum_queue(cluster: Cluster) -> None:
     async def subscribe() -> None:
         client = await RawClient.tcp("127.0.0.1", cluster.mqtt_ports[2])
         try:
-            assert (await client.connect("keeper", clean=False, username=user,
-                                         password=password))[1] == 0  # fmt: skip
+            assert (await client.connect("keeper", clean=False, username=user, password=password))[
+                1
+            ] == 0
             assert await client.subscribe([("devices/keeper/cmd", 1)]) == [1]
         finally:
             await client.close()
@@ -458,8 +490,13 @@ def test_every_node_runs_the_plugins(cluster: Cluster) -> None:
             (name, "http/web-mqtt", cluster.ws_ports[i]),
             (name, "http", cluster.mgmt_ports[i]),
         } <= listening, name
-    wanted = {"rabbitmq_mqtt", "rabbitmq_web_mqtt", "rabbitmq_management",
-              "rabbitmq_event_exchange", "rabbitmq_auth_backend_http"}  # fmt: skip
+    wanted = {
+        "rabbitmq_mqtt",
+        "rabbitmq_web_mqtt",
+        "rabbitmq_management",
+        "rabbitmq_event_exchange",
+        "rabbitmq_auth_backend_http",
+    }
 
     def all_run_them() -> bool:  # the API's node details arrive up to 5 s late
         nodes = api(cluster.mgmt_ports[0], "/api/nodes", user, password)

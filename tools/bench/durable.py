@@ -95,17 +95,41 @@ class Side:
         cpus = self.cpus
         with log.open("a") as out:
             return subprocess.Popen(
-                cmd, stdout=subprocess.PIPE if self.name == "hub" else subprocess.DEVNULL,
-                stderr=out, text=True,
+                cmd,
+                stdout=subprocess.PIPE if self.name == "hub" else subprocess.DEVNULL,
+                stderr=out,
+                text=True,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-            )  # fmt: skip
+            )
 
     def _start_hub(self) -> Broker:
-        cmd = [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--mqtt-port",
-               str(self.port), "--ws-port", "0", "--mqtts-port", "0", "--wss-port", "0",
-               "--data-dir", str(self.work / "data"), "--allow-anonymous", "--rate-limit", "0",
-               "--log-level", "INFO", "--max-queued", str(self.queue_bound),
-               "--max-queued-bytes", str(2**30)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "hub",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--mqtt-port",
+            str(self.port),
+            "--ws-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--wss-port",
+            "0",
+            "--data-dir",
+            str(self.work / "data"),
+            "--allow-anonymous",
+            "--rate-limit",
+            "0",
+            "--log-level",
+            "INFO",
+            "--max-queued",
+            str(self.queue_bound),
+            "--max-queued-bytes",
+            str(2**30),
+        ]
         proc = self._popen(cmd, self.work / "hub.log")
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -131,8 +155,9 @@ class Side:
         )
         proc = self._popen([MOSQUITTO, "-c", str(conf)], self.work / "mosquitto.log")
         _wait_port("127.0.0.1", self.port, proc, "mosquitto")
-        self.notes = [f"persistence true (autosave_interval 1800 s), max_queued_messages "
-                      f"{self.queue_bound}"]  # fmt: skip
+        self.notes = [
+            f"persistence true (autosave_interval 1800 s), max_queued_messages {self.queue_bound}"
+        ]
         return Broker("mosquitto", proc, "127.0.0.1", self.port, "", self.cpus)
 
 
@@ -189,8 +214,12 @@ async def _publish(
             progress.clear()
             await asyncio.wait_for(progress.wait(), 60)
         batch = min(WINDOW - (sent - pub.pubacks), count - sent)
-        pub.write(b"".join(publish_packet(TOPIC, body % (sent + i), 1, (sent + i) % 65535 + 1)
-                           for i in range(batch)))  # fmt: skip
+        pub.write(
+            b"".join(
+                publish_packet(TOPIC, body % (sent + i), 1, (sent + i) % 65535 + 1)
+                for i in range(batch)
+            )
+        )
         sent += batch
         await pub.drained()
     while pub.pubacks < sent:
@@ -222,8 +251,12 @@ async def _drain(port: int, tag: bytes, expect: int, quiet_s: float = 2.0) -> di
     took = time.monotonic() - t0
     sub.write(b"\xe0\x00")
     sub.close()
-    return {"delivered": len(mine), "received": sub.received, "seconds": round(took, 2),
-            "per_s": round(sub.received / took) if took else None}  # fmt: skip
+    return {
+        "delivered": len(mine),
+        "received": sub.received,
+        "seconds": round(took, 2),
+        "per_s": round(sub.received / took) if took else None,
+    }
 
 
 async def _subscribe(port: int, clean: bool) -> Client:
@@ -294,10 +327,16 @@ def run(
 def rows() -> list[tuple[str, tuple[str, ...], str]]:
     """The report's rows: name, path in the broker's results, unit."""
     return [
-        ("durable: QoS 1 -> online clean session", ("durable", "qos1_clean", "acked_per_s"),
-         "msg/s"),
-        ("durable: QoS 1 -> online persistent", ("durable", "qos1_persistent", "acked_per_s"),
-         "msg/s"),
+        (
+            "durable: QoS 1 -> online clean session",
+            ("durable", "qos1_clean", "acked_per_s"),
+            "msg/s",
+        ),
+        (
+            "durable: QoS 1 -> online persistent",
+            ("durable", "qos1_persistent", "acked_per_s"),
+            "msg/s",
+        ),
         ("durable: QoS 1 -> offline session", ("durable", "offline", "acked_per_s"), "msg/s"),
         ("durable: clean stop with them (s)", ("durable", "stop_s"), "s"),
         ("durable: start, nothing stored (s)", ("durable", "start_empty_s"), "s"),
@@ -307,4 +346,4 @@ def rows() -> list[tuple[str, tuple[str, ...], str]]:
         ("durable: drain after restart", ("durable", "after_restart", "per_s"), "msg/s"),
         ("durable: delivered after SIGKILL", ("durable", "after_kill", "delivered"), ""),
         ("durable:   messages received then", ("durable", "after_kill", "received"), ""),
-    ]  # fmt: skip
+    ]

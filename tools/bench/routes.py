@@ -74,8 +74,9 @@ async def _publish(broker: Broker, device: list[str], count: int) -> int:
     return state["acked"]
 
 
-async def _run(start: Callable[[Path], Broker], work: Path, devices: list[list[str]],
-               count: int) -> dict[str, Any]:  # fmt: skip
+async def _run(
+    start: Callable[[Path], Broker], work: Path, devices: list[list[str]], count: int
+) -> dict[str, Any]:
     seen: set[bytes] = set()
     last = [0.0]
     runner, port = await _receiver(seen, last)
@@ -91,15 +92,21 @@ async def _run(start: Callable[[Path], Broker], work: Path, devices: list[list[s
             await asyncio.sleep(0.05)
         took = max(last[0] - began, 1e-9)
         rate = round(len(seen) / took, 1)
-        return {"published": acked, "delivered": len(seen), "lost": acked - len(seen),
-                "seconds": round(took, 2), "delivered_per_s": rate}  # fmt: skip
+        return {
+            "published": acked,
+            "delivered": len(seen),
+            "lost": acked - len(seen),
+            "seconds": round(took, 2),
+            "delivered_per_s": rate,
+        }
     finally:
         await asyncio.to_thread(broker.stop)
         await runner.cleanup()
 
 
-def run(start: Callable[[Path], Broker], work: Path, creds: list[list[str]],
-        count: int) -> dict[str, Any]:  # fmt: skip
+def run(
+    start: Callable[[Path], Broker], work: Path, creds: list[list[str]], count: int
+) -> dict[str, Any]:
     """``start(config)`` starts the hub with that config file."""
     if len(creds) < PUBLISHERS:
         raise BenchError(f"the routes scenario needs {PUBLISHERS} devices")

@@ -226,8 +226,9 @@ def run_scenarios(
             name, args.work.parent, cpus, args.seconds, args.stored, args.killed
         )
     if "routes" in wanted and name == "hub":  # tools/bench/routes.py; Mosquitto has none
-        out["routes"] = routes.run(lambda cfg: start(f"config={cfg}"), args.work / "routes",
-                                   creds, args.route_messages)  # fmt: skip
+        out["routes"] = routes.run(
+            lambda cfg: start(f"config={cfg}"), args.work / "routes", creds, args.route_messages
+        )
     if "connections" in wanted or "fleet" in wanted:
         broker = start("defaults")
         out["fleet_broker_notes"] = broker.notes
@@ -335,12 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", type=int, default=10_000, help="fleet devices (10000)")
     p.add_argument("--period", type=float, default=10.0, help="fleet: s between readings (10)")
     p.add_argument("--fleet-seconds", type=float, default=90.0, help="fleet duration (90)")
-    p.add_argument("--stored", type=int, default=durable.STORED,
-                   help="durable: messages stored for the restart (100000)")  # fmt: skip
-    p.add_argument("--killed", type=int, default=durable.KILLED,
-                   help="durable: messages queued before SIGKILL (10000)")  # fmt: skip
-    p.add_argument("--route-messages", type=int, default=20_000,
-                   help="routes: readings through a webhook route (20000)")  # fmt: skip
+    p.add_argument(
+        "--stored",
+        type=int,
+        default=durable.STORED,
+        help="durable: messages stored for the restart (100000)",
+    )
+    p.add_argument(
+        "--killed",
+        type=int,
+        default=durable.KILLED,
+        help="durable: messages queued before SIGKILL (10000)",
+    )
+    p.add_argument(
+        "--route-messages",
+        type=int,
+        default=20_000,
+        help="routes: readings through a webhook route (20000)",
+    )
     p.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these scenarios")
     storm.add_arguments(p)
     p.add_argument(

@@ -202,9 +202,12 @@ def relaunch(broker: Broker, cwd: str | None = None) -> None:
         broker.ws_url = f"ws://{ends.ws[0]}:{ends.ws[1]}/mqtt"
     else:
         proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
             preexec_fn=pin,
-        )  # fmt: skip
+        )
         _listening(broker.host, broker.port, proc)
     broker.proc = proc
 
@@ -234,8 +237,13 @@ def stored_readings(
         lost += sum(1 for seq in range(taken) if seq not in seqs and seq not in waiting)
         unknown += sum(1 for seq in seqs if seq >= taken)
     unknown += sum(len(seqs) for seqs in seen.values())  # a device or boot nobody ran
-    return {"stored": len(rows), "lost": lost, "duplicated": len(rows) - distinct,
-            "queued_on_devices": queued, "unknown": unknown}  # fmt: skip
+    return {
+        "stored": len(rows),
+        "lost": lost,
+        "duplicated": len(rows) - distinct,
+        "queued_on_devices": queued,
+        "unknown": unknown,
+    }
 
 
 def restart(
@@ -302,9 +310,15 @@ def fleet19k(
     broker.repin()
     rss_idle = broker.rss()
     workers = Workers(
-        broker, base, devices, lg, args.per_worker, browser=True, period=args.storm_period,
+        broker,
+        base,
+        devices,
+        lg,
+        args.per_worker,
+        browser=True,
+        period=args.storm_period,
         keepalive=60,
-    )  # fmt: skip
+    )
     try:
         connected = workers.collect_after("connect", "connected", 900)
         time.sleep(1.0)  # on purpose: let the broker settle before it is measured
@@ -372,11 +386,20 @@ def _get(results: dict[str, Any], broker: str, *path: str | int) -> Any:
 def rows(r: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
 
-    def add(name: str, path: tuple[str | int, ...], unit: str, target: str = "",
-            scale: float = 1.0) -> None:  # fmt: skip
+    def add(
+        name: str, path: tuple[str | int, ...], unit: str, target: str = "", scale: float = 1.0
+    ) -> None:
         h, m = _get(r, "hub", *path), _get(r, "mosquitto", *path)
-        out.append((name, None if h is None else h * scale, None if m is None else m * scale,
-                    unit, target, ""))  # fmt: skip
+        out.append(
+            (
+                name,
+                None if h is None else h * scale,
+                None if m is None else m * scale,
+                unit,
+                target,
+                "",
+            )
+        )
 
     for kind, label in (("first_batches", "first"), ("batches", "second")):
         n = _get(r, "hub", "connections", kind, 1, "connected")
@@ -399,8 +422,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
         add("restart: failed connect attempts", ("restart", "failed_attempts"), "")
     n = _get(r, "hub", "fleet19k", "devices") or _get(r, "mosquitto", "fleet19k", "devices")
     if n:
-        add(f"fleet {n:,} devices: RSS per conn", ("fleet19k", "bytes_per_conn"), "KB",
-            scale=1 / 1024)  # fmt: skip
+        add(
+            f"fleet {n:,} devices: RSS per conn",
+            ("fleet19k", "bytes_per_conn"),
+            "KB",
+            scale=1 / 1024,
+        )
         add(f"fleet {n:,}: p50 dev -> browser", ("fleet19k", "p50_ms"), "ms")
         add(f"fleet {n:,}: p99 dev -> browser", ("fleet19k", "p99_ms"), "ms", "< 50 ms")
         add(f"fleet {n:,}: broker CPU", ("fleet19k", "broker_cpu_pct"), "%")

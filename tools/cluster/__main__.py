@@ -40,26 +40,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     parser.add_argument(
-        "--dir", type=Path, default=None,
+        "--dir",
+        type=Path,
+        default=None,
         help="a new or empty folder for the nodes' files, kept after stop (default: a "
         "temporary folder, removed)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--timeout", type=float, default=120.0,
+        "--timeout",
+        type=float,
+        default=120.0,
         help="seconds to wait for a node to start, and for the cluster to form (default 120)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--auth-url", default=None, metavar="URL",
+        "--auth-url",
+        default=None,
+        metavar="URL",
         help="the base URL of an HTTP auth service the nodes ask first (URL/user, /vhost, "
         "/resource, /topic), before their internal users",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--hub", action="store_true",
+        "--hub",
+        action="store_true",
         help="also start a hub in cluster mode against the nodes (its auth listener is the "
         "nodes' auth backend) and add http=HOST:PORT, its console, to the ready line",
-    )  # fmt: skip
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="the hub's data dir (with --hub; required)")  # fmt: skip
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="the hub's data dir (with --hub; required)"
+    )
     return parser
 
 
@@ -70,8 +78,11 @@ def _serve(cluster: Cluster) -> None:
         for i, name in enumerate(cluster.node_names):
             if i not in reported and not cluster.node_running(i):
                 reported.add(i)
-                print(f"cluster: node {name} exited (see {cluster.nodes[i].log_file})",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"cluster: node {name} exited (see {cluster.nodes[i].log_file})",
+                    file=sys.stderr,
+                    flush=True,
+                )
         time.sleep(1)
 
 

@@ -29,13 +29,30 @@ def auth_url(port: int) -> str:
 def hub_command(cluster: Cluster, data_dir: Path, port: int, *extra: str) -> list[str]:
     """`python -m hub serve` in cluster mode against every node of ``cluster``."""
     return [
-        sys.executable, "-m", "hub", "serve", "--broker", "rabbitmq",
-        "--rabbitmq-amqp", ",".join(f"amqp://{HOST}:{p}" for p in cluster.amqp_ports),
-        "--rabbitmq-mgmt", ",".join(f"http://{HOST}:{p}" for p in cluster.mgmt_ports),
-        "--rabbitmq-credentials", str(cluster.credentials_file),
-        "--auth-http-host", HOST, "--auth-http-port", str(port),
-        "--host", HOST, "--ws-port", "0", "--data-dir", str(data_dir), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "hub",
+        "serve",
+        "--broker",
+        "rabbitmq",
+        "--rabbitmq-amqp",
+        ",".join(f"amqp://{HOST}:{p}" for p in cluster.amqp_ports),
+        "--rabbitmq-mgmt",
+        ",".join(f"http://{HOST}:{p}" for p in cluster.mgmt_ports),
+        "--rabbitmq-credentials",
+        str(cluster.credentials_file),
+        "--auth-http-host",
+        HOST,
+        "--auth-http-port",
+        str(port),
+        "--host",
+        HOST,
+        "--ws-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
 
 
 class HubRun:
@@ -44,8 +61,10 @@ class HubRun:
     def __init__(self, cluster: Cluster, data_dir: Path, port: int, *extra: str) -> None:
         self.proc = subprocess.Popen(
             hub_command(cluster, data_dir, port, *extra),
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if not line.startswith("ready "):

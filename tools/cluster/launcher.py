@@ -51,8 +51,10 @@ def check_installed() -> str:
             )
     epmd = shutil.which("epmd")
     if epmd is None:
-        raise ClusterError("Erlang's epmd is not on PATH (Debian's erlang-base has it in "
-                           "/usr/bin): run tools/bootstrap.sh")  # fmt: skip
+        raise ClusterError(
+            "Erlang's epmd is not on PATH (Debian's erlang-base has it in "
+            "/usr/bin): run tools/bootstrap.sh"
+        )
     return epmd
 
 
@@ -141,8 +143,10 @@ class Cluster:
         def hosts(ports: list[int]) -> str:
             return ",".join(f"{HOST}:{p}" for p in ports)
 
-        line = (f"ready mqtt={hosts(self.mqtt_ports)} ws={hosts(self.ws_ports)} "
-                f"amqp={hosts(self.amqp_ports)} mgmt={hosts(self.mgmt_ports)}")  # fmt: skip
+        line = (
+            f"ready mqtt={hosts(self.mqtt_ports)} ws={hosts(self.ws_ports)} "
+            f"amqp={hosts(self.amqp_ports)} mgmt={hosts(self.mgmt_ports)}"
+        )
         if http is not None:
             line += f" http={http}"
         return line + f" credentials={self.credentials_file}"
@@ -414,8 +418,9 @@ class Cluster:
             if proc is None:
                 continue
             if set(left) & self._known[i]:
-                log.warning("node %s did not stop in %.0f s: killed", self.nodes[i].name,
-                            STOP_TIMEOUT)  # fmt: skip
+                log.warning(
+                    "node %s did not stop in %.0f s: killed", self.nodes[i].name, STOP_TIMEOUT
+                )
                 procs.kill_group(proc.pid)
             proc.wait()
         for p in left:  # by PID too: the VM's helpers run in sessions of their own

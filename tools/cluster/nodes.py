@@ -251,11 +251,18 @@ def write_credentials(path: Path, admin: Credentials, nodes: list[Node]) -> None
         "password": admin.password,
         "vhost": "/",
         "nodes": [
-            {"name": n.name, "host": HOST, "amqp": n.ports.amqp, "mqtt": n.ports.mqtt,
-             "ws": n.ports.ws, "ws_path": WS_PATH, "mgmt": n.ports.mgmt}
+            {
+                "name": n.name,
+                "host": HOST,
+                "amqp": n.ports.amqp,
+                "mqtt": n.ports.mqtt,
+                "ws": n.ports.ws,
+                "ws_path": WS_PATH,
+                "mgmt": n.ports.mgmt,
+            }
             for n in nodes
         ],
-    }  # fmt: skip
+    }
     write_private(path, json.dumps(data, indent=2) + "\n")
 
 

@@ -73,17 +73,24 @@ class AmqpLink:
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("the cluster is unreachable and %d messages wait: %d dropped",
-                            OUTBOX, self.dropped)  # fmt: skip
+                log.warning(
+                    "the cluster is unreachable and %d messages wait: %d dropped",
+                    OUTBOX,
+                    self.dropped,
+                )
 
     async def _connect(self, url: str) -> AbstractConnection:
         parts = urlsplit(url)
         return await aio_pika.connect(
-            host=parts.hostname or "127.0.0.1", port=parts.port or 5672,
-            login=self._user, password=self._password, virtualhost=self._vhost,
-            ssl=parts.scheme == "amqps", timeout=CONNECT_TIMEOUT_S,
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5672,
+            login=self._user,
+            password=self._password,
+            virtualhost=self._vhost,
+            ssl=parts.scheme == "amqps",
+            timeout=CONNECT_TIMEOUT_S,
             client_properties={"connection_name": "mpy-hub"},
-        )  # fmt: skip
+        )
 
     async def _run(self) -> None:
         attempt = 0
@@ -92,8 +99,11 @@ class AmqpLink:
             try:
                 connection = await self._connect(url)
             except Exception as exc:
-                (log.warning if attempt % len(self.urls) == 0 and attempt % 50 == 0
-                 else log.debug)("cannot reach the cluster at %s: %s", url, exc)  # fmt: skip
+                (
+                    log.warning
+                    if attempt % len(self.urls) == 0 and attempt % 50 == 0
+                    else log.debug
+                )("cannot reach the cluster at %s: %s", url, exc)
                 await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 attempt += 1
                 continue

@@ -91,25 +91,38 @@ class Authorizer:
         return ALLOW
 
     def resource(
-        self, username: str, vhost: str, resource: str, name: str, permission: str,
+        self,
+        username: str,
+        vhost: str,
+        resource: str,
+        name: str,
+        permission: str,
         client_id: str,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """The MQTT plugin's own resources: the client's subscription queues, and reading and
         writing (never configuring) ``amq.topic``. Topics themselves are checked by ``topic``."""
         if vhost != self.vhost_name or self.identity(username, client_id) is None:
             return DENY
-        if resource == "queue" and client_id and name in (
-            f"mqtt-subscription-{client_id}qos0", f"mqtt-subscription-{client_id}qos1"
-        ):  # fmt: skip
+        if (
+            resource == "queue"
+            and client_id
+            and name
+            in (f"mqtt-subscription-{client_id}qos0", f"mqtt-subscription-{client_id}qos1")
+        ):
             return ALLOW
         if resource == "exchange" and name == "amq.topic" and permission in ("read", "write"):
             return ALLOW
         return DENY
 
     def topic(
-        self, username: str, vhost: str, name: str, permission: str, routing_key: str,
+        self,
+        username: str,
+        vhost: str,
+        name: str,
+        permission: str,
+        routing_key: str,
         client_id: str,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """A publish (``write``) to, or a subscription (``read``) to, an MQTT topic."""
         identity = self.identity(username, client_id)
         if vhost != self.vhost_name or name != "amq.topic" or identity is None:
@@ -118,15 +131,24 @@ class Authorizer:
         if permission == "write":
             if identity.may_publish(topic) and not topic.startswith("$"):
                 return ALLOW
-            self._refused("filter_violation", client_id, username,
-                          f"publish to {topic[:200]!r} outside its rules", identity)  # fmt: skip
+            self._refused(
+                "filter_violation",
+                client_id,
+                username,
+                f"publish to {topic[:200]!r} outside its rules",
+                identity,
+            )
             return DENY
         if permission == "read":
             if identity.may_subscribe(topic):
                 return ALLOW
-            self._refused("filter_violation", client_id, username,
-                          f"subscription to {topic[:200]!r} outside its rules",
-                          identity)  # fmt: skip
+            self._refused(
+                "filter_violation",
+                client_id,
+                username,
+                f"subscription to {topic[:200]!r} outside its rules",
+                identity,
+            )
             return DENY
         return DENY
 
@@ -134,19 +156,26 @@ class Authorizer:
         return self.identities.get((username, client_id))
 
     def _refused(
-        self, kind: str, client_id: str, username: str, reason: str,
+        self,
+        kind: str,
+        client_id: str,
+        username: str,
+        reason: str,
         identity: Identity | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         held = self._throttle.allow((client_id, kind, reason[:80]))  # one per reason per 10 s
         if held is None:
             return
         log.warning("cluster client %r: %s: %s", client_id[:64], kind, reason)
         event: dict[str, Any] = {
-            "kind": kind, "client_id": client_id[:256],
+            "kind": kind,
+            "client_id": client_id[:256],
             "identity": identity.kind if identity is not None else None,
             "name": identity.name if identity is not None else username[:256],
-            "network": "cluster", "peer": None, "detail": reason,
-        }  # fmt: skip
+            "network": "cluster",
+            "peer": None,
+            "detail": reason,
+        }
         if held:
             event["suppressed"] = held
         self.report(kind, event)

@@ -100,8 +100,9 @@ class RabbitBroker:
         # pid (or name) of a connection closed by kick -> the reason, for its close event.
         self._kicked: OrderedDict[str, str] = OrderedDict()
         self.mgmt = Management(settings.mgmt_urls, settings.user, settings.password)
-        self.link = AmqpLink(settings.amqp_urls, settings.user, settings.password,
-                             settings.vhost, self._setup)  # fmt: skip
+        self.link = AmqpLink(
+            settings.amqp_urls, settings.user, settings.password, settings.vhost, self._setup
+        )
         self.listeners: dict[str, list[tuple[str, int]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -126,17 +127,22 @@ class RabbitBroker:
         if self._gatekeeper is None:
             raise RuntimeError("the broker needs a gatekeeper (set_gatekeeper) to start")
         self._login = Login(self._gatekeeper, self.login_failures)
-        self.authorizer = Authorizer(self._login, self.emit, hub_user=self.settings.user,
-                                     vhost=self.settings.vhost,
-                                     ttl=self.settings.auth_cache_s)  # fmt: skip
+        self.authorizer = Authorizer(
+            self._login,
+            self.emit,
+            hub_user=self.settings.user,
+            vhost=self.settings.vhost,
+            ttl=self.settings.auth_cache_s,
+        )
         self.link.start()
         try:
             await asyncio.wait_for(self.link.connected.wait(), START_TIMEOUT_S)
             self.listeners = await self._find_listeners()
             if not self.listeners["mqtt"] or not self.listeners["ws"]:
                 raise ManagementError("the cluster has no MQTT or no Web MQTT listener")
-            await self.mgmt.ensure_policy(self.settings.vhost, SUBSCRIPTION_POLICY,
-                                          SUBSCRIPTION_POLICY_BODY)  # fmt: skip
+            await self.mgmt.ensure_policy(
+                self.settings.vhost, SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
+            )
         except (TimeoutError, ManagementError) as exc:
             await self.stop()
             what = exc if isinstance(exc, ManagementError) else "no node answered"
@@ -242,8 +248,9 @@ class RabbitBroker:
             if self.presence.by_client.get(conn.client_id) is not conn:
                 return  # gone by itself meanwhile
             await asyncio.sleep(KICK_RETRY_S)
-        log.warning("the cluster did not close %s's connection in %.0f s", conn.client_id,
-                    KICK_GIVE_UP_S)  # fmt: skip
+        log.warning(
+            "the cluster did not close %s's connection in %.0f s", conn.client_id, KICK_GIVE_UP_S
+        )
 
     # --- networks -------------------------------------------------------------------------
     def client_listeners(self) -> dict[str, list[tuple[str, int]]]:
@@ -274,9 +281,10 @@ class RabbitBroker:
         )
         await dead_queue.bind(dead)
         ingest = await channel.declare_queue(
-            s.ingest_queue, durable=True,
+            s.ingest_queue,
+            durable=True,
             arguments={"x-queue-type": "quorum", "x-dead-letter-exchange": s.dead_letters},
-        )  # fmt: skip
+        )
         for topic_filter in self.ingest_filters:
             await ingest.bind("amq.topic", routing_key(topic_filter))
         state = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -306,11 +314,20 @@ class RabbitBroker:
 
     def _client_event(self, kind: str, conn: Conn, **extra: Any) -> None:
         identity = self._identity(conn)
-        self.emit(kind, {
-            "kind": kind, "client_id": conn.client_id, "identity": identity.kind,
-            "name": identity.name, "network": conn.network, "peer": conn.peer, "detail": "",
-            "node": conn.node, **extra,
-        })  # fmt: skip
+        self.emit(
+            kind,
+            {
+                "kind": kind,
+                "client_id": conn.client_id,
+                "identity": identity.kind,
+                "name": identity.name,
+                "network": conn.network,
+                "peer": conn.peer,
+                "detail": "",
+                "node": conn.node,
+                **extra,
+            },
+        )
 
     async def _watch_nodes(self) -> None:
         """Node health from the management API: the clients of a node down for
@@ -333,15 +350,27 @@ class RabbitBroker:
         try:
             listed = {c["client_id"]: c for c in await self.mgmt.connections()}
         except ManagementError as exc:
-            log.warning("node health: cannot list connections (%s): reporting %d clients "
-                        "lost", exc, len(lost))  # fmt: skip
+            log.warning(
+                "node health: cannot list connections (%s): reporting %d clients lost",
+                exc,
+                len(lost),
+            )
             listed = {}
         for conn in lost:
             now = listed.get(conn.client_id)
             if now is not None and now["node"] != conn.node and self.presence.running(now["node"]):
                 network = "ws" if "Web" in now["protocol"] else "mqtt"
-                self.presence.created(Conn(conn.client_id, now["user"], now["name"], "",
-                                           now["node"], network, conn.peer))  # fmt: skip
+                self.presence.created(
+                    Conn(
+                        conn.client_id,
+                        now["user"],
+                        now["name"],
+                        "",
+                        now["node"],
+                        network,
+                        conn.peer,
+                    )
+                )
                 continue
             self._client_event("disconnected", conn, reason="node_lost")
 

@@ -100,18 +100,32 @@ class Consumers:
     ) -> None:
         self.dead_lettered += 1
         self.broker.spawn(message.reject(requeue=False))
-        self.broker.emit("malformed", {
-            "kind": "malformed", "client_id": device, "identity": "device" if device else None,
-            "name": device, "network": "cluster", "peer": None,
-            "detail": f"dead-lettered to {self.broker.settings.dead_letters}: {why}",
-            "topic": topic[:200], "device": device,
-        })  # fmt: skip
+        self.broker.emit(
+            "malformed",
+            {
+                "kind": "malformed",
+                "client_id": device,
+                "identity": "device" if device else None,
+                "name": device,
+                "network": "cluster",
+                "peer": None,
+                "detail": f"dead-lettered to {self.broker.settings.dead_letters}: {why}",
+                "topic": topic[:200],
+                "device": device,
+            },
+        )
 
     def _refused(self, refusal: Refusal, topic: str) -> None:
-        event = {"kind": refusal.event, "client_id": refusal.device,
-                 "identity": "device" if refusal.device else None, "name": refusal.device,
-                 "network": "cluster", "peer": None, "detail": refusal.detail,
-                 "device": refusal.device}  # fmt: skip
+        event = {
+            "kind": refusal.event,
+            "client_id": refusal.device,
+            "identity": "device" if refusal.device else None,
+            "name": refusal.device,
+            "network": "cluster",
+            "peer": None,
+            "detail": refusal.detail,
+            "device": refusal.device,
+        }
         if refusal.quota:
             event["quota"] = refusal.quota
         self.broker.emit(refusal.event, event)

@@ -37,8 +37,11 @@ class Management:
         for i, url in enumerate(list(self.urls)):
             try:
                 async with self._session.request(method, url + path, **kwargs) as response:
-                    body = await response.json() if response.content_type == "application/json" \
-                        else await response.text()  # fmt: skip
+                    body = (
+                        await response.json()
+                        if response.content_type == "application/json"
+                        else await response.text()
+                    )
                     if i:  # the first that answered goes first next time
                         self.urls.remove(url)
                         self.urls.insert(0, url)
@@ -71,9 +74,15 @@ class Management:
         for c in body:
             props = c.get("client_properties") if isinstance(c, dict) else None
             if isinstance(props, dict) and isinstance(props.get("client_id"), str):
-                out.append({"name": str(c.get("name")), "node": str(c.get("node")),
-                            "user": str(c.get("user")), "client_id": props["client_id"],
-                            "protocol": str(c.get("protocol"))})  # fmt: skip
+                out.append(
+                    {
+                        "name": str(c.get("name")),
+                        "node": str(c.get("node")),
+                        "user": str(c.get("user")),
+                        "client_id": props["client_id"],
+                        "protocol": str(c.get("protocol")),
+                    }
+                )
         return out
 
     async def ensure_policy(self, vhost: str, name: str, body: dict[str, Any]) -> None:

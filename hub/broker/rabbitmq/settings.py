@@ -35,8 +35,13 @@ class RabbitSettings:
         def urls(text: str | None) -> tuple[str, ...]:
             return tuple(u.strip().rstrip("/") for u in (text or "").split(",") if u.strip())
 
-        return cls(urls(config.rabbitmq_amqp), urls(config.rabbitmq_mgmt),
-                   config.rabbitmq_vhost, user, password)  # fmt: skip
+        return cls(
+            urls(config.rabbitmq_amqp),
+            urls(config.rabbitmq_mgmt),
+            config.rabbitmq_vhost,
+            user,
+            password,
+        )
 
 
 def load_credentials(path: Path | None) -> tuple[str, str]:
@@ -59,6 +64,7 @@ def load_credentials(path: Path | None) -> tuple[str, str]:
     found = data if isinstance(data, dict) else {}
     name, secret = found.get("user"), found.get("password")
     if not isinstance(name, str) or not name or not isinstance(secret, str) or not secret:
-        raise ConfigError(f"rabbitmq_credentials: {path} must hold a \"user\" and a "
-                          "\"password\" (strings)")  # fmt: skip
+        raise ConfigError(
+            f'rabbitmq_credentials: {path} must hold a "user" and a "password" (strings)'
+        )
     return name, secret

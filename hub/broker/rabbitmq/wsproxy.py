@@ -36,9 +36,12 @@ async def relay(
     for url in urls:
         try:
             upstream = await session.ws_connect(
-                url, protocols=("mqtt",), max_msg_size=MAX_FRAME, autoping=True,
+                url,
+                protocols=("mqtt",),
+                max_msg_size=MAX_FRAME,
+                autoping=True,
                 timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_TIMEOUT_S),
-            )  # fmt: skip
+            )
             break
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.debug("Web MQTT on %s: %s", url, exc)

@@ -108,13 +108,24 @@ def test_encoders_round_trip_through_the_parser() -> None:
     (p,) = parser.feed(codec.publish(b"t/1", big, 2, True, pid=65535, dup=True))
     pub = codec.parse_publish(p, max_payload=1_000_000)
     assert (pub.topic, pub.payload, pub.qos, pub.retain, pub.dup, pub.pid) == (
-        "t/1", big, 2, True, True, 65535)  # fmt: skip
+        "t/1",
+        big,
+        2,
+        True,
+        True,
+        65535,
+    )
     for size in (0, 1, 120, 121, 122, 123, 124, 125, 126, 127, 300):  # around one length byte
         for qos, retain in ((0, False), (0, True), (1, False), (2, True)):
             (p,) = parser.feed(codec.publish(b"d/x/t/a", b"v" * size, qos, retain, pid=9))
             pub = codec.parse_publish(p, max_payload=1_000_000)
             assert (pub.topic, len(pub.payload), pub.qos, pub.retain, pub.pid) == (
-                "d/x/t/a", size, qos, retain, 9 if qos else 0)  # fmt: skip
+                "d/x/t/a",
+                size,
+                qos,
+                retain,
+                9 if qos else 0,
+            )
     assert codec.publish(b"a", b"b", 0, False) == b"\x30\x04\x00\x01ab"
     assert codec.suback(7, [0, 1, 0x80]) == b"\x90\x05\x00\x07\x00\x01\x80"
     assert codec.ack(codec.PUBREL, 3) == b"\x62\x02\x00\x03"

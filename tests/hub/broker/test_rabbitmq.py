@@ -40,8 +40,9 @@ class _Env:
         self.events: list[tuple[str, dict[str, Any]]] = []
         gate = Gatekeeper(self.registry, self.key, allow_anonymous=False)
         self.login = Login(gate, 10)
-        self.authz = Authorizer(self.login, lambda k, e: self.events.append((k, e)),
-                                hub_user="hub", ttl=60)  # fmt: skip
+        self.authz = Authorizer(
+            self.login, lambda k, e: self.events.append((k, e)), hub_user="hub", ttl=60
+        )
 
 
 @pytest.fixture
@@ -63,10 +64,14 @@ def test_a_device_logs_in_and_is_held_to_its_topic_rules(env: _Env) -> None:
     assert a.topic("dev-1", "/", "amq.topic", "write", "d.dev-2.t.temp", "dev-1") == "deny"
     assert a.topic("dev-1", "/", "amq.topic", "read", "d.*.t.*", "dev-1") == "deny"
     assert [k for k, _ in env.events] == ["filter_violation"] * 2
-    assert a.resource("dev-1", "/", "queue", "mqtt-subscription-dev-1qos1", "configure",
-                      "dev-1") == "allow"  # fmt: skip
-    assert a.resource("dev-1", "/", "queue", "mqtt-subscription-other-qos1", "read",
-                      "dev-1") == "deny"  # fmt: skip
+    assert (
+        a.resource("dev-1", "/", "queue", "mqtt-subscription-dev-1qos1", "configure", "dev-1")
+        == "allow"
+    )
+    assert (
+        a.resource("dev-1", "/", "queue", "mqtt-subscription-other-qos1", "read", "dev-1")
+        == "deny"
+    )
     assert a.resource("dev-1", "/", "exchange", "amq.topic", "configure", "dev-1") == "deny"
     assert a.vhost("dev-1", "other", "dev-1") == "deny"
 
@@ -114,11 +119,15 @@ def test_token_scopes_decide_subscriptions(env: _Env) -> None:
 
 
 CREATED = {
-    "protocol": "{'MQTT',\"3.1.1\"}", "user": "dev-1", "node": "rabbit1@localhost",
-    "name": "127.0.0.1:5000 -> 127.0.0.1:1883", "pid": "<rabbit1@localhost.1.2.0>",
-    "variable_map": '#{<<"client_id">> => <<"dev-1">>}', "peer_host": "{127,0,0,1}",
+    "protocol": "{'MQTT',\"3.1.1\"}",
+    "user": "dev-1",
+    "node": "rabbit1@localhost",
+    "name": "127.0.0.1:5000 -> 127.0.0.1:1883",
+    "pid": "<rabbit1@localhost.1.2.0>",
+    "variable_map": '#{<<"client_id">> => <<"dev-1">>}',
+    "peer_host": "{127,0,0,1}",
     "peer_port": 5000,
-}  # fmt: skip
+}
 
 
 def test_presence_matches_closes_by_pid_and_reports_lost_nodes() -> None:

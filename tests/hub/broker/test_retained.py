@@ -15,10 +15,31 @@ from hub.broker.session import Message
 from hub.broker.topictree import RetainedTree
 from hub.topics import filter_matches
 
-TOPICS = ["sport", "sport/tennis", "sport/tennis/p1", "sport/golf/p1", "/finance", "$SYS/x",
-          "a/b/c", "a//c", "sport/"]  # fmt: skip
-FILTERS = ["#", "sport/#", "sport/+", "sport/+/p1", "+/+", "+", "$SYS/#", "+/x", "a/+/c",
-           "sport/tennis/p1", "nothing/#", "+/+/+/+"]  # fmt: skip
+TOPICS = [
+    "sport",
+    "sport/tennis",
+    "sport/tennis/p1",
+    "sport/golf/p1",
+    "/finance",
+    "$SYS/x",
+    "a/b/c",
+    "a//c",
+    "sport/",
+]
+FILTERS = [
+    "#",
+    "sport/#",
+    "sport/+",
+    "sport/+/p1",
+    "+/+",
+    "+",
+    "$SYS/#",
+    "+/x",
+    "a/+/c",
+    "sport/tennis/p1",
+    "nothing/#",
+    "+/+/+/+",
+]
 
 
 @pytest.mark.parametrize("topic_filter", FILTERS)

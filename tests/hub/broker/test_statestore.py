@@ -29,22 +29,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBrokerS
 def test_everything_written_is_loaded_back(store: SqlBrokerState) -> None:
     """Retained messages, sessions, subscriptions, deliveries and receipts come back as
     written, deliveries oldest first, acknowledged ones gone."""
-    store.write([
-        ("retain", "d/1/status", b"online", 1, "device:1", 100.0),
-        ("retain", "d/2/status", b"offline", 0, None, 101.0),
-        ("session", "sub", "client:sub"),
-        ("sub", "sub", "d/+/cmd", 2),
-        ("sub", "sub", "x/#", 1),
-        ("queue", "sub", 2, "d/1/cmd", b"two", 2, 0),
-        ("queue", "sub", 1, "d/1/cmd", b"one", 1, 1),
-        ("queue", "sub", 3, "d/1/cmd", b"three", 1, 0),
-        ("release", "sub", 2),
-        ("done", "sub", 3),
-        ("receipt", "sub", 7),
-        ("receipt", "sub", 8),
-        ("unreceipt", "sub", 8),
-        ("unsub", "sub", "x/#"),
-    ])  # fmt: skip
+    store.write(
+        [
+            ("retain", "d/1/status", b"online", 1, "device:1", 100.0),
+            ("retain", "d/2/status", b"offline", 0, None, 101.0),
+            ("session", "sub", "client:sub"),
+            ("sub", "sub", "d/+/cmd", 2),
+            ("sub", "sub", "x/#", 1),
+            ("queue", "sub", 2, "d/1/cmd", b"two", 2, 0),
+            ("queue", "sub", 1, "d/1/cmd", b"one", 1, 1),
+            ("queue", "sub", 3, "d/1/cmd", b"three", 1, 0),
+            ("release", "sub", 2),
+            ("done", "sub", 3),
+            ("receipt", "sub", 7),
+            ("receipt", "sub", 8),
+            ("unreceipt", "sub", 8),
+            ("unsub", "sub", "x/#"),
+        ]
+    )
     state = store.load(now=500.0)
     retained = {r.topic: r for r in state.retained}
     assert set(retained) == {"d/1/status", "d/2/status"}
@@ -74,10 +76,14 @@ def test_retained_clear_and_replace(store: SqlBrokerState) -> None:
 def test_drop_removes_a_session_and_all_it_holds(store: SqlBrokerState) -> None:
     """Dropping a session deletes its subscriptions, deliveries and receipts, not others'."""
     for cid in ("gone", "kept"):
-        store.write([
-            ("session", cid, "o"), ("sub", cid, "t", 1), ("queue", cid, 1, "t", b"m", 1, 0),
-            ("receipt", cid, 1),
-        ])  # fmt: skip
+        store.write(
+            [
+                ("session", cid, "o"),
+                ("sub", cid, "t", 1),
+                ("queue", cid, 1, "t", b"m", 1, 0),
+                ("receipt", cid, 1),
+            ]
+        )
     store.write([("drop", "gone")])
     state = store.load(now=1.0)
     assert set(state.sessions) == {"kept"}
@@ -88,12 +94,17 @@ def test_drop_removes_a_session_and_all_it_holds(store: SqlBrokerState) -> None:
 def test_expired_names_old_offline_sessions_and_old_retained(store: SqlBrokerState) -> None:
     """Sessions offline since before the cutoff and retained messages stored before theirs
     are expired; online sessions never are."""
-    store.write([
-        ("session", "old", "o"), ("offline", "old", 100.0),
-        ("session", "new", "o"), ("offline", "new", 900.0),
-        ("session", "online", "o"),
-        ("retain", "r/old", b"x", 0, None, 50.0), ("retain", "r/new", b"x", 0, None, 950.0),
-    ])  # fmt: skip
+    store.write(
+        [
+            ("session", "old", "o"),
+            ("offline", "old", 100.0),
+            ("session", "new", "o"),
+            ("offline", "new", 900.0),
+            ("session", "online", "o"),
+            ("retain", "r/old", b"x", 0, None, 50.0),
+            ("retain", "r/new", b"x", 0, None, 950.0),
+        ]
+    )
     cids, topics = store.expired(500.0, 500.0)
     assert cids == ["old"]
     assert [t for t, _ in topics] == ["r/old"]
