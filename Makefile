@@ -30,6 +30,7 @@ test: setup lint
 lint: setup
 	@.venv/bin/ruff check hub tools tests
 	@.venv/bin/ruff format --check hub tools tests
+	@! git grep -n 'fmt: skip' -- hub tools tests || { echo "lint: '# fmt: skip' found: let ruff format lay it out"; exit 1; }
 	@.venv/bin/mypy --no-error-summary
 
 bench: setup
