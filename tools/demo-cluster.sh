@@ -10,6 +10,8 @@ NODES="${CLUSTER_NODES:-3}"
 PY="$ROOT/.venv/bin/python"
 DATA="${DATA_DIR:-data-cluster}"
 cd "$ROOT"
+# shellcheck source=tools/demolib.sh
+. "$ROOT/tools/demolib.sh"
 
 ready_file=$(mktemp)
 cleanup() {
@@ -21,30 +23,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "demo-cluster: stopped"; exit 0' INT TERM
 
-login=""
-if [ "$("$PY" -m hub user list --data-dir "$DATA" 2>/dev/null | grep -vc -e '^NAME' -e '^(no accounts' || true)" = 0 ]; then
-    added=$("$PY" -m hub user add admin --role admin --data-dir "$DATA")
-    login="name: admin, one-time password: ${added##*one-time password: }"
-fi
+demo_admin_login "$DATA"
 
 "$PY" -m tools.cluster --nodes "$NODES" --hub --data-dir "$DATA" >"$ready_file" &
 cluster_pid=$!
 echo "demo-cluster: starting $NODES RabbitMQ nodes and the hub (30-60 s) ..."
-for _ in $(seq 1800); do
-    grep -q '^ready ' "$ready_file" && break
-    kill -0 "$cluster_pid" 2>/dev/null || { echo "demo-cluster: the cluster did not start" >&2; exit 1; }
-    sleep 0.1
-done
-ready=$(grep '^ready ' "$ready_file") || { echo "demo-cluster: no ready line" >&2; exit 1; }
-mqtt=$(sed -E 's/.* mqtt=([^ ]+).*/\1/' <<<"$ready")
-http=$(sed -E 's/.* http=([^ ]+).*/\1/' <<<"$ready")
+demo_wait_ready "demo-cluster: the cluster" "$cluster_pid" "$ready_file" 1800
+mqtt=$(demo_field mqtt)
 echo "$ready"
-echo "console: http://$http/"
-if [ -n "$login" ]; then
-    echo "log in as $login"
-else
-    echo "log in with an account of $DATA (.venv/bin/python -m hub user list --data-dir $DATA)"
-fi
+echo "console: http://$(demo_field http)/"
+demo_login_hint "$DATA"
 hubs=$(tr ',' '\n' <<<"$mqtt" | sed 's|^|mqtt://|' | paste -sd, -)
 "$PY" -m tools sim --hub "$hubs" --count "$COUNT" --data-dir "$DATA" &
 sim_pid=$!
