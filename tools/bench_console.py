@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,7 +24,7 @@ from typing import Any, cast
 
 from hub.endpoints import Endpoints, ReadyLineError
 from tools.bench import provision
-from tools.bench.brokers import Broker
+from tools.bench.brokers import Broker, fresh_data_dir
 from tools.bench.run import drive, raise_fd_limit
 
 CHROMIUM = "/usr/bin/chromium"
@@ -60,12 +58,7 @@ class Hub:
     """The hub on a fresh data dir holding a copy of the provisioned registry."""
 
     def __init__(self, registry: Path, work: Path) -> None:
-        data = work / "hub-data"
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
-        for name in ("registry.sqlite3", "hub.key"):
-            shutil.copy2(registry / name, data / name)
-        os.chmod(data / "registry.sqlite3", 0o600)
+        data = fresh_data_dir(registry, work)
         add = subprocess.run(
             [
                 sys.executable,

@@ -146,6 +146,20 @@ def start_mosquitto(work: Path, cpus: set[int] | None) -> Broker:
     )
 
 
+def fresh_data_dir(registry_dir: Path, work: Path) -> Path:
+    """``work/hub-data``, emptied, holding a copy of the provisioned registry: its database,
+    the key of its keyed secret hashes (``registry.key``) and the hub key."""
+    data = work / "hub-data"
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    for name in ("registry.sqlite3", "registry.key", "hub.key"):
+        if (registry_dir / name).exists():
+            shutil.copy2(registry_dir / name, data / name)
+    os.chmod(data / "registry.sqlite3", 0o600)
+    return data
+
+
 def start_hub(
     registry_dir: Path,
     work: Path,
@@ -157,14 +171,7 @@ def start_hub(
     """Starts the hub on a fresh data dir holding a copy of the provisioned registry; with
     ``source``, the hub package is imported from that folder (an older version, for before and
     after figures)."""
-    data = work / "hub-data"
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir(parents=True)
-    for name in ("registry.sqlite3", "registry.key", "hub.key"):
-        if (registry_dir / name).exists():  # registry.key: the keyed secret hashes' key
-            shutil.copy2(registry_dir / name, data / name)
-    os.chmod(data / "registry.sqlite3", 0o600)
+    data = fresh_data_dir(registry_dir, work)
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
