@@ -7,6 +7,13 @@ commit ends: under load a batch grows to what arrived during one commit, and an 
 commits a lone record at once. Knows nothing of devices or MQTT: ingest uses it for readings,
 and the broker's durable state can use it for its own records.
 
+With ``linger_s``, commits under load start at least ``linger_s`` apart: a batch that opened
+(when the previous commit started) less than ``linger_s`` ago waits out the rest before it is
+written. A commit costs far more than a record (the pages it rewrites, the fsync, two thread
+hand-offs), so a flood of acknowledged records costs at most 1/linger_s commits a second
+instead of one per few records; an idle log still writes a lone record at once (its batch
+opened long ago), and no acknowledgement waits more than ``linger_s`` beyond its commit.
+
 With ``quiet_s``, a batch nobody waits on (QoS 0 readings: no acknowledgement) is left open
 up to ``quiet_s`` or ``quiet_rows`` records before it is written, so it costs one commit where
 back-to-back commits would cost many; the first waiter makes it go at once.
@@ -112,6 +119,7 @@ class CommitLog(Generic[R]):
         probe: Callable[[], object] | None = None,
         quiet_s: float = 0.0,
         quiet_rows: int = 4096,
+        linger_s: float = 0.0,
         name: str = "commitlog",
     ) -> None:
         self._write = write
@@ -128,6 +136,8 @@ class CommitLog(Generic[R]):
         self.quiet_s = quiet_s
         self._quiet_rows = quiet_rows if quiet_s > 0 else 0
         self._urgent: asyncio.Event | None = None
+        self.linger_s = linger_s
+        self._opened = float("-inf")  # loop time the open batch opened (a commit started)
         self._name = name
         self._open = Batch(0)
         self._records: list[R] = []
@@ -202,6 +212,8 @@ class CommitLog(Generic[R]):
         self._open = Batch(batch.seq + 1)
         self._open.urgent = self._urgent
         self._records = []
+        if self.linger_s > 0:
+            self._opened = asyncio.get_running_loop().time()
         return batch, records
 
     async def _commit(self, records: list[R]) -> None:
@@ -219,6 +231,10 @@ class CommitLog(Generic[R]):
                 continue
             if self._urgent is not None:
                 await self._quiet(self._urgent)
+            if self.linger_s > 0:
+                left = self._opened + self.linger_s - asyncio.get_running_loop().time()
+                if left > 0:
+                    await asyncio.sleep(left)
             size = self._open_bytes
             self._open_bytes = 0
             batch, records = self._take()

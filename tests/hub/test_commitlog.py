@@ -315,3 +315,23 @@ def test_a_quiet_batch_goes_when_it_is_full_or_its_time_is_up() -> None:
         await log.stop()
 
     asyncio.run(scenario())
+
+
+def test_under_load_commits_start_linger_s_apart_and_an_idle_log_writes_at_once() -> None:
+    """With linger_s, a lone record on an idle log is written at once, while one appended
+    less than linger_s after that commit started waits (stop() still writes it)."""
+
+    async def scenario() -> None:
+        write = Recorder()
+        log: CommitLog[int] = CommitLog(write, max_rows=100, max_bytes=10**6, linger_s=60.0)
+        log.start()
+        first = log.append(1, 10)
+        await _until(lambda: first.state == COMMITTED, "the idle log's commit")
+        second = log.append(2, 10)
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # the writer runs, and lingers
+        assert second.state == PENDING and write.calls == 1
+        await log.stop()
+        assert second.state == COMMITTED and write.batches == [[1], [2]]
+
+    asyncio.run(scenario())
