@@ -12,8 +12,8 @@ With ``linger_s``, commits under load start at least ``linger_s`` apart: a batch
 written, or until it holds ``linger_rows`` records (a fast flood waits less). A commit costs
 far more than a record (the pages it rewrites, the fsync, two thread hand-offs), so a flood of
 acknowledged records costs 1/linger_s commits a second (or one per linger_rows records)
-instead of one per few records; an idle log still writes a lone record at once (its batch opened long ago), and no
-acknowledgement waits more than ``linger_s`` beyond its commit.
+instead of one per few records; an idle log still writes a lone record at once (its batch
+opened long ago), and no acknowledgement waits more than ``linger_s`` beyond its commit.
 
 With ``quiet_s``, a batch nobody waits on (QoS 0 readings: no acknowledgement) is left open
 up to ``quiet_s`` or ``quiet_rows`` records before it is written, so it costs one commit where
