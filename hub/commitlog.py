@@ -7,6 +7,14 @@ commit ends: under load a batch grows to what arrived during one commit, and an 
 commits a lone record at once. Knows nothing of devices or MQTT: ingest uses it for readings,
 and the broker's durable state can use it for its own records.
 
+With ``linger_s``, commits under load start at least ``linger_s`` apart: a batch that opened
+(when the previous commit started) less than ``linger_s`` ago waits out the rest before it is
+written, or until it holds ``linger_rows`` records (a fast flood waits less). A commit costs
+far more than a record (the pages it rewrites, the fsync, two thread hand-offs), so a flood of
+acknowledged records costs 1/linger_s commits a second (or one per linger_rows records)
+instead of one per few records; an idle log still writes a lone record at once (its batch
+opened long ago), and no acknowledgement waits more than ``linger_s`` beyond its commit.
+
 With ``quiet_s``, a batch nobody waits on (QoS 0 readings: no acknowledgement) is left open
 up to ``quiet_s`` or ``quiet_rows`` records before it is written, so it costs one commit where
 back-to-back commits would cost many; the first waiter makes it go at once.
@@ -112,6 +120,8 @@ class CommitLog(Generic[R]):
         probe: Callable[[], object] | None = None,
         quiet_s: float = 0.0,
         quiet_rows: int = 4096,
+        linger_s: float = 0.0,
+        linger_rows: int = 256,
         name: str = "commitlog",
     ) -> None:
         self._write = write
@@ -128,6 +138,10 @@ class CommitLog(Generic[R]):
         self.quiet_s = quiet_s
         self._quiet_rows = quiet_rows if quiet_s > 0 else 0
         self._urgent: asyncio.Event | None = None
+        self.linger_s = linger_s
+        self._opened = float("-inf")  # loop time the open batch opened (a commit started)
+        self._linger_rows = linger_rows
+        self._lingering: asyncio.Event | None = None  # set once the batch holds linger_rows
         self._name = name
         self._open = Batch(0)
         self._records: list[R] = []
@@ -168,6 +182,9 @@ class CommitLog(Generic[R]):
             and self._urgent is not None
         ):
             self._urgent.set()
+        lingering = self._lingering
+        if lingering is not None and len(self._records) >= self._linger_rows:
+            lingering.set()
         return self._open
 
     def start(self) -> None:
@@ -202,6 +219,8 @@ class CommitLog(Generic[R]):
         self._open = Batch(batch.seq + 1)
         self._open.urgent = self._urgent
         self._records = []
+        if self.linger_s > 0:
+            self._opened = asyncio.get_running_loop().time()
         return batch, records
 
     async def _commit(self, records: list[R]) -> None:
@@ -219,6 +238,8 @@ class CommitLog(Generic[R]):
                 continue
             if self._urgent is not None:
                 await self._quiet(self._urgent)
+            if self.linger_s > 0:
+                await self._linger()
             size = self._open_bytes
             self._open_bytes = 0
             batch, records = self._take()
@@ -243,6 +264,19 @@ class CommitLog(Generic[R]):
             self._rows -= len(records)
             self._bytes -= size
             batch.finish(COMMITTED)
+
+    async def _linger(self) -> None:
+        """Under load, waits until linger_s after the previous commit started (or until the
+        batch holds linger_rows records)."""
+        left = self._opened + self.linger_s - asyncio.get_running_loop().time()
+        if left <= 0 or len(self._records) >= self._linger_rows:
+            return
+        self._lingering = asyncio.Event()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lingering.wait(), left)
+        finally:
+            self._lingering = None
 
     async def _quiet(self, urgent: asyncio.Event) -> None:
         """Leaves a batch nobody waits on open for up to quiet_s (or quiet_rows records)."""

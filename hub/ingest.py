@@ -36,6 +36,13 @@ FAILURE_EVENT_EVERY_S = 60.0
 # Readings nobody waits on (QoS 0: no acknowledgement) are committed together, up to this long
 # after they arrive; a QoS 1/2 reading's commit starts at once (hub/commitlog.py, quiet_s).
 QUIET_COMMIT_S = 0.1
+# Readings someone waits on (QoS 1/2) are committed at most every COMMIT_LINGER_S under load,
+# or once COMMIT_LINGER_ROWS wait: a commit costs ~0.8 ms of CPU whatever it holds
+# (BENCHMARKS.md, Session 5), so a batch of a few readings each time the previous commit ends
+# costs more than the readings themselves. An idle hub commits a lone reading at once
+# (hub/commitlog.py, linger_s).
+COMMIT_LINGER_S = 0.02
+COMMIT_LINGER_ROWS = 256
 DISK_CHECK_S = 5.0
 DISK_EVENT_EVERY_S = 600.0
 HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
@@ -93,6 +100,8 @@ class Ingest:
             dead_letter=self._write_dead_letters if data_dir is not None else None,
             probe=getattr(store, "probe", None),
             quiet_s=QUIET_COMMIT_S,
+            linger_s=COMMIT_LINGER_S,
+            linger_rows=COMMIT_LINGER_ROWS,
             name="ingest",
         )
         self.on_reading: OnReading | None = None  # the device state (hub/devicestate.py)

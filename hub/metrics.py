@@ -54,6 +54,8 @@ REFUSALS = frozenset(
     }
 )
 AUTH_FAILURES = {"auth_failure": "mqtt", "login_failure": "console"}
+KIND_CACHE = 10_000  # topics whose kind the message counter remembers
+KIND_CACHE_TOPIC_MAX = 128  # longer topics are classified every time (the cache stays small)
 MAX_EVENT_KINDS = 200  # distinct event names counted (they are the hub's own words)
 KIND_NAMES = {
     Kind.TELEMETRY.value: "telemetry",
@@ -105,11 +107,21 @@ class Observed:
             if reason in self.disconnects or len(self.disconnects) < MAX_EVENT_KINDS:
                 self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
 
+    # topic -> its kind, for topics seen before (a fleet publishes the same ones over and over)
+    kinds: dict[str, str] = field(default_factory=dict, repr=False)
+
     def on_message(self, topic: str, payload: bytes) -> Batch | None:
         """The message listener: one increment per message routed; stores nothing."""
-        kind = topic_kind(topic)
-        self.messages[kind] = self.messages.get(kind, 0) + 1
-        self.payload_bytes[kind] = self.payload_bytes.get(kind, 0) + len(payload)
+        kind = self.kinds.get(topic)
+        if kind is None:
+            kind = topic_kind(topic)
+            if len(topic) <= KIND_CACHE_TOPIC_MAX:
+                if len(self.kinds) >= KIND_CACHE:
+                    self.kinds.clear()
+                self.kinds[topic] = kind
+        messages, sizes = self.messages, self.payload_bytes
+        messages[kind] = messages.get(kind, 0) + 1
+        sizes[kind] = sizes.get(kind, 0) + len(payload)
         return None
 
 

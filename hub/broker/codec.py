@@ -60,6 +60,11 @@ class Publish(NamedTuple):  # a tuple: one per PUBLISH received
     pid: int
 
 
+# Packet and Publish are made with tuple.__new__ on the hot path: half the cost of calling the
+# class, whose generated __new__ is a Python function wrapping the same call.
+_tuple = tuple.__new__
+
+
 class Parser:
     """Splits a byte stream into packets; refuses packets larger than ``max_packet``.
 
@@ -98,37 +103,42 @@ class Parser:
         end = len(buf)
         while end - pos >= 2 and not (limit and len(packets) >= limit):
             first = buf[pos]
-            length = 0
-            multiplier = 1
-            i = pos + 1
-            complete = False
-            for _ in range(4):
-                if i >= end:
-                    break
-                byte = buf[i]
-                i += 1
-                length += (byte & 0x7F) * multiplier
-                multiplier <<= 7
-                if not byte & 0x80:
-                    complete = True
-                    break
-            else:
-                raise ProtocolError("remaining length longer than 4 bytes")
-            if not complete:
-                break  # the length field itself has not fully arrived
+            length = buf[pos + 1]
+            i = pos + 2
+            if length & 0x80:  # more than one byte of remaining length (a packet of 128 or more)
+                length, i = _remaining_length(buf, pos + 1, end)
+                if i < 0:
+                    break  # the length field itself has not fully arrived
             if length > self.max_packet:
                 raise ProtocolError(
                     f"packet of {length} bytes exceeds the limit of {self.max_packet}"
                 )
             if end - i < length:
                 break
-            packets.append(Packet(first >> 4, first & 0x0F, bytes(buf[i : i + length])))
+            packets.append(_tuple(Packet, (first >> 4, first & 0x0F, bytes(buf[i : i + length]))))
             pos = i + length
         return pos
 
     @property
     def pending(self) -> int:
         return len(self._buf) if self._buf is not None else 0
+
+
+def _remaining_length(buf: bytes | bytearray, i: int, end: int) -> tuple[int, int]:
+    """The remaining length field starting at buf[i] and where the packet's body begins, or
+    (0, -1) while the field has not fully arrived."""
+    length = 0
+    multiplier = 1
+    for _ in range(4):
+        if i >= end:
+            return 0, -1
+        byte = buf[i]
+        i += 1
+        length += (byte & 0x7F) * multiplier
+        multiplier <<= 7
+        if not byte & 0x80:
+            return length, i
+    raise ProtocolError("remaining length longer than 4 bytes")
 
 
 def _string(body: bytes, pos: int, what: str) -> tuple[str, int]:
@@ -265,7 +275,7 @@ def parse_publish(p: Packet, max_payload: int) -> Publish:
         raise PayloadTooLarge(
             f"payload of {len(payload)} bytes exceeds the limit of {max_payload}"
         )
-    return Publish(topic, payload, qos, bool(p.flags & 1), bool(p.flags & 8), pid)
+    return _tuple(Publish, (topic, payload, qos, bool(p.flags & 1), bool(p.flags & 8), pid))
 
 
 class PayloadTooLarge(ProtocolError):

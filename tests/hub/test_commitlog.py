@@ -315,3 +315,46 @@ def test_a_quiet_batch_goes_when_it_is_full_or_its_time_is_up() -> None:
         await log.stop()
 
     asyncio.run(scenario())
+
+
+def test_under_load_commits_start_linger_s_apart_and_an_idle_log_writes_at_once() -> None:
+    """With linger_s, a lone record on an idle log is written at once, while one appended
+    less than linger_s after that commit started waits (stop() still writes it)."""
+
+    async def scenario() -> None:
+        write = Recorder()
+        log: CommitLog[int] = CommitLog(write, max_rows=100, max_bytes=10**6, linger_s=60.0)
+        log.start()
+        first = log.append(1, 10)
+        await _until(lambda: first.state == COMMITTED, "the idle log's commit")
+        second = log.append(2, 10)
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # the writer runs, and lingers
+        assert second.state == PENDING and write.calls == 1
+        await log.stop()
+        assert second.state == COMMITTED and write.batches == [[1], [2]]
+
+    asyncio.run(scenario())
+
+
+def test_a_lingering_batch_goes_once_it_holds_linger_rows() -> None:
+    """A batch lingering after a commit is written as soon as it holds linger_rows records."""
+
+    async def scenario() -> None:
+        write = Recorder()
+        log: CommitLog[int] = CommitLog(
+            write, max_rows=100, max_bytes=10**6, linger_s=60.0, linger_rows=3
+        )
+        log.start()
+        first = log.append(0, 10)
+        await _until(lambda: first.state == COMMITTED, "the idle log's commit")
+        handles = [log.append(n, 10) for n in range(1, 3)]
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # two records: still lingering
+        assert handles[0].state == PENDING and write.calls == 1
+        last = log.append(3, 10)
+        await _until(lambda: last.state == COMMITTED, "the batch holding linger_rows")
+        assert write.batches == [[0], [1, 2, 3]]
+        await log.stop()
+
+    asyncio.run(scenario())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.metrics import topic_kind
+from hub.metrics import KIND_CACHE, KIND_CACHE_TOPIC_MAX, Observed, topic_kind
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled, start_hub
 from tests.support.mqtt import RawClient
 from tests.support.waits import eventually_async
@@ -191,3 +191,17 @@ def test_topic_kinds_never_name_a_device() -> None:
     assert topic_kind("d/kitchen/zz/evil") == "other"
     assert topic_kind("anything/else") == "other"
     assert topic_kind("d") == "other"
+
+
+def test_the_message_counter_remembers_a_bounded_number_of_topic_kinds() -> None:
+    """Messages are counted by kind and bytes; the topic -> kind cache keeps short topics
+    only and never more than KIND_CACHE of them, however many topics a client invents."""
+    observed = Observed()
+    for n in range(KIND_CACHE + 10):
+        observed.on_message(f"d/dev{n}/t/temp", b"1,2,3")
+    observed.on_message("d/kitchen/s", b"online")
+    observed.on_message("x" * (KIND_CACHE_TOPIC_MAX + 1), b"")
+    assert observed.messages == {"telemetry": KIND_CACHE + 10, "status": 1, "other": 1}
+    assert observed.payload_bytes["telemetry"] == 5 * (KIND_CACHE + 10)
+    assert 0 < len(observed.kinds) <= KIND_CACHE
+    assert "x" * (KIND_CACHE_TOPIC_MAX + 1) not in observed.kinds
