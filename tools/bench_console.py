@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -48,10 +49,47 @@ new MutationObserver((_, observer) => {
 })(performance.now() + PROBE_MS);
 try {
   new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) window.__bench.longTasks.push(entry.duration);
+    for (const entry of list.getEntries()) {
+      window.__bench.longTasks.push([entry.startTime, entry.duration]);
+    }
   }).observe({entryTypes: ["longtask"]});
 } catch (err) { /* no Long Tasks API */ }
 """.replace("PROBE_MS", str(PROBE_MS))
+# Read once the run is over: the page's start as the browser timed it (Navigation and Resource
+# Timing, with the hub's Server-Timing, and the marks the console sets: common.js hub.mark).
+TIMING_SCRIPT = """() => {
+  const timing = (e) => ({
+    name: e.name, type: e.initiatorType || "navigation", start: e.startTime,
+    requestStart: e.requestStart, responseStart: e.responseStart, responseEnd: e.responseEnd,
+    domInteractive: e.domInteractive, size: e.encodedBodySize, transfer: e.transferSize,
+    server: Object.fromEntries((e.serverTiming || []).map((t) => [t.name, t.duration])),
+  });
+  return {
+    navigation: performance.getEntriesByType("navigation").map(timing)[0] || null,
+    resources: performance.getEntriesByType("resource").map(timing),
+    marks: Object.fromEntries(
+      performance.getEntriesByType("mark").map((m) => [m.name, m.startTime])),
+  };
+}"""
+# What the first row's time is made of, each figure in ms from the navigation's start (the
+# page's performance.now()); "in hub" is the hub's Server-Timing (guard and handler), "queued"
+# the rest of the time from the request's start to its first byte (waiting for the hub's event
+# loop, or behind other requests on the browser's six connections).
+BREAKDOWN = (
+    ("  page HTML: first byte", "html_first_byte_ms", "ms"),
+    ("  scripts parsed and run (DOM interactive)", "dom_interactive_ms", "ms"),
+    ("  /api/fleet: sent", "fleet_sent_ms", "ms"),
+    ("  /api/fleet: queued before the handler", "fleet_queued_ms", "ms"),
+    ("  /api/fleet: in the hub", "fleet_server_ms", "ms"),
+    ("  /api/fleet:   registry and states", "fleet_registry_ms", "ms"),
+    ("  /api/fleet:   filter, sort, page", "fleet_rows_ms", "ms"),
+    ("  /api/fleet: answer parsed", "fleet_answer_ms", "ms"),
+    ("  rows rendered", "fleet_rendered_ms", "ms"),
+    ("  /api/session + /api/hub answered", "session_ms", "ms"),
+    ("  MQTT connected", "mqtt_connected_ms", "ms"),
+    ("  MQTT subscriptions granted", "mqtt_subscribed_ms", "ms"),
+    ("  slowest other request: in hub / queued", "slowest_request", ""),
+)
 
 
 class Hub:
@@ -114,7 +152,68 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def measure_page(hub: Hub, loaded: threading.Event, seconds: float) -> dict[str, Any]:
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def breakdown(timing: dict[str, Any]) -> dict[str, Any]:
+    """The first row's time taken apart (BREAKDOWN) from the page's timing entries."""
+    nav = timing.get("navigation") or {}
+    marks = timing.get("marks") or {}
+    resources = timing.get("resources") or []
+
+    def first(fragment: str) -> dict[str, Any]:
+        return next((r for r in resources if fragment in r["name"]), {})
+
+    def queued(entry: dict[str, Any]) -> float | None:
+        if not entry.get("responseStart"):
+            return None
+        return max(
+            0.0, entry["responseStart"] - entry["requestStart"] - entry["server"].get("app", 0)
+        )
+
+    fleet = first("/api/fleet")
+    apis = [first("/api/session"), first("/api/hub")]
+    early = [r for r in resources if r.get("start", 0) < (marks.get("fleet-rendered") or 0)]
+    others = [r for r in early if r is not fleet and r.get("responseStart")]
+    slowest = max(others, key=lambda r: r["responseEnd"] - r["start"], default=None)
+    return {
+        "html_first_byte_ms": _ms(nav.get("responseStart")),
+        "dom_interactive_ms": _ms(nav.get("domInteractive")),
+        "fleet_sent_ms": _ms(fleet.get("start")),
+        "fleet_queued_ms": _ms(queued(fleet)),
+        "fleet_server_ms": _ms(fleet.get("server", {}).get("app")),
+        "fleet_registry_ms": _ms(fleet.get("server", {}).get("registry")),
+        "fleet_rows_ms": _ms(fleet.get("server", {}).get("rows")),
+        "fleet_answer_ms": _ms(marks.get("fleet-answer")),
+        "fleet_rendered_ms": _ms(marks.get("fleet-rendered")),
+        "session_ms": _ms(max((a.get("responseEnd") or 0 for a in apis), default=None) or None),
+        "mqtt_connected_ms": _ms(marks.get("mqtt-connected")),
+        "mqtt_subscribed_ms": _ms(marks.get("mqtt-subscribed")),
+        "slowest_request": None
+        if slowest is None
+        else (
+            f"{slowest['name'].split('/', 3)[-1][:24]} "
+            f"{slowest['server'].get('app', 0):.0f}/{queued(slowest) or 0:.0f} ms"
+        ),
+    }
+
+
+def top_functions(profile: dict[str, Any], count: int = 15) -> list[tuple[float, str]]:
+    """A CDP CPU profile's functions by self time (ms), heaviest first."""
+    nodes = {n["id"]: n["callFrame"] for n in profile["nodes"]}
+    spent: dict[str, float] = {}
+    for node, delta in zip(profile["samples"], profile["timeDeltas"], strict=False):
+        frame = nodes[node]
+        where = frame["url"].rsplit("/", 1)[-1]
+        name = f"{frame['functionName'] or '(anonymous)'} {where}:{frame['lineNumber'] + 1}"
+        spent[name] = spent.get(name, 0.0) + delta / 1000
+    return sorted(((round(ms, 1), name) for name, ms in spent.items()), reverse=True)[:count]
+
+
+def measure_page(
+    hub: Hub, loaded: threading.Event, seconds: float, profile: Path | None = None
+) -> dict[str, Any]:
     """Opens the console once the load runs; first row, lag while it runs, heap at the end."""
     from playwright.sync_api import sync_playwright  # a test dependency: imported when used
 
@@ -135,11 +234,22 @@ def measure_page(hub: Hub, loaded: threading.Event, seconds: float) -> dict[str,
             page = context.new_page()
             cdp = context.new_cdp_session(page)
             cdp.send("Performance.enable")
+            if profile is not None:
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.setSamplingInterval", {"interval": 500})
+                cdp.send("Profiler.start")
             page.goto(hub.http_url + "/")
             page.wait_for_selector("#fleet li", timeout=60000)
             first_row = page.evaluate("window.__bench.firstRow")
             page.wait_for_timeout(seconds * 1000)
             probe = page.evaluate("window.__bench")
+            timing = page.evaluate(TIMING_SCRIPT)
+            if profile is not None:
+                taken = cdp.send("Profiler.stop")["profile"]
+                profile.write_text(json.dumps(taken))
+                print(f"  CPU profile of the page: {profile}", file=sys.stderr)
+                for ms, name in top_functions(taken):
+                    print(f"  {ms:9.1f} ms  {name}", file=sys.stderr)
             metrics = {
                 m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]
             }
@@ -148,19 +258,25 @@ def measure_page(hub: Hub, loaded: threading.Event, seconds: float) -> dict[str,
         finally:
             browser.close()
     lags = probe["lags"][int(2000 / PROBE_MS) :]  # after the first 2 s (page start-up)
+    tasks = probe["longTasks"]
+    steady = [d for start, d in tasks if start > (first_row or 0) + 2000]
     return {
         "first_row_ms": round(first_row, 1) if first_row is not None else None,
         "lag_p50_ms": percentile(lags, 0.50),
         "lag_p95_ms": percentile(lags, 0.95),
         "lag_max_ms": round(max(lags), 1) if lags else None,
-        "long_task_max_ms": round(max(probe["longTasks"]), 1) if probe["longTasks"] else 0.0,
+        "long_task_max_ms": round(max(d for _, d in tasks), 1) if tasks else 0.0,
+        "long_tasks_steady": f"{len(steady)}, max {max(steady, default=0):.0f}",
         "heap_mb": round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1),
         "rows": rows,
         "link": live,
+        **breakdown(timing),
     }
 
 
-def run(devices: int, rate: float, seconds: float, work: Path, cache: Path) -> dict[str, Any]:
+def run(
+    devices: int, rate: float, seconds: float, work: Path, cache: Path, profile: Path | None
+) -> dict[str, Any]:
     registry, creds, _ = provision.registry_dir(devices, cache)
     hub = Hub(registry, work)
     loaded = threading.Event()
@@ -187,14 +303,17 @@ def run(devices: int, rate: float, seconds: float, work: Path, cache: Path) -> d
 
     thread = threading.Thread(target=generate, daemon=True)
     thread.start()
+    load_start = round(os.getloadavg()[0], 1)
     try:
-        page = measure_page(hub, loaded, seconds)
+        page = measure_page(hub, loaded, seconds, profile)
         thread.join(seconds + 120)
     finally:
         hub.stop()
     return {
         "devices": devices,
         "rate": rate,
+        "load_start": load_start,
+        "load_end": round(os.getloadavg()[0], 1),
         **page,
         "sent": load.get("sent"),
         "loadgen_cpu_pct": load.get("loadgen_cpu_pct"),
@@ -217,6 +336,12 @@ class _Target:
         return float(times.user + times.system)
 
 
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int | float) else str(value)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """The figures side by side, one column per fleet size (like tools/bench/report.py)."""
     measures = [
@@ -225,15 +350,20 @@ def table(results: list[dict[str, Any]]) -> str:
         ("main-thread lag p95", "lag_p95_ms", "ms", "< 100 ms at 10,000"),
         ("main-thread lag max", "lag_max_ms", "ms", ""),
         ("longest task", "long_task_max_ms", "ms", ""),
+        ("long tasks from 2 s after the first row", "long_tasks_steady", "", ""),
         ("JS heap used", "heap_mb", "MB", ""),
         ("rows rendered", "rows", "", ""),
         ("readings sent", "sent", "", ""),
         ("load generator CPU", "loadgen_cpu_pct", "%", ""),
+        ("load average (1 min) at the start", "load_start", "", ""),
+        ("load average (1 min) at the end", "load_end", "", ""),
+        ("where the first row's time goes (ms from navigation start):", "", "", ""),
+        *((name, key, unit, "") for name, key, unit in BREAKDOWN),
     ]
     header = ["measure", *[f"{r['devices']:,} dev" for r in results], "unit", "target"]
     lines = [header]
     for name, key, unit, target in measures:
-        values = ["-" if r.get(key) is None else f"{r[key]:,}" for r in results]
+        values = [_cell(r.get(key)) if key else "" for r in results]
         lines.append([name, *values, unit, target])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
@@ -255,6 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the provisioned registry, shared with make bench",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--cpu-profile",
+        type=Path,
+        metavar="DIR",
+        help="record the page's CPU profile (CDP Profiler) into DIR/console-N.cpuprofile "
+        "and print its heaviest functions",
+    )
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         parser.error(f"{CHROMIUM} is missing: run tools/bootstrap.sh")
@@ -268,7 +405,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         started = time.monotonic()
-        results.append(run(n, args.rate, args.seconds, args.work, args.cache))
+        profile = None
+        if args.cpu_profile is not None:
+            args.cpu_profile.mkdir(parents=True, exist_ok=True)
+            profile = args.cpu_profile / f"console-{n}.cpuprofile"
+        results.append(run(n, args.rate, args.seconds, args.work, args.cache, profile))
         print(f"  done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print(table(results))
     if args.json:

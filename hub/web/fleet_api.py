@@ -165,7 +165,9 @@ class FleetApi:
         sort = query.get("sort") or "id"
         if sort not in SORTS:
             raise error(web.HTTPBadRequest, f"sort must be one of {', '.join(SORTS)}")
+        started = time.perf_counter()
         readable = await self.readable(principal_of(request).identity)
+        listed = time.perf_counter()
         alarms = self.alarm_counts()
         states = self.states.states
         blank: dict[str, Any] = {}
@@ -204,7 +206,8 @@ class FleetApi:
             seen = sorted(((t, d) for d, t in rows if t is not None), reverse=sort.startswith("-"))
             rows = [(d, t) for t, d in seen] + sorted((d, t) for d, t in rows if t is None)
         page = [self.device_view(d, readable[d], alarms) for d, _ in rows[offset : offset + limit]]
-        return web.json_response(
+        chosen = time.perf_counter()
+        response = web.json_response(
             {
                 "total": len(rows),
                 "offset": offset,
@@ -215,6 +218,12 @@ class FleetApi:
                 "devices": page,
             }
         )
+        response.headers["Server-Timing"] = (
+            f"registry;dur={(listed - started) * 1000:.1f}, "
+            f"rows;dur={(chosen - listed) * 1000:.1f}, "
+            f"json;dur={(time.perf_counter() - chosen) * 1000:.1f}"
+        )
+        return response
 
     async def device(self, request: web.Request) -> web.Response:
         check_params(request.query, set())

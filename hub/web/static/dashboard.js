@@ -135,6 +135,7 @@ async function loadPage() {
   const mine = new AbortController();
   state.loading = mine;
   let answer;
+  hub.mark("fleet-request");
   try {
     if (!state.fallback) {
       try {
@@ -152,8 +153,10 @@ async function loadPage() {
     if (state.loading === mine) state.loading = null;
   }
   if (mine.signal.aborted || !hub.isObject(answer)) return;
+  hub.mark("fleet-answer");
   showError("");
   accept(answer);
+  hub.mark("fleet-rendered");
 }
 
 function accept(answer) {
@@ -392,6 +395,7 @@ function syncSubscriptions() {
       } else if (!live && client.connected) {
         setLink("live", true);
       }
+      hub.mark("mqtt-subscribed");
     });
   } else if (!live && state.loaded) {
     setLink("live", true);
@@ -413,6 +417,7 @@ function connect(info) {
   for (const key of Object.keys(state.limits)) {
     if (Number.isInteger(limits[key]) && limits[key] > 0) state.limits[key] = limits[key];
   }
+  hub.mark("mqtt-connect");
   const client = mqtt.connect(hub.wsUrl(info), hub.mqttOptions({
     reconnectPeriod: 2000,
     // MQTT.js stops for good after a refused CONNECT unless told otherwise; the refusal asks
@@ -424,6 +429,7 @@ function connect(info) {
   }));
   state.client = client;
   client.on("connect", () => {
+    hub.mark("mqtt-connected");
     setLink("connected", true);
     if (rank() >= ROLE_RANK.admin) client.subscribe(topics.events, { qos: 0 });
     state.subscribed = new Set(); // a new session: every filter again
