@@ -3,7 +3,9 @@ and the /mqtt WebSocket, with one table of routes that says what each one needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from hub.security import EVENTS_FILTER, TOKEN_USERNAME, create_token
 from hub.topics import ROOT
 from hub.web.api import Api
 from hub.web.auth import Access, Auth, principal_of
+from hub.web.files import Files
 from hub.web.headers import add_security_headers, json_errors
 from hub.web.inputs import error
 from hub.web.manage import Manage
@@ -24,6 +27,7 @@ from hub.web.manage import Manage
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+STATIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.(js|css|png|svg)\Z")
 # Browser libraries come from npm (package.json at the repository root), never from the web.
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 VENDOR_FILES = {
@@ -108,33 +112,51 @@ class Pages:
         self.broker = broker
         self.auth = auth
         self.mqtt_limits = dict(mqtt_limits)
+        self.files = Files()
+
+    async def _page(self, request: web.Request, name: str) -> web.StreamResponse:
+        page = await self.files.response(request, STATIC_DIR / name, "no-store")
+        if page is None:
+            raise error(web.HTTPServiceUnavailable, f"the page {name} is not installed")
+        return page
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        return _page("index.html")
+        return await self._page(request, "index.html")
 
     async def client(self, request: web.Request) -> web.StreamResponse:
-        return _page("client.html")
+        return await self._page(request, "client.html")
 
     async def device(self, request: web.Request) -> web.StreamResponse:
         """A device's page; the page itself reads the id from its path."""
-        return _page("device.html")
+        return await self._page(request, "device.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.auth.tls_port is not None and not request.secure:
             raise web.HTTPTemporaryRedirect(self.auth.https_url(request))
-        return _page("login.html")
+        return await self._page(request, "login.html")
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """/static/{name}: the pages' scripts and styles (open to anyone, like the login page)."""
+        name = request.match_info["name"]
+        found = None
+        if STATIC_NAME_RE.match(name) and not name.endswith(".html"):
+            found = await self.files.response(request, STATIC_DIR / name)
+        if found is None:
+            raise error(web.HTTPNotFound, f"no static file {name[:40]!r}")
+        return found
 
     async def vendor(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         path = VENDOR_FILES.get(name)
         if path is None:
             raise error(web.HTTPNotFound, f"no vendored file {name[:40]!r}")
-        if not path.is_file():
+        found = await self.files.response(request, path)
+        if found is None:
             raise error(
                 web.HTTPServiceUnavailable,
                 f"{name} is not installed: run tools/bootstrap.sh (npm ci) first",
             )
-        return web.FileResponse(path)
+        return found
 
     async def hub_info(self, request: web.Request) -> web.Response:
         """A short-lived MQTT token scoped to the caller's role (or to a Bearer token's own
@@ -186,13 +208,6 @@ async def server_timing(
     return response
 
 
-def _page(name: str) -> web.StreamResponse:
-    path = STATIC_DIR / name
-    if not path.is_file():
-        raise error(web.HTTPServiceUnavailable, f"the page {name} is not installed")
-    return web.FileResponse(path, headers={"Cache-Control": "no-store"})
-
-
 async def _not_running(request: web.Request) -> web.StreamResponse:
     raise error(web.HTTPServiceUnavailable, "not available: this part of the hub is not running")
 
@@ -218,6 +233,7 @@ def build_app(
         "alarms": api.alarms,
         **(integrations or {}),
     }
+    pages = parts["pages"]
     metrics = parts.get("metrics")
     for route in ROUTES:
         part, method = route.handler.split(".")
@@ -227,10 +243,25 @@ def build_app(
         target = getattr(parts[part], method) if part in parts else _not_running
         handler = auth.guard(access, target)
         app.router.add_route(route.method, route.path, handler)
-    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/static/{name}", pages.static)  # open: no guard
+
+    async def warm(_: web.Application) -> None:
+        """The fleet's copy of the registry, read before a console asks for its first page."""
+        try:
+            await api.fleet.registered()
+        except Exception as exc:  # the first page reads it again; nothing is lost
+            log.warning("could not read the registry for the fleet view: %s", exc)
+
+    warming: list[asyncio.Task[None]] = []
+
+    async def start_warming(_: web.Application) -> None:
+        warming.append(asyncio.create_task(warm(app)))
 
     async def cleanup(_: web.Application) -> None:
+        for task in warming:
+            task.cancel()
         auth.close()
 
+    app.on_startup.append(start_warming)
     app.on_cleanup.append(cleanup)
     return app
