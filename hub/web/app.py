@@ -246,11 +246,16 @@ def build_app(
     app.router.add_get("/static/{name}", pages.static)  # open: no guard
 
     async def warm(_: web.Application) -> None:
-        """The fleet's copy of the registry, read before a console asks for its first page."""
+        """The console's files and the fleet's copy of the registry, read (and gzipped)
+        before the first console asks for them: then a console opened while the hub is busy
+        waits for neither."""
         try:
+            found = await asyncio.to_thread(lambda: sorted(STATIC_DIR.iterdir()))
+            for path in [*found, *VENDOR_FILES.values()]:
+                await pages.files.get(path)
             await api.fleet.registered()
-        except Exception as exc:  # the first page reads it again; nothing is lost
-            log.warning("could not read the registry for the fleet view: %s", exc)
+        except Exception as exc:  # each is read again when asked for; nothing is lost
+            log.warning("could not read the console's files or the registry ahead: %s", exc)
 
     warming: list[asyncio.Task[None]] = []
 
