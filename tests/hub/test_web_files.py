@@ -84,3 +84,11 @@ def test_load_skips_gzip_where_it_does_not_pay(tmp_path: Path) -> None:
     found = load(noise)
     assert found is not None and found.gzipped is None and found.body == noise.read_bytes()
     assert load(tmp_path / "missing.js") is None
+
+
+def test_answers_say_how_long_the_hub_took(shared_hub: HubProcess) -> None:
+    """Pages, scripts and errors carry Server-Timing with the hub's time in milliseconds."""
+    for path in ("/login", "/static/common.js", "/vendor/nope.js"):
+        _, headers, _ = _get(shared_hub.http_url + path)
+        name, _, duration = headers["Server-Timing"].partition(";dur=")
+        assert name == "app" and float(duration) >= 0, path
