@@ -139,7 +139,7 @@ class Pages:
         """/static/{name}: the pages' scripts and styles (open to anyone, like the login page)."""
         name = request.match_info["name"]
         found = None
-        if STATIC_NAME_RE.match(name) and not name.endswith(".html"):
+        if STATIC_NAME_RE.match(name):  # no pages: they have routes (and guards) of their own
             found = await self.files.response(request, STATIC_DIR / name)
         if found is None:
             raise error(web.HTTPNotFound, f"no static file {name[:40]!r}")

@@ -289,7 +289,8 @@ function fleetRow(dev) {
 function renderList() {
   state.dirty.clear();
   const old = state.nodes;
-  state.nodes = new Map([...state.rows.values()].map((dev) => [dev.id, rowFor(dev, old.get(dev.id))]));
+  state.nodes = new Map([...state.rows.values()]
+    .map((dev) => [dev.id, rowFor(dev, old.get(dev.id))]));
   hub.syncChildren($("#fleet"), state.nodes.values());
   const last = state.offset + state.rows.size;
   $("#empty").hidden = state.rows.size > 0;
@@ -529,7 +530,10 @@ $("#page-next").addEventListener("click", () => {
 // "seen … ago" stays honest; counts and the page's membership come from the hub now and then.
 setInterval(() => {
   requestAnimationFrame(() => {
-    for (const [id, node] of state.nodes) updateSeen(node, state.rows.get(id));
+    for (const [id, node] of state.nodes) {
+      const dev = state.rows.get(id);
+      if (dev) updateSeen(node, dev);
+    }
   });
 }, 15000);
 setInterval(() => {
