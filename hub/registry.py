@@ -209,6 +209,16 @@ class Registry:
     def list(self) -> list[Device]:
         return [_row_to_device(r) for r in self._db.rows("SELECT * FROM devices ORDER BY id")]
 
+    def access_digest(self) -> str:
+        """Every device as ``id,enabled,tls_policy``, joined by ``;`` in id order, in one
+        string SQLite builds: the fleet console compares it with the last one to tell a change
+        of who is registered from a last-seen write, without a Python object per device."""
+        rows = self._db.rows(
+            "SELECT group_concat(id || ',' || enabled || ',' || tls_policy, ';') "
+            "FROM (SELECT id, enabled, tls_policy FROM devices ORDER BY id)"
+        )
+        return str(rows[0][0] or "")
+
     def fingerprints(self) -> dict[str, Fingerprint]:
         rows = self._db.rows(
             "SELECT id, enabled, secret_serial, tls_policy, cert_fingerprint FROM devices"

@@ -129,13 +129,13 @@ class Api:
         """Every device the caller may read: the fleet's DEVICE objects plus ``online`` and
         ``last_seen_at`` (the registry's last connect), sorted by id."""
         readable = await self.fleet.readable(principal_of(request).identity)
+        connected = {d.id: d.last_seen_at for d in await asyncio.to_thread(self.registry.list)}
         alarms = self.fleet.alarm_counts()
         out = []
         for device in sorted(readable):
-            registered = readable[device]
-            view = self.fleet.device_view(device, registered, alarms)
+            view = self.fleet.device_view(device, readable[device], alarms)
             view["online"] = view["status"] == "online"
-            view["last_seen_at"] = registered.last_seen_at if registered else None
+            view["last_seen_at"] = connected.get(device)
             out.append(view)
         return web.json_response(out)
 

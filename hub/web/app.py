@@ -3,8 +3,11 @@ and the /mqtt WebSocket, with one table of routes that says what each one needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from hub.security import EVENTS_FILTER, TOKEN_USERNAME, create_token
 from hub.topics import ROOT
 from hub.web.api import Api
 from hub.web.auth import Access, Auth, principal_of
+from hub.web.files import Files
 from hub.web.headers import add_security_headers, json_errors
 from hub.web.inputs import error
 from hub.web.manage import Manage
@@ -23,6 +27,7 @@ from hub.web.manage import Manage
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+STATIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.(js|css|png|svg)\Z")
 # Browser libraries come from npm (package.json at the repository root), never from the web.
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 VENDOR_FILES = {
@@ -107,33 +112,51 @@ class Pages:
         self.broker = broker
         self.auth = auth
         self.mqtt_limits = dict(mqtt_limits)
+        self.files = Files()
+
+    async def _page(self, request: web.Request, name: str) -> web.StreamResponse:
+        page = await self.files.response(request, STATIC_DIR / name, "no-store")
+        if page is None:
+            raise error(web.HTTPServiceUnavailable, f"the page {name} is not installed")
+        return page
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        return _page("index.html")
+        return await self._page(request, "index.html")
 
     async def client(self, request: web.Request) -> web.StreamResponse:
-        return _page("client.html")
+        return await self._page(request, "client.html")
 
     async def device(self, request: web.Request) -> web.StreamResponse:
         """A device's page; the page itself reads the id from its path."""
-        return _page("device.html")
+        return await self._page(request, "device.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.auth.tls_port is not None and not request.secure:
             raise web.HTTPTemporaryRedirect(self.auth.https_url(request))
-        return _page("login.html")
+        return await self._page(request, "login.html")
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """/static/{name}: the pages' scripts and styles (open to anyone, like the login page)."""
+        name = request.match_info["name"]
+        found = None
+        if STATIC_NAME_RE.match(name):  # no pages: they have routes (and guards) of their own
+            found = await self.files.response(request, STATIC_DIR / name)
+        if found is None:
+            raise error(web.HTTPNotFound, f"no static file {name[:40]!r}")
+        return found
 
     async def vendor(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         path = VENDOR_FILES.get(name)
         if path is None:
             raise error(web.HTTPNotFound, f"no vendored file {name[:40]!r}")
-        if not path.is_file():
+        found = await self.files.response(request, path)
+        if found is None:
             raise error(
                 web.HTTPServiceUnavailable,
                 f"{name} is not installed: run tools/bootstrap.sh (npm ci) first",
             )
-        return web.FileResponse(path)
+        return found
 
     async def hub_info(self, request: web.Request) -> web.Response:
         """A short-lived MQTT token scoped to the caller's role (or to a Bearer token's own
@@ -169,11 +192,20 @@ class Pages:
         return ws
 
 
-def _page(name: str) -> web.StreamResponse:
-    path = STATIC_DIR / name
-    if not path.is_file():
-        raise error(web.HTTPServiceUnavailable, f"the page {name} is not installed")
-    return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+@web.middleware
+async def server_timing(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Adds ``Server-Timing: app;dur=<ms>`` (the guard and the handler; a handler may name its
+    own parts before it): a page's Resource Timing then tells the hub's work from the time the
+    request waited for the event loop (the console benchmark prints both)."""
+    started = time.perf_counter()
+    response = await handler(request)
+    if not response.prepared:  # a WebSocket is answered long before its handler returns
+        spent = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        parts = response.headers.get("Server-Timing")
+        response.headers["Server-Timing"] = f"{parts}, {spent}" if parts else spent
+    return response
 
 
 async def _not_running(request: web.Request) -> web.StreamResponse:
@@ -190,7 +222,7 @@ def build_app(
 ) -> web.Application:
     """``integrations``: the "metrics" (hub.metrics.Metrics) and "routes" (hub.routes.api)
     parts; a route of a part that is missing answers 503."""
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[server_timing, json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
     parts: dict[str, Any] = {
         "pages": Pages(broker, auth, mqtt_limits),
@@ -201,6 +233,7 @@ def build_app(
         "alarms": api.alarms,
         **(integrations or {}),
     }
+    pages = parts["pages"]
     metrics = parts.get("metrics")
     for route in ROUTES:
         part, method = route.handler.split(".")
@@ -210,10 +243,30 @@ def build_app(
         target = getattr(parts[part], method) if part in parts else _not_running
         handler = auth.guard(access, target)
         app.router.add_route(route.method, route.path, handler)
-    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/static/{name}", pages.static)  # open: no guard
+
+    async def warm(_: web.Application) -> None:
+        """The console's files and the fleet's copy of the registry, read (and gzipped)
+        before the first console asks for them: then a console opened while the hub is busy
+        waits for neither."""
+        try:
+            found = await asyncio.to_thread(lambda: sorted(STATIC_DIR.iterdir()))
+            for path in [*found, *VENDOR_FILES.values()]:
+                await pages.files.get(path)
+            await api.fleet.registered()
+        except Exception as exc:  # each is read again when asked for; nothing is lost
+            log.warning("could not read the console's files or the registry ahead: %s", exc)
+
+    warming: list[asyncio.Task[None]] = []
+
+    async def start_warming(_: web.Application) -> None:
+        warming.append(asyncio.create_task(warm(app)))
 
     async def cleanup(_: web.Application) -> None:
+        for task in warming:
+            task.cancel()
         auth.close()
 
+    app.on_startup.append(start_warming)
     app.on_cleanup.append(cleanup)
     return app

@@ -13,13 +13,13 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
 from hub.devicestate import DeviceStates
 from hub.history import MAX_SERIES_POINTS
-from hub.registry import Device, Registry
+from hub.registry import Registry
 from hub.security import Identity
 from hub.store import SqlHistory
 from hub.topics import (
@@ -42,6 +42,22 @@ MAX_SENSORS_PER_REQUEST = 32
 MAX_HISTORY = 1000
 
 AlarmCounts = Callable[[], dict[str, int]]  # active alarms by device
+
+
+class Registered(NamedTuple):
+    """What the fleet shows of a device's registry entry."""
+
+    enabled: bool
+    tls_policy: str
+
+
+def parse_digest(digest: str) -> dict[str, Registered]:
+    """Registry.access_digest() as a map (ids, flags and policies have no ',' or ';')."""
+    registered = {}
+    for entry in digest.split(";") if digest else ():
+        device, enabled, policy = entry.split(",")
+        registered[device] = Registered(enabled == "1", policy)
+    return registered
 
 
 def check_params(query: Mapping[str, str], allowed: set[str]) -> None:
@@ -78,21 +94,27 @@ class FleetApi:
         self.store = store
         self.states = states
         self.alarm_counts = alarms
-        self._registered: dict[str, Device] = {}
+        self._registered: dict[str, Registered] = {}
         self._registered_at = -math.inf
         self._version = -1
+        self._digest = ""
         self._refresh: asyncio.Lock | None = None
 
     def _read_registry(self) -> None:
         """On a thread: the registry again if anyone committed to it since the last read.
         The fleet has a registry connection of its own, so every change (the CLI's, the
-        console's, the hub's last-seen writes) moves its data_version."""
+        console's, the hub's last-seen writes) moves its data_version. Most are last-seen
+        writes (every 0.5 s while devices come and go), which leave the access digest as it
+        was: then nothing is parsed. (Reading every device's row instead took 1 to 4 s at
+        10,000 devices while the hub was under load, and the fleet's first page waited.)"""
         version = self.registry.data_version()
         if version != self._version or time.monotonic() - self._registered_at > REGISTRY_TTL_S:
-            self._registered = {d.id: d for d in self.registry.list()}
+            digest = self.registry.access_digest()
+            if digest != self._digest:
+                self._registered, self._digest = parse_digest(digest), digest
             self._version, self._registered_at = version, time.monotonic()
 
-    async def registered(self) -> dict[str, Device]:
+    async def registered(self) -> dict[str, Registered]:
         """The registry as it is now (a version check off the loop; read again on change)."""
         if self._refresh is None:
             self._refresh = asyncio.Lock()
@@ -107,7 +129,7 @@ class FleetApi:
         return self._registered
 
     def device_view(
-        self, device: str, registered: Device | None, alarms: dict[str, int] | None = None
+        self, device: str, registered: Registered | None, alarms: dict[str, int] | None = None
     ) -> dict[str, Any]:
         """The contract's DEVICE object."""
         state = self.states.states.get(device) or {}
@@ -128,12 +150,13 @@ class FleetApi:
             "alarms": (self.alarm_counts() if alarms is None else alarms).get(device, 0),
         }
 
-    async def readable(self, identity: Identity) -> dict[str, Device | None]:
+    async def readable(self, identity: Identity) -> dict[str, Registered | None]:
         known = await self.registered()
-        ids = set(known) | set(self.states.states)
+        every: dict[str, Registered | None] = dict.fromkeys(self.states.states.keys() - known)
+        every.update(known)
         if identity.unrestricted or identity.may_subscribe(TELEMETRY_FILTER):
-            return {d: known.get(d) for d in ids}
-        return {d: known.get(d) for d in ids if identity.may_subscribe(telemetry_filter(d))}
+            return every
+        return {d: r for d, r in every.items() if identity.may_subscribe(telemetry_filter(d))}
 
     async def device_id(self, request: web.Request) -> str:
         """The route's device: a valid id the caller may read that the hub knows (404)."""
@@ -165,46 +188,53 @@ class FleetApi:
         sort = query.get("sort") or "id"
         if sort not in SORTS:
             raise error(web.HTTPBadRequest, f"sort must be one of {', '.join(SORTS)}")
+        started = time.perf_counter()
         readable = await self.readable(principal_of(request).identity)
+        listed = time.perf_counter()
         alarms = self.alarm_counts()
         states = self.states.states
         blank: dict[str, Any] = {}
-        # Light rows (id, status, last_seen, board, fw, tls, alarms) for counting, filtering
-        # and sorting; DEVICE objects only for the page.
-        rows = []
+        # Counted over the whole fleet; filtered and sorted as light (id, last_seen) pairs,
+        # DEVICE objects only for the page. One pass of few look-ups per device: it runs on
+        # the event loop (about 30 ms at 10,000 devices on a quiet core).
+        chosen_ids = []
         counts = dict.fromkeys((*STATES, "all"), 0)
         boards, firmware = set(), set()
+        filtering = bool(q or wanted_state or tls or board[0] or board[1])
+        by_seen = not sort.endswith("id")
         for device, registered in readable.items():
-            state = states.get(device, blank)
+            state = states.get(device) or blank
             status = state.get("status") or "never"
-            count = alarms.get(device, 0)
             counts[status] += 1
-            counts["alarm"] += count > 0
-            if state.get("board"):
-                boards.add(state["board"])
-            if state.get("fw"):
-                firmware.add(state["fw"])
-            if q and q not in device:
-                continue
-            if wanted_state == "alarm" and not count:
-                continue
-            if wanted_state not in (None, "alarm") and status != wanted_state:
-                continue
-            if tls is not None and (registered is None or registered.tls_policy != tls):
-                continue
-            if (board[0] is not None and state.get("board") != board[0]) or (
-                board[1] is not None and state.get("fw") != board[1]
-            ):
-                continue
-            rows.append((device, state.get("last_seen")))
+            boards.add(state.get("board"))
+            firmware.add(state.get("fw"))
+            if filtering:
+                count = alarms.get(device, 0) if alarms else 0
+                if (
+                    (q and q not in device)
+                    or (wanted_state == "alarm" and not count)
+                    or (wanted_state not in (None, "alarm") and status != wanted_state)
+                    or (tls is not None and (registered is None or registered.tls_policy != tls))
+                    or (board[0] is not None and state.get("board") != board[0])
+                    or (board[1] is not None and state.get("fw") != board[1])
+                ):
+                    continue
+            chosen_ids.append(device)
+        counts["alarm"] = sum(1 for device, n in alarms.items() if n and device in readable)
         counts["all"] = len(readable)
-        if sort.endswith("id"):
-            rows.sort(reverse=sort.startswith("-"))
+        boards.discard(None)
+        firmware.discard(None)
+        if not by_seen:
+            chosen_ids.sort(reverse=sort.startswith("-"))
         else:  # never seen last, whichever way
-            seen = sorted(((t, d) for d, t in rows if t is not None), reverse=sort.startswith("-"))
-            rows = [(d, t) for t, d in seen] + sorted((d, t) for d, t in rows if t is None)
-        page = [self.device_view(d, readable[d], alarms) for d, _ in rows[offset : offset + limit]]
-        return web.json_response(
+            seen = [(s.get("last_seen"), d) for d in chosen_ids if (s := states.get(d))]
+            seen = sorted((p for p in seen if p[0] is not None), reverse=sort.startswith("-"))
+            never = sorted(set(chosen_ids) - {d for _, d in seen})
+            chosen_ids = [d for _, d in seen] + never
+        rows = chosen_ids
+        page = [self.device_view(d, readable[d], alarms) for d in rows[offset : offset + limit]]
+        chosen = time.perf_counter()
+        response = web.json_response(
             {
                 "total": len(rows),
                 "offset": offset,
@@ -215,6 +245,12 @@ class FleetApi:
                 "devices": page,
             }
         )
+        response.headers["Server-Timing"] = (
+            f"registry;dur={(listed - started) * 1000:.1f}, "
+            f"rows;dur={(chosen - listed) * 1000:.1f}, "
+            f"json;dur={(time.perf_counter() - chosen) * 1000:.1f}"
+        )
+        return response
 
     async def device(self, request: web.Request) -> web.Response:
         check_params(request.query, set())

@@ -12,6 +12,7 @@ from hub.topics import meta_topic, status_topic, telemetry_topic
 from tests.browser.console import MqttDevice, assert_no_script_ran, health_json, logged_in, ms
 from tests.browser.console import register as register_device
 from tests.support.hubproc import HubProcess, start_hub
+from tests.support.waits import eventually
 
 FLEET = [f"fl-{i:03d}" for i in range(150)]
 ONLINE = {"fl-007": "unix-sim", "fl-042": "esp32-c3", "fl-120": "esp32-c3"}
@@ -117,3 +118,40 @@ def test_a_full_page_of_rows_stays_live_within_the_subscription_quotas(
     finally:
         hub.stop()
     assert "quota_exceeded" not in log_path.read_text(), f"the {expected_filters} filters"
+
+
+def test_a_refresh_keeps_the_rows_that_did_not_change(secure_hub: HubProcess, page: Page) -> None:
+    """A reading redraws its own row; the fleet's refresh then keeps every row whose content
+    is unchanged (the same node, so the browser lays nothing out again) with the reading on it."""
+    hub = secure_hub
+    creds = {i: register_device(hub, i) for i in ("rr-a", "rr-b", "rr-c")}
+    device = MqttDevice(hub, creds["rr-a"])
+    try:
+        logged_in(page, hub, "viewer")
+        rows = page.locator("#fleet li[data-device]")
+        expect(rows).to_have_count(3, timeout=ms(10))
+        expect(page.locator("#link")).to_have_text("live", timeout=ms(10))
+        device.publish(telemetry_topic("rr-a", "temp"), "1f,1,7.5")
+        reading = page.locator('#fleet li[data-device="rr-a"] .values')
+        expect(reading).to_have_text("temp 7.5", timeout=ms(5))
+        page.evaluate(
+            """() => {
+              window.__before = fleetState.rows;
+              for (const li of document.querySelectorAll("#fleet li")) li.__kept = true;
+            }"""
+        )
+        page.dispatch_event("#fleet-filter", "submit")  # the same query: a refresh
+        eventually(
+            lambda: page.evaluate("() => fleetState.rows !== window.__before"),
+            10,
+            "the fleet's refresh",
+        )
+        kept = page.evaluate(
+            """() => [...document.querySelectorAll("#fleet li")]
+                .filter((li) => li.__kept).map((li) => li.dataset.device)"""
+        )
+        assert kept == ["rr-a", "rr-b", "rr-c"]
+        expect(reading).to_have_text("temp 7.5")
+        assert_no_script_ran(page)
+    finally:
+        device.close()

@@ -30,6 +30,18 @@ const hub = (() => {
     return node;
   }
 
+  // Puts nodes into a list in order, moving only what is out of place: an unchanged list is not
+  // touched, so the browser has nothing to lay out again.
+  function syncChildren(list, nodes) {
+    let i = 0;
+    for (const node of nodes) {
+      const at = list.children[i];
+      if (at !== node) list.insertBefore(node, at || null);
+      i += 1;
+    }
+    while (list.children.length > i) list.lastElementChild.remove();
+  }
+
   // Links the pages make point at the hub itself or at a blob the page made; anything else
   // (javascript:, data:, another site) becomes a harmless "#".
   function safeHref(value) {
@@ -253,6 +265,21 @@ const hub = (() => {
     };
   }
 
+  // A script of the hub's, loaded when a page first needs it (the fleet page draws its first
+  // rows before it parses MQTT.js, 340 KB). Resolves once it has run.
+  const loading = new Map();
+  function loadScript(src) {
+    if (!loading.has(src)) {
+      loading.set(src, new Promise((resolve, reject) => {
+        const script = el("script", { src });
+        script.addEventListener("load", resolve);
+        script.addEventListener("error", () => reject(new Error(`could not load ${src}`)));
+        document.head.append(script);
+      }));
+    }
+    return loading.get(src);
+  }
+
   // MQTT.js options every page uses: no worker timers (they need a blob: worker, which the
   // console's Content-Security-Policy does not allow).
   function mqttOptions(extra) {
@@ -351,16 +378,22 @@ const hub = (() => {
     ]);
   }
 
+  // A named moment of the page's start (the console benchmark reads them: performance marks,
+  // first occurrence only, so a page refresh every 10 s adds nothing).
+  function mark(name) {
+    if (performance.getEntriesByName(name, "mark").length === 0) performance.mark(name);
+  }
+
   // The hub's clock now, in Unix seconds (the browser's clock may be off).
   function now() {
     return (Date.now() + state.skew) / 1000;
   }
 
   return {
-    cleanHealth, cleanStatus, ago, when, now,
-    el, safeHref, text, integer, number, parseJson, isObject,
+    cleanHealth, cleanStatus, ago, when, now, mark,
+    el, syncChildren, safeHref, text, integer, number, parseJson, isObject,
     api, ApiError, start, onToken, renewNow, wsUrl, logout, showUser, toLogin,
-    topicFilter, topicMatcher, mqttOptions,
+    topicFilter, topicMatcher, mqttOptions, loadScript,
     adminPanel, button, enabledRow, confirmRemove, fieldList,
     get session() { return state.session; },
     get info() { return state.info; },

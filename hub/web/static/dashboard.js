@@ -7,6 +7,7 @@
 "use strict";
 
 const PAGE_SIZE = 100;
+const MQTT_JS = "/vendor/mqtt.min.js"; // loaded after the first rows are asked for
 const MAX_EVENTS = 200;
 const MAX_SENSORS = 16;
 const REFRESH_MS = 10000; // counts and the page's membership, from the hub
@@ -135,6 +136,7 @@ async function loadPage() {
   const mine = new AbortController();
   state.loading = mine;
   let answer;
+  hub.mark("fleet-request");
   try {
     if (!state.fallback) {
       try {
@@ -152,8 +154,10 @@ async function loadPage() {
     if (state.loading === mine) state.loading = null;
   }
   if (mine.signal.aborted || !hub.isObject(answer)) return;
+  hub.mark("fleet-answer");
   showError("");
   accept(answer);
+  hub.mark("fleet-rendered");
 }
 
 function accept(answer) {
@@ -208,12 +212,39 @@ function scheduleRender(id) {
       const old = state.nodes.get(dirty);
       const dev = state.rows.get(dirty);
       if (!old || !dev) continue;
-      const fresh = fleetRow(dev);
-      old.replaceWith(fresh);
+      const fresh = rowFor(dev, old);
+      if (fresh !== old) old.replaceWith(fresh);
       state.nodes.set(dirty, fresh);
     }
     state.dirty.clear();
   });
+}
+
+// What a row shows but "seen … ago": a row whose key did not change keeps its node (the
+// 10-s refresh of 100 rows then rebuilds only the rows that changed, not all of them).
+const rowKeys = new WeakMap(); // <li> -> the rowKey it shows
+
+function rowKey(dev) {
+  return JSON.stringify([dev.id, dev.status, dev.last_seen ? 1 : 0,
+    [...dev.latest].map(([name, reading]) => [name, reading.value]), dev.health, dev.fw,
+    dev.board, dev.tls_policy, dev.enabled, dev.alarms]);
+}
+
+function rowFor(dev, old) {
+  const key = rowKey(dev);
+  if (old && rowKeys.get(old) === key) {
+    updateSeen(old, dev);
+    return old;
+  }
+  const node = fleetRow(dev);
+  rowKeys.set(node, key);
+  return node;
+}
+
+function updateSeen(node, dev) {
+  const seen = node.querySelector(".seen");
+  const text = `seen ${hub.ago(dev.last_seen)}`;
+  if (seen && seen.textContent !== text) seen.textContent = text;
 }
 
 function fact(value, make) {
@@ -257,8 +288,10 @@ function fleetRow(dev) {
 
 function renderList() {
   state.dirty.clear();
-  state.nodes = new Map([...state.rows.values()].map((dev) => [dev.id, fleetRow(dev)]));
-  $("#fleet").replaceChildren(...state.nodes.values());
+  const old = state.nodes;
+  state.nodes = new Map([...state.rows.values()]
+    .map((dev) => [dev.id, rowFor(dev, old.get(dev.id))]));
+  hub.syncChildren($("#fleet"), state.nodes.values());
   const last = state.offset + state.rows.size;
   $("#empty").hidden = state.rows.size > 0;
   $("#empty").textContent = state.total === 0 && !Object.values(query()).some((v) => v && v !== "id")
@@ -392,6 +425,7 @@ function syncSubscriptions() {
       } else if (!live && client.connected) {
         setLink("live", true);
       }
+      hub.mark("mqtt-subscribed");
     });
   } else if (!live && state.loaded) {
     setLink("live", true);
@@ -399,7 +433,7 @@ function syncSubscriptions() {
   state.subscribed = wanted;
 }
 
-function connect(info) {
+async function connect(info) {
   const topics = hub.isObject(info.topics) ? info.topics : {};
   const kinds = ["telemetry", "status", "health", "events"];
   const missing = kinds.filter((k) => typeof topics[k] !== "string");
@@ -413,6 +447,13 @@ function connect(info) {
   for (const key of Object.keys(state.limits)) {
     if (Number.isInteger(limits[key]) && limits[key] > 0) state.limits[key] = limits[key];
   }
+  hub.mark("mqtt-connect");
+  try {
+    await hub.loadScript(MQTT_JS);
+  } catch (err) {
+    setLink(err.message, false);
+    return;
+  }
   const client = mqtt.connect(hub.wsUrl(info), hub.mqttOptions({
     reconnectPeriod: 2000,
     // MQTT.js stops for good after a refused CONNECT unless told otherwise; the refusal asks
@@ -424,6 +465,7 @@ function connect(info) {
   }));
   state.client = client;
   client.on("connect", () => {
+    hub.mark("mqtt-connected");
     setLink("connected", true);
     if (rank() >= ROLE_RANK.admin) client.subscribe(topics.events, { qos: 0 });
     state.subscribed = new Set(); // a new session: every filter again
@@ -487,7 +529,12 @@ $("#page-next").addEventListener("click", () => {
 
 // "seen … ago" stays honest; counts and the page's membership come from the hub now and then.
 setInterval(() => {
-  for (const id of state.rows.keys()) scheduleRender(id);
+  requestAnimationFrame(() => {
+    for (const [id, node] of state.nodes) {
+      const dev = state.rows.get(id);
+      if (dev) updateSeen(node, dev);
+    }
+  });
 }, 15000);
 setInterval(() => {
   if (!document.hidden && !state.loading) loadPage();

@@ -140,10 +140,27 @@ const deviceAdmin = (() => {
       el("div", { className: "actions" }, policy, actions));
   }
 
+  // A row is made again only when what it shows changed (the fleet page renders this list
+  // every 10 s).
+  let shown = new Map(); // id -> {key, node}
   function render(all) {
     devices = all;
     const ids = [...all.keys()].filter((id) => all.get(id).registered).sort();
-    $("#registry").replaceChildren(...ids.map((id) => row(id, all.get(id))));
+    const next = new Map();
+    for (const id of ids) {
+      const dev = all.get(id);
+      const key = JSON.stringify([dev.enabled, dev.tls_policy, confirming === id]);
+      const old = shown.get(id);
+      if (old && old.key === key) {
+        const policy = old.node.querySelector("select.tls-policy");
+        if (policy && dev.tls_policy) policy.value = dev.tls_policy; // a refused change undone
+        next.set(id, old);
+      } else {
+        next.set(id, { key, node: row(id, dev) });
+      }
+    }
+    shown = next;
+    hub.syncChildren($("#registry"), [...next.values()].map((r) => r.node));
   }
 
   function init(reloadDevices) {
