@@ -12,9 +12,10 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-from aiohttp import WSMsgType, web
+if TYPE_CHECKING:  # aiohttp loads with the web side, after the MQTT listener is up
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ class WebSocketLink(Link):
 
     async def serve(self, receiver: Receiver) -> None:
         """Feeds the receiver until the WebSocket closes."""
+        from aiohttp import WSMsgType  # loaded already: aiohttp serves this WebSocket
+
         try:
             while not self._closed:
                 if self._resumed is not None:
