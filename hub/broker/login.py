@@ -63,17 +63,28 @@ class Login:
         """The gatekeeper's verdict; ``peer_cert`` is the client certificate the TLS
         handshake verified, if one was presented."""
         args = (username, password, client_id, tls, peer_cert)
-        if not self._checked:
-            self._check_registry()
         # Tokens and keyed secret hashes are checked here, on the loop (microseconds); a
         # secret an older hub hashed with scrypt once, in a thread of its own.
-        verdict = self._check(*args, fast=True)
+        verdict = self.check_now(*args)
         if verdict is None:
             verdict = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._check, *args
             )
             assert verdict is not None  # the full check always decides
         return verdict
+
+    def check_now(
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        tls: bool,
+        peer_cert: bytes | None,
+    ) -> Verdict | None:
+        """``check`` without waiting: the verdict, or None when only scrypt can decide."""
+        if not self._checked:
+            self._check_registry()
+        return self._check(username, password, client_id, tls, peer_cert, fast=True)
 
     def _check_registry(self) -> None:
         """Once per pass: is the registry's copy in memory current? If not, load it again."""
