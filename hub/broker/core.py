@@ -103,7 +103,7 @@ def _worse(state: Batch | None, handle: Batch) -> Batch:
 # CONNECT is read, and admitting them is work thrown away (the congestion collapse measured in
 # BENCHMARKS.md, session 4). A refusal costs the hub a read and a write, and the device backs
 # off with jitter (firmware/node/session.py; tests/firmware/test_storm.py).
-SHED_LAG_S = 1.0
+SHED_LAG_S = 1.0  # both of the last two lag samples at least this late
 LAG_PROBE_S = 0.1  # how often the loop's lag is sampled
 SHED_LOG_EVERY_S = 10.0
 
@@ -181,7 +181,8 @@ class BrokerCore(EventReporting):
         self._stopping = False
         self.journal: Journal | None = None  # durable state (set before start), else memory
         self._expiry: asyncio.Task[None] | None = None
-        self.loop_lag = 0.0  # s the last lag probe ran late: how far behind the loop is
+        self.loop_lag = 0.0  # s the lag probe ran late, twice running: how far behind
+        self._last_late = 0.0
         self.shed = 0  # CONNECTs answered with CONNACK 3 while the loop was behind
         self._shed_logged = (0.0, 0)  # (when, self.shed then)
         self._lag_probe: asyncio.TimerHandle | None = None
@@ -310,7 +311,10 @@ class BrokerCore(EventReporting):
     def _probe_lag(self, due: float) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self.loop_lag = max(0.0, now - due)
+        late = max(0.0, now - due)
+        # The smaller of the last two samples: one long pass (an import, a collection) is no
+        # overload; a storm keeps every pass long.
+        self.loop_lag, self._last_late = min(late, self._last_late), late
         if not self._stopping:
             self._lag_probe = loop.call_at(now + LAG_PROBE_S, self._probe_lag, now + LAG_PROBE_S)
 
