@@ -77,10 +77,11 @@ async def _run_hub(reloader: Reloader) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloader.on_signal)
     try:
-        endpoints = await hub.start()
+        endpoints = await hub.start()  # MQTT first: devices are back before the console
         assert hub.routes is not None
         reloader.apply_routes = hub.routes.apply  # SIGHUP's new [[routes]]
         print(endpoints.ready_line(), flush=True)
+        await hub.start_web()
         await stop.wait()
     finally:
         await hub.stop()

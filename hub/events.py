@@ -14,10 +14,17 @@ lowercase name that does not name a secret (password, secret, token, key, cookie
 credential, authorization) and its value is null, a boolean, a finite number or a string,
 cut to MAX_TEXT characters (integers within MAX_INT); at most MAX_FIELDS fields; ``time`` and
 ``event`` are the sink's own. What is dropped is logged by name, never by value.
+
+In the hub the sink is batched (``HubEvents(publish, batched=True)``): an event is queued and
+the queue is checked and published once per pass of the event loop, after what raised it (a
+reconnect storm's CONNACKs go out before its events are built), in the order they came, so
+each device's events keep their order. Field names are checked once each (a bounded memo):
+the broker's events use a dozen names, so the per-event work is the values and the JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -113,8 +120,25 @@ def _secret(name: str) -> bool:
     return not _SECRET_WORDS.isdisjoint(name.split("_"))
 
 
+_NAMES_KNOWN = 1024  # field names whose verdict is remembered (the hub's own use a few dozen)
+_name_ok: dict[object, bool] = {}
+
+
+def _good_name(name: object) -> bool:
+    """A short lowercase name that names no secret; remembered for the first _NAMES_KNOWN."""
+    ok = _name_ok.get(name) if isinstance(name, str) else False
+    if ok is None:
+        assert isinstance(name, str)
+        ok = bool(_NAME.match(name)) and not _secret(name)
+        if len(_name_ok) < _NAMES_KNOWN:
+            _name_ok[name] = ok
+    return ok
+
+
 def _value(value: object) -> tuple[bool, object]:
     """(kept, value): the value as published, cut to size, or (False, None) to drop it."""
+    if type(value) is str:  # most fields: checked first
+        return True, value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 3] + "..."
     if value is None or isinstance(value, bool):
         return True, value
     if isinstance(value, int):
@@ -135,8 +159,7 @@ def event_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
         if name == "kind" or value is None or value == "":
             continue
         kept, clean = _value(value)
-        good_name = isinstance(name, str) and _NAME.match(name) and not _secret(name)
-        if good_name and kept and name not in body and len(body) - 2 < MAX_FIELDS:
+        if kept and _good_name(name) and name not in body and len(body) - 2 < MAX_FIELDS:
             body[name] = clean
         else:
             dropped.append(str(name)[:40])
@@ -149,11 +172,33 @@ def event_body(kind: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 class HubEvents:
-    """An event sink for the broker that checks each event and publishes it via ``publish``."""
+    """An event sink for the broker that checks each event and publishes it via ``publish``:
+    at once, or with ``batched`` once per pass of the running event loop (see above)."""
 
-    def __init__(self, publish: Publish) -> None:
+    def __init__(self, publish: Publish, *, batched: bool = False) -> None:
         self._publish = publish
+        self._batched = batched
+        self._pending: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, kind: str, event: dict[str, Any]) -> None:
+        if not self._batched:
+            self._send(kind, event)
+            return
+        check_kind(kind)  # the caller's bug is the caller's error, not the batch's
+        pending = self._pending
+        pending.append((kind, event))
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Publishes the queued events, oldest first."""
+        pending, self._pending = self._pending, []
+        for kind, event in pending:
+            try:
+                self._send(kind, event)
+            except Exception:  # one bad event never holds back the rest
+                log.exception("hub event %s could not be published", kind)
+
+    def _send(self, kind: str, event: dict[str, Any]) -> None:
         body = event_body(kind, event)
         self._publish(event_topic(kind, event), json.dumps(body, separators=(",", ":")).encode())

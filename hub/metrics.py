@@ -19,9 +19,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,6 +34,9 @@ from prometheus_client.registry import Collector
 
 from hub.commitlog import Batch
 from hub.topics import PREFIX, Kind
+
+if TYPE_CHECKING:  # aiohttp loads with the web side, after the MQTT listener is up
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +364,8 @@ class Metrics:
 
     async def scrape(self, request: web.Request) -> web.Response:
         """GET /metrics: Prometheus's text format (an admin token, or anyone when public)."""
+        from aiohttp import web  # loaded already: aiohttp serves this request
+
         hub = generate_latest(self.registry)
         process = await asyncio.to_thread(generate_latest, self.process)
         return web.Response(body=hub + process, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -10,6 +10,14 @@ cheap the hash, so a check costs microseconds and needs no worker thread (passwo
 people, the console's accounts, keep argon2id). Registries written before keep their salted
 scrypt hashes: such a hash is checked once (about 8 ms) and replaced by the keyed form on the
 device's next successful login. Losing ``registry.key`` invalidates every device secret.
+
+The running hub checks secrets against a copy of the registry's credentials in memory (no
+SQLite read per CONNECT): triggers count every change to a device's access (added, removed,
+secret, enabled, TLS policy, topics, certificate; not ``last_seen_at``) in ``access_version``;
+the broker's logins read that one row once per pass of the event loop (``access_changed``) and,
+when it moved, check against the registry itself until a fresh copy is loaded in a thread
+(``load_credentials``). So a device disabled, rotated or removed by any process is refused
+from the next pass on, as it was when every check read the registry.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -76,6 +84,18 @@ CREATE TABLE IF NOT EXISTS devices (
     secret_serial INTEGER NOT NULL DEFAULT 0
 );
 """
+# Counts changes to what decides a login (applied after MIGRATIONS: it names their columns).
+ACCESS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS access_version (n INTEGER NOT NULL);
+INSERT INTO access_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM access_version);
+CREATE TRIGGER IF NOT EXISTS access_added AFTER INSERT ON devices
+    BEGIN UPDATE access_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS access_removed AFTER DELETE ON devices
+    BEGIN UPDATE access_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS access_changed AFTER UPDATE OF
+    id, secret_hash, enabled, tls_policy, publish, subscribe, cert_fingerprint, secret_serial
+    ON devices BEGIN UPDATE access_version SET n = n + 1; END;
+"""
 # Columns added after the first release, for registries made before them.
 MIGRATIONS = {
     "cert_fingerprint": "ALTER TABLE devices ADD COLUMN cert_fingerprint TEXT",
@@ -99,7 +119,7 @@ class Fingerprint:
     cert_fingerprint: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the hub keeps one per device in memory
 class Device:
     id: str
     enabled: bool
@@ -165,6 +185,9 @@ class Registry:
             for column, statement in MIGRATIONS.items():
                 if column not in columns:
                     self._db.write(statement)
+            if not self._db.rows("SELECT name FROM sqlite_master WHERE name = 'access_changed'"):
+                with self._db.lock:
+                    self._db.conn.executescript(f"BEGIN IMMEDIATE;{ACCESS_SCHEMA}COMMIT;")
             self._key = load_registry_key(data_dir, self._db.conn)
             # Devices whose hash is still scrypt: only their first check needs a thread.
             legacy = self._db.rows(
@@ -183,6 +206,10 @@ class Registry:
         # waiting for SQLite's lock never holds up the reads of verify_fast.
         self._upgrader: sqlite3.Connection | None = None
         self._upgrade_lock = threading.Lock()
+        # The credentials in memory: (access_version, device id -> (secret hash, device)),
+        # used while access_version is still what ``access_changed`` last read.
+        self._creds: tuple[int, dict[str, tuple[str, Device]]] | None = None
+        self._access_seen: int | None = None
 
     def close(self) -> None:
         with self._upgrade_lock:
@@ -233,6 +260,49 @@ class Registry:
             for r in rows
         }
 
+    # --- the credentials in memory ------------------------------------------------------------
+    def access_changed(self) -> bool:
+        """Reads ``access_version`` (one row; the broker's logins do once per pass of the event
+        loop): True when the credentials in memory are not the registry's now, so checks read
+        the registry until ``load_credentials`` has run."""
+        seen = int(self._db.rows("SELECT n FROM access_version")[0][0])
+        self._access_seen = seen
+        creds = self._creds
+        return creds is None or creds[0] != seen
+
+    def load_credentials(self) -> int:
+        """Loads every device's credentials into memory, as one snapshot with its
+        access_version, through a connection of its own (the loop's reads never wait for it).
+        Blocks for a while on a large registry: call it off the event loop. Returns how many."""
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")
+            version = int(conn.execute("SELECT n FROM access_version").fetchone()[0])
+            rows = conn.execute("SELECT * FROM devices").fetchall()
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        shared: dict[str, tuple[str, ...]] = {}  # one tuple for the fleet's common topic rules
+        creds: dict[str, tuple[str, Device]] = {}
+        for row in rows:
+            device = _row_to_device(row)
+            publish = shared.setdefault(row["publish"], device.publish)
+            subscribe = shared.setdefault(row["subscribe"], device.subscribe)
+            if publish is not device.publish or subscribe is not device.subscribe:
+                device = replace(device, publish=publish, subscribe=subscribe)
+            creds[device.id] = (row["secret_hash"], device)
+        self._creds = (version, creds)
+        return len(creds)
+
+    def _cached(self, device_id: str) -> tuple[str, Device | None] | None:
+        """(secret hash, device) from memory while it is current (an unknown device: no
+        secret, no device); None when only the registry can tell."""
+        creds = self._creds
+        if creds is None or creds[0] != self._access_seen:
+            return None
+        return creds[1].get(device_id) or (NO_SECRET, None)
+
     # --- checking secrets --------------------------------------------------------------------
     def is_cheap(self, device_id: str) -> bool:
         """True when checking this device's secret costs microseconds (a keyed hash, or an
@@ -244,15 +314,21 @@ class Registry:
         """The device if the secret is right (enabled or not), None if not, or ``SLOW`` when
         only ``verify`` (scrypt, in a worker thread) can tell. Never hashes with scrypt: one
         primary-key read of the registry (WAL: writers never block it) and one HMAC. A wrong
-        secret for an unknown device costs the same as for a known one."""
-        rows = self._db.rows("SELECT * FROM devices WHERE id = ?", (device_id,))
-        stored = rows[0]["secret_hash"] if rows else NO_SECRET
+        secret for an unknown device costs the same as for a known one. With the credentials
+        in memory current (see ``access_changed``), no read at all."""
+        cached = self._cached(device_id)
+        if cached is not None:
+            stored, device = cached
+        else:
+            rows = self._db.rows("SELECT * FROM devices WHERE id = ?", (device_id,))
+            stored = rows[0]["secret_hash"] if rows else NO_SECRET
+            device = _row_to_device(rows[0]) if rows else None
         if stored.startswith(SCRYPT_PREFIX):
             self._legacy.add(device_id)
             return SLOW
-        if not check_keyed(self._key, device_id, secret, stored) or not rows:
+        if not check_keyed(self._key, device_id, secret, stored) or device is None:
             return None
-        return _row_to_device(rows[0])
+        return device
 
     def verify(self, device_id: str, secret: str) -> Device | None:
         """The device if the secret is right (enabled or not); None otherwise. May hash with

@@ -1,4 +1,12 @@
-"""The running hub: binds its sockets, starts the broker and the web side, stops them cleanly."""
+"""The running hub: binds its sockets, starts the broker and the web side, stops them cleanly.
+
+Start-up order (issue #18): everything MQTT needs comes first (the registry and logins, the
+broker's durable state, storage and the device state), then the MQTT listeners accept, then
+the ready line; aiohttp, the console and its API, Home Assistant discovery and the cluster's
+auth backend are imported and started after it. Their sockets are bound and listening from
+the start, so a browser that connects early waits in the kernel's queue for a fraction of a
+second instead of being refused.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,9 @@ import sqlite3
 import time
 from dataclasses import asdict, fields
 from functools import partial
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from hub.accounts import Accounts
+from hub.acceptor import Acceptor
 from hub.alarmservice import AlarmService
 from hub.broker import (
     Broker,
@@ -29,12 +36,10 @@ from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.endpoints import Endpoints, ListenError
 from hub.events import HubEvents
-from hub.hass import HassDiscovery, load_boards
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
-from hub.routes.api import RoutesApi
 from hub.routes.service import Routes
 from hub.security import Gatekeeper, load_key
 from hub.store import SqlHistory, open_store
@@ -46,14 +51,15 @@ from hub.topics import (
     meta_topic,
     status_topic,
 )
-from hub.web.api import Api
-from hub.web.app import build_app
-from hub.web.auth import Auth
-from hub.web.fleet_api import FleetApi
-from hub.web.guard import Acceptor, Guard, GuardedSite, GuardSettings
-from hub.web.manage import Manage
-from hub.web.rabbitauth import AuthBackend
-from hub.web.session import Sessions
+
+if TYPE_CHECKING:  # loaded by start_web, after the MQTT listeners (aiohttp takes a while)
+    import ssl
+
+    from aiohttp import web
+
+    from hub.accounts import Accounts
+    from hub.hass import HassDiscovery
+    from hub.web.rabbitauth import AuthBackend
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +156,7 @@ class Hub:
         self.auth_address: tuple[str, int] | None = None
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
         self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
-        self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1))
+        self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1), batched=True)
         self.broker.add_event_sink(self.events)
         self.broker.add_event_sink(self._device_seen)
         self.metrics = Metrics(public=config.metrics_public)  # /metrics (hub/metrics.py)
@@ -172,22 +178,21 @@ class Hub:
         self.hass: HassDiscovery | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
-        self.guard = Guard(
-            GuardSettings(
-                header_timeout=config.http_header_timeout,
-                body_timeout=config.http_body_timeout,
-                idle_timeout=config.http_idle_timeout,
-                max_body=config.http_max_body,
-                max_per_address=config.http_max_per_address,
-                max_connections=config.http_max_connections,
-            )
+        self._web_socks: list[socket.socket] = []  # bound and listening; served by start_web
+        self._tls_web: tuple[socket.socket, ssl.SSLContext] | None = (
+            None  # wss: its socket and context
         )
+        self._key = b""
         self._web_runner: web.AppRunner | None = None
         self.endpoints: Endpoints | None = None
         self._lock = DataDirLock(config.data_dir)
 
     async def start(self) -> Endpoints:
+        """Brings the MQTT side up and returns once its listeners accept (the ready line's
+        moment); the HTTP and WebSocket sockets are bound and listening: ``start_web`` then
+        serves them."""
         cfg = self.config
+        began = time.monotonic()
         # One hub per data dir (DataDirBusy otherwise); `hub restore` checks the same lock.
         prepare_data_dir(cfg.data_dir)
         self._lock.acquire()
@@ -199,6 +204,7 @@ class Hub:
             assert cfg.http_port is not None
             sockets.append(_listen(cfg.host, cfg.http_port, "HTTP"))
         ws_sock, *http_socks = sockets
+        self._web_socks = sockets
         ws_address = _address(ws_sock)
         http_address = _address(http_socks[0]) if http_socks else ws_address
         tls = server_context(cfg.data_dir)
@@ -209,12 +215,10 @@ class Hub:
                 _listen(cfg.host, cfg.mqtts_port, "MQTT over TLS"),
                 _listen(cfg.host, cfg.wss_port, "WSS"),
             ]
+            self._tls_web = (tls_socks[1], tls)
 
         self.registry = Registry(cfg.data_dir)
-        self._api_registry = Registry(cfg.data_dir)
-        self._fleet_registry = Registry(cfg.data_dir)  # sees the console's changes too
-        self.accounts = Accounts(cfg.data_dir)
-        key = load_key(cfg.data_dir)
+        self._key = key = load_key(cfg.data_dir)
         # The broker's logins read the registry through a connection of their own.
         self._auth_registry = Registry(cfg.data_dir)
         gatekeeper = Gatekeeper(self._auth_registry, key, allow_anonymous=cfg.allow_anonymous)
@@ -255,7 +259,60 @@ class Hub:
         await self.alarms.start()
         self.recorder.start()
         await self.broker.start()
+        authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's logins
+        if authorizer is not None:
+            from hub.web.rabbitauth import AuthBackend
+
+            self._auth_backend = AuthBackend(authorizer, cfg.auth_http_allow.split(","))
+            self.auth_address = await self._auth_backend.start(
+                cfg.auth_http_host, cfg.auth_http_port
+            )
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
+        # The Acceptor pauses accepting when out of file descriptors (hub/acceptor.py).
+        if mqtt_sock is not None:
+            self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
+        if tls_socks:
+            self._servers.append(
+                Acceptor(self.broker.tcp_protocol, tls_socks[0], ssl_context=tls_devices)
+            )
+        if (nodes := self.broker.client_listeners()) is not None:  # the cluster's first node
+            mqtt_address, ws_address = nodes["mqtt"][0], nodes["ws"][0]
+        else:
+            assert mqtt_sock is not None
+            mqtt_address = _address(mqtt_sock)
+        self.endpoints = Endpoints(
+            mqtt_address,
+            ws_address,
+            http_address,
+            *([_address(tls_socks[0]), _address(tls_socks[1])] if tls_socks else []),
+        )
+        log.info(
+            "hub listening: %s (MQTT up %.2f s after the start began)",
+            self.endpoints.ready_line(),
+            time.monotonic() - began,
+        )
+        return self.endpoints
+
+    async def start_web(self) -> None:
+        """The rest, after the MQTT listeners: aiohttp, the console and its API on the sockets
+        ``start`` bound, Home Assistant discovery, the cluster's auth backend."""
+        began = time.monotonic()
+        from hub.accounts import Accounts
+        from hub.routes.api import RoutesApi
+        from hub.web.api import Api
+        from hub.web.app import build_app
+        from hub.web.auth import Auth
+        from hub.web.fleet_api import FleetApi
+        from hub.web.guard import Guard, GuardedSite, GuardSettings
+        from hub.web.manage import Manage
+        from hub.web.session import Sessions
+
+        cfg = self.config
+        assert self.states is not None and self.alarms is not None and self.ingest is not None
+        assert self.routes is not None and self.store is not None and self.commands is not None
         if cfg.hass_discovery:  # Home Assistant MQTT discovery (hub/hass.py)
+            from hub.hass import HassDiscovery, load_boards
+
             self.hass = HassDiscovery(
                 self.broker, cfg.hass_prefix, await asyncio.to_thread(load_boards)
             )
@@ -263,33 +320,32 @@ class Hub:
             self.states.reading_observers.append(self.hass.on_reading)
             self.broker.add_message_listener(self.hass.on_message)
             self.hass.start(self.states.states)
-        authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's
-        if authorizer is not None:
-            self._auth_backend = AuthBackend(authorizer, cfg.auth_http_allow.split(","))
-            self.auth_address = await self._auth_backend.start(
-                cfg.auth_http_host, cfg.auth_http_port
-            )
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
-        # The Acceptor pauses accepting when out of file descriptors (hub/web/guard.py).
-        if mqtt_sock is not None:
-            self._servers = [Acceptor(self.broker.tcp_protocol, mqtt_sock)]
-        if tls_socks:
-            self._servers.append(
-                Acceptor(self.broker.tcp_protocol, tls_socks[0], ssl_context=tls_devices)
-            )
         if cfg.public_view:
             log.warning(
                 "PUBLIC VIEW: --public-view shows the console's read-only view (the fleet, "
                 "telemetry, health and a viewer's MQTT token) to anyone who reaches the hub"
             )
+        self._api_registry = Registry(cfg.data_dir)
+        self._fleet_registry = Registry(cfg.data_dir)  # sees the console's changes too
+        self.accounts = Accounts(cfg.data_dir)
+        guard = Guard(
+            GuardSettings(
+                header_timeout=cfg.http_header_timeout,
+                body_timeout=cfg.http_body_timeout,
+                idle_timeout=cfg.http_idle_timeout,
+                max_body=cfg.http_max_body,
+                max_per_address=cfg.http_max_per_address,
+                max_connections=cfg.http_max_connections,
+            )
+        )
         sessions = Sessions(cfg.session_idle_s, cfg.session_max_s)
         auth = Auth(
-            key,
+            self._key,
             self.accounts,
             sessions,
             self.events,
             public_view=cfg.public_view,
-            tls_port=_address(tls_socks[1])[1] if tls_socks else None,
+            tls_port=_address(self._tls_web[0])[1] if self._tls_web else None,
         )
         manage = Manage(self._api_registry, self.accounts, sessions, cfg.data_dir, self.events)
         ingest = self.ingest
@@ -310,30 +366,21 @@ class Hub:
         sources.alarms = lambda: sum(alarms.alarms.counts().values())
         sources.routes = self.routes.listing
         integrations = {"metrics": self.metrics, "routes": RoutesApi(self.routes)}
+        from aiohttp import web
+
         self._web_runner = web.AppRunner(
             build_app(self.broker, auth, api, manage, mqtt_limits(cfg), integrations),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE_S,
-            **self.guard.handler_args(),
+            **guard.handler_args(),
         )
         await self._web_runner.setup()
-        for sock in [ws_sock, *http_socks]:
-            await GuardedSite(self._web_runner, sock, self.guard).start()
-        if tls_socks:
-            await GuardedSite(self._web_runner, tls_socks[1], self.guard, ssl_context=tls).start()
-        if (nodes := self.broker.client_listeners()) is not None:  # the cluster's first node
-            mqtt_address, ws_address = nodes["mqtt"][0], nodes["ws"][0]
-        else:
-            assert mqtt_sock is not None
-            mqtt_address = _address(mqtt_sock)
-        self.endpoints = Endpoints(
-            mqtt_address,
-            ws_address,
-            http_address,
-            *([_address(tls_socks[0]), _address(tls_socks[1])] if tls_socks else []),
-        )
-        log.info("hub listening: %s", self.endpoints.ready_line())
-        return self.endpoints
+        for sock in self._web_socks:
+            await GuardedSite(self._web_runner, sock, guard).start()
+        if self._tls_web is not None:
+            sock, tls = self._tls_web
+            await GuardedSite(self._web_runner, sock, guard, ssl_context=tls).start()
+        log.info("console serving (%.2f s after MQTT)", time.monotonic() - began)
 
     def _device_seen(self, kind: str, event: dict[str, object]) -> None:
         """Notes when devices connect and disconnect; written to the registry in batches."""
@@ -377,6 +424,7 @@ class Hub:
                 self.broker.publish(meta_topic(device), b"", qos=1, retain=True)
 
     async def stop(self) -> None:
+        self.events.flush()  # what was raised in the last pass, before the broker stops
         if self._watcher is not None:
             self._watcher.cancel()
         for server in self._servers:
@@ -388,6 +436,8 @@ class Hub:
             await self._auth_backend.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
+        for sock in self._web_socks:  # closed already if start_web served them
+            sock.close()
         for server in self._servers:
             await server.wait_closed()
         if self.ingest is not None:

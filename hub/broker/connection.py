@@ -42,6 +42,7 @@ WAIT_BUFFER = 64 * 1024  # bytes kept while a step waits before the link stops r
 MAX_PENDING_ACKS = 4096  # acks held for a commit; past it a publish is not acknowledged
 PACKETS_PER_PASS = 128  # packets handled before the event loop gets a turn (about 1 ms)
 PINGS_PER_S = 100  # PINGRESPs a connection gets a second; more PINGREQs go unanswered
+SERVER_UNAVAILABLE = 3  # CONNACK's return code when the hub sheds load (hub/broker/core.py)
 _NO_LIMIT = RateLimit(0.0)
 
 
@@ -207,6 +208,9 @@ class Connection:
             first = self._parser.feed(data, 1)
             if first:
                 self._handle_from(first, 0)
+                # Admitted at once (no step): what came with the CONNECT is parsed now.
+                if self.session is not None and self._waiting is None and self._parser.pending:
+                    self._feed(b"")
             return
         packets = self._parser.feed(data, PACKETS_PER_PASS)
         if packets:
@@ -381,19 +385,39 @@ class Connection:
         self.core.subscribe(self, pid, filters, verdicts)
 
     # --- CONNECT -----------------------------------------------------------------------------
-    async def _accept(self, connect: codec.Connect) -> None:
+    def _accept(self, connect: codec.Connect) -> Step | None:
+        """A CONNECT: decided at once when the login can be (nearly always: no task); a step
+        to await when it must wait (a legacy scrypt hash, the users' plugins)."""
         self.connect = connect
         if not connect.protocol_ok:
             self._refuse(codec.REFUSED_PROTOCOL_VERSION, "protocol version")
-            return
+            return None
         if not connect.client_id and not connect.clean_session:
             self._refuse(codec.REFUSED_IDENTIFIER, "empty client id [MQTT-3.1.3-8]")
-            return
+            return None
         self.client_id = connect.client_id or self.core.new_client_id()
         self.username = connect.username
+        shed = self.core.shed_reason()
+        if shed is not None:  # counted and logged by the core: no event per client
+            self.close_reason = f"refused: {shed}"
+            self.link.write(codec.connack(False, SERVER_UNAVAILABLE))
+            self.link.close()
+            return None
+        accepted = self.core.authenticate_now(self)
+        if accepted is None:
+            return self._accept_after_check()
+        self._admit(accepted)
+        return None
+
+    async def _accept_after_check(self) -> None:
         accepted = await self.core.authenticate(self)
         if self._ended:
             return  # the client left while its credentials were checked
+        self._admit(accepted)
+
+    def _admit(self, accepted: bool) -> None:
+        connect = self.connect
+        assert connect is not None
         if not accepted:
             verdict = self.verdict
             bad_credentials = verdict is not None and verdict.bad_credentials

@@ -53,7 +53,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -94,6 +93,36 @@ Planned = tuple[Session, int, int]
 def _worse(state: Batch | None, handle: Batch) -> Batch:
     """Of two journal handles of one pass (the same open batch, or REFUSED), the one to wait on."""
     return handle if state is None or handle.state == FAILED else state
+
+
+# Load shedding: while the event loop runs this far behind, a new CONNECT is answered at once
+# with CONNACK 3 (server unavailable) instead of being checked and admitted. A connection
+# waits in the kernel's accept queue (1,024, hub/server.py) for about four passes of the loop
+# (256 accepts a pass), and a device gives up on a CONNECT after its I/O timeout (5 s): past a
+# second a pass, the queue holds connections whose devices will have left by the time their
+# CONNECT is read, and admitting them is work thrown away (the congestion collapse measured in
+# BENCHMARKS.md, session 4). A refusal costs the hub a read and a write, and the device backs
+# off with jitter (firmware/node/session.py; tests/firmware/test_storm.py).
+SHED_LAG_S = 1.0  # both of the last two lag samples at least this late
+LAG_PROBE_S = 0.1  # how often the loop's lag is sampled
+SHED_LOG_EVERY_S = 10.0
+
+
+def _without_password(c: codec.Connect) -> codec.Connect:
+    """The CONNECT as kept for the connection's life (built directly: dataclasses.replace
+    cost 7 % of a CONNECT in a profile)."""
+    return codec.Connect(
+        c.client_id,
+        c.clean_session,
+        c.keepalive,
+        c.username,
+        None,
+        c.will_topic,
+        c.will_payload,
+        c.will_qos,
+        c.will_retain,
+        c.protocol_ok,
+    )
 
 
 def _reason_code(close_reason: str, will: bool) -> str:
@@ -152,11 +181,17 @@ class BrokerCore(EventReporting):
         self._stopping = False
         self.journal: Journal | None = None  # durable state (set before start), else memory
         self._expiry: asyncio.Task[None] | None = None
+        self.loop_lag = 0.0  # s the lag probe ran late, twice running: how far behind
+        self._last_late = 0.0
+        self.shed = 0  # CONNECTs answered with CONNACK 3 while the loop was behind
+        self._shed_logged = (0.0, 0)  # (when, self.shed then)
+        self._lag_probe: asyncio.TimerHandle | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(self._sweep_keepalive())
+        self._probe_lag(loop.time())
         if self.journal is not None:
             self.journal.start()
             self._expiry = loop.create_task(self._sweep_expired(self.journal))
@@ -167,6 +202,8 @@ class BrokerCore(EventReporting):
             self._sweeper.cancel()
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         for conn in list(self._all):
             conn.kill("hub shutting down", will=False)
 
@@ -270,9 +307,73 @@ class BrokerCore(EventReporting):
                 kicked += 1
         return kicked
 
+    # --- load shedding -----------------------------------------------------------------------
+    def _probe_lag(self, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = max(0.0, now - due)
+        # The smaller of the last two samples: one long pass (an import, a collection) is no
+        # overload; a storm keeps every pass long.
+        self.loop_lag, self._last_late = min(late, self._last_late), late
+        if not self._stopping:
+            self._lag_probe = loop.call_at(now + LAG_PROBE_S, self._probe_lag, now + LAG_PROBE_S)
+
+    def shed_reason(self) -> str | None:
+        """Why a new CONNECT is refused with CONNACK 3 now (the loop is SHED_LAG_S behind), or
+        None to go on; counted, and logged at most every SHED_LOG_EVERY_S with the count."""
+        lag = self.loop_lag
+        if lag < SHED_LAG_S:
+            return None
+        self.shed += 1
+        now = time.monotonic()
+        since, count = self._shed_logged
+        if now - since >= SHED_LOG_EVERY_S:
+            self._shed_logged = (now, self.shed)
+            log.warning(
+                "overloaded (event loop %.1f s behind): new CONNECTs answered with CONNACK 3, "
+                "%d since the last report",
+                lag,
+                self.shed - count,
+            )
+        return f"server busy: event loop {lag:.1f} s behind"
+
     # --- connect and disconnect ---------------------------------------------------------------
     def new_client_id(self) -> str:
         return f"auto-{uuid.uuid4().hex[:16]}"
+
+    def authenticate_now(self, conn: Connection) -> bool | None:
+        """``authenticate`` without waiting, as nearly every CONNECT is decided (a token, a
+        keyed device secret, a refusal the users' plugins have no say in); None when it must
+        wait (a legacy scrypt hash, or the users' authentication plugins): then call
+        ``authenticate``."""
+        connect = conn.connect
+        assert connect is not None
+        login = self.login
+        address = str(conn.link.peer[0])
+        username = connect.username
+        if login.throttled(address, username):
+            verdict = THROTTLED
+        else:
+            tls = conn.link.ssl_object()
+            peer_cert = tls.getpeercert(binary_form=True) if tls is not None else None
+            decided = login.check_now(
+                username, connect.password, conn.client_id, tls is not None, peer_cert or None
+            )
+            if decided is None:
+                return None
+            if (
+                decided.identity is None
+                and decided.event == "auth_failure"
+                and self.extensions.auth
+                and not login.is_device(conn.client_id)
+            ):
+                return None  # the users' plugins may admit it: they answer asynchronously
+            login.record(address, username, decided)
+            verdict = decided
+        conn.connect = _without_password(connect)  # no secret outlives the check
+        conn.verdict = verdict
+        conn.identity = verdict.identity
+        return verdict.identity is not None
 
     async def authenticate(self, conn: Connection) -> bool:
         """The hub's gatekeeper decides; a client it refuses for its credentials is offered
@@ -282,7 +383,7 @@ class BrokerCore(EventReporting):
         login = self.login
         address = str(conn.link.peer[0])
         username, password = connect.username, connect.password
-        conn.connect = replace(connect, password=None)  # no secret outlives the check
+        conn.connect = _without_password(connect)  # no secret outlives the check
         if login.throttled(address, username):
             verdict = THROTTLED
         else:

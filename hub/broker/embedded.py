@@ -14,9 +14,8 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from amqtt.broker import Broker
 from amqtt.errors import PluginError, PluginLoadError
 
@@ -31,6 +30,9 @@ from hub.broker.traffic import session_stats
 from hub.broker.transports import Link, Receiver, TcpLink, WebSocketLink
 from hub.config import ConfigError
 from hub.security import Gatekeeper
+
+if TYPE_CHECKING:  # aiohttp loads with the web side, after the MQTT listener is up
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-from aiohttp import WSMsgType, web
+if TYPE_CHECKING:  # aiohttp loads with the web side, after the MQTT listener is up
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,17 @@ class WebSocketLink(Link):
     coalesced: everything written before the event loop runs again goes out as one message.
     """
 
-    __slots__ = ("_closed", "_flusher", "_pending", "_protocol", "_resumed", "_ssl", "_ws", "peer")
+    __slots__ = (
+        "_closed",
+        "_closing",
+        "_flusher",
+        "_pending",
+        "_protocol",
+        "_resumed",
+        "_ssl",
+        "_ws",
+        "peer",
+    )
     network = "ws"
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
@@ -173,9 +184,12 @@ class WebSocketLink(Link):
         self._flusher: asyncio.Task[None] | None = None
         self._resumed: asyncio.Future[None] | None = None  # set while reading is paused
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None  # close(): the last write, then CLOSE
 
     async def serve(self, receiver: Receiver) -> None:
         """Feeds the receiver until the WebSocket closes."""
+        from aiohttp import WSMsgType  # loaded already: aiohttp serves this WebSocket
+
         try:
             while not self._closed:
                 if self._resumed is not None:
@@ -192,6 +206,11 @@ class WebSocketLink(Link):
             self._closed = True
             self.resume_reading()
             receiver.connection_lost()
+            if self._closing is not None:
+                # Closed from our side while a packet was handled (a CONNACK refusal decided at
+                # once): the handler stays until that last write is out, or aiohttp would
+                # close the socket under it.
+                await asyncio.shield(self._closing)
 
     def write(self, data: bytes) -> None:
         if self._closed:
@@ -260,7 +279,7 @@ class WebSocketLink(Link):
                 await asyncio.wait_for(self._ws.close(), 1.0)
 
         self.resume_reading()
-        asyncio.get_running_loop().create_task(closing())
+        self._closing = asyncio.get_running_loop().create_task(closing())
 
     def ssl_object(self) -> ssl.SSLObject | None:
         return self._ssl

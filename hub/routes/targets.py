@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
-import aiohttp
+if TYPE_CHECKING:  # aiohttp loads when a webhook first posts, not at the hub's start
+    import aiohttp
 
 from hub.routes.queue import Failure, Queued
 from hub.routes.spec import RouteSpec, sql_tokens
@@ -105,6 +106,8 @@ class Webhook:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.spec.timeout_s),
@@ -130,6 +133,8 @@ class Webhook:
         return headers
 
     async def _post(self, queued: Queued) -> None:
+        import aiohttp
+
         try:
             async with self._client().request(
                 self.spec.method,

@@ -1,6 +1,7 @@
 """Hub events (hub/events.py) without sockets: the topic per source, the severity per kind,
 hostile ids made safe as one topic level, and the JSON body."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -216,3 +217,26 @@ def test_an_event_has_at_most_max_fields() -> None:
     _topic, body = publish_one("connected", event)
     assert len(body) == MAX_FIELDS + 2  # with time and event
     assert len(json.dumps(body)) < (MAX_FIELDS + 2) * (MAX_TEXT + 40)
+
+
+def test_a_batched_sink_publishes_once_per_loop_pass_in_order() -> None:
+    """Batched, events are published after the pass that raised them, oldest first (each
+    device's events keep their order), and a bad kind is still refused at once."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    sink = HubEvents(
+        lambda topic, payload: sent.append((topic, json.loads(payload))), batched=True
+    )
+
+    async def scenario() -> None:
+        for n in range(3):
+            for kind in ("connected", "disconnected"):
+                sink(kind, {"identity": "device", "name": f"dev-{n}", "client_id": f"dev-{n}"})
+        with pytest.raises(ValueError):
+            sink("Bad Kind", {})
+        assert sent == []  # nothing yet: the pass that raised them is still running
+        await asyncio.sleep(0)
+        assert [(t.split("/")[3], b["event"]) for t, b in sent] == [
+            (f"dev-{n}", kind) for n in range(3) for kind in ("connected", "disconnected")
+        ]
+
+    asyncio.run(scenario())

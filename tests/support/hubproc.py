@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +104,7 @@ def start_hub(
         proc.kill()
         proc.wait()
         raise AssertionError(f"hub did not print a ready line, got {line!r}") from None
+    wait_for_console(ends.http[0], ends.http[1], proc)
     return HubProcess(
         proc,
         ends.mqtt[0],
@@ -115,6 +117,24 @@ def start_hub(
         ends.wss[1] if ends.wss else None,
         ends,
     )
+
+
+def wait_for_console(host: str, port: int, proc: subprocess.Popen[str]) -> None:
+    """Returns once the console answers HTTP: the ready line comes as soon as MQTT is served
+    and the console follows (its socket listens already; hub/server.py). A test that attacks
+    or limits the console must not start before it serves."""
+    deadline = time.monotonic() + scaled(30)
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=scaled(5)) as sock:
+                sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+                if sock.recv(16).startswith(b"HTTP/"):
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("the hub's console did not answer after its ready line")
+        time.sleep(0.02)  # on purpose: polled until the console answers
 
 
 def hub_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

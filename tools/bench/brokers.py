@@ -160,6 +160,25 @@ def fresh_data_dir(registry_dir: Path, work: Path) -> Path:
     return data
 
 
+def _console_up(address: tuple[str, int], proc: subprocess.Popen[str], limit: float = 60) -> None:
+    """Returns once the hub's console answers HTTP: the ready line comes when MQTT is served
+    and the console follows (hub/server.py); an idle hub is measured with all of it loaded."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(address, timeout=5) as sock:
+                sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+                if sock.recv(16).startswith(b"HTTP/"):
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)  # on purpose: polled until the console answers
+    proc.kill()
+    raise BenchError("the hub's console did not answer after its ready line")
+
+
 def start_hub(
     registry_dir: Path,
     work: Path,
@@ -195,6 +214,7 @@ def start_hub(
         proc.kill()
         raise BenchError(f"the hub did not start ({line!r}); see {work / 'hub.log'}") from None
     (host, port), (ws_host, ws_port) = ends.mqtt, ends.ws
+    _console_up(ends.http, proc)
     notes = [" ".join(extra) or "defaults"] + ([f"hub code from {source}"] if source else [])
     return Broker(
         "hub",

@@ -148,7 +148,8 @@ class Device(asyncio.Protocol):
     async def _request(self, packet: bytes, timeout: float) -> int:
         self._waiter = asyncio.get_running_loop().create_future()
         self.write(packet)
-        return await asyncio.wait_for(self._waiter, timeout)
+        async with asyncio.timeout(timeout):  # no task per request, as wait_for makes
+            return await self._waiter
 
     async def connect(self, timeout: float) -> None:
         """Connects, subscribes and resends what is queued; returns once online. Each step
@@ -156,12 +157,10 @@ class Device(asyncio.Protocol):
         fleet = self.fleet
         loop = asyncio.get_running_loop()
         self._buf.clear()
-        await asyncio.wait_for(
-            loop.create_connection(
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(
                 lambda: self, fleet.host, fleet.port, local_addr=(fleet.source, 0)
-            ),
-            timeout,
-        )
+            )
         user, password = (None, None) if fleet.anonymous else (self.ident, self.secret)
         code = await self._request(
             connect_packet(self.ident, user, password, fleet.keepalive), timeout

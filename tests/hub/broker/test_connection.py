@@ -18,8 +18,9 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from hub.broker import BrokerSettings, EmbeddedBroker
-from hub.broker.core import BrokerCore
+from hub.broker.core import SHED_LAG_S, BrokerCore
 from hub.security import Gatekeeper
+from tests.support.hubproc import scaled
 from tests.support.mqtt import (
     CONNACK,
     PINGRESP,
@@ -232,6 +233,8 @@ def test_a_client_that_leaves_during_its_credential_check_leaves_no_session(
                 return await check(conn)  # type: ignore[arg-type]
 
             broker_core.authenticate = held_check  # type: ignore[method-assign]
+            # A check that must wait (a legacy scrypt hash, a user's plugin): not decided now.
+            broker_core.authenticate_now = lambda conn: None  # type: ignore[method-assign]
             client = await RawClient.tcp(host, port)
             await client.send(connect_packet("gone", clean=False))
             await client.close()  # before the CONNACK
@@ -285,5 +288,27 @@ def test_a_client_that_does_not_read_its_acks_is_not_read_from(tmp_path: Path) -
                 acks += len(chunk)
             assert acks == count * 4
             writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_connect_while_the_loop_is_behind_gets_connack_3_at_once(tmp_path: Path) -> None:
+    """While the event loop runs SHED_LAG_S behind, a new CONNECT is answered with CONNACK 3
+    (server unavailable: devices back off) without a login or session, and counted; once the
+    loop keeps up, CONNECTs are admitted again."""
+
+    async def scenario() -> None:
+        async with running_broker(tmp_path, async_acl=False) as (host, port):
+            core = _core_of_running_broker()
+            core._lag_probe.cancel()  # the test sets the lag itself
+            core.loop_lag = SHED_LAG_S + 0.5
+            busy = await RawClient.tcp(host, port)
+            assert await busy.connect("busy-1") == (False, 3)
+            await busy.expect_closed(scaled(3))
+            assert core.shed == 1 and "busy-1" not in core.sessions
+            core.loop_lag = 0.0
+            calm = await RawClient.tcp(host, port)
+            assert await calm.connect("busy-1") == (False, 0)
+            await calm.close()
 
     asyncio.run(scenario())
