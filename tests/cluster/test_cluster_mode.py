@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.timeout(scaled(300)),
 ]
 
-RAW_DEVICES = ("dev-a", "dev-b", "dev-off")
+RAW_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-off")
 FIRMWARE = ("fw-1", "fw-2")
 
 
@@ -216,11 +216,27 @@ def _queue(env: Env) -> dict[str, int]:
     raise AssertionError("no management API answered")
 
 
+async def _commanded(env: Env, device_id: str, node: int) -> RawClient:
+    """A device that takes commands, as the firmware does: clean session, its command topic
+    subscribed, then a retained ``online``."""
+    client = await env.device(device_id, node)
+    assert await client.subscribe([(f"d/{device_id}/c", 1)]) == [1]
+    await client.publish(f"d/{device_id}/s", b"online", qos=1, retain=True, timeout=scaled(10))
+    return client
+
+
+def _command_status(env: Env, device_id: str, command_id: int) -> str:
+    path = f"/api/devices/{device_id}/commands/{command_id}"
+    return str(env.hub.api("GET", path, env.admin)["status"])
+
+
 def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> None:
     """Firmware devices on node 1, two hubs consuming: node 1 SIGKILLed, the devices fail
-    over and a command reaches one after it reconnected elsewhere; then one hub SIGKILLed,
-    the other keeps consuming. Every reading is stored exactly once: 0 missing, 0 duplicated
-    by (device, boot, seq). A client of node 1 that does not reconnect is reported lost
+    over; commands sent right after the kill, while the hub still counts their devices
+    online, reach them once after they reconnected elsewhere (a firmware device, and one
+    that comes back only once the hub has seen the node down); then one hub SIGKILLed, the
+    other keeps consuming. Every reading is stored exactly once: 0 missing, 0 duplicated by
+    (device, boot, seq). A client of node 1 that does not reconnect is reported lost
     (`node_lost`): a crashed node sends no will and no close event."""
     second = ClusterHub(env.cluster, env.data_b, 0, env.store, env.tmp / "hub-b.log")
     env.others.append(second)
@@ -230,7 +246,16 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
         Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-failover")
     )
     quiet = loop.run_until_complete(env.device("dev-a", 0))  # stays down once node 1 dies
+    late = loop.run_until_complete(_commanded(env, "dev-c", 0))  # back only much later
     try:
+        eventually(
+            lambda: (
+                env.hub.api("GET", "/api/devices/dev-c", env.admin).get("status") == "online"
+                or None
+            ),
+            scaled(15),
+            "dev-c online for the hub",
+        )
         for device_id in FIRMWARE:
             devices.append(
                 start_firmware(
@@ -245,17 +270,45 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
             )
         before = {d: _progress(env, d) for d in FIRMWARE}
         env.cluster.kill(0)
+        sent = {
+            device_id: env.hub.api(
+                "POST", f"/api/devices/{device_id}/commands?wait=0", env.admin, {"op": "ping"}
+            )
+            for device_id in ("fw-1", "dev-c")
+        }
+        assert sent["dev-c"]["online"] is True  # the hub does not know yet
+        loop.run_until_complete(late.expect_closed(timeout=scaled(10)))
         for device_id in FIRMWARE:
             eventually(
                 lambda d=device_id: _progress(env, d) >= before[d] + 4 or None,
                 scaled(60),
                 f"{device_id}'s readings after node 1 died",
             )
-        reply = env.hub.api(
-            "POST", "/api/devices/fw-1/commands?timeout=20", env.admin, {"op": "ping"}
+        eventually(
+            lambda: _command_status(env, "fw-1", sent["fw-1"]["id"]) == "replied" or None,
+            scaled(20),
+            "fw-1's reply to the command sent right after the kill",
         )
-        assert reply["ok"] is True
+        # dev-c comes back on node 2 long after the command went nowhere.
+        late = loop.run_until_complete(_commanded(env, "dev-c", 1))
+        command = loop.run_until_complete(late.next_message(timeout=scaled(15)))
+        assert command.topic == "d/dev-c/c"
+        assert json.loads(command.payload) == {"op": "ping", "id": sent["dev-c"]["id"]}
+        loop.run_until_complete(
+            late.publish("d/dev-c/r", command.payload, qos=1, timeout=scaled(10))
+        )
+        eventually(
+            lambda: _command_status(env, "dev-c", sent["dev-c"]["id"]) == "replied" or None,
+            scaled(15),
+            "dev-c's reply recorded",
+        )
         loop.run_until_complete(events.wait_for("disconnected", name="dev-a", reason="node_lost"))
+        # Once: the next command dev-c gets (10 s after the kill) is a new one.
+        marker = env.hub.api(
+            "POST", "/api/devices/dev-c/commands?wait=0", env.admin, {"op": "read"}
+        )
+        command = loop.run_until_complete(late.next_message(timeout=scaled(15)))
+        assert json.loads(command.payload)["id"] == marker["id"]
         assert not [
             e for e in events.seen if e.get("reason") == "node_lost" and e.get("name") in FIRMWARE
         ]
@@ -271,6 +324,7 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
         for device in devices:
             device.kill()
         loop.run_until_complete(quiet.close())
+        loop.run_until_complete(late.close())
         loop.run_until_complete(events.close())
         loop.close()
     eventually(

@@ -157,6 +157,35 @@ def test_presence_matches_closes_by_pid_and_reports_lost_nodes() -> None:
     assert connection({**CREATED, "variable_map": b"\xff\xfe garbage"}) is None
 
 
+def test_a_node_seen_down_names_its_clients_and_those_that_left_it_unseen() -> None:
+    """A node newly seen down is reported once; its clients are those connected to it and
+    those that reconnected elsewhere with no close event from it (a crash)."""
+    p = Presence()
+    first = connection(CREATED)
+    stays = connection(
+        {**CREATED, "pid": "<p3>", "variable_map": '#{<<"client_id">> => <<"dev-2">>}'}
+    )
+    moved = connection(
+        {**CREATED, "pid": "<rabbit2@localhost.1.3.0>", "node": "rabbit2@localhost"}
+    )
+    elsewhere = connection(
+        {
+            **CREATED,
+            "pid": "<p4>",
+            "node": "rabbit2@localhost",
+            "variable_map": '#{<<"client_id">> => <<"dev-3">>}',
+        }
+    )
+    assert first and stays and moved and elsewhere
+    for conn in (first, stays, moved, elsewhere):
+        p.created(conn)
+    running = {"rabbit1@localhost": False, "rabbit2@localhost": True}
+    assert p.nodes(running, now=1.0) == ["rabbit1@localhost"]
+    assert p.nodes(running, now=2.0) == []
+    assert sorted(c.client_id for c in p.clients_of("rabbit1@localhost")) == ["dev-1", "dev-2"]
+    assert [c.client_id for c in p.clients_of("rabbit1@localhost")] == ["dev-2"]  # moves once
+
+
 def test_the_auth_listener_answers_only_the_cluster(env: _Env) -> None:
     """A caller that is neither loopback nor listed gets 403; a listed one is answered."""
     backend = AuthBackend(env.authz, ["10.0.0.5", "not an address", ""])
