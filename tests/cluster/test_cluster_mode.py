@@ -20,7 +20,13 @@ import pytest
 from tests.cluster.support import ClusterHub, Events, start_firmware, stored
 from tests.support.devices import Device
 from tests.support.hubproc import hub_cli, scaled
-from tests.support.mqtt import RawClient, publish_packet, subscribe_packet
+from tests.support.mqtt import (
+    PUBACK,
+    ConnectionClosed,
+    RawClient,
+    publish_packet,
+    subscribe_packet,
+)
 from tests.support.postgres import fresh_database, postgres_server
 from tests.support.waits import eventually, eventually_async
 from tools.cluster import Cluster
@@ -36,7 +42,7 @@ pytestmark = [
     pytest.mark.timeout(scaled(300)),
 ]
 
-RAW_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-off")
+RAW_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-q", "dev-off")
 FIRMWARE = ("fw-1", "fw-2")
 
 
@@ -162,6 +168,70 @@ def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
         await browser.expect_closed(timeout=scaled(10))
         await events.wait_for("filter_violation", client_id="scoped-1", detail="d/+/t/+")
         await events.close()
+
+    asyncio.run(body())
+
+
+def test_sensor_quotas_hold_on_the_nodes_with_the_embedded_brokers_events(env: Env) -> None:
+    """The auth backend's topic check holds devices to the contract's sensor names and to
+    32 sensors each (the default): a bad name, then a 33rd sensor, close the device's
+    connection with `malformed` and `quota_exceeded` (`quota: sensors`) events; the 32 are
+    stored. A publish over the nodes' max_message_size gets no PUBACK."""
+
+    async def body() -> None:
+        events = await Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-quotas")
+        device = await env.device("dev-q", 2)
+        await device.send(publish_packet("d/dev-q/t/Temp", b"b1,0,1.0", qos=1, pid=1))
+        await device.expect_closed(timeout=scaled(10))
+        await events.wait_for("malformed", device="dev-q", detail="'d/dev-q/t/Temp'")
+        device = await env.device("dev-q", 2)
+        for n in range(32):
+            topic = f"d/dev-q/t/s{n}"
+            await device.publish(topic, b"b1,%d,1.0" % n, qos=1, pid=n + 1, timeout=scaled(10))
+        await device.send(publish_packet("d/dev-q/t/s32", b"b1,32,1.0", qos=1, pid=40))
+        await device.expect_closed(timeout=scaled(10))
+        event = await events.wait_for("quota_exceeded", device="dev-q", quota="sensors")
+        assert "'s32'" in event["detail"]
+        await events.close()
+        device = await env.device("dev-q", 2)  # the nodes' max_message_size: 256 KiB
+        await device.send(publish_packet("d/dev-q/t/s0", b"9" * 300_000, qos=1, pid=1))
+        with pytest.raises((TimeoutError, ConnectionError, ConnectionClosed)):  # refused
+            await device.expect_reply(PUBACK, 1, timeout=scaled(3))
+        await device.close()
+
+    asyncio.run(body())
+    eventually(
+        lambda: stored(env.store, "dev-q") == {"b1": list(range(32))} or None,
+        scaled(15),
+        "dev-q's 32 sensors' readings in PostgreSQL",
+    )
+
+
+def test_a_sessions_queue_keeps_the_newest_max_queued_messages(env: Env) -> None:
+    """The hub's operator policy bounds each MQTT session's queue as --max-queued (1000)
+    does: an offline persistent session sent 1,011 messages gets the newest 1,000."""
+
+    async def body() -> None:
+        token = env.token("--subscribe", "d/dev-q/t/+")
+        port = env.cluster.mqtt_ports[1]
+        reader = await RawClient.tcp("127.0.0.1", port)
+        code = await reader.connect("queue-1", clean=False, username="token", password=token)
+        assert code[1] == 0
+        assert await reader.subscribe([("d/dev-q/t/+", 1)]) == [1]
+        await reader.disconnect()
+        device = await env.device("dev-q", 2)
+        for seq in range(1011):  # QoS 1: a quorum queue may drop unconfirmed QoS 0 ones
+            payload = b"b2,%d,1.0" % seq
+            await device.publish("d/dev-q/t/s0", payload, qos=1, pid=seq + 1, timeout=scaled(10))
+        await device.disconnect()
+        reader = await RawClient.tcp("127.0.0.1", port)
+        code = await reader.connect("queue-1", clean=False, username="token", password=token)
+        assert code == (True, 0)
+        got = [await reader.next_message(timeout=scaled(10)) for _ in range(1000)]
+        seqs = [int(m.payload.split(b",")[1]) for m in got]
+        assert seqs == list(range(11, 1011))
+        await reader.recv_nothing(0.5)  # nothing older is left
+        await reader.disconnect()
 
     asyncio.run(body())
 

@@ -44,7 +44,7 @@ from hub.broker.rabbitmq.settings import RabbitSettings
 from hub.broker.rabbitmq.wsproxy import relay
 from hub.broker.reporting import EventSink
 from hub.broker.seam import MessageListener
-from hub.broker.settings import PublishCheck
+from hub.broker.settings import PublishCheck, Refusal
 from hub.config import ConfigError
 from hub.security import Gatekeeper, Identity
 from hub.topicmatch import filter_matches
@@ -81,6 +81,20 @@ SUBSCRIPTION_POLICY_BODY = {
     "priority": 0,
     "definition": {"ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic"},
 }
+# Each session's queue is bounded as the embedded broker's --max-queued and --max-queued-bytes
+# bound it (the oldest messages make room: RabbitMQ's default overflow, with no event). An
+# operator policy, since a policy with ha-* keys does not apply to the quorum queues of
+# persistent sessions in 3.10, and a queue takes only one policy.
+BOUNDS_POLICY = "mpy-hub-mqtt-session-bounds"
+
+
+def bounds_policy(max_queued: int, max_queued_bytes: int) -> dict[str, Any]:
+    return {
+        "pattern": "^mqtt-subscription-",
+        "apply-to": "queues",
+        "priority": 0,
+        "definition": {"max-length": max_queued, "max-length-bytes": max_queued_bytes},
+    }
 
 
 class RabbitBroker:
@@ -151,6 +165,7 @@ class RabbitBroker:
             hub_user=self.settings.user,
             vhost=self.settings.vhost,
             ttl=self.settings.auth_cache_s,
+            topic_check=self._topic_check,
         )
         self.link.start()
         try:
@@ -158,8 +173,13 @@ class RabbitBroker:
             self.listeners = await self._find_listeners()
             if not self.listeners["mqtt"] or not self.listeners["ws"]:
                 raise ManagementError("the cluster has no MQTT or no Web MQTT listener")
+            s = self.settings
+            await self.mgmt.ensure_policy(s.vhost, SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY)
             await self.mgmt.ensure_policy(
-                self.settings.vhost, SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
+                s.vhost,
+                BOUNDS_POLICY,
+                bounds_policy(s.max_queued, s.max_queued_bytes),
+                kind="operator-policies",
             )
         except (TimeoutError, ManagementError) as exc:
             await self.stop()
@@ -169,6 +189,12 @@ class RabbitBroker:
                 f"(rabbitmq_amqp, rabbitmq_mgmt, rabbitmq_credentials): {what}"
             ) from None
         self._watcher = asyncio.get_running_loop().create_task(self._watch_nodes())
+
+    def _topic_check(self, topic: str) -> Refusal | None:
+        """What the publish check decides from a topic alone (the auth backend sees no
+        payload; an empty one passes its payload checks): sensor names and counts."""
+        check = self.publish_check
+        return check(None, topic, b"", False) if check is not None else None
 
     async def stop(self) -> None:
         if self._watcher is not None:

@@ -18,6 +18,7 @@ from hub.broker.rabbitmq.keys import mqtt_topic, routing_key
 from hub.broker.rabbitmq.presence import Presence, connection
 from hub.broker.rabbitmq.settings import load_credentials
 from hub.config import ConfigError, HubConfig
+from hub.devicepolicy import DevicePolicy
 from hub.registry import Registry
 from hub.security import Gatekeeper, TokenClaims, create_token, load_key
 from hub.web.rabbitauth import AuthBackend
@@ -40,8 +41,13 @@ class _Env:
         self.events: list[tuple[str, dict[str, Any]]] = []
         gate = Gatekeeper(self.registry, self.key, allow_anonymous=False)
         self.login = Login(gate, 10)
+        policy = DevicePolicy(max_sensors=2, max_sensor_name=8)
         self.authz = Authorizer(
-            self.login, lambda k, e: self.events.append((k, e)), hub_user="hub", ttl=60
+            self.login,
+            lambda k, e: self.events.append((k, e)),
+            hub_user="hub",
+            ttl=60,
+            topic_check=lambda topic: policy(None, topic, b"", False),
         )
 
 
@@ -74,6 +80,31 @@ def test_a_device_logs_in_and_is_held_to_its_topic_rules(env: _Env) -> None:
     )
     assert a.resource("dev-1", "/", "exchange", "amq.topic", "configure", "dev-1") == "deny"
     assert a.vhost("dev-1", "other", "dev-1") == "deny"
+
+
+def test_sensor_names_and_sensors_per_device_are_checked_on_the_routing_key(env: _Env) -> None:
+    """The topic check holds a device's telemetry to the contract's sensor names (characters,
+    max_sensor_name) and to max_sensors sensors, with the embedded broker's events
+    (`malformed`, `quota_exceeded` with `quota: sensors`, naming the device); status and
+    health topics pass (their payloads are checked when consumed)."""
+    a = env.authz
+    assert asyncio.run(a.user("dev-1", env.secret, "dev-1")) == "allow"
+
+    def write(key: str) -> str:
+        return a.topic("dev-1", "/", "amq.topic", "write", key, "dev-1")
+
+    assert write("d.dev-1.t.temp") == "allow"
+    assert write("d.dev-1.t.Temp") == "deny"
+    assert write("d.dev-1.t.humidity9") == "deny"  # 9 characters, over max_sensor_name
+    assert write("d.dev-1.t.hum") == "allow"
+    assert write("d.dev-1.t.co2") == "deny"  # a third sensor
+    assert write("d.dev-1.t.temp") == "allow"  # one it has
+    assert write("d.dev-1.s") == "allow" and write("d.dev-1.m") == "allow"
+    events = [(k, e) for k, e in env.events]
+    assert [k for k, _ in events] == ["malformed", "malformed", "quota_exceeded"]
+    assert all(e["device"] == "dev-1" and e["name"] == "dev-1" for _, e in events)
+    assert events[2][1]["quota"] == "sensors" and "co2" in events[2][1]["detail"]
+    assert "humidity9" in events[1][1]["detail"]
 
 
 def test_refusals_are_events_and_the_hub_user_is_left_to_rabbitmq(env: _Env) -> None:
