@@ -124,6 +124,14 @@ def test_refusals_are_events_and_the_hub_user_is_left_to_rabbitmq(env: _Env) -> 
     assert a.topic("nobody", "/", "amq.topic", "write", "d.x.t.t", "nobody") == "deny"
 
 
+def test_a_tls_required_device_is_refused_with_a_tls_violation(env: _Env) -> None:
+    """The backend is not told whether a login came over TLS (README, "TLS-required
+    devices"): a device that requires TLS is refused with a tls_violation event."""
+    secret = env.registry.add("dev-tls")  # tls-required by default
+    assert asyncio.run(env.authz.user("dev-tls", secret, "dev-tls")) == "deny"
+    assert [(k, e["name"]) for k, e in env.events] == [("tls_violation", "dev-tls")]
+
+
 def test_logins_are_cached_until_the_registry_changes(env: _Env) -> None:
     """A repeated login is answered from the cache (no second check) until forget_answers."""
     a = env.authz
