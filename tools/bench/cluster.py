@@ -265,11 +265,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             few = creds[: args.ingest_devices]
             out["ingest_1node"], done = _ingest(cluster, store, [0], few, token, args, 1)
+            _progress("ingest_1node", out)
             finished += done
             hubs.append(HubRun(cluster, hub_b, 0, *extra))
             out["ingest_3nodes"], done = _ingest(cluster, store, [0, 1, 2], few, token, args, 4)
+            _progress("ingest_3nodes", out)
             finished += done
             out.update(_fleet(cluster, creds, token, args, finished))
+            _progress("fleet", out)
             out["drain_s"] = round(_wait_drained(cluster, 600), 1)
             out["lost"], out["checked_readings"] = _lost(store, finished)
         finally:
@@ -277,6 +280,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 hub.stop()
     out["load_end"] = _load()
     return out
+
+
+def _progress(step: str, out: dict[str, Any]) -> None:
+    """Each step's figures as soon as it has them (a long run cut short keeps them)."""
+    print(f"{step}: {json.dumps(out)}", flush=True)
 
 
 def _fleet(
@@ -416,9 +424,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-devices", type=int, default=10_000, help="fleet (10000)")
     p.add_argument("--ingest-devices", type=int, default=1_000, help="ingest rows (1000)")
-    p.add_argument("--ingest-period", type=float, default=0.25, help="ingest: s per reading")
-    p.add_argument("--ingest-warmup", type=float, default=10.0, help="ingest: s before window")
-    p.add_argument("--ingest-seconds", type=float, default=30.0, help="ingest: window (30)")
+    p.add_argument("--ingest-period", type=float, default=0.5, help="ingest: s per reading")
+    p.add_argument("--ingest-warmup", type=float, default=5.0, help="ingest: s before window")
+    p.add_argument("--ingest-seconds", type=float, default=20.0, help="ingest: window (20)")
     p.add_argument("--fleet-period", type=float, default=10.0, help="fleet: s per reading")
     p.add_argument("--fleet-warmup", type=float, default=20.0, help="fleet: s before kill")
     p.add_argument("--kill-limit", type=float, default=300.0, help="s to wait for failover")

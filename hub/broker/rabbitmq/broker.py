@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 EVENT_EXCHANGE = "amq.rabbitmq.event"
 EVENT_KEYS = ("connection.created", "connection.closed")
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0  # declaring quorum queues on a loaded cluster can take half a minute
 KICK_RETRY_S = 0.25  # a connection the management API does not list yet is closed again
 KICK_GIVE_UP_S = 15.0
 MAX_RETAINED = 200_000
