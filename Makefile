@@ -5,7 +5,7 @@ DEMO_DEVICES ?= 3
 # cores pays off (make test TEST_WORKERS=0 runs it in one process).
 TEST_WORKERS ?= 4
 
-.PHONY: setup demo demo-cluster test lint bench bench-firmware bench-console screenshots clean
+.PHONY: setup demo demo-cluster test lint bench bench-cluster bench-firmware bench-console screenshots clean
 
 setup:
 	@bash tools/bootstrap.sh
@@ -35,6 +35,9 @@ lint: setup
 
 bench: setup
 	@$(PY) -m tools.bench
+
+bench-cluster: setup
+	@$(PY) -m tools.bench.cluster $(ARGS)
 
 bench-firmware: setup
 	@$(PY) -m tools.bench_firmware

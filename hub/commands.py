@@ -29,6 +29,8 @@ MAX_PENDING_PER_DEVICE = 32
 MAX_REPLY_BYTES = 4096
 RECENT = 1000  # finished commands kept in memory for polling
 EXPIRE_EVERY_S = 1.0
+SETTLE_S = 2.0  # after a device's "online", the time a delivered command takes to be answered
+MAX_DOUBT = 200_000  # devices whose connection may have died unseen, remembered at once
 
 
 class CommandRefused(Exception):
@@ -47,6 +49,15 @@ class Commands:
         # Commands published while their device was online: delivered, so never sent again
         # (a settings update sent twice would reboot the device twice).
         self._sent_online: set[int] = set()
+        # Cluster mode (connections_lost): when each pending command was last published; the
+        # commands that may have been lost with their device's node; when to send them again;
+        # the devices whose connection may have died unseen (since when); and when each device
+        # with pending commands was last seen online.
+        self._published: dict[int, float] = {}
+        self._unsure: set[int] = set()
+        self._resend_at: dict[int, float] = {}
+        self._doubt: OrderedDict[str, float] = OrderedDict()
+        self._online_at: OrderedDict[str, float] = OrderedDict()
 
     def load(self, stored: list[dict[str, Any]]) -> None:
         """Pending commands the store kept (sent again when their device comes online)."""
@@ -85,6 +96,8 @@ class Commands:
         self._publish(record)
         if online:
             self._sent_online.add(record["id"])
+            if device in self._doubt:  # its connection may be dead: checked once it is back
+                self._unsure.add(record["id"])
         return record
 
     async def stored(self) -> None:
@@ -94,6 +107,7 @@ class Commands:
 
     def _publish(self, record: dict[str, Any]) -> None:
         payload = json.dumps({**record["body"], "id": record["id"]}).encode()
+        self._published[record["id"]] = time.time()
         self._broker.publish(command_topic(record["device"]), payload, qos=1)
 
     async def wait(self, command_id: int, timeout: float) -> dict[str, Any]:
@@ -111,6 +125,9 @@ class Commands:
     def _finish(self, record: dict[str, Any]) -> None:
         self.pending.pop(record["id"], None)
         self._sent_online.discard(record["id"])
+        self._published.pop(record["id"], None)
+        self._unsure.discard(record["id"])
+        self._resend_at.pop(record["id"], None)
         self.recent[record["id"]] = record
         while len(self.recent) > RECENT:
             self.recent.popitem(last=False)
@@ -141,18 +158,73 @@ class Commands:
         return None
 
     def on_state(self, device: str, what: str, state: dict[str, Any]) -> None:
-        """A device that comes online gets its pending commands again, oldest first."""
-        if what != "status" or state.get("status") != "online":
+        """A device that comes online gets its pending commands again, oldest first; those
+        that may have been lost with its node (cluster mode) once ``SETTLE_S`` has passed. A
+        device that goes offline first waits for its next ``online``."""
+        if what != "status":
+            return
+        mine = sorted(
+            (c for c in self.pending.values() if c["device"] == device), key=lambda c: c["id"]
+        )
+        if state.get("status") != "online":
+            self._doubt.pop(device, None)
+            for record in mine:
+                self._resend_at.pop(record["id"], None)
             return
         now = time.time()
-        for record in sorted(self.pending.values(), key=lambda c: c["id"]):
-            if (
-                record["device"] == device
-                and record["expires_at"] > now
-                and record["id"] not in self._sent_online
-            ):
+        self._doubt.pop(device, None)
+        if mine:
+            self._online_at[device] = now
+            self._online_at.move_to_end(device)
+            while len(self._online_at) > MAX_PENDING:
+                self._online_at.popitem(last=False)
+        for record in mine:
+            if record["expires_at"] <= now:
+                continue
+            if record["id"] not in self._sent_online:
                 self._publish(record)
                 self._sent_online.add(record["id"])
+                self._unsure.discard(record["id"])
+            elif record["id"] in self._unsure:
+                self._resend_at[record["id"]] = now + SETTLE_S
+
+    def connections_lost(self, devices: list[str], since: float) -> None:
+        """Cluster mode: these devices' connections may have died at ``since`` or later
+        without a will or a close event (their node crashed). Their commands published since
+        then and not answered are sent again once the device is back: ``SETTLE_S`` after its
+        next ``online``, or after the one already seen since then."""
+        lost = set(devices)
+        now = time.time()
+        for device in lost:
+            if self._online_at.get(device, 0.0) <= since:  # not seen back yet
+                self._doubt[device] = since
+                self._doubt.move_to_end(device)
+        while len(self._doubt) > MAX_DOUBT:
+            self._doubt.popitem(last=False)
+        for record in self.pending.values():
+            device = record["device"]
+            published = self._published.get(record["id"])
+            if device not in lost or published is None or published < since:
+                continue
+            if record["id"] not in self._sent_online:
+                continue  # sent again at the next online anyway
+            back = self._online_at.get(device, 0.0)
+            if back > since and published >= back:
+                continue  # published to the session the device has now: delivered
+            self._unsure.add(record["id"])
+            if back > since:  # back already (seen online since the node went down)
+                self._resend_at[record["id"]] = now + SETTLE_S
+
+    def _resend_due(self, now: float) -> None:
+        for command_id, due in list(self._resend_at.items()):
+            record = self.pending.get(command_id)
+            if record is None:
+                del self._resend_at[command_id]
+            elif due <= now:
+                del self._resend_at[command_id]
+                self._unsure.discard(command_id)
+                log.info("command %d to %s sent again (its node was lost)", *_who(record))
+                self._publish(record)
 
     # --- expiry -------------------------------------------------------------------------------
     def expire(self, now: float | None = None) -> None:
@@ -168,8 +240,13 @@ class Commands:
         while True:
             await asyncio.sleep(EXPIRE_EVERY_S)
             self.expire()
+            self._resend_due(time.time())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _who(record: dict[str, Any]) -> tuple[int, str]:
+    return record["id"], record["device"]

@@ -254,6 +254,9 @@ class Hub:
         self.commands.load(await asyncio.to_thread(self.store.pending_commands))
         self.broker.add_message_listener(self.commands.on_message)
         self.states.observers.append(self.commands.on_state)
+        add_loss_listener = getattr(self.broker, "add_loss_listener", None)  # cluster mode's
+        if add_loss_listener is not None:  # a crashed node's devices: hub/commands.py
+            add_loss_listener(self.commands.connections_lost)
         self.commands.start()
         self.alarms = AlarmService(self.store, self.recorder, self.states, self.events)
         await self.alarms.start()

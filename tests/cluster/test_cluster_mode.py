@@ -20,7 +20,13 @@ import pytest
 from tests.cluster.support import ClusterHub, Events, start_firmware, stored
 from tests.support.devices import Device
 from tests.support.hubproc import hub_cli, scaled
-from tests.support.mqtt import RawClient, publish_packet, subscribe_packet
+from tests.support.mqtt import (
+    PUBACK,
+    ConnectionClosed,
+    RawClient,
+    publish_packet,
+    subscribe_packet,
+)
 from tests.support.postgres import fresh_database, postgres_server
 from tests.support.waits import eventually, eventually_async
 from tools.cluster import Cluster
@@ -36,7 +42,7 @@ pytestmark = [
     pytest.mark.timeout(scaled(300)),
 ]
 
-RAW_DEVICES = ("dev-a", "dev-b", "dev-off")
+RAW_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-q", "dev-off")
 FIRMWARE = ("fw-1", "fw-2")
 
 
@@ -166,6 +172,70 @@ def test_refusals_close_or_refuse_with_hub_events(env: Env) -> None:
     asyncio.run(body())
 
 
+def test_sensor_quotas_hold_on_the_nodes_with_the_embedded_brokers_events(env: Env) -> None:
+    """The auth backend's topic check holds devices to the contract's sensor names and to
+    32 sensors each (the default): a bad name, then a 33rd sensor, close the device's
+    connection with `malformed` and `quota_exceeded` (`quota: sensors`) events; the 32 are
+    stored. A publish over the nodes' max_message_size gets no PUBACK."""
+
+    async def body() -> None:
+        events = await Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-quotas")
+        device = await env.device("dev-q", 2)
+        await device.send(publish_packet("d/dev-q/t/Temp", b"b1,0,1.0", qos=1, pid=1))
+        await device.expect_closed(timeout=scaled(10))
+        await events.wait_for("malformed", device="dev-q", detail="'d/dev-q/t/Temp'")
+        device = await env.device("dev-q", 2)
+        for n in range(32):
+            topic = f"d/dev-q/t/s{n}"
+            await device.publish(topic, b"b1,%d,1.0" % n, qos=1, pid=n + 1, timeout=scaled(10))
+        await device.send(publish_packet("d/dev-q/t/s32", b"b1,32,1.0", qos=1, pid=40))
+        await device.expect_closed(timeout=scaled(10))
+        event = await events.wait_for("quota_exceeded", device="dev-q", quota="sensors")
+        assert "'s32'" in event["detail"]
+        await events.close()
+        device = await env.device("dev-q", 2)  # the nodes' max_message_size: 256 KiB
+        await device.send(publish_packet("d/dev-q/t/s0", b"9" * 300_000, qos=1, pid=1))
+        with pytest.raises((TimeoutError, ConnectionError, ConnectionClosed)):  # refused
+            await device.expect_reply(PUBACK, 1, timeout=scaled(3))
+        await device.close()
+
+    asyncio.run(body())
+    eventually(
+        lambda: stored(env.store, "dev-q") == {"b1": list(range(32))} or None,
+        scaled(15),
+        "dev-q's 32 sensors' readings in PostgreSQL",
+    )
+
+
+def test_a_sessions_queue_keeps_the_newest_max_queued_messages(env: Env) -> None:
+    """The hub's operator policy bounds each MQTT session's queue as --max-queued (1000)
+    does: an offline persistent session sent 1,011 messages gets the newest 1,000."""
+
+    async def body() -> None:
+        token = env.token("--subscribe", "d/dev-q/t/+")
+        port = env.cluster.mqtt_ports[1]
+        reader = await RawClient.tcp("127.0.0.1", port)
+        code = await reader.connect("queue-1", clean=False, username="token", password=token)
+        assert code[1] == 0
+        assert await reader.subscribe([("d/dev-q/t/+", 1)]) == [1]
+        await reader.disconnect()
+        device = await env.device("dev-q", 2)
+        for seq in range(1011):  # QoS 1: a quorum queue may drop unconfirmed QoS 0 ones
+            payload = b"b2,%d,1.0" % seq
+            await device.publish("d/dev-q/t/s0", payload, qos=1, pid=seq + 1, timeout=scaled(10))
+        await device.disconnect()
+        reader = await RawClient.tcp("127.0.0.1", port)
+        code = await reader.connect("queue-1", clean=False, username="token", password=token)
+        assert code == (True, 0)
+        got = [await reader.next_message(timeout=scaled(10)) for _ in range(1000)]
+        seqs = [int(m.payload.split(b",")[1]) for m in got]
+        assert seqs == list(range(11, 1011))
+        await reader.recv_nothing(0.5)  # nothing older is left
+        await reader.disconnect()
+
+    asyncio.run(body())
+
+
 def _listed(env: Env, client_id: str) -> bool:
     creds = env.cluster.credentials
     conns = mgmt_get(
@@ -216,11 +286,27 @@ def _queue(env: Env) -> dict[str, int]:
     raise AssertionError("no management API answered")
 
 
+async def _commanded(env: Env, device_id: str, node: int) -> RawClient:
+    """A device that takes commands, as the firmware does: clean session, its command topic
+    subscribed, then a retained ``online``."""
+    client = await env.device(device_id, node)
+    assert await client.subscribe([(f"d/{device_id}/c", 1)]) == [1]
+    await client.publish(f"d/{device_id}/s", b"online", qos=1, retain=True, timeout=scaled(10))
+    return client
+
+
+def _command_status(env: Env, device_id: str, command_id: int) -> str:
+    path = f"/api/devices/{device_id}/commands/{command_id}"
+    return str(env.hub.api("GET", path, env.admin)["status"])
+
+
 def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> None:
     """Firmware devices on node 1, two hubs consuming: node 1 SIGKILLed, the devices fail
-    over and a command reaches one after it reconnected elsewhere; then one hub SIGKILLed,
-    the other keeps consuming. Every reading is stored exactly once: 0 missing, 0 duplicated
-    by (device, boot, seq). A client of node 1 that does not reconnect is reported lost
+    over; commands sent right after the kill, while the hub still counts their devices
+    online, reach them once after they reconnected elsewhere (a firmware device, and one
+    that comes back only once the hub has seen the node down); then one hub SIGKILLed, the
+    other keeps consuming. Every reading is stored exactly once: 0 missing, 0 duplicated by
+    (device, boot, seq). A client of node 1 that does not reconnect is reported lost
     (`node_lost`): a crashed node sends no will and no close event."""
     second = ClusterHub(env.cluster, env.data_b, 0, env.store, env.tmp / "hub-b.log")
     env.others.append(second)
@@ -230,7 +316,16 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
         Events.watch(env.cluster.mqtt_ports[1], env.admin, "admin-failover")
     )
     quiet = loop.run_until_complete(env.device("dev-a", 0))  # stays down once node 1 dies
+    late = loop.run_until_complete(_commanded(env, "dev-c", 0))  # back only much later
     try:
+        eventually(
+            lambda: (
+                env.hub.api("GET", "/api/devices/dev-c", env.admin).get("status") == "online"
+                or None
+            ),
+            scaled(15),
+            "dev-c online for the hub",
+        )
         for device_id in FIRMWARE:
             devices.append(
                 start_firmware(
@@ -245,17 +340,45 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
             )
         before = {d: _progress(env, d) for d in FIRMWARE}
         env.cluster.kill(0)
+        sent = {
+            device_id: env.hub.api(
+                "POST", f"/api/devices/{device_id}/commands?wait=0", env.admin, {"op": "ping"}
+            )
+            for device_id in ("fw-1", "dev-c")
+        }
+        assert sent["dev-c"]["online"] is True  # the hub does not know yet
+        loop.run_until_complete(late.expect_closed(timeout=scaled(10)))
         for device_id in FIRMWARE:
             eventually(
                 lambda d=device_id: _progress(env, d) >= before[d] + 4 or None,
                 scaled(60),
                 f"{device_id}'s readings after node 1 died",
             )
-        reply = env.hub.api(
-            "POST", "/api/devices/fw-1/commands?timeout=20", env.admin, {"op": "ping"}
+        eventually(
+            lambda: _command_status(env, "fw-1", sent["fw-1"]["id"]) == "replied" or None,
+            scaled(20),
+            "fw-1's reply to the command sent right after the kill",
         )
-        assert reply["ok"] is True
+        # dev-c comes back on node 2 long after the command went nowhere.
+        late = loop.run_until_complete(_commanded(env, "dev-c", 1))
+        command = loop.run_until_complete(late.next_message(timeout=scaled(15)))
+        assert command.topic == "d/dev-c/c"
+        assert json.loads(command.payload) == {"op": "ping", "id": sent["dev-c"]["id"]}
+        loop.run_until_complete(
+            late.publish("d/dev-c/r", command.payload, qos=1, timeout=scaled(10))
+        )
+        eventually(
+            lambda: _command_status(env, "dev-c", sent["dev-c"]["id"]) == "replied" or None,
+            scaled(15),
+            "dev-c's reply recorded",
+        )
         loop.run_until_complete(events.wait_for("disconnected", name="dev-a", reason="node_lost"))
+        # Once: the next command dev-c gets (10 s after the kill) is a new one.
+        marker = env.hub.api(
+            "POST", "/api/devices/dev-c/commands?wait=0", env.admin, {"op": "read"}
+        )
+        command = loop.run_until_complete(late.next_message(timeout=scaled(15)))
+        assert json.loads(command.payload)["id"] == marker["id"]
         assert not [
             e for e in events.seen if e.get("reason") == "node_lost" and e.get("name") in FIRMWARE
         ]
@@ -271,6 +394,7 @@ def test_node_and_hub_lost_while_firmware_publishes_nothing_lost(env: Env) -> No
         for device in devices:
             device.kill()
         loop.run_until_complete(quiet.close())
+        loop.run_until_complete(late.close())
         loop.run_until_complete(events.close())
         loop.close()
     eventually(

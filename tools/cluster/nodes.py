@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 HOST = "127.0.0.1"
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 WS_PATH = "/ws"
+MAX_MESSAGE_SIZE = 256 * 1024  # bytes of one message (max_message_size)
 PLUGINS = (
     "rabbitmq_mqtt",
     "rabbitmq_web_mqtt",
@@ -180,6 +181,9 @@ class Node:
             # Connections reach the management API's statistics (and so can be closed by
             # name: the hub's kick) within a second rather than five.
             "collect_statistics_interval = 1000",
+            # The hub's --max-payload default (256 KiB): RabbitMQ 3.10's MQTT plugin has no
+            # packet limit of its own; a larger PUBLISH closes the connection.
+            f"max_message_size = {MAX_MESSAGE_SIZE}",
             "log.console = false",
             "log.file.level = info",
         ]

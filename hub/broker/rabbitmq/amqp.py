@@ -150,7 +150,11 @@ class AmqpLink:
                     headers={"x-mqtt-publish-qos": min(qos, 1)},
                 )
                 try:
-                    await exchange.publish(message, routing_key=key, timeout=CONNECT_TIMEOUT_S)
+                    # Not mandatory: a hub event or a command nobody is subscribed to is
+                    # dropped by RabbitMQ, not returned (aiormq logs each return at ERROR).
+                    await exchange.publish(
+                        message, routing_key=key, mandatory=False, timeout=CONNECT_TIMEOUT_S
+                    )
                     break
                 except Exception as exc:  # the link is going down: sent again once it is back
                     log.debug("publish to %s failed: %s", key, exc)

@@ -8,6 +8,12 @@ key: the MQTT topic with `/` as `.`). Logins are answered from a short cache (a 
 is no auth storm) and throttled like the embedded broker's; each refusal is a hub event,
 repeated ones about one client summarised per 10 s. The hub's own RabbitMQ user is denied here
 so that the nodes' internal backend, next in their list, admits it with its own permissions.
+
+A publish's topic is also put to ``topic_check``: what the hub's publish check
+(hub/devicepolicy.py) decides from a topic alone, the backend seeing no payload: a sensor's
+name and the sensors per device. RabbitMQ asks once per topic and connection, which is when a
+sensor is new. A refusal denies the topic (RabbitMQ then closes the connection) with the
+embedded broker's event (``malformed``, ``quota_exceeded`` with its ``quota``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 from hub.broker.login import Login
 from hub.broker.rabbitmq.keys import mqtt_topic
+from hub.broker.settings import Refusal
 from hub.broker.throttle import Throttle
 from hub.security import Identity
 
@@ -30,6 +37,7 @@ ALLOW = "allow"
 DENY = "deny"
 MAX_CACHED = 100_000  # answers and identities remembered; the oldest are forgotten first
 Report = Callable[[str, dict[str, Any]], None]
+TopicCheck = Callable[[str], Refusal | None]
 
 
 class Authorizer:
@@ -41,8 +49,10 @@ class Authorizer:
         hub_user: str,
         vhost: str = "/",
         ttl: float = 2.0,
+        topic_check: TopicCheck | None = None,
     ) -> None:
         self.login = login
+        self.topic_check = topic_check
         self.report = report
         self.hub_user = hub_user
         self.vhost_name = vhost
@@ -130,7 +140,14 @@ class Authorizer:
         topic = mqtt_topic(routing_key)
         if permission == "write":
             if identity.may_publish(topic) and not topic.startswith("$"):
-                return ALLOW
+                refusal = self.topic_check(topic) if self.topic_check is not None else None
+                if refusal is None:
+                    return ALLOW
+                extra: dict[str, Any] = {"device": refusal.device}
+                if refusal.quota:
+                    extra["quota"] = refusal.quota
+                self._refused(refusal.event, client_id, username, refusal.detail, identity, extra)
+                return DENY
             self._refused(
                 "filter_violation",
                 client_id,
@@ -162,6 +179,7 @@ class Authorizer:
         username: str,
         reason: str,
         identity: Identity | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         held = self._throttle.allow((client_id, kind, reason[:80]))  # one per reason per 10 s
         if held is None:
@@ -175,6 +193,7 @@ class Authorizer:
             "network": "cluster",
             "peer": None,
             "detail": reason,
+            **(extra or {}),
         }
         if held:
             event["suppressed"] = held

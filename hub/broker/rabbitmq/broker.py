@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ from hub.broker.rabbitmq.settings import RabbitSettings
 from hub.broker.rabbitmq.wsproxy import relay
 from hub.broker.reporting import EventSink
 from hub.broker.seam import MessageListener
-from hub.broker.settings import PublishCheck
+from hub.broker.settings import PublishCheck, Refusal
 from hub.config import ConfigError
 from hub.security import Gatekeeper, Identity
 from hub.topicmatch import filter_matches
@@ -55,11 +56,19 @@ log = logging.getLogger(__name__)
 
 EVENT_EXCHANGE = "amq.rabbitmq.event"
 EVENT_KEYS = ("connection.created", "connection.closed")
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0  # declaring quorum queues on a loaded cluster can take half a minute
 KICK_RETRY_S = 0.25  # a connection the management API does not list yet is closed again
 KICK_GIVE_UP_S = 15.0
 MAX_RETAINED = 200_000
 MAX_KICKED = 10_000  # kicks waiting for their close event (a dead node sends none)
+# A node seen down may have died up to a poll before; a command published just before that
+# may still have been waiting in its queue.
+LOSS_MARGIN_S = 1.0
+# Each hub's queues of state messages and connection events are quorum queues of its own
+# (named by a random instance id), so that they survive the node the hub's link is on: the
+# devices' "online" after a node's crash arrives even when the hub's link died with it. A
+# hub that is gone leaves them to expire after this long unused.
+HUB_QUEUE_EXPIRES_MS = 120_000
 # RabbitMQ 3.10 keeps an MQTT client's QoS 1 subscription in a durable classic queue, clean
 # session or not, on the node it connected to: once that node crashes, the queue can be neither
 # declared nor deleted elsewhere, and the client's SUBSCRIBE closes its connection on every
@@ -72,6 +81,20 @@ SUBSCRIPTION_POLICY_BODY = {
     "priority": 0,
     "definition": {"ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic"},
 }
+# Each session's queue is bounded as the embedded broker's --max-queued and --max-queued-bytes
+# bound it (the oldest messages make room: RabbitMQ's default overflow, with no event). An
+# operator policy, since a policy with ha-* keys does not apply to the quorum queues of
+# persistent sessions in 3.10, and a queue takes only one policy.
+BOUNDS_POLICY = "mpy-hub-mqtt-session-bounds"
+
+
+def bounds_policy(max_queued: int, max_queued_bytes: int) -> dict[str, Any]:
+    return {
+        "pattern": "^mqtt-subscription-",
+        "apply-to": "queues",
+        "priority": 0,
+        "definition": {"max-length": max_queued, "max-length-bytes": max_queued_bytes},
+    }
 
 
 class RabbitBroker:
@@ -108,6 +131,9 @@ class RabbitBroker:
         self._watcher: asyncio.Task[None] | None = None
         self._ws_session: aiohttp.ClientSession | None = None
         self.consumers = Consumers(self)
+        self.instance = uuid.uuid4().hex[:12]
+        self._up_at: dict[str, float] = {}  # node -> when it was last seen running
+        self._loss_listeners: list[Callable[[list[str], float], None]] = []
 
     # --- wiring ---------------------------------------------------------------------------
     def set_gatekeeper(self, gatekeeper: Gatekeeper) -> None:
@@ -122,6 +148,12 @@ class RabbitBroker:
     def add_message_listener(self, listener: MessageListener) -> None:
         self.message_listeners.append(listener)
 
+    def add_loss_listener(self, listener: Callable[[list[str], float], None]) -> None:
+        """``listener(devices, since)`` hears of devices whose node crashed: their connection
+        may have been dead since ``since`` (time.time()) without a will or close event, and
+        what was published to them meanwhile may be lost (hub/commands.py sends it again)."""
+        self._loss_listeners.append(listener)
+
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         if self._gatekeeper is None:
@@ -133,6 +165,7 @@ class RabbitBroker:
             hub_user=self.settings.user,
             vhost=self.settings.vhost,
             ttl=self.settings.auth_cache_s,
+            topic_check=self._topic_check,
         )
         self.link.start()
         try:
@@ -140,8 +173,13 @@ class RabbitBroker:
             self.listeners = await self._find_listeners()
             if not self.listeners["mqtt"] or not self.listeners["ws"]:
                 raise ManagementError("the cluster has no MQTT or no Web MQTT listener")
+            s = self.settings
+            await self.mgmt.ensure_policy(s.vhost, SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY)
             await self.mgmt.ensure_policy(
-                self.settings.vhost, SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
+                s.vhost,
+                BOUNDS_POLICY,
+                bounds_policy(s.max_queued, s.max_queued_bytes),
+                kind="operator-policies",
             )
         except (TimeoutError, ManagementError) as exc:
             await self.stop()
@@ -151,6 +189,12 @@ class RabbitBroker:
                 f"(rabbitmq_amqp, rabbitmq_mgmt, rabbitmq_credentials): {what}"
             ) from None
         self._watcher = asyncio.get_running_loop().create_task(self._watch_nodes())
+
+    def _topic_check(self, topic: str) -> Refusal | None:
+        """What the publish check decides from a topic alone (the auth backend sees no
+        payload; an empty one passes its payload checks): sensor names and counts."""
+        check = self.publish_check
+        return check(None, topic, b"", False) if check is not None else None
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -287,10 +331,15 @@ class RabbitBroker:
         )
         for topic_filter in self.ingest_filters:
             await ingest.bind("amq.topic", routing_key(topic_filter))
-        state = await channel.declare_queue(exclusive=True, auto_delete=True)
+        own: dict[str, Any] = {"x-queue-type": "quorum", "x-expires": HUB_QUEUE_EXPIRES_MS}
+        state = await channel.declare_queue(
+            f"hub.state.{self.instance}", durable=True, arguments=own
+        )
         for topic_filter in self.state_filters:
             await state.bind("amq.topic", routing_key(topic_filter))
-        events = await channel.declare_queue(exclusive=True, auto_delete=True)
+        events = await channel.declare_queue(
+            f"hub.events.{self.instance}", durable=True, arguments=own
+        )
         for key in EVENT_KEYS:
             await events.bind(EVENT_EXCHANGE, key)
         await events.consume(self._on_event, no_ack=True)
@@ -335,13 +384,31 @@ class RabbitBroker:
         while True:
             await asyncio.sleep(self.settings.node_poll)
             try:
-                self.presence.nodes(await self.mgmt.nodes(), time.monotonic())
+                running = await self.mgmt.nodes()
             except ManagementError as exc:
                 log.debug("node health: %s", exc)
                 continue
+            now = time.time()
+            for node in self.presence.nodes(running, time.monotonic()):
+                self._node_down(node, self._up_at.get(node, now) - LOSS_MARGIN_S)
+            self._up_at.update((node, now) for node, up in running.items() if up)
             lost = self.presence.lost(time.monotonic(), self.settings.node_lost_grace)
             if lost:
                 await self._report_lost(lost)
+
+    def _node_down(self, node: str, since: float) -> None:
+        """Tells the loss listeners which devices were on a node just seen down."""
+        devices = [
+            conn.client_id
+            for conn in self.presence.clients_of(node)
+            if self._identity(conn).kind == "device"
+        ]
+        log.warning("node %s is down: %d devices were on it", node, len(devices))
+        for listener in self._loss_listeners:
+            try:
+                listener(devices, since)
+            except Exception:
+                log.exception("connection-loss listener failed")
 
     async def _report_lost(self, lost: list[Conn]) -> None:
         """Reports the clients of a dead node lost, unless the management API lists them on

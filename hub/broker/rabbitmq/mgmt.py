@@ -85,9 +85,12 @@ class Management:
                 )
         return out
 
-    async def ensure_policy(self, vhost: str, name: str, body: dict[str, Any]) -> None:
-        """Creates or updates a policy (PUT /api/policies/VHOST/NAME)."""
-        path = f"/api/policies/{quote(vhost, safe='')}/{quote(name, safe='')}"
+    async def ensure_policy(
+        self, vhost: str, name: str, body: dict[str, Any], kind: str = "policies"
+    ) -> None:
+        """Creates or updates a policy (PUT /api/policies/VHOST/NAME), or an operator policy
+        (``kind="operator-policies"``: it applies beside a queue's policy)."""
+        path = f"/api/{kind}/{quote(vhost, safe='')}/{quote(name, safe='')}"
         status, answer = await self._request("PUT", path, json=body)
         if status not in (200, 201, 204):
             raise ManagementError(f"PUT policy {name} answered {status}: {str(answer)[:200]}")

@@ -74,6 +74,9 @@ class Presence:
         self._by_pid: OrderedDict[str, Conn] = OrderedDict()
         self._by_name: dict[str, Conn] = {}  # a connection learnt from the management API
         self._down: dict[str, float] = {}  # node -> when it was first seen down
+        # client id -> the node of a connection replaced by one elsewhere with no close
+        # event between (a crashed node's client that reconnected, or a take-over)
+        self.moved: OrderedDict[str, str] = OrderedDict()
 
     def created(self, conn: Conn) -> Conn | None:
         """Records a new connection; returns the one it replaced for the same client id (a
@@ -82,6 +85,11 @@ class Presence:
         if old is not None:
             self._by_pid.pop(old.pid, None)
             self._by_name.pop(old.name, None)
+            if old.node != conn.node:
+                self.moved[conn.client_id] = old.node
+                self.moved.move_to_end(conn.client_id)
+                while len(self.moved) > MAX_CONNECTIONS:
+                    self.moved.popitem(last=False)
         self.by_client[conn.client_id] = conn
         if conn.pid:
             self._by_pid[conn.pid] = conn
@@ -103,13 +111,27 @@ class Presence:
         del self.by_client[conn.client_id]
         return conn
 
-    def nodes(self, running: dict[str, bool], now: float) -> None:
-        """The management API's node health: remembers since when each node is down."""
+    def nodes(self, running: dict[str, bool], now: float) -> list[str]:
+        """The management API's node health: remembers since when each node is down; returns
+        the nodes newly seen down."""
+        newly = []
         for node, up in running.items():
             if up:
                 self._down.pop(node, None)
-            else:
-                self._down.setdefault(node, now)
+            elif node not in self._down:
+                self._down[node] = now
+                newly.append(node)
+        return newly
+
+    def clients_of(self, node: str) -> list[Conn]:
+        """The clients whose connection is, or was until they connected elsewhere, on
+        ``node`` (for those moved, their connection now; their move is forgotten)."""
+        found = [c for c in self.by_client.values() if c.node == node]
+        for cid in [cid for cid, was in self.moved.items() if was == node]:
+            del self.moved[cid]
+            if cid in self.by_client:
+                found.append(self.by_client[cid])
+        return found
 
     def lost(self, now: float, grace: float) -> list[Conn]:
         """The clients of nodes down for at least ``grace`` seconds, removed: they did not

@@ -27,6 +27,8 @@ class RabbitSettings:
     node_poll: float = 1.0  # seconds between node-health checks
     auth_cache_s: float = 2.0  # seconds an auth backend answer is reused
     ws_path: str = "/ws"  # the nodes' Web MQTT path (web_mqtt.ws_path, RabbitMQ's default)
+    max_queued: int = 1000  # messages waiting in one MQTT session's queue (the oldest go)
+    max_queued_bytes: int = 8 * 1024 * 1024  # and their bytes
 
     @classmethod
     def from_config(cls, config: HubConfig) -> RabbitSettings:
@@ -41,6 +43,8 @@ class RabbitSettings:
             config.rabbitmq_vhost,
             user,
             password,
+            max_queued=config.max_queued,
+            max_queued_bytes=config.max_queued_bytes,
         )
 
 

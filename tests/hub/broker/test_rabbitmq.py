@@ -18,6 +18,7 @@ from hub.broker.rabbitmq.keys import mqtt_topic, routing_key
 from hub.broker.rabbitmq.presence import Presence, connection
 from hub.broker.rabbitmq.settings import load_credentials
 from hub.config import ConfigError, HubConfig
+from hub.devicepolicy import DevicePolicy
 from hub.registry import Registry
 from hub.security import Gatekeeper, TokenClaims, create_token, load_key
 from hub.web.rabbitauth import AuthBackend
@@ -40,8 +41,13 @@ class _Env:
         self.events: list[tuple[str, dict[str, Any]]] = []
         gate = Gatekeeper(self.registry, self.key, allow_anonymous=False)
         self.login = Login(gate, 10)
+        policy = DevicePolicy(max_sensors=2, max_sensor_name=8)
         self.authz = Authorizer(
-            self.login, lambda k, e: self.events.append((k, e)), hub_user="hub", ttl=60
+            self.login,
+            lambda k, e: self.events.append((k, e)),
+            hub_user="hub",
+            ttl=60,
+            topic_check=lambda topic: policy(None, topic, b"", False),
         )
 
 
@@ -76,6 +82,31 @@ def test_a_device_logs_in_and_is_held_to_its_topic_rules(env: _Env) -> None:
     assert a.vhost("dev-1", "other", "dev-1") == "deny"
 
 
+def test_sensor_names_and_sensors_per_device_are_checked_on_the_routing_key(env: _Env) -> None:
+    """The topic check holds a device's telemetry to the contract's sensor names (characters,
+    max_sensor_name) and to max_sensors sensors, with the embedded broker's events
+    (`malformed`, `quota_exceeded` with `quota: sensors`, naming the device); status and
+    health topics pass (their payloads are checked when consumed)."""
+    a = env.authz
+    assert asyncio.run(a.user("dev-1", env.secret, "dev-1")) == "allow"
+
+    def write(key: str) -> str:
+        return a.topic("dev-1", "/", "amq.topic", "write", key, "dev-1")
+
+    assert write("d.dev-1.t.temp") == "allow"
+    assert write("d.dev-1.t.Temp") == "deny"
+    assert write("d.dev-1.t.humidity9") == "deny"  # 9 characters, over max_sensor_name
+    assert write("d.dev-1.t.hum") == "allow"
+    assert write("d.dev-1.t.co2") == "deny"  # a third sensor
+    assert write("d.dev-1.t.temp") == "allow"  # one it has
+    assert write("d.dev-1.s") == "allow" and write("d.dev-1.m") == "allow"
+    events = [(k, e) for k, e in env.events]
+    assert [k for k, _ in events] == ["malformed", "malformed", "quota_exceeded"]
+    assert all(e["device"] == "dev-1" and e["name"] == "dev-1" for _, e in events)
+    assert events[2][1]["quota"] == "sensors" and "co2" in events[2][1]["detail"]
+    assert "humidity9" in events[1][1]["detail"]
+
+
 def test_refusals_are_events_and_the_hub_user_is_left_to_rabbitmq(env: _Env) -> None:
     """A wrong secret, another client id and a disabled device are denied with auth_failure
     events naming the reason (never the secret); the hub's own user is denied here so the
@@ -91,6 +122,14 @@ def test_refusals_are_events_and_the_hub_user_is_left_to_rabbitmq(env: _Env) -> 
     assert any("wrong secret" in d for d in details) and any("disabled" in d for d in details)
     assert env.secret not in repr(env.events)
     assert a.topic("nobody", "/", "amq.topic", "write", "d.x.t.t", "nobody") == "deny"
+
+
+def test_a_tls_required_device_is_refused_with_a_tls_violation(env: _Env) -> None:
+    """The backend is not told whether a login came over TLS (README, "TLS-required
+    devices"): a device that requires TLS is refused with a tls_violation event."""
+    secret = env.registry.add("dev-tls")  # tls-required by default
+    assert asyncio.run(env.authz.user("dev-tls", secret, "dev-tls")) == "deny"
+    assert [(k, e["name"]) for k, e in env.events] == [("tls_violation", "dev-tls")]
 
 
 def test_logins_are_cached_until_the_registry_changes(env: _Env) -> None:
@@ -155,6 +194,35 @@ def test_presence_matches_closes_by_pid_and_reports_lost_nodes() -> None:
     assert p.closed(again.pid) is again and p.by_client == {}
     assert connection({**CREATED, "protocol": "{0,9,1}"}) is None  # AMQP: not a client
     assert connection({**CREATED, "variable_map": b"\xff\xfe garbage"}) is None
+
+
+def test_a_node_seen_down_names_its_clients_and_those_that_left_it_unseen() -> None:
+    """A node newly seen down is reported once; its clients are those connected to it and
+    those that reconnected elsewhere with no close event from it (a crash)."""
+    p = Presence()
+    first = connection(CREATED)
+    stays = connection(
+        {**CREATED, "pid": "<p3>", "variable_map": '#{<<"client_id">> => <<"dev-2">>}'}
+    )
+    moved = connection(
+        {**CREATED, "pid": "<rabbit2@localhost.1.3.0>", "node": "rabbit2@localhost"}
+    )
+    elsewhere = connection(
+        {
+            **CREATED,
+            "pid": "<p4>",
+            "node": "rabbit2@localhost",
+            "variable_map": '#{<<"client_id">> => <<"dev-3">>}',
+        }
+    )
+    assert first and stays and moved and elsewhere
+    for conn in (first, stays, moved, elsewhere):
+        p.created(conn)
+    running = {"rabbit1@localhost": False, "rabbit2@localhost": True}
+    assert p.nodes(running, now=1.0) == ["rabbit1@localhost"]
+    assert p.nodes(running, now=2.0) == []
+    assert sorted(c.client_id for c in p.clients_of("rabbit1@localhost")) == ["dev-1", "dev-2"]
+    assert [c.client_id for c in p.clients_of("rabbit1@localhost")] == ["dev-2"]  # moves once
 
 
 def test_the_auth_listener_answers_only_the_cluster(env: _Env) -> None:
