@@ -3,6 +3,7 @@
 # Connecting, and reconnecting with backoff, is node/session.py.
 import gc
 import json
+import os
 import time
 
 from micropython import const
@@ -79,6 +80,14 @@ class App:
         self.trial = config.read_json(config.TRIAL_FILE)  # a settings update on trial
         self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
         self.reboot_at = None
+        self.ota = self.ota_msg = None  # an app update (node/ota.py); an offer to handle
+        try:
+            os.stat("ota")  # never updated over the air: nothing to load
+            from node import otaresume
+
+            otaresume.start(self)
+        except OSError:
+            pass
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -139,6 +148,14 @@ class App:
     # --- commands and health -----------------------------------------------------------
     def on_message(self, topic, msg):
         if topic == self.command_topic:
+            if msg and msg[0] == 1:  # a chunk of an app update: bytes, not JSON
+                from node import ota
+
+                ota.on_chunk(self, msg)
+                return
+            if b'"ota"' in msg:  # an update offer: handled in step(), once the heap is clean
+                self.ota_msg = msg
+                return
             from node import commands
 
             commands.handle(self, msg)
@@ -169,6 +186,11 @@ class App:
             self.collect_acks()
             if time.ticks_diff(now, self.meta_at) >= 0:
                 self.publish_meta()
+        u = self.ota  # an update on trial runs its clock; the rest waits for the hub
+        if self.ota_msg is not None or u is not None and (link.connected or u["mode"] == "trial"):
+            from node import ota
+
+            ota.step(self)
         self.ring.sync()
         if self.reboot_at is not None and (
                 not link.pending(self.reboot_pid) or time.ticks_diff(now, self.reboot_at) >= 0):

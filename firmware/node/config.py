@@ -26,6 +26,7 @@ DEFAULTS = {
     "wifi_ssid": None,
     "wifi_password": None,
     "tls": False,  # connect over TLS, verifying the hub with ca.der
+    "ota_trial_s": 120,  # a new app (node/ota.py) must report healthy to the hub within this
 }
 _FLAGS = ("tls",)
 # (low, high) for integer settings; the others are text or null.
@@ -39,6 +40,7 @@ _RANGES = {
     "backoff_max_ms": (50, 3600000),
     "queue_len": (8, 100000),
     "meta_s": (1, 86400),
+    "ota_trial_s": (5, 3600),
 }
 # hub/topics.py DEVICE_ID_RE, ^[a-z0-9][a-z0-9_-]{0,31}$ (MicroPython's re has no {m,n});
 # tests/firmware/test_device_id.py runs both on the same cases.

@@ -1,0 +1,37 @@
+# Runs under MicroPython with -X heapsize=64K in a device folder, against a real hub: the real
+# App loop until an app update it is offered has downloaded completely (the app then asks to
+# reboot into the install) or 60 s pass; prints one line of JSON: the heap's high-water mark,
+# sampled before each loop's gc.collect(), as tools/unixport/steady_state.py does for readings.
+import gc
+import json
+import sys
+import time
+
+import fake_machine
+import fake_network
+
+sys.modules["machine"] = fake_machine
+sys.modules["network"] = fake_network
+
+from node import config, session  # noqa: E402
+from node.app import App  # noqa: E402
+
+app = App(config.load())
+gc.collect()
+base = gc.mem_alloc()
+high = 0
+errors = 0
+last = None
+start = time.ticks_ms()
+while app.reboot_at is None and time.ticks_diff(time.ticks_ms(), start) < 60000:
+    try:
+        app.step()
+    except Exception as exc:  # as App.run: the link failed, back off
+        errors += 1
+        last = exc
+        session.link_failed(app, exc)
+    high = max(high, gc.mem_alloc())
+    gc.collect()
+    time.sleep_ms(20)
+print(json.dumps({"done": app.reboot_at is not None, "heap_total": gc.mem_alloc() + gc.mem_free(),
+                  "heap_base": base, "heap_high": high, "errors": errors, "last": repr(last)}))
