@@ -3,91 +3,25 @@
 # Connecting, and reconnecting with backoff, is node/session.py.
 import gc
 import json
-import os
 import time
 
 from micropython import const
 
-from node import config, hw, sensors, session
-from node.link import Link
-from node.ring import Ring
+import node
+from node import hw, session
 
 _LOOP_SLEEP_MS = const(50)
 _WINDOW = const(12)  # readings in flight at once (replies, status and health go on top)
 _SEND_PER_STEP = const(8)
-QUEUE_FILE = "queue.bin"
-
-DEFAULT_SENSORS = [{"kind": "sim", "name": "temp", "decimals": 1}]
 
 
 class App:
+    # Its attributes are all set by node/start.build, once per boot.
     def __init__(self, cfg):
-        gc.collect()  # once, before the app's long-lived objects: fewer holes between them
-        self.cfg = cfg
-        device = cfg["id"]
-        board = cfg["board"]
-        pins = board.get("pins", {})
-        prefix = "d/" + device
-        # Topics and payload formats are built once; the loop only fills them in.
-        self.status_topic = (prefix + "/s").encode()
-        self.command_topic = (prefix + "/c").encode()
-        self.reply_topic = (prefix + "/r").encode()
-        self.meta_topic = (prefix + "/m").encode()
-        self.sensors = [sensors.make(s, device, pins) for s in board.get("sensors", DEFAULT_SENSORS)]
-        self.topics = []
-        self.formats = []
-        self.periods = []  # per sensor, ms; 0 = the device period (the "period" command)
-        self.channel0 = []  # per sensor, the index of its first channel
-        for s, spec in zip(self.sensors, board.get("sensors", DEFAULT_SENSORS)):
-            self.channel0.append(len(self.topics))
-            for name, decimals in zip(s.names, s.decimals):
-                self.topics.append((prefix + "/t/" + name).encode())
-                self.formats.append(b"%%s,%%d,%%.%df" % decimals)
-            self.periods.append(spec.get("period_s", 0) * 1000)
-        self.outputs = {}
-        for name in board.get("outputs", ()):
-            self.outputs[name] = hw.Output(pins[name])
-        self.boot = hw.boot_id()
-        self.seq = 0
-        self.period_ms = cfg["period_s"] * 1000
-        now = time.ticks_ms()
-        self.next_read = [now] * len(self.sensors)
-        self.wdt = hw.Watchdog(board.get("watchdog_ms", 0))
-        self.ring = Ring(QUEUE_FILE, cfg["queue_len"])
-        self.send_idx = self.ring.first
-        self.window = []  # [ring index, packet id] of readings in flight, oldest first
-        ssl_context = None
-        if cfg["tls"]:
-            from node import tlsctx  # lazily: most boot paths never pay for TLS
+        from node import start
 
-            ssl_context = tlsctx.client_context()
-        host, port = cfg["hubs"][0]
-        self.link = Link(device, host, port, cfg["username"],
-                         cfg["password"], cfg["keepalive_s"], cfg["io_timeout_s"],
-                         cfg["ack_timeout_s"], ssl_context)
-        self.link.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
-        self.link.set_callback(self.on_message)
-        self.backoff_ms = cfg["backoff_min_ms"]
-        self.hub_idx = 0  # the address in cfg["hubs"] the next connect goes to
-        self.retry_at = now
-        self.reconnects = 0
-        self.connects = 0
-        self.failures = 0  # connect attempts failed in a row
-        self.last_error = None
-        self.up_ms = 0
-        self._tick = now
-        self.meta_at = now
-        self.trial = config.read_json(config.TRIAL_FILE)  # a settings update on trial
-        self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
-        self.reboot_at = None
-        self.ota = self.ota_msg = None  # an app update (node/ota.py); an offer to handle
-        try:
-            os.stat("ota")  # never updated over the air: nothing to load
-            from node import otaresume
-
-            otaresume.start(self)
-        except OSError:
-            pass
+        start.build(self, cfg)
+        node.drop("start")
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -211,5 +145,22 @@ class App:
             time.sleep_ms(_LOOP_SLEEP_MS)
 
 
+def load():
+    # The settings, read and checked once: node/config.py's code goes before the app starts.
+    from node import config
+
+    cfg = config.load()
+    node.drop("config")
+    return cfg
+
+
+def _boot():
+    from node import start  # unloaded by App(): nothing of it stays once this returns
+
+    return start.boot()
+
+
 def main():
-    App(config.load()).run()
+    app = _boot()  # None in safe mode
+    if app is not None:
+        app.run()

@@ -13,10 +13,10 @@ import fake_network
 sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
 
-from node import config, session  # noqa: E402
-from node.app import App  # noqa: E402
+from node import session  # noqa: E402
+from node.app import App, load  # noqa: E402
 
-app = App(config.load())
+app = App(load())
 gc.collect()
 base = gc.mem_alloc()
 high = 0
