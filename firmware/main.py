@@ -1,11 +1,13 @@
 # Launcher: node/start.py checks the safe-mode pin (hold it at reset to get a REPL without the
-# app running), installs a downloaded app update and builds the app, then is unloaded; the app
-# runs. An app on trial (a new over-the-air update) that raises makes the next boot the old
-# app's.
+# app running), installs a downloaded app update, builds the app and is unloaded; the app runs.
+# An app on trial (a new over-the-air update) that raises makes the next boot the old app's.
 try:
-    from node import app
+    from node.start import boot
 
-    app.main()
+    app = boot()  # None in safe mode
+    del boot
+    if app is not None:
+        app.run()
 except Exception as exc:
     import otaboot
 

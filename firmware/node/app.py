@@ -86,13 +86,31 @@ class App:
                 from node import ota
 
                 ota.on_chunk(self, msg)
-                return
-            if b'"ota"' in msg:  # an update offer: handled in step(), once the heap is clean
-                self.ota_msg = msg
-                return
-            from node import commands
+            elif self.later is None and (b'"ota"' in msg or b'"settings"' in msg):
+                self.later = msg  # an update offer or settings: handled by step(), see there
+            else:
+                from node import commands
 
-            commands.handle(self, msg)
+                commands.handle(self, msg)
+                node.drop("commands")
+
+    def handle_later(self):
+        # An update offer or a settings update load the code that checks them (several KB):
+        # here, outside the packet's receive path and after a collection, the heap is at its
+        # emptiest. None of that code stays loaded after (a settings trial reboots anyway).
+        msg = self.later
+        self.later = None
+        gc.collect()
+        if b'"ota"' in msg:
+            from node import ota
+
+            ota.offered(self, msg)
+        else:
+            from node import trial
+
+            trial.handle(self, msg)
+            node.drop("trial", "config")
+        node.drop("commands")
 
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id
@@ -120,8 +138,10 @@ class App:
             self.collect_acks()
             if time.ticks_diff(now, self.meta_at) >= 0:
                 self.publish_meta()
+        if self.later is not None:
+            self.handle_later()
         u = self.ota  # an update on trial runs its clock; the rest waits for the hub
-        if self.ota_msg is not None or u is not None and (link.connected or u["mode"] == "trial"):
+        if u is not None and (link.connected or u["mode"] == "trial"):
             from node import ota
 
             ota.step(self)
@@ -143,24 +163,3 @@ class App:
             self.wdt.feed()
             gc.collect()
             time.sleep_ms(_LOOP_SLEEP_MS)
-
-
-def load():
-    # The settings, read and checked once: node/config.py's code goes before the app starts.
-    from node import config
-
-    cfg = config.load()
-    node.drop("config")
-    return cfg
-
-
-def _boot():
-    from node import start  # unloaded by App(): nothing of it stays once this returns
-
-    return start.boot()
-
-
-def main():
-    app = _boot()  # None in safe mode
-    if app is not None:
-        app.run()

@@ -76,26 +76,21 @@ def on_chunk(app, msg):
     u["at"] = None
 
 
-def _offered(app):
-    import sys
-
+def offered(app, msg):
+    # A command that mentions "ota" (App.handle_later): node/otaoffer.py checks it.
     import node
-
-    msg = app.ota_msg
-    app.ota_msg = None
-    gc.collect()
     from node import otaoffer
 
     try:
         otaoffer.handle(app, msg)
     finally:  # the download needs this module only
-        del sys.modules["node.otaoffer"], node.otaoffer
+        node.drop("otaoffer")
+    if app.ota is None:  # no download started: nothing of it need stay loaded
+        node.drop("ota")
 
 
 def step(app):
-    # Called by the app loop while app.ota or app.ota_msg is set.
-    if app.ota_msg is not None:
-        _offered(app)
+    # Called by the app loop while app.ota is set.
     u = app.ota
     if u is None:
         return
@@ -112,14 +107,14 @@ def step(app):
             from node import otatrial
 
             otatrial.step(app, u)
-            del sys.modules["node.otatrial"], node.otatrial
+            node.drop("otatrial")
             sys.modules.pop("otaboot", None)
             if app.ota is None:  # reported: none of it need stay loaded
-                del sys.modules["node.ota"], node.ota
+                node.drop("ota")
         return
     if not app.link.connected:
         return
-    if getattr(app.link, "rx", None) is None:
+    if app.link.rx is None:
         # Chunks are read into one buffer (node/wire.py), made before the first is asked for,
         # after a collection, so no chunk needs a fresh kilobyte of heap.
         gc.collect()

@@ -6,9 +6,7 @@ import os
 import time
 
 import node
-from node import hw, sensors
-from node.link import Link
-from node.ring import Ring
+from node import hw
 
 QUEUE_FILE = "queue.bin"
 DEFAULT_SENSORS = [{"kind": "sim", "name": "temp", "decimals": 1}]
@@ -23,23 +21,44 @@ def boot():
     time.sleep_ms(hw.START_DELAY_MS)  # a window for Ctrl-C before the app takes over
     try:
         os.stat("ota/stage.json")
-        staged = True
     except OSError:
-        staged = False
-    if staged:
-        from node import otainst
-
-        otainst.at_boot()  # reboots into the new app, unless it is refused or incomplete
-        node.drop("otainst")
+        pass  # no update downloaded
+    else:
+        _install()
+    cfg = _settings()
     gc.collect()
-    from node.app import App, load
+    from node.app import App
 
-    return App(load())
+    return App(cfg)
+
+
+# Each module used once is a local of a function that returns before the app is built, so
+# nothing holds it once it is dropped.
+def _install():
+    import sys
+
+    from node import otainst
+
+    otainst.at_boot()  # reboots into the new app, unless it is refused or incomplete
+    node.drop("otainst", "ota")
+    sys.modules.pop("otaboot", None)
+
+
+def _settings():
+    from node import config  # read and checked, then its code goes
+
+    cfg = config.load()
+    node.drop("config")
+    return cfg
 
 
 def build(app, cfg):
     # App.__init__: every attribute the app has, set here (a dict that grows while the heap
     # fills leaves holes); topics and payload formats built once, the loop only fills them in.
+    from node import sensors
+    from node.link import Link
+    from node.ring import Ring
+
     gc.collect()
     now = time.ticks_ms()
     app.cfg = cfg
@@ -55,7 +74,8 @@ def build(app, cfg):
     app.up_ms = 0
     app.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
     app.reboot_at = None
-    app.ota = app.ota_msg = None  # an app update (node/ota.py); an offer to handle
+    app.ota = None  # an app update (node/ota.py)
+    app.later = None  # an update offer or settings, handled by the next step (App.handle_later)
     app.window = []  # [ring index, packet id] of readings in flight, oldest first
     app.topics = []
     app.formats = []
@@ -95,7 +115,6 @@ def build(app, cfg):
     host, port = cfg["hubs"][0]
     link = Link(device, host, port, cfg["username"], cfg["password"], cfg["keepalive_s"],
                 cfg["io_timeout_s"], cfg["ack_timeout_s"], ssl_context)
-    link.rx = None  # the buffer for app update chunks (node/wire.py), while one downloads
     link.set_last_will(app.status_topic, b"offline", retain=True, qos=1)
     link.set_callback(app.on_message)
     app.link = link

@@ -116,7 +116,7 @@ def receive_publish(link, op, size):
         ack = read(link, 2)
         pid = ack[0] << 8 | ack[1]
         size -= 2
-    rx = getattr(link, "rx", None)  # a buffer for app update chunks (node/ota.py), if any
+    rx = link.rx  # a buffer for app update chunks (node/ota.py), if any
     if rx is not None and 0 < size <= len(rx):
         mv = memoryview(rx)[:size]
         n = 0

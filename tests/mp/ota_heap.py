@@ -14,9 +14,10 @@ sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
 
 from node import session  # noqa: E402
-from node.app import App, load  # noqa: E402
+from node.start import boot  # noqa: E402
 
-app = App(load())
+app = boot()  # as main.py does: node/start.py is unloaded after
+del boot
 gc.collect()
 base = gc.mem_alloc()
 high = 0

@@ -39,7 +39,11 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path
     that never reaches the hub."""
     tmp = tmp_path_factory.mktemp("bundles")
     crash = sabotaged(
-        tmp, "crash", "app.py", "def main():\n", "def main():\n    raise RuntimeError('boom')\n"
+        tmp,
+        "crash",
+        "app.py",
+        "    def run(self):\n",
+        "    def run(self):\n        raise RuntimeError('boom')\n",
     )
     lost = sabotaged(
         tmp,
