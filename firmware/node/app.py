@@ -86,8 +86,11 @@ class App:
                 from node import ota
 
                 ota.on_chunk(self, msg)
-            elif self.later is None and (b'"ota"' in msg or b'"settings"' in msg):
-                self.later = msg  # an update offer or settings: handled by step(), see there
+            elif b'"ota"' in msg or b'"settings"' in msg:
+                # An update offer or settings (or a command that mentions them): see handle_later.
+                if self.later is not None:
+                    self.handle_later()  # two in one read (rare): the first one now
+                self.later = msg
             else:
                 from node import commands
 
@@ -101,16 +104,25 @@ class App:
         msg = self.later
         self.later = None
         gc.collect()
-        if b'"ota"' in msg:
+        try:
+            cmd = json.loads(msg)
+        except ValueError:
+            cmd = None
+        op = cmd.get("op") if isinstance(cmd, dict) else None
+        if op == "ota":
             from node import ota
 
-            ota.offered(self, msg)
-        else:
+            ota.offered(self, cmd)
+        elif op == "settings" and "id" in cmd:
             from node import trial
 
-            trial.handle(self, msg)
+            trial.handle(self, cmd)
             node.drop("trial", "config")
-        node.drop("commands")
+        else:  # another command after all, or a malformed one: its own error
+            from node import commands
+
+            commands.handle(self, msg)
+            node.drop("commands")
 
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id

@@ -76,13 +76,13 @@ def on_chunk(app, msg):
     u["at"] = None
 
 
-def offered(app, msg):
-    # A command that mentions "ota" (App.handle_later): node/otaoffer.py checks it.
+def offered(app, cmd):
+    # An offer, {"op": "ota", ...} (App.handle_later): node/otaoffer.py checks it.
     import node
     from node import otaoffer
 
     try:
-        otaoffer.handle(app, msg)
+        otaoffer.handle(app, cmd)
     finally:  # the download needs this module only
         node.drop("otaoffer")
     if app.ota is None:  # no download started: nothing of it need stay loaded

@@ -44,18 +44,8 @@ def _check(app, cmd):
     return None
 
 
-def handle(app, msg):
-    # A command that mentions "ota": an offer (start or resume a download, or cancel one), or
-    # another command after all.
-    try:
-        cmd = json.loads(msg)
-    except ValueError:
-        cmd = None
-    if not isinstance(cmd, dict) or cmd.get("op") != "ota":
-        from node import commands
-
-        commands.handle(app, msg)
-        return
+def handle(app, cmd):
+    # An offer, {"op": "ota", ...} (App.handle_later): start or resume a download, or cancel one.
     u = app.ota
     tag = cmd.get("tag")
     if cmd.get("cancel"):

@@ -11,19 +11,10 @@ from node import config
 from node.config import BACKUP_FILE, SETTINGS_FILE, TRIAL_FILE, read_json
 
 
-def handle(app, msg):
-    # A command that mentions "settings" (App.handle_later). Answered after the reboot: ok once
-    # the device reconnects with the new settings, or an error once it has rolled back to the
-    # old ones; refused at once (nothing changed) when the update does not pass config.check.
-    try:
-        cmd = json.loads(msg)
-    except ValueError:
-        cmd = None
-    if not isinstance(cmd, dict) or cmd.get("op") != "settings" or "id" not in cmd:
-        from node import commands
-
-        commands.handle(app, msg)  # another command after all, or its error
-        return
+def handle(app, cmd):
+    # {"op": "settings", "id", "set"} (App.handle_later). Answered after the reboot: ok once the
+    # device reconnects with the new settings, or an error once it has rolled back to the old
+    # ones; refused at once (nothing changed) when the update does not pass config.check.
     gc.collect()  # what loading this module and node/config.py left behind
     try:
         begin_trial(cmd["id"], cmd.get("set"))
