@@ -125,7 +125,7 @@ def step(app):
     fresh = u["connects"] != app.connects
     u["connects"] = app.connects
     now = time.ticks_ms()
-    if u["n"] >= u["of"]:  # complete: main.py installs it at the next boot (node/otainst.py)
+    if u["n"] >= u["of"]:  # complete: installed at the next boot (node/start.py, node/otainst.py)
         app.ota = None
         app.link.rx = None
         app.reboot_soon(report(app, "installing", u))

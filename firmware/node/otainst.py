@@ -1,9 +1,9 @@
-# Installs a downloaded bundle (node/ota.py) at the next boot, from main.py, before the app takes
-# the heap: checks every file's SHA-256 in ota/stage.bin, writes the files into the free slot
+# Installs a downloaded bundle (node/ota.py) at the next boot, from node/start.py, before the app
+# takes the heap: checks every file's SHA-256 in ota/stage.bin, writes the files into the free slot
 # (ota/a or ota/b, never the running app's), checks them again there, then switches the pointer
 # (otaboot.py, one rename) into a trial and reboots. A power cut before the rename boots the old
-# app, which installs again; after it, the new app. Reads and writes through one small buffer.
-# A refused bundle is dropped and its reason left in the pointer for the app to report.
+# app, which installs again; after it, the new app. Reads and writes through one small buffer. A
+# refused bundle is dropped and its reason left in the pointer for the app to report.
 import binascii
 import hashlib
 import json
@@ -79,8 +79,8 @@ def _files(o):
 
 
 def at_boot():
-    # From main.py: install a complete download (and reboot into it), or leave an incomplete one
-    # to the app, which resumes it.
+    # From node/start.py: install a complete download (and reboot into it), or leave an
+    # incomplete one to the app, which resumes it.
     from node import ota
 
     try:

@@ -1,6 +1,6 @@
-# What a boot finds left of an app update (node/ota.py): a download to resume, an app on trial,
-# or a result to report (rolled back, refused). Imported once by node/app.py at start, then
-# unloaded; node/ota.py is loaded only for a download.
+# What a boot finds left of an app update (node/ota.py): a download to resume, an app on trial, or
+# a result to report (rolled back, refused). Imported once by node/start.py while it builds the
+# app, then unloaded; node/ota.py is loaded only for a download.
 import json
 import os
 
@@ -11,7 +11,8 @@ _STAGE = "ota/stage.bin"
 
 
 def start(app):
-    # From node/app.py at start: app.ota, then this module and the pointer's code go.
+    # From node/start.py while it builds the app: app.ota, then this module and the pointer's
+    # code go.
     import sys
 
     import node

@@ -1,7 +1,7 @@
-# A new app on trial (node/ota.py; loaded while connected only): kept once it has reached the hub and its "trial" report was
-# acknowledged (after the connect's online and health), within ota_trial_s; otherwise back to
-# the previous app (otaboot.py) with a reboot. Also reports a rollback, or an install that was
-# refused, once the app is connected.
+# A new app on trial (node/ota.py; loaded while connected only): kept once it has reached the hub
+# and its "trial" report was acknowledged (after the connect's online and health), within
+# ota_trial_s; otherwise back to the previous app (otaboot.py) with a reboot. Also reports a
+# rollback, or an install that was refused, once the app is connected.
 from node.ota import report
 
 
