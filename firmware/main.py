@@ -1,16 +1,19 @@
-# Launcher: hold the safe-mode pin at reset to get a REPL without the app running.
-import gc
-import time
+# Launcher: node/start.py checks the safe-mode pin (hold it at reset to get a REPL without the
+# app running), installs a downloaded app update, builds the app and is unloaded; the app runs.
+# An app on trial (a new over-the-air update) that raises makes the next boot the old app's.
+try:
+    from node.start import boot
 
-from node import hw
+    app = boot()  # None in safe mode
+    del boot
+    if app is not None:
+        app.run()
+except Exception as exc:
+    import otaboot
 
-if hw.safe_mode():
-    print("safe mode: app not started")
-else:
-    time.sleep_ms(hw.START_DELAY_MS)  # a window for Ctrl-C before the app takes over
-    gc.collect()
-    from node import app
+    if not otaboot.failed("crashed: %r" % (exc,)):
+        raise
+    import machine
 
-    gc.collect()
-
-    app.main()
+    print("app on trial crashed (%r): back to the previous app" % (exc,))
+    machine.reset()

@@ -21,6 +21,7 @@ from hub.config import ConfigError, HubConfig
 from hub.datalock import DataDirBusy
 from hub.devicecli import device, device_arguments
 from hub.endpoints import ListenError
+from hub.ota import cli as appcli
 from hub.registry import RegistryError
 from hub.reload import Reloader, configure_logging
 from hub.routes import cli as routecli
@@ -290,6 +291,7 @@ COMMANDS: dict[str, Command] = {
     "alarm": Command("alarm rules and alarms", alarmcli.add_arguments, alarmcli.run),
     "route": Command("routes: counters and dead letters", routecli.add_arguments, routecli.run),
     "hass": Command("Home Assistant: its login token", hass.add_arguments, hass.run),
+    "app": Command("app bundles and over-the-air updates", appcli.add_arguments, appcli.run),
 }
 
 
@@ -321,6 +323,7 @@ ERRORS = (
     AccountError,
     DataDirBusy,
     alarmcli.AlarmCliError,
+    appcli.AppCliError,
 )
 
 

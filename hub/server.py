@@ -38,6 +38,8 @@ from hub.endpoints import Endpoints, ListenError
 from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.metrics import Metrics
+from hub.ota.guard import update_guard
+from hub.ota.transfer import Transfer
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
 from hub.routes.service import Routes
@@ -155,7 +157,11 @@ class Hub:
         self._auth_backend: AuthBackend | None = None  # cluster mode: RabbitMQ asks it
         self.auth_address: tuple[str, int] | None = None
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
-        self.broker.set_publish_check(DevicePolicy(config.max_sensors, config.max_sensor_name))
+        policy = DevicePolicy(config.max_sensors, config.max_sensor_name)
+        # ... and app updates come from the hub only (hub/ota/guard.py).
+        self.broker.set_publish_check(
+            lambda i, t, p, r: policy(i, t, p, r) or update_guard(i, t, p, r)
+        )
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1), batched=True)
         self.broker.add_event_sink(self.events)
         self.broker.add_event_sink(self._device_seen)
@@ -173,6 +179,7 @@ class Hub:
         self.states: DeviceStates | None = None
         self.commands: Commands | None = None
         self.alarms: AlarmService | None = None
+        self.ota: Transfer | None = None
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
         self.hass: HassDiscovery | None = None
@@ -260,6 +267,11 @@ class Hub:
         self.commands.start()
         self.alarms = AlarmService(self.store, self.recorder, self.states, self.events)
         await self.alarms.start()
+        # App updates over the air (hub/ota): offers, chunks on request, each device's state.
+        self.ota = Transfer(self.broker, cfg.data_dir, self.states, self.events)
+        await self.ota.start()
+        self.broker.add_message_listener(self.ota.on_message)
+        self.states.observers.append(self.ota.on_state)
         self.recorder.start()
         await self.broker.start()
         authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's logins
@@ -453,6 +465,8 @@ class Hub:
             await self.commands.stop()
         if self.alarms is not None:
             await self.alarms.stop()
+        if self.ota is not None:
+            await self.ota.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         if self.store is not None:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from hub.certs import CertError
 from hub.registry import RegistryError
-from tools import boards, deploy, flash, mpunix, provision, sim, vboard
+from tools import boards, bundle, deploy, flash, mpunix, provision, sim, vboard
 from tools.errors import ToolError
 
 PROG = "mpy-hub-tools"
@@ -190,11 +190,26 @@ def _provision(a: argparse.Namespace) -> str:
     return f"provision: {a.device} is online (boot {boot})"
 
 
+# --- bundle ----------------------------------------------------------------------------------
+def _bundle_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", required=True, help="a board in boards/ (or a .json file)")
+    p.add_argument("--version", required=True, help="the app version the device will report")
+    p.add_argument("--out", type=Path, required=True, help="the bundle file to write")
+    p.add_argument("--source", type=Path, default=mpunix.FIRMWARE_DIR, help="default: firmware/")
+
+
+def _bundle(a: argparse.Namespace) -> str:
+    return bundle.build(a.board, a.version, a.out, a.source)
+
+
 COMMANDS: dict[str, Command] = {
     "sim": Command("run simulated devices (real firmware, unix port)", _sim_arguments, _sim),
     "boards": Command("board files (boards/*.json)", _boards_arguments, _boards),
     "vboard": Command("a virtual MicroPython board on a serial port", _vboard_arguments, _vboard),
     "flash": Command("write MicroPython onto an ESP32 with esptool", _flash_arguments, _flash),
+    "bundle": Command(
+        "an app bundle for over-the-air updates (hub app add)", _bundle_arguments, _bundle
+    ),
     "deploy": Command(
         "compile and copy the firmware and settings to a board, reset, wait online",
         _deploy_arguments,

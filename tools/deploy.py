@@ -1,8 +1,9 @@
 """`mpy-hub-tools deploy`: the firmware, the board file and the device's settings onto a board
 with mpremote, then a reset and a wait until the hub sees the device online.
 
-What goes on the board: ``boot.py`` and ``main.py`` as source (a board runs them by name), the
-``node`` package compiled with mpy-cross (its .mpy version must be the board's), ``board.json``,
+What goes on the board: ``boot.py``, ``main.py`` and ``otaboot.py`` (the app pointer of
+over-the-air updates) as source (a board runs them by name), the ``node`` package compiled
+with mpy-cross (its .mpy version must be the board's), ``board.json``,
 ``settings.json`` and, with TLS, the hub's ``ca.der``. Never umqtt: stock ESP32 firmware freezes
 it. Only files whose SHA-256 differs from the board's copy are sent; modules under ``node/`` that
 the firmware no longer has are removed (a stale ``.py`` would shadow its ``.mpy``); the device's
@@ -99,7 +100,8 @@ def check_mpy_version(board: dict[str, Any]) -> None:
 def firmware_files(board_path: Path) -> dict[str, bytes]:
     """Every file the firmware needs on the board, except the settings (never umqtt)."""
     mpy_dir = mpunix.build_mpy()
-    files = {name: (mpunix.FIRMWARE_DIR / name).read_bytes() for name in ("boot.py", "main.py")}
+    roots = ("boot.py", "main.py", "otaboot.py")
+    files = {name: (mpunix.FIRMWARE_DIR / name).read_bytes() for name in roots}
     for path in sorted((mpy_dir / "node").rglob("*.mpy")):
         files[path.relative_to(mpy_dir).as_posix()] = path.read_bytes()
     files["board.json"] = board_path.read_bytes()

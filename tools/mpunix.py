@@ -57,6 +57,7 @@ class DeviceSettings:
     queue_len: int | None = None
     meta_s: int | None = None
     tls: bool | None = None
+    ota_trial_s: int | None = None
     wifi_ssid: str | None = None
     wifi_password: str | None = None
 

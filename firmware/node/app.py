@@ -7,78 +7,21 @@ import time
 
 from micropython import const
 
-from node import config, hw, sensors, session
-from node.link import Link
-from node.ring import Ring
+import node
+from node import hw, session
 
 _LOOP_SLEEP_MS = const(50)
 _WINDOW = const(12)  # readings in flight at once (replies, status and health go on top)
 _SEND_PER_STEP = const(8)
-QUEUE_FILE = "queue.bin"
-
-DEFAULT_SENSORS = [{"kind": "sim", "name": "temp", "decimals": 1}]
 
 
 class App:
+    # Its attributes are all set by node/start.build, once per boot.
     def __init__(self, cfg):
-        gc.collect()  # once, before the app's long-lived objects: fewer holes between them
-        self.cfg = cfg
-        device = cfg["id"]
-        board = cfg["board"]
-        pins = board.get("pins", {})
-        prefix = "d/" + device
-        # Topics and payload formats are built once; the loop only fills them in.
-        self.status_topic = (prefix + "/s").encode()
-        self.command_topic = (prefix + "/c").encode()
-        self.reply_topic = (prefix + "/r").encode()
-        self.meta_topic = (prefix + "/m").encode()
-        self.sensors = [sensors.make(s, device, pins) for s in board.get("sensors", DEFAULT_SENSORS)]
-        self.topics = []
-        self.formats = []
-        self.periods = []  # per sensor, ms; 0 = the device period (the "period" command)
-        self.channel0 = []  # per sensor, the index of its first channel
-        for s, spec in zip(self.sensors, board.get("sensors", DEFAULT_SENSORS)):
-            self.channel0.append(len(self.topics))
-            for name, decimals in zip(s.names, s.decimals):
-                self.topics.append((prefix + "/t/" + name).encode())
-                self.formats.append(b"%%s,%%d,%%.%df" % decimals)
-            self.periods.append(spec.get("period_s", 0) * 1000)
-        self.outputs = {}
-        for name in board.get("outputs", ()):
-            self.outputs[name] = hw.Output(pins[name])
-        self.boot = hw.boot_id()
-        self.seq = 0
-        self.period_ms = cfg["period_s"] * 1000
-        now = time.ticks_ms()
-        self.next_read = [now] * len(self.sensors)
-        self.wdt = hw.Watchdog(board.get("watchdog_ms", 0))
-        self.ring = Ring(QUEUE_FILE, cfg["queue_len"])
-        self.send_idx = self.ring.first
-        self.window = []  # [ring index, packet id] of readings in flight, oldest first
-        ssl_context = None
-        if cfg["tls"]:
-            from node import tlsctx  # lazily: most boot paths never pay for TLS
+        from node import start
 
-            ssl_context = tlsctx.client_context()
-        host, port = cfg["hubs"][0]
-        self.link = Link(device, host, port, cfg["username"],
-                         cfg["password"], cfg["keepalive_s"], cfg["io_timeout_s"],
-                         cfg["ack_timeout_s"], ssl_context)
-        self.link.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
-        self.link.set_callback(self.on_message)
-        self.backoff_ms = cfg["backoff_min_ms"]
-        self.hub_idx = 0  # the address in cfg["hubs"] the next connect goes to
-        self.retry_at = now
-        self.reconnects = 0
-        self.connects = 0
-        self.failures = 0  # connect attempts failed in a row
-        self.last_error = None
-        self.up_ms = 0
-        self._tick = now
-        self.meta_at = now
-        self.trial = config.read_json(config.TRIAL_FILE)  # a settings update on trial
-        self.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
-        self.reboot_at = None
+        start.build(self, cfg)
+        node.drop("start")
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
@@ -139,9 +82,47 @@ class App:
     # --- commands and health -----------------------------------------------------------
     def on_message(self, topic, msg):
         if topic == self.command_topic:
+            if msg and msg[0] == 1:  # a chunk of an app update: bytes, not JSON
+                from node import ota
+
+                ota.on_chunk(self, msg)
+            elif b'"ota"' in msg or b'"settings"' in msg:
+                # An update offer or settings (or a command that mentions them): see handle_later.
+                if self.later is not None:
+                    self.handle_later()  # two in one read (rare): the first one now
+                self.later = msg
+            else:
+                from node import commands
+
+                commands.handle(self, msg)
+                node.drop("commands")
+
+    def handle_later(self):
+        # An update offer or a settings update load the code that checks them (several KB):
+        # here, outside the packet's receive path and after a collection, the heap is at its
+        # emptiest. None of that code stays loaded after (a settings trial reboots anyway).
+        msg = self.later
+        self.later = None
+        gc.collect()
+        try:
+            cmd = json.loads(msg)
+        except ValueError:
+            cmd = None
+        op = cmd.get("op") if isinstance(cmd, dict) else None
+        if op == "ota":
+            from node import ota
+
+            ota.offered(self, cmd)
+        elif op == "settings" and "id" in cmd:
+            from node import trial
+
+            trial.handle(self, cmd)
+            node.drop("trial", "config")
+        else:  # another command after all, or a malformed one: its own error
             from node import commands
 
             commands.handle(self, msg)
+            node.drop("commands")
 
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id
@@ -169,6 +150,13 @@ class App:
             self.collect_acks()
             if time.ticks_diff(now, self.meta_at) >= 0:
                 self.publish_meta()
+        if self.later is not None:
+            self.handle_later()
+        u = self.ota  # an update on trial runs its clock; the rest waits for the hub
+        if u is not None and (link.connected or u["mode"] == "trial"):
+            from node import ota
+
+            ota.step(self)
         self.ring.sync()
         if self.reboot_at is not None and (
                 not link.pending(self.reboot_pid) or time.ticks_diff(now, self.reboot_at) >= 0):
@@ -187,7 +175,3 @@ class App:
             self.wdt.feed()
             gc.collect()
             time.sleep_ms(_LOOP_SLEEP_MS)
-
-
-def main():
-    App(config.load()).run()

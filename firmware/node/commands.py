@@ -1,5 +1,6 @@
 # Commands from the hub on d/<id>/c, each answered on d/<id>/r with the command's id.
-# Imported on the first command, so a device that gets none never pays for it.
+# Imported for each command and unloaded after it (node/app.py), so the heap between commands
+# holds none of it. A settings update is node/trial.py's, an app update offer node/otaoffer.py's.
 import json
 
 from node import VERSION
@@ -40,16 +41,5 @@ def handle(app, msg):
             app.reply(command_id, True, name=name, v=out.get())
     elif op == "reboot":
         app.reboot_soon(app.reply(command_id, True))
-    elif op == "settings":
-        # Answered after the reboot: ok once the device reconnects with the new settings,
-        # or an error once it has rolled back to the old ones.
-        from node import config, trial
-
-        try:
-            trial.begin_trial(command_id, cmd.get("set"))
-        except config.ConfigError as exc:
-            app.reply(command_id, False, error=str(exc))
-            return
-        app.reboot_soon(0, 200)
     else:
         app.reply(command_id, False, error="unknown op %r" % op)

@@ -1,7 +1,7 @@
-# Settings: defaults, merged with the board file and the device's settings file, once.
-# Updates over the air (the settings trial) live in node/trial.py, imported when needed.
+# Settings: defaults, merged with the board file and the device's settings file, once, at boot
+# (node/app.load); then this module is unloaded: its checks come back for a settings update
+# over the air (node/trial.py, imported when needed) and go again after it.
 import json
-import sys
 
 BOARD_FILE = "board.json"
 SETTINGS_FILE = "settings.json"
@@ -26,6 +26,7 @@ DEFAULTS = {
     "wifi_ssid": None,
     "wifi_password": None,
     "tls": False,  # connect over TLS, verifying the hub with ca.der
+    "ota_trial_s": 120,  # a new app (node/ota.py) must report healthy to the hub within this
 }
 _FLAGS = ("tls",)
 # (low, high) for integer settings; the others are text or null.
@@ -39,6 +40,7 @@ _RANGES = {
     "backoff_max_ms": (50, 3600000),
     "queue_len": (8, 100000),
     "meta_s": (1, 86400),
+    "ota_trial_s": (5, 3600),
 }
 # hub/topics.py DEVICE_ID_RE, ^[a-z0-9][a-z0-9_-]{0,31}$ (MicroPython's re has no {m,n});
 # tests/firmware/test_device_id.py runs both on the same cases.
@@ -72,8 +74,7 @@ def _hubs(settings, cfg):
     try:
         return hubs.check(settings)
     finally:  # its code need not stay in a 64 KB heap
-        del sys.modules["node.hubs"]
-        del node.hubs
+        node.drop("hubs")
 
 
 def read_json(path):
@@ -126,4 +127,5 @@ def load(settings_path=SETTINGS_FILE, board_path=BOARD_FILE):
         raise ConfigError("no %s: deploy the device's settings first" % settings_path)
     cfg = check(settings, settings_path)
     cfg["board"] = board
+    cfg["trial"] = read_json(TRIAL_FILE)  # a settings update on trial (node/trial.py)
     return cfg

@@ -40,6 +40,7 @@ class Link(MQTTClient):
         self._head = bytearray(5)  # node/wire.py's buffers
         self._pkt = bytearray(_PKT)
         self._pkt_mv = memoryview(self._pkt)
+        self.rx = None  # node/wire.py reads app update chunks into it, while one downloads
 
     # --- packet ids and QoS 1 in flight ------------------------------------------------
     def _next_pid(self):

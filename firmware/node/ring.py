@@ -34,6 +34,7 @@ class Ring:
         self.dropped = 0
         self._buf = bytearray(_REC)
         self._mv = memoryview(self._buf)
+        self._mv8 = self._mv[:8]  # what the checksum covers before the payload, made once
         self._head = bytearray(_HEAD)
         self._dirty = False
         self._synced = time.ticks_ms()
@@ -93,10 +94,9 @@ class Ring:
     def __len__(self):
         return self.next - self.first
 
-    def _check(self, n):
-        # The CRC32 of a record's first 8 bytes and its n-byte payload.
-        mv = self._mv
-        return crc32(mv[_DATA:_DATA + n], crc32(mv[:8]))
+    def _check(self, payload):
+        # The CRC32 of the record's first 8 bytes (in the buffer) and its payload.
+        return crc32(payload, crc32(self._mv8))
 
     def push(self, channel, payload):
         n = len(payload)
@@ -113,7 +113,7 @@ class Ring:
         b[3] = 0
         struct.pack_into("<I", b, 4, self.next)
         b[_DATA:_DATA + n] = payload
-        struct.pack_into("<I", b, 8, self._check(n))
+        struct.pack_into("<I", b, 8, self._check(payload))
         f = self._f
         f.seek(_HEAD + (self.next % self.capacity) * _REC)
         f.write(self._mv[:_DATA + n])
@@ -123,26 +123,29 @@ class Ring:
         return self.next - 1
 
     def _read(self, index):
-        # The channel of reading `index` if its slot holds that reading intact, else None.
+        # The payload of reading `index` if its slot holds that reading intact, else None (the
+        # channel is then in the buffer). Reads run once per reading sent, so the check makes
+        # nothing but the payload it returns: no tuples, no views.
         f = self._f
         f.seek(_HEAD + (index % self.capacity) * _REC)
         b = self._buf
         if f.readinto(b) != _REC or b[0] != _MARK or b[2] > _MAX_PAYLOAD:
             return None
-        if struct.unpack_from("<I", b, 4)[0] != index & 0xFFFFFFFF:
+        if b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24 != index & 0xFFFFFFFF:
             return None
-        if struct.unpack_from("<I", b, 8)[0] != self._check(b[2]):
+        payload = bytes(self._mv[_DATA:_DATA + b[2]])
+        if b[8] | b[9] << 8 | b[10] << 16 | b[11] << 24 != self._check(payload):
             return None
-        return b[1]
+        return payload
 
     def get(self, index):
         # Returns (channel, payload bytes) for a reading still in the ring, else None.
         if not self.first <= index < self.next:
             return None
-        channel = self._read(index)
-        if channel is None:
+        payload = self._read(index)
+        if payload is None:
             return None
-        return channel, bytes(self._mv[_DATA:_DATA + self._buf[2]])
+        return self._buf[1], payload
 
     def ack(self, index):
         # Readings are acknowledged in order: everything up to index has been delivered.

@@ -87,6 +87,7 @@ def link_failed(app, exc):
 
 
 def _finish_trial(app):
+    import node
     from node.trial import end_trial
 
     trial = app.trial
@@ -96,3 +97,4 @@ def _finish_trial(app):
     else:
         app.reply(trial["id"], False, error=trial.get("error", "rolled back"))
     end_trial()
+    node.drop("trial", "config")  # loaded for the trial only

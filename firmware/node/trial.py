@@ -3,11 +3,25 @@
 # settings the trial ends (the backup goes); after _TRIAL_ATTEMPTS failed connects (node/session)
 # the backup comes back and the device reboots into the old settings. Either way the command
 # is answered after the reboot. Power lost mid-way: config.load falls back to the backup.
+import gc
 import json
 import os
 
 from node import config
 from node.config import BACKUP_FILE, SETTINGS_FILE, TRIAL_FILE, read_json
+
+
+def handle(app, cmd):
+    # {"op": "settings", "id", "set"} (App.handle_later). Answered after the reboot: ok once the
+    # device reconnects with the new settings, or an error once it has rolled back to the old
+    # ones; refused at once (nothing changed) when the update does not pass config.check.
+    gc.collect()  # what loading this module and node/config.py left behind
+    try:
+        begin_trial(cmd["id"], cmd.get("set"))
+    except config.ConfigError as exc:
+        app.reply(cmd["id"], False, error=str(exc))
+        return
+    app.reboot_soon(0, 200)
 
 
 def _write_json(path, data):

@@ -116,7 +116,18 @@ def receive_publish(link, op, size):
         ack = read(link, 2)
         pid = ack[0] << 8 | ack[1]
         size -= 2
-    msg = read(link, size) if size > 0 else b""
+    rx = link.rx  # a buffer for app update chunks (node/ota.py), if any
+    if rx is not None and 0 < size <= len(rx):
+        mv = memoryview(rx)[:size]
+        n = 0
+        while n < size:  # into the buffer: no allocation, so no heap fragment to find
+            got = link.sock.readinto(mv[n:])
+            if not got:
+                raise OSError(-1)
+            n += got
+        msg = mv if rx[0] == 1 else bytes(mv)  # a chunk is used at once; the rest is kept
+    else:
+        msg = read(link, size) if size > 0 else b""
     link.cb(topic, msg)
     if op & 6 == 2:
         link.sock.write(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))

@@ -26,6 +26,7 @@ from hub.alarmservice import AlarmService
 from hub.broker import Broker
 from hub.commands import CommandRefused, Commands
 from hub.devicestate import DeviceStates
+from hub.ota.guard import RESERVED_OPS
 from hub.recorder import Recorder
 from hub.registry import Registry
 from hub.security import Identity
@@ -178,6 +179,8 @@ class Api:
             raise error(
                 web.HTTPBadRequest, 'a command is a JSON object with an "op" (a-z, 0-9, _)'
             )
+        if command["op"] in RESERVED_OPS:  # app updates: `hub app` and rollouts (hub/ota)
+            raise error(web.HTTPBadRequest, f"op {command['op']!r} is sent by the hub only")
         given = number(query, "timeout")
         timeout = COMMAND_TIMEOUT_S if given is None else given
         if not 0 < timeout <= MAX_COMMAND_TIMEOUT_S:

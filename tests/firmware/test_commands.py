@@ -6,9 +6,15 @@ import socket
 from pathlib import Path
 
 from hub import topics
-from tests.support.firmware import FAST, Subscriber, assert_complete
 from tests.support.devices import running_device
+from tests.support.firmware import FAST, Subscriber, assert_complete
 from tests.support.hubproc import HubProcess
+from tests.support.mqtt import publish_packet
+
+
+def command_packet(command: dict[str, object]) -> bytes:
+    """A command's PUBLISH to cmd-2 (QoS 1), to send several in one write."""
+    return publish_packet(topics.command_topic("cmd-2"), json.dumps(command).encode(), qos=1)
 
 
 def _dead_port() -> int:
@@ -50,6 +56,22 @@ def test_every_command_is_answered(hub: HubProcess, tmp_path: Path) -> None:
             assert not nope["ok"] and "'v' must be 0 or 1" in nope["error"]
             nope = await sub.command({"id": 8, "op": "fly"})
             assert nope == {"id": 8, "ok": False, "error": "unknown op 'fly'"}
+            # Settings are handled by the loop's next step; two in one read (one that mentions
+            # "ota", which offers are found by) are answered in order, each by its own check.
+            two = [
+                {"id": 20, "op": "settings", "set": {"wifi_ssid": "ota", "bogus": 1}},
+                {"id": 21, "op": "settings", "set": {"period_s": 0}},
+            ]
+            await sub.client.send(b"".join(command_packet(c) for c in two))
+
+            def replies() -> list[dict[str, object]]:
+                found = [json.loads(m.payload) for m in sub.on(topics.reply_topic("cmd-2"))]
+                return [r for r in found if r["id"] in (20, 21)]
+
+            await sub.wait_until(lambda: len(replies()) == 2, 10, "two replies")
+            first, second = replies()
+            assert first["id"] == 20 and "unknown setting 'bogus'" in str(first["error"])
+            assert second["id"] == 21 and "'period_s' must be a whole" in str(second["error"])
             onlines = len(sub.online())
             assert (await sub.command({"id": 9, "op": "reboot"}))["ok"] is True
             await sub.wait_until(lambda: len(sub.online()) > onlines, 10, "online again")

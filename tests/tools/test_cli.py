@@ -27,7 +27,15 @@ def test_every_command_comes_from_the_table() -> None:
     parser = cli.build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(action.choices) == ["bench", "cluster", *cli.COMMANDS]
-    assert set(cli.COMMANDS) == {"sim", "boards", "vboard", "flash", "deploy", "provision"}
+    assert set(cli.COMMANDS) == {
+        "sim",
+        "boards",
+        "vboard",
+        "flash",
+        "deploy",
+        "provision",
+        "bundle",
+    }
     helps = {choice.dest: choice.help for choice in action._choices_actions}
     for name, command in cli.COMMANDS.items():
         assert helps[name] == command.help and command.help

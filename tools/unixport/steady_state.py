@@ -15,11 +15,12 @@ import fake_network
 sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
 
-from node import config, session  # noqa: E402
-from node.app import App  # noqa: E402
+from node import session  # noqa: E402
+from node.start import boot  # noqa: E402
 
 total = int(sys.argv[1])
-app = App(config.load())
+app = boot()  # as main.py does: node/start.py is unloaded after
+del boot
 app.period_ms = 3600000  # readings come from read_now() below
 WINDOW = 12
 gc.collect()
