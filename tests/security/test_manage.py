@@ -11,6 +11,7 @@ import time
 
 from tests.security.test_access import Events, connect, token
 from tests.support.console import Console
+from tests.support.devices import HEALTH as SAMPLE_HEALTH
 from tests.support.hubproc import HubProcess, add_account, hub_cli, provision, scaled
 from tests.support.waits import eventually_async
 
@@ -127,22 +128,7 @@ async def _until_no_retained(hub: HubProcess, device: str) -> None:
 
 
 # A health message that follows the topic contract (anything else is dropped, not retained).
-HEALTH = json.dumps(
-    {
-        "fw": "1.0",
-        "board": "unix-sim",
-        "reset": "power",
-        "up": 5,
-        "heap": 1,
-        "rssi": None,
-        "reconnects": 0,
-        "queue": 0,
-        "dropped": 0,
-        "boot": "ab",
-        "seq": 3,
-        "error": None,
-    }
-).encode()
+HEALTH = json.dumps({**SAMPLE_HEALTH, "heap": 1}).encode()
 
 
 async def _device_with_retained(hub: HubProcess, device: str, password: str) -> None:
