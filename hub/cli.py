@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hub import alarmcli, backup, certs, configfile, footprint, groupcli, hass
+from hub import alarmcli, backup, certs, configfile, desiredcli, footprint, groupcli, hass
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
@@ -292,6 +292,9 @@ COMMANDS: dict[str, Command] = {
     "route": Command("routes: counters and dead letters", routecli.add_arguments, routecli.run),
     "hass": Command("Home Assistant: its login token", hass.add_arguments, hass.run),
     "app": Command("app bundles and over-the-air updates", appcli.add_arguments, appcli.run),
+    "desired": Command(
+        "desired state of devices and groups", desiredcli.add_arguments, desiredcli.run
+    ),
     "group": Command(
         "groups of devices (by label, board or ids)", groupcli.add_arguments, groupcli.run
     ),

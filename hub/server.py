@@ -32,6 +32,7 @@ from hub.certs import server_context
 from hub.commands import Commands
 from hub.config import HubConfig, prepare_data_dir
 from hub.datalock import DataDirLock
+from hub.desired.service import DesiredService
 from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.endpoints import Endpoints, ListenError
@@ -180,6 +181,7 @@ class Hub:
         self.commands: Commands | None = None
         self.alarms: AlarmService | None = None
         self.ota: Transfer | None = None
+        self.desired: DesiredService | None = None
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
         self.hass: HassDiscovery | None = None
@@ -272,6 +274,13 @@ class Hub:
         await self.ota.start()
         self.broker.add_message_listener(self.ota.on_message)
         self.states.observers.append(self.ota.on_state)
+        # Desired state (hub/desired): each device's delta, as settings and app updates.
+        self.desired = DesiredService(
+            cfg.data_dir, self.states, self.commands, self.ota, self.events
+        )
+        await self.desired.start()
+        self.broker.add_message_listener(self.desired.on_message)
+        self.states.observers.append(self.desired.on_state)
         self.recorder.start()
         await self.broker.start()
         authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's logins
@@ -465,6 +474,8 @@ class Hub:
             await self.commands.stop()
         if self.alarms is not None:
             await self.alarms.stop()
+        if self.desired is not None:
+            await self.desired.stop()
         if self.ota is not None:
             await self.ota.stop()
         if self.recorder is not None:
