@@ -298,6 +298,17 @@ class DesiredService:
                 if update is not None and ended and update["version"] == app:
                     self._app_failed(device, row, app, update)
 
+    def _lost_unless_answered(self, device: str, back: float) -> None:
+        """A sleeping device answers a settings command right after the ``online`` of the
+        wake that follows it: one sent before this wake and still unanswered when the
+        device sleeps again never arrived (it goes at the next wake)."""
+        row = self.snap.reported.get(device)
+        if row is None or row["outcome"].get("state") != "pending":
+            return
+        if self._sent_on.get(device, -1.0) < back:
+            row["outcome"]["state"] = "lost"
+            self._save(row)
+
     # --- what the device says ---------------------------------------------------------------
     def on_state(self, device: str, what: str, state: dict[str, Any]) -> None:
         """DeviceStates observer: a connection's ``online``, and health (board and fw)."""
@@ -308,7 +319,9 @@ class DesiredService:
                 if row is not None and row["board"] is not None:
                     self.evaluate(device)  # board groups known; else at its health
             else:
-                self._online_at.pop(device, None)
+                back = self._online_at.pop(device, None)
+                if state.get("status") == "asleep" and back is not None:
+                    self._lost_unless_answered(device, back)
             return
         if what != "health":
             return
