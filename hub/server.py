@@ -389,7 +389,14 @@ class Hub:
         sources.broker = self.broker.stats
         sources.alarms = lambda: sum(alarms.alarms.counts().values())
         sources.routes = self.routes.listing
-        integrations = {"metrics": self.metrics, "routes": RoutesApi(self.routes)}
+        integrations: dict[str, object] = {
+            "metrics": self.metrics,
+            "routes": RoutesApi(self.routes),
+        }
+        if self.desired is not None:
+            from hub.web.desired_api import DesiredApi
+
+            integrations["desired"] = DesiredApi(self.desired, self._api_registry)
         from aiohttp import web
 
         self._web_runner = web.AppRunner(
