@@ -553,13 +553,14 @@ setInterval(() => {
   state.role = (session && session.role) || info.role || "viewer";
   hub.showUser(session);
   // What a role may not use is removed from the page, not merely hidden.
-  for (const panel of ["#devices-panel", "#users-panel", "#events-panel"]) {
+  for (const panel of ["#devices-panel", "#users-panel", "#groups-panel", "#events-panel"]) {
     if (rank() >= ROLE_RANK.admin) $(panel).hidden = false;
     else $(panel).remove();
   }
   if (rank() >= ROLE_RANK.admin) {
     deviceAdmin.init(loadPage);
     if (session) userAdmin.init(); // accounts are managed from a session, not the public view
+    if (typeof groupsPanel !== "undefined") groupsPanel.init();
   }
   renderRegistry();
   connect(info);

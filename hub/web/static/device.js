@@ -481,6 +481,7 @@ for (const input of ["#since", "#until"]) {
   state.role = (session && session.role) || info.role || "viewer";
   hub.showUser(session);
   commands.init(state.id, state.role, loadHistory);
+  desiredPanel.init(state.id, state.role);
   try {
     await loadDevice();
   } catch (err) {
