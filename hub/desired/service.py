@@ -251,12 +251,25 @@ class DesiredService:
     async def _assign(self, device: str, app: str) -> None:
         assert self._ota is not None
         try:
-            await asyncio.to_thread(self._ota.assign, device, app)
-            log.info("desired app %s assigned to %s", app, device)
+            if await asyncio.to_thread(self._assign_if_free, device, app):
+                log.info("desired app %s assigned to %s", app, device)
         except Exception as exc:
             log.warning("cannot assign app %s to %s: %s", app, device, exc)
         finally:
             self._assigning.discard(device)
+
+    def _assign_if_free(self, device: str, app: str) -> bool:
+        """Assigns unless the stored update (which the transfer may not have read yet: a
+        rollout's, say) is under way, or is this version already (blocking)."""
+        assert self._ota is not None
+        current = self._ota.get(device)
+        if current is not None and (
+            current["state"] not in TERMINAL
+            or (current["version"] == app and current["state"] != "cancelled")
+        ):
+            return False
+        self._ota.assign(device, app)
+        return True
 
     def _app_failed(
         self, device: str, row: dict[str, Any], app: str, update: dict[str, Any]
@@ -291,12 +304,26 @@ class DesiredService:
                     outcome["state"] = "lost"
                     self._save(row)
                     self.evaluate(device)
-            app = outcome.get("app_pending")
-            if app is not None and device not in self._assigning:
-                update = self._transfer.rows.get(device)
-                ended = update is not None and update["state"] in APP_FAILED
-                if update is not None and ended and update["version"] == app:
-                    self._app_failed(device, row, app, update)
+            self._settle_app(device, row)
+
+    def _settle_app(self, device: str, row: dict[str, Any]) -> None:
+        """An assigned app is applied once its update is ``updated`` and the device's health
+        names it (a trial may still roll back), failed once the update failed or rolled back."""
+        outcome = row["outcome"]
+        app = outcome.get("app_pending")
+        if app is None or device in self._assigning:
+            return
+        update = self._transfer.rows.get(device)
+        mine = update is not None and update["version"] == app
+        if mine and update["state"] in APP_FAILED:
+            self._app_failed(device, row, app, update)
+        elif row["fw"] == app and (not mine or update["state"] == "updated"):
+            outcome.pop("app_pending", None)
+            self._save(row)
+            self._emit(
+                "desired_applied",
+                {"identity": "device", "name": device, "keys": "app", "app": app},
+            )
 
     def _lost_unless_answered(self, device: str, back: float) -> None:
         """A sleeping device answers a settings command right after the ``online`` of the
@@ -330,14 +357,8 @@ class DesiredService:
         if (row["board"], row["fw"]) != (board, fw):
             board_changed = row["board"] != board
             row.update(board=board, fw=fw)
-            outcome = row["outcome"]
-            if fw is not None and outcome.get("app_pending") == fw:
-                outcome.pop("app_pending", None)
-                self._emit(
-                    "desired_applied",
-                    {"identity": "device", "name": device, "keys": "app", "app": fw},
-                )
             self._save(row)
+            self._settle_app(device, row)
             if board_changed:
                 self._effective[device] = self.snap.effective(device)[0]
         self.evaluate(device)

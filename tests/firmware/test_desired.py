@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from hub import topics
 from tests.support.devices import Device, running_device
 from tests.support.durable import Events
 from tests.support.firmware import FAST, Subscriber
-from tests.support.hubproc import HubProcess, hub_cli, scaled
+from tests.support.hubproc import HubProcess, hub_cli, scaled, start_hub
+from tests.support.waits import eventually_async
 from tools import mpunix
 
 
@@ -216,3 +218,45 @@ def test_setting_the_device_rolls_back_is_reported_failed_and_not_sent_again(
         await events.close()
 
     asyncio.run(scenario())
+
+
+def test_desired_and_reported_state_survive_a_hub_crash(tmp_path: Path) -> None:
+    """What a device reported and a change made while it was away survive SIGKILL of the hub:
+    after the restart the device gets only what it still lacks."""
+    data_dir = tmp_path / "data"
+    hub = start_hub(data_dir)
+    try:
+
+        async def before() -> None:
+            events = await Events.watch(hub.host, hub.mqtt_port)
+            with running_device(tmp_path / "first", hub, "dur-2", **FAST):
+                await eventually_async(
+                    lambda: show(hub, "dur-2")["reported"]["board"], scaled(20), "its board"
+                )
+                cli(hub, "desired", "set", "dur-2", "meta_s=600")
+                await eventually_async(
+                    lambda: events_of(events, "desired_applied", "dur-2"), scaled(30), "applied"
+                )
+            await events.close()
+
+        asyncio.run(before())
+        cli(hub, "desired", "set", "dur-2", "period_s=2")  # the device is away
+        hub.stop(signal.SIGKILL)
+        hub = start_hub(data_dir)
+        state = show(hub, "dur-2")
+        assert state["version"] == 2 and state["reported"]["settings"] == {"meta_s": 600}
+        assert state["delta"] == {"period_s": 2} and state["outcome"]["state"] == "applied"
+
+        async def after() -> None:
+            sub = await Subscriber.start(hub, "dur-2")
+            with running_device(tmp_path / "second", hub, "dur-2", **FAST) as device:
+                await sub.wait_until(
+                    lambda: show(hub, "dur-2")["delta"] == {}, scaled(30), "nothing pending"
+                )
+                assert stored(device)["period_s"] == 2
+            assert [c["set"] for c in settings_sent(sub)] == [{"period_s": 2}]
+            await sub.stop()
+
+        asyncio.run(after())
+    finally:
+        hub.stop()
