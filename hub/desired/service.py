@@ -159,6 +159,10 @@ class DesiredService:
                 if "app" in changed and outcome.get("app_failed"):
                     outcome.pop("app_failed", None)  # a new desired app: it may be tried
                     self._save(row)
+                failed = outcome.get("state") == "failed"
+                if failed and set(changed) & set(outcome.get("sent") or {}):
+                    outcome["state"] = "superseded"  # new values: they may be tried
+                    self._save(row)
                 self.evaluate(device)
 
     # --- the state of one device ------------------------------------------------------------

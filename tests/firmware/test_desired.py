@@ -211,9 +211,15 @@ def test_setting_the_device_rolls_back_is_reported_failed_and_not_sent_again(
                 "back online, and its health",
             )
             assert len(settings_sent(sub)) == 1
-        state = show(hub, "des-3")
-        assert state["outcome"]["state"] == "failed" and state["delta"] == {"hub_port": dead}
-        assert "rolled back" in state["outcome"]["error"]
+            state = show(hub, "des-3")
+            assert state["outcome"]["state"] == "failed" and state["delta"] == {"hub_port": dead}
+            assert "rolled back" in state["outcome"]["error"]
+            # A new desired value is tried.
+            cli(hub, "desired", "set", "des-3", f"hub_port={hub.mqtt_port}")
+            await sub.wait_until(
+                lambda: events_of(events, "desired_applied", "des-3"), scaled(30), "applied"
+            )
+            assert settings_sent(sub)[-1]["set"] == {"hub_port": hub.mqtt_port}
         await sub.stop()
         await events.close()
 
@@ -250,6 +256,7 @@ def test_desired_and_reported_state_survive_a_hub_crash(tmp_path: Path) -> None:
         async def after() -> None:
             sub = await Subscriber.start(hub, "dur-2")
             with running_device(tmp_path / "second", hub, "dur-2", **FAST) as device:
+                await sub.wait_until(lambda: settings_sent(sub), scaled(30), "the delta sent")
                 await sub.wait_until(
                     lambda: show(hub, "dur-2")["delta"] == {}, scaled(30), "nothing pending"
                 )
