@@ -133,7 +133,11 @@ class DesiredService:
         and, if online, its delta."""
         assert self.store is not None
         async with self._refresh_lock:
-            self.snap = await asyncio.to_thread(self.store.snapshot)
+            fresh = await asyncio.to_thread(self.store.snapshot)
+            # What devices reported is this service's own (only it writes those rows, some
+            # perhaps not yet): the rows in memory stay.
+            fresh.reported.update(self.snap.reported)
+            self.snap = fresh
             for device in sorted(self._devices() | self._effective.keys()):
                 desired, _ = self.snap.effective(device)
                 before = self._effective.get(device, {})
@@ -151,7 +155,7 @@ class DesiredService:
                         "name": device,
                         "keys": ",".join(changed)[:300],
                         "version": own.version if own else 0,
-                        "by": (own.updated_by if own and own.updated_by else by)[:64],
+                        "by": by[:64],
                     },
                 )
                 row = self._row(device)
