@@ -137,7 +137,8 @@ class DesiredService:
             # What devices reported is this service's own (only it writes those rows, some
             # perhaps not yet): the rows in memory stay.
             fresh.reported.update(self.snap.reported)
-            self.snap = fresh
+            before_docs, self.snap = self.snap.docs, fresh
+            moved = {k: d for k, d in fresh.docs.items() if before_docs.get(k) != d}
             for device in sorted(self._devices() | self._effective.keys()):
                 desired, _ = self.snap.effective(device)
                 before = self._effective.get(device, {})
@@ -155,7 +156,7 @@ class DesiredService:
                         "name": device,
                         "keys": ",".join(changed)[:300],
                         "version": own.version if own else 0,
-                        "by": by[:64],
+                        "by": _who(device, fresh, moved, by)[:64],
                     },
                 )
                 row = self._row(device)
@@ -430,3 +431,16 @@ class DesiredService:
                 await asyncio.to_thread(self.store.save_reported, [row])
             except Exception as exc:
                 log.warning("cannot store the reported state of %s: %s", row["device"], exc)
+
+
+def _who(device: str, snap: Snapshot, moved: dict[tuple[str, str], Any], by: str) -> str:
+    """Who changed the device's desired state: the writer of its own document or of one of its
+    groups' documents that changed, else ``by``."""
+    own = moved.get(("device", device))
+    if own is not None and own.updated_by:
+        return str(own.updated_by)
+    for group in snap.groups_of(device):
+        doc = moved.get(("group", group.name))
+        if doc is not None and doc.updated_by:
+            return str(doc.updated_by)
+    return by

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
 from typing import Any
 
+from hub.desired.store import DesiredStore
+from tests.support.durable import Events
 from tests.support.hubproc import HubProcess, hub_cli, provision, scaled
 
 
@@ -127,3 +130,23 @@ def test_groups_listing_and_group_documents(secure_hub: HubProcess) -> None:
     assert call(hub, "GET", "/api/groups/none/desired", reader)[0] == 404
     one = token(hub, "--subscribe", "d/api-d3/t/+")
     assert call(hub, "GET", "/api/groups", one)[0] == 403
+
+
+def test_set_device_app_from_another_process_reaches_the_running_hub(hub: HubProcess) -> None:
+    """A rollout's `set_device_app` (its own connection to the store) is a desired_changed
+    event naming it within the hub's poll, and the device's effective `app`."""
+
+    async def scenario() -> None:
+        events = await Events.watch(hub.host, hub.mqtt_port)
+        store = await asyncio.to_thread(DesiredStore, hub.data_dir)
+        try:
+            await asyncio.to_thread(store.set_device_app, "roll-1", "2.0.0", "rollout-7")
+        finally:
+            store.close()
+        event = await events.wait_for("desired_changed", scaled(10))
+        assert (event["name"], event["keys"], event["by"]) == ("roll-1", "app", "rollout-7")
+        await events.close()
+
+    asyncio.run(scenario())
+    shown = json.loads(hub_cli(hub.data_dir, "desired", "show", "roll-1").stdout)
+    assert shown["effective"] == {"app": "2.0.0"} and shown["sources"] == {"app": "device"}
