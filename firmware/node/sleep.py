@@ -1,5 +1,6 @@
 # Deep-sleep mode (board setting deep_sleep_s): wake, read, publish or queue, sleep.
 # Each wake is a reset, so this runs once per boot and ends in hw.deep_sleep().
+import gc
 import time
 
 from micropython import const
@@ -22,37 +23,33 @@ def _connect(app):
     return False
 
 
-def _listen(app, until):
-    # A settings command sent for this wake (desired state): its trial starts now and the
-    # next wake, a reset, runs the new settings and answers it. Update offers wait.
-    while app.later is None and time.ticks_diff(until, time.ticks_ms()) > 0:
-        app.link.service()
-        app.wdt.feed()
-        time.sleep_ms(_STEP_MS)
-    msg = app.later
-    if msg is not None and b'"ota"' not in msg:
-        app.handle_later()
-    app.later = None
-
-
 def cycle(app):
     start = time.ticks_ms()
     app.read_now()
     app.read_due(start)  # the readings go to the flash ring first, as always
     link = app.link
+    gc.collect()  # what reading left: a settings trial's end (node/trial) loads at connect
     try:
         if _connect(app):
-            listen_until = time.ticks_add(time.ticks_ms(), _LISTEN_MS)
-            # Send what is queued (older wakes' readings too) until acknowledged or out of time.
-            while len(app.ring) and time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS:
+            until = time.ticks_add(time.ticks_ms(), _LISTEN_MS)
+            # Send what is queued (older wakes' readings too) until acknowledged or out of time,
+            # and listen until _LISTEN_MS after the connect for a settings command.
+            while time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS and (len(app.ring) or (
+                    app.later is None and time.ticks_diff(until, time.ticks_ms()) > 0)):
                 app.send_queued()
                 link.service()
                 app.collect_acks()
                 app.wdt.feed()
                 time.sleep_ms(_STEP_MS)
-            _listen(app, listen_until)
+            msg = app.later  # a settings trial starts; the next wake runs it and answers
+            if msg is not None and b'"ota"' not in msg:  # update offers wait
+                app.handle_later()
             link.publish(app.status_topic, b"asleep", retain=True, qos=1)
             link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
+        elif app.trial is not None:  # a settings trial that reached no hub (node/trialwake)
+            from node import trialwake
+
+            trialwake.failed(app)
     except Exception as exc:  # no hub this time: the readings wait in the ring
         session.link_failed(app, exc)
     app.ring.close()

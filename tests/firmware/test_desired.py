@@ -179,6 +179,39 @@ def test_sleeping_device_gets_its_delta_when_it_wakes(hub: HubProcess, tmp_path:
     asyncio.run(scenario())
 
 
+def test_sleeping_device_rolls_back_a_setting_it_cannot_connect_with(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    """A deep-sleep device given a hub_port nothing listens on tries it for three wakes, then
+    wakes with its old settings and answers; the hub raises desired_failed."""
+    board = json.loads((mpunix.BOARDS_DIR / "unix-sim.json").read_text())
+    board["deep_sleep_s"] = 2
+    dead = free_port()
+
+    async def scenario() -> None:
+        events = await Events.watch(hub.host, hub.mqtt_port)
+        sub = await Subscriber.start(hub, "nap-3")
+        status = topics.status_topic("nap-3")
+        with running_device(tmp_path, hub, "nap-3", board_json=board, **FAST) as device:
+            await sub.wait_until(
+                lambda: any(m.payload == topics.STATUS_ASLEEP for m in sub.on(status)),
+                scaled(20),
+                "the device asleep",
+            )
+            before = stored(device)
+            cli(hub, "desired", "set", "nap-3", f"hub_port={dead}")
+            failed = await sub.wait_until(
+                lambda: events_of(events, "desired_failed", "nap-3"), scaled(60), "failed"
+            )
+            assert "rolled back: no connection with the new settings" in failed[0]["reason"]
+            assert stored(device) == before
+            assert set(device.exits) == {mpunix.EXIT_DEEPSLEEP}, device.log()
+        await sub.stop()
+        await events.close()
+
+    asyncio.run(scenario())
+
+
 def test_setting_the_device_rolls_back_is_reported_failed_and_not_sent_again(
     hub: HubProcess, tmp_path: Path
 ) -> None:

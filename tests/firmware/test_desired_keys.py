@@ -73,3 +73,17 @@ def test_values_just_outside_a_bound_are_refused_by_both(key: str, tmp_path: Pat
             check_document({key: value})
     results = check([{"id": "dev-1", key: v} for v in (low - 1, high + 1)], tmp_path)
     assert all(r[0] == "error" and f"'{key}'" in r[1] for r in results), results
+
+
+def test_the_sleeping_trial_names_the_settings_files_as_the_firmware_does() -> None:
+    """node/trialwake.py repeats node/config.py's file names (loading config does not fit in a
+    failed wake's heap): they are the same."""
+    modules = {}
+    for name in ("config", "trialwake"):
+        path = mpunix.FIRMWARE_DIR / "node" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"fw_{name}", path)
+        assert spec is not None and spec.loader is not None
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    for constant in ("SETTINGS_FILE", "BACKUP_FILE", "TRIAL_FILE"):
+        assert getattr(modules["trialwake"], constant) == getattr(modules["config"], constant)
