@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    groups = Groups(args.data_dir)
+    groups = _open(args)
     try:
         if args.action == "add":
             kind = next(k for k in KINDS if getattr(args, k) is not None)
@@ -67,6 +67,13 @@ def run(args: argparse.Namespace) -> None:
         groups.close()
 
 
+def _open(args: argparse.Namespace) -> Groups:
+    try:
+        return Groups(args.data_dir)
+    except GroupError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def label_arguments(one: argparse.ArgumentParser) -> None:
     """`hub device label ID add|remove|list [LABEL]`."""
     one.add_argument("id")
@@ -77,11 +84,11 @@ def label_arguments(one: argparse.ArgumentParser) -> None:
 def label(args: argparse.Namespace) -> None:
     if args.change != "list" and args.label is None:
         raise UsageError(f"`hub device label ID {args.change}` needs a LABEL")
-    if args.change == "add" and args.id not in registered_ids(args.data_dir):
-        raise UsageError(f"no device {args.id[:40]!r} in the registry")
-    groups = Groups(args.data_dir)
+    groups = _open(args)
     try:
         if args.change == "add":
+            if args.id not in registered_ids(args.data_dir):
+                raise UsageError(f"no device {args.id[:40]!r} in the registry")
             done = groups.add_label(args.id, args.label)
             print(f"{args.id!r} {'now has' if done else 'has'} label {args.label!r}")
         elif args.change == "remove":

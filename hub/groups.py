@@ -243,10 +243,14 @@ class Groups:
 
 
 def registered_ids(data_dir: Path) -> set[str]:
+    """The registry's device ids (GroupError when it cannot be read: a group resolved against
+    a broken registry would look empty)."""
+    if not (data_dir / Registry.FILE).exists():
+        return set()
     try:
         registry = Registry(data_dir, create=False)
-    except RegistryError:
-        return set()
+    except RegistryError as exc:
+        raise GroupError(str(exc)) from None
     try:
         return {d.id for d in registry.list()}
     finally:
