@@ -39,6 +39,7 @@ from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.ota.guard import update_guard
+from hub.ota.rollout import RolloutEngine
 from hub.ota.transfer import Transfer
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
@@ -180,6 +181,7 @@ class Hub:
         self.commands: Commands | None = None
         self.alarms: AlarmService | None = None
         self.ota: Transfer | None = None
+        self.rollouts: RolloutEngine | None = None
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
         self.hass: HassDiscovery | None = None
@@ -272,6 +274,9 @@ class Hub:
         await self.ota.start()
         self.broker.add_message_listener(self.ota.on_message)
         self.states.observers.append(self.ota.on_state)
+        # Staged rollouts (hub/ota/rollout.py): assign devices through the OTA store.
+        self.rollouts = RolloutEngine(cfg.data_dir, self.states, self.events)
+        await self.rollouts.start()
         self.recorder.start()
         await self.broker.start()
         authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's logins
@@ -465,6 +470,8 @@ class Hub:
             await self.commands.stop()
         if self.alarms is not None:
             await self.alarms.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         if self.ota is not None:
             await self.ota.stop()
         if self.recorder is not None:
