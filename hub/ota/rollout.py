@@ -26,6 +26,7 @@ from hub.ota.bundles import BundleError, Bundles
 from hub.ota.rollout_core import (
     ACTIVE,
     PENDING,
+    RUNNING,
     Member,
     Rollout,
     decide,
@@ -144,11 +145,10 @@ class RolloutEngine:
     async def _refusals(
         self, rollout: Rollout, members: list[Member], board: str
     ) -> dict[str, str]:
-        """Why a device the next stages reach may not be assigned: another board than the
-        bundle's (the board in its health), or a device the hub does not know."""
-        sizes = stage_sizes(len(members), rollout.canary, rollout.steps)
-        reach = sizes[min(rollout.step + 1, len(sizes) - 1)]
-        pending = [m.device for m in members[:reach] if m.state == PENDING]
+        """Why a device still pending may not be assigned: another board than the bundle's
+        (the board in its health), or a device the hub does not know (looked up in the
+        registry once it is found there, or while it is not)."""
+        pending = [m.device for m in members if m.state == PENDING]
         unseen = [d for d in pending if d not in self._known and d not in self._states.states]
         if unseen:
             found = await asyncio.to_thread(
@@ -169,14 +169,17 @@ class RolloutEngine:
         assert self.db is not None and self._ota is not None
         ota, db = self._ota, self.db
 
-        def assign() -> None:
+        def assign() -> bool:
+            if db.status(rollout.id) != RUNNING:  # paused or cancelled since this pass began
+                return False
             row = ota.assign(member.device, rollout.version)
             member.state, member.error = str(row["state"]), None
             member.tag, member.assigned_at = str(row["tag"]), float(row["created_at"])
             db.set_members(rollout.id, [member])
+            return True
 
-        await asyncio.to_thread(assign)
-        self._device_event(rollout, member.device, member.state, None)
+        if await asyncio.to_thread(assign):
+            self._device_event(rollout, member.device, member.state, None)
 
     async def _finish(self, rollout: Rollout, status: str, reason: str | None) -> None:
         assert self.db is not None

@@ -223,6 +223,12 @@ class RolloutStore:
             raise RolloutError(f"rollout {rid} is {found['status']}: it cannot be {new}")
         return found
 
+    def status(self, rid: int) -> str | None:
+        with self._lock:
+            found = self._db.execute("SELECT status FROM rollouts WHERE id = ?", (rid,))
+            row = found.fetchone()
+        return str(row[0]) if row else None
+
     def announce(self, rid: int, status: str) -> None:
         """The engine has published the event of this status."""
         with self._lock, self._db:
