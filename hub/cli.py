@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hub import alarmcli, backup, certs, configfile, footprint, hass
+from hub import alarmcli, backup, certs, configfile, desiredcli, footprint, groupcli, hass
 from hub.accounts import ROLES, AccountError, Accounts
 from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.config import ConfigError, HubConfig
@@ -294,6 +294,12 @@ COMMANDS: dict[str, Command] = {
     "app": Command("app bundles and over-the-air updates", appcli.add_arguments, appcli.run),
     "rollout": Command(
         "staged rollouts of an app version", appcli.rollout_arguments, appcli.rollout_run
+    ),
+    "desired": Command(
+        "desired state of devices and groups", desiredcli.add_arguments, desiredcli.run
+    ),
+    "group": Command(
+        "groups of devices (by label, board or ids)", groupcli.add_arguments, groupcli.run
     ),
 }
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import NamedTuple
 
-from hub import certs
+from hub import certs, groupcli
 from hub.cliutil import UsageError, data_dir_arg, print_table, when
 from hub.registry import Device, Registry
 
@@ -100,6 +100,9 @@ DEVICE_ACTIONS: dict[str, DeviceAction] = {
 
 def device_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
+    label = actions.add_parser("label", help="add, remove or list its labels (hub group)")
+    groupcli.label_arguments(label)
+    data_dir_arg(label)
     for name, action in DEVICE_ACTIONS.items():
         one = actions.add_parser(name, help=action.help)
         if name == "add":
@@ -125,6 +128,9 @@ def device_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def device(args: argparse.Namespace) -> None:
+    if args.action == "label":
+        groupcli.label(args)
+        return
     registry = Registry(args.data_dir, create=args.action == "add")
     try:
         DEVICE_ACTIONS[args.action].run(registry, args)

@@ -72,6 +72,9 @@ SEVERITY = {
     "route_failure": "error",
     "route_loop": "warning",
     "route_queue_full": "warning",
+    "desired_changed": "info",
+    "desired_applied": "info",
+    "desired_failed": "warning",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

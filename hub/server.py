@@ -32,6 +32,7 @@ from hub.certs import server_context
 from hub.commands import Commands
 from hub.config import HubConfig, prepare_data_dir
 from hub.datalock import DataDirLock
+from hub.desired.service import DesiredService
 from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.endpoints import Endpoints, ListenError
@@ -182,6 +183,7 @@ class Hub:
         self.alarms: AlarmService | None = None
         self.ota: Transfer | None = None
         self.rollouts: RolloutEngine | None = None
+        self.desired: DesiredService | None = None
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
         self.hass: HassDiscovery | None = None
@@ -277,6 +279,13 @@ class Hub:
         # Staged rollouts (hub/ota/rollout.py): assign devices through the OTA store.
         self.rollouts = RolloutEngine(cfg.data_dir, self.states, self.events)
         await self.rollouts.start()
+        # Desired state (hub/desired): each device's delta, as settings and app updates.
+        self.desired = DesiredService(
+            cfg.data_dir, self.states, self.commands, self.ota, self.events
+        )
+        await self.desired.start()
+        self.broker.add_message_listener(self.desired.on_message)
+        self.states.observers.append(self.desired.on_state)
         self.recorder.start()
         await self.broker.start()
         authorizer = getattr(self.broker, "authorizer", None)  # cluster mode's logins
@@ -472,6 +481,8 @@ class Hub:
             await self.alarms.stop()
         if self.rollouts is not None:
             await self.rollouts.stop()
+        if self.desired is not None:
+            await self.desired.stop()
         if self.ota is not None:
             await self.ota.stop()
         if self.recorder is not None:

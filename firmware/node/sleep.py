@@ -8,6 +8,7 @@ from node import hw, session
 
 _AWAKE_MAX_MS = const(20000)  # the radio is the battery's biggest cost: bounded time awake
 _STEP_MS = const(20)
+_LISTEN_MS = const(500)  # from the connect: the hub answers `online` with a desired delta
 
 
 def _connect(app):
@@ -21,6 +22,19 @@ def _connect(app):
     return False
 
 
+def _listen(app, until):
+    # A settings command sent for this wake (desired state): its trial starts now and the
+    # next wake, a reset, runs the new settings and answers it. Update offers wait.
+    while app.later is None and time.ticks_diff(until, time.ticks_ms()) > 0:
+        app.link.service()
+        app.wdt.feed()
+        time.sleep_ms(_STEP_MS)
+    msg = app.later
+    if msg is not None and b'"ota"' not in msg:
+        app.handle_later()
+    app.later = None
+
+
 def cycle(app):
     start = time.ticks_ms()
     app.read_now()
@@ -28,6 +42,7 @@ def cycle(app):
     link = app.link
     try:
         if _connect(app):
+            listen_until = time.ticks_add(time.ticks_ms(), _LISTEN_MS)
             # Send what is queued (older wakes' readings too) until acknowledged or out of time.
             while len(app.ring) and time.ticks_diff(time.ticks_ms(), start) < _AWAKE_MAX_MS:
                 app.send_queued()
@@ -35,6 +50,7 @@ def cycle(app):
                 app.collect_acks()
                 app.wdt.feed()
                 time.sleep_ms(_STEP_MS)
+            _listen(app, listen_until)
             link.publish(app.status_topic, b"asleep", retain=True, qos=1)
             link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
     except Exception as exc:  # no hub this time: the readings wait in the ring
