@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hub.desired.store import DesiredError, DesiredStore
 from hub.ota.bundles import BundleError, Bundles
 from hub.ota.rollout_core import (
     ACTIVE,
@@ -58,6 +59,7 @@ class RolloutEngine:
         self.db: RolloutStore | None = None
         self._ota: OtaStore | None = None
         self._registry: Any = None
+        self._desired: Any = None  # hub.desired.store.DesiredStore
         self._known: set[str] = set()  # devices found in the registry
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,13 +70,17 @@ class RolloutEngine:
         self.db = await asyncio.to_thread(RolloutStore, self._data_dir)
         self._ota = await asyncio.to_thread(OtaStore, self._data_dir)
         self._registry = await asyncio.to_thread(Registry, self._data_dir)
+        try:
+            self._desired = await asyncio.to_thread(DesiredStore, self._data_dir)
+        except DesiredError as exc:  # rollouts go on; desired state may then fight them
+            log.warning("rollouts cannot set the devices' desired app: %s", exc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for part in (self.db, self._ota, self._registry):
+        for part in (self.db, self._ota, self._registry, self._desired):
             if part is not None:
                 part.close()
 
@@ -116,7 +122,7 @@ class RolloutEngine:
         if any(m.tag for m in members):
             ota = {r["device"]: r for r in await asyncio.to_thread(self._ota.all)}
         refusals = await self._refusals(rollout, members, board)
-        before = {m.device: (m.state, m.error) for m in members}
+        before = {m.device: (m.state, m.error, m.tag) for m in members}
         decision = decide(rollout, members, ota, refusals, time.time())
         by_device = {m.device: m for m in members}
         for device, state, error in decision.changes:
@@ -134,7 +140,7 @@ class RolloutEngine:
                     devices=sizes[decision.step],
                 ),
             )
-        changed = [m for m in members if (m.state, m.error) != before[m.device]]
+        changed = [m for m in members if (m.state, m.error, m.tag) != before[m.device]]
         if changed:
             await asyncio.to_thread(self.db.set_members, rollout.id, changed)
         for device in decision.assign:
@@ -167,7 +173,7 @@ class RolloutEngine:
 
     async def _assign(self, rollout: Rollout, member: Member) -> None:
         assert self.db is not None and self._ota is not None
-        ota, db = self._ota, self.db
+        ota, db, desired = self._ota, self.db, self._desired
 
         def assign() -> bool:
             if db.status(rollout.id) != RUNNING:  # paused or cancelled since this pass began
@@ -176,6 +182,11 @@ class RolloutEngine:
             member.state, member.error = str(row["state"]), None
             member.tag, member.assigned_at = str(row["tag"]), float(row["created_at"])
             db.set_members(rollout.id, [member])
+            if desired is not None:  # desired state's app for the device: no fight with it
+                try:
+                    desired.set_device_app(member.device, rollout.version, f"rollout {rollout.id}")
+                except Exception as exc:
+                    log.warning("cannot set the desired app of %s: %s", member.device, exc)
             return True
 
         if await asyncio.to_thread(assign):

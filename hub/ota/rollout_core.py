@@ -240,11 +240,21 @@ def stage_name(rollout: Rollout, step: int) -> str:
 
 # --- what happens next ----------------------------------------------------------------------
 def follow(
-    member: Member, ota: Mapping[str, Any] | None, timeout_s: float, now: float
+    member: Member, ota: Mapping[str, Any] | None, rollout: Rollout, now: float
 ) -> tuple[str, str | None] | None:
-    """An assigned device's new (state, error) from its OTA store row, or None if unchanged."""
+    """An assigned device's new (state, error) from its OTA store row, or None if unchanged.
+    The same version assigned again since (desired state does so once the rollout has set the
+    device's desired app) is the same update under a new tag: followed, not a failure."""
     if member.state in FINAL or member.state == PENDING:
         return None
+    timeout_s = rollout.timeout_s
+    if (
+        ota is not None
+        and ota.get("tag") != member.tag
+        and ota.get("version") == rollout.version
+        and float(ota.get("created_at") or 0) >= (member.assigned_at or 0)
+    ):
+        member.tag = str(ota["tag"])
     if ota is None or ota.get("tag") != member.tag:
         new: tuple[str, str | None] = ("failed", "its update was replaced outside the rollout")
     elif ota["state"] == "cancelled":
@@ -299,7 +309,7 @@ def decide(
     if rollout.status not in ACTIVE:
         return out
     for m in members:
-        new = follow(m, ota.get(m.device), rollout.timeout_s, now)
+        new = follow(m, ota.get(m.device), rollout, now)
         if new is not None:
             m.state, m.error = new
             out.changes.append((m.device, m.state, m.error))

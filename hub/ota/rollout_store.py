@@ -265,10 +265,8 @@ def resolve_target(data_dir: Path, request: Request) -> tuple[list[str], str]:
     """The request's devices (a group's, resolved now) and how the target is named."""
     if request.group is None:
         return list(request.devices), "devices"
-    try:
-        from hub.groups import GroupError, resolve_group  # type: ignore[import-not-found]
-    except ImportError:
-        raise RolloutError("groups are not available in this hub: name --devices") from None
+    from hub.groups import GroupError, resolve_group
+
     try:
         return list(resolve_group(data_dir, request.group)), f"group {request.group}"
     except GroupError as exc:

@@ -47,7 +47,13 @@ def assigned(m: Member, at: float = NOW - 10) -> None:
 def ota(members: list[Member], states: dict[str, str]) -> dict[str, dict[str, Any]]:
     """OTA store rows of the assigned members, in the given states (offered otherwise)."""
     return {
-        m.device: {"device": m.device, "tag": m.tag, "state": states.get(m.device, "offered")}
+        m.device: {
+            "device": m.device,
+            "version": "1.2.0",
+            "tag": m.tag,
+            "state": states.get(m.device, "offered"),
+            "created_at": m.assigned_at,
+        }
         for m in members
         if m.tag
     }
@@ -195,14 +201,26 @@ def test_refused_devices_are_never_assigned_and_do_not_count_as_failures() -> No
 
 
 def test_an_update_replaced_outside_the_rollout_is_a_failure() -> None:
-    """If the device's OTA row has another tag (assigned by hand since), the rollout counts it
-    as failed rather than waiting for an update it no longer follows."""
+    """If the device's OTA row is another version's (assigned by hand since), the rollout
+    counts it as failed rather than waiting for an update it no longer follows."""
     r, members = rollout(), fleet(2)
     assigned(members[0])
     rows = ota(members, {})
-    rows["d0"]["tag"] = "ffffffff"
+    rows["d0"].update(tag="ffffffff", version="1.3.0")
     d = decide(r, members, rows, {}, NOW)
     assert d.changes[0][:2] == ("d0", "failed") and d.status == "aborted"
+
+
+def test_the_same_version_assigned_again_is_followed_under_its_new_tag() -> None:
+    """Desired state assigning the rollout's version again (a new tag, after the rollout's
+    assignment) is the same update: followed to updated, not counted as a failure."""
+    r, members = rollout(), fleet(2)
+    assigned(members[0])
+    rows = ota(members, {"d0": "updated"})
+    rows["d0"].update(tag="ffffffff", created_at=NOW - 5)
+    d = decide(r, members, rows, {}, NOW)
+    assert d.changes == [("d0", "updated", None)] and members[0].tag == "ffffffff"
+    assert d.status is None and d.assign == ["d1"]
 
 
 def test_ended_rollouts_decide_nothing() -> None:
