@@ -259,3 +259,63 @@ def test_start_refuses_bad_requests_and_keeps_nothing(hub: HubProcess) -> None:
     assert cli(hub, "list", "--json") == before
     missing = hub_cli(hub.data_dir, "rollout", "status", "999")
     assert missing.returncode == 2 and "no rollout 999" in missing.stderr
+
+
+def test_rollout_resumes_after_a_hub_restart(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    """The hub stopped while the canary downloads and started again on the same data dir and
+    ports: the engine carries on from the stored state (the canary's assignment time kept, the
+    start not announced twice) and every device ends on 1.2.0."""
+    own = start_hub(tmp_path / "hub-data")
+    assert hub_cli(own.data_dir, "app", "add", str(bundles["good"])).returncode == 0
+    names = ["rs-1", "rs-2", "rs-3"]
+
+    async def scenario() -> None:
+        nonlocal own
+        events = await Events.watch(own.host, own.mqtt_port)
+        with fleet(tmp_path, own, names):
+            subs = await watch(own, names)
+            rid = start(own, "--app", "1.2.0", "--devices", ",".join(names), "--steps", "100%")
+            await event(events, rid, "rollout_device", 30, name=names[0], state="downloading")
+            assigned_at = status(own, rid)["devices"][0]["assigned_at"]
+            port, ws = own.mqtt_port, own.ws_port
+            own.stop()
+            await events.close()
+            for sub in subs:
+                await sub.stop()
+            own = start_hub(own.data_dir, "--mqtt-port", str(port), "--ws-port", str(ws))
+            events = await Events.watch(own.host, own.mqtt_port)
+            subs = [await Subscriber.start(own, name) for name in names]
+            await event(events, rid, "rollout_completed", 120)
+            for sub in subs:
+                await sub.wait_until(
+                    lambda s=sub: firmware_version(s) == "1.2.0", scaled(15), "fw 1.2.0"
+                )
+                await sub.stop()
+        await events.close()
+        found = status(own, rid)
+        assert found["status"] == "completed" and found["counts"] == {"updated": 3}
+        assert found["devices"][0]["assigned_at"] == assigned_at
+        assert not of_rollout(events, rid, "rollout_started")  # announced once, before
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        own.stop()
+
+
+def test_group_target_is_resolved_when_started(hub: HubProcess) -> None:
+    """--group takes the group's registered devices (hub/groups.py) at the start, in id order;
+    an unknown group is refused; cancelling frees its devices for another rollout."""
+    for name in ("gr-2", "gr-1"):
+        assert hub_cli(hub.data_dir, "device", "add", name).returncode == 0
+    added = hub_cli(hub.data_dir, "group", "add", "shelf", "--devices", "gr-2,gr-1")
+    assert added.returncode == 0, added.stderr
+    rid = start(hub, "--app", "1.2.0", "--group", "shelf", "--canary", "0")
+    found = status(hub, rid)
+    assert found["target"] == "group shelf"
+    assert [d["device"] for d in found["devices"]] == ["gr-1", "gr-2"]
+    missing = hub_cli(hub.data_dir, "rollout", "start", "--app", "1.2.0", "--group", "nope")
+    assert missing.returncode == 2 and "nope" in missing.stderr
+    assert cli(hub, "cancel", str(rid)).strip() == f"rollout {rid} cancelled"
+    again = start(hub, "--app", "1.2.0", "--devices", "gr-1")
+    assert cli(hub, "cancel", str(again)).strip() == f"rollout {again} cancelled"
