@@ -394,7 +394,14 @@ class Hub:
         sources.broker = self.broker.stats
         sources.alarms = lambda: sum(alarms.alarms.counts().values())
         sources.routes = self.routes.listing
-        integrations = {"metrics": self.metrics, "routes": RoutesApi(self.routes)}
+        integrations: dict[str, object] = {
+            "metrics": self.metrics,
+            "routes": RoutesApi(self.routes),
+        }
+        if self.rollouts is not None:  # staged rollouts' API (hub/web/rollouts_api.py)
+            from hub.web.rollouts_api import RolloutsApi
+
+            integrations["rollouts"] = RolloutsApi(self.rollouts, cfg.data_dir)
         from aiohttp import web
 
         self._web_runner = web.AppRunner(

@@ -45,6 +45,14 @@ class RolloutError(ValueError):
     """A refused rollout or action (the message says why)."""
 
 
+class RolloutMissing(RolloutError):
+    """No rollout of that id."""
+
+
+class RolloutConflict(RolloutError):
+    """The rollout's status does not allow the action, or a device is in another rollout."""
+
+
 @dataclass(frozen=True)
 class Request:
     """A rollout as asked for, checked (``check_request``)."""

@@ -24,7 +24,9 @@ from hub.ota.rollout_core import (
     Member,
     Request,
     Rollout,
+    RolloutConflict,
     RolloutError,
+    RolloutMissing,
     check_request,
     check_target,
     counts,
@@ -123,7 +125,7 @@ class RolloutStore:
                 taken = dict(busy)
                 if clash := [d for d in devices if d in taken]:
                     more = f" (and {len(clash) - 1} more)" if len(clash) > 1 else ""
-                    raise RolloutError(
+                    raise RolloutConflict(
                         f"{clash[0]}{more} is in rollout {taken[clash[0]]} already, which is "
                         "still active: cancel it or wait until it ends"
                     )
@@ -218,9 +220,9 @@ class RolloutStore:
             changed = cur.rowcount
         found = self.get(rid)
         if found is None:
-            raise RolloutError(f"no rollout {rid}")
+            raise RolloutMissing(f"no rollout {rid}")
         if not changed:
-            raise RolloutError(f"rollout {rid} is {found['status']}: it cannot be {new}")
+            raise RolloutConflict(f"rollout {rid} is {found['status']}: it cannot be {new}")
         return found
 
     def status(self, rid: int) -> str | None:

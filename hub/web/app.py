@@ -104,6 +104,14 @@ ROUTES = (
     Route("GET", "/api/routes", A.ADMIN, "routes.listing"),
     Route("GET", "/api/routes/{name}/dead-letters", A.ADMIN, "routes.dead_letters"),
     Route("POST", "/api/routes/{name}/dead-letters/replay", A.ADMIN, "routes.replay"),
+    # Staged rollouts of app updates (hub/web/rollouts_api.py).
+    Route("GET", "/rollouts", A.PAGE, "pages.rollouts"),
+    Route("GET", "/api/rollouts", A.ADMIN, "rollouts.listing"),
+    Route("POST", "/api/rollouts", A.ADMIN, "rollouts.create"),
+    Route("GET", "/api/rollouts/{id}", A.ADMIN, "rollouts.show"),
+    Route("POST", "/api/rollouts/{id}/pause", A.ADMIN, "rollouts.pause"),
+    Route("POST", "/api/rollouts/{id}/resume", A.ADMIN, "rollouts.resume"),
+    Route("POST", "/api/rollouts/{id}/cancel", A.ADMIN, "rollouts.cancel"),
 )
 
 
@@ -129,6 +137,9 @@ class Pages:
     async def device(self, request: web.Request) -> web.StreamResponse:
         """A device's page; the page itself reads the id from its path."""
         return await self._page(request, "device.html")
+
+    async def rollouts(self, request: web.Request) -> web.StreamResponse:
+        return await self._page(request, "rollouts.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.auth.tls_port is not None and not request.secure:
