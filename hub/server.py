@@ -402,6 +402,10 @@ class Hub:
             from hub.web.rollouts_api import RolloutsApi
 
             integrations["rollouts"] = RolloutsApi(self.rollouts, cfg.data_dir)
+        if self.desired is not None:
+            from hub.web.desired_api import DesiredApi
+
+            integrations["desired"] = DesiredApi(self.desired, self._api_registry)
         from aiohttp import web
 
         self._web_runner = web.AppRunner(

@@ -57,7 +57,11 @@ class DocumentError(ValueError):
 
 
 class DocumentTooLarge(DocumentError):
-    """A document over MAX_BYTES."""
+    """A document over MAX_BYTES (``size`` bytes)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the desired document is {size} bytes: the limit is {MAX_BYTES} bytes")
+        self.size = size
 
 
 def _hub_address(text: object) -> bool:
@@ -116,9 +120,7 @@ def check_document(doc: Any) -> dict[str, Any]:
         raise DocumentError("a desired document must be a JSON object of settings")
     size = encoded_size(doc)
     if size > MAX_BYTES:
-        raise DocumentTooLarge(
-            f"the desired document is {size} bytes: the limit is {MAX_BYTES} bytes"
-        )
+        raise DocumentTooLarge(size)
     out = {str(k): check_value(str(k), v) for k, v in doc.items()}
     if "hubs" in out and ("hub_host" in out or "hub_port" in out):
         raise DocumentError("give setting 'hubs' or 'hub_host'/'hub_port', not both")

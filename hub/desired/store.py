@@ -71,6 +71,14 @@ class Snapshot:
     docs: dict[tuple[str, str], Doc]
     reported: dict[str, dict[str, Any]]
 
+    def members(self, group: Group) -> set[str]:
+        """The devices the group's selector picks (registered or not)."""
+        if group.kind == "label":
+            return {d for d, labels in self.labels.items() if group.value in labels}
+        if group.kind == "board":
+            return {d for d, row in self.reported.items() if row["board"] == group.value}
+        return set(group.value)
+
     def groups_of(self, device: str) -> list[Group]:
         """Highest precedence first: highest priority, then name."""
         labels = self.labels.get(device, set())

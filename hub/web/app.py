@@ -103,6 +103,13 @@ ROUTES = (
     Route("GET", "/metrics", A.ADMIN, "metrics.scrape"),
     Route("GET", "/api/routes", A.ADMIN, "routes.listing"),
     Route("GET", "/api/routes/{name}/dead-letters", A.ADMIN, "routes.dead_letters"),
+    # Desired state and groups (hub/web/desired_api.py).
+    Route("GET", "/api/devices/{id}/desired", A.USER, "desired.device_desired"),
+    Route("PUT", "/api/devices/{id}/desired", A.ADMIN, "desired.put_device_desired"),
+    Route("GET", "/api/devices/{id}/state", A.USER, "desired.device_state"),
+    Route("GET", "/api/groups", A.USER, "desired.groups"),
+    Route("GET", "/api/groups/{name}/desired", A.USER, "desired.group_desired"),
+    Route("PUT", "/api/groups/{name}/desired", A.ADMIN, "desired.put_group_desired"),
     Route("POST", "/api/routes/{name}/dead-letters/replay", A.ADMIN, "routes.replay"),
     # Staged rollouts of app updates (hub/web/rollouts_api.py).
     Route("GET", "/rollouts", A.PAGE, "pages.rollouts"),
