@@ -60,7 +60,8 @@ class RolloutEngine:
         self._ota: OtaStore | None = None
         self._registry: Any = None
         self._desired: Any = None  # hub.desired.store.DesiredStore
-        self._known: set[str] = set()  # devices found in the registry
+        self._known: set[str] = set()  # the registry's device ids, as last read
+        self._registry_version: int | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -155,21 +156,27 @@ class RolloutEngine:
         (the board in its health), or a device the hub does not know (looked up in the
         registry once it is found there, or while it is not)."""
         pending = [m.device for m in members if m.state == PENDING]
-        unseen = [d for d in pending if d not in self._known and d not in self._states.states]
-        if unseen:
-            found = await asyncio.to_thread(
-                lambda: [d for d in unseen if self._registry.get(d) is not None]
-            )
-            self._known.update(found)
+        known: set[str] = set()
+        if any(d not in self._states.states for d in pending):
+            known = await self._registered()
         out = {}
         for device in pending:
             state = self._states.states.get(device)
             reported = state.get("board") if state is not None else None
-            if state is None and device not in self._known:
+            if state is None and device not in known:
                 out[device] = "unknown device: not registered and never seen by the hub"
             elif reported is not None and reported != board:
                 out[device] = f"wrong board: the bundle is for {board}, {device} is {reported}"
         return out
+
+    async def _registered(self) -> set[str]:
+        """The registry's device ids, read again only when the registry has changed."""
+        registry = self._registry
+        version = await asyncio.to_thread(registry.data_version)
+        if version != self._registry_version:
+            self._known = await asyncio.to_thread(lambda: {d.id for d in registry.list()})
+            self._registry_version = version
+        return self._known
 
     async def _assign(self, rollout: Rollout, member: Member) -> None:
         assert self.db is not None and self._ota is not None

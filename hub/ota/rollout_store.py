@@ -36,6 +36,7 @@ from hub.ota.rollout_core import (
 
 DB_FILE = "rollouts.sqlite3"
 MAX_KEPT = 1000  # rollouts listed (the newest)
+MAX_ACTIVE = 100  # running or paused at once (the engine reads each one every second)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT NOT NULL, target TEXT NOT NULL,
@@ -123,6 +124,10 @@ class RolloutStore:
                     ACTIVE,
                 ).fetchall()
                 taken = dict(busy)
+                if len(set(taken.values())) >= MAX_ACTIVE:
+                    raise RolloutConflict(
+                        f"{MAX_ACTIVE} rollouts are active already: let one end or cancel it"
+                    )
                 if clash := [d for d in devices if d in taken]:
                     more = f" (and {len(clash) - 1} more)" if len(clash) > 1 else ""
                     raise RolloutConflict(
