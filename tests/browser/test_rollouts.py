@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from hub.topics import meta_topic
+from tests.browser.conftest import save_screenshot
 from tests.browser.console import (
     MqttDevice,
     assert_no_script_ran,
@@ -72,6 +73,7 @@ def test_admin_starts_follows_pauses_resumes_and_cancels_a_rollout(
         assigned = page.locator('#members tr[data-device="br-2"] [data-field="state"]')
         expect(assigned).to_have_text("offered", timeout=ms(10))
         expect(page.locator("#stages")).to_contain_text("100%: 1 of 2 done")
+        save_screenshot(page, "rollouts")
         page.click("#rollout-pause")
         expect(page.locator("#rollout-status")).to_have_text("paused")
         expect(page.locator("#rollout-pause")).to_be_hidden()

@@ -54,6 +54,15 @@ def status(hub: HubProcess, rid: int) -> dict[str, Any]:
     return found
 
 
+def await_status(hub: HubProcess, rid: int, wanted: str) -> None:
+    """Waits until the rollout's stored status is `wanted`."""
+    asyncio.run(
+        eventually_async(
+            lambda: status(hub, rid)["status"] == wanted, scaled(20), f"rollout {wanted}"
+        )
+    )
+
+
 def device_states(hub: HubProcess, rid: int) -> dict[str, str]:
     return {d["device"]: d["state"] for d in status(hub, rid)["devices"]}
 
@@ -305,7 +314,8 @@ def test_rollout_resumes_after_a_hub_restart(tmp_path: Path, bundles: dict[str, 
 
 def test_group_target_is_resolved_when_started(hub: HubProcess) -> None:
     """--group takes the group's registered devices (hub/groups.py) at the start, in id order;
-    an unknown group is refused; cancelling frees its devices for another rollout."""
+    a device neither registered nor seen is refused as unknown; an unknown group is refused;
+    cancelling frees its devices for another rollout."""
     for name in ("gr-2", "gr-1"):
         assert hub_cli(hub.data_dir, "device", "add", name).returncode == 0
     added = hub_cli(hub.data_dir, "group", "add", "shelf", "--devices", "gr-2,gr-1")
@@ -314,6 +324,11 @@ def test_group_target_is_resolved_when_started(hub: HubProcess) -> None:
     found = status(hub, rid)
     assert found["target"] == "group shelf"
     assert [d["device"] for d in found["devices"]] == ["gr-1", "gr-2"]
+    ghost = start(hub, "--app", "1.2.0", "--devices", "ghost-1", "--canary", "0")
+    await_status(hub, ghost, "completed")
+    (member,) = status(hub, ghost)["devices"]
+    assert member["state"] == "refused" and "unknown device" in member["error"]
+    assert update_row(hub, "ghost-1") is None
     missing = hub_cli(hub.data_dir, "rollout", "start", "--app", "1.2.0", "--group", "nope")
     assert missing.returncode == 2 and "nope" in missing.stderr
     assert cli(hub, "cancel", str(rid)).strip() == f"rollout {rid} cancelled"
