@@ -100,12 +100,19 @@ class RolloutEngine:
             self._wake.clear()
 
     async def tick(self) -> None:
-        assert self.db is not None
-        for row in await asyncio.to_thread(self.db.active):
-            await self._advance(row)
+        assert self.db is not None and self._ota is not None
+        rows = await asyncio.to_thread(self.db.active)
+        if not rows:
+            return
+        ota = {r["device"]: r for r in await asyncio.to_thread(self._ota.all)}
+        for row in rows:
+            try:
+                await self._advance(row, ota)
+            except Exception:  # one rollout's trouble never holds up the others
+                log.exception("rollout %s: the engine's pass failed", row.get("id"))
 
     # --- one rollout --------------------------------------------------------------------------
-    async def _advance(self, row: dict[str, Any]) -> None:
+    async def _advance(self, row: dict[str, Any], ota: dict[str, dict[str, Any]]) -> None:
         assert self.db is not None and self._ota is not None
         rollout = as_rollout(row)
         members = [as_member(m) for m in row["devices"]]
@@ -119,12 +126,15 @@ class RolloutEngine:
         except BundleError as exc:
             await self._finish(rollout, "aborted", str(exc))
             return
-        ota = {}
-        if any(m.tag for m in members):
-            ota = {r["device"]: r for r in await asyncio.to_thread(self._ota.all)}
         refusals = await self._refusals(rollout, members, board)
+        states = self._states.states
+        current = {
+            m.device
+            for m in members
+            if m.state == PENDING and (states.get(m.device) or {}).get("fw") == rollout.version
+        }
         before = {m.device: (m.state, m.error, m.tag) for m in members}
-        decision = decide(rollout, members, ota, refusals, time.time())
+        decision = decide(rollout, members, ota, refusals, time.time(), current)
         by_device = {m.device: m for m in members}
         for device, state, error in decision.changes:
             self._device_event(rollout, device, state, error)
@@ -153,8 +163,8 @@ class RolloutEngine:
         self, rollout: Rollout, members: list[Member], board: str
     ) -> dict[str, str]:
         """Why a device still pending may not be assigned: another board than the bundle's
-        (the board in its health), or a device the hub does not know (looked up in the
-        registry once it is found there, or while it is not)."""
+        (the board in its health), or a device the hub does not know: neither in its device
+        states nor in the registry (whose ids are read again whenever it changes)."""
         pending = [m.device for m in members if m.state == PENDING]
         known: set[str] = set()
         if any(d not in self._states.states for d in pending):

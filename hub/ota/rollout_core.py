@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,7 @@ class Rollout:
     status: str
     step: int  # 0: the canary, k: steps[k - 1]
     reason: str | None = None
+    created_at: float = 0.0
 
 
 @dataclass
@@ -308,14 +309,28 @@ def decide(
     ota: Mapping[str, Mapping[str, Any]],
     refusals: Mapping[str, str],
     now: float,
+    current: Collection[str] = (),
 ) -> Decision:
     """What happens next to an active rollout. ``members`` in rollout order; ``ota``: the OTA
-    store's row per assigned device; ``refusals``: why a device may not be assigned (another
-    board, unknown to the hub), for the devices that might be assigned now. ``members`` are
-    updated in place to the states decided."""
+    store's row per device; ``refusals``: why a device may not be assigned (another board,
+    unknown to the hub); ``current``: the devices that already run the version (updated
+    without an update when their stage comes). ``members`` are updated in place to the states
+    decided. A pending device given this version's update since the rollout began (a hub
+    stopped between the assignment and its record, or desired state) is followed, not
+    assigned again."""
     out = Decision()
     if rollout.status not in ACTIVE:
         return out
+    for m in members:
+        row = ota.get(m.device)
+        if (
+            m.state == PENDING
+            and row is not None
+            and row.get("version") == rollout.version
+            and float(row.get("created_at") or 0) >= rollout.created_at
+        ):
+            m.state, m.tag, m.assigned_at = "offered", str(row["tag"]), float(row["created_at"])
+            out.changes.append((m.device, m.state, None))
     for m in members:
         new = follow(m, ota.get(m.device), rollout, now)
         if new is not None:
@@ -343,6 +358,9 @@ def decide(
             continue
         if m.device in refusals:
             m.state, m.error = REFUSED, refusals[m.device]
+            out.changes.append((m.device, m.state, m.error))
+        elif m.device in current:
+            m.state, m.error = "updated", None
             out.changes.append((m.device, m.state, m.error))
         elif allowance > 0:
             out.assign.append(m.device)

@@ -85,6 +85,7 @@ def as_rollout(row: dict[str, Any]) -> Rollout:
         row["status"],
         row["step"],
         row["reason"],
+        row["created_at"],
     )
 
 

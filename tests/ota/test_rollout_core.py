@@ -223,6 +223,32 @@ def test_the_same_version_assigned_again_is_followed_under_its_new_tag() -> None
     assert d.status is None and d.assign == ["d1"]
 
 
+def test_a_pending_device_given_the_version_since_the_start_is_followed_not_assigned() -> None:
+    """A device whose OTA row holds this version's update from after the rollout began (the
+    hub stopped between assigning it and recording that) is followed, never assigned again;
+    an older row of the version is not the rollout's."""
+    r, members = rollout(created_at=NOW - 100), fleet(2)
+    rows = {
+        "d0": {"device": "d0", "version": "1.2.0", "tag": "0000000a", "state": "downloading",
+               "created_at": NOW - 50},
+        "d1": {"device": "d1", "version": "1.2.0", "tag": "0000000b", "state": "updated",
+               "created_at": NOW - 500},
+    }  # fmt: skip
+    d = decide(r, members, rows, {}, NOW)
+    assert d.assign == [] and members[0].tag == "0000000a"
+    assert members[0].assigned_at == NOW - 50
+    assert d.changes == [("d0", "offered", None), ("d0", "downloading", None)]
+    assert members[1].state == "pending"
+
+
+def test_devices_already_on_the_version_are_updated_without_an_update() -> None:
+    """A device that already runs the version is counted updated when its stage comes, and
+    is not assigned."""
+    r, members = rollout(step=1, canary=0, steps=(100,)), fleet(3)
+    d = decide(r, members, {}, {}, NOW, current={"d1"})
+    assert d.assign == ["d0", "d2"] and d.changes == [("d1", "updated", None)]
+
+
 def test_ended_rollouts_decide_nothing() -> None:
     """A cancelled rollout assigns no device and changes no state."""
     r, members = rollout(status="cancelled"), fleet(3)
