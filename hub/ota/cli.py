@@ -109,8 +109,8 @@ def rollout_arguments(parser: argparse.ArgumentParser) -> None:
     start = actions.add_parser("start", help="update a group or devices in stages")
     start.add_argument("--app", required=True, metavar="VERSION", help="a registered version")
     target = start.add_mutually_exclusive_group(required=True)
-    target.add_argument("--group", metavar="G")
-    target.add_argument("--devices", metavar="ID,...")
+    target.add_argument("--group", metavar="G", help="a group's registered devices (hub group)")
+    target.add_argument("--devices", metavar="ID,...", help="these devices, in this order")
     start.add_argument(
         "--canary", type=int, metavar="N", help=f"devices first (default {DEFAULT_CANARY})"
     )
@@ -218,7 +218,10 @@ def _print_rollout(found: dict[str, Any], as_json: bool) -> None:
     )
     for stage in found["stages"]:
         mark = "*" if stage["current"] else " "
-        print(f"{mark} {stage['name']:>7}: {stage['devices']} devices, {stage['done']} done")
+        print(
+            f"{mark} {stage['name']:>7}: {stage['devices']} in all ({stage['new']} new), "
+            f"{stage['done']} done"
+        )
     table = [("DEVICE", "STAGE", "STATE", "ERROR", "ASSIGNED (UTC)")]
     table += [
         (d["device"], d["stage"], d["state"], (d["error"] or "")[:60], when(d["assigned_at"]))
