@@ -292,6 +292,9 @@ COMMANDS: dict[str, Command] = {
     "route": Command("routes: counters and dead letters", routecli.add_arguments, routecli.run),
     "hass": Command("Home Assistant: its login token", hass.add_arguments, hass.run),
     "app": Command("app bundles and over-the-air updates", appcli.add_arguments, appcli.run),
+    "rollout": Command(
+        "staged rollouts of an app version", appcli.rollout_arguments, appcli.rollout_run
+    ),
     "desired": Command(
         "desired state of devices and groups", desiredcli.add_arguments, desiredcli.run
     ),

@@ -75,6 +75,7 @@ SEVERITY = {
     "desired_changed": "info",
     "desired_applied": "info",
     "desired_failed": "warning",
+    "rollout_aborted": "warning",
 }
 SOURCES = {"device": "device", "token": "token", "account": "account"}
 MAX_ID = 64  # topic level length

@@ -40,6 +40,7 @@ from hub.events import HubEvents
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.ota.guard import update_guard
+from hub.ota.rollout import RolloutEngine
 from hub.ota.transfer import Transfer
 from hub.recorder import Recorder
 from hub.registry import Fingerprint, Registry
@@ -181,6 +182,7 @@ class Hub:
         self.commands: Commands | None = None
         self.alarms: AlarmService | None = None
         self.ota: Transfer | None = None
+        self.rollouts: RolloutEngine | None = None
         self.desired: DesiredService | None = None
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
@@ -274,6 +276,9 @@ class Hub:
         await self.ota.start()
         self.broker.add_message_listener(self.ota.on_message)
         self.states.observers.append(self.ota.on_state)
+        # Staged rollouts (hub/ota/rollout.py): assign devices through the OTA store.
+        self.rollouts = RolloutEngine(cfg.data_dir, self.states, self.events)
+        await self.rollouts.start()
         # Desired state (hub/desired): each device's delta, as settings and app updates.
         self.desired = DesiredService(
             cfg.data_dir, self.states, self.commands, self.ota, self.events
@@ -393,6 +398,10 @@ class Hub:
             "metrics": self.metrics,
             "routes": RoutesApi(self.routes),
         }
+        if self.rollouts is not None:  # staged rollouts' API (hub/web/rollouts_api.py)
+            from hub.web.rollouts_api import RolloutsApi
+
+            integrations["rollouts"] = RolloutsApi(self.rollouts, cfg.data_dir)
         if self.desired is not None:
             from hub.web.desired_api import DesiredApi
 
@@ -481,6 +490,8 @@ class Hub:
             await self.commands.stop()
         if self.alarms is not None:
             await self.alarms.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         if self.desired is not None:
             await self.desired.stop()
         if self.ota is not None:

@@ -111,6 +111,14 @@ ROUTES = (
     Route("GET", "/api/groups/{name}/desired", A.USER, "desired.group_desired"),
     Route("PUT", "/api/groups/{name}/desired", A.ADMIN, "desired.put_group_desired"),
     Route("POST", "/api/routes/{name}/dead-letters/replay", A.ADMIN, "routes.replay"),
+    # Staged rollouts of app updates (hub/web/rollouts_api.py).
+    Route("GET", "/rollouts", A.PAGE, "pages.rollouts"),
+    Route("GET", "/api/rollouts", A.ADMIN, "rollouts.listing"),
+    Route("POST", "/api/rollouts", A.ADMIN, "rollouts.create"),
+    Route("GET", "/api/rollouts/{id}", A.ADMIN, "rollouts.show"),
+    Route("POST", "/api/rollouts/{id}/pause", A.ADMIN, "rollouts.pause"),
+    Route("POST", "/api/rollouts/{id}/resume", A.ADMIN, "rollouts.resume"),
+    Route("POST", "/api/rollouts/{id}/cancel", A.ADMIN, "rollouts.cancel"),
 )
 
 
@@ -136,6 +144,9 @@ class Pages:
     async def device(self, request: web.Request) -> web.StreamResponse:
         """A device's page; the page itself reads the id from its path."""
         return await self._page(request, "device.html")
+
+    async def rollouts(self, request: web.Request) -> web.StreamResponse:
+        return await self._page(request, "rollouts.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.auth.tls_port is not None and not request.secure:

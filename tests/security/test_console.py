@@ -20,7 +20,7 @@ from tests.support.console import PASSWORD, Console
 from tests.support.hubproc import HubProcess, provision, scaled, start_hub
 from tests.support.mqtt import RawClient
 
-PAGES = {"/", "/client", "/devices/{id}"}
+PAGES = {"/", "/client", "/devices/{id}", "/rollouts"}
 
 
 def run(coro):  # type: ignore[no-untyped-def]
