@@ -16,14 +16,17 @@ commands, one JSON line each, and answers each with one JSON line:
   "online_at": ..., "backlog_at": ..., "backlog": ..., "back": ..., "drained": ...}``.
 - ``stop``: publishing stops, the queues drain (bounded wait) -> ``{"result": ...}``.
 
-Devices behave as firmware/node/session.py does: a lost link waits 0 to all of the backoff
-step, a failed connect (refused, reset, no CONNACK within ``io_timeout``) half to all of it,
-and the step doubles from ``backoff_min`` to ``backoff_max``; a working session resets it.
-They never give up, and ping when idle for half their keepalive. The fleet's first connects
-(before any measurement) wait up to ``setup_timeout`` per step instead. Every time is
-``time.monotonic()``, which all processes share. The optional browser (MQTT over WebSocket
-on ``d/+/t/+``) times each reading from device to browser: a reading's value is the time it
-was sent (monotonic seconds modulo 10^6).
+Devices back off as firmware/node/session.py's ``link_failed`` does (Device.run mirrors it
+line by line): a working session (subscribed) that is lost retries within 0 to ``SPREAD`` x
+``backoff_min`` and the step starts again at ``backoff_min``; a failed connect (refused, reset,
+no CONNACK within ``io_timeout``, CONNACK 3) waits half to all of the step, a link admitted and
+then refused its subscription 0 to all of it, and both double the step up to ``backoff_max``.
+They never give up, and ping when idle for half their keepalive. Each failed attempt is
+counted by cause (``causes``), and ``watch`` says when each device was back. The fleet's
+first connects (before any measurement) wait up to ``setup_timeout`` per step instead. Every
+time is ``time.monotonic()``, which all processes share. The optional browser (MQTT over
+WebSocket on ``d/+/t/+``) times each reading from device to browser: a reading's value is the
+time it was sent (monotonic seconds modulo 10^6).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from tools.bench.mqtt import WsClient, connect_packet, publish_packet, subscribe
 Spec = dict[str, Any]
 _U16 = struct.Struct("!H")
 CLOCK_WRAP = 1_000_000.0  # a reading's value: the send time modulo this, in seconds
+SPREAD = 2  # firmware/node/session.py _SPREAD: a lost working session's window, x backoff_min
 
 
 def _cpu() -> float:
@@ -68,7 +72,9 @@ class Device(asyncio.Protocol):
         self.last_tx = 0.0  # PINGREQ when idle for half the keepalive, as the firmware does
         self.back = False  # online again since the fleet's ``since``
         self.backlog_seq = -1  # readings below this seq are the backlog being watched
-        self.step = fleet.backoff_min
+        self.step = fleet.backoff_min  # 0: a working session, whose loss retries soon
+        self.stage = ""  # what the connect attempt waits for: its cause if it fails
+        self.admitted = False  # CONNACK 0 on this link
         self.attempts = 0  # connect attempts that failed
         self.resent = 0
         self._buf = bytearray()
@@ -157,24 +163,31 @@ class Device(asyncio.Protocol):
         fleet = self.fleet
         loop = asyncio.get_running_loop()
         self._buf.clear()
+        self.admitted = False
+        self.stage = "tcp"
         async with asyncio.timeout(timeout):
             await loop.create_connection(
                 lambda: self, fleet.host, fleet.port, local_addr=(fleet.source, 0)
             )
         user, password = (None, None) if fleet.anonymous else (self.ident, self.secret)
+        self.stage = "connack"
         code = await self._request(
             connect_packet(self.ident, user, password, fleet.keepalive), timeout
         )
         if code != 0:
+            self.stage = f"connack{code}"
             raise ConnectionError(f"CONNACK {code}")
+        self.admitted = True
+        self.stage = "suback"
         sub = subscribe_packet(self._next_pid(), [(f"d/{self.ident}/c", 1)])
         lost = loop.create_future()
         if await self._request(sub, timeout) != 0:
+            self.stage = "subscription refused"
             raise ConnectionError("subscription refused")
         self._lost = lost
         self.online = True
         self.online_at = time.monotonic()
-        self.step = fleet.backoff_min
+        self.step = 0  # a working session
         fleet.online += 1
         if not self.back and self.online_at >= fleet.since:
             self.back = True
@@ -198,8 +211,14 @@ class Device(asyncio.Protocol):
                     await self.connect(fleet.io_timeout)
                 assert self._lost is not None
                 await self._lost
-            except (OSError, ConnectionError, TimeoutError):
-                pass
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                if self._lost is None:  # the attempt failed: why, for the bench's table
+                    cause = (
+                        self.stage
+                        if self.stage.startswith(("connack", "sub"))
+                        else (f"{type(exc).__name__} at {self.stage}")
+                    )
+                    fleet.causes[cause] = fleet.causes.get(cause, 0) + 1
             was_online = self._lost is not None
             if self.transport is not None:
                 self.transport.abort()
@@ -208,13 +227,20 @@ class Device(asyncio.Protocol):
                 fleet.online -= 1
             if fleet.stopping:
                 return
+            # firmware/node/session.py link_failed, for one hub address:
             step = self.step
-            if was_online:  # lost: 0 to all of the step
+            worked = not step  # nothing failed since the last working session
+            if worked:
+                step = self.step = fleet.backoff_min
+            if was_online and worked:  # a working session lost: soon, spread over the window
+                delay = random.random() * SPREAD * step
+            elif self.admitted:  # admitted, then its subscription refused: 0 to all of it
                 delay = random.random() * step
-            else:  # failed: half to all of the step
+                self.step = min(step * 2, fleet.backoff_max)
+            else:  # failed: half to all of the step, which doubles
                 self.attempts += 1
                 delay = step / 2 + random.random() * step / 2
-            self.step = min(step * 2, fleet.backoff_max)
+                self.step = min(step * 2, fleet.backoff_max)
             await asyncio.sleep(delay)
 
     def _next_pid(self) -> int:
@@ -258,6 +284,7 @@ class Fleet:
         self.since = float("inf")  # watch: devices online again since then are counted
         self.back = 0
         self.drained = 0  # watch: devices whose backlog is acknowledged
+        self.causes: dict[str, int] = {}  # failed connect attempts by cause
         self.sent = 0
         self.acked = 0
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -346,11 +373,13 @@ class Fleet:
                 d._check_backlog()
         n = len(self.devices)
         online_at = backlog_at = None
+        cpu0, cpu_back = _cpu(), None
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             now = time.monotonic()
             if online_at is None and self.back >= n:
                 online_at = max(d.online_at for d in self.devices)
+                cpu_back = _cpu() - cpu0
             if backlog_at is None and self.drained >= n:
                 backlog_at = now
             if online_at is not None and backlog_at is not None:
@@ -362,6 +391,11 @@ class Fleet:
             "backlog": backlog,
             "back": self.back,
             "drained": self.drained,
+            # Seconds from ``since`` until each device was online again; this worker's CPU
+            # from the command until all were.
+            "back_after": sorted(round(d.online_at - since, 3) for d in self.devices if d.back),
+            "cpu_until_back_s": None if cpu_back is None else round(cpu_back, 2),
+            "causes": dict(self.causes),
         }
 
     async def stop(self, drain_s: float) -> dict[str, Any]:
@@ -385,6 +419,7 @@ class Fleet:
             "pending": sum(len(d.pending) for d in self.devices),
             "resent": sum(d.resent for d in self.devices),
             "failed_attempts": sum(d.attempts for d in self.devices),
+            "causes": dict(self.causes),
             "max_failed_attempts": max((d.attempts for d in self.devices), default=0),
             "browser_received": self.browser_received,
             "latencies": [round(x, 5) for x in self.latencies],

@@ -158,6 +158,11 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(ordered[-1] * 1000, 3)}
 
 
+def _at(ordered: list[float], q: float) -> float | None:
+    """The q-quantile of sorted values (None for none), rounded to ms."""
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
+
+
 def _option(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
@@ -274,6 +279,13 @@ def restart(
         workers.close()
     online = [m["online_at"] for m in recovered]
     drained = [m["backlog_at"] for m in recovered]
+    # When each device was back, from the moment the broker listened (its ready line).
+    back = sorted(x - (ready - killed) for m in recovered for x in m["back_after"])
+    causes: dict[str, int] = {}
+    for r in results:
+        for cause, n in r["causes"].items():
+            causes[cause] = causes.get(cause, 0) + n
+    cpu_back = [m["cpu_until_back_s"] for m in recovered]
     out: dict[str, Any] = {
         "devices": len(devices),
         "connect_s": max(m["seconds"] for m in connected),
@@ -289,6 +301,10 @@ def restart(
         "pending": sum(r["pending"] for r in results),
         "resent": sum(r["resent"] for r in results),
         "failed_attempts": sum(r["failed_attempts"] for r in results),
+        "failed_by_cause": dict(sorted(causes.items(), key=lambda kv: -kv[1])),
+        "online_p50_s": _at(back, 0.5),
+        "online_p90_s": _at(back, 0.9),
+        "loadgen_cpu_until_back_s": None if None in cpu_back else round(sum(cpu_back), 2),
         "max_failed_attempts": max(r["max_failed_attempts"] for r in results),
         "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
         "workers": len(results),
@@ -411,6 +427,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     n = _get(r, "hub", "restart", "devices") or _get(r, "mosquitto", "restart", "devices")
     if n:
         add(f"restart, {n:,} devices: kill -> listening", ("restart", "down_s"), "s")
+        add("restart: listening -> 50 % online", ("restart", "online_p50_s"), "s")
+        add("restart: listening -> 90 % online", ("restart", "online_p90_s"), "s")
         add("restart: listening -> all online", ("restart", "online_s"), "s", "<= 5 s")
         add("restart: listening -> backlog stored/acked", ("restart", "backlog_s"), "s")
         add("restart: backlog (readings queued)", ("restart", "backlog"), "")
@@ -420,6 +438,11 @@ def rows(r: dict[str, Any]) -> list[Row]:
         add("restart: readings still queued on devices", ("restart", "queued_on_devices"), "")
         add("restart: readings resent (DUP)", ("restart", "resent"), "")
         add("restart: failed connect attempts", ("restart", "failed_attempts"), "")
+        add(
+            "restart: load generator CPU until all back",
+            ("restart", "loadgen_cpu_until_back_s"),
+            "s",
+        )
     n = _get(r, "hub", "fleet19k", "devices") or _get(r, "mosquitto", "fleet19k", "devices")
     if n:
         add(
