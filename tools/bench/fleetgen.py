@@ -71,6 +71,8 @@ class Device(asyncio.Protocol):
         self.online_at = 0.0
         self.last_tx = 0.0  # PINGREQ when idle for half the keepalive, as the firmware does
         self.back = False  # online again since the fleet's ``since``
+        self.lost_at = 0.0  # when its last working session was lost
+        self.retry_at = 0.0  # when the first connect attempt after that began
         self.backlog_seq = -1  # readings below this seq are the backlog being watched
         self.step = fleet.backoff_min  # 0: a working session, whose loss retries soon
         self.stage = ""  # what the connect attempt waits for: its cause if it fails
@@ -87,6 +89,9 @@ class Device(asyncio.Protocol):
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.online:
+            self.lost_at = time.monotonic()
+            self.retry_at = 0.0
         self.transport = None
         self.online = False
         for fut in (self._waiter, self._lost):
@@ -164,6 +169,8 @@ class Device(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._buf.clear()
         self.admitted = False
+        if not self.retry_at:
+            self.retry_at = time.monotonic()
         self.stage = "tcp"
         async with asyncio.timeout(timeout):
             await loop.create_connection(
@@ -394,6 +401,12 @@ class Fleet:
             # Seconds from ``since`` until each device was online again; this worker's CPU
             # from the command until all were.
             "back_after": sorted(round(d.online_at - since, 3) for d in self.devices if d.back),
+            "lost_after": sorted(
+                round(d.lost_at - since, 3) for d in self.devices if d.lost_at >= since
+            ),
+            "retry_after": sorted(
+                round(d.retry_at - since, 3) for d in self.devices if d.lost_at >= since
+            ),
             "cpu_until_back_s": None if cpu_back is None else round(cpu_back, 2),
             "causes": dict(self.causes),
         }
