@@ -46,7 +46,20 @@ from tools.bench.mqtt import WsClient, connect_packet, publish_packet, subscribe
 Spec = dict[str, Any]
 _U16 = struct.Struct("!H")
 CLOCK_WRAP = 1_000_000.0  # a reading's value: the send time modulo this, in seconds
+LAG_PROBE_S = 0.01
+PING_EVERY_S = 0.25
 SPREAD = 2  # firmware/node/session.py _SPREAD: a lost working session's window, x backoff_min
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float] | None:
+    if not lags:
+        return None
+    ordered = sorted(lags)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 def _cpu() -> float:
@@ -300,6 +313,8 @@ class Fleet:
         ]
         self.latencies: list[float] = []
         self.browser_received = 0
+        self.lags: list[float] = []  # this worker's event loop, sampled every LAG_PROBE_S
+        self.pings: list[float] = []  # the browser's PINGREQ -> PINGRESP round trips
 
     def _browser_hook(self, _topic: bytes, payload: bytes, now: float) -> None:
         self.browser_received += 1
@@ -337,6 +352,31 @@ class Fleet:
             await asyncio.sleep(0.05)
         return time.monotonic() - t0
 
+    async def probe_lag(self) -> None:
+        """How late this worker's event loop runs timers: a reading timed on a late loop
+        counts the lateness as the broker's."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self.lags.append(loop.time() - due)
+
+    async def ping_broker(self, ws: WsClient) -> None:
+        """The browser's PINGREQ every PING_EVERY_S, timed to its PINGRESP: the broker
+        answers one as it reads it, so the round trip is how far behind its event loop runs
+        (a reading's latency without it is what its delivery added)."""
+        sent: list[float] = []
+
+        def answered(now: float) -> None:
+            if sent:
+                self.pings.append(now - sent.pop(0))
+
+        ws.client.on_pingresp = answered
+        while not self.stopping:
+            sent.append(time.monotonic())
+            await ws.send(b"\xc0\x00")
+            await asyncio.sleep(PING_EVERY_S)
+
     async def ping(self) -> None:
         """A PINGREQ from each online device idle for half its keepalive (firmware/node/
         link.py does the same), so a slow start or a long period never looks like silence."""
@@ -350,6 +390,10 @@ class Fleet:
     async def publish(self) -> None:
         """One reading per device per period, at random phases, until stopped."""
         self.publishing = True
+        self.lags.clear()  # the measured window starts: loop lag and pings from here on
+        self.pings.clear()
+        if not self.devices:  # the browser's worker
+            return
         phase = sorted((random.random() * self.period, d) for d in self.devices)
         t0 = time.monotonic()
         rounds = 0
@@ -435,6 +479,8 @@ class Fleet:
             "causes": dict(self.causes),
             "max_failed_attempts": max((d.attempts for d in self.devices), default=0),
             "browser_received": self.browser_received,
+            "loop_lag_ms": _lag_summary(self.lags),
+            "ping_rtt_ms": _lag_summary(self.pings),
             "latencies": [round(x, 5) for x in self.latencies],
         }
 
@@ -445,7 +491,9 @@ async def _main() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     fleet = Fleet(json.loads(await reader.readline()))
     pinger = loop.create_task(fleet.ping())
+    lag = loop.create_task(fleet.probe_lag())
     browser = await fleet.open_browser() if fleet.spec.get("browser") else None
+    pings = loop.create_task(fleet.ping_broker(browser)) if browser is not None else None
     cpu0 = _cpu()
     publisher: asyncio.Task[None] | None = None
 
@@ -469,6 +517,9 @@ async def _main() -> None:
             if publisher is not None:
                 publisher.cancel()
             pinger.cancel()
+            lag.cancel()
+            if pings is not None:
+                pings.cancel()
             if browser is not None:
                 await browser.close()
             answer({"result": {**result, "cpu_s": round(_cpu() - cpu0, 2)}})

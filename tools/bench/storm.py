@@ -73,13 +73,16 @@ class Workers:
         **spec: Any,
     ) -> None:
         count = max(1, math.ceil(len(devices) / per_worker))
+        # The browser in a worker of its own (the last), so its readings are timed on a loop
+        # that is not also running thousands of devices.
+        total = count + 1 if browser else count
         env = dict(os.environ)
         if lg:
             env["BENCH_LOADGEN_CPUS"] = ",".join(str(c) for c in sorted(lg))
         self.procs: list[subprocess.Popen[bytes]] = []
         self._selector = selectors.DefaultSelector()
         self._buffers: dict[int, bytes] = {}
-        for k in range(count):
+        for k in range(total):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tools.bench.fleetgen"],
                 stdin=subprocess.PIPE,
@@ -87,7 +90,7 @@ class Workers:
                 env=env,
             )
             assert proc.stdin is not None and proc.stdout is not None
-            part = devices[k::count]
+            part = devices[k::count] if k < count else []
             worker_spec = {
                 **spec,
                 "host": broker.host,
@@ -97,7 +100,7 @@ class Workers:
                 "anonymous": base.get("anonymous", False),
                 "devices": part,
                 "source": f"127.0.1.{k + 1}",  # each worker its own source address
-                "browser": browser and k == 0,
+                "browser": k == count,
             }
             proc.stdin.write(json.dumps(worker_spec).encode() + b"\n")
             proc.stdin.flush()
@@ -352,7 +355,7 @@ def fleet19k(
     latencies = [x for r in results for x in r["latencies"]]
     out = {
         "devices": len(devices),
-        "workers": len(results),
+        "workers": len(results) - 1,  # device workers; the browser has one more
         "connect_s": max(m["seconds"] for m in connected),
         "rss_idle": rss_idle,
         "rss_connected": rss_connected,
@@ -362,6 +365,9 @@ def fleet19k(
         "sent": sum(r["sent"] for r in results),
         "acked": sum(r["acked"] for r in results),
         "received": sum(r["browser_received"] for r in results),
+        "browser_loop_lag_ms": results[-1]["loop_lag_ms"],  # the browser's worker
+        "browser_ping_rtt_ms": results[-1]["ping_rtt_ms"],  # through the broker's loop
+        "device_loop_lag_ms": [r["loop_lag_ms"] for r in results[:-1]],
         "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
         **_percentiles(latencies),
     }
