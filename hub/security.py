@@ -51,7 +51,7 @@ class Identity:
     unrestricted: bool = False  # development mode: everything allowed
     # publish and subscribe are the registry's templates, filled in with ``name`` when
     # checked: a device's identity shares its fleet's tuples instead of holding its own
-    # filter texts (about 600 bytes a connected device; checks are per new topic).
+    # filter texts (about 470 bytes a connected device; checks are per new topic).
     templated: bool = False
 
     def filters(self, templates: tuple[str, ...]) -> tuple[str, ...]:
