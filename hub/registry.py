@@ -22,25 +22,31 @@ from the next pass on, as it was when every check read the registry.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from hub.config import DataDirError, prepare_data_dir
 from hub.device_secrets import (
+    KEYED_PREFIX,
     SCRYPT_PREFIX,
     KeyFileError,
     check_keyed,
     check_scrypt,
+    keyed_digest,
     keyed_hash,
     load_registry_key,
 )
@@ -154,6 +160,88 @@ def _policy(allow_insecure: bool) -> str:
     return ALLOW_INSECURE if allow_insecure else TLS_REQUIRED
 
 
+# keyed digest, created_at, last_seen_at (NaN: none), access index: 52 bytes, an 88-byte object
+_RECORD = struct.Struct("<32sddI")
+_NO_DIGEST = bytes(32)
+
+
+class _Credentials:
+    """Every device's credentials as the logins need them, in about 190 bytes a device (a
+    dict of tuples and Device objects took about 450; the hub holds one for every device
+    registered, connected or not): per device one bytes record, its keyed digest, times and
+    the index of its access (enabled, TLS policy, topic rules, certificate), which devices
+    share; the rare hash not in the keyed form (scrypt, none) is kept as text beside."""
+
+    __slots__ = ("_access", "_index", "other", "records", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.records: dict[str, bytes] = {}
+        self.other: dict[str, str] = {}  # device id -> a hash not in the keyed form
+        self._access: list[tuple[bool, str, tuple[str, ...], tuple[str, ...], str | None]] = []
+        self._index: dict[tuple[object, ...], int] = {}
+
+    def add(self, row: sqlite3.Row) -> None:
+        key = (
+            bool(row["enabled"]),
+            row["tls_policy"],
+            row["publish"],
+            row["subscribe"],
+            row["cert_fingerprint"],
+        )
+        index = self._index.get(key)
+        if index is None:
+            index = self._index[key] = len(self._access)
+            enabled, policy, publish, subscribe, cert = key
+            self._access.append(
+                (
+                    bool(enabled),
+                    str(policy),
+                    tuple(json.loads(str(publish))),
+                    tuple(json.loads(str(subscribe))),
+                    None if cert is None else str(cert),
+                )
+            )
+        stored: str = row["secret_hash"]
+        digest = _keyed_digest_of(stored)
+        if digest is None:
+            self.other[row["id"]] = stored
+            digest = _NO_DIGEST
+        seen = row["last_seen_at"]
+        self.records[row["id"]] = _RECORD.pack(
+            digest, row["created_at"], math.nan if seen is None else seen, index
+        )
+
+    def get(self, device_id: str) -> tuple[str | bytes, Device | None]:
+        record = self.records.get(device_id)
+        if record is None:
+            return NO_SECRET, None
+        digest, created, seen, index = _RECORD.unpack(record)
+        enabled, policy, publish, subscribe, cert = self._access[index]
+        device = Device(
+            device_id,
+            enabled,
+            policy,
+            publish,
+            subscribe,
+            created,
+            None if math.isnan(seen) else seen,
+            cert,
+        )
+        return self.other.get(device_id, digest), device
+
+
+def _keyed_digest_of(stored: str) -> bytes | None:
+    """The digest of a hash in the keyed form; None for any other value."""
+    if not stored.startswith(KEYED_PREFIX):
+        return None
+    try:
+        digest = base64.b64decode(stored[len(KEYED_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest if len(digest) == len(_NO_DIGEST) else None
+
+
 def _row_to_device(row: sqlite3.Row) -> Device:
     return Device(
         id=row["id"],
@@ -206,9 +294,9 @@ class Registry:
         # waiting for SQLite's lock never holds up the reads of verify_fast.
         self._upgrader: sqlite3.Connection | None = None
         self._upgrade_lock = threading.Lock()
-        # The credentials in memory: (access_version, device id -> (secret hash, device)),
-        # used while access_version is still what ``access_changed`` last read.
-        self._creds: tuple[int, dict[str, tuple[str, Device]]] | None = None
+        # The credentials in memory (``_Credentials``), used while their access_version is
+        # still what ``access_changed`` last read.
+        self._creds: _Credentials | None = None
         self._access_seen: int | None = None
 
     def close(self) -> None:
@@ -268,7 +356,7 @@ class Registry:
         seen = int(self._db.rows("SELECT n FROM access_version")[0][0])
         self._access_seen = seen
         creds = self._creds
-        return creds is None or creds[0] != seen
+        return creds is None or creds.version != seen
 
     def load_credentials(self) -> int:
         """Loads every device's credentials into memory, as one snapshot with its
@@ -283,25 +371,19 @@ class Registry:
             conn.execute("COMMIT")
         finally:
             conn.close()
-        shared: dict[str, tuple[str, ...]] = {}  # one tuple for the fleet's common topic rules
-        creds: dict[str, tuple[str, Device]] = {}
+        creds = _Credentials(version)
         for row in rows:
-            device = _row_to_device(row)
-            publish = shared.setdefault(row["publish"], device.publish)
-            subscribe = shared.setdefault(row["subscribe"], device.subscribe)
-            if publish is not device.publish or subscribe is not device.subscribe:
-                device = replace(device, publish=publish, subscribe=subscribe)
-            creds[device.id] = (row["secret_hash"], device)
-        self._creds = (version, creds)
-        return len(creds)
+            creds.add(row)
+        self._creds = creds
+        return len(creds.records)
 
-    def _cached(self, device_id: str) -> tuple[str, Device | None] | None:
-        """(secret hash, device) from memory while it is current (an unknown device: no
-        secret, no device); None when only the registry can tell."""
+    def _cached(self, device_id: str) -> tuple[str | bytes, Device | None] | None:
+        """(secret hash or keyed digest, device) from memory while it is current (an unknown
+        device: no secret, no device); None when only the registry can tell."""
         creds = self._creds
-        if creds is None or creds[0] != self._access_seen:
+        if creds is None or creds.version != self._access_seen:
             return None
-        return creds[1].get(device_id) or (NO_SECRET, None)
+        return creds.get(device_id)
 
     # --- checking secrets --------------------------------------------------------------------
     def is_cheap(self, device_id: str) -> bool:
@@ -323,10 +405,14 @@ class Registry:
             rows = self._db.rows("SELECT * FROM devices WHERE id = ?", (device_id,))
             stored = rows[0]["secret_hash"] if rows else NO_SECRET
             device = _row_to_device(rows[0]) if rows else None
-        if stored.startswith(SCRYPT_PREFIX):
+        if isinstance(stored, bytes):  # a keyed digest from memory
+            ok = hmac.compare_digest(keyed_digest(self._key, device_id, secret), stored)
+        elif stored.startswith(SCRYPT_PREFIX):
             self._legacy.add(device_id)
             return SLOW
-        if not check_keyed(self._key, device_id, secret, stored) or device is None:
+        else:
+            ok = check_keyed(self._key, device_id, secret, stored)
+        if not ok or device is None:
             return None
         return device
 

@@ -11,6 +11,7 @@ second instead of being refused.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import socket
 import sqlite3
@@ -118,6 +119,27 @@ def mqtt_limits(config: HubConfig) -> dict[str, int]:
 # 1,608 of them with the kernel's 4,096. Past a full queue a SYN is dropped and the device's
 # kernel sends it again a second later: the hub's backpressure.
 LISTEN_BACKLOG = 1024
+
+# What start_web needs, imported in a thread while the event loop serves MQTT: aiohttp and the
+# console are most of the hub's imports (about 1.3 s of a loaded machine's CPU), and imported
+# on the loop they held every CONNECT of a restarted hub's fleet until they were done.
+WEB_MODULES = (
+    "aiohttp.web",
+    "hub.accounts",
+    "hub.routes.api",
+    "hub.web.api",
+    "hub.web.app",
+    "hub.web.auth",
+    "hub.web.fleet_api",
+    "hub.web.guard",
+    "hub.web.manage",
+    "hub.web.session",
+)
+
+
+def _import_web() -> None:
+    for name in WEB_MODULES:
+        importlib.import_module(name)
 
 
 def make_broker(config: HubConfig) -> Broker:
@@ -326,6 +348,8 @@ class Hub:
         """The rest, after the MQTT listeners: aiohttp, the console and its API on the sockets
         ``start`` bound, Home Assistant discovery, the cluster's auth backend."""
         began = time.monotonic()
+        # Off the loop: it goes on admitting devices meanwhile (sharing the GIL with this).
+        await asyncio.to_thread(_import_web)
         from hub.accounts import Accounts
         from hub.routes.api import RoutesApi
         from hub.web.api import Api

@@ -8,10 +8,15 @@
 # next address; a device stays on the hub it has (no going back to the first) until it loses it.
 # Backoff: each failed attempt waits between half and all of the current step, and the step
 # doubles (backoff_min_ms up to backoff_max_ms) after each full round of addresses that all
-# failed, so one dead address does not slow the move to the next. A lost link waits a random
-# part (0 to all) of the step, which a working session has reset to backoff_min_ms, and doubles
-# it: a hub restart drops a whole fleet at once, and the fleet must not come back in lock-step
-# (nor hammer a hub that admits it and then refuses its subscription).
+# failed, so one dead address does not slow the move to the next. A working session (connected,
+# subscribed, online published) that is lost retries soon, at a uniformly random moment within
+# 0 to _SPREAD x backoff_min_ms (0 to 2 s by default), and the step starts again at
+# backoff_min_ms: a hub restart drops a whole fleet at the same instant, and the fleet must come
+# back spread over that window (not in lock-step, not all after the same step) without the
+# first attempt, often made while the hub is still starting, doubling the waits after it. A
+# link lost before its session worked (admitted, then its subscription refused) waits 0 to all
+# of the step and doubles it, so such a hub is not hammered. tools/bench/fleetgen.py's devices
+# do the same (Device.run).
 import random
 import time
 
@@ -21,6 +26,7 @@ from umqtt.simple import MQTTException
 from node import net
 
 _TRIAL_ATTEMPTS = const(3)  # failed connects before an untried settings update rolls back
+_SPREAD = const(2)  # a lost working session retries within 0 to this x backoff_min_ms
 DEBUG = True
 
 
@@ -38,7 +44,7 @@ def connect(app):
     app.link.connect()
     app.link.subscribe(app.command_topic, 1)  # again on every connect: clean sessions
     app.link.publish(app.status_topic, b"online", retain=True, qos=1)
-    app.backoff_ms = cfg["backoff_min_ms"]
+    app.backoff_ms = 0  # a working session: its loss retries within the spread window
     app.failures = 0
     app.connects += 1
     if app.connects > 1:
@@ -58,7 +64,13 @@ def link_failed(app, exc):
     host, port = hubs[app.hub_idx]
     app.hub_idx = (app.hub_idx + 1) % len(hubs)  # failed or lost: the next address
     step = app.backoff_ms
-    if was_connected:  # lost (or refused its subscription): 0 to all of the step
+    worked = not step  # since the last working session, nothing failed
+    if worked:
+        step = app.backoff_ms = cfg["backoff_min_ms"]
+    if was_connected and worked:  # a working session lost: soon, spread over the window
+        delay = random.getrandbits(24) % (_SPREAD * step + 1)
+        grow = False  # the next failed attempt waits half to all of backoff_min_ms
+    elif was_connected:  # admitted, then its subscription refused: 0 to all of the step
         delay = random.getrandbits(24) % (step + 1)
         grow = True
     else:  # half to all of the step, which grows after each full round of addresses

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -154,18 +155,38 @@ class TcpLink(asyncio.Protocol, Link):
         return obj if isinstance(obj, ssl.SSLObject) else None
 
 
+def ws_binary_frame(data: bytes) -> bytes:
+    """One unmasked, unfragmented binary WebSocket frame (RFC 6455 section 5.2), as a server
+    sends it."""
+    n = len(data)
+    if n < 126:
+        return _WS_LEN1.pack(_WS_BINARY, n) + data
+    if n < 65536:
+        return _WS_LEN2.pack(_WS_BINARY, 126, n) + data
+    return _WS_LEN3.pack(_WS_BINARY, 127, n) + data
+
+
+_WS_BINARY = 0x82  # FIN, opcode 2
+_WS_LEN1 = struct.Struct("!BB")
+_WS_LEN2 = struct.Struct("!BBH")
+_WS_LEN3 = struct.Struct("!BBQ")
+
+
 class WebSocketLink(Link):
     """MQTT over WebSocket: binary messages carry any slice of the MQTT byte stream.
 
-    aiohttp gives each WebSocket a handler task; ``serve`` is that task's loop. Writes are
-    coalesced: everything written before the event loop runs again goes out as one message.
+    aiohttp gives each WebSocket a handler task; ``serve`` is that task's loop. A write goes to
+    the socket at once, as one binary frame (the connection coalesces what a pass of the event
+    loop writes into one write): aiohttp's ``send_bytes`` is a coroutine, and a task per flush
+    delayed every delivery by a further pass of the loop, seconds for a browser subscribed to a
+    19,000-device fleet on a loaded hub (BENCHMARKS.md, session 6). The connection's bound on
+    its write buffer (``buffered``) is the backpressure; with no permessage-deflate
+    (hub/web/app.py) a frame is the bytes as they are.
     """
 
     __slots__ = (
         "_closed",
         "_closing",
-        "_flusher",
-        "_pending",
         "_protocol",
         "_resumed",
         "_ssl",
@@ -180,8 +201,6 @@ class WebSocketLink(Link):
         self.peer = _peer(request.transport)
         obj = request.transport.get_extra_info("ssl_object") if request.transport else None
         self._ssl = obj if isinstance(obj, ssl.SSLObject) else None
-        self._pending = bytearray()
-        self._flusher: asyncio.Task[None] | None = None
         self._resumed: asyncio.Future[None] | None = None  # set while reading is paused
         self._closed = False
         self._closing: asyncio.Task[None] | None = None  # close(): the last write, then CLOSE
@@ -215,20 +234,10 @@ class WebSocketLink(Link):
     def write(self, data: bytes) -> None:
         if self._closed:
             return
-        self._pending.extend(data)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:  # abort() empties it
-                data = bytes(self._pending)
-                self._pending.clear()
-                await self._ws.send_bytes(data)
-        except (ConnectionError, OSError, RuntimeError):
-            self.abort()
-        finally:
-            self._flusher = None
+        transport = self._transport()
+        if transport is None or transport.is_closing():
+            return
+        transport.write(ws_binary_frame(data))
 
     def _transport(self) -> asyncio.Transport | None:
         transport = self._ws._req.transport if self._ws._req is not None else None
@@ -236,8 +245,7 @@ class WebSocketLink(Link):
 
     def buffered(self) -> int:
         transport = self._transport()
-        size = transport.get_write_buffer_size() if transport is not None else 0
-        return len(self._pending) + size
+        return transport.get_write_buffer_size() if transport is not None else 0
 
     def pause_reading(self) -> None:
         if self._resumed is None and not self._closed:
@@ -251,8 +259,6 @@ class WebSocketLink(Link):
     def when_writable(self, callback: Callable[[], None]) -> None:
         async def drained() -> None:
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-                if self._flusher is not None:
-                    await asyncio.shield(self._flusher)
                 drain = getattr(self._protocol, "_drain_helper", None)
                 await (drain() if drain is not None else asyncio.sleep(0.01))
             callback()
@@ -261,7 +267,6 @@ class WebSocketLink(Link):
 
     def abort(self) -> None:
         self._closed = True
-        self._pending.clear()
         self.resume_reading()
         transport = self._transport()
         if transport is not None:
@@ -272,10 +277,8 @@ class WebSocketLink(Link):
             return
         self._closed = True
 
-        async def closing() -> None:
+        async def closing() -> None:  # what was written is in the transport already
             with contextlib.suppress(ConnectionError, OSError, asyncio.TimeoutError):
-                if self._flusher is not None:
-                    await asyncio.wait_for(asyncio.shield(self._flusher), 1.0)
                 await asyncio.wait_for(self._ws.close(), 1.0)
 
         self.resume_reading()

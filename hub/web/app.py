@@ -198,7 +198,10 @@ class Pages:
     async def mqtt(self, request: web.Request) -> web.StreamResponse:
         """MQTT over WebSocket: clients log in inside MQTT (a token or a device's secret);
         the console's cookie authenticates nothing here."""
-        ws = web.WebSocketResponse(protocols=("mqtt",), autoping=True)
+        # No permessage-deflate (aiohttp's default accepts a browser's offer): a zlib stream
+        # each way is about 300 KB a tab, and compressing every frame costs the event loop
+        # that delivers the fleet's readings CPU for packets of a few dozen bytes.
+        ws = web.WebSocketResponse(protocols=("mqtt",), autoping=True, compress=False)
         if not ws.can_prepare(request).ok:
             raise error(
                 web.HTTPBadRequest, "this is the MQTT-over-WebSocket endpoint: upgrade required"

@@ -1,17 +1,20 @@
 """The real firmware across a hub crash: its last status and health, its retained topics, and
-a command sent while it was offline all survive SIGKILL of the hub."""
+a command sent while it was offline all survive SIGKILL of the hub; a device online when the
+hub is killed comes back on its own, on the firmware's reconnect schedule, with every reading."""
 
 import asyncio
 import json
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 from hub import topics
 from tests.hub.fleet import admin_token, call, get, poll
 from tests.support.devices import running_device
-from tests.support.firmware import FAST
+from tests.support.firmware import FAST, assert_backoff, retry_delays
 from tests.support.hubproc import HubProcess, start_hub
+from tests.support.waits import eventually_async
 from tests.support.mqtt import RawClient
 
 
@@ -90,5 +93,70 @@ def test_command_status_and_health_survive_a_hub_crash(tmp_path: Path) -> None:
             assert done["reply"]["ok"] is True and done["reply"]["id"] == command
 
         asyncio.run(after())
+    finally:
+        hub.stop()
+
+
+def _stored_seqs(data_dir: Path, device: str) -> dict[str, list[int]]:
+    """The sequence numbers stored for the device, by boot, in order."""
+    db = sqlite3.connect(f"file:{data_dir / 'telemetry.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT boot, seq FROM readings WHERE device = ? ORDER BY boot, seq", (device,)
+        ).fetchall()
+    finally:
+        db.close()
+    out: dict[str, list[int]] = {}
+    for boot, seq in rows:
+        out.setdefault(boot, []).append(seq)
+    return out
+
+
+def test_a_device_online_when_the_hub_is_killed_comes_back_on_schedule(tmp_path: Path) -> None:
+    """A unix-port device online when its hub is SIGKILLed retries first within the spread
+    window (0 to 2 x backoff_min_ms), then, refused while the hub starts again on the same
+    port, waits half to all of a step that starts at backoff_min_ms and doubles; it is online
+    again on the new hub and every reading it took is stored once, none missing."""
+    data_dir = tmp_path / "data"
+    hub = start_hub(data_dir)
+    port = hub.mqtt_port
+
+    def stored() -> list[int]:
+        by_boot = _stored_seqs(data_dir, "crash-1")
+        assert len(by_boot) <= 1, by_boot  # one boot of the device
+        return next(iter(by_boot.values()), [])
+
+    async def scenario() -> None:
+        nonlocal hub
+        with running_device(tmp_path, hub, "crash-1", period_s=1, **FAST) as device:
+            await eventually_async(lambda: len(stored()) >= 2, 20, "readings stored")
+            logged = len(device.log())
+            killed = time.monotonic()
+            hub.stop(signal.SIGKILL)
+            # Refused while the hub is down: the device fails a few attempts first.
+            await eventually_async(
+                lambda: len(retry_delays(device.log()[logged:])) >= 4, 20, "refused attempts"
+            )
+            hub = start_hub(data_dir, "--mqtt-port", str(port))
+            await eventually_async(
+                lambda: device.log()[logged:].count("connected to") == 1, 20, "online again"
+            )
+            down_s = time.monotonic() - killed
+            after = retry_delays(device.log()[logged:])
+            assert all(err == "OSError(111,)" for err, _ in after[1:]), after  # refused
+            steps = [FAST["backoff_min_ms"]]
+            while len(steps) < len(after) - 1:
+                steps.append(min(steps[-1] * 2, FAST["backoff_max_ms"]))
+            assert_backoff([ms for _, ms in after], 2 * FAST["backoff_min_ms"], steps)
+            # The downtime's readings (one a second) waited in the flash ring: all stored,
+            # each once, none missing.
+            await eventually_async(
+                lambda: (seqs := stored()) == list(range(len(seqs))) and len(seqs) > down_s,
+                20,
+                "the downtime's readings stored",
+            )
+
+    try:
+        asyncio.run(scenario())
     finally:
         hub.stop()

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from tests.support.devices import Device, running_device
 from tests.support.faultproxy import FaultProxy
-from tests.support.firmware import FAST, Subscriber, assert_complete
+from tests.support.firmware import (
+    FAST,
+    Subscriber,
+    assert_backoff,
+    assert_complete,
+    retry_delays,
+)
 from tests.support.hubproc import HubProcess, scaled
 
 BACKOFF_MIN_S = FAST["backoff_min_ms"] / 1000  # 0.2 s
@@ -33,11 +39,13 @@ def test_a_fleet_refused_in_a_storm_spreads_its_retries_and_never_gives_up(
     hub: HubProcess, tmp_path: Path
 ) -> None:
     """Six devices lose their hub at the same instant and are then refused with CONNACK 3 (an
-    overloaded hub): each waits half to all of a step that doubles up to the maximum and stays
-    there, their attempts drift apart instead of arriving together, and once the hub admits
-    them all are online again with every reading."""
+    overloaded hub): each retries first within the spread window (0 to 2 x the minimum step),
+    then waits half to all of a step that starts at the minimum, doubles up to the maximum and
+    stays there; their attempts drift apart instead of arriving together, and once the hub
+    admits them all are online again with every reading."""
     count = 6
-    attempts = 7  # after the drop: steps 0.2 (lost), 0.4, 0.8, 1.6, 2, 2 s: about 7 s
+    attempts = 7  # after the drop: 0 to 0.4 s (lost), then steps 0.2, 0.4, 0.8, 1.6, 2, 2 s
+    steps_ms = [200, 400, 800, 1600, 2000, 2000]
 
     async def scenario() -> None:
         async with AsyncExitStack() as stack:
@@ -54,6 +62,7 @@ def test_a_fleet_refused_in_a_storm_spreads_its_retries_and_never_gives_up(
                 for sub in subs:
                     await sub.wait_until(sub.online, 20, "the fleet online")
                 first = [len(p.accepted_at) for p in proxies]
+                logged = [len(d.log()) for d in devices]
                 for proxy in proxies:
                     proxy.connack = 3  # overloaded from now on
                 for proxy in proxies:
@@ -63,14 +72,18 @@ def test_a_fleet_refused_in_a_storm_spreads_its_retries_and_never_gives_up(
                     IO_TIMEOUT_S + attempts * (BACKOFF_MAX_S + 1),
                     f"{attempts} refused attempts per device",
                 )
-                for proxy, device, k in zip(proxies, devices, first, strict=True):
+                for proxy, device, k, n in zip(proxies, devices, first, logged, strict=True):
                     at = proxy.accepted_at[k : k + attempts]
                     gaps = [b - a for a, b in itertools.pairwise(at)]
-                    # Half to all of each step (plus the attempt itself on a busy machine).
-                    assert gaps[0] >= 0.4 / 2 - 0.02, gaps
-                    assert gaps[2] >= 1.6 / 2 - 0.02, gaps  # doubled on every refusal
-                    assert all(g >= BACKOFF_MAX_S / 2 - 0.02 for g in gaps[3:]), gaps
+                    # Half to all of each step (plus the attempt itself on a busy machine):
+                    # the step starts at the minimum after the lost session's quick retry.
+                    for gap, step in zip(gaps, steps_ms, strict=True):
+                        assert gap >= step / 2000 - 0.02, (gaps, steps_ms)
                     assert max(gaps) <= scaled(BACKOFF_MAX_S + 0.5), gaps  # capped, no hang
+                    # The delays the firmware chose, exactly: the lost link's within the spread
+                    # window, then each refusal's half to all of its step.
+                    delays = [ms for _, ms in retry_delays(device.log()[n:])]
+                    assert_backoff(delays, 2 * FAST["backoff_min_ms"], steps_ms)
                     assert "link: refused 3" in device.log()
                     assert_alive(device)
                 # Jitter: lock-step devices would make their 7th attempt within one 50 ms pass

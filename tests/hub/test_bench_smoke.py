@@ -62,9 +62,14 @@ def test_bench_runs_every_scenario_against_both_brokers(tmp_path: Path) -> None:
         restart = r["restart"]
         assert restart["devices"] == 6 and restart["workers"] == 2
         assert {"down_s", "online_s", "backlog_s", "backlog", "resent"} <= set(restart)
+        assert {"online_p50_s", "online_p90_s", "failed_by_cause"} <= set(restart)
+        assert sum(restart["failed_by_cause"].values()) >= restart["failed_attempts"]
         big = r["fleet19k"]
         assert big["devices"] == 6 and big["workers"] == 2
         assert {"bytes_per_conn", "p99_ms", "broker_cpu_pct", "received"} <= set(big)
+        # The browser's own worker: its loop's lag and its pings through the broker.
+        assert {"p50", "p99", "max"} <= set(big["browser_loop_lag_ms"])
+        assert {"p50", "p99", "max"} <= set(big["browser_ping_rtt_ms"])
     assert isinstance(results["hub"]["fleet"]["stored"], int)
     # Correctness, not a figure: a hub killed mid-publish loses and duplicates no reading.
     assert results["hub"]["restart"]["lost"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,3 +116,21 @@ def assert_complete(readings: list[topics.Reading]) -> dict[str, list[int]]:
     for boot, seqs in by_boot.items():
         assert seqs == list(range(len(seqs))), f"boot {boot}: gaps or disorder in {seqs}"
     return by_boot
+
+
+_RETRY_RE = re.compile(r"link down \((.*?)\), retry in (\d+) ms")
+
+
+def retry_delays(log: str) -> list[tuple[str, int]]:
+    """(error, milliseconds) of each ``link down (...), retry in N ms`` line the firmware
+    (node/session.py) printed in ``log``, in order: the backoff it chose, exactly."""
+    return [(m.group(1), int(m.group(2))) for m in _RETRY_RE.finditer(log)]
+
+
+def assert_backoff(delays: list[int], first: int, steps: list[int]) -> None:
+    """A lost working session's first retry waited 0 to ``first`` ms, and each failed attempt
+    after it half to all of its step in ``steps`` (node/session.py's schedule)."""
+    assert len(delays) >= len(steps) + 1, delays
+    assert 0 <= delays[0] <= first, (delays, first)
+    for delay, step in zip(delays[1:], steps, strict=False):
+        assert step // 2 <= delay <= step, (delays, steps)

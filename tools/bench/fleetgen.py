@@ -16,14 +16,17 @@ commands, one JSON line each, and answers each with one JSON line:
   "online_at": ..., "backlog_at": ..., "backlog": ..., "back": ..., "drained": ...}``.
 - ``stop``: publishing stops, the queues drain (bounded wait) -> ``{"result": ...}``.
 
-Devices behave as firmware/node/session.py does: a lost link waits 0 to all of the backoff
-step, a failed connect (refused, reset, no CONNACK within ``io_timeout``) half to all of it,
-and the step doubles from ``backoff_min`` to ``backoff_max``; a working session resets it.
-They never give up, and ping when idle for half their keepalive. The fleet's first connects
-(before any measurement) wait up to ``setup_timeout`` per step instead. Every time is
-``time.monotonic()``, which all processes share. The optional browser (MQTT over WebSocket
-on ``d/+/t/+``) times each reading from device to browser: a reading's value is the time it
-was sent (monotonic seconds modulo 10^6).
+Devices back off as firmware/node/session.py's ``link_failed`` does (Device.run mirrors it
+line by line): a working session (subscribed) that is lost retries within 0 to ``SPREAD`` x
+``backoff_min`` and the step starts again at ``backoff_min``; a failed connect (refused, reset,
+no CONNACK within ``io_timeout``, CONNACK 3) waits half to all of the step, a link admitted and
+then refused its subscription 0 to all of it, and both double the step up to ``backoff_max``.
+They never give up, and ping when idle for half their keepalive. Each failed attempt is
+counted by cause (``causes``), and ``watch`` says when each device was back. The fleet's
+first connects (before any measurement) wait up to ``setup_timeout`` per step instead. Every
+time is ``time.monotonic()``, which all processes share. The optional browser (MQTT over
+WebSocket on ``d/+/t/+``) times each reading from device to browser: a reading's value is the
+time it was sent (monotonic seconds modulo 10^6).
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ from tools.bench.mqtt import WsClient, connect_packet, publish_packet, subscribe
 Spec = dict[str, Any]
 _U16 = struct.Struct("!H")
 CLOCK_WRAP = 1_000_000.0  # a reading's value: the send time modulo this, in seconds
+LAG_PROBE_S = 0.01
+PING_EVERY_S = 0.25
+SPREAD = 2  # firmware/node/session.py _SPREAD: a lost working session's window, x backoff_min
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float] | None:
+    if not lags:
+        return None
+    ordered = sorted(lags)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 def _cpu() -> float:
@@ -67,8 +84,12 @@ class Device(asyncio.Protocol):
         self.online_at = 0.0
         self.last_tx = 0.0  # PINGREQ when idle for half the keepalive, as the firmware does
         self.back = False  # online again since the fleet's ``since``
+        self.lost_at = 0.0  # when its last working session was lost
+        self.retry_at = 0.0  # when the first connect attempt after that began
         self.backlog_seq = -1  # readings below this seq are the backlog being watched
-        self.step = fleet.backoff_min
+        self.step = fleet.backoff_min  # 0: a working session, whose loss retries soon
+        self.stage = ""  # what the connect attempt waits for: its cause if it fails
+        self.admitted = False  # CONNACK 0 on this link
         self.attempts = 0  # connect attempts that failed
         self.resent = 0
         self._buf = bytearray()
@@ -81,6 +102,9 @@ class Device(asyncio.Protocol):
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.online:
+            self.lost_at = time.monotonic()
+            self.retry_at = 0.0
         self.transport = None
         self.online = False
         for fut in (self._waiter, self._lost):
@@ -157,24 +181,33 @@ class Device(asyncio.Protocol):
         fleet = self.fleet
         loop = asyncio.get_running_loop()
         self._buf.clear()
+        self.admitted = False
+        if not self.retry_at:
+            self.retry_at = time.monotonic()
+        self.stage = "tcp"
         async with asyncio.timeout(timeout):
             await loop.create_connection(
                 lambda: self, fleet.host, fleet.port, local_addr=(fleet.source, 0)
             )
         user, password = (None, None) if fleet.anonymous else (self.ident, self.secret)
+        self.stage = "connack"
         code = await self._request(
             connect_packet(self.ident, user, password, fleet.keepalive), timeout
         )
         if code != 0:
+            self.stage = f"connack{code}"
             raise ConnectionError(f"CONNACK {code}")
+        self.admitted = True
+        self.stage = "suback"
         sub = subscribe_packet(self._next_pid(), [(f"d/{self.ident}/c", 1)])
         lost = loop.create_future()
         if await self._request(sub, timeout) != 0:
+            self.stage = "subscription refused"
             raise ConnectionError("subscription refused")
         self._lost = lost
         self.online = True
         self.online_at = time.monotonic()
-        self.step = fleet.backoff_min
+        self.step = 0  # a working session
         fleet.online += 1
         if not self.back and self.online_at >= fleet.since:
             self.back = True
@@ -198,8 +231,14 @@ class Device(asyncio.Protocol):
                     await self.connect(fleet.io_timeout)
                 assert self._lost is not None
                 await self._lost
-            except (OSError, ConnectionError, TimeoutError):
-                pass
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                if self._lost is None:  # the attempt failed: why, for the bench's table
+                    cause = (
+                        self.stage
+                        if self.stage.startswith(("connack", "sub"))
+                        else (f"{type(exc).__name__} at {self.stage}")
+                    )
+                    fleet.causes[cause] = fleet.causes.get(cause, 0) + 1
             was_online = self._lost is not None
             if self.transport is not None:
                 self.transport.abort()
@@ -208,13 +247,20 @@ class Device(asyncio.Protocol):
                 fleet.online -= 1
             if fleet.stopping:
                 return
+            # firmware/node/session.py link_failed, for one hub address:
             step = self.step
-            if was_online:  # lost: 0 to all of the step
+            worked = not step  # nothing failed since the last working session
+            if worked:
+                step = self.step = fleet.backoff_min
+            if was_online and worked:  # a working session lost: soon, spread over the window
+                delay = random.random() * SPREAD * step
+            elif self.admitted:  # admitted, then its subscription refused: 0 to all of it
                 delay = random.random() * step
-            else:  # failed: half to all of the step
+                self.step = min(step * 2, fleet.backoff_max)
+            else:  # failed: half to all of the step, which doubles
                 self.attempts += 1
                 delay = step / 2 + random.random() * step / 2
-            self.step = min(step * 2, fleet.backoff_max)
+                self.step = min(step * 2, fleet.backoff_max)
             await asyncio.sleep(delay)
 
     def _next_pid(self) -> int:
@@ -258,6 +304,7 @@ class Fleet:
         self.since = float("inf")  # watch: devices online again since then are counted
         self.back = 0
         self.drained = 0  # watch: devices whose backlog is acknowledged
+        self.causes: dict[str, int] = {}  # failed connect attempts by cause
         self.sent = 0
         self.acked = 0
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -266,6 +313,8 @@ class Fleet:
         ]
         self.latencies: list[float] = []
         self.browser_received = 0
+        self.lags: list[float] = []  # this worker's event loop, sampled every LAG_PROBE_S
+        self.pings: list[float] = []  # the browser's PINGREQ -> PINGRESP round trips
 
     def _browser_hook(self, _topic: bytes, payload: bytes, now: float) -> None:
         self.browser_received += 1
@@ -303,6 +352,31 @@ class Fleet:
             await asyncio.sleep(0.05)
         return time.monotonic() - t0
 
+    async def probe_lag(self) -> None:
+        """How late this worker's event loop runs timers: a reading timed on a late loop
+        counts the lateness as the broker's."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self.lags.append(loop.time() - due)
+
+    async def ping_broker(self, ws: WsClient) -> None:
+        """The browser's PINGREQ every PING_EVERY_S, timed to its PINGRESP: the broker
+        answers one as it reads it, so the round trip is how far behind its event loop runs
+        (a reading's latency without it is what its delivery added)."""
+        sent: list[float] = []
+
+        def answered(now: float) -> None:
+            if sent:
+                self.pings.append(now - sent.pop(0))
+
+        ws.client.on_pingresp = answered
+        while not self.stopping:
+            sent.append(time.monotonic())
+            await ws.send(b"\xc0\x00")
+            await asyncio.sleep(PING_EVERY_S)
+
     async def ping(self) -> None:
         """A PINGREQ from each online device idle for half its keepalive (firmware/node/
         link.py does the same), so a slow start or a long period never looks like silence."""
@@ -316,6 +390,10 @@ class Fleet:
     async def publish(self) -> None:
         """One reading per device per period, at random phases, until stopped."""
         self.publishing = True
+        self.lags.clear()  # the measured window starts: loop lag and pings from here on
+        self.pings.clear()
+        if not self.devices:  # the browser's worker
+            return
         phase = sorted((random.random() * self.period, d) for d in self.devices)
         t0 = time.monotonic()
         rounds = 0
@@ -346,11 +424,13 @@ class Fleet:
                 d._check_backlog()
         n = len(self.devices)
         online_at = backlog_at = None
+        cpu0, cpu_back = _cpu(), None
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             now = time.monotonic()
             if online_at is None and self.back >= n:
                 online_at = max(d.online_at for d in self.devices)
+                cpu_back = _cpu() - cpu0
             if backlog_at is None and self.drained >= n:
                 backlog_at = now
             if online_at is not None and backlog_at is not None:
@@ -362,6 +442,17 @@ class Fleet:
             "backlog": backlog,
             "back": self.back,
             "drained": self.drained,
+            # Seconds from ``since`` until each device was online again; this worker's CPU
+            # from the command until all were.
+            "back_after": sorted(round(d.online_at - since, 3) for d in self.devices if d.back),
+            "lost_after": sorted(
+                round(d.lost_at - since, 3) for d in self.devices if d.lost_at >= since
+            ),
+            "retry_after": sorted(
+                round(d.retry_at - since, 3) for d in self.devices if d.lost_at >= since
+            ),
+            "cpu_until_back_s": None if cpu_back is None else round(cpu_back, 2),
+            "causes": dict(self.causes),
         }
 
     async def stop(self, drain_s: float) -> dict[str, Any]:
@@ -385,8 +476,11 @@ class Fleet:
             "pending": sum(len(d.pending) for d in self.devices),
             "resent": sum(d.resent for d in self.devices),
             "failed_attempts": sum(d.attempts for d in self.devices),
+            "causes": dict(self.causes),
             "max_failed_attempts": max((d.attempts for d in self.devices), default=0),
             "browser_received": self.browser_received,
+            "loop_lag_ms": _lag_summary(self.lags),
+            "ping_rtt_ms": _lag_summary(self.pings),
             "latencies": [round(x, 5) for x in self.latencies],
         }
 
@@ -397,7 +491,9 @@ async def _main() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     fleet = Fleet(json.loads(await reader.readline()))
     pinger = loop.create_task(fleet.ping())
+    lag = loop.create_task(fleet.probe_lag())
     browser = await fleet.open_browser() if fleet.spec.get("browser") else None
+    pings = loop.create_task(fleet.ping_broker(browser)) if browser is not None else None
     cpu0 = _cpu()
     publisher: asyncio.Task[None] | None = None
 
@@ -421,6 +517,9 @@ async def _main() -> None:
             if publisher is not None:
                 publisher.cancel()
             pinger.cancel()
+            lag.cancel()
+            if pings is not None:
+                pings.cancel()
             if browser is not None:
                 await browser.close()
             answer({"result": {**result, "cpu_s": round(_cpu() - cpu0, 2)}})

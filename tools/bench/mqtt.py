@@ -67,6 +67,7 @@ class Client(asyncio.Protocol):
         self.on_publish = on_publish
         self.on_puback: Callable[[int], None] | None = None
         self.on_received: Callable[[], None] | None = None  # after each chunk of PUBLISHes
+        self.on_pingresp: Callable[[float], None] | None = None  # with its arrival time
         self.transport: asyncio.Transport | None = None
         self.received = 0
         self.pubacks = 0
@@ -156,6 +157,8 @@ class Client(asyncio.Protocol):
                     self.connack.set_result(buf[i + 1])
             elif kind == 9 and not self.suback.done():
                 self.suback.set_result(bytes(buf[i + 2 : i + length]))
+            elif kind == 13 and self.on_pingresp is not None:
+                self.on_pingresp(now)
             pos = i + length
         if pos:
             del buf[:pos]
@@ -236,6 +239,9 @@ class WsClient:
                     self.client.data_received(message)
         except Exception:
             pass
+
+    async def send(self, packet: bytes) -> None:
+        await self._ws.send(packet)  # type: ignore[attr-defined]
 
     async def subscribe(self, filters: list[tuple[str, int]]) -> None:
         await self._ws.send(subscribe_packet(1, filters))  # type: ignore[attr-defined]

@@ -73,13 +73,16 @@ class Workers:
         **spec: Any,
     ) -> None:
         count = max(1, math.ceil(len(devices) / per_worker))
+        # The browser in a worker of its own (the last), so its readings are timed on a loop
+        # that is not also running thousands of devices.
+        total = count + 1 if browser else count
         env = dict(os.environ)
         if lg:
             env["BENCH_LOADGEN_CPUS"] = ",".join(str(c) for c in sorted(lg))
         self.procs: list[subprocess.Popen[bytes]] = []
         self._selector = selectors.DefaultSelector()
         self._buffers: dict[int, bytes] = {}
-        for k in range(count):
+        for k in range(total):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tools.bench.fleetgen"],
                 stdin=subprocess.PIPE,
@@ -87,7 +90,7 @@ class Workers:
                 env=env,
             )
             assert proc.stdin is not None and proc.stdout is not None
-            part = devices[k::count]
+            part = devices[k::count] if k < count else []
             worker_spec = {
                 **spec,
                 "host": broker.host,
@@ -97,7 +100,7 @@ class Workers:
                 "anonymous": base.get("anonymous", False),
                 "devices": part,
                 "source": f"127.0.1.{k + 1}",  # each worker its own source address
-                "browser": browser and k == 0,
+                "browser": k == count,
             }
             proc.stdin.write(json.dumps(worker_spec).encode() + b"\n")
             proc.stdin.flush()
@@ -156,6 +159,11 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
     return {"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(ordered[-1] * 1000, 3)}
+
+
+def _at(ordered: list[float], q: float) -> float | None:
+    """The q-quantile of sorted values (None for none), rounded to ms."""
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
 
 
 def _option(args: list[str], flag: str) -> str | None:
@@ -274,6 +282,13 @@ def restart(
         workers.close()
     online = [m["online_at"] for m in recovered]
     drained = [m["backlog_at"] for m in recovered]
+    # When each device was back, from the moment the broker listened (its ready line).
+    back = sorted(x - (ready - killed) for m in recovered for x in m["back_after"])
+    causes: dict[str, int] = {}
+    for r in results:
+        for cause, n in r["causes"].items():
+            causes[cause] = causes.get(cause, 0) + n
+    cpu_back = [m["cpu_until_back_s"] for m in recovered]
     out: dict[str, Any] = {
         "devices": len(devices),
         "connect_s": max(m["seconds"] for m in connected),
@@ -289,6 +304,10 @@ def restart(
         "pending": sum(r["pending"] for r in results),
         "resent": sum(r["resent"] for r in results),
         "failed_attempts": sum(r["failed_attempts"] for r in results),
+        "failed_by_cause": dict(sorted(causes.items(), key=lambda kv: -kv[1])),
+        "online_p50_s": _at(back, 0.5),
+        "online_p90_s": _at(back, 0.9),
+        "loadgen_cpu_until_back_s": None if None in cpu_back else round(sum(cpu_back), 2),
         "max_failed_attempts": max(r["max_failed_attempts"] for r in results),
         "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
         "workers": len(results),
@@ -336,7 +355,7 @@ def fleet19k(
     latencies = [x for r in results for x in r["latencies"]]
     out = {
         "devices": len(devices),
-        "workers": len(results),
+        "workers": len(results) - 1,  # device workers; the browser has one more
         "connect_s": max(m["seconds"] for m in connected),
         "rss_idle": rss_idle,
         "rss_connected": rss_connected,
@@ -346,6 +365,9 @@ def fleet19k(
         "sent": sum(r["sent"] for r in results),
         "acked": sum(r["acked"] for r in results),
         "received": sum(r["browser_received"] for r in results),
+        "browser_loop_lag_ms": results[-1]["loop_lag_ms"],  # the browser's worker
+        "browser_ping_rtt_ms": results[-1]["ping_rtt_ms"],  # through the broker's loop
+        "device_loop_lag_ms": [r["loop_lag_ms"] for r in results[:-1]],
         "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
         **_percentiles(latencies),
     }
@@ -411,6 +433,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     n = _get(r, "hub", "restart", "devices") or _get(r, "mosquitto", "restart", "devices")
     if n:
         add(f"restart, {n:,} devices: kill -> listening", ("restart", "down_s"), "s")
+        add("restart: listening -> 50 % online", ("restart", "online_p50_s"), "s")
+        add("restart: listening -> 90 % online", ("restart", "online_p90_s"), "s")
         add("restart: listening -> all online", ("restart", "online_s"), "s", "<= 5 s")
         add("restart: listening -> backlog stored/acked", ("restart", "backlog_s"), "s")
         add("restart: backlog (readings queued)", ("restart", "backlog"), "")
@@ -420,6 +444,11 @@ def rows(r: dict[str, Any]) -> list[Row]:
         add("restart: readings still queued on devices", ("restart", "queued_on_devices"), "")
         add("restart: readings resent (DUP)", ("restart", "resent"), "")
         add("restart: failed connect attempts", ("restart", "failed_attempts"), "")
+        add(
+            "restart: load generator CPU until all back",
+            ("restart", "loadgen_cpu_until_back_s"),
+            "s",
+        )
     n = _get(r, "hub", "fleet19k", "devices") or _get(r, "mosquitto", "fleet19k", "devices")
     if n:
         add(

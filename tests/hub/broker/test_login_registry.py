@@ -3,6 +3,7 @@
 from the next pass of the event loop on, without a registry read per CONNECT."""
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_a_changed_device_is_refused_from_the_next_pass(
                 break
             await asyncio.sleep(0.01)
         assert await check()
-        assert hub._creds is not None and "dev-2" in hub._creds[1]  # admitted from memory
+        assert hub._creds is not None and "dev-2" in hub._creds.records  # admitted from memory
         if change == "disable":
             other.set_enabled("dev-2", False)
         elif change == "rotate":
@@ -106,3 +107,35 @@ def test_a_rotated_secret_logs_in_at_once(two: tuple[Registry, Registry], tmp_pa
     new = other.rotate("dev-3")
     assert hub.access_changed()
     assert hub.verify_fast("dev-3", new) is not None
+
+
+def test_each_device_from_memory_is_the_registrys_and_odd_hashes_stay_odd(
+    two: tuple[Registry, Registry], tmp_path: Path
+) -> None:
+    """The compact copy in memory gives back each device as the registry has it (access,
+    times, certificate; devices of one kind share it), a device whose secret was dropped is
+    refused, one with a legacy scrypt hash still goes to scrypt, and a wrong secret fails."""
+    from hub.device_secrets import scrypt_hash
+    from hub.registry import SLOW
+
+    hub, other = two
+    secrets = {name: other.add(name) for name in ("dev-1", "dev-2", "dev-3", "dev-4")}
+    other.set_tls_policy("dev-2", True)
+    other.set_cert("dev-2", "ab" * 32)
+    other.set_enabled("dev-3", False)
+    other.touch({"dev-1": 12345.5})
+    other.drop_secret("dev-4")
+    with sqlite3.connect(tmp_path / "data" / Registry.FILE) as db:  # from before keyed hashes
+        db.execute("UPDATE devices SET secret_hash = ? WHERE id = 'dev-3'", (scrypt_hash("old"),))
+    assert hub.access_changed()
+    assert hub.load_credentials() == 4
+    assert not hub.access_changed()
+    statements = _reads(hub)
+    for name in ("dev-1", "dev-2"):
+        assert hub.verify_fast(name, secrets[name]) == other.get(name)
+        assert hub.verify_fast(name, secrets[name][:-1] + "x") is None
+    assert hub.verify_fast("dev-1", secrets["dev-1"]).last_seen_at == 12345.5
+    assert hub.verify_fast("dev-3", "old") is SLOW  # scrypt decides, off the loop
+    assert hub.verify_fast("dev-4", secrets["dev-4"]) is None  # no secret any more
+    assert hub.verify_fast("dev-4", "") is None
+    assert statements == []  # every answer from memory
