@@ -27,14 +27,12 @@ import argparse
 import contextlib
 import json
 import os
-import pwd
 import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ from tools.bench.storm import Workers, _percentiles
 from tools.cluster import Cluster
 from tools.cluster.hubrun import HubRun, auth_port, auth_url
 from tools.cluster.mgmt import get as mgmt_get
+from tools.pgserver import PgServerError, postgres_server
 
 SCENARIOS = ("cluster",)
 HOST = "127.0.0.1"
@@ -128,43 +127,6 @@ class NodeWorkers(Workers):
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
-def _pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not found:
-        raise BenchError(f"PostgreSQL's {name} is missing: run tools/bootstrap.sh")
-    return str(found[-1])
-
-
-@contextlib.contextmanager
-def postgres(port: int) -> Iterator[str]:
-    """A PostgreSQL server of the bench's own (fsync on: stored means on disk), in a folder
-    of its own under /tmp (the bench's is closed to the postgres user)."""
-    folder = Path(tempfile.mkdtemp(prefix="bench-cluster-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(folder, user.pw_uid, user.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    data = folder / "data"
-    subprocess.run(
-        [*run_as, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "hub"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {folder} -c listen_addresses={HOST}"
-    ctl = [*run_as, _pg_bin("pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*ctl, "-o", options, "-l", str(folder / "log"), "-w", "-t", "60", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://hub@{HOST}:{port}/postgres"
-    finally:
-        subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def _stored(store: str) -> int:
     with psycopg.connect(store) as db:
         row = db.execute("SELECT count(*) FROM readings").fetchone()
@@ -262,7 +224,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     port = auth_port()
     with (
         Cluster(nodes=3, base=work / "rabbit", auth_url=auth_url(port)) as cluster,
-        postgres(auth_port()) as server,
+        # fsync on: stored means on disk. A port from tools/cluster's range (auth_port).
+        postgres_server(port=auth_port(), fsync=True, prefix="bench-cluster-pg-") as server,
     ):
         with psycopg.connect(server, autocommit=True) as db:
             db.execute("CREATE DATABASE bench")
@@ -467,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             work = args.dir
         try:
             result = run(args, work)
-        except BenchError as exc:
+        except (BenchError, PgServerError) as exc:
             print(f"bench: error: {exc}", file=sys.stderr)
             return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
