@@ -38,13 +38,16 @@ from typing import Any
 
 import psycopg
 
+from hub.broker.rabbitmq.broker import SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
 from tools.bench import fleetgen, provision
 from tools.bench.brokers import BenchError
+from tools.bench.clusterconnect import auth_answer_ms, connect_parts
 from tools.bench.run import raise_fd_limit
 from tools.bench.storm import Workers, _percentiles
 from tools.cluster import Cluster
 from tools.cluster.hubrun import HubRun, auth_port, auth_url
 from tools.cluster.mgmt import get as mgmt_get
+from tools.cluster.mgmt import send as mgmt_send
 from tools.pgserver import PgServerError, postgres_server
 
 SCENARIOS = ("cluster",)
@@ -245,6 +248,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 )
                 _progress("ingest_3nodes", out)
                 finished += done
+            out["connect_parts"] = _connect_parts(cluster, hubs, creds, port)
+            _progress("connect_parts", out)
             out.update(_fleet(cluster, creds, token, args, finished))
             _progress("fleet", out)
             out["drain_s"] = round(_wait_drained(cluster, 600), 1)
@@ -259,6 +264,34 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def _progress(step: str, out: dict[str, Any]) -> None:
     """Each step's figures as soon as it has them (a long run cut short keeps them)."""
     print(f"{step}: {json.dumps(out)}", flush=True)
+
+
+PARTS_DEVICES = 20  # connected one at a time, for each form of the subscription queue
+
+
+def _connect_parts(
+    cluster: Cluster, hubs: list[HubRun], creds: list[list[str]], auth: int
+) -> dict[str, Any]:
+    """One CONNECT+SUBSCRIBE taken apart (tools/bench/clusterconnect.py), on node 1, with the
+    devices' subscription queues mirrored (the hub's policy) and without (the policy removed
+    for the step, then put back): what the mirror costs."""
+    n = PARTS_DEVICES
+    sample = creds[-3 * n :]
+    node_pids = [pid for i in range(len(cluster.mqtt_ports)) for pid in cluster.node_pids(i)]
+    hub_pids = [hub.proc.pid for hub in hubs]
+    mgmt = cluster.mgmt_ports[0]
+    policy = f"/api/policies/%2F/{SUBSCRIPTION_POLICY}"
+    load0 = _load()
+    out: dict[str, Any] = {"auth_user_ms": auth_answer_ms(auth, sample[2 * n :])}
+    out["mirrored"] = connect_parts(cluster.mqtt_ports[0], sample[:n], node_pids, hub_pids)
+    mgmt_send(mgmt, "DELETE", policy, cluster.credentials)
+    try:
+        time.sleep(1)
+        out["local"] = connect_parts(cluster.mqtt_ports[0], sample[n : 2 * n], node_pids, hub_pids)
+    finally:
+        mgmt_send(mgmt, "PUT", policy, cluster.credentials, SUBSCRIPTION_POLICY_BODY)
+    out["load"] = [load0, _load()]
+    return out
 
 
 def _fleet(
@@ -372,6 +405,22 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{get('ingest_3nodes', 'stored_per_s')}",
             f"readings/s (offered {get('ingest_3nodes', 'offered_per_s')}/s; load "
             f"{load('ingest_3nodes')})",
+        ),
+        (
+            "one CONNECT+SUBSCRIBE, mirrored queue",
+            f"{get('connect_parts', 'mirrored', 'connack_ms')} + "
+            f"{get('connect_parts', 'mirrored', 'suback_ms')}",
+            f"ms to CONNACK + SUBACK (node CPU {get('connect_parts', 'mirrored', 'node_cpu_ms')}"
+            f" ms, hubs {get('connect_parts', 'mirrored', 'hub_cpu_ms')} ms per device; auth "
+            f"/user {get('connect_parts', 'auth_user_ms')} ms)",
+        ),
+        (
+            "one CONNECT+SUBSCRIBE, queue not mirrored",
+            f"{get('connect_parts', 'local', 'connack_ms')} + "
+            f"{get('connect_parts', 'local', 'suback_ms')}",
+            f"ms (node CPU {get('connect_parts', 'local', 'node_cpu_ms')} ms, hubs "
+            f"{get('connect_parts', 'local', 'hub_cpu_ms')} ms per device; load "
+            f"{load('connect_parts')})",
         ),
         (
             f"connect {get('connect', 'devices')} devices over 3 nodes",
