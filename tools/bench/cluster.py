@@ -191,7 +191,15 @@ def _ingest(
     source: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Readings stored per second while ``devices`` publish flat out through ``nodes``."""
-    workers = NodeWorkers(cluster, nodes, devices, token, source, period=args.ingest_period)
+    workers = NodeWorkers(
+        cluster,
+        nodes,
+        devices,
+        token,
+        source,
+        period=args.ingest_period,
+        concurrency=args.connect_concurrency,
+    )
     try:
         workers.collect_after("connect", "connected", 600)
         s0, t0, load0 = _stored(store), time.monotonic(), _load()
@@ -312,7 +320,15 @@ def _fleet(
     out: dict[str, Any] = {}
     memory0 = _node_memory(cluster)
     per_node = [
-        NodeWorkers(cluster, [node], creds[node::3], token, 10 + node, period=args.fleet_period)
+        NodeWorkers(
+            cluster,
+            [node],
+            creds[node::3],
+            token,
+            10 + node,
+            period=args.fleet_period,
+            concurrency=args.connect_concurrency,
+        )
         for node in range(3)
     ]
     browser: NodeWorkers | None = None
@@ -465,6 +481,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fleet-warmup", type=float, default=20.0, help="fleet: s before kill")
     p.add_argument("--kill-limit", type=float, default=300.0, help="s to wait for failover")
     p.add_argument("--skip-ingest", action="store_true", help="only the fleet's rows")
+    # A node takes ~70 ms of CPU per CONNECT+SUBSCRIBE (BENCHMARKS.md): with more in flight than
+    # it finishes within the load generator's timeouts, devices give up, retry on the
+    # firmware's 5 s I/O timeout, and the nodes' work for them is lost (a collapse).
+    p.add_argument(
+        "--connect-concurrency", type=int, default=20, help="first connects in flight per node"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,8 +55,10 @@ def _packet(s: socket.socket) -> tuple[int, bytes]:
     return head[0], body
 
 
-def connect_once(port: int, ident: str, secret: str) -> tuple[socket.socket, list[float]]:
-    """A device's CONNECT and its SUBSCRIBE to d/<id>/c at QoS 1 (as the firmware does);
+def connect_once(
+    port: int, ident: str, secret: str, qos: int = 1
+) -> tuple[socket.socket, list[float]]:
+    """A device's CONNECT and its SUBSCRIBE to d/<id>/c (at QoS 1 as the firmware does);
     returns the socket and the seconds of TCP, CONNACK and SUBACK."""
     t0 = time.monotonic()
     s = socket.create_connection((HOST, port), timeout=60)
@@ -66,7 +68,7 @@ def connect_once(port: int, ident: str, secret: str) -> tuple[socket.socket, lis
     if kind != 0x20 or body[1] != 0:
         raise ConnectionError(f"CONNACK {body!r}")
     t2 = time.monotonic()
-    s.sendall(subscribe_packet(1, [(f"d/{ident}/c", 1)]))
+    s.sendall(subscribe_packet(1, [(f"d/{ident}/c", qos)]))
     kind, body = _packet(s)
     if kind != 0x90 or body[2] == 0x80:
         raise ConnectionError("subscription refused")
