@@ -199,6 +199,7 @@ def _ingest(
         source,
         period=args.ingest_period,
         concurrency=args.connect_concurrency,
+        io_timeout=args.io_timeout,
     )
     try:
         workers.collect_after("connect", "connected", 600)
@@ -328,6 +329,7 @@ def _fleet(
             10 + node,
             period=args.fleet_period,
             concurrency=args.connect_concurrency,
+            io_timeout=args.io_timeout,
         )
         for node in range(3)
     ]
@@ -486,6 +488,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # firmware's 5 s I/O timeout, and the nodes' work for them is lost (a collapse).
     p.add_argument(
         "--connect-concurrency", type=int, default=20, help="first connects in flight per node"
+    )
+    p.add_argument(
+        "--io-timeout", type=float, default=5.0, help="devices' io_timeout_s (firmware's: 5)"
     )
 
 
