@@ -37,7 +37,7 @@ class App:
 
             try:
                 commands.save(self.answered)
-            except OSError:  # a full flash: the reboot goes on (a duplicate would run again)
+            except Exception:  # a full flash, no heap left: the reboot goes on regardless
                 pass
         self.ring.close()
         self.link.close()
