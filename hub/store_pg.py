@@ -2,6 +2,13 @@
 
 Selected with ``hub serve --store postgresql://USER@HOST:PORT/DB``. The same exactly-once key
 (device, boot, seq); a batch is one INSERT ... ON CONFLICT DO NOTHING over arrays.
+
+Several hubs write one database in cluster mode (competing consumers of the readings; each
+keeping every device's state): two transactions that lock the same rows in different orders
+deadlock, and PostgreSQL aborts one. So every write takes its rows in one order: readings by
+(device, boot, seq) (a reading redelivered to another hub is inserted by both), device states
+by device, commands and alarms by id; a removed device's state row goes in a transaction of its
+own after the batch's (a DELETE among the upserts would take its row out of order).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections.abc import Sequence
 import psycopg
 
 from hub.history import SCHEMA as RECORDS_SCHEMA
+from hub.history import Records
 from hub.store import BUSY_TIMEOUT_S, RowTuple, SqlHistory, StoreError
 
 SCHEMA = """
@@ -30,7 +38,8 @@ CONNECT_TIMEOUT_S = 5
 _INSERT = """
 INSERT INTO readings (device, boot, seq, sensor, value, received_at)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::float8[],
-                     %s::float8[])
+                     %s::float8[]) AS r (device, boot, seq, sensor, value, received_at)
+ORDER BY device, boot, seq
 ON CONFLICT DO NOTHING
 """
 
@@ -79,3 +88,20 @@ class PostgresStore(SqlHistory):
                 self._db = self._connect()
             cursor = self._db.execute(_INSERT, [list(c) for c in columns])
             return max(cursor.rowcount, 0)
+
+    def save_records(self, records: Records) -> None:
+        """As the SQLite store's, with the rows in one order for every hub (see above)."""
+        states = records.states
+        kept = {d: states[d] for d in sorted(states) if states[d] is not None}
+        ordered = Records(
+            states=kept,
+            health=records.health,
+            events=records.events,
+            commands={i: records.commands[i] for i in sorted(records.commands)},
+            alarms={i: records.alarms[i] for i in sorted(records.alarms)},
+        )
+        if ordered:
+            super().save_records(ordered)
+        gone = sorted(d for d, s in states.items() if s is None)
+        if gone:
+            super().save_records(Records(states=dict.fromkeys(gone)))

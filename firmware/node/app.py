@@ -13,18 +13,32 @@ from node import hw, session
 _LOOP_SLEEP_MS = const(50)
 _WINDOW = const(12)  # readings in flight at once (replies, status and health go on top)
 _SEND_PER_STEP = const(8)
+_ANSWERS = const(5)  # replies kept, to answer a command sent again without running it
+_ANSWER_BYTES = const(160)  # a longer reply (an error quoting its input) is not kept
 
 
 class App:
-    # Its attributes are all set by node/start.build, once per boot.
+    # Its attributes are all set by node/start.build, once per boot; the replies kept
+    # (answered) come back from flash after a reboot (node/commands.py).
     def __init__(self, cfg):
         from node import start
 
         start.build(self, cfg)
         node.drop("start")
+        from node import commands
+
+        self.answered = commands.saved()[-_ANSWERS:]  # [[id, reply], ...], newest last
+        node.drop("commands")
 
     # --- reboots -----------------------------------------------------------------------
     def reboot(self):
+        if self.answered:  # a command sent again after the reboot is answered, not run
+            from node import commands
+
+            try:
+                commands.save(self.answered)
+            except Exception:  # a full flash, no heap left: the reboot goes on regardless
+                pass
         self.ring.close()
         self.link.close()
         hw.reboot()
@@ -114,6 +128,8 @@ class App:
 
             ota.offered(self, cmd)
         elif op == "settings" and "id" in cmd:
+            if self.answer_again(cmd["id"]):
+                return
             from node import trial
 
             trial.handle(self, cmd)
@@ -127,7 +143,22 @@ class App:
     def reply(self, command_id, ok, **fields):
         fields["id"] = command_id
         fields["ok"] = ok
-        return self.link.publish(self.reply_topic, json.dumps(fields).encode(), qos=1)
+        msg = json.dumps(fields)
+        if command_id is not None and len(msg) <= _ANSWER_BYTES:
+            kept = self.answered
+            kept.append([command_id, msg])
+            if len(kept) > _ANSWERS:
+                kept.pop(0)
+        return self.link.publish(self.reply_topic, msg.encode(), qos=1)
+
+    def answer_again(self, command_id):
+        # A command whose id was answered (the hub sends one again when the reply may have
+        # been lost) gets the same reply again and does not run twice.
+        for kept_id, msg in self.answered:
+            if kept_id == command_id:
+                self.link.publish(self.reply_topic, msg.encode(), qos=1)
+                return True
+        return False
 
     def publish_meta(self):
         from node import health

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,6 +233,42 @@ def test_a_sessions_queue_keeps_the_newest_max_queued_messages(env: Env) -> None
         assert seqs == list(range(11, 1011))
         await reader.recv_nothing(0.5)  # nothing older is left
         await reader.disconnect()
+
+    asyncio.run(body())
+
+
+def _queue_info(env: Env, name: str) -> dict[str, Any]:
+    queue = mgmt_get(env.cluster.mgmt_ports[2], f"/api/queues/%2F/{name}", env.cluster.credentials)
+    assert isinstance(queue, dict)
+    return queue
+
+
+def test_qos1_subscriptions_are_mirrored_and_qos0_ones_are_not(env: Env) -> None:
+    """The hub's policy mirrors a QoS 1 subscription's queue (a device's commands: it must
+    survive its node) on a second node, and leaves a clean session's QoS 0 one (a browser's,
+    transient: it goes with its node) unmirrored, at half the nodes' CPU per SUBSCRIBE."""
+
+    async def body() -> None:
+        device = await env.device("dev-a", 0)
+        assert await device.subscribe([("d/dev-a/c", 1)]) == [1]
+        token = env.token("--subscribe", "d/+/t/+")
+        browser = await RawClient.tcp("127.0.0.1", env.cluster.mqtt_ports[1])
+        assert await browser.connect("qos0-1", username="token", password=token) == (False, 0)
+        assert await browser.subscribe([("d/+/t/+", 0)]) == [0]
+
+        def mirrored() -> dict[str, Any] | None:
+            queue = _queue_info(env, "mqtt-subscription-dev-aqos1")
+            return queue if queue.get("synchronised_slave_nodes") else None
+
+        queue = await eventually_async(mirrored, scaled(15), "the device's queue mirrored")
+        assert queue["durable"] is True and queue["node"] not in queue["synchronised_slave_nodes"]
+        # Declared before the device's queue was seen mirrored: a policy that matched it
+        # would have mirrored it by now too.
+        transient = _queue_info(env, "mqtt-subscription-qos0-1qos0")
+        assert transient["durable"] is False, transient
+        assert not transient.get("slave_nodes") and not transient.get("synchronised_slave_nodes")
+        await device.disconnect()
+        await browser.disconnect()
 
     asyncio.run(body())
 

@@ -120,3 +120,68 @@ def test_settings_update_applies_or_rolls_back(hub: HubProcess, tmp_path: Path) 
         await sub.stop()
 
     asyncio.run(scenario())
+
+
+def _replies(sub: Subscriber, command_id: int) -> list[dict[str, object]]:
+    """The device's replies to command_id so far, in order."""
+    found = [json.loads(m.payload) for m in sub.on(topics.reply_topic(sub.device))]
+    return [r for r in found if r.get("id") == command_id]
+
+
+async def _nth_reply(sub: Subscriber, command: dict[str, object], n: int) -> dict[str, object]:
+    """Sends command and returns the device's n-th reply to its id."""
+    packet = publish_packet(topics.command_topic(sub.device), json.dumps(command).encode(), qos=1)
+    await sub.client.send(packet)
+    cid = int(str(command["id"]))
+    await sub.wait_until(lambda: len(_replies(sub, cid)) >= n, 15, f"reply {n} to {command}")
+    return _replies(sub, cid)[n - 1]
+
+
+def test_a_command_sent_again_runs_once(hub: HubProcess, tmp_path: Path) -> None:
+    """A command id sent twice is answered twice with the first reply and runs once (its body
+    changed to tell), a reboot or settings update included across the reboot it caused; the
+    oldest of more than five is forgotten; an unreadable answers.json is ignored at boot."""
+    folder = tmp_path / "dup-1"
+    folder.mkdir()
+    (folder / "answers.json").write_text('[[1, "half')  # a file a power cut cut short
+
+    async def scenario() -> None:
+        sub = await Subscriber.start(hub, "dup-1")
+        with running_device(tmp_path, hub, "dup-1", period_s=30, **FAST) as device:
+            stored = device.folder / "settings.json"
+            await sub.wait_until(sub.online, 10, "online")
+            first = await _nth_reply(sub, {"id": 1, "op": "period", "s": 20}, 1)
+            assert first == {"id": 1, "ok": True, "s": 20}
+            # The same id with another body: the first reply again, the body never runs.
+            assert await _nth_reply(sub, {"id": 1, "op": "period", "s": 0}, 2) == first
+            refused = await _nth_reply(sub, {"id": 2, "op": "period", "s": 0}, 1)
+            assert not refused["ok"]
+            assert await _nth_reply(sub, {"id": 2, "op": "period", "s": 9}, 2) == refused
+            onlines = len(sub.online())
+            assert await _nth_reply(sub, {"id": 3, "op": "reboot"}, 1) == {"id": 3, "ok": True}
+            await sub.wait_until(lambda: len(sub.online()) > onlines, 15, "online again")
+            assert device.exits == [75]
+            # After the reboot: the reboot and the commands before it are answered, not run.
+            assert await _nth_reply(sub, {"id": 3, "op": "reboot"}, 2) == {"id": 3, "ok": True}
+            assert await _nth_reply(sub, {"id": 1, "op": "period", "s": 7}, 3) == first
+            settings = {"id": 4, "op": "settings", "set": {"meta_s": 600}}
+            applied = await _nth_reply(sub, settings, 1)
+            assert applied == {"id": 4, "ok": True, "applied": True}
+            onlines = len(sub.online())
+            changed = {"id": 4, "op": "settings", "set": {"meta_s": 900}}
+            assert await _nth_reply(sub, changed, 2) == applied
+            assert json.loads(stored.read_text())["meta_s"] == 600
+            # Neither duplicate rebooted the device: a ping is answered by the same run.
+            assert (await sub.command({"id": 5, "op": "ping"}))["ok"] is True
+            assert device.exits == [75, 75]  # the reboot and the settings trial, once each
+            assert len(sub.online()) == onlines
+            saved = json.loads((device.folder / "answers.json").read_text())
+            assert [kept[0] for kept in saved] == [1, 2, 3]  # kept by the trial's reboot
+            # Five newer replies push id 1 out: sent again now, it runs (and is refused).
+            for cid in range(6, 10):
+                assert (await sub.command({"id": cid, "op": "ping"}))["ok"] is True
+            rerun = await _nth_reply(sub, {"id": 1, "op": "period", "s": 0}, 4)
+            assert not rerun["ok"] and "1 to 86400" in str(rerun["error"])
+        await sub.stop()
+
+    asyncio.run(scenario())

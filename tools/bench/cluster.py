@@ -27,26 +27,29 @@ import argparse
 import contextlib
 import json
 import os
-import pwd
 import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import zlib
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from hub.broker.rabbitmq.broker import SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
 from tools.bench import fleetgen, provision
 from tools.bench.brokers import BenchError
+from tools.bench.clusterconnect import auth_answer_ms, connect_parts
 from tools.bench.run import raise_fd_limit
 from tools.bench.storm import Workers, _percentiles
 from tools.cluster import Cluster
 from tools.cluster.hubrun import HubRun, auth_port, auth_url
 from tools.cluster.mgmt import get as mgmt_get
+from tools.cluster.mgmt import send as mgmt_send
+from tools.pgserver import PgServerError, postgres_server
 
 SCENARIOS = ("cluster",)
 HOST = "127.0.0.1"
@@ -60,7 +63,13 @@ class FailoverDevice(fleetgen.Device):
 
     def __init__(self, ident: str, secret: str | None, fleet: fleetgen.Fleet) -> None:
         super().__init__(ident, secret, fleet)
-        self.ports: list[int] = list(fleet.spec.get("ports") or [fleet.port])
+        ports: list[int] = list(fleet.spec.get("ports") or [fleet.port])
+        # Half the devices of a node list the other nodes the other way round, so a node's
+        # loss sends half its devices to each of two nodes instead of all to the next one
+        # (the README's advice for a fleet's `hubs` lists).
+        if zlib.crc32(ident.encode()) & 1:
+            ports[1:] = ports[:0:-1]
+        self.ports = ports
         self.at = 0
 
     async def connect(self, timeout: float) -> None:
@@ -128,43 +137,6 @@ class NodeWorkers(Workers):
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
-def _pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not found:
-        raise BenchError(f"PostgreSQL's {name} is missing: run tools/bootstrap.sh")
-    return str(found[-1])
-
-
-@contextlib.contextmanager
-def postgres(port: int) -> Iterator[str]:
-    """A PostgreSQL server of the bench's own (fsync on: stored means on disk), in a folder
-    of its own under /tmp (the bench's is closed to the postgres user)."""
-    folder = Path(tempfile.mkdtemp(prefix="bench-cluster-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(folder, user.pw_uid, user.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    data = folder / "data"
-    subprocess.run(
-        [*run_as, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "hub"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {folder} -c listen_addresses={HOST}"
-    ctl = [*run_as, _pg_bin("pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*ctl, "-o", options, "-l", str(folder / "log"), "-w", "-t", "60", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://hub@{HOST}:{port}/postgres"
-    finally:
-        subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def _stored(store: str) -> int:
     with psycopg.connect(store) as db:
         row = db.execute("SELECT count(*) FROM readings").fetchone()
@@ -219,7 +191,16 @@ def _ingest(
     source: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Readings stored per second while ``devices`` publish flat out through ``nodes``."""
-    workers = NodeWorkers(cluster, nodes, devices, token, source, period=args.ingest_period)
+    workers = NodeWorkers(
+        cluster,
+        nodes,
+        devices,
+        token,
+        source,
+        period=args.ingest_period,
+        concurrency=args.connect_concurrency,
+        io_timeout=args.io_timeout,
+    )
     try:
         workers.collect_after("connect", "connected", 600)
         s0, t0, load0 = _stored(store), time.monotonic(), _load()
@@ -262,7 +243,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     port = auth_port()
     with (
         Cluster(nodes=3, base=work / "rabbit", auth_url=auth_url(port)) as cluster,
-        postgres(auth_port()) as server,
+        # fsync on: stored means on disk. A port from tools/cluster's range (auth_port).
+        postgres_server(port=auth_port(), fsync=True, prefix="bench-cluster-pg-") as server,
     ):
         with psycopg.connect(server, autocommit=True) as db:
             db.execute("CREATE DATABASE bench")
@@ -282,6 +264,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 )
                 _progress("ingest_3nodes", out)
                 finished += done
+            out["connect_parts"] = _connect_parts(cluster, hubs, creds, port)
+            _progress("connect_parts", out)
             out.update(_fleet(cluster, creds, token, args, finished))
             _progress("fleet", out)
             out["drain_s"] = round(_wait_drained(cluster, 600), 1)
@@ -298,6 +282,34 @@ def _progress(step: str, out: dict[str, Any]) -> None:
     print(f"{step}: {json.dumps(out)}", flush=True)
 
 
+PARTS_DEVICES = 20  # connected one at a time, for each form of the subscription queue
+
+
+def _connect_parts(
+    cluster: Cluster, hubs: list[HubRun], creds: list[list[str]], auth: int
+) -> dict[str, Any]:
+    """One CONNECT+SUBSCRIBE taken apart (tools/bench/clusterconnect.py), on node 1, with the
+    devices' subscription queues mirrored (the hub's policy) and without (the policy removed
+    for the step, then put back): what the mirror costs."""
+    n = PARTS_DEVICES
+    sample = creds[-3 * n :]
+    node_pids = [pid for i in range(len(cluster.mqtt_ports)) for pid in cluster.node_pids(i)]
+    hub_pids = [hub.proc.pid for hub in hubs]
+    mgmt = cluster.mgmt_ports[0]
+    policy = f"/api/policies/%2F/{SUBSCRIPTION_POLICY}"
+    load0 = _load()
+    out: dict[str, Any] = {"auth_user_ms": auth_answer_ms(auth, sample[2 * n :])}
+    out["mirrored"] = connect_parts(cluster.mqtt_ports[0], sample[:n], node_pids, hub_pids)
+    mgmt_send(mgmt, "DELETE", policy, cluster.credentials)
+    try:
+        time.sleep(1)
+        out["local"] = connect_parts(cluster.mqtt_ports[0], sample[n : 2 * n], node_pids, hub_pids)
+    finally:
+        mgmt_send(mgmt, "PUT", policy, cluster.credentials, SUBSCRIPTION_POLICY_BODY)
+    out["load"] = [load0, _load()]
+    return out
+
+
 def _fleet(
     cluster: Cluster,
     creds: list[list[str]],
@@ -309,7 +321,16 @@ def _fleet(
     out: dict[str, Any] = {}
     memory0 = _node_memory(cluster)
     per_node = [
-        NodeWorkers(cluster, [node], creds[node::3], token, 10 + node, period=args.fleet_period)
+        NodeWorkers(
+            cluster,
+            [node],
+            creds[node::3],
+            token,
+            10 + node,
+            period=args.fleet_period,
+            concurrency=args.connect_concurrency,
+            io_timeout=args.io_timeout,
+        )
         for node in range(3)
     ]
     browser: NodeWorkers | None = None
@@ -411,6 +432,22 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{load('ingest_3nodes')})",
         ),
         (
+            "one CONNECT+SUBSCRIBE, mirrored queue",
+            f"{get('connect_parts', 'mirrored', 'connack_ms')} + "
+            f"{get('connect_parts', 'mirrored', 'suback_ms')}",
+            f"ms to CONNACK + SUBACK (node CPU {get('connect_parts', 'mirrored', 'node_cpu_ms')}"
+            f" ms, hubs {get('connect_parts', 'mirrored', 'hub_cpu_ms')} ms per device; auth "
+            f"/user {get('connect_parts', 'auth_user_ms')} ms)",
+        ),
+        (
+            "one CONNECT+SUBSCRIBE, queue not mirrored",
+            f"{get('connect_parts', 'local', 'connack_ms')} + "
+            f"{get('connect_parts', 'local', 'suback_ms')}",
+            f"ms (node CPU {get('connect_parts', 'local', 'node_cpu_ms')} ms, hubs "
+            f"{get('connect_parts', 'local', 'hub_cpu_ms')} ms per device; load "
+            f"{load('connect_parts')})",
+        ),
+        (
             f"connect {get('connect', 'devices')} devices over 3 nodes",
             f"{get('connect', 'seconds')}",
             f"s ({get('connect', 'bytes_per_device')} node bytes per device; load "
@@ -446,6 +483,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fleet-warmup", type=float, default=20.0, help="fleet: s before kill")
     p.add_argument("--kill-limit", type=float, default=300.0, help="s to wait for failover")
     p.add_argument("--skip-ingest", action="store_true", help="only the fleet's rows")
+    # A node takes ~70 ms of CPU per CONNECT+SUBSCRIBE (BENCHMARKS.md): with more in flight than
+    # it finishes within the load generator's timeouts, devices give up, retry on the
+    # firmware's 5 s I/O timeout, and the nodes' work for them is lost (a collapse).
+    p.add_argument(
+        "--connect-concurrency", type=int, default=20, help="first connects in flight per node"
+    )
+    p.add_argument(
+        "--io-timeout", type=float, default=5.0, help="devices' io_timeout_s (firmware's: 5)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             work = args.dir
         try:
             result = run(args, work)
-        except BenchError as exc:
+        except (BenchError, PgServerError) as exc:
             print(f"bench: error: {exc}", file=sys.stderr)
             return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)

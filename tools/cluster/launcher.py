@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 STARTED = "Server startup complete"  # the node's log line once its boot (and plugins) are done
 START_ATTEMPTS = 3  # a port another process took between our check and the node's bind
+# RabbitMQ 3.10's MQTT plugin tracks client ids in a Raft cluster of its own that each node
+# joins as it boots; two nodes joining at once can leave one waiting for a leader that never
+# adds it (its log's last line this one, its boot stuck for good). Such a node is restarted:
+# alone, its join goes through.
+MQTT_STUCK = "mqtt_node: leader call - leader not known"
+MQTT_STUCK_S = 30.0
 STOP_TIMEOUT = 30.0
 # Each node and epmd get SIGTERM when the thread that started them ends, so that a launcher
 # killed with SIGKILL leaves nothing running (util-linux's setpriv, in every Debian).
@@ -348,11 +354,26 @@ class Cluster:
         attempts = dict.fromkeys(indices, 1)
         pending = set(indices)
         deadline = time.monotonic() + self.start_timeout
+        stuck_since: dict[int, tuple[int, float]] = {}  # log size, when it last grew
         while pending:
             for i in sorted(pending):
                 state = self._boot_state(i)
                 if state == "up":
                     pending.discard(i)
+                elif state == "starting" and self._mqtt_stuck(i):
+                    now, logged = time.monotonic(), procs.size(self.nodes[i].log_file)
+                    if stuck_since.get(i, (-1, 0.0))[0] != logged:
+                        stuck_since[i] = (logged, now)  # still logging: not stuck (yet)
+                    elif now - stuck_since[i][1] >= MQTT_STUCK_S:
+                        if attempts[i] >= START_ATTEMPTS:
+                            raise ClusterError(self._failure(i, "is stuck joining MQTT's Raft"))
+                        attempts[i] += 1
+                        del stuck_since[i]
+                        name = self.nodes[i].name
+                        log.warning("%s is stuck joining MQTT's Raft: restarted", name)
+                        self._stop_nodes([i])
+                        self._spawn(i)
+                        deadline = max(deadline, now + self.start_timeout / 2)
                 elif state == "failed":
                     if retry_ports and self._port_taken(i) and attempts[i] < START_ATTEMPTS:
                         attempts[i] += 1
@@ -365,6 +386,10 @@ class Cluster:
                 i = min(pending)
                 raise ClusterError(self._failure(i, f"did not start in {self.start_timeout:g} s"))
             time.sleep(0.25)
+
+    def _mqtt_stuck(self, index: int) -> bool:
+        """The node's boot waits for the MQTT plugin's Raft leader."""
+        return MQTT_STUCK in procs.text_since(self.nodes[index].log_file, self._log_offset[index])
 
     def _port_taken(self, index: int) -> bool:
         node = self.nodes[index]

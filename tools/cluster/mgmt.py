@@ -19,6 +19,19 @@ def get(port: int, path: str, admin: Credentials, timeout: float = 10) -> object
         return json.load(response)
 
 
+def send(port: int, method: str, path: str, admin: Credentials, body: object = None) -> None:
+    """PUT or DELETE http://HOST:port/path as the administrator (a JSON body, if any)."""
+    token = base64.b64encode(f"{admin.user}:{admin.password}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
 def running_nodes(port: int, admin: Credentials) -> list[str]:
     """Names of the nodes the management API on port reports running, sorted."""
     nodes = get(port, "/api/nodes", admin)
