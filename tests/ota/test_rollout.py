@@ -115,9 +115,18 @@ def test_fleet_is_updated_by_canary_and_two_steps(hub: HubProcess, tmp_path: Pat
         with fleet(tmp_path, hub, names):
             subs = await watch(hub, names)
             rid = start(
-                hub, "--app", "1.2.0", "--devices", ",".join(names), "--canary", "1",
-                "--steps", "50%,100%", "--timeout-per-device", "120",
-            )  # fmt: skip
+                hub,
+                "--app",
+                "1.2.0",
+                "--devices",
+                ",".join(names),
+                "--canary",
+                "1",
+                "--steps",
+                "50%,100%",
+                "--timeout-per-device",
+                "120",
+            )
             await event(events, rid, "rollout_completed", 150)
             for sub in subs:
                 await sub.wait_until(

@@ -229,11 +229,21 @@ def test_a_pending_device_given_the_version_since_the_start_is_followed_not_assi
     an older row of the version is not the rollout's."""
     r, members = rollout(created_at=NOW - 100), fleet(2)
     rows = {
-        "d0": {"device": "d0", "version": "1.2.0", "tag": "0000000a", "state": "downloading",
-               "created_at": NOW - 50},
-        "d1": {"device": "d1", "version": "1.2.0", "tag": "0000000b", "state": "updated",
-               "created_at": NOW - 500},
-    }  # fmt: skip
+        "d0": {
+            "device": "d0",
+            "version": "1.2.0",
+            "tag": "0000000a",
+            "state": "downloading",
+            "created_at": NOW - 50,
+        },
+        "d1": {
+            "device": "d1",
+            "version": "1.2.0",
+            "tag": "0000000b",
+            "state": "updated",
+            "created_at": NOW - 500,
+        },
+    }
     d = decide(r, members, rows, {}, NOW)
     assert d.assign == [] and members[0].tag == "0000000a"
     assert members[0].assigned_at == NOW - 50
