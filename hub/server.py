@@ -157,10 +157,9 @@ class Hub:
         self._auth_backend: AuthBackend | None = None  # cluster mode: RabbitMQ asks it
         self.auth_address: tuple[str, int] | None = None
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
-        policy = DevicePolicy(config.max_sensors, config.max_sensor_name)
         # ... and app updates come from the hub only (hub/ota/guard.py).
         self.broker.set_publish_check(
-            lambda i, t, p, r: policy(i, t, p, r) or update_guard(i, t, p, r)
+            DevicePolicy(config.max_sensors, config.max_sensor_name, then=update_guard)
         )
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1), batched=True)
         self.broker.add_event_sink(self.events)
