@@ -41,9 +41,11 @@ QUIET_COMMIT_S = 0.1
 # or once COMMIT_LINGER_ROWS wait: a commit costs ~0.8 ms of CPU whatever it holds
 # (BENCHMARKS.md, Session 5), so a batch of a few readings each time the previous commit ends
 # costs more than the readings themselves. An idle hub commits a lone reading at once
-# (hub/commitlog.py, linger_s).
+# (hub/commitlog.py, linger_s). COMMIT_LINGER_ROWS is above what 20 ms holds at the reference
+# bench's 16,000 QoS 1 readings/s (320): there the time sets the batch (BENCHMARKS.md, session 6:
+# a row costs 5.6 us of the writer's CPU in commits of 256, 5.0 in commits of 512).
 COMMIT_LINGER_S = 0.02
-COMMIT_LINGER_ROWS = 256
+COMMIT_LINGER_ROWS = 512
 DISK_CHECK_S = 5.0
 DISK_EVENT_EVERY_S = 600.0
 HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
