@@ -237,7 +237,8 @@ class Session:
         return True
 
     def pump(self) -> bool:
-        """Moves queued messages to the connection; False while its write buffer is full."""
+        """Moves queued messages to the connection; False when its write buffer is full (looked
+        at only when a message may go: True while the in-flight window is full)."""
         link = self.link
         if link is None:
             return True
@@ -250,11 +251,13 @@ class Session:
         high_water, max_inflight = limits.high_water, limits.max_inflight
         inflight = self.inflight
         while queue:
-            if link.buffered() >= high_water:
-                return False
             message, qos, retain, seq = queue[0]
             if qos and (len(inflight) >= max_inflight or (seq and pid_of(seq) in inflight)):
-                return True  # an acknowledgement will call pump again
+                # An acknowledgement will call pump again (and the connection looks at its
+                # write buffer after each read): the buffer is not looked at for nothing.
+                return True
+            if link.buffered() >= high_water:
+                return False
             queue.popleft()
             self.queued_bytes -= len(message.payload) + len(message.topic_bytes)
             if qos:
