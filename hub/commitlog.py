@@ -152,7 +152,7 @@ class CommitLog(Generic[R]):
         self.refused = 0
         self.rejected = 0
         self.commits = 0
-        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Future[None] | None = None  # the writer waits for a record
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -169,30 +169,26 @@ class CommitLog(Generic[R]):
         if self.failing or self._rows >= self.max_rows or self._bytes + size > self.max_bytes:
             self.refused += 1
             return REFUSED
-        self._records.append(record)
+        records = self._records
+        records.append(record)
         self._rows += 1
         self._bytes += size
         self._open_bytes += size
-        wake = self._wake
-        if wake is not None and not wake.is_set():
-            wake.set()
-        if (
-            self._quiet_rows
-            and len(self._records) >= self._quiet_rows
-            and self._urgent is not None
-        ):
+        idle = self._idle
+        if idle is not None:  # the first record since the writer went idle wakes it
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+        if self._quiet_rows and len(records) >= self._quiet_rows and self._urgent is not None:
             self._urgent.set()
         lingering = self._lingering
-        if lingering is not None and len(self._records) >= self._linger_rows:
+        if lingering is not None and len(records) >= self._linger_rows:
             lingering.set()
         return self._open
 
     def start(self) -> None:
         if self.quiet_s > 0:
             self._urgent = self._open.urgent = asyncio.Event()
-        self._wake = asyncio.Event()
-        if self._records:
-            self._wake.set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -229,12 +225,14 @@ class CommitLog(Generic[R]):
         self.commits += 1
 
     async def _run(self) -> None:
-        assert self._wake is not None
-        wake = self._wake
+        loop = asyncio.get_running_loop()
         while True:
-            await wake.wait()
-            wake.clear()
             if not self._records:
+                idle = self._idle = loop.create_future()
+                try:
+                    await idle
+                finally:
+                    self._idle = None
                 continue
             if self._urgent is not None:
                 await self._quiet(self._urgent)

@@ -19,7 +19,7 @@ reading costs one dictionary look-up here.
 
 from __future__ import annotations
 
-from hub.broker import Refusal
+from hub.broker import PublishCheck, Refusal
 from hub.config import ConfigError
 from hub.topics import (
     DEVICE_ID_RE,
@@ -44,7 +44,15 @@ _TELEMETRY, _STATUS, _META = Kind.TELEMETRY.value, Kind.STATUS.value, Kind.META.
 class DevicePolicy:
     """The hub's publish check (``Broker.set_publish_check``)."""
 
-    def __init__(self, max_sensors: int = 32, max_sensor_name: int = 16) -> None:
+    def __init__(
+        self,
+        max_sensors: int = 32,
+        max_sensor_name: int = 16,
+        then: PublishCheck | None = None,
+    ) -> None:
+        """``then``: a further check for what this one allows (hub/ota/guard.py's), not asked
+        about a remembered telemetry topic (it concerns other topics: a reading costs one
+        look-up)."""
         if max_sensors < 1:
             raise ConfigError(f"max_sensors must be at least 1, not {max_sensors}")
         if not 1 <= max_sensor_name <= 16:
@@ -54,12 +62,21 @@ class DevicePolicy:
         self.max_sensors = max_sensors
         self.max_sensor_name = max_sensor_name
         self._known: set[str] = set()  # telemetry topics already allowed
+        self._then = then
         self._sensors: dict[str, set[str]] = {}  # device id -> its sensors
 
     def __call__(
         self, identity: object, topic: str, payload: bytes, retain: bool
     ) -> Refusal | None:
-        if topic in self._known or not topic.startswith(PREFIX):
+        if topic in self._known:
+            return None
+        refusal = self._check(topic, payload)
+        if refusal is None and self._then is not None:
+            return self._then(identity, topic, payload, retain)
+        return refusal
+
+    def _check(self, topic: str, payload: bytes) -> Refusal | None:
+        if not topic.startswith(PREFIX):
             return None
         parts = topic.split("/")
         if len(parts) < 3 or not DEVICE_ID_RE.match(parts[1]):

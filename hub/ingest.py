@@ -27,6 +27,7 @@ from hub.store import RowTuple, Store, row_error
 from hub.topics import ContractError, Kind, maybe_telemetry, parse_reading, parse_topic
 
 log = logging.getLogger(__name__)
+_time = time.time  # stamps every reading
 
 PRUNE_EVERY_S = 3600.0
 TOPIC_CACHE = 100_000  # telemetry topics whose parse is remembered
@@ -40,9 +41,11 @@ QUIET_COMMIT_S = 0.1
 # or once COMMIT_LINGER_ROWS wait: a commit costs ~0.8 ms of CPU whatever it holds
 # (BENCHMARKS.md, Session 5), so a batch of a few readings each time the previous commit ends
 # costs more than the readings themselves. An idle hub commits a lone reading at once
-# (hub/commitlog.py, linger_s).
+# (hub/commitlog.py, linger_s). COMMIT_LINGER_ROWS is above what 20 ms holds at the reference
+# bench's 16,000 QoS 1 readings/s (320): there the time sets the batch (BENCHMARKS.md, session 6:
+# a row costs 5.6 us of the writer's CPU in commits of 256, 5.0 in commits of 512).
 COMMIT_LINGER_S = 0.02
-COMMIT_LINGER_ROWS = 256
+COMMIT_LINGER_ROWS = 512
 DISK_CHECK_S = 5.0
 DISK_EVENT_EVERY_S = 600.0
 HUB_ID = "hub"  # the client id hub-level events carry: $hub/events/client/hub/<severity>
@@ -145,7 +148,7 @@ class Ingest:
             return None
         self.stats.received += 1
         device, sensor = key
-        now = time.time()
+        now = _time()
         rejected = self._rejected.get((device, boot, seq)) if self._rejected else None
         if rejected is not None:  # the store rejected it before: kept (acknowledged) or not
             handle = None if rejected else REFUSED

@@ -38,6 +38,7 @@ from hub.devicepolicy import DevicePolicy
 from hub.devicestate import DeviceStates
 from hub.endpoints import Endpoints, ListenError
 from hub.events import HubEvents
+from hub.fanout import DeviceListeners
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.ota.guard import update_guard
@@ -181,10 +182,9 @@ class Hub:
         self._auth_backend: AuthBackend | None = None  # cluster mode: RabbitMQ asks it
         self.auth_address: tuple[str, int] | None = None
         # Device topics: sensor names and quotas, status and health payloads (hub/devicepolicy).
-        policy = DevicePolicy(config.max_sensors, config.max_sensor_name)
         # ... and app updates come from the hub only (hub/ota/guard.py).
         self.broker.set_publish_check(
-            lambda i, t, p, r: policy(i, t, p, r) or update_guard(i, t, p, r)
+            DevicePolicy(config.max_sensors, config.max_sensor_name, then=update_guard)
         )
         self.events = HubEvents(lambda t, p: self.broker.publish(t, p, qos=1), batched=True)
         self.broker.add_event_sink(self.events)
@@ -209,6 +209,8 @@ class Hub:
         self.ingest: Ingest | None = None
         self.routes: Routes | None = None
         self.hass: HassDiscovery | None = None
+        # Status, health and replies: their listeners, behind one that skips readings.
+        self.device_listeners = DeviceListeners()
         self._watcher: asyncio.Task[None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._web_socks: list[socket.socket] = []  # bound and listening; served by start_web
@@ -280,12 +282,13 @@ class Hub:
         self.states = DeviceStates(self.recorder)
         self.states.load(await asyncio.to_thread(self.store.load_states))
         self.ingest.on_reading = self.states.on_reading  # readings, parsed once by ingest
-        self.broker.add_message_listener(self.states.on_message)
+        self.broker.add_message_listener(self.device_listeners)
+        self.device_listeners.add(self.states.on_message)
         self.broker.add_event_sink(self.states.on_event)
         top = await asyncio.to_thread(self.store.max_command_id)
         self.commands = Commands(self.broker, self.recorder, top + 1)
         self.commands.load(await asyncio.to_thread(self.store.pending_commands))
-        self.broker.add_message_listener(self.commands.on_message)
+        self.device_listeners.add(self.commands.on_message)
         self.states.observers.append(self.commands.on_state)
         add_loss_listener = getattr(self.broker, "add_loss_listener", None)  # cluster mode's
         if add_loss_listener is not None:  # a crashed node's devices: hub/commands.py
@@ -296,7 +299,7 @@ class Hub:
         # App updates over the air (hub/ota): offers, chunks on request, each device's state.
         self.ota = Transfer(self.broker, cfg.data_dir, self.states, self.events)
         await self.ota.start()
-        self.broker.add_message_listener(self.ota.on_message)
+        self.device_listeners.add(self.ota.on_message)
         self.states.observers.append(self.ota.on_state)
         # Staged rollouts (hub/ota/rollout.py): assign devices through the OTA store.
         self.rollouts = RolloutEngine(cfg.data_dir, self.states, self.events)
@@ -371,7 +374,7 @@ class Hub:
             )
             self.states.observers.append(self.hass.on_state)
             self.states.reading_observers.append(self.hass.on_reading)
-            self.broker.add_message_listener(self.hass.on_message)
+            self.device_listeners.add(self.hass.on_message)
             self.hass.start(self.states.states)
         if cfg.public_view:
             log.warning(

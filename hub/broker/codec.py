@@ -23,6 +23,9 @@ REFUSED_NOT_AUTHORIZED = 5
 SUBACK_FAILURE = 0x80
 
 _U16 = struct.Struct("!H")
+# Two bytes and a 16-bit number: an acknowledgement (type and flags, length 2, packet id), or
+# a small PUBLISH's fixed header and topic length.
+_BBH = struct.Struct("!BBH")
 MAX_REMAINING_LENGTH = 268_435_455
 MAX_LEVELS = 200  # topic levels in a name or filter; deeper ones close the connection
 
@@ -258,24 +261,31 @@ def _topic_name(body: bytes) -> tuple[str, int]:
 
 
 def parse_publish(p: Packet, max_payload: int) -> Publish:
-    qos = (p.flags >> 1) & 3
+    flags = p.flags
+    qos = (flags >> 1) & 3
     if qos == 3:
         raise ProtocolError("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
-    topic, pos = _topic_name(p.body)
+    body = p.body
+    size = len(body)
+    topic = None
+    if size >= 2:  # a topic name seen before: one look-up (the rest of _topic_name inlined)
+        pos = 2 + (body[0] << 8 | body[1])
+        if pos <= size:
+            topic = _topics.get(body[2:pos])
+    if topic is None:
+        topic, pos = _topic_name(body)
     pid = 0
     if qos:
-        if pos + 2 > len(p.body):
+        if pos + 2 > size:
             raise ProtocolError("PUBLISH is missing its packet id")
-        (pid,) = _U16.unpack_from(p.body, pos)
+        pid = body[pos] << 8 | body[pos + 1]
         pos += 2
         if pid == 0:
             raise ProtocolError("packet id 0 [MQTT-2.3.1-1]")
-    payload = p.body[pos:]
-    if len(payload) > max_payload:
-        raise PayloadTooLarge(
-            f"payload of {len(payload)} bytes exceeds the limit of {max_payload}"
-        )
-    return _tuple(Publish, (topic, payload, qos, bool(p.flags & 1), bool(p.flags & 8), pid))
+    payload = body[pos:]
+    if size - pos > max_payload:
+        raise PayloadTooLarge(f"payload of {size - pos} bytes exceeds the limit of {max_payload}")
+    return _tuple(Publish, (topic, payload, qos, (flags & 1) != 0, (flags & 8) != 0, pid))
 
 
 class PayloadTooLarge(ProtocolError):
@@ -373,7 +383,7 @@ def publish(
     remaining = 2 + size + len(payload) + (2 if qos else 0)
     first = 0x30 | (dup << 3) | (qos << 1) | retain
     if remaining < 128:
-        head = bytes((first, remaining, size >> 8, size & 0xFF))
+        head = _BBH.pack(first, remaining, size)
     else:
         head = bytes((first,)) + _length(remaining) + _U16.pack(size)
     if qos:
@@ -381,8 +391,11 @@ def publish(
     return head + topic + payload
 
 
+ACK_PACK = _BBH.pack  # ACK_PACK(0x40, 2, pid) is a PUBACK in one call (the hot path's ack)
+
+
 def ack(kind: int, pid: int) -> bytes:
-    return bytes((kind << 4 | (0x02 if kind == PUBREL else 0), 2)) + _U16.pack(pid)
+    return _BBH.pack(kind << 4 | (0x02 if kind == PUBREL else 0), 2, pid)
 
 
 def suback(pid: int, codes: list[int]) -> bytes:

@@ -80,7 +80,8 @@ __all__ = ["BrokerCore", "BrokerSettings", "EventSink", "PublishCheck", "Refusal
 
 ACL_CACHE = 64  # topics a connection's publish verdicts are remembered for
 ACL_CACHED_TOPIC_MAX = 128  # longer topics are checked every time (the cache stays small)
-_KEPT = (Queued.SENT, Queued.QUEUED)
+_SENT, _QUEUED, _OVERFLOW = Queued.SENT, Queued.QUEUED, Queued.OVERFLOW
+_KEPT = (_SENT, _QUEUED)
 RETAINED_SLICE = 100  # retained messages sent for a new subscription before yielding
 RETAINED_WAIT_S = 0.01  # how often a paused retained delivery looks at the buffers again
 EXPIRY_SWEEP_MAX_S = 60.0  # how often expiry runs: a quarter of the shorter expiry, at most this
@@ -683,15 +684,17 @@ class BrokerCore(EventReporting):
         """Hands the message to the listeners and its subscribers; returns what its sender's
         acknowledgement waits on. ``state``: the journal's handle of what it changed so far."""
         topic = message.topic
+        payload = message.payload
         handle = None
         for listener in self.message_listeners:
-            stored = listener(topic, message.payload)
+            stored = listener(topic, payload)
             if stored is not None:
                 handle = stored
         qos = message.qos
         sessions = self.sessions
         if qos == 2 and (received is not None or self.journal is not None):
             return self._route_qos2(message, received, handle, state)
+        deliver = self._deliver
         for cid, sub_qos in self.tree.match(topic).items():
             session = sessions.get(cid)
             if session is None:
@@ -699,11 +702,13 @@ class BrokerCore(EventReporting):
             sub_qos = sub_qos if sub_qos < qos else qos
             journal = session.journal
             if not sub_qos or journal is None:
-                self._deliver(session, message, sub_qos, False)
+                deliver(session, message, sub_qos, False)
                 continue
             seq = session.next_seq()
-            if self._deliver(session, message, sub_qos, False, seq) in _KEPT:
+            if deliver(session, message, sub_qos, False, seq) in _KEPT:
                 state = _worse(state, journal.queue(cid, seq, message, sub_qos, False))
+        if state is None:
+            return handle
         return joined(handle, state)
 
     def _route_qos2(
@@ -748,13 +753,15 @@ class BrokerCore(EventReporting):
         self, session: Session, message: Message, qos: int, retain: bool, seq: int = 0
     ) -> Queued:
         result = session.enqueue(message, qos, retain, seq)
-        if result in _KEPT:
+        if result is _SENT:
             self.traffic.sent[qos] += 1
-        if result is Queued.QUEUED:
+            return result
+        if result is _QUEUED:
+            self.traffic.sent[qos] += 1
             link = session.link
             if isinstance(link, Connection):
                 link.on_backlog()
-        elif result is Queued.OVERFLOW:
+        elif result is _OVERFLOW:
             conn = self.connections.get(session.client_id)
             quota = session.full_because()
             limits = self.limits

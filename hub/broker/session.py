@@ -77,6 +77,10 @@ class Queued(Enum):
     OVERFLOW = "overflow"  # QoS 1/2 with no room: the session cannot keep its promise
 
 
+# Module names for the members: an enum's attribute lookup costs a metaclass call per message.
+_SENT, _QUEUED, _DROPPED, _OVERFLOW = Queued.SENT, Queued.QUEUED, Queued.DROPPED, Queued.OVERFLOW
+
+
 def pid_of(seq: int) -> int:
     """The packet id of a durable delivery: from its sequence number, 1 to 65535."""
     return (seq - 1) % 65535 + 1
@@ -174,33 +178,32 @@ class Session:
         """Sends or queues a delivery at the given QoS (already min(publish, subscription));
         ``seq``: a durable delivery's (``next_seq``)."""
         link = self.link
-        if link is not None and not self.queue and link.buffered() < self.limits.high_water:
+        queue = self.queue
+        limits = self.limits
+        if link is not None and not queue and link.buffered() < limits.high_water:
             if qos == 0:
                 link.write(codec.publish(message.topic_bytes, message.payload, 0, retain))
-                return Queued.SENT
-            if len(self.inflight) < self.limits.max_inflight and (
-                not seq or pid_of(seq) not in self.inflight
-            ):
+                return _SENT
+            inflight = self.inflight
+            if len(inflight) < limits.max_inflight and (not seq or pid_of(seq) not in inflight):
                 self._send(message, qos, retain, seq)
-                return Queued.SENT
+                return _SENT
         if link is None and qos == 0:
             self.dropped += 1
-            return Queued.DROPPED
-        queue = self.queue
+            return _DROPPED
         if queue is None:
             queue = self.queue = deque()
         size = len(message.payload) + len(message.topic_bytes)
-        limits = self.limits
         if len(queue) >= limits.max_queued or self.queued_bytes + size > limits.max_queued_bytes:
             if link is not None and limits.disconnect_slow:
                 self.dropped += 1
-                return Queued.OVERFLOW
+                return _OVERFLOW
             if not self._make_room(queue, size):
                 self.dropped += 1
-                return Queued.DROPPED if qos == 0 else Queued.OVERFLOW
+                return _DROPPED if qos == 0 else _OVERFLOW
         queue.append((message, qos, retain, seq))
         self.queued_bytes += size
-        return Queued.QUEUED
+        return _QUEUED
 
     def full_because(self) -> str:
         """Which bound a full queue hit, as hub events name it."""
@@ -234,7 +237,8 @@ class Session:
         return True
 
     def pump(self) -> bool:
-        """Moves queued messages to the connection; False while its write buffer is full."""
+        """Moves queued messages to the connection; False when its write buffer is full (looked
+        at only when a message may go: True while the in-flight window is full)."""
         link = self.link
         if link is None:
             return True
@@ -243,15 +247,17 @@ class Session:
             self.queue = None  # drained: give its blocks back
             self.queued_bytes = 0
             return True
+        limits = self.limits
+        high_water, max_inflight = limits.high_water, limits.max_inflight
+        inflight = self.inflight
         while queue:
-            if link.buffered() >= self.limits.high_water:
-                return False
             message, qos, retain, seq = queue[0]
-            if qos and (
-                len(self.inflight) >= self.limits.max_inflight
-                or (seq and pid_of(seq) in self.inflight)
-            ):
-                return True  # an acknowledgement will call pump again
+            if qos and (len(inflight) >= max_inflight or (seq and pid_of(seq) in inflight)):
+                # An acknowledgement will call pump again (and the connection looks at its
+                # write buffer after each read): the buffer is not looked at for nothing.
+                return True
+            if link.buffered() >= high_water:
+                return False
             queue.popleft()
             self.queued_bytes -= len(message.payload) + len(message.topic_bytes)
             if qos:

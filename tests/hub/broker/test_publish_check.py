@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from hub.broker import Refusal
 from hub.config import ConfigError
 from hub.devicepolicy import MAX_HEALTH, DevicePolicy
 from tests.support.devices import HEALTH
@@ -21,6 +22,25 @@ def test_sensors_per_device_are_counted_and_bounded() -> None:
     assert (refusal.event, refusal.quota, refusal.device) == ("quota_exceeded", "sensors", "a")
     assert check(None, "d/a/t/temp", b"1,3,1.0", False) is None
     assert check(None, "d/b/t/light", b"1,0,1.0", False) is None
+
+
+def test_the_further_check_answers_for_what_the_policy_allows() -> None:
+    """``then`` is asked about what the policy allows (and its refusal stands), not about what
+    the policy refuses, nor about a telemetry topic already allowed once."""
+    asked: list[str] = []
+
+    def then(identity: object, topic: str, payload: bytes, retain: bool) -> Refusal | None:
+        asked.append(topic)
+        return Refusal("filter_violation", "no", "a") if topic.endswith("/c") else None
+
+    check = DevicePolicy(max_sensors=1, then=then)
+    refusal = check(None, "d/a/c", b"{}", False)
+    assert refusal is not None and refusal.event == "filter_violation"
+    assert check(None, "d/a/t/temp", b"1,0,1.0", False) is None
+    assert check(None, "d/a/t/temp", b"1,1,1.0", False) is None  # remembered: not asked
+    assert check(None, "d/a/t/hum", b"1,2,1.0", False) is not None  # over the quota
+    assert check(None, "d/a/s", b"online", True) is None
+    assert asked == ["d/a/c", "d/a/t/temp", "d/a/s"]
 
 
 @pytest.mark.parametrize(
