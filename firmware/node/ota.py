@@ -22,6 +22,16 @@ OFFER = "ota/stage.json"
 _ASK_MS = const(5000)  # ask again for a chunk that has not come
 
 
+def unload_image():
+    # The image update's code (node/otaimage.py and the rest) goes back to the heap.
+    import sys
+
+    import node
+
+    node.drop("otaimage", "otaimgoffer", "otaimgtrial")
+    sys.modules.pop("otaboot", None)
+
+
 def drop_stage():
     for path in (STAGE, OFFER):
         try:
@@ -38,6 +48,18 @@ def state(offer, mode="download"):
         u["tagb"] = binascii.unhexlify(u["tag"])
         u["of"] = (u["size"] + u["chunk"] - 1) // u["chunk"]
         u["n"] = 0
+    return u
+
+
+def image_state(r):
+    # A firmware image's download (node/otaimage.py) from its record: resumes at its last
+    # whole 4 KB block; the slot (u["part"]) is opened by the first chunk.
+    u = state(r)
+    for k in ("sha256", "label", "from", "pv", "blocks", "tries"):
+        u[k] = r.get(k)
+    u["img"] = 1
+    u["part"] = None
+    u["n"] = min(r["blocks"] * 4096 // u["chunk"], u["of"])
     return u
 
 
@@ -69,22 +91,37 @@ def on_chunk(app, msg):
     chunk = u["chunk"]
     if n != u["n"] or len(msg) - 9 != min(chunk, u["size"] - n * chunk):
         return  # a resend of an older chunk, or not the one asked for
-    with open(STAGE, "r+b") as f:
-        f.seek(n * chunk)
-        f.write(msg[9:])
+    if "img" in u:  # a firmware image: into the next app slot (node/otaimage.py)
+        from node import otaimage
+
+        otaimage.put(u, n, memoryview(msg)[9:])
+    else:
+        with open(STAGE, "r+b") as f:
+            f.seek(n * chunk)
+            f.write(msg[9:])
     u["n"] = n + 1
     u["at"] = None
 
 
 def offered(app, cmd):
-    # An offer, {"op": "ota", ...} (App.handle_later): node/otaoffer.py checks it.
+    # An offer, {"op": "ota", ...} (App.handle_later): node/otaoffer.py checks it, or
+    # node/otaimage.py an image's.
     import node
-    from node import otaoffer
 
     try:
-        otaoffer.handle(app, cmd)
-    finally:  # the download needs this module only
-        node.drop("otaoffer")
+        if cmd.get("kind") == "image" and not cmd.get("cancel"):
+            from node import otaimgoffer
+
+            otaimgoffer.offer(app, cmd)
+        else:
+            from node import otaoffer
+
+            otaoffer.handle(app, cmd)
+    finally:  # the download needs this module only (and node/otaimage.py, loaded by a chunk)
+        node.drop("otaoffer", "otaimgoffer")
+        import sys
+
+        sys.modules.pop("otaboot", None)
     if app.ota is None:  # no download started: nothing of it need stay loaded
         node.drop("ota")
 
@@ -109,6 +146,8 @@ def step(app):
             otatrial.step(app, u)
             node.drop("otatrial")
             sys.modules.pop("otaboot", None)
+            if app.ota is None:
+                unload_image()
             if app.ota is None:  # reported: none of it need stay loaded
                 node.drop("ota")
         return
@@ -125,7 +164,12 @@ def step(app):
     fresh = u["connects"] != app.connects
     u["connects"] = app.connects
     now = time.ticks_ms()
-    if u["n"] >= u["of"]:  # complete: installed at the next boot (node/start.py, node/otainst.py)
+    if u["n"] >= u["of"] and "img" in u:  # an image: checked, set to boot, then a reboot
+        from node import otaimage
+
+        otaimage.finish(app, u)
+        unload_image()
+    elif u["n"] >= u["of"]:  # complete: installed at the next boot (node/start.py, otainst.py)
         app.ota = None
         app.link.rx = None
         app.reboot_soon(report(app, "installing", u))

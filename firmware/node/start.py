@@ -75,6 +75,7 @@ def build(app, cfg):
     app.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
     app.reboot_at = None
     app.ota = None  # an app update (node/ota.py)
+    app.fw = node.VERSION  # reported as fw; a firmware image's version once one runs (otaimage)
     app.later = None  # an update offer or settings, handled by the next step (App.handle_later)
     app.window = []  # [ring index, packet id] of readings in flight, oldest first
     app.topics = []
