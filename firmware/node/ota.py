@@ -28,8 +28,9 @@ def unload_image():
 
     import node
 
-    node.drop("otaimage", "otaimgoffer", "otaimgtrial")
+    node.drop("otaimage", "otaimgoffer", "otaimgcheck", "otaimgtrial")
     sys.modules.pop("otaboot", None)
+    gc.collect()
 
 
 def drop_stage():
@@ -161,13 +162,19 @@ def step(app):
             app.link.rx = bytearray(u["chunk"] + 9)
         except MemoryError:
             return  # the next loop tries again
+    if "img" in u and u["part"] is None:  # an image: its code loaded here, not by a chunk
+        gc.collect()
+        from node import otaimage
+
+        u["part"] = otaimage.slot(u)
     fresh = u["connects"] != app.connects
     u["connects"] = app.connects
     now = time.ticks_ms()
     if u["n"] >= u["of"] and "img" in u:  # an image: checked, set to boot, then a reboot
-        from node import otaimage
+        gc.collect()
+        from node import otaimgcheck
 
-        otaimage.finish(app, u)
+        otaimgcheck.finish(app, u)
         unload_image()
     elif u["n"] >= u["of"]:  # complete: installed at the next boot (node/start.py, otainst.py)
         app.ota = None

@@ -11,30 +11,32 @@
 # boots the previous slot, whose app reports rolled_back.
 # Record states ("st"): dl (downloading), set (set_boot asked), trial (the new image booted),
 # rb (rolled back: to report), ok (kept: "v" is what runs in slot "label", reported as fw).
-# The offer's checks are node/otaimgoffer.py; what a boot finds, and keeping the image after its
-# trial, node/otaimgtrial.py.
-import binascii
-import hashlib
+# The offer's checks are node/otaimgoffer.py; the check of the whole image and set_boot, what a
+# boot finds, and keeping the image after its trial, node/otaimgtrial.py.
 import json
 import os
 
 import esp32
 from micropython import const
 
-from node.ota import report
-
 RECORD = "ota/img.json"  # otaboot.IMAGE (otaboot.py is not loaded for a download)
 _BS = const(4096)
 
 
-def write(u, st):
+def _record(u, st):
+    # The record as JSON text with the blocks written as a %d at its end: made once, so each
+    # block's progress costs one formatted string.
+    r = {"st": st}
+    for k in ("v", "tag", "size", "sha256", "chunk", "label", "from", "pv", "tries"):
+        r[k] = u.get(k)
+    return json.dumps(r)[:-1].replace("%", "%%") + ', "blocks": %d}'
+
+
+def write(u, st, text=None):
     # As otaboot.write: a new file renamed over the old one (FAT: removed first; otaboot.read
     # finds the tmp file).
-    r = {"st": st}
-    for k in ("v", "tag", "size", "sha256", "chunk", "label", "from", "pv", "blocks", "tries"):
-        r[k] = u.get(k)
     with open(RECORD + ".tmp", "w") as f:
-        json.dump(r, f)
+        f.write((text or _record(u, st)) % u["blocks"])
     try:
         os.rename(RECORD + ".tmp", RECORD)
     except OSError:
@@ -50,11 +52,15 @@ def drop():
             pass
 
 
+def slot(u):
+    # The next app slot, opened once the download starts (node/ota.step).
+    u["rec"] = _record(u, "dl")
+    return esp32.Partition(u["label"])
+
+
 def put(u, n, data):
     # Chunk n (from node/ota.on_chunk, checked there) at its offset in the slot.
     part = u["part"]
-    if part is None:
-        part = u["part"] = esp32.Partition(u["label"])
     addr = n * u["chunk"]
     blk, off = divmod(addr, _BS)
     if off == 0:
@@ -63,36 +69,4 @@ def put(u, n, data):
     end = addr + len(data)
     if end % _BS == 0 or end >= u["size"]:  # a whole block written: a reboot resumes after it
         u["blocks"] = (end + _BS - 1) // _BS
-        write(u, "dl")
-
-
-def finish(app, u):
-    # The whole image is in the slot (node/ota.step): check it, set_boot, reboot into a trial.
-    report(app, "verifying", u)
-    part = u["part"] or esp32.Partition(u["label"])
-    h = hashlib.sha256()
-    mv = memoryview(app.link.rx)  # the chunk buffer: no chunk comes while this runs
-    addr, size = 0, u["size"]
-    while addr < size:
-        blk, off = divmod(addr, _BS)
-        n = min(len(mv), size - addr, _BS - off)
-        part.readblocks(blk, mv[:n], off)
-        h.update(mv[:n])
-        addr += n
-    error = None
-    if binascii.hexlify(h.digest()).decode() != u["sha256"]:
-        error = "sha256 mismatch: the image in slot %s" % u["label"]
-    else:
-        write(u, "set")
-        try:
-            part.set_boot()
-        except OSError as exc:
-            error = "set_boot refused the image: %r" % (exc,)
-    app.ota = None
-    app.link.rx = None
-    if error is not None:
-        drop()
-        report(app, "failed", u, error)
-        return
-    print("ota: image", u["v"], "set to boot from", u["label"])
-    app.reboot_soon(report(app, "installing", u))
+        write(u, "dl", u["rec"])

@@ -5,6 +5,7 @@
 import esp32
 
 import otaboot
+from node.ota import report
 
 RECORD = otaboot.IMAGE
 
@@ -74,8 +75,6 @@ def settle(app, u):
     if u["mode"] == "trial":
         esp32.Partition.mark_app_valid_cancel_rollback()
         otaboot.write({"st": "ok", "v": u["v"], "label": run}, RECORD)
-        from node.ota import report
-
         report(app, "updated", u)
     elif u["result"] == "rolled_back":  # what runs again is what ran before the update
         if u.get("pv"):

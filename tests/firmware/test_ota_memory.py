@@ -73,7 +73,7 @@ def test_download_heap_high_water_stays_in_64k(hub: HubProcess, tmp_path: Path) 
 
 def test_image_download_heap_high_water_stays_in_64k(hub: HubProcess, tmp_path: Path) -> None:
     """A whole firmware image download, its SHA-256 check over the slot and set_boot run in
-    64 KB with room to spare (the fake esp32 module loaded first, as a board has it built in)."""
+    64 KB with room to spare, not counting the fake esp32 module a board has in flash."""
     image = fake_image(tmp_path / "fw.bin", 64 * 1024 + 5)
     bundle = build_image(tmp_path / "fw.tar", "2.0.0-heap", image)
     assert hub_cli(hub.data_dir, "app", "add", str(bundle)).returncode == 0
@@ -84,7 +84,11 @@ def test_image_download_heap_high_water_stays_in_64k(hub: HubProcess, tmp_path: 
         assert hub_cli(hub.data_dir, "app", "assign", "heap-3", "2.0.0-heap").returncode == 0
 
     stats = heap_during(hub, folder, "heap-3", assign)
-    assert_room(stats)
+    # The fake esp32 module (tools/unixport/esp32.py, loaded first) is Python in this heap; a
+    # board has esp32 in its firmware, in flash: what it takes here is not the firmware's.
+    fake = int(str(stats["heap_fake_esp32"]))
+    assert 0 < fake < 8 * 1024, stats
+    assert_room({**stats, "heap_high": int(str(stats["heap_high"])) - fake})
     otadata = json.loads((folder / "flash" / "otadata.json").read_text())
     assert otadata["boot"] == "ota_1" and otadata["state"] == "new"  # set_boot ran
 

@@ -20,6 +20,7 @@ _OTADATA = "flash/otadata.json"
 SLOT_SIZE = int(os.getenv("FAKE_OTA_SLOT_SIZE", "1572864"))  # ESP32_GENERIC-OTA's 0x180000
 CUT_EXIT = 99  # the process's exit code for a power cut the tests ask for (flash/cut)
 _BUF = bytearray(256)
+_MV = memoryview(_BUF)
 
 
 def _otadata(d=None):
@@ -43,12 +44,7 @@ class Partition:
             id = _otadata()["running" if id else "boot"]
         self.label = id
         self._bs = block_size
-        try:
-            os.mkdir(_DIR)
-        except OSError:
-            pass
-        self._f = open(_DIR + "/" + id + ".bin", "ab")  # created once; then opened r+b
-        self._f.close()
+        self._f = None  # the slot's file, opened by the first read or write and kept open
 
     def info(self):
         n = self.label[-1] == "1"
@@ -62,31 +58,39 @@ class Partition:
         addr = block * self._bs + offset
         if addr < 0 or addr + size > SLOT_SIZE:
             raise OSError(22)  # EINVAL: outside the partition
-        s = _BUF
-        with open(_DIR + "/" + self.label + ".bin", "r+b") as f:
-            done = 0
-            while done < size:
-                n = min(len(s), size - done)
+        s, f = _BUF, self._f
+        if f is None:
+            try:
+                os.mkdir(_DIR)
+            except OSError:
+                pass
+            path = _DIR + "/" + self.label + ".bin"
+            open(path, "ab").close()  # created empty: all erased
+            f = self._f = open(path, "r+b")
+        done = 0
+        while done < size:  # through one small buffer: the fake allocates next to nothing
+            n = min(len(s), size - done)
+            f.seek(addr + done)
+            got = f.readinto(s) or 0
+            for i in range(n):  # past the file's end: never written, so erased
+                b = s[i] if i < got and mode != 2 else 0xFF
+                s[i] = b & src[done + i] if mode == 1 else b
+            if mode == 0:
+                for i in range(n):
+                    src[done + i] = s[i]
+            else:
                 f.seek(addr + done)
-                got = f.readinto(memoryview(s)[:n]) or 0
-                for i in range(n):  # past the file's end: never written, so erased
-                    b = s[i] if i < got and mode != 2 else 0xFF
-                    s[i] = b & src[done + i] if mode == 1 else b
-                if mode:
-                    f.seek(addr + done)
-                    f.write(memoryview(s)[:n])
-                else:
-                    src[done : done + n] = s[:n]
-                done += n
+                f.write(_MV[:n] if n < len(s) else s)
+            done += n
 
     def readblocks(self, block, buf, offset=0):
-        self._io(block, offset, len(buf), memoryview(buf), 0)
+        self._io(block, offset, len(buf), buf, 0)
 
     def writeblocks(self, block, buf, offset=None):
         if offset is None:  # without an offset: the blocks are erased first
             for b in range((len(buf) + self._bs - 1) // self._bs):
                 self._io(block + b, 0, self._bs, None, 2)
-        self._io(block, offset or 0, len(buf), memoryview(buf), 1)
+        self._io(block, offset or 0, len(buf), buf, 1)
 
     def ioctl(self, cmd, arg):
         if cmd == 4:
