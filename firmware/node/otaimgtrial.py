@@ -1,5 +1,5 @@
 # A firmware image update (node/otaimage.py) after a boot, and at the end of its trial: loaded
-# by node/otaresume.py while the app is built, and by node/otatrial.py once the hub has the
+# by node/start.py before the app is built, and by node/otatrial.py once the hub has the
 # trial's report; unloaded after each. The bootloader has already picked the slot: a slot set to
 # boot starts pending verification, and one reset unmarked is rolled back.
 import esp32
@@ -10,27 +10,24 @@ from node.ota import report
 RECORD = otaboot.IMAGE
 
 
-def at_boot(app):
-    # node/otaresume.py, while the app is built: the update's state after this boot, or None;
-    # sets app.fw to what runs.
+def at_boot():
+    # node/start.py, before the app is built (the heap at its emptiest): (the update's state or
+    # None, the version that runs or None for node.VERSION).
     r = otaboot.read(RECORD)
     st = r.get("st")
     if st is None:
-        return None
+        return None, None
     run = esp32.Partition(esp32.Partition.RUNNING).info()[4]
     label = r.get("label")
     if st == "ok":
-        if run == label and r.get("v"):
-            app.fw = r["v"]
-        return None
+        return None, r.get("v") if run == label else None
     if st == "dl":
         if run != r.get("from"):  # the slots changed under the download: start again
             _drop()
-            return None
-        app.link.rx = bytearray(r["chunk"] + 9)  # before node/ota.py: its kilobyte in one piece
+            return None, r.get("pv")
         from node.ota import image_state
 
-        return image_state(r)
+        return image_state(r), r.get("pv")
     why = r.get("why")
     if st == "set":
         if run == label:  # the trial boot: from now on a reset is the bootloader's rollback
@@ -50,18 +47,14 @@ def at_boot(app):
         if run == label:  # marked valid, and power went before the record said so
             esp32.Partition.mark_app_valid_cancel_rollback()
             otaboot.write({"st": "ok", "v": r["v"], "label": run}, RECORD)
-            app.fw = r["v"]
-            return _u("report", r, "updated", None)
+            return _u("report", r, "updated", None), r["v"]
         st, why = "rb", why or "reset before a healthy report"
     if st == "trial":
-        app.fw = r["v"]
-        return _u("trial", r, None, None)
+        return _u("trial", r, None, None), r["v"]
     if r["st"] != "rb":
         r.update(st="rb", why=why)
         otaboot.write(r, RECORD)
-    if r.get("pv"):
-        app.fw = r["pv"]
-    return _u("report", r, "rolled_back", why)
+    return _u("report", r, "rolled_back", why), r.get("pv")
 
 
 def _u(mode, r, result, why):

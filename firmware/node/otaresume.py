@@ -24,18 +24,6 @@ def start(app):
 
 def resume(app):
     # The update's state, or None.
-    try:
-        os.stat(otaboot.IMAGE)
-    except OSError:
-        pass
-    else:  # a firmware image update (node/otaimage.py): its state, and what runs (app.fw)
-        import node
-        from node import otaimgtrial
-
-        u = otaimgtrial.at_boot(app)  # a download keeps node/otaimage.py loaded: it goes on
-        node.drop("otaimgtrial")
-        if u is not None:
-            return u
     p = otaboot.read()
     try:
         with open(_OFFER) as f:

@@ -25,7 +25,15 @@ def boot():
         pass  # no update downloaded
     else:
         _install()
+    image = None
+    try:
+        os.stat("ota/img.json")
+    except OSError:
+        pass  # never updated with a firmware image
+    else:
+        image = _image()
     cfg = _settings()
+    cfg["image"] = image
     gc.collect()
     from node.app import App
 
@@ -42,6 +50,19 @@ def _install():
     otainst.at_boot()  # reboots into the new app, unless it is refused or incomplete
     node.drop("otainst", "ota")
     sys.modules.pop("otaboot", None)
+
+
+def _image():
+    # A firmware image update (node/otaimgtrial.py): (its state, the version that runs), found
+    # before the app takes the heap; may set the new slot to boot again and reboot.
+    import sys
+
+    from node import otaimgtrial
+
+    found = otaimgtrial.at_boot()
+    node.drop("otaimgtrial")
+    sys.modules.pop("otaboot", None)
+    return found
 
 
 def _settings():
@@ -75,7 +96,8 @@ def build(app, cfg):
     app.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
     app.reboot_at = None
     app.ota = None  # an app update (node/ota.py)
-    app.fw = node.VERSION  # reported as fw; a firmware image's version once one runs (otaimage)
+    image = cfg.pop("image", None) or (None, None)  # a firmware image's update (boot, above)
+    app.fw = image[1] or node.VERSION  # reported as fw: the image's version once one runs
     app.later = None  # an update offer or settings, handled by the next step (App.handle_later)
     app.window = []  # [ring index, packet id] of readings in flight, oldest first
     app.topics = []
@@ -119,6 +141,12 @@ def build(app, cfg):
     link.set_last_will(app.status_topic, b"offline", retain=True, qos=1)
     link.set_callback(app.on_message)
     app.link = link
+    u = image[0]
+    if u is not None:  # an image update goes on: it comes before any app update
+        if u["mode"] == "download":
+            link.rx = bytearray(u["chunk"] + 9)
+        app.ota = u
+        return
     try:
         os.stat("ota")  # never updated over the air: nothing to load
     except OSError:

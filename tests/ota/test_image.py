@@ -84,8 +84,16 @@ def slot_digest(device: Device, label: str, size: int) -> str:
     ).hexdigest()
 
 
+# The firmware's 64 KB plus what the fake esp32 module (Python, in this heap) takes: a board has
+# esp32 in its firmware, in flash. tests/firmware/test_ota_memory.py measures the download
+# within 64 KB without the fake.
+HEAP = "68K"
+
+
 def image_device(tmp_path: Path, hub: HubProcess, name: str, **kw: Any) -> Any:
-    return running_device(tmp_path, hub, name, board="unix-sim-ota", ota_trial_s=TRIAL_S, **kw)
+    return running_device(
+        tmp_path, hub, name, board="unix-sim-ota", ota_trial_s=TRIAL_S, heap=HEAP, **kw
+    )
 
 
 def test_image_update_writes_the_next_slot_boots_it_and_marks_it_valid(
@@ -177,7 +185,8 @@ def test_corrupted_image_is_refused_and_the_slot_never_set_to_boot(
             assign(image_hub, "img-3", "2.0.1")
             assert await settle(sub) == "failed"
             assert "sha256 mismatch" in ota_reports(sub)[-1]["error"]
-            assert otadata(device)["boot"] == "ota_0"
+            assert not (device.folder / "flash" / "otadata.json").exists()  # no set_boot ever
+            assert (device.folder / "flash" / "ota_1.bin").stat().st_size >= IMAGE_SIZE
             assert device.poll() is None, device.log()
             assert not (device.folder / "ota" / "img.json").exists()
         await sub.stop()
