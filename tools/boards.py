@@ -68,6 +68,7 @@ BOARD_KEYS = {
     "deep_sleep_s",
     "sensors",
     "ota_image",
+    "update_awake_s",
 }
 MICROPYTHON_KEYS = {"board", "version"}
 MICROPYTHON_OPTIONAL = {"variant"}  # e.g. "OTA": ESP32_GENERIC-OTA, two app slots
@@ -211,6 +212,8 @@ def check_board(path: Path) -> dict[str, Any]:
     if variant is not None and (not isinstance(variant, str) or not VARIANT_RE.match(variant)):
         problems.append("'micropython.variant' is a build variant's name, e.g. \"OTA\"")
     problems += _ota_image_problems(board, variant)
+    if "update_awake_s" in board and not _whole(board["update_awake_s"], 1, 3600):
+        problems.append("'update_awake_s' must be a whole number of seconds from 1 to 3600")
     for key in ("watchdog_ms", "deep_sleep_s"):
         if not _whole(board.get(key, 0), 0, 2**31):
             problems.append(f"{key!r} must be a whole number, 0 for off")
