@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from hub import topics
 from tests.support.firmware import Subscriber
 from tests.support.hubproc import HubProcess, hub_cli, start_hub
 from tools import bundle, mpunix
+from tools.bench_update import fake_image as fake_image  # made as the bench makes them
 
 
 def build(out: Path, version: str, board: str = "unix-sim", source: Path | None = None) -> Path:
@@ -117,21 +117,6 @@ def update_row(hub: HubProcess, device: str) -> dict[str, Any] | None:
     result = hub_cli(hub.data_dir, "app", "status", "--json")
     assert result.returncode == 0, result.stderr
     return next((r for r in json.loads(result.stdout) if r["device"] == device), None)
-
-
-def fake_image(path: Path, size: int, seed: int = 1, chip_id: int = 0) -> Path:
-    """An ESP-IDF app image as the bundle tool checks it (0xE9, the chip id, an app description
-    naming MicroPython v1.25.0), the rest random bytes."""
-    rng = random.Random(seed)
-    data = bytearray(rng.randbytes(size))
-    data[0] = 0xE9
-    data[12:14] = chip_id.to_bytes(2, "little")
-    desc = 32
-    data[desc : desc + 4] = (0xABCD5432).to_bytes(4, "little")
-    data[desc + 16 : desc + 48] = b"v1.25.0".ljust(32, b"\0")
-    data[desc + 48 : desc + 80] = b"micropython".ljust(32, b"\0")
-    path.write_bytes(bytes(data))
-    return path
 
 
 def build_image(out: Path, version: str, image: Path, board: str = "unix-sim-ota") -> Path:
