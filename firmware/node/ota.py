@@ -52,18 +52,6 @@ def state(offer, mode="download"):
     return u
 
 
-def image_state(r):
-    # A firmware image's download (node/otaimage.py) from its record: resumes at its last
-    # whole 4 KB block; the slot (u["part"]) is opened by the first chunk.
-    u = state(r)
-    for k in ("sha256", "label", "from", "pv", "blocks", "tries"):
-        u[k] = r.get(k)
-    u["img"] = 1
-    u["part"] = None
-    u["n"] = min(r["blocks"] * 4096 // u["chunk"], u["of"])
-    return u
-
-
 def report(app, what, u, error=None, n=None):
     body = {"ota": what, "v": u["v"], "tag": u["tag"]}
     if error is not None:

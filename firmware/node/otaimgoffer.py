@@ -6,9 +6,23 @@ import os
 
 from micropython import const
 
-from node.ota import image_state, report
+from node.ota import report
 
 _BS = const(4096)
+
+
+def image_state(r):
+    # A firmware image's download (node/otaimage.py) from its record: resumes at its last
+    # whole 4 KB block; the slot (u["part"]) is opened by the first chunk.
+    from node.ota import state
+
+    u = state(r)
+    for k in ("sha256", "label", "from", "pv", "blocks", "tries"):
+        u[k] = r.get(k)
+    u["img"] = 1
+    u["part"] = None
+    u["n"] = min(r["blocks"] * 4096 // u["chunk"], u["of"])
+    return u
 
 
 def _check(app, cmd):

@@ -25,7 +25,7 @@ def at_boot():
         if run != r.get("from"):  # the slots changed under the download: start again
             _drop()
             return None, r.get("pv")
-        from node.ota import image_state
+        from node.otaimgoffer import image_state  # its module is unloaded by node/start.py
 
         return image_state(r), r.get("pv")
     why = r.get("why")

@@ -67,7 +67,9 @@ def _update():
         from node import otaimgtrial
 
         u, fw = otaimgtrial.at_boot()
-        node.drop("otaimgtrial")
+        node.drop("otaimgtrial", "otaimgoffer")
+        if u is None or u["mode"] != "download":
+            node.drop("ota")  # loaded again when there is work for it
     if u is None:
         from node import otaresume
 

@@ -14,13 +14,24 @@ import fake_network
 
 sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
-gc.collect()
-fakes = gc.mem_alloc()
-with open("board.json") as f:
-    if json.load(f).get("ota_image"):  # a board with esp32 built in: the fake is loaded first
-        import esp32  # noqa: F401  (tools/unixport/esp32.py, as tools/unixport/run.py does)
-gc.collect()
-fakes = gc.mem_alloc() - fakes  # heap a board's firmware holds in flash instead
+
+
+def esp32_builtin():
+    # A board that takes firmware images has esp32 built in: the fake is loaded first, as
+    # tools/unixport/run.py does; returns the heap it takes (a board holds it in flash).
+    with open("board.json") as f:
+        if not json.load(f).get("ota_image"):
+            return 0
+    gc.collect()
+    before = gc.mem_alloc()
+    import esp32  # noqa: F401
+
+    gc.collect()
+    return gc.mem_alloc() - before
+
+
+fakes = esp32_builtin()
+del esp32_builtin
 
 from node import session  # noqa: E402
 from node.start import boot  # noqa: E402
