@@ -31,6 +31,9 @@ def _check(app, cmd):
         return "wrong board %r: this is %r" % (cmd.get("board"), board.get("name"))
     if not board.get("ota_image"):
         return "this board takes no firmware images (its board file has no ota_image)"
+    v = cmd.get("v")
+    if not isinstance(v, str) or not 0 < len(v) <= 32:
+        return "bad offer: version"
     tag, size, chunk, digest = (cmd.get(k) for k in ("tag", "size", "chunk", "sha256"))
     if not isinstance(tag, str) or len(tag) != 8:
         return "bad offer: tag"

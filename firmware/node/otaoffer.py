@@ -51,8 +51,11 @@ def handle(app, cmd):
     if cmd.get("cancel"):
         if u is not None and u["mode"] == "download" and u["tag"] == tag:
             drop_stage()
-            if "img" in u:
-                os.remove("ota/img.json")  # the record; the slot is just not booted
+            if "img" in u:  # the record goes; the slot is just never set to boot
+                try:
+                    os.remove("ota/img.json")
+                except OSError:
+                    pass
             app.ota = None
             app.link.rx = None
         return
