@@ -20,6 +20,7 @@ from micropython import const
 STAGE = "ota/stage.bin"
 OFFER = "ota/stage.json"
 _ASK_MS = const(5000)  # ask again for a chunk that has not come
+_WAIT_MS = const(100)  # wait this long for the chunk just asked for, within the loop's step
 
 
 def unload_image():
@@ -68,7 +69,10 @@ def report(app, what, u, error=None, n=None):
     print("ota:", what, u["v"], error or n)
     if not app.link.connected:
         return 0
-    return app.link.publish(app.reply_topic, json.dumps(body).encode(), qos=1)
+    # A chunk request goes at QoS 0: the hub's answer is its acknowledgement (asked again after
+    # _ASK_MS), and a QoS 1 message waits for the hub's store before the hub acts on it.
+    qos = 0 if what == "downloading" and n else 1
+    return app.link.publish(app.reply_topic, json.dumps(body).encode(), qos=qos)
 
 
 def on_chunk(app, msg):
@@ -171,3 +175,8 @@ def step(app):
     elif fresh or u["at"] is None or time.ticks_diff(now, u["at"]) > _ASK_MS:
         report(app, "downloading", u, None, u["n"])
         u["at"] = now
+        # The chunk is one round trip away: wait for it here (a bounded time) rather than a
+        # whole loop pass, so the next request goes out in this step too.
+        while u["at"] is not None and time.ticks_diff(time.ticks_ms(), now) < _WAIT_MS:
+            app.link.service()
+            time.sleep_ms(1)
