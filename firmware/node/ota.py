@@ -20,7 +20,6 @@ from micropython import const
 STAGE = "ota/stage.bin"
 OFFER = "ota/stage.json"
 _ASK_MS = const(5000)  # ask again for a chunk that has not come
-_WAIT_MS = const(100)  # wait this long for the chunk just asked for, within the loop's step
 
 
 def unload_image():
@@ -175,8 +174,3 @@ def step(app):
     elif fresh or u["at"] is None or time.ticks_diff(now, u["at"]) > _ASK_MS:
         report(app, "downloading", u, None, u["n"])
         u["at"] = now
-        # The chunk is one round trip away: wait for it here (a bounded time) rather than a
-        # whole loop pass, so the next request goes out in this step too.
-        while u["at"] is not None and time.ticks_diff(time.ticks_ms(), now) < _WAIT_MS:
-            app.link.service()
-            time.sleep_ms(1)
