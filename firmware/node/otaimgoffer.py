@@ -86,9 +86,17 @@ def offer(app, cmd):
     u.update(st="dl", label=part.info()[4], blocks=0, tries=0, pv=app.fw)
     u["from"] = run.info()[4]
     del run, part
-    import otaboot  # unloaded by node/ota.offered
+    # The record (as otaboot.write, without loading it: a new file renamed into place). A
+    # download the boot did not resume starts again here.
+    import json
 
-    otaboot.write(u, otaboot.IMAGE)  # a download the boot did not resume starts again
+    with open("ota/img.json.tmp", "w") as f:
+        json.dump(u, f)
+    try:
+        os.remove("ota/img.json")
+    except OSError:
+        pass
+    os.rename("ota/img.json.tmp", "ota/img.json")
     app.ota = image_state(u)
 
 

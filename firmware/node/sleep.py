@@ -6,6 +6,7 @@
 # download cut short by that resumes by chunk index on the next wake. A trial must settle in
 # the wake it boots in: one that did not reach the hub is failed before the device sleeps (a
 # deep-sleep wake is a reset, and the bootloader rolls back an image that is not marked valid).
+import gc
 import time
 
 from micropython import const
@@ -58,6 +59,7 @@ def _serve(app, start):
                 not link.pending(app.reboot_pid) or time.ticks_diff(now, app.reboot_at) >= 0):
             app.reboot()  # an update to install, a settings trial: the next boot goes on
         app.wdt.feed()
+        gc.collect()  # once per pass, as the app loop does: an update's code needs the room
         time.sleep_ms(_STEP_MS)
 
 
@@ -69,15 +71,20 @@ def cycle(app):
     try:
         if _connect(app):
             _serve(app, start)
+            if app.reboot_at is not None:  # an update to install (or settings): now, not later
+                app.reboot()
             link.publish(app.status_topic, b"asleep", retain=True, qos=1)
             link.disconnect()  # a clean DISCONNECT: no "offline" will for a planned sleep
     except Exception as exc:  # no hub this time: the readings wait in the ring
         session.link_failed(app, exc)
     u = app.ota
     if u is not None and u["mode"] == "trial":  # not settled in its wake: back to the old one
-        import otaboot
+        try:
+            import otaboot
 
-        otaboot.failed("asleep before a healthy report")
+            otaboot.failed("asleep before a healthy report")
+        except Exception:  # no room to say why: the trial's boot count (or bootloader) decides
+            pass
     app.ring.close()
     awake = time.ticks_diff(time.ticks_ms(), start)
     hw.deep_sleep(max(app.cfg["board"]["deep_sleep_s"] * 1000 - awake, 1000))

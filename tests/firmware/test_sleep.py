@@ -82,3 +82,4 @@ def test_sleeping_device_takes_an_update_across_wakes_and_sleeps_after_its_trial
         assert exits[last + 1 :] and set(exits[last + 1 :]) == {mpunix.EXIT_DEEPSLEEP}, exits
 
     asyncio.run(scenario())
+
