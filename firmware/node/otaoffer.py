@@ -51,6 +51,11 @@ def handle(app, cmd):
     if cmd.get("cancel"):
         if u is not None and u["mode"] == "download" and u["tag"] == tag:
             drop_stage()
+            if "img" in u:  # the record goes; the slot is just never set to boot
+                try:
+                    os.remove("ota/img.json")
+                except OSError:
+                    pass
             app.ota = None
             app.link.rx = None
         return
@@ -59,7 +64,7 @@ def handle(app, cmd):
     v = cmd.get("v")
     if not isinstance(v, str) or not 0 < len(v) <= 32:
         return
-    if v == node.VERSION:
+    if v == app.fw:
         report(app, "updated", {"v": v, "tag": tag})
         return
     error = _check(app, cmd)

@@ -113,6 +113,73 @@ def test_hostile_bundles_are_refused(
     )
 
 
+IMAGE = b"\xe9" + bytes(range(256)) * 8
+
+
+def image_manifest(**changes: Any) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "format": 1,
+        "kind": "image",
+        "version": "3.0.0",
+        "board": "unix-sim-ota",
+        "micropython": "1.25.0",
+        "files": [entry(IMAGE, "firmware.bin")],
+    }
+    m.update(changes)
+    return m
+
+
+def image_members(m: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
+    return [("manifest.json", json.dumps(m or image_manifest()).encode()), ("firmware.bin", IMAGE)]
+
+
+def test_an_image_bundle_is_kept_and_its_download_is_the_image(tmp_path: Path) -> None:
+    """A firmware image for a board that takes images: registered as kind image, and its
+    download is the image alone, chunk by chunk."""
+    b = Bundles(tmp_path / "data").add(tar_of(tmp_path / "i.tar", image_members()))
+    assert b.kind == "image" and b.size == len(IMAGE) and b.manifest_lines() == b""
+    chunks = [read_chunk(b, i, 1024) for i in range((len(IMAGE) + 1023) // 1024)]
+    assert b"".join(chunks) == IMAGE and b.download_size == len(IMAGE)
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (image_members(image_manifest(kind="firmware")), "kind must be one of"),
+        (image_members(image_manifest(mpy="6.3")), "an image has no mpy"),
+        (image_members(image_manifest(board="unix-sim")), "does not take firmware images"),
+        (image_members(image_manifest(board="esp32-devkitc")), "does not take firmware images"),
+        (image_members(image_manifest(board="no-such-board")), "is unknown"),
+        (image_members(image_manifest(files=[entry(IMAGE, "node/app.mpy")])), "image's file"),
+        (
+            image_members(image_manifest(files=[entry(IMAGE, "firmware.bin")] * 2)),
+            "lists one file",
+        ),
+        (
+            image_members(
+                image_manifest(
+                    files=[{"path": "firmware.bin", "size": 5 * 1024 * 1024, "sha256": "0" * 64}]
+                )
+            ),
+            "bad size",
+        ),
+        (
+            [("manifest.json", json.dumps(image_manifest()).encode()), ("firmware.bin", b"x")],
+            "differs from the manifest",
+        ),
+    ],
+)
+def test_hostile_image_bundles_are_refused(
+    tmp_path: Path, members: list[tuple[str, bytes]], message: str
+) -> None:
+    """An image bundle of an unknown kind, with an mpy, for a board without ota_image (or an
+    unknown one), with another file, two files, too big or not matching: refused, nothing kept."""
+    bundles = Bundles(tmp_path / "data")
+    with pytest.raises(BundleError, match=message):
+        bundles.add(tar_of(tmp_path / "i.tar", members))
+    assert bundles.list() == []
+
+
 def test_links_truncation_garbage_and_size_are_refused(tmp_path: Path) -> None:
     """A symlink member, a truncated tar, a file that is no tar and one over the size limit."""
     bundles = Bundles(tmp_path / "data")
@@ -169,3 +236,38 @@ def test_ordinary_commands_pass_the_guard() -> None:
     """Commands that are not updates, and garbage, are the device's business, not the guard's."""
     for payload in (b'{"op": "ping", "id": 1}', b"not json", b"", b'{"op": "settings"}'):
         assert update_guard(object(), "d/dev-1/c", payload, False) is None
+
+
+def test_the_tool_refuses_images_that_are_not_an_app_image_for_the_board(tmp_path: Path) -> None:
+    """`bundle --image`: an image without the magic byte, one for another chip, a combined
+    firmware.bin (no app description) and an empty file are refused before anything is written;
+    a good one records the MicroPython release its app description names."""
+    from tools import bundle
+    from tools.bench_update import fake_image
+
+    good = fake_image(tmp_path / "good.bin", 8192)  # chip id 0: an ESP32 image
+    out = tmp_path / "out.tar"
+    assert "image 3.0.0 for esp32-devkitc-ota" in bundle.build_image(
+        "esp32-devkitc-ota", "3.0.0", good, out
+    )
+    with tarfile.open(out) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        assert json.loads(member.read())["micropython"] == "1.25.0"
+    s3 = fake_image(tmp_path / "s3.bin", 8192, chip_id=9)
+    data = bytearray(good.read_bytes())
+    data[0] = 0
+    (tmp_path / "nomagic.bin").write_bytes(bytes(data))
+    data = bytearray(good.read_bytes())
+    data[32:36] = b"\0\0\0\0"
+    (tmp_path / "combined.bin").write_bytes(bytes(data))
+    (tmp_path / "empty.bin").write_bytes(b"")
+    for name, message in [
+        ("s3.bin", "an image for esp32s3"),
+        ("nomagic.bin", "no 0xE9 magic byte"),
+        ("combined.bin", "not an app image"),
+        ("empty.bin", "is empty"),
+    ]:
+        with pytest.raises(bundle.BundleError, match=message):
+            bundle.build_image("esp32-devkitc-ota", "3.0.1", tmp_path / name, tmp_path / "x.tar")
+    assert s3.exists() and not (tmp_path / "x.tar").exists()
