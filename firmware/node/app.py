@@ -144,7 +144,7 @@ class App:
         fields["id"] = command_id
         fields["ok"] = ok
         msg = json.dumps(fields)
-        if command_id is not None and len(msg) <= _ANSWER_BYTES:
+        if command_id and len(msg) <= _ANSWER_BYTES:  # id 0: no id (a fixed payload)
             kept = self.answered
             kept.append([command_id, msg])
             if len(kept) > _ANSWERS:
@@ -153,7 +153,10 @@ class App:
 
     def answer_again(self, command_id):
         # A command whose id was answered (the hub sends one again when the reply may have
-        # been lost) gets the same reply again and does not run twice.
+        # been lost) gets the same reply again and does not run twice. Id 0 (or none) is no id:
+        # fixed payloads such as Home Assistant's switch commands reuse it, and each runs.
+        if not command_id:
+            return False
         for kept_id, msg in self.answered:
             if kept_id == command_id:
                 self.link.publish(self.reply_topic, msg.encode(), qos=1)

@@ -7,7 +7,8 @@
 # (App.answer_again, from the last replies App.reply keeps). A reboot keeps them in flash
 # (answers.json: written before the app reboots itself, never per command; a new file renamed
 # over the old one, so a power cut leaves one or the other), so a `reboot` or a settings update
-# sent again after the reboot it caused does not run again.
+# sent again after the reboot it caused does not run again. Id 0 is no id: a fixed payload
+# (Home Assistant's switch commands, hub/hass.py) reuses it, and every one of them runs.
 import json
 import os
 

@@ -32,7 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from hub.broker.embedded import EmbeddedBroker
 from hub.broker.rabbitmq.authz import Authorizer
-from hub.broker.rabbitmq.settings import RabbitSettings
+from hub.broker.rabbitmq.settings import (
+    SUBSCRIPTION_POLICY,
+    SUBSCRIPTION_POLICY_BODY,
+    RabbitSettings,
+)
 from hub.broker.reporting import EventSink
 from hub.broker.seam import Broker, MessageListener
 from hub.broker.settings import BrokerSettings, PublishCheck, Refusal
@@ -53,6 +57,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "SUBSCRIPTION_POLICY",
+    "SUBSCRIPTION_POLICY_BODY",
     "Authorizer",
     "Broker",
     "BrokerSettings",

@@ -140,7 +140,8 @@ async def _nth_reply(sub: Subscriber, command: dict[str, object], n: int) -> dic
 def test_a_command_sent_again_runs_once(hub: HubProcess, tmp_path: Path) -> None:
     """A command id sent twice is answered twice with the first reply and runs once (its body
     changed to tell), a reboot or settings update included across the reboot it caused; the
-    oldest of more than five is forgotten; an unreadable answers.json is ignored at boot."""
+    oldest of more than five is forgotten; id 0 is no id and runs each time; an unreadable
+    answers.json is ignored at boot."""
     folder = tmp_path / "dup-1"
     folder.mkdir()
     (folder / "answers.json").write_text('[[1, "half')  # a file a power cut cut short
@@ -157,6 +158,10 @@ def test_a_command_sent_again_runs_once(hub: HubProcess, tmp_path: Path) -> None
             refused = await _nth_reply(sub, {"id": 2, "op": "period", "s": 0}, 1)
             assert not refused["ok"]
             assert await _nth_reply(sub, {"id": 2, "op": "period", "s": 9}, 2) == refused
+            # Id 0 is no id (Home Assistant's fixed payloads reuse it): each one runs.
+            zero = await _nth_reply(sub, {"id": 0, "op": "period", "s": 20}, 1)
+            assert zero == {"id": 0, "ok": True, "s": 20}
+            assert not (await _nth_reply(sub, {"id": 0, "op": "period", "s": 0}, 2))["ok"]
             onlines = len(sub.online())
             assert await _nth_reply(sub, {"id": 3, "op": "reboot"}, 1) == {"id": 3, "ok": True}
             await sub.wait_until(lambda: len(sub.online()) > onlines, 15, "online again")

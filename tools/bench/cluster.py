@@ -39,7 +39,7 @@ from typing import Any
 
 import psycopg
 
-from hub.broker.rabbitmq.broker import SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
+from hub.broker import SUBSCRIPTION_POLICY, SUBSCRIPTION_POLICY_BODY
 from tools.bench import fleetgen, provision
 from tools.bench.brokers import BenchError
 from tools.bench.clusterconnect import auth_answer_ms, connect_parts

@@ -40,7 +40,11 @@ from hub.broker.rabbitmq.consumers import Consumers
 from hub.broker.rabbitmq.keys import routing_key
 from hub.broker.rabbitmq.mgmt import Management, ManagementError
 from hub.broker.rabbitmq.presence import Conn, Presence, connection
-from hub.broker.rabbitmq.settings import RabbitSettings
+from hub.broker.rabbitmq.settings import (
+    SUBSCRIPTION_POLICY,
+    SUBSCRIPTION_POLICY_BODY,
+    RabbitSettings,
+)
 from hub.broker.rabbitmq.wsproxy import relay
 from hub.broker.reporting import EventSink
 from hub.broker.seam import MessageListener
@@ -69,21 +73,6 @@ LOSS_MARGIN_S = 1.0
 # devices' "online" after a node's crash arrives even when the hub's link died with it. A
 # hub that is gone leaves them to expire after this long unused.
 HUB_QUEUE_EXPIRES_MS = 120_000
-# RabbitMQ 3.10 keeps an MQTT client's QoS 1 subscription in a durable classic queue, clean
-# session or not, on the node it connected to: once that node crashes, the queue can be neither
-# declared nor deleted elsewhere, and the client's SUBSCRIBE closes its connection on every
-# other node until the node is back. Mirroring those queues on a second node lets a client
-# that fails over subscribe again at once (a mirror is promoted). It doubles a node's CPU per
-# CONNECT and SUBSCRIBE (BENCHMARKS.md, "Cluster mode"), so only QoS 1 subscriptions' queues
-# (`...qos1`: the devices' commands) are mirrored; a clean session's QoS 0 subscription (a
-# browser's) is a transient queue, which RabbitMQ drops with its node.
-SUBSCRIPTION_POLICY = "mpy-hub-mqtt-subscriptions"
-SUBSCRIPTION_POLICY_BODY = {
-    "pattern": "^mqtt-subscription-.*qos1$",
-    "apply-to": "queues",
-    "priority": 0,
-    "definition": {"ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic"},
-}
 # Each session's queue is bounded as the embedded broker's --max-queued and --max-queued-bytes
 # bound it (the oldest messages make room: RabbitMQ's default overflow, with no event). An
 # operator policy, since a policy with ha-* keys does not apply to the quorum queues of

@@ -12,6 +12,22 @@ from hub.config import ConfigError, HubConfig
 USER_ENV = "MPY_HUB_RABBITMQ_USER"
 PASSWORD_ENV = "MPY_HUB_RABBITMQ_PASSWORD"
 
+# RabbitMQ 3.10 keeps an MQTT client's QoS 1 subscription in a durable classic queue, clean
+# session or not, on the node it connected to: once that node crashes, the queue can be neither
+# declared nor deleted elsewhere, and the client's SUBSCRIBE closes its connection on every
+# other node until the node is back. Mirroring those queues on a second node lets a client
+# that fails over subscribe again at once (a mirror is promoted). It doubles a node's CPU per
+# CONNECT and SUBSCRIBE (BENCHMARKS.md, "Cluster mode"), so only QoS 1 subscriptions' queues
+# (`...qos1`: the devices' commands) are mirrored; a clean session's QoS 0 subscription (a
+# browser's) is a transient queue, which RabbitMQ drops with its node.
+SUBSCRIPTION_POLICY = "mpy-hub-mqtt-subscriptions"
+SUBSCRIPTION_POLICY_BODY = {
+    "pattern": "^mqtt-subscription-.*qos1$",
+    "apply-to": "queues",
+    "priority": 0,
+    "definition": {"ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic"},
+}
+
 
 @dataclass(frozen=True)
 class RabbitSettings:
