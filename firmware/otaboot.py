@@ -12,14 +12,14 @@ import os
 import sys
 
 POINTER = "app.json"
-IMAGE = "ota/img.json"  # a firmware image update's record (node/otaimage.py), written the same way
+_TMP = "app.json.tmp"
 TRIAL_BOOTS = 3  # boots a new app gets to report healthy before the previous one returns
 
 
-def read(path=POINTER):
-    for name in (path, path + ".tmp"):  # the tmp file alone: power lost between remove, rename
+def read():
+    for path in (POINTER, _TMP):  # the tmp file alone: power lost between remove and rename
         try:
-            with open(name) as f:
+            with open(path) as f:
                 p = json.load(f)
             if isinstance(p, dict) and isinstance(p.get("dir", ""), str):
                 return p
@@ -28,15 +28,14 @@ def read(path=POINTER):
     return {}
 
 
-def write(p, path=POINTER):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+def write(p):
+    with open(_TMP, "w") as f:
         json.dump(p, f)
     try:
-        os.rename(tmp, path)
+        os.rename(_TMP, POINTER)
     except OSError:  # FAT cannot rename over a file: remove it first (read() finds the tmp)
-        os.remove(path)
-        os.rename(tmp, path)
+        os.remove(POINTER)
+        os.rename(_TMP, POINTER)
 
 
 def roll_back(p, why):
@@ -62,18 +61,11 @@ def pick():
 
 
 def failed(why):
-    # main.py, when the app on trial raised: the next boot returns to the previous app. A
-    # firmware image on trial keeps the reason, and the reset without marking it valid is the
-    # bootloader's cue to boot the previous slot.
+    # main.py, when the app on trial raised: the next boot returns to the previous app.
     p = read()
     if p.get("trial"):
         p["trial"] = TRIAL_BOOTS
         p["why"] = why[:120]
         write(p)
-        return True
-    p = read(IMAGE)
-    if p.get("st") == "trial":
-        p["why"] = why[:120]
-        write(p, IMAGE)
         return True
     return False

@@ -2,9 +2,7 @@
 
 Starts a hub on free ports, runs the real App loop (tools/unixport/steady_state.py) for N
 readings under the MicroPython unix port with a board-sized heap, and prints the heap
-high-water mark and the bytes each reading costs on the wire and in flash. Then it updates a
-device over the air, an app and a firmware image (tools/bench_update.py), and prints the
-seconds and the bytes on the wire per 100 KB of update. Not a test.
+high-water mark and the bytes each reading costs on the wire and in flash. Not a test.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import time
 from pathlib import Path
 
 from hub.endpoints import Endpoints, ReadyLineError
-from tools import bench_update, mpunix
+from tools import mpunix
 
 
 def start_hub(data_dir: Path) -> tuple[subprocess.Popen[str], str, int]:
@@ -41,24 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_firmware", description=__doc__)
     parser.add_argument("--readings", type=int, default=10_000)
     parser.add_argument("--heap", default=mpunix.HEAP_SIZE, help="unix port heap (default 64K)")
-    parser.add_argument("--image-kb", type=int, default=256, help="the image update's size")
-    parser.add_argument("--skip-readings", action="store_true", help="the update rows only")
-    parser.add_argument("--skip-updates", action="store_true", help="the readings rows only")
     args = parser.parse_args(argv)
     mpunix.check_built()
-    updates: list[str] = []
-    result = None
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         hub, host, port = start_hub(Path(tmp) / "hub")
         try:
-            if not args.skip_updates:
-                updates = bench_update.update_rows(
-                    Path(tmp), Path(tmp) / "hub", host, port, args.image_kb
-                )
-            if args.skip_readings:
-                for line in updates:
-                    print(line)
-                return 0
             settings = mpunix.DeviceSettings("bench-1", host, port)
             folder = mpunix.prepare_device_dir(Path(tmp) / "bench-1", settings)
             cmd = mpunix.firmware_command(args.heap, mpunix.STEADY_STATE, str(args.readings))
@@ -70,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             hub.terminate()
             hub.wait()
-    assert result is not None
     if result.returncode != 0:
         print(result.stdout + result.stderr, file=sys.stderr)
         return 1
@@ -82,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"heap high-water    {s['heap_high']} bytes in use (before each loop's gc.collect)")
     print(f"wire per reading   {publish:.1f} bytes PUBLISH + {s['puback_bytes']} bytes PUBACK")
     print(f"flash per reading  {s['flash_bytes_per_reading']} bytes (ring record)")
-    for line in updates:
-        print(line)
     return 0
 
 

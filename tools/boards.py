@@ -12,7 +12,6 @@ problem of every file is reported, not just the first.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +66,8 @@ BOARD_KEYS = {
     "watchdog_ms",
     "deep_sleep_s",
     "sensors",
-    "ota_image",
-    "update_awake_s",
 }
 MICROPYTHON_KEYS = {"board", "version"}
-MICROPYTHON_OPTIONAL = {"variant"}  # e.g. "OTA": ESP32_GENERIC-OTA, two app slots
-VARIANT_RE = re.compile(r"^[A-Z0-9_]{1,32}\Z")
 COMMON_SENSOR_KEYS = {"kind", "name", "names", "decimals", "period_s"}
 SENSOR_KINDS: dict[str, dict[str, set[str]]] = {
     # kind: {"pins": pin keys (bidirectional unless "adc"), "keys": other keys allowed}
@@ -161,24 +156,6 @@ def _sensor_problems(
     return problems
 
 
-def _ota_image_problems(board: dict[str, Any], variant: Any) -> list[str]:
-    """Full firmware images over the air need two app slots: MicroPython's OTA variant."""
-    ota = board.get("ota_image", False)
-    if not isinstance(ota, bool):
-        return ["'ota_image' is true or false"]
-    if ota and board.get("chip") in ("esp32", "esp32s3") and variant != "OTA":
-        return [
-            "'ota_image' needs MicroPython's OTA variant (micropython.variant \"OTA\", e.g. "
-            "ESP32_GENERIC-OTA): only its partition table has two app slots"
-        ]
-    return []
-
-
-def supports_images(board: dict[str, Any]) -> bool:
-    """Whether the board takes full firmware images over the air."""
-    return board.get("ota_image") is True
-
-
 def check_board(path: Path) -> dict[str, Any]:
     """Returns the board, or raises BoardError with every problem found, each naming the file
     and the key."""
@@ -202,18 +179,8 @@ def check_board(path: Path) -> dict[str, Any]:
     else:
         chip = CHIPS[board["chip"]]
     mp = board["micropython"]
-    if (
-        not isinstance(mp, dict)
-        or not MICROPYTHON_KEYS <= set(mp) <= MICROPYTHON_KEYS | MICROPYTHON_OPTIONAL
-    ):
-        problems.append('\'micropython\' is {"board": ..., "version": ...[, "variant": ...]}')
-        mp = {}
-    variant = mp.get("variant")
-    if variant is not None and (not isinstance(variant, str) or not VARIANT_RE.match(variant)):
-        problems.append("'micropython.variant' is a build variant's name, e.g. \"OTA\"")
-    problems += _ota_image_problems(board, variant)
-    if "update_awake_s" in board and not _whole(board["update_awake_s"], 1, 3600):
-        problems.append("'update_awake_s' must be a whole number of seconds from 1 to 3600")
+    if not isinstance(mp, dict) or set(mp) != MICROPYTHON_KEYS:
+        problems.append('\'micropython\' is {"board": ..., "version": ...}')
     for key in ("watchdog_ms", "deep_sleep_s"):
         if not _whole(board.get(key, 0), 0, 2**31):
             problems.append(f"{key!r} must be a whole number, 0 for off")

@@ -7,13 +7,6 @@ device then reports it as its ``fw``), the board, the MicroPython release and .m
 and every file with its size and SHA-256, in the order the hub sends them. ``boot.py``,
 ``main.py`` and ``otaboot.py`` are not in it: they are the way back to the previous app and
 change only by deploy.
-
-With ``--image FIRMWARE`` the bundle is a full firmware image instead (``build_image``), for a
-board whose file says ``"ota_image": true`` (MicroPython's OTA variant: two app slots). It
-holds ``manifest.json`` (``kind`` "image", the version, board, MicroPython release, and the
-image's size and SHA-256) and ``firmware.bin``: an ESP-IDF app image (``micropython.bin``, the
-``.app-bin`` download, not the combined image ``flash`` writes), checked for its magic byte,
-its chip and its app description before anything is written.
 """
 
 from __future__ import annotations
@@ -28,16 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tools import boards, deploy, flash, mpunix
+from tools import boards, deploy, mpunix
 from tools.errors import ToolError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-IMAGE = "firmware.bin"
-MAX_IMAGE = 4 * 1024 * 1024  # the largest OTA app slot of the boards we know (16 MiB flash)
-APP_DESC_MAGIC = 0xABCD5432  # ESP-IDF esp_app_desc_t, right after the first segment's header
-_APP_DESC = 24 + 8  # image header, then the first segment's header
-_MP_VERSION = re.compile(rb"^v?([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}\Z")
 _VERSION_LINE = re.compile(r'^VERSION = "[^"]*"$', re.M)
 
@@ -116,71 +104,4 @@ def build(board_name: str, version: str, out: Path, source: Path = mpunix.FIRMWA
     return (
         f"bundle: {out} ({version} for {board['name']}, MicroPython "
         f"{manifest['micropython']}, .mpy {mpy}: {len(files)} files, {size} bytes)"
-    )
-
-
-def image_info(data: bytes, chip: str, name: str) -> tuple[str | None, str]:
-    """Checks an ESP-IDF app image for the board's chip; returns the MicroPython release its
-    app description names (or None) and its project name."""
-    if not data:
-        raise BundleError(f"{name} is empty")
-    if len(data) > MAX_IMAGE:
-        raise BundleError(f"{name} is {len(data)} bytes, more than {MAX_IMAGE}")
-    if data[0] != flash.ESP_MAGIC or len(data) < _APP_DESC + 256:
-        raise BundleError(f"{name} is not an ESP firmware image (no 0xE9 magic byte)")
-    chip_id = int.from_bytes(data[12:14], "little")
-    if chip in flash.CHIP_IDS and chip_id != flash.CHIP_IDS[chip]:
-        other = flash.CHIP_NAMES.get(chip_id, f"chip id {chip_id}")
-        raise BundleError(f"{name} is an image for {other}, but the board's chip is {chip}")
-    if int.from_bytes(data[_APP_DESC : _APP_DESC + 4], "little") != APP_DESC_MAGIC:
-        raise BundleError(
-            f"{name} is not an app image (no app description): use the OTA app image "
-            "(micropython.bin, the .app-bin download), not the combined firmware.bin that "
-            "`flash` writes at the board's flash_offset"
-        )
-    desc = data[_APP_DESC : _APP_DESC + 256]
-    version = desc[16:48].split(b"\0")[0]
-    project = desc[48:80].split(b"\0")[0].decode("ascii", "replace")
-    match = _MP_VERSION.match(version)
-    return (match.group(1).decode() if match else None), project
-
-
-def image_manifest(
-    version: str, board: dict[str, Any], micropython: str, data: bytes
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "kind": "image",
-        "version": version,
-        "board": board["name"],
-        "micropython": micropython,
-        "files": [{"path": IMAGE, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
-    }
-
-
-def build_image(board_name: str, version: str, image: Path, out: Path) -> str:
-    """Builds a full firmware image bundle; returns its one-line summary."""
-    if not VERSION_RE.match(version):
-        raise BundleError(
-            f"bad version {version!r}: 1 to 32 of A-Z a-z 0-9 . + _ -, starting with a letter "
-            "or digit"
-        )
-    board, _ = boards.load_board(board_name)
-    if not boards.supports_images(board):
-        raise BundleError(
-            f"board {board['name']} does not take firmware images over the air: its board file "
-            'needs "ota_image": true (and MicroPython\'s OTA variant, two app slots)'
-        )
-    try:
-        with image.open("rb") as f:
-            data = f.read(MAX_IMAGE + 1)
-    except OSError as exc:
-        raise BundleError(f"cannot read {image}: {exc.strerror}") from None
-    release, project = image_info(data, board["chip"], str(image))
-    micropython = release or board["micropython"]["version"]
-    manifest = image_manifest(version, board, micropython, data)
-    write_bundle(out, manifest, {IMAGE: data})
-    return (
-        f"bundle: {out} (image {version} for {board['name']}, MicroPython {micropython}"
-        f" ({project}): {len(data)} bytes, sha256 {manifest['files'][0]['sha256'][:16]}...)"
     )

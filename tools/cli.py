@@ -196,17 +196,9 @@ def _bundle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", required=True, help="the app version the device will report")
     p.add_argument("--out", type=Path, required=True, help="the bundle file to write")
     p.add_argument("--source", type=Path, default=mpunix.FIRMWARE_DIR, help="default: firmware/")
-    p.add_argument(
-        "--image",
-        type=Path,
-        help="a full firmware image instead (an ESP-IDF app image, e.g. micropython.bin of "
-        'ESP32_GENERIC-OTA), for a board with "ota_image": true',
-    )
 
 
 def _bundle(a: argparse.Namespace) -> str:
-    if a.image is not None:
-        return bundle.build_image(a.board, a.version, a.image, a.out)
     return bundle.build(a.board, a.version, a.out, a.source)
 
 
@@ -216,9 +208,7 @@ COMMANDS: dict[str, Command] = {
     "vboard": Command("a virtual MicroPython board on a serial port", _vboard_arguments, _vboard),
     "flash": Command("write MicroPython onto an ESP32 with esptool", _flash_arguments, _flash),
     "bundle": Command(
-        "an app or firmware image bundle for over-the-air updates (hub app add)",
-        _bundle_arguments,
-        _bundle,
+        "an app bundle for over-the-air updates (hub app add)", _bundle_arguments, _bundle
     ),
     "deploy": Command(
         "compile and copy the firmware and settings to a board, reset, wait online",

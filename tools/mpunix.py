@@ -163,12 +163,6 @@ def build_mpy() -> Path:
     return compile_mpy(tree(FIRMWARE_DIR) + tree(MPLIB_DIR), MPY_DIR)
 
 
-def build_host_fakes() -> Path:
-    """Compiles the host-only fakes that load while the app runs (tools/unixport/esp32.py, the
-    fake esp32.Partition), so that importing one mid-run needs no parser heap; never deployed."""
-    return compile_mpy([(UNIXPORT_DIR / "esp32.py", Path("esp32.py"))], MPY_DIR)
-
-
 def prepare_device_dir(
     folder: Path,
     settings: DeviceSettings,
@@ -194,8 +188,7 @@ def firmware_env() -> dict[str, str]:
     """The environment for a firmware process: the compiled firmware, then the fakes."""
     check_built()
     env = dict(os.environ)
-    path = (build_mpy(), build_host_fakes(), UNIXPORT_DIR)
-    env["MICROPYPATH"] = os.pathsep.join(map(str, path))
+    env["MICROPYPATH"] = os.pathsep.join(map(str, (build_mpy(), UNIXPORT_DIR)))
     return env
 
 

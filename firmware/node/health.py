@@ -2,14 +2,14 @@
 import gc
 import json
 
-from node import hw, net
+from node import VERSION, hw, net
 
 
 def payload(app):
     gc.collect()
     host, port = app.cfg["hubs"][app.hub_idx]  # sent while connected: the hub it is on
     return json.dumps({
-        "fw": app.fw,  # node.VERSION, or the version of the firmware image that runs
+        "fw": VERSION,
         "board": app.cfg["board"].get("name", "?"),
         "reset": hw.reset_cause(),
         "up": app.up_ms // 1000,

@@ -22,17 +22,6 @@ OFFER = "ota/stage.json"
 _ASK_MS = const(5000)  # ask again for a chunk that has not come
 
 
-def unload_image():
-    # The image update's code (node/otaimage.py and the rest) goes back to the heap.
-    import sys
-
-    import node
-
-    node.drop("otaimage", "otaimgoffer", "otaimgcheck", "otaimgtrial")
-    sys.modules.pop("otaboot", None)
-    gc.collect()
-
-
 def drop_stage():
     for path in (STAGE, OFFER):
         try:
@@ -68,10 +57,7 @@ def report(app, what, u, error=None, n=None):
     print("ota:", what, u["v"], error or n)
     if not app.link.connected:
         return 0
-    # A chunk request goes at QoS 0: the hub's answer is its acknowledgement (asked again after
-    # _ASK_MS), and a QoS 1 message waits for the hub's store before the hub acts on it.
-    qos = 0 if what == "downloading" and n else 1
-    return app.link.publish(app.reply_topic, json.dumps(body).encode(), qos=qos)
+    return app.link.publish(app.reply_topic, json.dumps(body).encode(), qos=1)
 
 
 def on_chunk(app, msg):
@@ -83,37 +69,22 @@ def on_chunk(app, msg):
     chunk = u["chunk"]
     if n != u["n"] or len(msg) - 9 != min(chunk, u["size"] - n * chunk):
         return  # a resend of an older chunk, or not the one asked for
-    if "img" in u:  # a firmware image: into the next app slot (node/otaimage.py)
-        from node import otaimage
-
-        otaimage.put(u, n, memoryview(msg)[9:])
-    else:
-        with open(STAGE, "r+b") as f:
-            f.seek(n * chunk)
-            f.write(msg[9:])
+    with open(STAGE, "r+b") as f:
+        f.seek(n * chunk)
+        f.write(msg[9:])
     u["n"] = n + 1
     u["at"] = None
 
 
 def offered(app, cmd):
-    # An offer, {"op": "ota", ...} (App.handle_later): node/otaoffer.py checks it, or
-    # node/otaimage.py an image's.
+    # An offer, {"op": "ota", ...} (App.handle_later): node/otaoffer.py checks it.
     import node
+    from node import otaoffer
 
     try:
-        if cmd.get("kind") == "image" and not cmd.get("cancel"):
-            from node import otaimgoffer
-
-            otaimgoffer.offer(app, cmd)
-        else:
-            from node import otaoffer
-
-            otaoffer.handle(app, cmd)
-    finally:  # the download needs this module only (and node/otaimage.py, loaded by a chunk)
-        node.drop("otaoffer", "otaimgoffer")
-        import sys
-
-        sys.modules.pop("otaboot", None)
+        otaoffer.handle(app, cmd)
+    finally:  # the download needs this module only
+        node.drop("otaoffer")
     if app.ota is None:  # no download started: nothing of it need stay loaded
         node.drop("ota")
 
@@ -138,8 +109,6 @@ def step(app):
             otatrial.step(app, u)
             node.drop("otatrial")
             sys.modules.pop("otaboot", None)
-            if app.ota is None:
-                unload_image()
             if app.ota is None:  # reported: none of it need stay loaded
                 node.drop("ota")
         return
@@ -153,21 +122,10 @@ def step(app):
             app.link.rx = bytearray(u["chunk"] + 9)
         except MemoryError:
             return  # the next loop tries again
-    if "img" in u and u["part"] is None:  # an image: its code loaded here, not by a chunk
-        gc.collect()
-        from node import otaimage
-
-        u["part"] = otaimage.slot(u)
     fresh = u["connects"] != app.connects
     u["connects"] = app.connects
     now = time.ticks_ms()
-    if u["n"] >= u["of"] and "img" in u:  # an image: checked, set to boot, then a reboot
-        gc.collect()
-        from node import otaimgcheck
-
-        otaimgcheck.finish(app, u)
-        unload_image()
-    elif u["n"] >= u["of"]:  # complete: installed at the next boot (node/start.py, otainst.py)
+    if u["n"] >= u["of"]:  # complete: installed at the next boot (node/start.py, node/otainst.py)
         app.ota = None
         app.link.rx = None
         app.reboot_soon(report(app, "installing", u))

@@ -144,9 +144,5 @@ def install(o):
                    "tag": o["tag"]})
     _stage("switched")
     ota.drop_stage()
-    try:
-        os.remove(otaboot.IMAGE)  # a firmware image's version no longer names what runs
-    except OSError:
-        pass
     del files
     return None

@@ -51,11 +51,6 @@ def handle(app, cmd):
     if cmd.get("cancel"):
         if u is not None and u["mode"] == "download" and u["tag"] == tag:
             drop_stage()
-            if "img" in u:  # the record goes; the slot is just never set to boot
-                try:
-                    os.remove("ota/img.json")
-                except OSError:
-                    pass
             app.ota = None
             app.link.rx = None
         return
@@ -64,7 +59,7 @@ def handle(app, cmd):
     v = cmd.get("v")
     if not isinstance(v, str) or not 0 < len(v) <= 32:
         return
-    if v == app.fw:
+    if v == node.VERSION:
         report(app, "updated", {"v": v, "tag": tag})
         return
     error = _check(app, cmd)

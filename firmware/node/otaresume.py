@@ -1,6 +1,6 @@
 # What a boot finds left of an app update (node/ota.py): a download to resume, an app on trial, or
-# a result to report (rolled back, refused). Imported once by node/start.py before it builds the
-# app (the heap at its emptiest), then unloaded; node/ota.py is loaded only for a download.
+# a result to report (rolled back, refused). Imported once by node/start.py while it builds the
+# app, then unloaded; node/ota.py is loaded only for a download.
 import json
 import os
 
@@ -10,7 +10,19 @@ _OFFER = "ota/stage.json"
 _STAGE = "ota/stage.bin"
 
 
-def resume():
+def start(app):
+    # From node/start.py while it builds the app: app.ota, then this module and the pointer's
+    # code go.
+    import sys
+
+    import node
+
+    app.ota = resume(app)
+    del sys.modules["node.otaresume"], node.otaresume
+    sys.modules.pop("otaboot", None)  # needed again only at the end of an update
+
+
+def resume(app):
     # The update's state, or None.
     p = otaboot.read()
     try:
@@ -37,7 +49,8 @@ def resume():
         size = os.stat(_STAGE)[6]
     except OSError:
         size = 0
-    from node.ota import state  # loaded before the app: low in the heap, in one piece
+    app.link.rx = bytearray(offer["chunk"] + 9)  # before node/ota.py: its kilobyte in one piece
+    from node.ota import state
 
     u = state(offer)
     u["n"] = min(size // u["chunk"], u["of"])

@@ -13,11 +13,6 @@ def step(app, u):
             u["pid"] = report(app, "trial", u)
         else:
             u["pid"] = report(app, u["result"], u, u["why"])
-    elif u["pid"] and "img" in u and not app.link.pending(u["pid"]):  # a firmware image
-        from node import otaimgtrial
-
-        otaimgtrial.settle(app, u)  # marks the running image valid: no rollback from now on
-        app.ota = None
     elif u["pid"] and not app.link.pending(u["pid"]):  # the hub has it: reached and healthy
         import otaboot
 

@@ -25,15 +25,7 @@ def boot():
         pass  # no update downloaded
     else:
         _install()
-    update = None
-    try:
-        os.stat("ota")
-    except OSError:
-        pass  # never updated over the air: nothing to load
-    else:
-        update = _update()
     cfg = _settings()
-    cfg["update"] = update
     gc.collect()
     from node.app import App
 
@@ -50,33 +42,6 @@ def _install():
     otainst.at_boot()  # reboots into the new app, unless it is refused or incomplete
     node.drop("otainst", "ota")
     sys.modules.pop("otaboot", None)
-
-
-def _update():
-    # What is left of an update (node/otaimgtrial.py for a firmware image, node/otaresume.py for
-    # an app): (its state or None, the version that runs or None), found before the app takes
-    # the heap; an image may be set to boot again, with a reboot.
-    import sys
-
-    u = fw = None
-    try:
-        os.stat("ota/img.json")
-    except OSError:
-        pass  # never updated with a firmware image
-    else:
-        from node import otaimgtrial
-
-        u, fw = otaimgtrial.at_boot()
-        node.drop("otaimgtrial", "otaimgoffer")
-        if u is None or u["mode"] != "download":
-            node.drop("ota")  # loaded again when there is work for it
-    if u is None:
-        from node import otaresume
-
-        u = otaresume.resume()
-        node.drop("otaresume")
-    sys.modules.pop("otaboot", None)  # needed again only at the end of an update
-    return u, fw
 
 
 def _settings():
@@ -110,8 +75,6 @@ def build(app, cfg):
     app.reboot_pid = 0  # reboot once this reply is acknowledged (or at reboot_at)
     app.reboot_at = None
     app.ota = None  # an app update (node/ota.py)
-    update = cfg.pop("update", None) or (None, None)  # what an update left (boot, above)
-    app.fw = update[1] or node.VERSION  # reported as fw: an image's version once one runs
     app.later = None  # an update offer or settings, handled by the next step (App.handle_later)
     app.window = []  # [ring index, packet id] of readings in flight, oldest first
     app.topics = []
@@ -155,8 +118,10 @@ def build(app, cfg):
     link.set_last_will(app.status_topic, b"offline", retain=True, qos=1)
     link.set_callback(app.on_message)
     app.link = link
-    u = update[0]
-    if u is not None:  # an update goes on: a download, a trial, a result to report
-        if u["mode"] == "download":
-            link.rx = bytearray(u["chunk"] + 9)  # node/wire.py reads chunks into it
-        app.ota = u
+    try:
+        os.stat("ota")  # never updated over the air: nothing to load
+    except OSError:
+        return
+    from node import otaresume
+
+    otaresume.start(app)

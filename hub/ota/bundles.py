@@ -6,11 +6,6 @@ A bundle is hostile until checked: an uncompressed tar of at most ``MAX_BUNDLE``
 manifest gives. The hub keeps the manifest and the files concatenated in manifest order
 (``payload.bin``: what goes over the wire, chunk by chunk), written into a temporary folder and
 renamed into place, so a failed ``hub app add`` leaves nothing behind.
-
-A firmware image bundle (``kind`` "image", ``mpy-hub-tools bundle --image``) holds one file,
-``firmware.bin``, of at most ``MAX_IMAGE`` bytes, and no ``mpy``; it is registered only for a
-board whose file (``boards/<board>.json``) says ``"ota_image": true``. Its download is the image
-alone.
 """
 
 from __future__ import annotations
@@ -30,8 +25,7 @@ APPS_DIR = "apps"
 MANIFEST = "manifest.json"
 PAYLOAD = "payload.bin"
 FORMAT = 1
-MAX_IMAGE = 4 * 1024 * 1024  # bytes of a firmware image (the largest OTA app slot we know)
-MAX_BUNDLE = MAX_IMAGE + 64 * 1024  # bytes of the tar
+MAX_BUNDLE = 2 * 1024 * 1024  # bytes of the tar
 MAX_APP = 1024 * 1024  # bytes of the app's files together (what a device accepts)
 MAX_FILES = 128
 MAX_MANIFEST = 64 * 1024
@@ -41,9 +35,6 @@ PATH_RE = re.compile(r"^node/(?:[a-z0-9_]{1,32}/){0,4}[a-z0-9_]{1,32}\.mpy\Z")
 MP_RE = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\Z")
 MPY_RE = re.compile(r"^[0-9]{1,2}\.[0-9]\Z")
 SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
-KINDS = ("app", "image")
-IMAGE = "firmware.bin"
-BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 
 
 class BundleError(ValueError):
@@ -58,7 +49,6 @@ class Bundle:
     mpy: str
     files: tuple[tuple[str, int, str], ...]  # (path, size, sha256 hex), in payload order
     payload: Path
-    kind: str = "app"  # or "image": a full firmware image (files: firmware.bin alone)
 
     @property
     def size(self) -> int:
@@ -66,10 +56,7 @@ class Bundle:
         return sum(size for _, size, _ in self.files)
 
     def manifest_lines(self) -> bytes:
-        """The manifest as the device reads it: one ``path size sha256`` line per file (none
-        for an image: the offer carries its SHA-256)."""
-        if self.kind == "image":
-            return b""
+        """The manifest as the device reads it: one ``path size sha256`` line per file."""
         return b"".join(f"{p} {s} {d}\n".encode() for p, s, d in self.files)
 
     @property
@@ -80,7 +67,6 @@ class Bundle:
     def summary(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "kind": self.kind,
             "board": self.board,
             "micropython": self.micropython,
             "mpy": self.mpy,
@@ -93,16 +79,11 @@ def check_manifest(raw: Any) -> Bundle:
     """The manifest's fields, checked; BundleError naming the first bad one."""
     if not isinstance(raw, dict):
         raise BundleError("manifest.json must hold a JSON object")
-    known = {"format", "kind", "version", "board", "micropython", "mpy", "files"}
+    known = {"format", "version", "board", "micropython", "mpy", "files"}
     if unknown := sorted(set(raw) - known):
         raise BundleError(f"manifest.json: unknown field {unknown[0]!r}")
     if raw.get("format") != FORMAT:
         raise BundleError(f"manifest.json: format must be {FORMAT}")
-    kind = raw.get("kind", "app")
-    if kind not in KINDS:
-        raise BundleError(f"manifest.json: kind must be one of {', '.join(KINDS)}")
-    if kind == "image":
-        return _check_image_manifest(raw)
     for name, pattern in (
         ("version", VERSION_RE),
         ("board", BOARD_RE),
@@ -134,53 +115,6 @@ def check_manifest(raw: Any) -> Bundle:
     if sum(s for _, s, _ in out) > MAX_APP:
         raise BundleError(f"the app is larger than {MAX_APP} bytes")
     return Bundle(raw["version"], raw["board"], raw["micropython"], raw["mpy"], tuple(out), Path())
-
-
-def _check_image_manifest(raw: dict[str, Any]) -> Bundle:
-    if "mpy" in raw:
-        raise BundleError("manifest.json: an image has no mpy (it is MicroPython itself)")
-    for name, pattern in (("version", VERSION_RE), ("board", BOARD_RE), ("micropython", MP_RE)):
-        value = raw.get(name)
-        if not isinstance(value, str) or not pattern.match(value):
-            raise BundleError(f"manifest.json: bad {name} {str(value)[:40]!r}")
-    files = raw.get("files")
-    if not isinstance(files, list) or len(files) != 1:
-        raise BundleError(f"manifest.json: an image lists one file, {IMAGE}")
-    entry = files[0]
-    if not isinstance(entry, dict) or set(entry) != {"path", "size", "sha256"}:
-        raise BundleError("manifest.json: each file has exactly path, size and sha256")
-    size, digest = entry["size"], entry["sha256"]
-    if entry["path"] != IMAGE:
-        raise BundleError(f"manifest.json: an image's file is {IMAGE}")
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_IMAGE:
-        raise BundleError(f"manifest.json: bad size for {IMAGE} (1 to {MAX_IMAGE} bytes)")
-    if not isinstance(digest, str) or not SHA_RE.match(digest):
-        raise BundleError(f"manifest.json: bad sha256 for {IMAGE}")
-    return Bundle(
-        raw["version"],
-        raw["board"],
-        raw["micropython"],
-        "",
-        ((IMAGE, size, digest),),
-        Path(),
-        "image",
-    )
-
-
-def check_image_board(board: str, boards_dir: Path = BOARDS_DIR) -> None:
-    """An image is registered only for a board that takes images: its board file says so."""
-    try:
-        spec = json.loads((boards_dir / f"{board}.json").read_text())
-    except (OSError, ValueError, RecursionError):
-        raise BundleError(
-            f"board {board!r} is unknown (no boards/{board}.json): an image needs a board "
-            'whose file says "ota_image": true'
-        ) from None
-    if not isinstance(spec, dict) or spec.get("ota_image") is not True:
-        raise BundleError(
-            f'board {board} does not take firmware images over the air (no "ota_image": true '
-            "in its board file: it needs MicroPython's OTA variant, two app slots)"
-        )
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
@@ -227,8 +161,6 @@ class Bundles:
                 except (ValueError, RecursionError):
                     raise BundleError(f"{MANIFEST} is not JSON") from None
                 bundle = check_manifest(raw)
-                if bundle.kind == "image":
-                    check_image_board(bundle.board)
                 listed = {p for p, _, _ in bundle.files}
                 if extra := sorted(set(by_name) - listed):
                     raise BundleError(f"{extra[0][:60]!r} is in the bundle but not the manifest")
@@ -236,8 +168,7 @@ class Bundles:
                 for p, size, digest in bundle.files:
                     if p not in by_name:
                         raise BundleError(f"{p} is in the manifest but not the bundle")
-                    limit = MAX_IMAGE if bundle.kind == "image" else MAX_APP
-                    data = _read_member(tar, by_name[p], limit)
+                    data = _read_member(tar, by_name[p], MAX_APP)
                     if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
                         raise BundleError(f"{p}: size or SHA-256 differs from the manifest")
                     datas.append(data)
@@ -272,7 +203,7 @@ class Bundles:
         except (OSError, ValueError):
             raise BundleError(f"no app version {version!r}: add it with `hub app add`") from None
         b = check_manifest(raw)
-        return Bundle(b.version, b.board, b.micropython, b.mpy, b.files, folder / PAYLOAD, b.kind)
+        return Bundle(b.version, b.board, b.micropython, b.mpy, b.files, folder / PAYLOAD)
 
     def list(self) -> list[Bundle]:
         if not self.root.is_dir():

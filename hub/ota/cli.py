@@ -52,16 +52,10 @@ def run(args: argparse.Namespace) -> None:
     try:
         if args.action == "add":
             b = bundles.add(args.file)
-            if b.kind == "image":
-                print(
-                    f"added firmware image {b.version} for {b.board} (MicroPython "
-                    f"{b.micropython}): {b.size} bytes, sha256 {b.files[0][2][:16]}..."
-                )
-            else:
-                print(
-                    f"added app {b.version} for {b.board} (MicroPython {b.micropython}, .mpy "
-                    f"{b.mpy}): {len(b.files)} files, {b.size} bytes"
-                )
+            print(
+                f"added app {b.version} for {b.board} (MicroPython {b.micropython}, .mpy "
+                f"{b.mpy}): {len(b.files)} files, {b.size} bytes"
+            )
         elif args.action == "list":
             found = bundles.list()
             if args.json:

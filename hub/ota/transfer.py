@@ -51,19 +51,6 @@ def chunk_packet(tag: str, index: int, data: bytes) -> bytes:
 
 
 def offer_command(bundle: Bundle, tag: str, chunk: int = CHUNK) -> dict[str, Any]:
-    if bundle.kind == "image":  # written into the next app slot; the device checks the SHA-256
-        return {
-            "id": 0,
-            "op": "ota",
-            "kind": "image",
-            "v": bundle.version,
-            "tag": tag,
-            "board": bundle.board,
-            "micropython": bundle.micropython,
-            "size": bundle.size,
-            "sha256": bundle.files[0][2],
-            "chunk": chunk,
-        }
     return {
         "id": 0,
         "op": "ota",
@@ -236,11 +223,7 @@ class Transfer:
         except BundleError as exc:
             self._set(row, "failed", str(exc))
             return
-        if (
-            bundle.kind == "app"
-            and report["mp"]
-            and report["mp"] != f"{bundle.micropython}/{bundle.mpy}"
-        ):
+        if report["mp"] and report["mp"] != f"{bundle.micropython}/{bundle.mpy}":
             self._set(
                 row,
                 "failed",

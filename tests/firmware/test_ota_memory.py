@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hub import topics
-from tests.ota.conftest import build, build_image, fake_image
+from tests.ota.conftest import build
 from tests.support.firmware import Subscriber
 from tests.support.hubproc import HubProcess, hub_cli, scaled
 from tests.support.micropython import MP_TESTS
@@ -69,28 +69,6 @@ def test_download_heap_high_water_stays_in_64k(hub: HubProcess, tmp_path: Path) 
         assert hub_cli(hub.data_dir, "app", "assign", "heap-1", "1.2.0").returncode == 0
 
     assert_room(heap_during(hub, folder, "heap-1", assign))
-
-
-def test_image_download_heap_high_water_stays_in_64k(hub: HubProcess, tmp_path: Path) -> None:
-    """A whole firmware image download, its SHA-256 check over the slot and set_boot run in
-    64 KB with room to spare, not counting the fake esp32 module a board has in flash."""
-    image = fake_image(tmp_path / "fw.bin", 64 * 1024 + 5)
-    bundle = build_image(tmp_path / "fw.tar", "2.0.0-heap", image)
-    assert hub_cli(hub.data_dir, "app", "add", str(bundle)).returncode == 0
-    settings = mpunix.DeviceSettings("heap-3", hub.host, hub.mqtt_port, period_s=1)
-    folder = mpunix.prepare_device_dir(tmp_path / "heap-3", settings, "unix-sim-ota")
-
-    async def assign(sub: Subscriber) -> None:
-        assert hub_cli(hub.data_dir, "app", "assign", "heap-3", "2.0.0-heap").returncode == 0
-
-    stats = heap_during(hub, folder, "heap-3", assign)
-    # The fake esp32 module (tools/unixport/esp32.py, loaded first) is Python in this heap; a
-    # board has esp32 in its firmware, in flash: what it takes here is not the firmware's.
-    fake = int(str(stats["heap_fake_esp32"]))
-    assert 0 < fake < 8 * 1024, stats
-    assert_room({**stats, "heap_high": int(str(stats["heap_high"])) - fake})
-    otadata = json.loads((folder / "flash" / "otadata.json").read_text())
-    assert otadata["boot"] == "ota_1" and otadata["state"] == "new"  # set_boot ran
 
 
 def test_settings_update_heap_high_water_stays_in_64k(hub: HubProcess, tmp_path: Path) -> None:

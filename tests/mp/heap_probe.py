@@ -2,8 +2,7 @@
 # main.py does, then runs the real App loop until the app would reboot (an app update it was
 # offered has downloaded completely, or a settings update has begun its trial) or 60 s pass;
 # prints one line of JSON: the heap after boot and its high-water mark, sampled before each
-# loop's gc.collect(), as tools/unixport/steady_state.py does for readings, and the heap the
-# fake esp32 module takes on a board that takes firmware images (a board has it in flash).
+# loop's gc.collect(), as tools/unixport/steady_state.py does for readings.
 import gc
 import json
 import sys
@@ -14,24 +13,6 @@ import fake_network
 
 sys.modules["machine"] = fake_machine
 sys.modules["network"] = fake_network
-
-
-def esp32_builtin():
-    # A board that takes firmware images has esp32 built in: the fake is loaded first, as
-    # tools/unixport/run.py does; returns the heap it takes (a board holds it in flash).
-    with open("board.json") as f:
-        if not json.load(f).get("ota_image"):
-            return 0
-    gc.collect()
-    before = gc.mem_alloc()
-    import esp32  # noqa: F401
-
-    gc.collect()
-    return gc.mem_alloc() - before
-
-
-fakes = esp32_builtin()
-del esp32_builtin
 
 from node import session  # noqa: E402
 from node.start import boot  # noqa: E402
@@ -57,5 +38,4 @@ while not rebooting and time.ticks_diff(time.ticks_ms(), start) < 60000:
     gc.collect()
     time.sleep_ms(20)
 print(json.dumps({"done": bool(rebooting), "heap_total": gc.mem_alloc() + gc.mem_free(),
-                  "heap_base": base, "heap_high": high, "errors": errors, "last": repr(last),
-                  "heap_fake_esp32": fakes}))
+                  "heap_base": base, "heap_high": high, "errors": errors, "last": repr(last)}))

@@ -14,7 +14,6 @@ from hub import topics
 from tests.support.firmware import Subscriber
 from tests.support.hubproc import HubProcess, hub_cli, start_hub
 from tools import bundle, mpunix
-from tools.bench_update import fake_image as fake_image  # made as the bench makes them
 
 
 def build(out: Path, version: str, board: str = "unix-sim", source: Path | None = None) -> Path:
@@ -117,9 +116,3 @@ def update_row(hub: HubProcess, device: str) -> dict[str, Any] | None:
     result = hub_cli(hub.data_dir, "app", "status", "--json")
     assert result.returncode == 0, result.stderr
     return next((r for r in json.loads(result.stdout) if r["device"] == device), None)
-
-
-def build_image(out: Path, version: str, image: Path, board: str = "unix-sim-ota") -> Path:
-    """An image bundle (`mpy-hub-tools bundle --image`)."""
-    bundle.build_image(board, version, image, out)
-    return out

@@ -16,13 +16,7 @@ DEVKITC = json.loads((boards.BOARDS_DIR / "esp32-devkitc.json").read_text())
 
 def test_shipped_boards_pass() -> None:
     """Every board in boards/ passes, including the DevKitC, the S3 and unix-sim."""
-    assert boards.check_all() == [
-        "esp32-devkitc-ota",
-        "esp32-devkitc",
-        "esp32-s3-bme280",
-        "unix-sim-ota",
-        "unix-sim",
-    ]
+    assert boards.check_all() == ["esp32-devkitc", "esp32-s3-bme280", "unix-sim"]
 
 
 def _broken(change: dict[str, Any]) -> dict[str, Any]:
@@ -64,9 +58,6 @@ def _broken(change: dict[str, Any]) -> dict[str, Any]:
         ({"sensors.0": "dht22"}, "sensors[0]: unknown kind None"),
         ({"chip": ["esp32"]}, "unknown chip ['esp32']"),
         ({"pins": [4, 34]}, "'pins' maps names to GPIO numbers"),
-        ({"ota_image": True}, "'ota_image' needs MicroPython's OTA variant"),
-        ({"ota_image": "yes"}, "'ota_image' is true or false"),
-        ({"micropython.variant": "ota-1"}, "'micropython.variant' is a build variant's name"),
         ({"pins.dht": "4"}, "pins.dht: a pin is a GPIO number, not '4'"),
         ({"outputs": "relay"}, "'outputs' is a list of pin names"),
         ({"watchdog_ms": 500}, "'watchdog_ms' under 1000 resets"),
