@@ -207,6 +207,8 @@ class DesiredService:
         if not self._online(device):
             return
         row = self._row(device)
+        if row["board"] is None:
+            return  # board groups need its health's board: evaluated again when it comes
         desired = self._effective.get(device)
         if desired is None:
             desired = self._effective[device] = self.snap.effective(device)[0]
